@@ -1,0 +1,147 @@
+# drover — top-level Makefile. `make help` lists the targets.
+#
+#   make              drover, libdrover.{a,so}, drover.pc, examples  (into $(B)/)
+#   make test         unit + integration tests (the README's test command)
+#   make SAN=1 test   the same, built with AddressSanitizer + UndefinedBehaviorSanitizer
+#   make fuzz         build and run the decoder fuzzer for FUZZ_SECONDS (clang, libFuzzer)
+#   make bench        print the benchmark tables
+#   make deps         install missing Debian packages (needs root or sudo)
+#   make install PREFIX=/usr/local
+
+PREFIX   ?= /usr/local
+VERSION  := 0.1.0
+PKGS     := ncursesw libproc2 msgpack libuv jansson
+CC       ?= cc
+SAN      ?= 0
+
+ifeq ($(SAN),1)
+B        ?= build-san
+SANFLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
+else
+B        ?= build
+SANFLAGS :=
+endif
+
+WARN     := -Wall -Wextra -Wshadow -Wformat=2 -Werror
+CFLAGS   ?= -O2 -g
+CPPFLAGS += -D_GNU_SOURCE -DDROVER_VERSION=\"$(VERSION)\" -I. -Iproto -Iagent -Ihub
+ALLCFLAGS = -std=c11 $(WARN) $(CFLAGS) $(SANFLAGS) -pthread -MMD -MP
+PC_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PC_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+MSGPACK_CFLAGS = $(shell pkg-config --cflags msgpack 2>/dev/null)
+MSGPACK_LIBS   = $(shell pkg-config --libs msgpack 2>/dev/null)
+UV_CFLAGS = $(shell pkg-config --cflags libuv 2>/dev/null)
+UV_LIBS   = $(shell pkg-config --libs libuv 2>/dev/null)
+CMOCKA_LIBS = $(shell pkg-config --libs cmocka 2>/dev/null)
+
+PROTO_SRC := $(wildcard proto/*.c)
+AGENT_SRC := $(wildcard agent/*.c)
+HUB_SRC   := $(wildcard hub/*.c)
+TUI_SRC   := $(wildcard tui/*.c)
+EX_SRC    := $(wildcard examples/*.c)
+UNIT_SRC  := $(wildcard tests/unit/test_*.c)
+BENCH_SRC := $(wildcard bench/*.c)
+
+PROTO_OBJ := $(PROTO_SRC:%.c=$(B)/%.o)
+AGENT_OBJ := $(AGENT_SRC:%.c=$(B)/%.o)
+AGENT_PIC := $(AGENT_SRC:%.c=$(B)/pic/%.o) $(PROTO_SRC:%.c=$(B)/pic/%.o)
+HUB_OBJ   := $(HUB_SRC:%.c=$(B)/%.o)
+TUI_OBJ   := $(TUI_SRC:%.c=$(B)/%.o)
+
+DROVER    := $(B)/drover
+LIBA      := $(B)/libdrover.a
+LIBSO     := $(B)/libdrover.so
+PCFILE    := $(B)/drover.pc
+EXAMPLES  := $(EX_SRC:examples/%.c=$(B)/examples/%)
+UNITS     := $(UNIT_SRC:tests/unit/%.c=$(B)/tests/%)
+BENCHES   := $(BENCH_SRC:bench/%.c=$(B)/bench/%)
+
+.PHONY: all test unit integration fuzz bench deps install clean help check-deps
+all: check-deps $(DROVER) $(LIBA) $(LIBSO) $(PCFILE) $(EXAMPLES)
+
+help:
+	@sed -n '1,/^$$/p' Makefile | sed 's/^# \{0,1\}//'
+
+# Fail early with one clear line instead of a page of missing-header errors.
+check-deps:
+	@pkg-config --exists $(PKGS) cmocka || { echo "drover: missing build dependencies; run 'make deps' (installs Debian packages, needs root or sudo)" >&2; exit 1; }
+
+deps:
+	@sh tools/install-deps.sh
+
+# ---- objects -------------------------------------------------------------
+$(B)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(ALLCFLAGS) $(PC_CFLAGS) -c $< -o $@
+
+$(B)/pic/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(ALLCFLAGS) $(MSGPACK_CFLAGS) -fPIC -fvisibility=hidden -c $< -o $@
+
+# ---- agent library -------------------------------------------------------
+# The agent carries its own copy of the encoder (proto/), so libdrover only
+# needs libmsgpackc (the packer is header-inline; nothing is linked from it).
+$(LIBA): $(AGENT_OBJ) $(PROTO_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(LIBSO): $(AGENT_PIC)
+	$(CC) -shared $(ALLCFLAGS) -Wl,-soname,libdrover.so.0 -o $@ $^ $(MSGPACK_LIBS)
+
+$(PCFILE): agent/drover.pc.in
+	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@VERSION@|$(VERSION)|g' $< > $@
+
+# ---- hub / CLI -----------------------------------------------------------
+$(DROVER): $(TUI_OBJ) $(HUB_OBJ) $(PROTO_OBJ)
+	$(CC) $(ALLCFLAGS) -o $@ $^ $(PC_LIBS) -lm
+
+# ---- examples ------------------------------------------------------------
+$(B)/examples/%: examples/%.c $(LIBA)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(ALLCFLAGS) $(PC_CFLAGS) -o $@ $< $(LIBA) $(MSGPACK_LIBS) $(UV_LIBS) -lm
+
+# ---- tests ---------------------------------------------------------------
+$(B)/tests/%: tests/unit/%.c $(PROTO_OBJ) $(AGENT_OBJ) $(HUB_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(ALLCFLAGS) $(PC_CFLAGS) -o $@ $< $(PROTO_OBJ) $(AGENT_OBJ) $(HUB_OBJ) $(PC_LIBS) $(CMOCKA_LIBS) -lm
+
+unit: $(UNITS)
+	@sh tests/run-unit.sh $(UNITS)
+
+integration: all
+	DROVER_BUILD=$(abspath $(B)) python3 -m pytest -q tests/integration
+
+test: all unit integration
+
+# ---- fuzz ----------------------------------------------------------------
+FUZZ_SECONDS ?= 30
+$(B)/fuzz/fuzz_report: tests/fuzz/fuzz_report.c $(PROTO_SRC)
+	@mkdir -p $(dir $@)
+	clang $(CPPFLAGS) -g -O1 -fsanitize=fuzzer,address,undefined $(MSGPACK_CFLAGS) -o $@ $^ $(MSGPACK_LIBS)
+
+fuzz: $(B)/fuzz/fuzz_report
+	@mkdir -p $(B)/fuzz/corpus
+	$(B)/fuzz/fuzz_report -max_total_time=$(FUZZ_SECONDS) -max_len=8192 -rss_limit_mb=512 -malloc_limit_mb=64 $(B)/fuzz/corpus tests/fuzz/seeds
+
+# ---- benchmarks ----------------------------------------------------------
+$(B)/bench/%: bench/%.c $(LIBA) $(PROTO_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(ALLCFLAGS) $(PC_CFLAGS) -o $@ $< $(LIBA) $(PC_LIBS) -lm
+
+bench: all $(BENCHES)
+	@sh bench/run.sh $(abspath $(B))
+
+# ---- install -------------------------------------------------------------
+install: all
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/include
+	install -m 755 $(DROVER) $(DESTDIR)$(PREFIX)/bin/drover
+	install -m 644 $(LIBA) $(DESTDIR)$(PREFIX)/lib/libdrover.a
+	install -m 755 $(LIBSO) $(DESTDIR)$(PREFIX)/lib/libdrover.so.0
+	ln -sf libdrover.so.0 $(DESTDIR)$(PREFIX)/lib/libdrover.so
+	install -m 644 agent/drover.h agent/drover_uv.h $(DESTDIR)$(PREFIX)/include/
+	install -m 644 $(PCFILE) $(DESTDIR)$(PREFIX)/lib/pkgconfig/drover.pc
+
+clean:
+	rm -rf build build-san
+
+-include $(shell find $(B) -name '*.d' 2>/dev/null)
