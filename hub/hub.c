@@ -1,0 +1,289 @@
+/*
+ * hub.c — the hub process: one libuv loop tying ingest, state, sampler and
+ * the headless printers together.
+ *
+ * Each interval: flush the ingest queue, sample every known pid on the thread
+ * pool, then (back on the loop) apply the samples, flush again, end the
+ * interval in the model and print it.
+ */
+#include "hub.h"
+#include "ingest.h"
+#include "notify.h"
+#include "paths.h"
+#include "report.h"
+#include "sampler.h"
+#include "state.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <time.h>
+#include <unistd.h>
+#include <uv.h>
+
+typedef struct {
+    const hub_options *o;
+    uv_loop_t   loop;
+    uv_timer_t  timer;
+    uv_signal_t sig[4];
+    ingest     *in;
+    sampler    *sm;
+    state      *st;
+    worker_view *views;
+    size_t      views_cap;
+    pid_t      *pids;
+    size_t      pids_cap;
+    long        printed;
+    uint64_t    overflows_seen;
+    int         exit_code;
+    bool        stopping;
+    int         lock_fd;
+} hub;
+
+/* ---- namespace lock ----------------------------------------------------- */
+
+/*
+ * Takes the namespace's lock file (hub.lock, holding our pid) so that exactly
+ * one hub serves a namespace; the kernel releases it when we die, so a crashed
+ * hub never blocks the next one. Returns the fd, or -1 with a message in err.
+ */
+static int hub_lock(const char *dir, const char *sock_path, char *err, size_t errcap)
+{
+    char path[PATHS_MAX + 16];
+    if (paths_join(dir, "hub.lock", path, sizeof path) != 0) {
+        snprintf(err, errcap, "path too long: %s/hub.lock", dir);
+        return -1;
+    }
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        snprintf(err, errcap, "cannot open %s: %s", path, strerror(errno));
+        return -1;
+    }
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        char buf[32] = "";
+        ssize_t n = pread(fd, buf, sizeof buf - 1, 0);
+        long other = n > 0 ? strtol(buf, NULL, 10) : 0;
+        close(fd);
+        if (other > 0)
+            snprintf(err, errcap, "cannot bind %s: another hub is running (pid %ld); use -L NAME for a second one",
+                     sock_path, other);
+        else
+            snprintf(err, errcap, "cannot bind %s: another hub is running; use -L NAME for a second one", sock_path);
+        return -1;
+    }
+    char buf[32];
+    int len = snprintf(buf, sizeof buf, "%ld\n", (long)getpid());
+    if (ftruncate(fd, 0) != 0 || pwrite(fd, buf, (size_t)len, 0) != len) {
+        /* The pid is only for the error message of a second hub; not fatal. */
+    }
+    return fd;
+}
+
+/* ---- datagrams ---------------------------------------------------------- */
+
+/* True for the first byte of a msgpack map (fixmap, map16, map32). */
+static bool hub_is_map(unsigned char b)
+{
+    return (b >= 0x80 && b <= 0x8f) || b == 0xde || b == 0xdf;
+}
+
+/* Classifies, verifies and applies one datagram (on the loop thread). */
+static void hub_on_datagram(void *ctx, const void *buf, size_t len, pid_t pid, int truncated)
+{
+    hub *h = ctx;
+    double now = sampler_now();
+    static report r;   /* 6 KiB: static, the loop is single-threaded */
+
+    if (truncated || len == 0) {
+        state_count_bad(h->st);
+        return;
+    }
+    if (hub_is_map(*(const unsigned char *)buf)) {
+        if (report_decode(buf, len, &r) != REPORT_OK) {
+            state_count_bad(h->st);
+            return;
+        }
+        /* The pid key is the sender's claim; the kernel's credentials are the truth. */
+        if (pid <= 0 || (pid_t)r.pid != pid) {
+            state_count_spoofed(h->st);
+            return;
+        }
+        state_apply_report(h->st, &r, now);
+        return;
+    }
+    notify_msg m;
+    if (pid > 0 && notify_parse(buf, len, &m))
+        state_apply_notify(h->st, pid, &m, now);
+    else
+        state_count_bad(h->st);
+}
+
+/* ---- interval ----------------------------------------------------------- */
+
+static void hub_stop(hub *h, int code);
+
+/* Prints the interval that the last sample round completed. */
+static void hub_print(hub *h)
+{
+    double interval = h->o->interval_ms / 1000.0;
+    size_t n = state_count(h->st);
+    if (n > h->views_cap) {
+        worker_view *nv = realloc(h->views, n * sizeof *nv);
+        if (!nv) {
+            fprintf(stderr, "drover: out of memory\n");
+            hub_stop(h, 1);
+            return;
+        }
+        h->views = nv;
+        h->views_cap = n;
+    }
+    n = state_snapshot(h->st, h->views, n, sampler_now(), interval);
+    hub_counters c = state_counters(h->st);
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    if (headless_print(stdout, h->o->format, h->views, n, &c,
+                       (double)ts.tv_sec + (double)ts.tv_nsec / 1e9) != 0) {
+        hub_stop(h, 0);   /* the reader went away (| head): a normal end */
+        return;
+    }
+    if (h->o->count > 0 && ++h->printed >= h->o->count)
+        hub_stop(h, 0);
+}
+
+static void hub_on_sample(void *ctx, const proc_sample *s, size_t n, const proc_sample *self, double at)
+{
+    hub *h = ctx;
+    if (h->stopping)
+        return;
+    for (size_t i = 0; i < n; i++)
+        state_apply_sample(h->st, &s[i], at);
+    state_apply_hub_sample(h->st, self, at);
+    ingest_flush(h->in);
+    uint64_t ov = ingest_overflows(h->in);
+    state_count_dropped(h->st, ov - h->overflows_seen);
+    h->overflows_seen = ov;
+    state_tick(h->st, sampler_now(), h->o->interval_ms / 1000.0);
+    hub_print(h);
+}
+
+/* Starts a sample round over every known pid. */
+static void hub_sample(hub *h)
+{
+    size_t n = state_count(h->st);
+    if (n > h->pids_cap) {
+        pid_t *np = realloc(h->pids, n * sizeof *np);
+        if (!np)
+            return;
+        h->pids = np;
+        h->pids_cap = n;
+    }
+    n = state_pids(h->st, h->pids, n);
+    ingest_flush(h->in);
+    if (sampler_start(h->sm, h->pids, n, hub_on_sample, h) != 0) {
+        /* The previous round is still running (a slow /proc): skip a beat
+         * rather than queue rounds behind each other. */
+    }
+}
+
+static void hub_on_timer(uv_timer_t *t)
+{
+    hub_sample(t->data);
+}
+
+/* A first round at start, so the first printed interval already has CPU %. */
+static void hub_on_first_sample(void *ctx, const proc_sample *s, size_t n, const proc_sample *self, double at)
+{
+    hub *h = ctx;
+    (void)s;
+    (void)n;
+    state_apply_hub_sample(h->st, self, at);
+}
+
+/* ---- signals and shutdown ----------------------------------------------- */
+
+static void hub_on_close(uv_handle_t *hd)
+{
+    (void)hd;
+}
+
+/* Ends the loop: closes every handle; uv_run returns once they are closed. */
+static void hub_stop(hub *h, int code)
+{
+    if (h->stopping)
+        return;
+    h->stopping = true;
+    h->exit_code = code;
+    uv_close((uv_handle_t *)&h->timer, hub_on_close);
+    for (size_t i = 0; i < sizeof h->sig / sizeof h->sig[0]; i++)
+        uv_close((uv_handle_t *)&h->sig[i], hub_on_close);
+    ingest_stop(h->in);
+    h->in = NULL;
+}
+
+static void hub_on_signal(uv_signal_t *s, int signum)
+{
+    hub *h = s->data;
+    if (signum == SIGHUP)
+        return;   /* a monitor has nothing to reload; never die of a hangup */
+    if (signum == SIGUSR1)
+        return;   /* no log files yet to reopen */
+    hub_stop(h, 0);
+}
+
+int hub_run_headless(const hub_options *o)
+{
+    hub h = {.o = o, .lock_fd = -1};
+    char dir[PATHS_MAX], sock[PATHS_MAX], err[512];
+
+    if (paths_dir(o->socket_dir, o->ns, true, dir, sizeof dir, err, sizeof err) != 0 ||
+        paths_join(dir, "agent.sock", sock, sizeof sock) != 0) {
+        fprintf(stderr, "drover: %s\n", err);
+        return 1;
+    }
+    h.lock_fd = hub_lock(dir, sock, err, sizeof err);
+    if (h.lock_fd < 0) {
+        fprintf(stderr, "drover: %s\n", err);
+        return 1;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    uv_loop_init(&h.loop);
+    h.st = state_new();
+    h.sm = h.st ? sampler_new(&h.loop, err, sizeof err) : NULL;
+    h.in = h.sm ? ingest_start(&h.loop, sock, hub_on_datagram, &h, err, sizeof err) : NULL;
+    if (!h.in) {
+        fprintf(stderr, "drover: %s\n", h.st ? err : "out of memory");
+        sampler_free(h.sm);
+        state_free(h.st);
+        uv_run(&h.loop, UV_RUN_DEFAULT);
+        uv_loop_close(&h.loop);
+        close(h.lock_fd);
+        return 1;
+    }
+
+    static const int sigs[] = {SIGINT, SIGTERM, SIGHUP, SIGUSR1};
+    for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++) {
+        uv_signal_init(&h.loop, &h.sig[i]);
+        h.sig[i].data = &h;
+        uv_signal_start(&h.sig[i], hub_on_signal, sigs[i]);
+    }
+    uv_timer_init(&h.loop, &h.timer);
+    h.timer.data = &h;
+    uv_timer_start(&h.timer, hub_on_timer, o->interval_ms, o->interval_ms);
+    sampler_start(h.sm, NULL, 0, hub_on_first_sample, &h);
+
+    uv_run(&h.loop, UV_RUN_DEFAULT);
+
+    sampler_free(h.sm);
+    uv_run(&h.loop, UV_RUN_DEFAULT);   /* lets an in-flight sample round finish */
+    if (uv_loop_close(&h.loop) != 0)
+        fprintf(stderr, "drover: warning: event loop closed with handles open\n");
+    state_free(h.st);
+    free(h.views);
+    free(h.pids);
+    close(h.lock_fd);
+    return h.exit_code;
+}

@@ -1,0 +1,409 @@
+/*
+ * state.c — the hub's model of every worker.
+ *
+ * Workers live in a growable array; a small open-addressing index maps the
+ * pid of every worker that is not gone to its slot, so applying a report is
+ * O(1) with hundreds of workers. The index is rebuilt whenever a worker is
+ * added, marked gone or removed — events that happen at most a few times
+ * per interval, while reports arrive many times per interval.
+ */
+#include "state.h"
+#include "rate.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+enum { SERIES_CPU, SERIES_RSS, SERIES_RPS, SERIES_LAG, SERIES_N };
+
+typedef struct {
+    float    v[STATE_HISTORY];
+    uint32_t head;      /* next slot to write */
+    uint32_t len;
+} ring;
+
+typedef struct {
+    pid_t    pid;
+    worker_state ws;
+    double   gone_at;           /* monotonic s when marked gone */
+
+    /* from the agent */
+    bool     has_report;        /* at least one hello/report seen */
+    double   last_report_at;    /* monotonic s */
+    char     name[REPORT_NAME_MAX];
+    int64_t  wid;
+    uint64_t last_seq;
+    bool     has_seq;
+    report   last;              /* latest `report` datagram */
+    bool     has_last;
+    uint64_t prev_req, prev_ts; /* previous report carrying req and ts, for the rate */
+    bool     has_prev_req;
+    double   req_per_s;
+    int      ready;             /* -1 unknown */
+
+    /* from /proc */
+    bool     sampled;
+    uint64_t start_ticks;
+    uint64_t cpu_ticks;
+    double   sampled_at;
+    double   cpu_pct;
+    int64_t  rss_bytes;
+    double   elapsed_s;
+    char     comm[32];
+
+    ring     hist[SERIES_N];
+} worker;
+
+struct state {
+    worker  **w;        /* array of pointers: a worker's address is stable */
+    size_t    n, cap;
+    uint32_t *index;    /* slot+1 per bucket, 0 = empty */
+    size_t    index_cap;/* power of two, ≥ 2 × live workers */
+    hub_counters c;
+    proc_sample hub_prev;
+    double    hub_prev_at;
+    bool      hub_sampled;
+};
+
+const char *state_name(worker_state ws)
+{
+    static const char *names[] = {"starting", "online", "stopping", "stopped",
+                                  "backoff", "errored", "gone"};
+    return (unsigned)ws < sizeof names / sizeof names[0] ? names[ws] : "unknown";
+}
+
+state *state_new(void)
+{
+    return calloc(1, sizeof(state));
+}
+
+void state_free(state *s)
+{
+    if (!s)
+        return;
+    for (size_t i = 0; i < s->n; i++)
+        free(s->w[i]);
+    free(s->w);
+    free(s->index);
+    free(s);
+}
+
+/* ---- pid index ---------------------------------------------------------- */
+
+static size_t state_hash(pid_t pid, size_t cap)
+{
+    return ((uint32_t)pid * 2654435761u) & (cap - 1);
+}
+
+/* Rebuilds the pid index over every worker that is not gone. */
+static void state_reindex(state *s)
+{
+    size_t want = 16;
+    while (want < s->n * 2)
+        want <<= 1;
+    if (want != s->index_cap) {
+        uint32_t *ni = calloc(want, sizeof *ni);
+        if (!ni)
+            return; /* keep the old index; lookups fall back to a scan */
+        free(s->index);
+        s->index = ni;
+        s->index_cap = want;
+    } else {
+        memset(s->index, 0, s->index_cap * sizeof *s->index);
+    }
+    for (size_t i = 0; i < s->n; i++) {
+        if (s->w[i]->ws == WS_GONE)
+            continue;
+        size_t h = state_hash(s->w[i]->pid, s->index_cap);
+        while (s->index[h])
+            h = (h + 1) & (s->index_cap - 1);
+        s->index[h] = (uint32_t)i + 1;
+    }
+}
+
+/* Returns the live (not gone) worker with this pid, or NULL. */
+static worker *state_find(const state *s, pid_t pid)
+{
+    if (s->index_cap >= s->n * 2 && s->index) {
+        size_t h = state_hash(pid, s->index_cap);
+        while (s->index[h]) {
+            worker *w = s->w[s->index[h] - 1];
+            if (w->pid == pid)
+                return w;
+            h = (h + 1) & (s->index_cap - 1);
+        }
+        return NULL;
+    }
+    for (size_t i = 0; i < s->n; i++)
+        if (s->w[i]->pid == pid && s->w[i]->ws != WS_GONE)
+            return s->w[i];
+    return NULL;
+}
+
+/* Adds a worker for pid in state online; returns it, or NULL when out of memory. */
+static worker *state_add(state *s, pid_t pid)
+{
+    if (s->n == s->cap) {
+        size_t nc = s->cap ? s->cap * 2 : 16;
+        worker **nw = realloc(s->w, nc * sizeof *nw);
+        if (!nw)
+            return NULL;
+        s->w = nw;
+        s->cap = nc;
+    }
+    worker *w = calloc(1, sizeof *w);
+    if (!w)
+        return NULL;
+    w->pid = pid;
+    w->ws = WS_ONLINE;
+    w->wid = -1;
+    w->ready = -1;
+    w->cpu_pct = NAN;
+    w->rss_bytes = -1;
+    w->req_per_s = NAN;
+    w->elapsed_s = NAN;
+    s->w[s->n++] = w;
+    state_reindex(s);
+    return w;
+}
+
+static worker *state_find_or_add(state *s, pid_t pid)
+{
+    worker *w = state_find(s, pid);
+    return w ? w : state_add(s, pid);
+}
+
+static void state_mark_gone(state *s, worker *w, double now)
+{
+    w->ws = WS_GONE;
+    w->gone_at = now;
+    state_reindex(s);
+}
+
+/* ---- ingest ------------------------------------------------------------- */
+
+void state_apply_report(state *s, const report *r, double now)
+{
+    worker *w = state_find_or_add(s, (pid_t)r->pid);
+    if (!w)
+        return;
+    s->c.reports_total++;
+
+    /* A sequence number below the last one means the agent restarted (exec,
+     * drover_start after stop): start counting afresh, not a gap. */
+    if (w->has_seq && r->seq > w->last_seq + 1)
+        s->c.dropped_total += r->seq - w->last_seq - 1;
+    w->last_seq = r->seq;
+    w->has_seq = true;
+
+    w->has_report = true;
+    w->last_report_at = now;
+    if (r->has & REPORT_HAS_NAME)
+        memcpy(w->name, r->name, sizeof w->name);
+    if (r->has & REPORT_HAS_WID)
+        w->wid = (int64_t)r->wid;
+    if (r->has & REPORT_HAS_READY)
+        w->ready = r->ready;
+
+    if (r->type != REPORT_T_REPORT)
+        return;
+    if ((r->has & REPORT_HAS_REQ) && (r->has & REPORT_HAS_TS)) {
+        if (w->has_prev_req) {
+            double rate = rate_per_s(w->prev_req, r->req, w->prev_ts, r->ts);
+            if (!isnan(rate))
+                w->req_per_s = rate;
+        }
+        w->prev_req = r->req;
+        w->prev_ts = r->ts;
+        w->has_prev_req = true;
+    }
+    w->last = *r;
+    w->has_last = true;
+}
+
+void state_apply_notify(state *s, pid_t pid, const notify_msg *m, double now)
+{
+    worker *w = state_find_or_add(s, pid);
+    if (!w)
+        return;
+    (void)now;
+    s->c.reports_total++;
+    if (m->ready)
+        w->ready = 1;
+    if (m->stopping && w->ws != WS_GONE)
+        w->ws = WS_STOPPING;
+}
+
+void state_count_bad(state *s)      { s->c.bad_total++; }
+void state_count_spoofed(state *s)  { s->c.spoofed_total++; }
+void state_count_dropped(state *s, uint64_t n) { s->c.dropped_total += n; }
+
+/* ---- sampler ------------------------------------------------------------ */
+
+size_t state_pids(const state *s, pid_t *out, size_t cap)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < s->n && k < cap; i++)
+        if (s->w[i]->ws != WS_GONE)
+            out[k++] = s->w[i]->pid;
+    return k;
+}
+
+/* CPU % of one core between two samples of the same process. */
+static double state_cpu_pct(uint64_t prev_ticks, uint64_t ticks, double prev_at, double now)
+{
+    static long hz;
+    if (!hz)
+        hz = sysconf(_SC_CLK_TCK);
+    if (now <= prev_at || ticks < prev_ticks || hz <= 0)
+        return NAN;
+    return (double)(ticks - prev_ticks) / (double)hz / (now - prev_at) * 100.0;
+}
+
+void state_apply_sample(state *s, const proc_sample *ps, double now)
+{
+    worker *w = state_find(s, ps->pid);
+    if (!w)
+        return;
+    if (!ps->alive || (w->sampled && ps->start_ticks != w->start_ticks)) {
+        state_mark_gone(s, w, now);
+        return;
+    }
+    if (w->sampled)
+        w->cpu_pct = state_cpu_pct(w->cpu_ticks, ps->cpu_ticks, w->sampled_at, now);
+    w->sampled = true;
+    w->start_ticks = ps->start_ticks;
+    w->cpu_ticks = ps->cpu_ticks;
+    w->sampled_at = now;
+    w->rss_bytes = (int64_t)ps->rss_bytes;
+    w->elapsed_s = ps->elapsed_s;
+    memcpy(w->comm, ps->comm, sizeof w->comm);
+    w->comm[sizeof w->comm - 1] = '\0';
+}
+
+void state_apply_hub_sample(state *s, const proc_sample *ps, double now)
+{
+    s->c.cpu_pct = s->hub_sampled
+        ? state_cpu_pct(s->hub_prev.cpu_ticks, ps->cpu_ticks, s->hub_prev_at, now) : NAN;
+    s->c.rss_bytes = (int64_t)ps->rss_bytes;
+    s->hub_prev = *ps;
+    s->hub_prev_at = now;
+    s->hub_sampled = true;
+}
+
+/* ---- interval ----------------------------------------------------------- */
+
+static void ring_push(ring *r, double v)
+{
+    r->v[r->head] = (float)v;
+    r->head = (r->head + 1) % STATE_HISTORY;
+    if (r->len < STATE_HISTORY)
+        r->len++;
+}
+
+void state_tick(state *s, double now, double interval_s)
+{
+    size_t k = 0;
+    bool removed = false;
+    for (size_t i = 0; i < s->n; i++) {
+        worker *w = s->w[i];
+        /* "+ 0.5" so a worker gone just before a tick is still shown on the
+         * STATE_GONE_INTERVALS-th tick after it, whatever the phase. */
+        if (w->ws == WS_GONE && now - w->gone_at > (STATE_GONE_INTERVALS - 0.5) * interval_s) {
+            free(w);
+            removed = true;
+            continue;
+        }
+        if (w->ws != WS_GONE) {
+            ring_push(&w->hist[SERIES_CPU], w->cpu_pct);
+            ring_push(&w->hist[SERIES_RSS], (double)w->rss_bytes);
+            ring_push(&w->hist[SERIES_RPS], w->req_per_s);
+            ring_push(&w->hist[SERIES_LAG], w->has_last && (w->last.has & REPORT_HAS_LAG)
+                      ? (double)w->last.lag_p99 / 1000.0 : NAN);
+        }
+        s->w[k++] = w;
+    }
+    s->n = k;
+    if (removed)
+        state_reindex(s);
+}
+
+size_t state_count(const state *s)
+{
+    return s->n;
+}
+
+/* Fills one view from a worker. */
+static void state_view(const worker *w, worker_view *v, double now, double interval_s)
+{
+    memset(v, 0, sizeof *v);
+    const char *app = w->name[0] ? w->name : w->comm;
+    snprintf(v->app, sizeof v->app, "%s", app);
+    v->id = w->wid;
+    v->pid = w->pid;
+    v->state = w->ws;
+    v->agent = w->has_report && w->ws != WS_GONE &&
+               now - w->last_report_at <= STATE_AGENT_INTERVALS * interval_s;
+    v->restarts = -1;
+    v->uptime_s = w->ws == WS_GONE ? NAN : w->elapsed_s;
+    v->cpu_pct = w->ws == WS_GONE ? NAN : w->cpu_pct;
+    v->rss_bytes = w->ws == WS_GONE ? -1 : w->rss_bytes;
+    v->ready = w->ready;
+    v->req_total = v->err_total = v->inflight = -1;
+    v->req_per_s = v->lat_p50_ms = v->lat_p99_ms = v->lag_p99_ms = v->lag_max_ms = NAN;
+    if (!w->has_last)
+        return;
+    const report *r = &w->last;
+    if (r->has & REPORT_HAS_REQ) {
+        v->req_total = (int64_t)r->req;
+        v->req_per_s = w->req_per_s;
+    }
+    if (r->has & REPORT_HAS_ERR)
+        v->err_total = (int64_t)r->err;
+    if (r->has & REPORT_HAS_INFLIGHT)
+        v->inflight = (int64_t)r->inflight;
+    if (r->has & REPORT_HAS_LAT) {
+        v->lat_p50_ms = (double)r->lat_p50 / 1000.0;
+        v->lat_p99_ms = (double)r->lat_p99 / 1000.0;
+    }
+    if (r->has & REPORT_HAS_LAG) {
+        v->lag_p99_ms = (double)r->lag_p99 / 1000.0;
+        v->lag_max_ms = (double)r->lag_max / 1000.0;
+    }
+    v->has_metrics = true;
+    v->nmetrics = r->nmetrics;
+    memcpy(v->metrics, r->metrics, r->nmetrics * sizeof r->metrics[0]);
+}
+
+/* Orders views by app, then id (unknown last), then pid. */
+static int state_view_cmp(const void *a, const void *b)
+{
+    const worker_view *x = a, *y = b;
+    int c = strcmp(x->app, y->app);
+    if (c)
+        return c;
+    if (x->id != y->id) {
+        if (x->id < 0 || y->id < 0)
+            return x->id < 0 ? 1 : -1;
+        return x->id < y->id ? -1 : 1;
+    }
+    return (x->pid > y->pid) - (x->pid < y->pid);
+}
+
+size_t state_snapshot(const state *s, worker_view *out, size_t cap, double now, double interval_s)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < s->n && k < cap; i++)
+        state_view(s->w[i], &out[k++], now, interval_s);
+    qsort(out, k, sizeof *out, state_view_cmp);
+    return k;
+}
+
+hub_counters state_counters(const state *s)
+{
+    hub_counters c = s->c;
+    c.workers = s->n;
+    return c;
+}

@@ -1,0 +1,141 @@
+/*
+ * state.h — the hub's model of every worker (DESIGN.md §2).
+ *
+ * One owner: ingest, sampler and (later) supervisor change it only through
+ * these functions, on the loop thread. Views read copies (worker_view).
+ * Memory per worker is fixed; nothing grows with uptime.
+ */
+#ifndef DROVER_HUB_STATE_H
+#define DROVER_HUB_STATE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "report.h"
+#include "notify.h"
+
+#define STATE_HISTORY 120      /* samples kept per series for sparklines */
+#define STATE_GONE_INTERVALS 3 /* a gone worker is shown this many intervals, then dropped */
+#define STATE_AGENT_INTERVALS 3 /* `agent` is true if a report came within this many intervals */
+
+typedef enum {
+    WS_STARTING = 0,
+    WS_ONLINE,
+    WS_STOPPING,
+    WS_STOPPED,
+    WS_BACKOFF,
+    WS_ERRORED,
+    WS_GONE,
+} worker_state;
+
+/* One process as read from /proc by the sampler. */
+typedef struct {
+    pid_t    pid;
+    bool     alive;             /* false: no such process (exited) or a zombie */
+    uint64_t start_ticks;       /* start time since boot, clock ticks: detects pid reuse */
+    uint64_t cpu_ticks;         /* utime + stime */
+    uint64_t rss_bytes;
+    double   elapsed_s;         /* seconds since the process started */
+    char     comm[32];          /* process name */
+} proc_sample;
+
+/*
+ * A worker as views see it. Unknown values: integers -1, doubles NAN,
+ * strings "" (printers turn them into null).
+ */
+typedef struct {
+    char     app[REPORT_NAME_MAX];
+    int64_t  id;
+    pid_t    pid;
+    worker_state state;
+    bool     agent;
+    int64_t  restarts;
+    double   uptime_s;
+    double   cpu_pct;
+    int64_t  rss_bytes;
+    int64_t  req_total;
+    double   req_per_s;
+    int64_t  err_total;
+    int64_t  inflight;
+    double   lat_p50_ms, lat_p99_ms;
+    double   lag_p99_ms, lag_max_ms;
+    int      ready;             /* 1, 0, or -1 unknown */
+    bool     has_metrics;       /* false: no agent report yet (metrics null) */
+    uint32_t nmetrics;
+    report_metric metrics[REPORT_METRICS_MAX];
+} worker_view;
+
+/* The hub's own health counters (the `hub` headless line). */
+typedef struct {
+    uint64_t workers;
+    uint64_t reports_total;     /* valid datagrams applied (reports, hellos, logs, byes, notify) */
+    uint64_t dropped_total;     /* reports missed: sequence gaps + hub queue overflow */
+    uint64_t bad_total;         /* datagrams refused by the decoder */
+    uint64_t spoofed_total;     /* pid key differs from the kernel's SCM_CREDENTIALS pid */
+    double   cpu_pct;           /* the hub process, % of one core over the last interval */
+    int64_t  rss_bytes;         /* the hub process */
+} hub_counters;
+
+typedef struct state state;
+
+/* Returns a new empty model, or NULL when out of memory. */
+state *state_new(void);
+
+/* Frees the model and every worker in it. NULL is allowed. */
+void state_free(state *s);
+
+/* The wire name of a worker state ("online", "gone"…). */
+const char *state_name(worker_state ws);
+
+/*
+ * Applies one decoded datagram whose pid the kernel has confirmed. Creates the
+ * worker on first contact (state online), updates counters, rates (from the
+ * report timestamps, with counter-reset detection) and sequence-gap counts.
+ * now is the hub's monotonic time in seconds.
+ */
+void state_apply_report(state *s, const report *r, double now);
+
+/* Applies an sd_notify datagram from pid (READY=1 marks the worker ready). */
+void state_apply_notify(state *s, pid_t pid, const notify_msg *m, double now);
+
+/* Counts a refused datagram, a spoofed one, or n lost to queue overflow. */
+void state_count_bad(state *s);
+void state_count_spoofed(state *s);
+void state_count_dropped(state *s, uint64_t n);
+
+/* Copies into out (capacity cap) the pids the sampler must read; returns how many. */
+size_t state_pids(const state *s, pid_t *out, size_t cap);
+
+/*
+ * Applies one /proc sample taken at monotonic time now: CPU % since the
+ * previous sample, RSS, uptime, process name. A sample that is not alive, or
+ * whose start time differs from the first one seen (the pid was reused),
+ * marks the worker gone.
+ */
+void state_apply_sample(state *s, const proc_sample *ps, double now);
+
+/* Records the hub's own /proc sample for the hub counters. */
+void state_apply_hub_sample(state *s, const proc_sample *ps, double now);
+
+/*
+ * Ends an interval at monotonic time now: pushes one point per series into
+ * the history rings, and drops workers gone for more than
+ * STATE_GONE_INTERVALS intervals of interval_s.
+ */
+void state_tick(state *s, double now, double interval_s);
+
+/* Number of workers currently in the model (including recently gone ones). */
+size_t state_count(const state *s);
+
+/*
+ * Fills out (capacity cap) with views of the workers sorted by app, id, pid,
+ * as of monotonic time now; returns how many were written.
+ */
+size_t state_snapshot(const state *s, worker_view *out, size_t cap, double now, double interval_s);
+
+/* Returns the hub counters. */
+hub_counters state_counters(const state *s);
+
+#endif
