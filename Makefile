@@ -6,12 +6,14 @@
 #   make fuzz         build and run the decoder fuzzer for FUZZ_SECONDS (clang, libFuzzer)
 #   make bench        print the benchmark tables
 #   make deps         install missing Debian packages (needs root or sudo)
+#   make demo         deps + build, then run the example cluster (Ctrl-C stops it)
 #   make install PREFIX=/usr/local
 
 PREFIX   ?= /usr/local
 VERSION  := 0.1.0
 PKGS     := ncursesw libproc2 msgpack libuv jansson
 CC       ?= cc
+PYTHON   ?= /usr/bin/python3
 SAN      ?= 0
 
 ifeq ($(SAN),1)
@@ -56,7 +58,7 @@ EXAMPLES  := $(EX_SRC:examples/%.c=$(B)/examples/%)
 UNITS     := $(UNIT_SRC:tests/unit/%.c=$(B)/tests/%)
 BENCHES   := $(BENCH_SRC:bench/%.c=$(B)/bench/%)
 
-.PHONY: all test unit integration fuzz bench deps install clean help check-deps
+.PHONY: all test unit integration fuzz bench deps demo install clean help check-deps
 all: check-deps $(DROVER) $(LIBA) $(LIBSO) $(PCFILE) $(EXAMPLES)
 
 help:
@@ -68,6 +70,11 @@ check-deps:
 
 deps:
 	@sh tools/install-deps.sh
+
+demo:
+	@sh tools/install-deps.sh
+	@$(MAKE) --no-print-directory all
+	@sh examples/demo.sh $(B)
 
 # ---- objects -------------------------------------------------------------
 $(B)/%.o: %.c
@@ -109,7 +116,7 @@ unit: $(UNITS)
 	@sh tests/run-unit.sh $(UNITS)
 
 integration: all
-	DROVER_BUILD=$(abspath $(B)) python3 -m pytest -q tests/integration
+	DROVER_BUILD=$(abspath $(B)) $(PYTHON) -m pytest -q tests/integration
 
 test: all unit integration
 

@@ -404,6 +404,8 @@ size_t state_snapshot(const state *s, worker_view *out, size_t cap, double now, 
 hub_counters state_counters(const state *s)
 {
     hub_counters c = s->c;
-    c.workers = s->n;
+    c.workers = 0;
+    for (size_t i = 0; i < s->n; i++)
+        c.workers += s->w[i]->ws != WS_GONE;
     return c;
 }

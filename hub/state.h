@@ -69,7 +69,7 @@ typedef struct {
 
 /* The hub's own health counters (the `hub` headless line). */
 typedef struct {
-    uint64_t workers;
+    uint64_t workers;           /* workers not gone */
     uint64_t reports_total;     /* valid datagrams applied (reports, hellos, logs, byes, notify) */
     uint64_t dropped_total;     /* reports missed: sequence gaps + hub queue overflow */
     uint64_t bad_total;         /* datagrams refused by the decoder */
