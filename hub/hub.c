@@ -250,6 +250,10 @@ int hub_run_headless(const hub_options *o)
         return 1;
     }
     signal(SIGPIPE, SIG_IGN);
+    /* The thread pool only runs the sampler, one round at a time. One thread
+     * is enough, and each pool thread costs a stack plus ~260 KiB of buffers
+     * that libproc2 keeps per thread. */
+    setenv("UV_THREADPOOL_SIZE", "1", 0);
     uv_loop_init(&h.loop);
     h.st = state_new();
     h.sm = h.st ? sampler_new(&h.loop, err, sizeof err) : NULL;
