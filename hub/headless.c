@@ -157,6 +157,17 @@ static void prom_label(FILE *out, const char *s)
     }
 }
 
+/* Writes a sample value; Prometheus spells the non-finite ones NaN, +Inf, -Inf. */
+static void prom_value(FILE *out, double x)
+{
+    if (isnan(x))
+        fputs(" NaN\n", out);
+    else if (isinf(x))
+        fputs(x > 0 ? " +Inf\n" : " -Inf\n", out);
+    else
+        fprintf(out, " %.17g\n", x);
+}
+
 static void prom_family(FILE *out, const char *name, const char *type, const char *help)
 {
     fprintf(out, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
@@ -258,7 +269,8 @@ static void headless_prom(FILE *out, const worker_view *v, size_t n, const app_s
             prom_worker_labels(out, &v[i]);
             fputs(",name=\"", out);
             prom_label(out, v[i].metrics[k].key);
-            fprintf(out, "\"} %.17g\n", v[i].metrics[k].value);
+            fputs("\"}", out);
+            prom_value(out, v[i].metrics[k].value);
         }
     }
 

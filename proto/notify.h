@@ -22,8 +22,10 @@ typedef struct {
 /*
  * Parses a notify datagram: newline-separated KEY=VALUE assignments, KEY made
  * of A-Z, 0-9 and '_', VALUE printable text. Unknown keys are ignored.
- * Returns true and fills *out when every line is well formed, false otherwise
- * (the datagram is then not notify text and counts as bad).
+ * Empty lines and a final newline are allowed; at least one assignment is
+ * required. Returns true and fills *out when every line is well formed, false
+ * otherwise, with *out zeroed (the datagram is then not notify text and
+ * counts as bad).
  */
 bool notify_parse(const void *buf, size_t len, notify_msg *out);
 

@@ -93,7 +93,10 @@ const char *report_type_name(report_type t);
 /*
  * Encodes r as one msgpack map into buf (capacity cap) without allocating.
  * Only keys whose presence bit is set in r->has are written (v, t, pid, seq always).
- * Returns the number of bytes written, or 0 if it would not fit in cap.
+ * Returns the number of bytes written, or 0 if it would not fit in cap (or in
+ * REPORT_MAX_BYTES), or if report_decode() would refuse the result: type not a
+ * report_type, pid outside 1..INT32_MAX, a present string field without its
+ * NUL, nmetrics > REPORT_METRICS_MAX, or an empty metric name.
  */
 size_t report_encode(const report *r, void *buf, size_t cap);
 
@@ -103,9 +106,10 @@ size_t report_encode(const report *r, void *buf, size_t cap);
  * every container count bounded by the bytes left before anything is
  * allocated, nesting ≤ REPORT_MAX_DEPTH, required keys present, known keys of
  * the right type. Unknown keys are skipped. Strings longer than their field
- * are a type error, as are more than REPORT_METRICS_MAX metrics.
- * On any error *out is left zeroed except for nothing useful; the caller must
- * drop the datagram. Returns REPORT_OK on success.
+ * or holding a NUL byte are a type error, as are more than REPORT_METRICS_MAX
+ * metrics.
+ * On any error *out is all zero and the caller must drop the datagram.
+ * Returns REPORT_OK on success. Strings in *out are copied, not referenced.
  */
 report_error report_decode(const void *buf, size_t len, report *out);
 
