@@ -1,13 +1,18 @@
 /*
- * hub.c — the hub process: one libuv loop tying ingest, state, sampler and
- * the headless printers together.
+ * hub.c — the hub process: one libuv loop tying ingest, state, sampler,
+ * supervisor or attach, logs and the headless printers together.
  *
  * Each interval: flush the ingest queue, sample every known pid on the thread
- * pool, then (back on the loop) apply the samples, flush again, end the
- * interval in the model and print it.
+ * pool, then (back on the loop) apply the samples, flush again, let the
+ * supervisor check limits, end the interval in the model and print it.
  */
 #include "hub.h"
+#include "attach.h"
 #include "ingest.h"
+#include "listen.h"
+#include "logs.h"
+#include "spawn.h"
+#include "supervise.h"
 #include "notify.h"
 #include "paths.h"
 #include "report.h"
@@ -21,16 +26,25 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/prctl.h>
 #include <time.h>
 #include <unistd.h>
 #include <uv.h>
+
+#define HUB_NSIGNALS 7
 
 typedef struct {
     const hub_options *o;
     uv_loop_t   loop;
     uv_timer_t  timer;
-    uv_signal_t sig[4];
+    uv_signal_t sig[HUB_NSIGNALS];
     ingest     *in;
+    supervise  *sv;
+    attach     *at;
+    logs       *lg;
+    int         listen_fd;
+    bool        draining;       /* stopping every worker before exit */
     sampler    *sm;
     state      *st;
     worker_view *views;
@@ -125,6 +139,7 @@ static void hub_on_datagram(void *ctx, const void *buf, size_t len, pid_t pid, i
 /* ---- interval ----------------------------------------------------------- */
 
 static void hub_stop(hub *h, int code);
+static void hub_on_drained(void *ctx);
 
 /* Prints the interval that the last sample round completed. */
 static void hub_print(hub *h)
@@ -154,18 +169,28 @@ static void hub_print(hub *h)
         hub_stop(h, 0);
 }
 
-static void hub_on_sample(void *ctx, const proc_sample *s, size_t n, const proc_sample *self, double at)
+static void hub_on_sample(void *ctx, const sampler_result *r)
 {
     hub *h = ctx;
     if (h->stopping)
         return;
-    for (size_t i = 0; i < n; i++)
-        state_apply_sample(h->st, &s[i], at);
-    state_apply_hub_sample(h->st, self, at);
+    for (size_t i = 0; i < r->n; i++)
+        state_apply_sample(h->st, &r->s[i], r->at);
+    state_apply_hub_sample(h->st, r->self, r->at);
+    if (h->at) {
+        if (!r->parent_alive) {
+            fprintf(stderr, "drover: the master (pid %d) has exited\n", (int)h->o->master);
+            hub_stop(h, 1);
+            return;
+        }
+        attach_on_children(h->at, r->children, r->nchildren);
+    }
     ingest_flush(h->in);
     uint64_t ov = ingest_overflows(h->in);
     state_count_dropped(h->st, ov - h->overflows_seen);
     h->overflows_seen = ov;
+    if (h->sv)
+        supervise_tick(h->sv);
     state_tick(h->st, sampler_now(), h->o->interval_ms / 1000.0);
     hub_print(h);
 }
@@ -195,12 +220,12 @@ static void hub_on_timer(uv_timer_t *t)
 }
 
 /* A first round at start, so the first printed interval already has CPU %. */
-static void hub_on_first_sample(void *ctx, const proc_sample *s, size_t n, const proc_sample *self, double at)
+static void hub_on_first_sample(void *ctx, const sampler_result *r)
 {
     hub *h = ctx;
-    (void)s;
-    (void)n;
-    state_apply_hub_sample(h->st, self, at);
+    state_apply_hub_sample(h->st, r->self, r->at);
+    if (h->at && r->parent_alive)
+        attach_on_children(h->at, r->children, r->nchildren);
 }
 
 /* ---- signals and shutdown ----------------------------------------------- */
@@ -215,28 +240,187 @@ static void hub_stop(hub *h, int code)
 {
     if (h->stopping)
         return;
+    if (h->sv && !h->draining) {
+        /* Workers first: the loop must keep running (SIGCHLD, timers, pipes)
+         * until the last one is reaped; hub_on_drained comes back here. */
+        h->draining = true;
+        h->exit_code = code;
+        supervise_stop_all(h->sv, hub_on_drained, h);
+        return;
+    }
     h->stopping = true;
-    h->exit_code = code;
+    if (!h->draining)
+        h->exit_code = code;
     uv_close((uv_handle_t *)&h->timer, hub_on_close);
-    for (size_t i = 0; i < sizeof h->sig / sizeof h->sig[0]; i++)
+    for (size_t i = 0; i < HUB_NSIGNALS; i++)
         uv_close((uv_handle_t *)&h->sig[i], hub_on_close);
     ingest_stop(h->in);
     h->in = NULL;
+    if (h->sv) {
+        supervise_free(h->sv);
+        h->sv = NULL;
+    }
+    if (h->at) {
+        attach_free(h->at);
+        h->at = NULL;
+    }
+    if (h->lg) {
+        logs_free(h->lg);
+        h->lg = NULL;
+    }
+}
+
+static void hub_on_drained(void *ctx)
+{
+    hub *h = ctx;
+    hub_stop(h, h->exit_code);
+}
+
+/* One line per supervisor/attach event, on stderr (journald, docker logs…). */
+static void hub_on_event(void *ctx, const char *line)
+{
+    (void)ctx;
+    fprintf(stderr, "drover: %s\n", line);
+}
+
+static void hub_on_ready(void *ctx, uint32_t key, pid_t pid)
+{
+    hub *h = ctx;
+    if (h->sv)
+        supervise_on_ready(h->sv, key, pid);
+    if (h->at)
+        attach_on_ready(h->at, pid);
 }
 
 static void hub_on_signal(uv_signal_t *s, int signum)
 {
     hub *h = s->data;
-    if (signum == SIGHUP)
-        return;   /* a monitor has nothing to reload; never die of a hangup */
-    if (signum == SIGUSR1)
-        return;   /* no log files yet to reopen */
-    hub_stop(h, 0);
+    char msg[256];
+    switch (signum) {
+    case SIGCHLD:
+        if (h->sv)
+            supervise_reap(h->sv);
+        return;
+    case SIGHUP:
+        /* Rolling reload; a monitor has nothing to reload, and must never
+         * die of a hangup either way. */
+        if (h->sv && supervise_reload(h->sv, NULL, msg, sizeof msg) != 0)
+            hub_on_event(h, msg);
+        if (h->at && attach_reload(h->at, msg, sizeof msg) != 0)
+            hub_on_event(h, msg);
+        return;
+    case SIGUSR1:
+        if (h->lg)
+            logs_reopen(h->lg);
+        return;
+    case SIGTTIN:
+    case SIGTTOU:
+        if (h->sv) {
+            supervise_scale_by(h->sv, h->o->app, signum == SIGTTIN ? 1 : -1, msg, sizeof msg);
+            hub_on_event(h, msg);
+        }
+        return;
+    default:
+        hub_stop(h, 0);
+    }
 }
 
-int hub_run_headless(const hub_options *o)
+void hub_default_log_dir(const char *ns, char *out, size_t cap)
 {
-    hub h = {.o = o, .lock_fd = -1};
+    const char *xdg = getenv("XDG_STATE_HOME");
+    const char *home = getenv("HOME");
+    if (xdg && *xdg)
+        snprintf(out, cap, "%s/drover/%s/logs", xdg, ns);
+    else if (home && *home)
+        snprintf(out, cap, "%s/.local/state/drover/%s/logs", home, ns);
+    else
+        snprintf(out, cap, "/tmp/drover-%u/%s/logs", (unsigned)getuid(), ns);
+}
+
+/* mkdir -p with mode 0700 for the created parts. */
+static int hub_mkdirs(const char *path)
+{
+    char buf[4096];
+    if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    for (char *p = buf + 1; *p; p++) {
+        if (*p != '/')
+            continue;
+        *p = '\0';
+        if (mkdir(buf, 0700) != 0 && errno != EEXIST)
+            return -1;
+        *p = '/';
+    }
+    return mkdir(buf, 0700) != 0 && errno != EEXIST ? -1 : 0;
+}
+
+/* Sets up what `drover run` adds: listening socket, logs, supervisor, workers. */
+static int hub_setup_run(hub *h, const char *sock, char *err, size_t errcap)
+{
+    const hub_options *o = h->o;
+    char path[4096], logdir[4096];
+    if (spawn_resolve(o->argv[0], path, sizeof path) != 0) {
+        snprintf(err, errcap, "%s: %s", o->argv[0],
+                 errno == ENOENT ? "command not found" : strerror(errno));
+        return -1;
+    }
+    if (o->listen) {
+        h->listen_fd = listen_open(o->listen, err, errcap);
+        if (h->listen_fd < 0)
+            return -1;
+    }
+    if (o->log_dir)
+        snprintf(logdir, sizeof logdir, "%s", o->log_dir);
+    else
+        hub_default_log_dir(o->ns, logdir, sizeof logdir);
+    if (hub_mkdirs(logdir) != 0) {
+        snprintf(err, errcap, "cannot create the log directory %.300s: %s", logdir, strerror(errno));
+        return -1;
+    }
+    logs_config lc = {.dir = logdir, .echo = o->echo_logs};
+    h->lg = logs_new(&h->loop, &lc, err, errcap);
+    if (!h->lg)
+        return -1;
+    h->sv = supervise_new(&h->loop, h->st, hub_on_event, h);
+    if (!h->sv) {
+        snprintf(err, errcap, "out of memory");
+        return -1;
+    }
+    supervise_app_spec spec = {
+        .app = o->app, .path = path, .argv = o->argv, .instances = o->instances,
+        .listen_fd = h->listen_fd, .listen_name = o->app,
+        .kill_timeout_ms = o->kill_timeout_ms, .ready_timeout_ms = o->ready_timeout_ms,
+        .max_memory = o->max_memory, .agent_socket = sock, .interval_ms = o->interval_ms,
+        .lg = h->lg,
+    };
+    return supervise_add_app(h->sv, &spec, err, errcap);
+}
+
+/* Sets up what `drover attach` adds: the master's children as workers. */
+static int hub_setup_attach(hub *h, char *err, size_t errcap)
+{
+    const hub_options *o = h->o;
+    proc_sample m;
+    pid_t pid = o->master;
+    if (sampler_read(h->sm, &pid, 1, &m) != 0 || !m.alive) {
+        snprintf(err, errcap, "no process with pid %d", (int)pid);
+        return -1;
+    }
+    h->at = attach_new(&h->loop, h->st, pid, o->app ? o->app : m.comm,
+                       o->kill_timeout_ms, o->ready_timeout_ms, hub_on_event, h);
+    if (!h->at) {
+        snprintf(err, errcap, "out of memory");
+        return -1;
+    }
+    sampler_watch(h->sm, pid);
+    return 0;
+}
+
+int hub_run(const hub_options *o)
+{
+    hub h = {.o = o, .lock_fd = -1, .listen_fd = -1};
     char dir[PATHS_MAX], sock[PATHS_MAX], err[512];
 
     if (paths_dir(o->socket_dir, o->ns, true, dir, sizeof dir, err, sizeof err) != 0 ||
@@ -250,6 +434,16 @@ int hub_run_headless(const hub_options *o)
         return 1;
     }
     signal(SIGPIPE, SIG_IGN);
+    if (o->mode == HUB_RUN) {
+        /* The guard must be forked before any thread exists; orphans of
+         * workers are reparented to us (subreaper) so that we reap them. */
+        if (spawn_guard_start(err, sizeof err) != 0) {
+            fprintf(stderr, "drover: %s\n", err);
+            close(h.lock_fd);
+            return 1;
+        }
+        prctl(PR_SET_CHILD_SUBREAPER, 1);
+    }
     /* The thread pool only runs the sampler, one round at a time. One thread
      * is enough, and each pool thread costs a stack plus ~260 KiB of buffers
      * that libproc2 keeps per thread. */
@@ -258,17 +452,34 @@ int hub_run_headless(const hub_options *o)
     h.st = state_new();
     h.sm = h.st ? sampler_new(&h.loop, err, sizeof err) : NULL;
     h.in = h.sm ? ingest_start(&h.loop, sock, hub_on_datagram, &h, err, sizeof err) : NULL;
-    if (!h.in) {
+    if (h.in)
+        state_set_ready_hook(h.st, hub_on_ready, &h);
+    if (!h.in || (o->mode == HUB_RUN && hub_setup_run(&h, sock, err, sizeof err) != 0) ||
+        (o->mode == HUB_ATTACH && hub_setup_attach(&h, err, sizeof err) != 0)) {
         fprintf(stderr, "drover: %s\n", h.st ? err : "out of memory");
+        if (h.sv) {
+            /* Some workers may have started before the failure. */
+            h.draining = true;
+            supervise_stop_all(h.sv, hub_on_drained, &h);
+        }
+        if (h.in)
+            ingest_stop(h.in);
+        if (h.sv)
+            supervise_free(h.sv);
+        if (h.lg)
+            logs_free(h.lg);
         sampler_free(h.sm);
-        state_free(h.st);
         uv_run(&h.loop, UV_RUN_DEFAULT);
+        state_free(h.st);
         uv_loop_close(&h.loop);
+        spawn_guard_stop();
+        if (h.listen_fd >= 0)
+            close(h.listen_fd);
         close(h.lock_fd);
         return 1;
     }
 
-    static const int sigs[] = {SIGINT, SIGTERM, SIGHUP, SIGUSR1};
+    static const int sigs[HUB_NSIGNALS] = {SIGINT, SIGTERM, SIGHUP, SIGUSR1, SIGTTIN, SIGTTOU, SIGCHLD};
     for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++) {
         uv_signal_init(&h.loop, &h.sig[i]);
         h.sig[i].data = &h;
@@ -288,6 +499,9 @@ int hub_run_headless(const hub_options *o)
     state_free(h.st);
     free(h.views);
     free(h.pids);
+    spawn_guard_stop();
+    if (h.listen_fd >= 0)
+        close(h.listen_fd);
     close(h.lock_fd);
     return h.exit_code;
 }

@@ -1,27 +1,54 @@
 /*
- * hub.h — the hub process: one libuv loop tying ingest, state, sampler and
- * the headless printers together.
+ * hub.h — the hub process: one libuv loop tying ingest, state, sampler,
+ * supervisor (drover run) or attach (drover attach), logs and the headless
+ * printers together.
  */
 #ifndef DROVER_HUB_HUB_H
 #define DROVER_HUB_HUB_H
 
 #include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
 
 #include "headless.h"
 
+typedef enum { HUB_MONIT, HUB_RUN, HUB_ATTACH } hub_mode;
+
 typedef struct {
+    hub_mode    mode;
     const char *ns;             /* namespace name (-L), default "default" */
     const char *socket_dir;     /* --socket-dir, or NULL for the default rule */
     unsigned    interval_ms;    /* --interval */
     long        count;          /* --count: exit after this many intervals; 0 = forever */
     headless_format format;     /* --format */
+
+    /* drover run */
+    const char *app;            /* -n, or derived from the command */
+    char *const *argv;          /* the command */
+    int         instances;      /* -i */
+    const char *listen;         /* --listen spec, or NULL */
+    unsigned    kill_timeout_ms;
+    unsigned    ready_timeout_ms;
+    uint64_t    max_memory;     /* bytes, 0 = none */
+    const char *log_dir;        /* --log-dir, or NULL for the default */
+    bool        echo_logs;      /* copy worker output to stderr, prefixed */
+
+    /* drover attach */
+    pid_t       master;
 } hub_options;
 
 /*
- * Runs a monitor-only headless hub until SIGINT/SIGTERM, --count intervals,
- * or stdout closing. Prints errors as one line on stderr. Returns the process
- * exit status (0 ok, 1 failed).
+ * Runs a hub in the given mode until SIGINT/SIGTERM (run: after stopping
+ * every worker gracefully), --count intervals, or stdout closing. Prints
+ * errors as one line on stderr. Returns the process exit status.
  */
-int hub_run_headless(const hub_options *o);
+int hub_run(const hub_options *o);
+
+/*
+ * Fills out with the default log directory for namespace ns:
+ * $XDG_STATE_HOME/drover/NS/logs, else $HOME/.local/state/drover/NS/logs,
+ * else /tmp/drover-UID/NS/logs.
+ */
+void hub_default_log_dir(const char *ns, char *out, size_t cap);
 
 #endif

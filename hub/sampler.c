@@ -25,10 +25,18 @@ static enum pids_item sampler_items[] = {
     PIDS_TIME_ELAPSED, PIDS_CMD,
 };
 
+enum { C_PID, C_PPID, C_STATE };
+static enum pids_item sampler_child_items[] = {PIDS_ID_PID, PIDS_ID_PPID, PIDS_STATE};
+
 struct sampler {
     uv_loop_t *loop;
     uv_work_t  work;
     struct pids_info *info;
+    struct pids_info *all;      /* for listing children: every process, few items */
+    pid_t      parent;          /* 0: none watched */
+    pid_t     *children;
+    size_t     nchildren, children_cap;
+    bool       parent_alive;
     bool       busy;
     bool       freed;       /* sampler_free() called while busy */
     pid_t     *pids;        /* request: n pids, then the hub's own pid */
@@ -103,18 +111,60 @@ int sampler_read(sampler *sm, const pid_t *pids, size_t n, proc_sample *out)
     return 0;
 }
 
+/* Lists the live children of sm->parent into sm->children (bounded by its capacity). */
+static void sampler_children(sampler *sm)
+{
+    sm->nchildren = 0;
+    sm->parent_alive = true;
+    if (sm->parent <= 0)
+        return;
+    if (!sm->all && procps_pids_new(&sm->all, sampler_child_items,
+                                    sizeof sampler_child_items / sizeof sampler_child_items[0]) < 0)
+        return;
+    struct pids_fetch *f = procps_pids_reap(sm->all, PIDS_FETCH_TASKS_ONLY);
+    if (!f)
+        return;
+    sm->parent_alive = false;
+    for (int j = 0; j < f->counts->total; j++) {
+        pid_t pid = PIDS_VAL(C_PID, s_int, f->stacks[j], NULL);
+        char st = PIDS_VAL(C_STATE, s_ch, f->stacks[j], NULL);
+        if (pid == sm->parent)
+            sm->parent_alive = st != 'Z' && st != 'X';
+        else if (PIDS_VAL(C_PPID, s_int, f->stacks[j], NULL) == sm->parent && st != 'Z' &&
+                 sm->nchildren < sm->children_cap)
+            sm->children[sm->nchildren++] = pid;
+    }
+}
+
 static void sampler_work(uv_work_t *w)
 {
     sampler *sm = w->data;
     sm->at = sampler_now();
+    sampler_children(sm);
     if (sampler_read(sm, sm->pids, sm->n + 1, sm->out) != 0)
         for (size_t i = 0; i <= sm->n; i++)
             sm->out[i].alive = true;  /* a failed read says nothing about exits */
 }
 
+void sampler_watch(sampler *sm, pid_t parent)
+{
+    if (!sm->children) {
+        sm->children_cap = 4096;
+        sm->children = calloc(sm->children_cap, sizeof *sm->children);
+        if (!sm->children) {
+            sm->children_cap = 0;
+            return;
+        }
+    }
+    sm->parent = parent;
+}
+
 static void sampler_free_now(sampler *sm)
 {
     procps_pids_unref(&sm->info);
+    if (sm->all)
+        procps_pids_unref(&sm->all);
+    free(sm->children);
     free(sm->pids);
     free(sm->out);
     free(sm);
@@ -128,8 +178,13 @@ static void sampler_after(uv_work_t *w, int status)
         sampler_free_now(sm);
         return;
     }
-    if (status == 0)
-        sm->cb(sm->ctx, sm->out, sm->n, &sm->out[sm->n], sm->at);
+    if (status == 0) {
+        sampler_result r = {
+            .s = sm->out, .n = sm->n, .self = &sm->out[sm->n], .at = sm->at,
+            .children = sm->children, .nchildren = sm->nchildren, .parent_alive = sm->parent_alive,
+        };
+        sm->cb(sm->ctx, &r);
+    }
 }
 
 int sampler_start(sampler *sm, const pid_t *pids, size_t n, sampler_done_cb cb, void *ctx)

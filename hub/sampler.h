@@ -4,6 +4,7 @@
 #ifndef DROVER_HUB_SAMPLER_H
 #define DROVER_HUB_SAMPLER_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <sys/types.h>
 #include <uv.h>
@@ -12,13 +13,20 @@
 
 typedef struct sampler sampler;
 
-/*
- * Called on the loop thread when a sample round ends: one entry per requested
- * pid, in request order (alive=false for pids that no longer exist), plus the
- * hub's own process. at is the monotonic time (s) the round was read.
- */
-typedef void (*sampler_done_cb)(void *ctx, const proc_sample *s, size_t n,
-                                const proc_sample *self, double at);
+/* What one sample round read. */
+typedef struct {
+    const proc_sample *s;       /* one per requested pid, in request order
+                                   (alive=false for pids that no longer exist) */
+    size_t       n;
+    const proc_sample *self;    /* the hub's own process */
+    double       at;            /* monotonic time (s) of the read */
+    const pid_t *children;      /* live children of the watched parent (sampler_watch) */
+    size_t       nchildren;
+    bool         parent_alive;  /* the watched parent exists (true when none is watched) */
+} sampler_result;
+
+/* Called on the loop thread when a sample round ends. */
+typedef void (*sampler_done_cb)(void *ctx, const sampler_result *r);
 
 /* Returns a sampler bound to loop, or NULL with a message in err. */
 sampler *sampler_new(uv_loop_t *loop, char *err, size_t errcap);
@@ -34,6 +42,12 @@ int sampler_start(sampler *sm, const pid_t *pids, size_t n, sampler_done_cb cb, 
  * context; used by the worker thread and by tests. Returns 0 or -1.
  */
 int sampler_read(sampler *sm, const pid_t *pids, size_t n, proc_sample *out);
+
+/*
+ * From the next round on, also lists the children of parent (by PPID, over
+ * every process in /proc), so `drover attach` sees a master's replacements.
+ */
+void sampler_watch(sampler *sm, pid_t parent);
 
 /* Frees the sampler; if a round is in flight it is freed when that round ends. */
 void sampler_free(sampler *sm);

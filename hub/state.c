@@ -25,9 +25,19 @@ typedef struct {
 } ring;
 
 typedef struct {
-    pid_t    pid;
+    uint32_t key;               /* stable handle for the supervisor */
+    pid_t    pid;               /* 0: no process (a supervised slot waiting or stopped) */
     worker_state ws;
     double   gone_at;           /* monotonic s when marked gone */
+
+    /* identity given by the supervisor or attach (overrides the agent's) */
+    bool     supervised;        /* drover started it: the supervisor owns ws and exits */
+    char     app[REPORT_NAME_MAX];
+    int64_t  id;                /* -1: none given */
+    int64_t  restarts;          /* -1: unknown (not supervised) */
+    int      last_status;       /* waitpid status of the last exit; valid if has_exit */
+    bool     has_exit;
+    bool     spoke;             /* any datagram from the current process */
 
     /* from the agent */
     bool     has_report;        /* at least one hello/report seen */
@@ -62,6 +72,9 @@ struct state {
     uint32_t *index;    /* slot+1 per bucket, 0 = empty */
     size_t    index_cap;/* power of two, ≥ 2 × live workers */
     hub_counters c;
+    uint32_t  next_key;
+    state_ready_fn on_ready;
+    void     *on_ready_ctx;
     proc_sample hub_prev;
     double    hub_prev_at;
     bool      hub_sampled;
@@ -114,7 +127,7 @@ static void state_reindex(state *s)
         memset(s->index, 0, s->index_cap * sizeof *s->index);
     }
     for (size_t i = 0; i < s->n; i++) {
-        if (s->w[i]->ws == WS_GONE)
+        if (s->w[i]->ws == WS_GONE || s->w[i]->pid <= 0)
             continue;
         size_t h = state_hash(s->w[i]->pid, s->index_cap);
         while (s->index[h])
@@ -137,9 +150,28 @@ static worker *state_find(const state *s, pid_t pid)
         return NULL;
     }
     for (size_t i = 0; i < s->n; i++)
-        if (s->w[i]->pid == pid && s->w[i]->ws != WS_GONE)
+        if (s->w[i]->pid == pid && s->w[i]->ws != WS_GONE && pid > 0)
             return s->w[i];
     return NULL;
+}
+
+/* Forgets everything learnt from the previous process of a worker. */
+static void state_reset_process(worker *w)
+{
+    w->spoke = false;
+    w->has_report = false;
+    w->name[0] = '\0';
+    w->wid = -1;
+    w->has_seq = false;
+    w->has_last = false;
+    w->has_prev_req = false;
+    w->req_per_s = NAN;
+    w->ready = -1;
+    w->sampled = false;
+    w->cpu_pct = NAN;
+    w->rss_bytes = -1;
+    w->elapsed_s = NAN;
+    w->comm[0] = '\0';
 }
 
 /* Adds a worker for pid in state online; returns it, or NULL when out of memory. */
@@ -156,14 +188,12 @@ static worker *state_add(state *s, pid_t pid)
     worker *w = calloc(1, sizeof *w);
     if (!w)
         return NULL;
+    w->key = ++s->next_key;
     w->pid = pid;
     w->ws = WS_ONLINE;
-    w->wid = -1;
-    w->ready = -1;
-    w->cpu_pct = NAN;
-    w->rss_bytes = -1;
-    w->req_per_s = NAN;
-    w->elapsed_s = NAN;
+    w->id = -1;
+    w->restarts = -1;
+    state_reset_process(w);
     s->w[s->n++] = w;
     state_reindex(s);
     return w;
@@ -184,6 +214,15 @@ static void state_mark_gone(state *s, worker *w, double now)
 
 /* ---- ingest ------------------------------------------------------------- */
 
+/* Sets readiness and tells the hook when a process becomes ready. */
+static void state_set_ready(state *s, worker *w, bool ready)
+{
+    int was = w->ready;
+    w->ready = ready;
+    if (ready && was != 1 && s->on_ready)
+        s->on_ready(s->on_ready_ctx, w->key, w->pid);
+}
+
 void state_apply_report(state *s, const report *r, double now)
 {
     worker *w = state_find_or_add(s, (pid_t)r->pid);
@@ -198,6 +237,7 @@ void state_apply_report(state *s, const report *r, double now)
     w->last_seq = r->seq;
     w->has_seq = true;
 
+    w->spoke = true;
     w->has_report = true;
     w->last_report_at = now;
     if (r->has & REPORT_HAS_NAME)
@@ -205,7 +245,7 @@ void state_apply_report(state *s, const report *r, double now)
     if (r->has & REPORT_HAS_WID)
         w->wid = (int64_t)r->wid;
     if (r->has & REPORT_HAS_READY)
-        w->ready = r->ready;
+        state_set_ready(s, w, r->ready);
 
     if (r->type != REPORT_T_REPORT)
         return;
@@ -230,9 +270,10 @@ void state_apply_notify(state *s, pid_t pid, const notify_msg *m, double now)
         return;
     (void)now;
     s->c.reports_total++;
+    w->spoke = true;
     if (m->ready)
-        w->ready = 1;
-    if (m->stopping && w->ws != WS_GONE)
+        state_set_ready(s, w, true);
+    if (m->stopping && !w->supervised && w->ws != WS_GONE)
         w->ws = WS_STOPPING;
 }
 
@@ -246,7 +287,7 @@ size_t state_pids(const state *s, pid_t *out, size_t cap)
 {
     size_t k = 0;
     for (size_t i = 0; i < s->n && k < cap; i++)
-        if (s->w[i]->ws != WS_GONE)
+        if (s->w[i]->ws != WS_GONE && s->w[i]->pid > 0)
             out[k++] = s->w[i]->pid;
     return k;
 }
@@ -268,7 +309,11 @@ void state_apply_sample(state *s, const proc_sample *ps, double now)
     if (!w)
         return;
     if (!ps->alive || (w->sampled && ps->start_ticks != w->start_ticks)) {
-        state_mark_gone(s, w, now);
+        /* The supervisor learns of its own children's exits from waitpid,
+         * which also gives the exit status; a zombie waiting to be reaped is
+         * not news here. */
+        if (!w->supervised)
+            state_mark_gone(s, w, now);
         return;
     }
     if (w->sampled)
@@ -339,21 +384,25 @@ size_t state_count(const state *s)
 static void state_view(const worker *w, worker_view *v, double now, double interval_s)
 {
     memset(v, 0, sizeof *v);
-    const char *app = w->name[0] ? w->name : w->comm;
+    const char *app = w->app[0] ? w->app : w->name[0] ? w->name : w->comm;
     snprintf(v->app, sizeof v->app, "%s", app);
-    v->id = w->wid;
+    v->key = w->key;
+    v->id = w->id >= 0 ? w->id : w->wid;
     v->pid = w->pid;
     v->state = w->ws;
-    v->agent = w->has_report && w->ws != WS_GONE &&
+    v->agent = w->has_report && w->ws != WS_GONE && w->pid > 0 &&
                now - w->last_report_at <= STATE_AGENT_INTERVALS * interval_s;
-    v->restarts = -1;
-    v->uptime_s = w->ws == WS_GONE ? NAN : w->elapsed_s;
-    v->cpu_pct = w->ws == WS_GONE ? NAN : w->cpu_pct;
-    v->rss_bytes = w->ws == WS_GONE ? -1 : w->rss_bytes;
+    v->restarts = w->restarts;
+    v->has_exit = w->has_exit;
+    v->last_status = w->last_status;
+    bool running = w->ws != WS_GONE && w->pid > 0;
+    v->uptime_s = running ? w->elapsed_s : NAN;
+    v->cpu_pct = running ? w->cpu_pct : NAN;
+    v->rss_bytes = running ? w->rss_bytes : -1;
     v->ready = w->ready;
     v->req_total = v->err_total = v->inflight = -1;
     v->req_per_s = v->lat_p50_ms = v->lat_p99_ms = v->lag_p99_ms = v->lag_max_ms = NAN;
-    if (!w->has_last)
+    if (!w->has_last || !running)
         return;
     const report *r = &w->last;
     if (r->has & REPORT_HAS_REQ) {
@@ -408,4 +457,115 @@ hub_counters state_counters(const state *s)
     for (size_t i = 0; i < s->n; i++)
         c.workers += s->w[i]->ws != WS_GONE;
     return c;
+}
+
+/* ---- supervised and attached workers ------------------------------------ */
+
+void state_set_ready_hook(state *s, state_ready_fn fn, void *ctx)
+{
+    s->on_ready = fn;
+    s->on_ready_ctx = ctx;
+}
+
+/* Returns the worker with this key, or NULL. */
+static worker *state_by_key(const state *s, uint32_t key)
+{
+    for (size_t i = 0; i < s->n; i++)
+        if (s->w[i]->key == key)
+            return s->w[i];
+    return NULL;
+}
+
+uint32_t state_sup_add(state *s, const char *app, int64_t id)
+{
+    worker *w = state_add(s, 0);
+    if (!w)
+        return 0;
+    w->supervised = true;
+    w->ws = WS_STOPPED;
+    snprintf(w->app, sizeof w->app, "%s", app);
+    w->id = id;
+    w->restarts = 0;
+    return w->key;
+}
+
+void state_sup_spawned(state *s, uint32_t key, pid_t pid)
+{
+    worker *w = state_by_key(s, key);
+    if (!w)
+        return;
+    /* No report from pid can have been applied yet: datagrams are applied on
+     * the loop thread, which is here, and the pid did not exist before fork. */
+    state_reset_process(w);
+    w->supervised = true;
+    w->pid = pid;
+    w->ws = WS_STARTING;
+    state_reindex(s);
+}
+
+void state_sup_set(state *s, uint32_t key, worker_state ws)
+{
+    worker *w = state_by_key(s, key);
+    if (w)
+        w->ws = ws;
+}
+
+void state_sup_exited(state *s, uint32_t key, int wstatus, worker_state ws)
+{
+    worker *w = state_by_key(s, key);
+    if (!w)
+        return;
+    w->last_status = wstatus;
+    w->has_exit = true;
+    w->pid = 0;
+    w->ws = ws;
+    w->ready = -1;
+    state_reindex(s);
+}
+
+void state_sup_restarts(state *s, uint32_t key, int64_t restarts)
+{
+    worker *w = state_by_key(s, key);
+    if (w)
+        w->restarts = restarts;
+}
+
+void state_sup_remove(state *s, uint32_t key)
+{
+    for (size_t i = 0; i < s->n; i++) {
+        if (s->w[i]->key == key) {
+            free(s->w[i]);
+            memmove(&s->w[i], &s->w[i + 1], (s->n - i - 1) * sizeof s->w[0]);
+            s->n--;
+            state_reindex(s);
+            return;
+        }
+    }
+}
+
+int state_sup_ready(const state *s, uint32_t key)
+{
+    worker *w = state_by_key(s, key);
+    return w ? w->ready : -1;
+}
+
+bool state_sup_spoke(const state *s, uint32_t key)
+{
+    worker *w = state_by_key(s, key);
+    return w && w->spoke;
+}
+
+int64_t state_sup_rss(const state *s, uint32_t key)
+{
+    worker *w = state_by_key(s, key);
+    return w && w->pid > 0 ? w->rss_bytes : -1;
+}
+
+void state_identify(state *s, pid_t pid, const char *app, int64_t id)
+{
+    worker *w = state_find_or_add(s, pid);
+    if (!w || w->supervised)
+        return;
+    snprintf(w->app, sizeof w->app, "%s", app);
+    w->id = id;
 }

@@ -46,12 +46,15 @@ typedef struct {
  * strings "" (printers turn them into null).
  */
 typedef struct {
+    uint32_t key;               /* the model's handle for this worker */
     char     app[REPORT_NAME_MAX];
     int64_t  id;
-    pid_t    pid;
+    pid_t    pid;               /* 0: no process now (backoff, stopped, errored) */
     worker_state state;
     bool     agent;
     int64_t  restarts;
+    bool     has_exit;          /* last_status is the waitpid status of the last exit */
+    int      last_status;
     double   uptime_s;
     double   cpu_pct;
     int64_t  rss_bytes;
@@ -137,5 +140,49 @@ size_t state_snapshot(const state *s, worker_view *out, size_t cap, double now, 
 
 /* Returns the hub counters. */
 hub_counters state_counters(const state *s);
+
+/* ---- supervised workers (drover run) and attached ones (drover attach) ---- */
+
+/* Called when a worker's current process becomes ready (agent or READY=1). */
+typedef void (*state_ready_fn)(void *ctx, uint32_t key, pid_t pid);
+void state_set_ready_hook(state *s, state_ready_fn fn, void *ctx);
+
+/*
+ * Adds a supervised worker app:id with no process yet (state stopped,
+ * restarts 0). Its state, pid and exits are then driven by the supervisor
+ * only; /proc samples and agent reports still fill in its figures.
+ * Returns its key (never 0), or 0 when out of memory.
+ */
+uint32_t state_sup_add(state *s, const char *app, int64_t id);
+
+/* A new process pid now runs worker key: state starting, per-process data reset. */
+void state_sup_spawned(state *s, uint32_t key, pid_t pid);
+
+/* Sets a supervised worker's state. */
+void state_sup_set(state *s, uint32_t key, worker_state ws);
+
+/* Its process exited with waitpid status wstatus; it has no pid now; state ws. */
+void state_sup_exited(state *s, uint32_t key, int wstatus, worker_state ws);
+
+/* Sets its restart count. */
+void state_sup_restarts(state *s, uint32_t key, int64_t restarts);
+
+/* Removes it from the model. */
+void state_sup_remove(state *s, uint32_t key);
+
+/* Readiness of its current process: 1, 0, or -1 (never said). */
+int state_sup_ready(const state *s, uint32_t key);
+
+/* True if its current process has sent any datagram (agent or sd_notify). */
+bool state_sup_spoke(const state *s, uint32_t key);
+
+/* Resident memory of its current process from the last sample, or -1. */
+int64_t state_sup_rss(const state *s, uint32_t key);
+
+/*
+ * Gives the unsupervised process pid an app name and worker id (drover
+ * attach: the children of a master), creating its entry if needed.
+ */
+void state_identify(state *s, pid_t pid, const char *app, int64_t id);
 
 #endif

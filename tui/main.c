@@ -5,6 +5,7 @@
 #include "hub.h"
 #include "paths.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
@@ -13,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #ifndef DROVER_VERSION
 #define DROVER_VERSION "dev"
@@ -26,23 +28,47 @@ static const char usage_text[] =
     "hub adds /proc figures and prints them.\n"
     "\n"
     "commands:\n"
-    "  monit --headless    stream every reporting process's figures to stdout\n"
+    "  run [RUN OPTIONS] -- CMD [ARGS...]\n"
+    "                      start N workers running CMD, restart them when they\n"
+    "                      die, reload them one by one on SIGHUP; stream figures\n"
+    "  attach PID          monitor the children of a cluster master drover did not\n"
+    "                      start (SIGHUP to drover restarts them one by one)\n"
+    "  monit --headless    stream the figures of every process that reports\n"
     "\n"
-    "monit options:\n"
-    "  --headless          print to stdout instead of a console (required for now:\n"
-    "                      the console is not built yet)\n"
+    "run options:\n"
+    "  -i N|max            workers to run (default 1; max = online CPUs)\n"
+    "  -n NAME             app name (default: the command's or script's name)\n"
+    "  --listen SPEC       open [HOST:]PORT or unix:PATH once and give it to every\n"
+    "                      worker as fd 3 (LISTEN_FDS=1, LISTEN_PID=its own pid)\n"
+    "  --kill-timeout MS   SIGKILL a worker this long after SIGTERM (default 5000)\n"
+    "  --ready-timeout MS  a replacement must be ready within this (default 10000)\n"
+    "  --max-memory SIZE   replace a worker whose RSS exceeds SIZE (K, M, G suffixes)\n"
+    "  --log-dir DIR       worker output files APP-ID.out.log, APP-ID.err.log\n"
+    "                      (default $XDG_STATE_HOME/drover/NAME/logs, else\n"
+    "                      ~/.local/state/drover/NAME/logs)\n"
+    "  --no-echo           do not copy worker output to stderr as \"[app:id] line\"\n"
+    "\n"
+    "attach options:\n"
+    "  -n NAME             app name (default: the master's process name)\n"
+    "  --kill-timeout MS, --ready-timeout MS   as for run\n"
+    "\n"
+    "output options (run, attach, monit):\n"
+    "  --headless          print to stdout (the only mode for now: the console is\n"
+    "                      not built yet; required for monit)\n"
     "  --interval MS       print every MS milliseconds (default 1000, 50..3600000)\n"
-    "  --count N           exit after N intervals (default: run until SIGINT/SIGTERM)\n"
+    "  --count N           exit after N intervals (run: stops the workers first)\n"
     "  --format FMT        ndjson (default) or prom (Prometheus text, one exposition\n"
     "                      per interval, each followed by an empty line)\n"
     "  -L NAME             hub namespace (default \"default\"), as tmux -L\n"
     "  --socket-dir DIR    put agent.sock in DIR instead of\n"
     "                      $XDG_RUNTIME_DIR/drover/NAME or /tmp/drover-UID/NAME\n"
     "\n"
+    "signals to the hub: TERM/INT stop (run: every worker gracefully first),\n"
+    "HUP rolling reload, USR1 reopen log files, TTIN/TTOU one worker more/less.\n"
+    "\n"
     "  drover --help       this text\n"
     "  drover --version    the version\n"
     "\n"
-    "Workers find the hub through DROVER_SOCKET (else the same default path).\n"
     "Exit status: 0 ok, 1 failed, 2 usage error.\n";
 
 /* Prints a usage error and the hint to --help; returns the usage exit status. */
@@ -70,10 +96,66 @@ static bool parse_long(const char *s, long lo, long hi, long *out)
     return true;
 }
 
-/* drover monit [--headless] [--interval MS] [--count N] [--format F] [-L NAME] [--socket-dir DIR] */
-static int cmd_monit(int argc, char **argv)
+/* Parses a size with an optional K/M/G (1024-based) suffix; false if invalid. */
+static bool parse_size(const char *s, uint64_t *out)
 {
-    enum { O_HEADLESS = 256, O_INTERVAL, O_COUNT, O_FORMAT, O_SOCKDIR, O_HELP };
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || end == s || *s == '-')
+        return false;
+    unsigned shift = 0;
+    switch (toupper((unsigned char)*end)) {
+    case '\0': break;
+    case 'K': shift = 10; end++; break;
+    case 'M': shift = 20; end++; break;
+    case 'G': shift = 30; end++; break;
+    default: return false;
+    }
+    if ((*end == 'B' || *end == 'b') && shift)
+        end++;
+    if (*end || v == 0 || v > (UINT64_MAX >> shift))
+        return false;
+    *out = (uint64_t)v << shift;
+    return true;
+}
+
+/* Derives an app name from a command: the script for interpreters, else the program. */
+static void derive_app(char *const *argv, char *out, size_t cap)
+{
+    static const char *interp[] = {"node", "nodejs", "python", "python3", "ruby", "perl",
+                                   "bash", "sh", "php", "bun", "deno", NULL};
+    const char *base = strrchr(argv[0], '/');
+    base = base ? base + 1 : argv[0];
+    const char *pick = base;
+    for (int i = 0; interp[i]; i++)
+        if (strcmp(base, interp[i]) == 0 && argv[1] && argv[1][0] != '-') {
+            pick = strrchr(argv[1], '/');
+            pick = pick ? pick + 1 : argv[1];
+            break;
+        }
+    snprintf(out, cap, "%s", pick);
+    char *dot = strrchr(out, '.');
+    if (dot && dot != out)
+        *dot = '\0';
+    /* App names end up in file names and labels: keep them plain. */
+    for (char *c = out; *c; c++)
+        if (!isalnum((unsigned char)*c) && *c != '_' && *c != '-' && *c != '.')
+            *c = '_';
+}
+
+enum {
+    O_HEADLESS = 256, O_INTERVAL, O_COUNT, O_FORMAT, O_SOCKDIR, O_HELP,
+    O_LISTEN, O_KILL_TIMEOUT, O_READY_TIMEOUT, O_MAX_MEMORY, O_LOG_DIR, O_NO_ECHO,
+};
+
+/*
+ * Parses the options of run, attach and monit into o (options that do not
+ * belong to the command are refused). Returns -1 when parsing succeeded,
+ * else the exit status to return (0 after --help, 2 on a usage error).
+ */
+static int parse_options(const char *cmd, int argc, char **argv, hub_options *o, bool *headless)
+{
     static const struct option opts[] = {
         {"headless", no_argument, NULL, O_HEADLESS},
         {"interval", required_argument, NULL, O_INTERVAL},
@@ -81,60 +163,164 @@ static int cmd_monit(int argc, char **argv)
         {"format", required_argument, NULL, O_FORMAT},
         {"socket-dir", required_argument, NULL, O_SOCKDIR},
         {"help", no_argument, NULL, O_HELP},
+        {"listen", required_argument, NULL, O_LISTEN},
+        {"kill-timeout", required_argument, NULL, O_KILL_TIMEOUT},
+        {"ready-timeout", required_argument, NULL, O_READY_TIMEOUT},
+        {"max-memory", required_argument, NULL, O_MAX_MEMORY},
+        {"log-dir", required_argument, NULL, O_LOG_DIR},
+        {"no-echo", no_argument, NULL, O_NO_ECHO},
         {0, 0, 0, 0},
     };
-    hub_options o = {.ns = "default", .interval_ms = 1000, .format = HEADLESS_NDJSON};
-    bool headless = false;
+    bool run = o->mode == HUB_RUN, att = o->mode == HUB_ATTACH;
     long v;
     int c;
 
     optind = 1;
     opterr = 0;
-    while ((c = getopt_long(argc, argv, "+L:", opts, NULL)) != -1) {
+    /* run stops at the command; the others take options anywhere. */
+    while ((c = getopt_long(argc, argv, run ? "+:L:i:n:" : ":L:i:n:", opts, NULL)) != -1) {
+        bool ok = true;
         switch (c) {
-        case O_HEADLESS: headless = true; break;
+        case O_HEADLESS: *headless = true; break;
         case O_INTERVAL:
             if (!parse_long(optarg, 50, 3600000, &v))
                 return usage_error("--interval takes milliseconds from 50 to 3600000, not '%s'", optarg);
-            o.interval_ms = (unsigned)v;
+            o->interval_ms = (unsigned)v;
             break;
         case O_COUNT:
             if (!parse_long(optarg, 1, LONG_MAX, &v))
                 return usage_error("--count takes a positive number, not '%s'", optarg);
-            o.count = v;
+            o->count = v;
             break;
         case O_FORMAT:
             if (strcmp(optarg, "ndjson") == 0)
-                o.format = HEADLESS_NDJSON;
+                o->format = HEADLESS_NDJSON;
             else if (strcmp(optarg, "prom") == 0)
-                o.format = HEADLESS_PROM;
+                o->format = HEADLESS_PROM;
             else
                 return usage_error("--format is ndjson or prom, not '%s'", optarg);
             break;
         case 'L':
             if (!paths_valid_name(optarg))
                 return usage_error("invalid namespace name '%s': use 1-64 of A-Z a-z 0-9 _ . -", optarg);
-            o.ns = optarg;
+            o->ns = optarg;
             break;
-        case O_SOCKDIR: o.socket_dir = optarg; break;
+        case O_SOCKDIR: o->socket_dir = optarg; break;
         case O_HELP: fputs(usage_text, stdout); return 0;
+        case 'i':
+            ok = run;
+            if (!ok)
+                break;
+            if (strcmp(optarg, "max") == 0) {
+                long n = sysconf(_SC_NPROCESSORS_ONLN);
+                o->instances = n > 0 ? (int)n : 1;
+            } else if (parse_long(optarg, 1, 1024, &v)) {
+                o->instances = (int)v;
+            } else {
+                return usage_error("-i takes a number of workers (1..1024) or 'max', not '%s'", optarg);
+            }
+            break;
+        case 'n':
+            ok = run || att;
+            if (ok && (!*optarg || strlen(optarg) >= 64 || strpbrk(optarg, "/: \t\n")))
+                return usage_error("-n takes an app name of 1-63 characters without '/', ':' or spaces, not '%s'", optarg);
+            o->app = optarg;
+            break;
+        case O_LISTEN: ok = run; o->listen = optarg; break;
+        case O_KILL_TIMEOUT:
+        case O_READY_TIMEOUT:
+            ok = run || att;
+            if (ok && !parse_long(optarg, 1, 3600000, &v))
+                return usage_error("%s takes milliseconds from 1 to 3600000, not '%s'",
+                                   c == O_KILL_TIMEOUT ? "--kill-timeout" : "--ready-timeout", optarg);
+            if (c == O_KILL_TIMEOUT)
+                o->kill_timeout_ms = (unsigned)v;
+            else
+                o->ready_timeout_ms = (unsigned)v;
+            break;
+        case O_MAX_MEMORY:
+            ok = run;
+            if (ok && !parse_size(optarg, &o->max_memory))
+                return usage_error("--max-memory takes a size like 200M or 1G, not '%s'", optarg);
+            break;
+        case O_LOG_DIR: ok = run; o->log_dir = optarg; break;
+        case O_NO_ECHO: ok = run; o->echo_logs = false; break;
         case ':': return usage_error("option %s needs a value", argv[optind - 1]);
-        default: return usage_error("unknown option '%s' for monit", argv[optind - 1]);
+        default: return usage_error("unknown option '%s' for %s", argv[optind - 1], cmd);
         }
+        if (!ok)
+            return usage_error("option '%s' does not apply to %s", argv[optind - 1], cmd);
     }
+    return -1;
+}
+
+static hub_options default_options(hub_mode mode)
+{
+    return (hub_options){
+        .mode = mode, .ns = "default", .interval_ms = 1000, .format = HEADLESS_NDJSON,
+        .instances = 1, .kill_timeout_ms = 5000, .ready_timeout_ms = 10000, .echo_logs = true,
+    };
+}
+
+/* drover monit --headless [output options] */
+static int cmd_monit(int argc, char **argv)
+{
+    hub_options o = default_options(HUB_MONIT);
+    bool headless = false;
+    int rc = parse_options("monit", argc, argv, &o, &headless);
+    if (rc >= 0)
+        return rc;
     if (optind < argc)
         return usage_error("unexpected argument '%s' for monit", argv[optind]);
     if (!headless) {
         fputs("drover: the interactive console is not built yet; use 'drover monit --headless'\n", stderr);
         return 2;
     }
-    return hub_run_headless(&o);
+    return hub_run(&o);
+}
+
+/* drover run [run options] [output options] -- CMD [ARGS...] */
+static int cmd_run(int argc, char **argv)
+{
+    hub_options o = default_options(HUB_RUN);
+    bool headless = false;
+    char app[64];
+    int rc = parse_options("run", argc, argv, &o, &headless);
+    if (rc >= 0)
+        return rc;
+    if (optind >= argc)
+        return usage_error("run needs a command: drover run [OPTIONS] -- CMD [ARGS...]");
+    o.argv = argv + optind;
+    if (!o.app) {
+        derive_app(o.argv, app, sizeof app);
+        o.app = app;
+    }
+    return hub_run(&o);
+}
+
+/* drover attach PID [attach options] [output options] */
+static int cmd_attach(int argc, char **argv)
+{
+    hub_options o = default_options(HUB_ATTACH);
+    bool headless = false;
+    int rc = parse_options("attach", argc, argv, &o, &headless);
+    if (rc >= 0)
+        return rc;
+    long pid;
+    if (optind >= argc)
+        return usage_error("attach needs the pid of a cluster master: drover attach PID");
+    if (!parse_long(argv[optind], 2, INT_MAX, &pid))
+        return usage_error("attach takes a pid, not '%s'", argv[optind]);
+    if (optind + 1 < argc)
+        return usage_error("unexpected argument '%s' for attach", argv[optind + 1]);
+    o.master = (pid_t)pid;
+    return hub_run(&o);
 }
 
 int main(int argc, char **argv)
 {
     if (argc < 2)
-        return usage_error("%s", "missing command");
+        return usage_error("missing command");
     const char *cmd = argv[1];
     if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
         fputs(usage_text, stdout);
@@ -146,5 +332,9 @@ int main(int argc, char **argv)
     }
     if (strcmp(cmd, "monit") == 0)
         return cmd_monit(argc - 1, argv + 1);
+    if (strcmp(cmd, "run") == 0)
+        return cmd_run(argc - 1, argv + 1);
+    if (strcmp(cmd, "attach") == 0)
+        return cmd_attach(argc - 1, argv + 1);
     return usage_error("unknown command '%s'", cmd);
 }

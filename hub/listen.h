@@ -1,0 +1,19 @@
+/*
+ * listen.h — the listening socket the hub opens once and shares with every
+ * worker (systemd socket activation: fd 3, LISTEN_FDS=1). The hub keeps it
+ * open for its whole life, so restarting a worker never closes it.
+ */
+#ifndef DROVER_HUB_LISTEN_H
+#define DROVER_HUB_LISTEN_H
+
+#include <stddef.h>
+
+/*
+ * Opens a listening socket for spec: "PORT", "HOST:PORT", "[V6]:PORT" (TCP;
+ * without HOST, all interfaces) or "unix:PATH". The fd is close-on-exec (the
+ * spawner hands it over as fd 3). Returns the fd, or -1 with a one-line
+ * message in err.
+ */
+int listen_open(const char *spec, char *err, size_t errcap);
+
+#endif

@@ -1,0 +1,999 @@
+/*
+ * logs.c — capture of workers' stdout and stderr: line splitting, per-slot
+ * files with size rotation, a fixed in-memory ring per slot, and the optional
+ * echo of every line to the hub's stderr.
+ *
+ * Data path, for each read callback of one worker pipe:
+ *
+ *   pipe ─read─▶ pipe buffer ─split─▶ line ─┬─▶ file scratch ─(one write() per batch)─▶ DIR/APP-ID.out.log
+ *                                           ├─▶ the slot's ring (oldest lines evicted)
+ *                                           └─▶ echo queue ─(non-blocking writes)─▶ fd 2
+ *
+ * Back-pressure instead of loss: a line is only taken out of a pipe buffer
+ * once the echo queue has room for it. When it has none, that pipe stops
+ * reading (uv_read_stop) and waits in the blocked queue; the kernel pipe then
+ * fills and the worker's own write() blocks. When the echo queue drains below
+ * its low-water mark, blocked pipes resume in the order they blocked. Disk
+ * writes are synchronous in the read callback (fast and bounded by one
+ * batch), so the file path needs no queue at all.
+ *
+ * Every buffer has a fixed size chosen at creation: per pipe (LOGS_PIPE_BUF,
+ * at most LOGS_PIPES_MAX pipes per slot), per slot (ring_bytes), per manager
+ * (one file scratch, one echo queue). Nothing grows with log volume or uptime.
+ */
+#include "logs.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <time.h>
+#include <unistd.h>
+
+/* ---- sizes ------------------------------------------------------------- */
+
+#define LOGS_PIPE_BUF     (64 * 1024)    /* per pipe; holds at most LOGS_LINE_MAX between reads */
+#define LOGS_PIPES_MAX    8              /* open pipes per slot (4 generations of out+err) */
+#define LOGS_WBUF         (64 * 1024)    /* file scratch: one write() per batch */
+#define LOGS_ECHO_CAP     (256 * 1024)   /* echo queue; readers stop when a line does not fit */
+#define LOGS_ECHO_LOW     (64 * 1024)    /* ... and resume once it drained to this */
+#define LOGS_APP_MAX      64
+#define LOGS_RING_MIN     256
+#define LOGS_FREE_WAIT_NS 1000000000ull  /* logs_free waits this long at most for stderr */
+#define LOGS_RETRY_MS     1000           /* retry opening a file that could not be opened */
+
+#define LOGS_DEF_MAX_BYTES (10ull * 1024 * 1024)
+#define LOGS_DEF_KEEP      3u
+#define LOGS_DEF_RING      (64 * 1024)
+
+/* One line in a slot's ring: this header, then len bytes padded to 8. */
+typedef struct {
+    double   ts;
+    uint32_t len;       /* LOGS_RING_WRAP: the rest of the buffer is unused, continue at 0 */
+    uint32_t stream;
+} logs_rec;
+
+#define LOGS_RING_WRAP UINT32_MAX
+
+typedef enum { LOGS_ECHO_OFF, LOGS_ECHO_POLL, LOGS_ECHO_SYNC } logs_echo_mode;
+typedef enum { LOGS_DRAIN_DONE, LOGS_DRAIN_BLOCKED } logs_drain_result;
+
+typedef struct {
+    int      fd;                /* -1 when it could not be opened */
+    uint64_t size;              /* bytes in the file, as far as we know */
+    uint64_t retry_at;          /* uv_now() after which opening is tried again */
+    bool     warned;            /* a failure was reported; quiet until it recovers */
+    char    *path;
+} logs_file;
+
+typedef struct logs_pipe logs_pipe;
+
+struct logs_pipe {
+    uv_pipe_t    h;             /* h.data = this */
+    logs_stream *st;
+    logs_pipe   *next;          /* in st->pipes, oldest first */
+    logs_pipe   *bnext;         /* in lg's blocked queue */
+    logs_fd      which;
+    bool         eof;           /* the pipe reached EOF or an error; drain, then close */
+    bool         blocked;       /* waiting for room in the echo queue, not reading */
+    bool         closing;       /* uv_close called; every byte was emitted */
+    size_t       len;           /* bytes in buf not yet emitted */
+    char         buf[LOGS_PIPE_BUF];
+};
+
+struct logs_stream {
+    logs        *lg;
+    logs_stream *next;
+    char         app[LOGS_APP_MAX + 1];
+    int          id;
+    logs_file    file[2];       /* by logs_fd */
+    char         pfx[2][LOGS_APP_MAX + 32];   /* "[app:id] " / "[app:id!] " */
+    size_t       pfxlen[2];
+    logs_pipe   *pipes;
+
+    /* The ring: byte positions only grow; each is taken modulo rcap. */
+    char        *ring;
+    size_t       rcap;
+    uint64_t     rhead, rtail;
+    size_t       rcount;
+};
+
+struct logs {
+    uv_loop_t   *loop;
+    char        *dir;
+    uint64_t     max_bytes;
+    unsigned     keep;
+    size_t       ring_bytes;
+    logs_stream *streams;
+    double       now;           /* wall clock of the batch being split */
+
+    /* File scratch: lines of one file, written with one write() per batch. */
+    char        *wbuf;
+    size_t       wlen;
+    logs_file   *wfile;
+
+    /* Echo: a byte queue written to a private, non-blocking descriptor of fd 2. */
+    logs_echo_mode emode;
+    int          efd;
+    bool         esock;         /* efd is a stream socket: send(MSG_DONTWAIT) */
+    bool         epoll_init, epoll_active;
+    uv_poll_t    epoll;
+    char        *ebuf;
+    uint64_t     ehead, etail;
+
+    logs_pipe   *bhead, *btail; /* pipes blocked on the echo, in blocking order */
+    uv_idle_t    kick;          /* runs logs_resume outside any callback chain */
+    unsigned     handles;       /* open libuv handles; lg is freed when 0 after logs_free */
+    bool         freeing;
+    uint64_t     deadline;      /* uv_hrtime() bound for waits during logs_free */
+};
+
+static void logs_resume(logs *lg);
+static void logs_kick_cb(uv_idle_t *h);
+static void logs_pipe_read(uv_stream_t *h, ssize_t nread, const uv_buf_t *buf);
+
+/* ---- small helpers ----------------------------------------------------- */
+
+/* Returns the wall clock in Unix seconds. */
+static double logs_clock(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Rounds n up to a multiple of 8 (ring records stay aligned for the header). */
+static size_t logs_pad8(size_t n) { return (n + 7) & ~(size_t)7; }
+
+/* Creates dir and its missing parents with mode 0700; returns 0 or -1 with errno. */
+static int logs_mkdirs(const char *dir)
+{
+    char tmp[PATH_MAX];
+    size_t n = strlen(dir);
+    if (n == 0 || n >= sizeof tmp) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    memcpy(tmp, dir, n + 1);
+    for (size_t i = 1; i <= n; i++) {
+        if (tmp[i] != '/' && tmp[i] != '\0')
+            continue;
+        char c = tmp[i];
+        tmp[i] = '\0';
+        if (mkdir(tmp, 0700) != 0 && errno != EEXIST)
+            return -1;
+        tmp[i] = c;
+    }
+    struct stat sb;
+    if (stat(dir, &sb) != 0)
+        return -1;
+    if (!S_ISDIR(sb.st_mode)) {
+        errno = ENOTDIR;
+        return -1;
+    }
+    return 0;
+}
+
+/* Returns true if app can be part of a file name: 1-64 printable bytes
+ * without '/' or whitespace, not starting with '.'. */
+static bool logs_valid_app(const char *app)
+{
+    size_t n = strlen(app);
+    if (n == 0 || n > LOGS_APP_MAX || app[0] == '.')
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)app[i];
+        if (c <= ' ' || c == '/' || c == 0x7f)
+            return false;
+    }
+    return true;
+}
+
+/* ---- files ------------------------------------------------------------- */
+
+/* Reports a file failure once per episode (until a write succeeds again).
+ * Direct to fd 2: this is the hub's own diagnostic, not worker output. */
+static void logs_file_warn(logs_file *f, const char *what, int err)
+{
+    if (f->warned)
+        return;
+    f->warned = true;
+    fprintf(stderr, "drover: cannot %s %s: %s; lines for it are lost until it works again (check --log-dir)\n",
+            what, f->path, strerror(err));
+}
+
+/* Opens f->path for appending (creating it 0640) and learns its size.
+ * Returns 0, or -1 with f->fd == -1 and the failure reported. */
+static int logs_file_open(logs *lg, logs_file *f)
+{
+    f->fd = open(f->path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+    if (f->fd < 0) {
+        f->retry_at = uv_now(lg->loop) + LOGS_RETRY_MS;
+        logs_file_warn(f, "open", errno);
+        return -1;
+    }
+    struct stat sb;
+    f->size = fstat(f->fd, &sb) == 0 ? (uint64_t)sb.st_size : 0;
+    return 0;
+}
+
+/* Closes f if open. */
+static void logs_file_close(logs_file *f)
+{
+    if (f->fd >= 0)
+        close(f->fd);
+    f->fd = -1;
+}
+
+/* Writes the file scratch to its file with one write() (more only on short
+ * writes), then empties it. A failing file loses this batch (reported once):
+ * holding it in memory instead would grow without bound while the disk is full. */
+static void logs_file_flush(logs *lg)
+{
+    logs_file *f = lg->wfile;
+    size_t len = lg->wlen;
+    lg->wlen = 0;
+    if (!f || len == 0)
+        return;
+    if (f->fd < 0 && uv_now(lg->loop) >= f->retry_at)
+        logs_file_open(lg, f);
+    if (f->fd < 0)
+        return;
+    size_t off = 0;
+    while (off < len) {
+        ssize_t w = write(f->fd, lg->wbuf + off, len - off);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0) {
+            logs_file_warn(f, "write", w < 0 ? errno : EIO);
+            return;
+        }
+        off += (size_t)w;
+        f->size += (uint64_t)w;
+    }
+    f->warned = false;
+}
+
+/* Rotates f: NAME.(keep-1) → NAME.keep (replacing the oldest), …, NAME →
+ * NAME.1, then opens a fresh NAME. Call with the scratch flushed. */
+static void logs_file_rotate(logs *lg, logs_file *f)
+{
+    char from[PATH_MAX + 16], to[PATH_MAX + 16];
+    logs_file_close(f);
+    for (unsigned i = lg->keep; i >= 2; i--) {
+        snprintf(from, sizeof from, "%s.%u", f->path, i - 1);
+        snprintf(to, sizeof to, "%s.%u", f->path, i);
+        rename(from, to);   /* ENOENT while fewer than keep exist: fine */
+    }
+    snprintf(to, sizeof to, "%s.1", f->path);
+    bool moved = rename(f->path, to) == 0 || errno == ENOENT;
+    int err = errno;
+    if (logs_file_open(lg, f) == 0 && !moved) {
+        /* Could not move it away (permissions?): keep appending, and try
+         * again only after another max_bytes rather than on every line. */
+        logs_file_warn(f, "rotate", err);
+        f->size = 0;
+    }
+}
+
+/* Appends one line (newline added) to f through the scratch, rotating first
+ * when the line would take the file past max_bytes. A line longer than
+ * max_bytes still goes whole into a fresh file: lines are never torn. */
+static void logs_file_put(logs *lg, logs_file *f, const char *s, size_t len)
+{
+    if (lg->wfile != f) {
+        logs_file_flush(lg);
+        lg->wfile = f;
+    }
+    uint64_t pending = f->size + lg->wlen;
+    if (pending > 0 && pending + len + 1 > lg->max_bytes) {
+        logs_file_flush(lg);
+        logs_file_rotate(lg, f);
+    }
+    if (lg->wlen + len + 1 > LOGS_WBUF)
+        logs_file_flush(lg);
+    memcpy(lg->wbuf + lg->wlen, s, len);
+    lg->wbuf[lg->wlen + len] = '\n';
+    lg->wlen += len + 1;
+}
+
+/* ---- the slot's ring --------------------------------------------------- */
+
+/* Returns true if a record cannot start at byte position pos (too little
+ * room before the end of the buffer, or a wrap marker): the reader skips to 0. */
+static bool logs_ring_wraps_at(const logs_stream *st, uint64_t pos)
+{
+    size_t off = (size_t)(pos % st->rcap);
+    if (st->rcap - off < sizeof(logs_rec))
+        return true;
+    const logs_rec *r = (const logs_rec *)(st->ring + off);
+    return r->len == LOGS_RING_WRAP;
+}
+
+/* Removes the oldest line (and any wrap gap before it). Ring must not be empty. */
+static void logs_ring_evict(logs_stream *st)
+{
+    if (logs_ring_wraps_at(st, st->rtail))
+        st->rtail += st->rcap - st->rtail % st->rcap;
+    const logs_rec *r = (const logs_rec *)(st->ring + st->rtail % st->rcap);
+    st->rtail += sizeof(logs_rec) + logs_pad8(r->len);
+    st->rcount--;
+}
+
+/* Stores a line in the ring, evicting the oldest lines until it fits. Text is
+ * kept contiguous (a wrap gap is left instead of splitting it) so the tail can
+ * hand out pointers into the ring. A line larger than the whole ring is
+ * truncated here only; the file has it whole. */
+static void logs_ring_put(logs_stream *st, double ts, logs_fd which, const char *s, size_t len)
+{
+    if (len > st->rcap - sizeof(logs_rec))
+        len = st->rcap - sizeof(logs_rec);
+    size_t need = sizeof(logs_rec) + logs_pad8(len);
+    for (;;) {
+        if (st->rcount == 0)
+            st->rhead = st->rtail = 0;   /* empty: restart at 0 so any line fits */
+        size_t off = (size_t)(st->rhead % st->rcap);
+        size_t gap = st->rcap - off < need ? st->rcap - off : 0;
+        if (st->rcap - (size_t)(st->rhead - st->rtail) >= gap + need) {
+            if (gap) {
+                if (gap >= sizeof(logs_rec))
+                    ((logs_rec *)(st->ring + off))->len = LOGS_RING_WRAP;
+                st->rhead += gap;
+                off = 0;
+            }
+            logs_rec *r = (logs_rec *)(st->ring + off);
+            r->ts = ts;
+            r->len = (uint32_t)len;
+            r->stream = (uint32_t)which;
+            memcpy(r + 1, s, len);
+            st->rhead += need;
+            st->rcount++;
+            return;
+        }
+        logs_ring_evict(st);
+    }
+}
+
+/* ---- echo to the hub's stderr ----------------------------------------- */
+
+/* Called when fd 2 can take more: writes what it can; stops polling once the
+ * queue is empty; lets blocked pipes go on once it drained below low water. */
+static void logs_echo_writable(uv_poll_t *h, int status, int events);
+
+/* Gives up the echo for good (the reader of our stderr is gone: EPIPE, EIO):
+ * nobody can see it any more, and pipes must not stay blocked on it. */
+static void logs_echo_disable(logs *lg)
+{
+    lg->emode = LOGS_ECHO_OFF;
+    lg->ehead = lg->etail = 0;
+    if (lg->epoll_active) {
+        uv_poll_stop(&lg->epoll);
+        lg->epoll_active = false;
+    }
+    if (lg->bhead && !lg->freeing)
+        uv_idle_start(&lg->kick, logs_kick_cb);
+}
+
+/* Writes queued echo bytes without blocking. On EAGAIN: with deadline == 0
+ * starts the writable poll and returns; otherwise waits with poll() until
+ * uv_hrtime() reaches deadline (only logs_free and forced closes do that).
+ * In SYNC mode (fd 2 is a file or device that cannot be polled) writes block. */
+static void logs_echo_flush(logs *lg, uint64_t deadline)
+{
+    while (lg->emode != LOGS_ECHO_OFF && lg->ehead != lg->etail) {
+        size_t used = (size_t)(lg->ehead - lg->etail);
+        size_t off = (size_t)(lg->etail % LOGS_ECHO_CAP);
+        size_t n1 = used < LOGS_ECHO_CAP - off ? used : LOGS_ECHO_CAP - off;
+        struct iovec iov[2] = {{lg->ebuf + off, n1}, {lg->ebuf, used - n1}};
+        int cnt = used > n1 ? 2 : 1;
+        ssize_t w;
+        if (lg->esock) {
+            struct msghdr mh = {.msg_iov = iov, .msg_iovlen = (size_t)cnt};
+            w = sendmsg(lg->efd, &mh, MSG_DONTWAIT | MSG_NOSIGNAL);
+        } else {
+            w = writev(lg->efd, iov, cnt);
+        }
+        if (w > 0) {
+            lg->etail += (uint64_t)w;
+            continue;
+        }
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w == 0 || errno == EAGAIN || errno == EWOULDBLOCK) {
+            if (lg->emode == LOGS_ECHO_SYNC || deadline) {
+                int ms = -1;
+                if (lg->emode != LOGS_ECHO_SYNC) {
+                    uint64_t t = uv_hrtime();
+                    if (t >= deadline)
+                        return;
+                    ms = (int)((deadline - t) / 1000000) + 1;
+                }
+                struct pollfd pf = {.fd = lg->efd, .events = POLLOUT};
+                if (poll(&pf, 1, ms) < 0 && errno != EINTR)
+                    return;
+                continue;
+            }
+            if (!lg->epoll_active) {
+                uv_poll_start(&lg->epoll, UV_WRITABLE, logs_echo_writable);
+                lg->epoll_active = true;
+            }
+            return;
+        }
+        logs_echo_disable(lg);
+        return;
+    }
+}
+
+static void logs_echo_writable(uv_poll_t *h, int status, int events)
+{
+    logs *lg = h->data;
+    (void)status;   /* an error shows up as a failing write below */
+    (void)events;
+    logs_echo_flush(lg, 0);
+    if (lg->ehead == lg->etail && lg->epoll_active) {
+        uv_poll_stop(&lg->epoll);
+        lg->epoll_active = false;
+    }
+    if (lg->ehead - lg->etail <= LOGS_ECHO_LOW)
+        logs_resume(lg);
+}
+
+/* Returns the free bytes in the echo queue (unbounded when the echo is off). */
+static size_t logs_echo_room(const logs *lg)
+{
+    if (lg->emode == LOGS_ECHO_OFF)
+        return SIZE_MAX;
+    return LOGS_ECHO_CAP - (size_t)(lg->ehead - lg->etail);
+}
+
+/* Copies len bytes into the echo queue, which must have room. */
+static void logs_echo_copy(logs *lg, const char *s, size_t len)
+{
+    size_t off = (size_t)(lg->ehead % LOGS_ECHO_CAP);
+    size_t n1 = len < LOGS_ECHO_CAP - off ? len : LOGS_ECHO_CAP - off;
+    memcpy(lg->ebuf + off, s, n1);
+    memcpy(lg->ebuf, s + n1, len - n1);
+    lg->ehead += len;
+}
+
+/*
+ * Returns true if the echo can take a line of len bytes of st's stream
+ * `which` now (always when the echo is off). When the queue is full it first
+ * tries a non-blocking flush; with force (logs_free, or an old pipe closed to
+ * stay within LOGS_PIPES_MAX) it waits up to lg->deadline and then lets the
+ * line go to the file and ring without its echo (logs_emit checks the room).
+ */
+static bool logs_echo_reserve(logs *lg, const logs_stream *st, logs_fd which, size_t len, bool force)
+{
+    size_t need = st->pfxlen[which] + len + 1;
+    if (logs_echo_room(lg) >= need)
+        return true;
+    logs_echo_flush(lg, force ? lg->deadline : 0);
+    return force || logs_echo_room(lg) >= need;
+}
+
+/* Queues "[app:id] line\n" (or "[app:id!] …" for stderr) when there is room. */
+static void logs_echo_put(logs *lg, const logs_stream *st, logs_fd which, const char *s, size_t len)
+{
+    if (lg->emode == LOGS_ECHO_OFF || logs_echo_room(lg) < st->pfxlen[which] + len + 1)
+        return;
+    logs_echo_copy(lg, st->pfx[which], st->pfxlen[which]);
+    logs_echo_copy(lg, s, len);
+    logs_echo_copy(lg, "\n", 1);
+}
+
+/*
+ * Sets up the echo on a descriptor of our own for fd 2, so that making it
+ * non-blocking cannot affect anyone else: O_NONBLOCK belongs to the open file
+ * description, which fd 2 shares with the hub's own stdio, with the parent
+ * shell (a terminal left non-blocking breaks it) and with the container
+ * runtime. A terminal is reopened by name and a pipe through /proc (both give
+ * a new description); a stream socket (journald) is dup'ed and written with
+ * send(MSG_DONTWAIT). Anything else (a regular file, /dev/null) cannot be
+ * polled and never blocks for long: written synchronously.
+ */
+static void logs_echo_open(logs *lg)
+{
+    struct stat sb;
+    int fd = -1;
+
+    lg->emode = LOGS_ECHO_OFF;
+    lg->efd = -1;
+    if (fstat(STDERR_FILENO, &sb) != 0)
+        return;   /* no stderr at all: nobody to echo to */
+    if (isatty(STDERR_FILENO)) {
+        char name[PATH_MAX];
+        if (ttyname_r(STDERR_FILENO, name, sizeof name) == 0)
+            fd = open(name, O_WRONLY | O_NOCTTY | O_CLOEXEC | O_NONBLOCK);
+    } else if (S_ISFIFO(sb.st_mode)) {
+        fd = open("/proc/self/fd/2", O_WRONLY | O_CLOEXEC | O_NONBLOCK);
+    } else if (S_ISSOCK(sb.st_mode)) {
+        int type = 0;
+        socklen_t tl = sizeof type;
+        if (getsockopt(STDERR_FILENO, SOL_SOCKET, SO_TYPE, &type, &tl) == 0 && type == SOCK_STREAM) {
+            fd = fcntl(STDERR_FILENO, F_DUPFD_CLOEXEC, 3);
+            lg->esock = fd >= 0;
+        }
+    }
+    if (fd >= 0 && uv_poll_init(lg->loop, &lg->epoll, fd) == 0) {
+        lg->epoll.data = lg;
+        lg->epoll_init = true;
+        lg->handles++;
+        lg->efd = fd;
+        lg->emode = LOGS_ECHO_POLL;
+        return;
+    }
+    if (fd >= 0)
+        close(fd);
+    lg->esock = false;
+    lg->efd = fcntl(STDERR_FILENO, F_DUPFD_CLOEXEC, 3);
+    if (lg->efd >= 0)
+        lg->emode = LOGS_ECHO_SYNC;
+}
+
+/* ---- splitting --------------------------------------------------------- */
+
+/* Passes one line (without its newline) to the file, the ring and the echo. */
+static void logs_emit(logs_stream *st, logs_fd which, const char *s, size_t len)
+{
+    logs *lg = st->lg;
+    logs_file_put(lg, &st->file[which], s, len);
+    logs_ring_put(st, lg->now, which, s, len);
+    logs_echo_put(lg, st, which, s, len);
+}
+
+/*
+ * Emits every complete line in p's buffer: a line ends at '\n', or after
+ * LOGS_LINE_MAX bytes without one (the rest follows as further pieces). With
+ * final, also the partial rest (a newline is added). Stops early, keeping the
+ * rest, when the echo has no room (LOGS_DRAIN_BLOCKED; never with force).
+ * The rest moves to the front of the buffer; then the batch goes to the file
+ * and the echo queue starts draining.
+ */
+static logs_drain_result logs_pipe_drain(logs_pipe *p, bool final, bool force)
+{
+    logs_stream *st = p->st;
+    logs *lg = st->lg;
+    logs_drain_result r = LOGS_DRAIN_DONE;
+    size_t off = 0;
+
+    lg->now = logs_clock();
+    while (off < p->len) {
+        const char *s = p->buf + off;
+        size_t rest = p->len - off;
+        /* LINE_MAX + 1: a line of exactly LOGS_LINE_MAX bytes stays whole
+         * rather than becoming a piece and a spurious empty line. */
+        const char *nl = memchr(s, '\n', rest < LOGS_LINE_MAX + 1 ? rest : LOGS_LINE_MAX + 1);
+        size_t len, used;
+        if (nl) {
+            len = (size_t)(nl - s);
+            used = len + 1;
+        } else if (rest > LOGS_LINE_MAX) {
+            len = used = LOGS_LINE_MAX;
+        } else if (final) {
+            len = used = rest;
+        } else {
+            break;
+        }
+        if (!logs_echo_reserve(lg, st, p->which, len, force)) {
+            r = LOGS_DRAIN_BLOCKED;
+            break;
+        }
+        logs_emit(st, p->which, s, len);
+        off += used;
+    }
+    memmove(p->buf, p->buf + off, p->len - off);
+    p->len -= off;
+    logs_file_flush(lg);
+    logs_echo_flush(lg, 0);
+    return r;
+}
+
+/* ---- pipes ------------------------------------------------------------- */
+
+/* Final release of a pipe once libuv closed it; frees lg if it was the last
+ * handle after logs_free. */
+static void logs_pipe_closed(uv_handle_t *h);
+static void logs_handle_closed(uv_handle_t *h);
+
+/* Closes p (all its bytes were emitted); its writers get EPIPE from now on. */
+static void logs_pipe_close(logs_pipe *p)
+{
+    p->closing = true;
+    uv_close((uv_handle_t *)&p->h, logs_pipe_closed);
+}
+
+/* Appends p to the blocked queue and stops reading it. */
+static void logs_pipe_block(logs_pipe *p)
+{
+    logs *lg = p->st->lg;
+    uv_read_stop((uv_stream_t *)&p->h);
+    p->blocked = true;
+    p->bnext = NULL;
+    if (lg->btail)
+        lg->btail->bnext = p;
+    else
+        lg->bhead = p;
+    lg->btail = p;
+}
+
+/* Removes p from the blocked queue if it is there. */
+static void logs_pipe_unblock(logs_pipe *p)
+{
+    logs *lg = p->st->lg;
+    if (!p->blocked)
+        return;
+    logs_pipe *prev = NULL;
+    for (logs_pipe *q = lg->bhead; q; prev = q, q = q->bnext) {
+        if (q != p)
+            continue;
+        if (prev)
+            prev->bnext = q->bnext;
+        else
+            lg->bhead = q->bnext;
+        if (lg->btail == q)
+            lg->btail = prev;
+        break;
+    }
+    p->blocked = false;
+    p->bnext = NULL;
+}
+
+/* Hands libuv the free end of the pipe's buffer (at least
+ * LOGS_PIPE_BUF - LOGS_LINE_MAX bytes whenever the pipe is reading). */
+static void logs_pipe_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    logs_pipe *p = h->data;
+    (void)suggested;
+    buf->base = p->buf + p->len;
+    buf->len = LOGS_PIPE_BUF - p->len;
+}
+
+/* Continues after a drain: blocked → queue; finished at EOF → close;
+ * otherwise (re)starts reading. */
+static void logs_pipe_after(logs_pipe *p, logs_drain_result r)
+{
+    if (r == LOGS_DRAIN_BLOCKED)
+        logs_pipe_block(p);
+    else if (p->eof)
+        logs_pipe_close(p);
+    else
+        uv_read_start((uv_stream_t *)&p->h, logs_pipe_alloc, logs_pipe_read);
+}
+
+/* Splits what arrived; at EOF (or a read error, same thing for a pipe)
+ * emits the partial last line too and closes. */
+static void logs_pipe_read(uv_stream_t *h, ssize_t nread, const uv_buf_t *buf)
+{
+    logs_pipe *p = h->data;
+    (void)buf;
+    if (nread == 0)
+        return;   /* EAGAIN */
+    if (nread > 0) {
+        p->len += (size_t)nread;
+        if (logs_pipe_drain(p, false, false) == LOGS_DRAIN_BLOCKED)
+            logs_pipe_block(p);
+        return;
+    }
+    p->eof = true;
+    uv_read_stop(h);
+    logs_pipe_after(p, logs_pipe_drain(p, true, false));
+}
+
+/*
+ * Lets blocked pipes go on, oldest-blocked first, until one blocks again
+ * (then the echo is full and the rest would block at once anyway). Runs from
+ * the echo's writable callback or the kick, never inside a drain.
+ */
+static void logs_resume(logs *lg)
+{
+    while (lg->bhead && !lg->freeing) {
+        logs_pipe *p = lg->bhead;
+        logs_pipe_unblock(p);
+        logs_drain_result r = logs_pipe_drain(p, p->eof, false);
+        logs_pipe_after(p, r);
+        if (r == LOGS_DRAIN_BLOCKED)
+            break;
+    }
+}
+
+/* The kick: resume blocked pipes once, from a fresh loop iteration. */
+static void logs_kick_cb(uv_idle_t *h)
+{
+    uv_idle_stop(h);
+    logs_resume(h->data);
+}
+
+/* Drains p completely (echo forced, bounded by lg->deadline) and closes it. */
+static void logs_pipe_force_close(logs_pipe *p)
+{
+    logs_pipe_unblock(p);
+    uv_read_stop((uv_stream_t *)&p->h);
+    logs_pipe_drain(p, true, true);
+    logs_pipe_close(p);
+}
+
+/* Starts reading fd as stream `which` of st; takes ownership of fd.
+ * Returns 0 or a negative libuv error (fd closed). */
+static int logs_pipe_new(logs_stream *st, logs_fd which, int fd)
+{
+    logs *lg = st->lg;
+    /* Later workers must not inherit our read ends: a pipe whose reader is
+     * also elsewhere never gives its writer EPIPE when we close it. */
+    fcntl(fd, F_SETFD, FD_CLOEXEC);
+    logs_pipe *p = calloc(1, sizeof *p);
+    if (!p) {
+        close(fd);
+        return UV_ENOMEM;
+    }
+    p->st = st;
+    p->which = which;
+    int rc = uv_pipe_init(lg->loop, &p->h, 0);
+    if (rc == 0)
+        rc = uv_pipe_open(&p->h, fd);   /* also makes fd non-blocking */
+    if (rc != 0) {
+        close(fd);
+        free(p);
+        return rc;
+    }
+    p->h.data = p;
+    lg->handles++;
+    logs_pipe **tail = &st->pipes;
+    while (*tail)
+        tail = &(*tail)->next;
+    *tail = p;
+    rc = uv_read_start((uv_stream_t *)&p->h, logs_pipe_alloc, logs_pipe_read);
+    if (rc != 0)
+        logs_pipe_close(p);
+    return rc;
+}
+
+/* ---- streams and the manager ------------------------------------------ */
+
+/* Frees a stream's memory (its pipes are already closed). */
+static void logs_stream_destroy(logs_stream *st)
+{
+    for (int i = 0; i < 2; i++) {
+        logs_file_close(&st->file[i]);
+        free(st->file[i].path);
+    }
+    free(st->ring);
+    free(st);
+}
+
+/* Frees everything; called when the last handle closed after logs_free. */
+static void logs_destroy(logs *lg)
+{
+    while (lg->streams) {
+        logs_stream *st = lg->streams;
+        lg->streams = st->next;
+        logs_stream_destroy(st);
+    }
+    if (lg->efd >= 0)
+        close(lg->efd);
+    free(lg->ebuf);
+    free(lg->wbuf);
+    free(lg->dir);
+    free(lg);
+}
+
+static void logs_handle_closed(uv_handle_t *h)
+{
+    logs *lg = h->data;
+    if (--lg->handles == 0 && lg->freeing)
+        logs_destroy(lg);
+}
+
+static void logs_pipe_closed(uv_handle_t *h)
+{
+    logs_pipe *p = h->data;
+    logs_stream *st = p->st;
+    logs *lg = st->lg;
+    for (logs_pipe **pp = &st->pipes; *pp; pp = &(*pp)->next) {
+        if (*pp == p) {
+            *pp = p->next;
+            break;
+        }
+    }
+    free(p);
+    if (--lg->handles == 0 && lg->freeing)
+        logs_destroy(lg);
+}
+
+logs *logs_new(uv_loop_t *loop, const logs_config *cfg, char *err, size_t errcap)
+{
+    if (!cfg || !cfg->dir || !*cfg->dir) {
+        snprintf(err, errcap, "no log directory given; use --log-dir DIR");
+        return NULL;
+    }
+    if (strlen(cfg->dir) + LOGS_APP_MAX + 48 >= PATH_MAX) {
+        snprintf(err, errcap, "log directory path too long: %s", cfg->dir);
+        return NULL;
+    }
+    if (logs_mkdirs(cfg->dir) != 0 || access(cfg->dir, W_OK | X_OK) != 0) {
+        snprintf(err, errcap, "cannot use log directory %s: %s; create it or choose another with --log-dir DIR",
+                 cfg->dir, strerror(errno));
+        return NULL;
+    }
+    logs *lg = calloc(1, sizeof *lg);
+    if (!lg || !(lg->dir = strdup(cfg->dir)) || !(lg->wbuf = malloc(LOGS_WBUF)) ||
+        (cfg->echo && !(lg->ebuf = malloc(LOGS_ECHO_CAP)))) {
+        snprintf(err, errcap, "out of memory for the log buffers");
+        if (lg) {
+            free(lg->wbuf);
+            free(lg->dir);
+        }
+        free(lg);
+        return NULL;
+    }
+    lg->loop = loop;
+    lg->max_bytes = cfg->max_bytes ? cfg->max_bytes : LOGS_DEF_MAX_BYTES;
+    lg->keep = cfg->keep ? cfg->keep : LOGS_DEF_KEEP;
+    lg->ring_bytes = cfg->ring_bytes ? cfg->ring_bytes : LOGS_DEF_RING;
+    if (lg->ring_bytes < LOGS_RING_MIN)
+        lg->ring_bytes = LOGS_RING_MIN;
+    lg->ring_bytes &= ~(size_t)7;
+    lg->efd = -1;
+    uv_idle_init(loop, &lg->kick);
+    lg->kick.data = lg;
+    lg->handles = 1;
+    if (cfg->echo)
+        logs_echo_open(lg);
+    return lg;
+}
+
+logs_stream *logs_stream_get(logs *lg, const char *app, int id, char *err, size_t errcap)
+{
+    for (logs_stream *st = lg->streams; st; st = st->next)
+        if (st->id == id && strcmp(st->app, app) == 0)
+            return st;
+    if (!logs_valid_app(app) || id < 0) {
+        snprintf(err, errcap, "cannot name log files for app '%s' worker %d: use 1-64 bytes without '/' or spaces, not starting with '.'",
+                 app, id);
+        return NULL;
+    }
+    logs_stream *st = calloc(1, sizeof *st);
+    if (!st || !(st->ring = malloc(lg->ring_bytes))) {
+        free(st);
+        snprintf(err, errcap, "out of memory for the log ring of %s:%d", app, id);
+        return NULL;
+    }
+    st->lg = lg;
+    st->id = id;
+    st->rcap = lg->ring_bytes;
+    snprintf(st->app, sizeof st->app, "%s", app);
+    st->pfxlen[LOGS_OUT] = (size_t)snprintf(st->pfx[LOGS_OUT], sizeof st->pfx[0], "[%s:%d] ", app, id);
+    st->pfxlen[LOGS_ERR] = (size_t)snprintf(st->pfx[LOGS_ERR], sizeof st->pfx[1], "[%s:%d!] ", app, id);
+    static const char *const suffix[2] = {"out", "err"};
+    for (int i = 0; i < 2; i++) {
+        char path[PATH_MAX];
+        st->file[i].fd = -1;
+        snprintf(path, sizeof path, "%s/%s-%d.%s.log", lg->dir, app, id, suffix[i]);
+        if (!(st->file[i].path = strdup(path))) {
+            snprintf(err, errcap, "out of memory for the log ring of %s:%d", app, id);
+            logs_stream_destroy(st);
+            return NULL;
+        }
+        st->file[i].fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+        if (st->file[i].fd < 0) {
+            snprintf(err, errcap, "cannot open %s: %s; check --log-dir", path, strerror(errno));
+            logs_stream_destroy(st);
+            return NULL;
+        }
+        struct stat sb;
+        st->file[i].size = fstat(st->file[i].fd, &sb) == 0 ? (uint64_t)sb.st_size : 0;
+    }
+    st->next = lg->streams;
+    lg->streams = st;
+    return st;
+}
+
+int logs_stream_attach(logs_stream *st, int out_fd, int err_fd)
+{
+    logs *lg = st->lg;
+    int fds[2] = {out_fd, err_fd};
+    int rc = 0;
+
+    if (lg->freeing) {
+        for (int i = 0; i < 2; i++)
+            if (fds[i] >= 0)
+                close(fds[i]);
+        return UV_ECANCELED;
+    }
+    /* Bound the pipes per slot: a grandchild that inherited an old
+     * generation's stdout could otherwise keep one open per restart. */
+    int want = (out_fd >= 0) + (err_fd >= 0);
+    int live = 0;
+    for (logs_pipe *p = st->pipes; p; p = p->next)
+        live += !p->closing;
+    lg->deadline = uv_hrtime();   /* forced closes here must not wait on stderr */
+    for (logs_pipe *p = st->pipes; p && live + want > LOGS_PIPES_MAX; p = p->next) {
+        if (!p->closing) {
+            logs_pipe_force_close(p);
+            live--;
+        }
+    }
+    for (int i = 0; i < 2; i++) {
+        if (fds[i] < 0)
+            continue;
+        int r = logs_pipe_new(st, (logs_fd)i, fds[i]);
+        if (r != 0 && rc == 0)
+            rc = r;
+    }
+    return rc;
+}
+
+bool logs_stream_open(const logs_stream *st)
+{
+    for (const logs_pipe *p = st->pipes; p; p = p->next)
+        if (!p->closing)
+            return true;
+    return false;
+}
+
+size_t logs_stream_tail(const logs_stream *st, size_t n,
+                        void (*cb)(void *ctx, const logs_line *line), void *ctx)
+{
+    size_t skip = st->rcount > n ? st->rcount - n : 0;
+    size_t passed = 0, idx = 0;
+    uint64_t pos = st->rtail;
+    while (pos < st->rhead) {
+        if (logs_ring_wraps_at(st, pos)) {
+            pos += st->rcap - pos % st->rcap;
+            continue;
+        }
+        const logs_rec *r = (const logs_rec *)(st->ring + pos % st->rcap);
+        if (idx++ >= skip) {
+            logs_line line = {.ts = r->ts, .stream = (logs_fd)r->stream,
+                              .text = (const char *)(r + 1), .len = r->len};
+            cb(ctx, &line);
+            passed++;
+        }
+        pos += sizeof(logs_rec) + logs_pad8(r->len);
+    }
+    return passed;
+}
+
+void logs_reopen(logs *lg)
+{
+    logs_file_flush(lg);
+    /* logrotate may have removed the directory too; recreating it is cheap. */
+    logs_mkdirs(lg->dir);
+    for (logs_stream *st = lg->streams; st; st = st->next) {
+        for (int i = 0; i < 2; i++) {
+            logs_file_close(&st->file[i]);
+            st->file[i].warned = false;
+            logs_file_open(lg, &st->file[i]);
+        }
+    }
+}
+
+void logs_free(logs *lg)
+{
+    if (!lg || lg->freeing)
+        return;
+    /* Everything still buffered goes out now; stderr gets at most
+     * LOGS_FREE_WAIT_NS in total to take its share. */
+    lg->deadline = uv_hrtime() + LOGS_FREE_WAIT_NS;
+    for (logs_stream *st = lg->streams; st; st = st->next)
+        for (logs_pipe *p = st->pipes; p; p = p->next)
+            if (!p->closing)
+                logs_pipe_force_close(p);
+    lg->freeing = true;
+    lg->bhead = lg->btail = NULL;
+    logs_file_flush(lg);
+    logs_echo_flush(lg, lg->deadline);
+    for (logs_stream *st = lg->streams; st; st = st->next)
+        for (int i = 0; i < 2; i++)
+            logs_file_close(&st->file[i]);
+    uv_idle_stop(&lg->kick);
+    uv_close((uv_handle_t *)&lg->kick, logs_handle_closed);
+    if (lg->epoll_init)
+        uv_close((uv_handle_t *)&lg->epoll, logs_handle_closed);
+}

@@ -1,0 +1,59 @@
+/*
+ * spawn.h — starting worker processes, and the guard that kills them if the
+ * hub dies without a chance to do it itself.
+ *
+ * libuv's uv_spawn cannot set LISTEN_PID to the child's own pid (it must be
+ * written after fork, before exec), so workers are started with fork/exec
+ * here. Between the two the child calls only async-signal-safe functions.
+ */
+#ifndef DROVER_HUB_SPAWN_H
+#define DROVER_HUB_SPAWN_H
+
+#include <stddef.h>
+#include <sys/types.h>
+
+typedef struct {
+    const char  *path;        /* executable, already resolved (spawn_resolve) */
+    char *const *argv;
+    char *const *envp;        /* the worker's environment, without LISTEN_* */
+    int          listen_fd;   /* -1, or a listening socket passed as fd 3 with
+                                 LISTEN_FDS=1, LISTEN_PID=<child pid>, LISTEN_FDNAMES */
+    const char  *listen_name; /* LISTEN_FDNAMES value */
+    int          out_fd;      /* the child's stdout (write end of a pipe); -1 = /dev/null */
+    int          err_fd;      /* the child's stderr; -1 = /dev/null */
+} spawn_spec;
+
+/*
+ * Resolves cmd like execvp would: as given when it contains '/', else the
+ * first executable match in $PATH. Returns 0 with the path in out, or -1 with
+ * errno set (ENOENT, EACCES, ENAMETOOLONG).
+ */
+int spawn_resolve(const char *cmd, char *out, size_t cap);
+
+/*
+ * Forks and execs a worker. The child gets stdin from /dev/null, its own
+ * process group (so the hub can signal it and everything it starts), default
+ * signal dispositions and an empty signal mask, and PR_SET_PDEATHSIG=SIGKILL
+ * so it dies with the hub. Returns the pid once exec has succeeded, or -1
+ * with a one-line message in err when fork or exec failed.
+ */
+pid_t spawn_start(const spawn_spec *spec, char *err, size_t errcap);
+
+/*
+ * Starts the guard: a small child process that, when the hub dies by any
+ * path (even SIGKILL), kills every worker process group it was told about.
+ * Call before any thread starts. Returns 0, or -1 with a message in err.
+ */
+int spawn_guard_start(char *err, size_t errcap);
+
+/* Tells the guard about a worker's process group, or that it is gone. */
+void spawn_guard_add(pid_t pgid);
+void spawn_guard_del(pid_t pgid);
+
+/* The guard's pid (0 if none), so waitpid loops can recognise it. */
+pid_t spawn_guard_pid(void);
+
+/* Ends the guard normally (after the hub stopped every worker itself) and reaps it. */
+void spawn_guard_stop(void);
+
+#endif

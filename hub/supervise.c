@@ -1,0 +1,947 @@
+/*
+ * supervise.c — the supervisor.
+ *
+ * Data: an app has slots (worker ids 0…N-1, stable across restarts); a slot
+ * has at most a current process and, during a replacement, a second one.
+ * Processes being stopped for good (replaced, scaled away) move to the
+ * app's retiring list until they are reaped. Every process and every model
+ * row is referred to by the state key of its row.
+ *
+ * Timers: a process has one deadline at a time — the grace period after
+ * spawn, then the ready-timeout, or the kill-timeout once stopping. A slot
+ * has its backoff timer. Handles are freed in their uv_close callbacks.
+ */
+#include "supervise.h"
+#include "spawn.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+extern char **environ;
+
+typedef struct app app;
+typedef struct slot slot;
+
+typedef enum { PR_STARTING, PR_ONLINE, PR_STOPPING } proc_phase;
+
+typedef struct proc {
+    app        *a;
+    slot       *sl;            /* NULL once retiring */
+    pid_t       pid;
+    uint32_t    key;           /* its row in the model */
+    proc_phase  phase;
+    bool        grace_done;    /* the grace timer fired once */
+    bool        replacement;   /* started to replace sl->cur */
+    bool        killed;        /* SIGKILL already sent */
+    uint64_t    started_ms;
+    uv_timer_t  timer;
+    struct proc *next;         /* in the retiring list */
+} proc;
+
+struct slot {
+    app        *a;
+    int         id;
+    uint32_t    key;           /* row of the current generation */
+    proc       *cur;
+    proc       *repl;          /* replacement being started */
+    int64_t     restarts;
+    unsigned    fails;         /* consecutive quick failures */
+    bool        held;          /* stopped on purpose: do not restart */
+    bool        removing;      /* scaled away: drop once stopped */
+    bool        restart_pending; /* restart command: start again once stopped */
+    uint64_t    mem_quiet_until; /* no memory-triggered replacement before this (ms) */
+    uv_timer_t  backoff;
+    logs_stream *ls;
+};
+
+typedef struct {
+    bool        active;
+    bool        one_slot;      /* a single replacement (restart by memory), not a reload */
+    int         next_index;    /* slots[] index to replace next */
+    int         replaced, total;
+    uint64_t    started_ms;
+} reload_state;
+
+struct app {
+    supervise  *sv;
+    char        name[REPORT_NAME_MAX];
+    char        path[4096];
+    char      **argv;
+    char      **env;           /* base environment, DROVER_WORKER_ID added per spawn */
+    size_t      nenv;
+    int         listen_fd;
+    char        listen_name[64];
+    unsigned    kill_timeout_ms, ready_timeout_ms;
+    uint64_t    max_memory;
+    logs       *lg;
+    slot      **slots;
+    int         nslots;
+    proc       *retiring;
+    reload_state rl;
+    app        *next;
+};
+
+struct supervise {
+    uv_loop_t  *loop;
+    state      *st;
+    supervise_event_fn ev;
+    void       *ev_ctx;
+    app        *apps;
+    bool        stopping_all;
+    void      (*stop_done)(void *);
+    void       *stop_ctx;
+};
+
+static void sup_spawn(slot *sl, bool replacement);
+static void sup_stop_proc(proc *p);
+static void sup_reload_next(app *a);
+static void sup_check_stopped_all(supervise *sv);
+
+/* ---- helpers ------------------------------------------------------------ */
+
+/* Sends one formatted event line to the hub. */
+__attribute__((format(printf, 2, 3)))
+static void sup_event(supervise *sv, const char *fmt, ...)
+{
+    char line[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    if (sv->ev)
+        sv->ev(sv->ev_ctx, line);
+}
+
+/* Describes a waitpid status: "exit 1", "signal 9 (Killed)". */
+static void sup_status(int status, char *out, size_t cap)
+{
+    if (WIFEXITED(status))
+        snprintf(out, cap, "exit %d", WEXITSTATUS(status));
+    else if (WIFSIGNALED(status))
+        snprintf(out, cap, "signal %d (%s)", WTERMSIG(status), strsignal(WTERMSIG(status)));
+    else
+        snprintf(out, cap, "status %d", status);
+}
+
+static uint64_t sup_now_ms(supervise *sv)
+{
+    uv_update_time(sv->loop);
+    return uv_now(sv->loop);
+}
+
+static void sup_free_proc_cb(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+/* Releases a process record (its timer closes first). */
+static void sup_free_proc(proc *p)
+{
+    uv_timer_stop(&p->timer);
+    p->timer.data = p;
+    uv_close((uv_handle_t *)&p->timer, sup_free_proc_cb);
+}
+
+/* Arms the process's one deadline. */
+static void sup_deadline(proc *p, uint64_t ms, uv_timer_cb cb)
+{
+    uv_timer_stop(&p->timer);
+    uv_timer_start(&p->timer, cb, ms, 0);
+}
+
+/* ---- starting ----------------------------------------------------------- */
+
+/* The process is ready: online, and a replacement takes over its slot. */
+static void sup_mark_online(proc *p)
+{
+    supervise *sv = p->a->sv;
+    if (p->phase != PR_STARTING)
+        return;
+    p->phase = PR_ONLINE;
+    uv_timer_stop(&p->timer);
+    state_sup_set(sv->st, p->key, WS_ONLINE);
+    if (!p->replacement)
+        return;
+
+    /* Swap: the new process becomes the slot's current one, the old retires. */
+    slot *sl = p->sl;
+    app *a = p->a;
+    proc *old = sl->cur;
+    sl->cur = p;
+    sl->repl = NULL;
+    sl->key = p->key;
+    p->replacement = false;
+    state_sup_restarts(sv->st, p->key, sl->restarts);
+    if (old) {
+        old->sl = NULL;
+        old->next = a->retiring;
+        a->retiring = old;
+        sup_stop_proc(old);
+    }
+    if (a->rl.active) {
+        a->rl.replaced++;
+        if (a->rl.one_slot) {
+            a->rl.active = false;
+            sup_event(sv, "replaced %s:%d: new pid %d is ready, old pid %d stopping",
+                      a->name, sl->id, p->pid, old ? old->pid : 0);
+        } else {
+            sup_event(sv, "reload %s: %d/%d replaced (%s:%d is pid %d)", a->name,
+                      a->rl.replaced, a->rl.total, a->name, sl->id, p->pid);
+            a->rl.next_index++;
+            sup_reload_next(a);
+        }
+    }
+}
+
+/* Ends a reload of app a without replacing any more workers. */
+static void sup_reload_abort(app *a, const char *why)
+{
+    if (!a->rl.active)
+        return;
+    a->rl.active = false;
+    if (a->rl.one_slot)
+        sup_event(a->sv, "replacement aborted: %s; the old worker keeps serving", why);
+    else
+        sup_event(a->sv, "reload %s aborted after %d/%d replaced: %s; the old workers keep serving",
+                  a->name, a->rl.replaced, a->rl.total, why);
+}
+
+/* Deadline of a starting process: grace (silent → online), then ready-timeout. */
+static void sup_on_start_deadline(uv_timer_t *t)
+{
+    proc *p = t->data;
+    app *a = p->a;
+    supervise *sv = a->sv;
+    if (p->phase != PR_STARTING)
+        return;
+    if (!p->grace_done) {
+        p->grace_done = true;
+        /* A worker that speaks neither the agent protocol nor sd_notify cannot
+         * say it is ready: running through the grace period has to do. */
+        if (!state_sup_spoke(sv->st, p->key)) {
+            sup_mark_online(p);
+            return;
+        }
+        unsigned rest = a->ready_timeout_ms > SUPERVISE_GRACE_MS ? a->ready_timeout_ms - SUPERVISE_GRACE_MS : 0;
+        sup_deadline(p, rest, sup_on_start_deadline);
+        return;
+    }
+    if (p->replacement) {
+        char why[256];
+        snprintf(why, sizeof why, "%s:%d's replacement (pid %d) was not ready within %u ms",
+                 a->name, p->sl->id, p->pid, a->ready_timeout_ms);
+        slot *sl = p->sl;
+        sl->repl = NULL;
+        p->sl = NULL;
+        p->replacement = false;
+        p->next = a->retiring;
+        a->retiring = p;
+        sup_stop_proc(p);
+        sup_reload_abort(a, why);
+        return;
+    }
+    sup_event(sv, "%s:%d (pid %d) is running but not ready after %u ms", a->name,
+              p->sl->id, p->pid, a->ready_timeout_ms);
+}
+
+/* Backoff timer: start the slot again. */
+static void sup_on_backoff(uv_timer_t *t);
+
+/*
+ * The slot's process ended on its own (or could not be started) after
+ * lived ms: count a restart and start again after an exponential backoff,
+ * or give up (errored) after SUPERVISE_MAX_FAILS quick failures in a row.
+ */
+static void sup_slot_failed(slot *sl, int status, uint64_t lived, pid_t pid)
+{
+    app *a = sl->a;
+    supervise *sv = a->sv;
+    char st[64];
+    sup_status(status, st, sizeof st);
+    if (lived >= SUPERVISE_STABLE_MS)
+        sl->fails = 0;
+    sl->fails++;
+    sl->restarts++;
+    state_sup_restarts(sv->st, sl->key, sl->restarts);
+    if (sl->fails >= SUPERVISE_MAX_FAILS) {
+        state_sup_exited(sv->st, sl->key, status, WS_ERRORED);
+        sup_event(sv, "%s:%d (pid %d) ended with %s; %u quick failures in a row: errored, not restarting",
+                  a->name, sl->id, pid, st, sl->fails);
+        return;
+    }
+    unsigned shift = sl->fails - 1 < 9 ? sl->fails - 1 : 9;
+    uint64_t delay = (uint64_t)SUPERVISE_BACKOFF_MIN_MS << shift;
+    if (delay > SUPERVISE_BACKOFF_MAX_MS)
+        delay = SUPERVISE_BACKOFF_MAX_MS;
+    state_sup_exited(sv->st, sl->key, status, WS_BACKOFF);
+    sup_event(sv, "%s:%d (pid %d) ended with %s after %.1f s; restart %lld in %llu ms",
+              a->name, sl->id, pid, st, lived / 1000.0, (long long)sl->restarts,
+              (unsigned long long)delay);
+    uv_timer_start(&sl->backoff, sup_on_backoff, delay, 0);
+}
+
+/* Builds "KEY=VALUE" in a fresh string. */
+static char *sup_kv(const char *k, const char *v)
+{
+    size_t n = strlen(k) + strlen(v) + 2;
+    char *s = malloc(n);
+    if (s)
+        snprintf(s, n, "%s=%s", k, v);
+    return s;
+}
+
+/* Starts a process for slot sl (as a replacement for its current one, or not). */
+static void sup_spawn(slot *sl, bool replacement)
+{
+    app *a = sl->a;
+    supervise *sv = a->sv;
+    char err[512], idbuf[32];
+    int outp[2] = {-1, -1}, errp[2] = {-1, -1};
+
+    snprintf(idbuf, sizeof idbuf, "DROVER_WORKER_ID=%d", sl->id);
+    a->env[a->nenv] = idbuf;
+    a->env[a->nenv + 1] = NULL;
+    if (a->lg && sl->ls && (pipe2(outp, O_CLOEXEC) != 0 || pipe2(errp, O_CLOEXEC) != 0)) {
+        sup_event(sv, "%s:%d: cannot create pipes: %s", a->name, sl->id, strerror(errno));
+        if (outp[0] >= 0) {
+            close(outp[0]);
+            close(outp[1]);
+        }
+        outp[0] = outp[1] = -1;
+    }
+    spawn_spec spec = {
+        .path = a->path, .argv = a->argv, .envp = a->env,
+        .listen_fd = a->listen_fd, .listen_name = a->listen_name,
+        .out_fd = outp[1], .err_fd = errp[1],
+    };
+    pid_t pid = spawn_start(&spec, err, sizeof err);
+    a->env[a->nenv] = NULL;
+    if (outp[1] >= 0) {
+        close(outp[1]);
+        close(errp[1]);
+    }
+    if (pid < 0) {
+        if (outp[0] >= 0) {
+            close(outp[0]);
+            close(errp[0]);
+        }
+        sup_event(sv, "%s:%d: %s", a->name, sl->id, err);
+        if (replacement)
+            sup_reload_abort(a, err);
+        else
+            sup_slot_failed(sl, 127 << 8, 0, 0);   /* as if it crashed at once */
+        return;
+    }
+    spawn_guard_add(pid);
+    if (outp[0] >= 0)
+        logs_stream_attach(sl->ls, outp[0], errp[0]);
+
+    proc *p = calloc(1, sizeof *p);
+    if (!p) {
+        kill(-pid, SIGKILL);
+        return;
+    }
+    p->a = a;
+    p->sl = sl;
+    p->pid = pid;
+    p->phase = PR_STARTING;
+    p->replacement = replacement;
+    p->started_ms = sup_now_ms(sv);
+    uv_timer_init(sv->loop, &p->timer);
+    p->timer.data = p;
+    if (replacement) {
+        p->key = state_sup_add(sv->st, a->name, sl->id);
+        state_sup_restarts(sv->st, p->key, sl->restarts);
+        sl->repl = p;
+    } else {
+        p->key = sl->key;
+        sl->cur = p;
+    }
+    state_sup_spawned(sv->st, p->key, pid);
+    sup_deadline(p, SUPERVISE_GRACE_MS, sup_on_start_deadline);
+    /* A worker that reported ready before we got here (impossible today, as
+     * datagrams are applied on this thread) would still be caught here. */
+    if (state_sup_ready(sv->st, p->key) == 1)
+        sup_mark_online(p);
+}
+
+/* ---- stopping ----------------------------------------------------------- */
+
+static void sup_on_kill_deadline(uv_timer_t *t)
+{
+    proc *p = t->data;
+    if (p->phase != PR_STOPPING || p->killed)
+        return;
+    p->killed = true;
+    sup_event(p->a->sv, "%s: pid %d did not stop within %u ms of SIGTERM: SIGKILL",
+              p->a->name, p->pid, p->a->kill_timeout_ms);
+    kill(-p->pid, SIGKILL);
+    kill(p->pid, SIGKILL);
+}
+
+/* Asks a process to stop: SIGTERM now, SIGKILL to its group after kill-timeout. */
+static void sup_stop_proc(proc *p)
+{
+    if (p->phase == PR_STOPPING)
+        return;
+    p->phase = PR_STOPPING;
+    state_sup_set(p->a->sv->st, p->key, WS_STOPPING);
+    kill(p->pid, SIGTERM);
+    sup_deadline(p, p->a->kill_timeout_ms, sup_on_kill_deadline);
+}
+
+/* ---- exits -------------------------------------------------------------- */
+
+static void sup_on_backoff(uv_timer_t *t)
+{
+    slot *sl = t->data;
+    if (!sl->held && !sl->cur && !sl->a->sv->stopping_all)
+        sup_spawn(sl, false);
+}
+
+/* Removes slot sl from its app (scaled away) once it has no process. */
+static void sup_slot_free_cb(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+static void sup_slot_remove(slot *sl)
+{
+    app *a = sl->a;
+    for (int i = 0; i < a->nslots; i++) {
+        if (a->slots[i] == sl) {
+            memmove(&a->slots[i], &a->slots[i + 1], (size_t)(a->nslots - i - 1) * sizeof *a->slots);
+            a->nslots--;
+            break;
+        }
+    }
+    state_sup_remove(a->sv->st, sl->key);
+    uv_timer_stop(&sl->backoff);
+    sl->backoff.data = sl;
+    uv_close((uv_handle_t *)&sl->backoff, sup_slot_free_cb);
+}
+
+/* Acts on the exit of process p with waitpid status. */
+static void sup_exited(proc *p, int status)
+{
+    app *a = p->a;
+    supervise *sv = a->sv;
+    slot *sl = p->sl;
+    char st[64];
+    sup_status(status, st, sizeof st);
+
+    /* Whatever the worker left behind in its group goes with it. */
+    kill(-p->pid, SIGKILL);
+    spawn_guard_del(p->pid);
+
+    if (!sl) {                                /* retiring */
+        for (proc **pp = &a->retiring; *pp; pp = &(*pp)->next)
+            if (*pp == p) {
+                *pp = p->next;
+                break;
+            }
+        state_sup_remove(sv->st, p->key);
+    } else if (sl->repl == p) {               /* replacement died before ready */
+        sl->repl = NULL;
+        state_sup_remove(sv->st, p->key);
+        char why[256];
+        snprintf(why, sizeof why, "%s:%d's replacement (pid %d) ended with %s before it was ready",
+                 a->name, sl->id, p->pid, st);
+        sup_reload_abort(a, why);
+    } else if (sl->cur == p) {
+        sl->cur = NULL;
+        uint64_t lived = sup_now_ms(sv) - p->started_ms;
+        if (sl->removing) {
+            sup_slot_remove(sl);
+        } else if (sl->held || sv->stopping_all) {
+            state_sup_exited(sv->st, sl->key, status, WS_STOPPED);
+        } else if (sl->restart_pending) {
+            sl->restart_pending = false;
+            sl->restarts++;
+            state_sup_restarts(sv->st, sl->key, sl->restarts);
+            state_sup_exited(sv->st, sl->key, status, WS_STARTING);
+            sup_spawn(sl, false);
+        } else {
+            sup_slot_failed(sl, status, lived, p->pid);
+        }
+    }
+    sup_free_proc(p);
+    sup_check_stopped_all(sv);
+}
+
+/* Finds the process record for pid. */
+static proc *sup_find_pid(supervise *sv, pid_t pid)
+{
+    for (app *a = sv->apps; a; a = a->next) {
+        for (int i = 0; i < a->nslots; i++) {
+            slot *sl = a->slots[i];
+            if (sl->cur && sl->cur->pid == pid)
+                return sl->cur;
+            if (sl->repl && sl->repl->pid == pid)
+                return sl->repl;
+        }
+        for (proc *p = a->retiring; p; p = p->next)
+            if (p->pid == pid)
+                return p;
+    }
+    return NULL;
+}
+
+void supervise_reap(supervise *sv)
+{
+    int status;
+    pid_t pid;
+    while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+        proc *p = sup_find_pid(sv, pid);
+        if (p)
+            sup_exited(p, status);
+        /* else: an orphan of a worker (we are its subreaper), or the guard */
+    }
+}
+
+/* ---- readiness and periodic checks -------------------------------------- */
+
+void supervise_on_ready(supervise *sv, uint32_t key, pid_t pid)
+{
+    proc *p = sup_find_pid(sv, pid);
+    if (p && p->key == key)
+        sup_mark_online(p);
+}
+
+/* Starts replacing slot sl (readiness-gated), as one step of a reload. */
+static int sup_replace(slot *sl)
+{
+    if (sl->repl)
+        return -1;
+    sup_spawn(sl, true);
+    return sl->repl ? 0 : -1;
+}
+
+void supervise_tick(supervise *sv)
+{
+    if (sv->stopping_all)
+        return;
+    uint64_t now = sup_now_ms(sv);
+    for (app *a = sv->apps; a; a = a->next) {
+        if (!a->max_memory || a->rl.active)
+            continue;
+        for (int i = 0; i < a->nslots; i++) {
+            slot *sl = a->slots[i];
+            if (!sl->cur || sl->cur->phase != PR_ONLINE || sl->repl || now < sl->mem_quiet_until)
+                continue;
+            int64_t rss = state_sup_rss(sv->st, sl->key);
+            if (rss < 0 || (uint64_t)rss <= a->max_memory)
+                continue;
+            sl->mem_quiet_until = now + 30000;
+            sup_event(sv, "%s:%d (pid %d) uses %lld bytes, above --max-memory %llu: replacing it",
+                      a->name, sl->id, sl->cur->pid, (long long)rss, (unsigned long long)a->max_memory);
+            a->rl = (reload_state){.active = true, .one_slot = true, .total = 1, .started_ms = now};
+            if (sup_replace(sl) != 0)
+                a->rl.active = false;
+            break;   /* one replacement at a time per app */
+        }
+    }
+}
+
+/* ---- apps --------------------------------------------------------------- */
+
+/* True if an environment entry is one drover sets itself for workers. */
+static bool sup_env_ours(const char *e)
+{
+    return strncmp(e, "DROVER_SOCKET=", 14) == 0 || strncmp(e, "DROVER_NAME=", 12) == 0 ||
+           strncmp(e, "DROVER_WORKER_ID=", 17) == 0 || strncmp(e, "NOTIFY_SOCKET=", 14) == 0 ||
+           strncmp(e, "LISTEN_", 7) == 0;
+}
+
+/* Adds slot id to app a (not started). Returns it, or NULL. */
+static slot *sup_slot_new(app *a, int id)
+{
+    slot **ns = realloc(a->slots, (size_t)(a->nslots + 1) * sizeof *ns);
+    if (!ns)
+        return NULL;
+    a->slots = ns;
+    slot *sl = calloc(1, sizeof *sl);
+    if (!sl)
+        return NULL;
+    sl->a = a;
+    sl->id = id;
+    sl->key = state_sup_add(a->sv->st, a->name, id);
+    uv_timer_init(a->sv->loop, &sl->backoff);
+    sl->backoff.data = sl;
+    if (a->lg) {
+        char err[256];
+        sl->ls = logs_stream_get(a->lg, a->name, id, err, sizeof err);
+        if (!sl->ls)
+            sup_event(a->sv, "%s:%d: output not captured: %s", a->name, id, err);
+    }
+    /* keep slots ordered by id */
+    int i = a->nslots;
+    while (i > 0 && a->slots[i - 1]->id > id) {
+        a->slots[i] = a->slots[i - 1];
+        i--;
+    }
+    a->slots[i] = sl;
+    a->nslots++;
+    return sl;
+}
+
+supervise *supervise_new(uv_loop_t *loop, state *st, supervise_event_fn ev, void *ctx)
+{
+    supervise *sv = calloc(1, sizeof *sv);
+    if (!sv)
+        return NULL;
+    sv->loop = loop;
+    sv->st = st;
+    sv->ev = ev;
+    sv->ev_ctx = ctx;
+    return sv;
+}
+
+int supervise_add_app(supervise *sv, const supervise_app_spec *spec, char *err, size_t errcap)
+{
+    app *a = calloc(1, sizeof *a);
+    if (!a) {
+        snprintf(err, errcap, "out of memory");
+        return -1;
+    }
+    a->sv = sv;
+    snprintf(a->name, sizeof a->name, "%s", spec->app);
+    snprintf(a->path, sizeof a->path, "%s", spec->path);
+    snprintf(a->listen_name, sizeof a->listen_name, "%s", spec->listen_name ? spec->listen_name : spec->app);
+    a->listen_fd = spec->listen_fd;
+    a->kill_timeout_ms = spec->kill_timeout_ms;
+    a->ready_timeout_ms = spec->ready_timeout_ms;
+    a->max_memory = spec->max_memory;
+    a->lg = spec->lg;
+
+    size_t argc = 0;
+    while (spec->argv[argc])
+        argc++;
+    a->argv = calloc(argc + 1, sizeof *a->argv);
+    size_t nenv = 0;
+    while (environ[nenv])
+        nenv++;
+    a->env = calloc(nenv + 8, sizeof *a->env);
+    if (!a->argv || !a->env) {
+        snprintf(err, errcap, "out of memory");
+        free(a->argv);
+        free(a->env);
+        free(a);
+        return -1;
+    }
+    for (size_t i = 0; i < argc; i++)
+        a->argv[i] = strdup(spec->argv[i]);
+    bool has_interval = false;
+    for (size_t i = 0; i < nenv; i++) {
+        if (sup_env_ours(environ[i]))
+            continue;
+        has_interval |= strncmp(environ[i], "DROVER_INTERVAL_MS=", 19) == 0;
+        a->env[a->nenv++] = strdup(environ[i]);
+    }
+    a->env[a->nenv++] = sup_kv("DROVER_SOCKET", spec->agent_socket);
+    a->env[a->nenv++] = sup_kv("NOTIFY_SOCKET", spec->agent_socket);
+    a->env[a->nenv++] = sup_kv("DROVER_NAME", a->name);
+    if (!has_interval) {
+        char iv[32];
+        snprintf(iv, sizeof iv, "%u", spec->interval_ms);
+        a->env[a->nenv++] = sup_kv("DROVER_INTERVAL_MS", iv);
+    }
+    /* two spare entries: DROVER_WORKER_ID and the terminating NULL */
+
+    a->next = sv->apps;
+    sv->apps = a;
+    for (int i = 0; i < spec->instances; i++) {
+        slot *sl = sup_slot_new(a, i);
+        if (!sl) {
+            snprintf(err, errcap, "out of memory");
+            return -1;
+        }
+        sup_spawn(sl, false);
+    }
+    return 0;
+}
+
+/* ---- commands ----------------------------------------------------------- */
+
+static app *sup_app(supervise *sv, const char *name)
+{
+    for (app *a = sv->apps; a; a = a->next)
+        if (!name || strcmp(a->name, name) == 0)
+            return a;
+    return NULL;
+}
+
+static slot *sup_slot(app *a, int id)
+{
+    for (int i = 0; i < a->nslots; i++)
+        if (a->slots[i]->id == id)
+            return a->slots[i];
+    return NULL;
+}
+
+/* Resolves app/id for a command; returns the app or NULL with msg set. */
+static app *sup_target(supervise *sv, const char *name, int id, slot **sl, char *msg, size_t cap)
+{
+    app *a = sup_app(sv, name);
+    if (!a) {
+        snprintf(msg, cap, "no app named '%s'", name ? name : "");
+        return NULL;
+    }
+    *sl = NULL;
+    if (id >= 0 && !(*sl = sup_slot(a, id))) {
+        snprintf(msg, cap, "app %s has no worker %d", a->name, id);
+        return NULL;
+    }
+    return a;
+}
+
+int supervise_kill(supervise *sv, const char *name, int id, char *msg, size_t cap)
+{
+    slot *one;
+    app *a = sup_target(sv, name, id, &one, msg, cap);
+    if (!a)
+        return -1;
+    int n = 0;
+    for (int i = 0; i < a->nslots; i++) {
+        slot *sl = a->slots[i];
+        if (one && sl != one)
+            continue;
+        sl->held = true;
+        sl->restart_pending = false;
+        uv_timer_stop(&sl->backoff);
+        if (sl->repl)
+            sup_stop_proc(sl->repl);
+        if (sl->cur) {
+            sup_stop_proc(sl->cur);
+            n++;
+        } else {
+            state_sup_set(sv->st, sl->key, WS_STOPPED);
+        }
+    }
+    if (a->rl.active)
+        sup_reload_abort(a, "workers were killed");
+    if (one)
+        snprintf(msg, cap, "killing %s:%d", a->name, id);
+    else
+        snprintf(msg, cap, "killing %d workers of %s", n, a->name);
+    return 0;
+}
+
+int supervise_restart(supervise *sv, const char *name, int id, char *msg, size_t cap)
+{
+    slot *one;
+    app *a = sup_target(sv, name, id, &one, msg, cap);
+    if (!a)
+        return -1;
+    for (int i = 0; i < a->nslots; i++) {
+        slot *sl = a->slots[i];
+        if ((one && sl != one) || sl->removing)
+            continue;
+        sl->held = false;
+        sl->fails = 0;
+        uv_timer_stop(&sl->backoff);
+        if (sl->cur) {
+            sl->restart_pending = true;
+            sup_stop_proc(sl->cur);
+        } else {
+            sup_spawn(sl, false);
+        }
+    }
+    if (one)
+        snprintf(msg, cap, "restarting %s:%d", a->name, id);
+    else
+        snprintf(msg, cap, "restarting every worker of %s", a->name);
+    return 0;
+}
+
+/* Starts the next replacement of a reload, or ends it when none is left. */
+static void sup_reload_next(app *a)
+{
+    while (a->rl.next_index < a->nslots) {
+        slot *sl = a->slots[a->rl.next_index];
+        if (sl->cur && sl->cur->phase != PR_STOPPING && !sl->held && !sl->removing && !sl->repl) {
+            if (sup_replace(sl) != 0)
+                sup_reload_abort(a, "a replacement could not be started");
+            else
+                sup_event(a->sv, "reload %s: %d/%d replaced, waiting for %s:%d (pid %d) to be ready",
+                          a->name, a->rl.replaced, a->rl.total, a->name, sl->id, sl->repl->pid);
+            return;
+        }
+        a->rl.next_index++;
+    }
+    a->rl.active = false;
+    sup_event(a->sv, "reload %s: done, %d/%d replaced in %.2f s", a->name, a->rl.replaced,
+              a->rl.total, (sup_now_ms(a->sv) - a->rl.started_ms) / 1000.0);
+}
+
+int supervise_reload(supervise *sv, const char *name, char *msg, size_t cap)
+{
+    if (sv->stopping_all) {
+        snprintf(msg, cap, "drover is stopping");
+        return -1;
+    }
+    int started = 0;
+    for (app *a = sv->apps; a; a = a->next) {
+        if (name && strcmp(a->name, name) != 0)
+            continue;
+        started++;
+        if (a->rl.active) {
+            snprintf(msg, cap, "a reload of %s is already running", a->name);
+            return -1;
+        }
+        int total = 0;
+        for (int i = 0; i < a->nslots; i++)
+            total += a->slots[i]->cur && !a->slots[i]->held && !a->slots[i]->removing;
+        a->rl = (reload_state){.active = true, .total = total, .started_ms = sup_now_ms(sv)};
+        sup_event(sv, "reload %s: replacing %d workers one at a time", a->name, total);
+        sup_reload_next(a);
+    }
+    if (!started) {
+        snprintf(msg, cap, "no app named '%s'", name ? name : "");
+        return -1;
+    }
+    snprintf(msg, cap, "reloading %s", name ? name : "every app");
+    return 0;
+}
+
+bool supervise_reloading(const supervise *sv, const char *name)
+{
+    for (app *a = sv->apps; a; a = a->next)
+        if ((!name || strcmp(a->name, name) == 0) && a->rl.active && !a->rl.one_slot)
+            return true;
+    return false;
+}
+
+int supervise_scale(supervise *sv, const char *name, int n, char *msg, size_t cap)
+{
+    slot *unused;
+    app *a = sup_target(sv, name, -1, &unused, msg, cap);
+    if (!a)
+        return -1;
+    if (n < 0 || n > 1024) {
+        snprintf(msg, cap, "cannot scale to %d workers (0..1024)", n);
+        return -1;
+    }
+    int live = 0;
+    for (int i = 0; i < a->nslots; i++)
+        live += !a->slots[i]->removing;
+    int from = live;
+    /* Grow: lowest free ids first, so ids stay 0…N-1. */
+    for (int id = 0; live < n; id++) {
+        if (sup_slot(a, id))
+            continue;
+        slot *sl = sup_slot_new(a, id);
+        if (!sl)
+            break;
+        sup_spawn(sl, false);
+        live++;
+    }
+    /* Shrink: highest ids first. */
+    for (int i = a->nslots - 1; i >= 0 && live > n; i--) {
+        slot *sl = a->slots[i];
+        if (sl->removing)
+            continue;
+        sl->removing = true;
+        sl->held = true;
+        uv_timer_stop(&sl->backoff);
+        live--;
+        if (sl->repl)
+            sup_stop_proc(sl->repl);
+        if (sl->cur)
+            sup_stop_proc(sl->cur);
+        else
+            sup_slot_remove(sl);
+    }
+    snprintf(msg, cap, "scaling %s from %d to %d workers", a->name, from, n);
+    return 0;
+}
+
+int supervise_scale_by(supervise *sv, const char *name, int delta, char *msg, size_t cap)
+{
+    app *a = sup_app(sv, name);
+    if (!a) {
+        snprintf(msg, cap, "no app named '%s'", name ? name : "");
+        return -1;
+    }
+    int live = 0;
+    for (int i = 0; i < a->nslots; i++)
+        live += !a->slots[i]->removing;
+    return supervise_scale(sv, a->name, live + delta < 0 ? 0 : live + delta, msg, cap);
+}
+
+size_t supervise_alive(const supervise *sv)
+{
+    size_t n = 0;
+    for (app *a = sv->apps; a; a = a->next) {
+        for (int i = 0; i < a->nslots; i++)
+            n += (a->slots[i]->cur != NULL) + (a->slots[i]->repl != NULL);
+        for (proc *p = a->retiring; p; p = p->next)
+            n++;
+    }
+    return n;
+}
+
+static void sup_check_stopped_all(supervise *sv)
+{
+    if (sv->stopping_all && sv->stop_done && supervise_alive(sv) == 0) {
+        void (*done)(void *) = sv->stop_done;
+        sv->stop_done = NULL;
+        done(sv->stop_ctx);
+    }
+}
+
+void supervise_stop_all(supervise *sv, void (*done)(void *ctx), void *ctx)
+{
+    sv->stopping_all = true;
+    sv->stop_done = done;
+    sv->stop_ctx = ctx;
+    for (app *a = sv->apps; a; a = a->next) {
+        a->rl.active = false;
+        for (int i = 0; i < a->nslots; i++) {
+            slot *sl = a->slots[i];
+            sl->held = true;
+            uv_timer_stop(&sl->backoff);
+            if (sl->repl)
+                sup_stop_proc(sl->repl);
+            if (sl->cur)
+                sup_stop_proc(sl->cur);
+        }
+        for (proc *p = a->retiring; p; p = p->next)
+            sup_stop_proc(p);
+    }
+    sup_check_stopped_all(sv);
+}
+
+void supervise_free(supervise *sv)
+{
+    if (!sv)
+        return;
+    app *a = sv->apps;
+    while (a) {
+        app *next = a->next;
+        for (int i = 0; i < a->nslots; i++) {
+            slot *sl = a->slots[i];
+            /* stop_all has run: no process is left, only handles to close */
+            uv_timer_stop(&sl->backoff);
+            sl->backoff.data = sl;
+            uv_close((uv_handle_t *)&sl->backoff, sup_slot_free_cb);
+        }
+        free(a->slots);
+        for (char **e = a->env; *e; e++)
+            free(*e);
+        free(a->env);
+        for (char **v = a->argv; *v; v++)
+            free(*v);
+        free(a->argv);
+        free(a);
+        a = next;
+    }
+    free(sv);
+}

@@ -1,0 +1,89 @@
+/*
+ * supervise.h — the supervisor: runs N workers per app, restarts them when
+ * they die, and replaces them one by one behind the shared listening socket.
+ *
+ * A small state machine per process (s6's habit): every process has one
+ * deadline at a time (grace, ready-timeout or kill-timeout), readiness is a
+ * separate signal from "running", and a crash-looping slot backs off
+ * exponentially so it never becomes a fork storm. Commands are the internal
+ * API that the signals, and later the console and CLI, call.
+ */
+#ifndef DROVER_HUB_SUPERVISE_H
+#define DROVER_HUB_SUPERVISE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "logs.h"
+#include "state.h"
+
+#define SUPERVISE_GRACE_MS      1000   /* a worker that says nothing is online after this */
+#define SUPERVISE_BACKOFF_MIN_MS 100   /* first restart delay; doubles per quick failure */
+#define SUPERVISE_BACKOFF_MAX_MS 30000
+#define SUPERVISE_STABLE_MS     10000  /* a process that lived this long resets the backoff */
+#define SUPERVISE_MAX_FAILS     16     /* consecutive quick failures before `errored` */
+
+typedef struct {
+    const char  *app;            /* app name */
+    const char  *path;           /* resolved executable */
+    char *const *argv;           /* command and arguments */
+    int          instances;      /* workers to run */
+    int          listen_fd;      /* shared listening socket, or -1 */
+    const char  *listen_name;    /* LISTEN_FDNAMES */
+    unsigned     kill_timeout_ms;
+    unsigned     ready_timeout_ms;
+    uint64_t     max_memory;     /* bytes; 0 = no limit */
+    const char  *agent_socket;   /* DROVER_SOCKET and NOTIFY_SOCKET for the workers */
+    unsigned     interval_ms;    /* DROVER_INTERVAL_MS for the workers (unless set already) */
+    logs        *lg;             /* where output goes; NULL = /dev/null */
+} supervise_app_spec;
+
+typedef struct supervise supervise;
+
+/* Receives one human-readable line per notable event (restart, reload progress…). */
+typedef void (*supervise_event_fn)(void *ctx, const char *line);
+
+/* Returns a supervisor that drives st, or NULL when out of memory. */
+supervise *supervise_new(uv_loop_t *loop, state *st, supervise_event_fn ev, void *ctx);
+
+/* Adds an app and starts its workers. Returns 0, or -1 with a message in err. */
+int supervise_add_app(supervise *sv, const supervise_app_spec *spec, char *err, size_t errcap);
+
+/* Reaps exited children (call on SIGCHLD) and acts on each exit. */
+void supervise_reap(supervise *sv);
+
+/* A worker's process said it is ready (hooked to state_set_ready_hook). */
+void supervise_on_ready(supervise *sv, uint32_t key, pid_t pid);
+
+/* Periodic checks, once per interval (e.g. --max-memory). */
+void supervise_tick(supervise *sv);
+
+/*
+ * Commands. Each returns 0 when accepted, or -1; either way msg gets one
+ * line saying what happened or why not. app NULL means every app; id -1
+ * means every worker of the app.
+ */
+int supervise_kill(supervise *sv, const char *app, int id, char *msg, size_t cap);
+int supervise_restart(supervise *sv, const char *app, int id, char *msg, size_t cap);
+int supervise_reload(supervise *sv, const char *app, char *msg, size_t cap);
+int supervise_scale(supervise *sv, const char *app, int n, char *msg, size_t cap);
+int supervise_scale_by(supervise *sv, const char *app, int delta, char *msg, size_t cap);
+
+/* True while a reload of app (or of any app, for NULL) is running. */
+bool supervise_reloading(const supervise *sv, const char *app);
+
+/*
+ * Stops every worker gracefully (SIGTERM, SIGKILL after kill-timeout) and
+ * calls done once none is left. Workers are not restarted afterwards.
+ */
+void supervise_stop_all(supervise *sv, void (*done)(void *ctx), void *ctx);
+
+/* Number of worker processes alive (started and not yet reaped). */
+size_t supervise_alive(const supervise *sv);
+
+/* Frees the supervisor; call after stop_all completed, then run the loop once. */
+void supervise_free(supervise *sv);
+
+#endif
