@@ -20,6 +20,7 @@
 #include "state.h"
 
 #include <errno.h>
+#include <pwd.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
@@ -327,9 +328,17 @@ static void hub_on_signal(uv_signal_t *s, int signum)
 
 void hub_default_log_dir(const char *ns, char *out, size_t cap)
 {
+    const char *sysd = getenv("LOGS_DIRECTORY");   /* systemd's LogsDirectory= */
     const char *xdg = getenv("XDG_STATE_HOME");
     const char *home = getenv("HOME");
-    if (xdg && *xdg)
+    if (!home || !*home) {
+        /* systemd system services often run without HOME */
+        struct passwd *pw = getpwuid(getuid());
+        home = pw ? pw->pw_dir : NULL;
+    }
+    if (sysd && *sysd)
+        snprintf(out, cap, "%s/%s", sysd, ns);
+    else if (xdg && *xdg)
         snprintf(out, cap, "%s/drover/%s/logs", xdg, ns);
     else if (home && *home)
         snprintf(out, cap, "%s/.local/state/drover/%s/logs", home, ns);

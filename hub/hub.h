@@ -46,8 +46,9 @@ int hub_run(const hub_options *o);
 
 /*
  * Fills out with the default log directory for namespace ns:
- * $XDG_STATE_HOME/drover/NS/logs, else $HOME/.local/state/drover/NS/logs,
- * else /tmp/drover-UID/NS/logs.
+ * $LOGS_DIRECTORY/NS (systemd's LogsDirectory=), else
+ * $XDG_STATE_HOME/drover/NS/logs, else ~/.local/state/drover/NS/logs (home
+ * from $HOME or the password database), else /tmp/drover-UID/NS/logs.
  */
 void hub_default_log_dir(const char *ns, char *out, size_t cap);
 

@@ -46,6 +46,7 @@
 #define LOGS_APP_MAX      64
 #define LOGS_RING_MIN     256
 #define LOGS_FREE_WAIT_NS 1000000000ull  /* logs_free waits this long at most for stderr */
+#define LOGS_FINAL_READ   (1024 * 1024)  /* read at most this from a pipe being force-closed */
 #define LOGS_RETRY_MS     1000           /* retry opening a file that could not be opened */
 
 #define LOGS_DEF_MAX_BYTES (10ull * 1024 * 1024)
@@ -380,6 +381,30 @@ static void logs_echo_disable(logs *lg)
         uv_idle_start(&lg->kick, logs_kick_cb);
 }
 
+/*
+ * Sets iov to the next bytes of the echo queue to write: at most PIPE_BUF,
+ * ending after the last '\n' among them when there is one. Why: a write of
+ * at most PIPE_BUF bytes to a pipe is atomic (all or EAGAIN), so lines the
+ * hub itself prints straight to fd 2 (its events) never land inside an
+ * echoed line, and a partial write never leaves half a line behind. Returns
+ * the iovec count (1 or 2: the bytes may wrap around the queue's end).
+ */
+static int logs_echo_chunk(const logs *lg, struct iovec iov[2])
+{
+    size_t used = (size_t)(lg->ehead - lg->etail);
+    size_t n = used < PIPE_BUF ? used : PIPE_BUF;
+    size_t off = (size_t)(lg->etail % LOGS_ECHO_CAP);
+    size_t n1 = n < LOGS_ECHO_CAP - off ? n : LOGS_ECHO_CAP - off;
+    const char *nl;
+    if (n > n1 && (nl = memrchr(lg->ebuf, '\n', n - n1)) != NULL)
+        n = n1 + (size_t)(nl - lg->ebuf) + 1;
+    else if ((nl = memrchr(lg->ebuf + off, '\n', n1)) != NULL)
+        n = n1 = (size_t)(nl - (lg->ebuf + off)) + 1;
+    iov[0] = (struct iovec){lg->ebuf + off, n1};
+    iov[1] = (struct iovec){lg->ebuf, n - n1};
+    return n > n1 ? 2 : 1;
+}
+
 /* Writes queued echo bytes without blocking. On EAGAIN: with deadline == 0
  * starts the writable poll and returns; otherwise waits with poll() until
  * uv_hrtime() reaches deadline (only logs_free and forced closes do that).
@@ -387,11 +412,8 @@ static void logs_echo_disable(logs *lg)
 static void logs_echo_flush(logs *lg, uint64_t deadline)
 {
     while (lg->emode != LOGS_ECHO_OFF && lg->ehead != lg->etail) {
-        size_t used = (size_t)(lg->ehead - lg->etail);
-        size_t off = (size_t)(lg->etail % LOGS_ECHO_CAP);
-        size_t n1 = used < LOGS_ECHO_CAP - off ? used : LOGS_ECHO_CAP - off;
-        struct iovec iov[2] = {{lg->ebuf + off, n1}, {lg->ebuf, used - n1}};
-        int cnt = used > n1 ? 2 : 1;
+        struct iovec iov[2];
+        int cnt = logs_echo_chunk(lg, iov);
         ssize_t w;
         if (lg->esock) {
             struct msghdr mh = {.msg_iov = iov, .msg_iovlen = (size_t)cnt};
@@ -496,7 +518,8 @@ static void logs_echo_put(logs *lg, const logs_stream *st, logs_fd which, const 
  * runtime. A terminal is reopened by name and a pipe through /proc (both give
  * a new description); a stream socket (journald) is dup'ed and written with
  * send(MSG_DONTWAIT). Anything else (a regular file, /dev/null) cannot be
- * polled and never blocks for long: written synchronously.
+ * polled and never blocks for long: written synchronously; so is a terminal
+ * that cannot be reopened (libuv's uv_tty_init does the same).
  */
 static void logs_echo_open(logs *lg)
 {
@@ -513,6 +536,13 @@ static void logs_echo_open(logs *lg)
             fd = open(name, O_WRONLY | O_NOCTTY | O_CLOEXEC | O_NONBLOCK);
     } else if (S_ISFIFO(sb.st_mode)) {
         fd = open("/proc/self/fd/2", O_WRONLY | O_CLOEXEC | O_NONBLOCK);
+        if (fd < 0) {
+            /* No /proc: share fd 2's description after all, as libuv's
+             * uv_pipe_open would; a blocked loop would be worse. */
+            fd = fcntl(STDERR_FILENO, F_DUPFD_CLOEXEC, 3);
+            if (fd >= 0)
+                fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+        }
     } else if (S_ISSOCK(sb.st_mode)) {
         int type = 0;
         socklen_t tl = sizeof type;
@@ -710,11 +740,27 @@ static void logs_kick_cb(uv_idle_t *h)
     logs_resume(h->data);
 }
 
-/* Drains p completely (echo forced, bounded by lg->deadline) and closes it. */
+/* Drains p completely (echo forced, bounded by lg->deadline) and closes it.
+ * What the writer already put in the kernel pipe is read first, so closing
+ * loses nothing that was written before; LOGS_FINAL_READ bounds this in case
+ * the writer keeps going. */
 static void logs_pipe_force_close(logs_pipe *p)
 {
+    uv_os_fd_t fd;
+    size_t total = 0;
     logs_pipe_unblock(p);
     uv_read_stop((uv_stream_t *)&p->h);
+    logs_pipe_drain(p, false, true);
+    while (!p->eof && total < LOGS_FINAL_READ && uv_fileno((uv_handle_t *)&p->h, &fd) == 0) {
+        ssize_t n = read(fd, p->buf + p->len, LOGS_PIPE_BUF - p->len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;   /* EAGAIN: nothing more was written; 0: EOF */
+        p->len += (size_t)n;
+        total += (size_t)n;
+        logs_pipe_drain(p, false, true);
+    }
     logs_pipe_drain(p, true, true);
     logs_pipe_close(p);
 }
@@ -867,13 +913,13 @@ logs_stream *logs_stream_get(logs *lg, const char *app, int id, char *err, size_
     st->lg = lg;
     st->id = id;
     st->rcap = lg->ring_bytes;
+    st->file[0].fd = st->file[1].fd = -1;   /* before any failure path closes them */
     snprintf(st->app, sizeof st->app, "%s", app);
     st->pfxlen[LOGS_OUT] = (size_t)snprintf(st->pfx[LOGS_OUT], sizeof st->pfx[0], "[%s:%d] ", app, id);
     st->pfxlen[LOGS_ERR] = (size_t)snprintf(st->pfx[LOGS_ERR], sizeof st->pfx[1], "[%s:%d!] ", app, id);
     static const char *const suffix[2] = {"out", "err"};
     for (int i = 0; i < 2; i++) {
         char path[PATH_MAX];
-        st->file[i].fd = -1;
         snprintf(path, sizeof path, "%s/%s-%d.%s.log", lg->dir, app, id, suffix[i]);
         if (!(st->file[i].path = strdup(path))) {
             snprintf(err, errcap, "out of memory for the log ring of %s:%d", app, id);
@@ -900,6 +946,8 @@ int logs_stream_attach(logs_stream *st, int out_fd, int err_fd)
     int fds[2] = {out_fd, err_fd};
     int rc = 0;
 
+    if (out_fd >= 0 && out_fd == err_fd)
+        fds[1] = -1;   /* one pipe for both (2>&1): read it once, as stdout */
     if (lg->freeing) {
         for (int i = 0; i < 2; i++)
             if (fds[i] >= 0)
@@ -908,7 +956,7 @@ int logs_stream_attach(logs_stream *st, int out_fd, int err_fd)
     }
     /* Bound the pipes per slot: a grandchild that inherited an old
      * generation's stdout could otherwise keep one open per restart. */
-    int want = (out_fd >= 0) + (err_fd >= 0);
+    int want = (fds[0] >= 0) + (fds[1] >= 0);
     int live = 0;
     for (logs_pipe *p = st->pipes; p; p = p->next)
         live += !p->closing;

@@ -6,6 +6,39 @@
  * Lines are split on '\n'; none is dropped or torn: when the disk or the
  * stderr echo cannot keep up, the hub stops reading the worker's pipe, the
  * pipe fills, and the worker's own write() blocks (back-pressure).
+ *
+ * Files. In cfg.dir: APP-ID.out.log (stdout) and APP-ID.err.log (stderr),
+ * e.g. web-0.out.log; mode 0640, opened O_APPEND, the worker's bytes exactly,
+ * one whole line per line (a partial last line gets its newline at exit).
+ * Each batch read from a pipe goes out with one write(), so `tail -f` sees a
+ * line within milliseconds. Rotation: when a line would take a file past
+ * max_bytes, NAME.(keep-1) → NAME.keep (the oldest is replaced), …, NAME →
+ * NAME.1, and a new NAME is started; a line never spans two files.
+ *
+ * Where cfg.dir should point (the hub's choice, `--log-dir DIR`): by default
+ * $XDG_STATE_HOME/drover/NAME/logs, else $HOME/.local/state/drover/NAME/logs
+ * (NAME = the hub namespace, -L). Recommended refinements: $LOGS_DIRECTORY
+ * first when set (systemd's LogsDirectory=, e.g. /var/log/drover), the
+ * passwd entry's home when $HOME is unset (systemd system services), and
+ * failing with logs_new's message (it names --log-dir) on a read-only root,
+ * as in many containers. The directory and missing parents are created 0700.
+ *
+ * Echo (cfg.echo, for headless `run`, so a container user sees worker output
+ * in `docker logs` / the journal): every line also goes to the hub's stderr
+ * as "[app:id] line" (stdout) or "[app:id!] line" (stderr). It is written
+ * without ever blocking the loop, through a descriptor of its own (a terminal
+ * or pipe on fd 2 is reopened, so fd 2 itself never becomes non-blocking;
+ * a socket is written with MSG_DONTWAIT; a regular file synchronously), from
+ * a 256 KiB queue; when the queue is full the worker pipes stop being read
+ * until it drains. If the reader of stderr goes away (EPIPE) the echo stops
+ * for good; the files keep everything. The hub must ignore SIGPIPE.
+ *
+ * Memory is fixed per slot and does not grow with log volume or uptime:
+ * ring_bytes for the ring, 64 KiB per open pipe, at most 8 open pipes per
+ * slot (the oldest generation's are closed, after reading what they hold, when
+ * a grandchild that inherited its stdout keeps them open across restarts);
+ * plus 64 KiB of file scratch and the 256 KiB echo queue per manager.
+ * Streams live until logs_free.
  */
 #ifndef DROVER_HUB_LOGS_H
 #define DROVER_HUB_LOGS_H
@@ -15,13 +48,16 @@
 #include <stdint.h>
 #include <uv.h>
 
-#define LOGS_LINE_MAX 8192   /* longer lines are split into pieces of this size */
+#define LOGS_LINE_MAX 8192   /* longer lines are split into pieces of this size
+                                (each piece a line of its own); this many bytes
+                                plus '\n' is still one line */
 
 typedef struct {
     const char *dir;          /* directory for the files (created 0700 if missing); required */
     uint64_t    max_bytes;    /* rotate a file when it would exceed this; 0 = 10 MiB */
     unsigned    keep;         /* rotated files kept per stream (NAME.1 … NAME.keep); 0 = 3 */
-    size_t      ring_bytes;   /* in-memory ring per slot, both streams; 0 = 64 KiB */
+    size_t      ring_bytes;   /* in-memory ring per slot, both streams; a line takes
+                                 16 + len rounded up to 8 bytes; 0 = 64 KiB, min 256 */
     bool        echo;         /* also write "[app:id] line" / "[app:id!] line" to the hub's stderr */
 } logs_config;
 
@@ -38,41 +74,56 @@ typedef struct {
 typedef struct logs logs;
 typedef struct logs_stream logs_stream;
 
-/* Returns a log manager, or NULL with a one-line message in err. */
+/*
+ * Returns a log manager reading on loop, or NULL with a one-line message in
+ * err (e.g. the directory cannot be created or written). With cfg->echo it
+ * sets up its own descriptor for fd 2 now: later changes to fd 2 do not move
+ * the echo.
+ */
 logs *logs_new(uv_loop_t *loop, const logs_config *cfg, char *err, size_t errcap);
 
 /*
  * Returns the stream of slot app:id, creating it (and opening
  * DIR/APP-ID.out.log and DIR/APP-ID.err.log for appending) on first use;
- * NULL with a message in err on failure.
+ * NULL with a message in err on failure. app: 1-64 bytes, no '/', no spaces
+ * or control characters, not starting with '.'; id >= 0.
  */
 logs_stream *logs_stream_get(logs *lg, const char *app, int id, char *err, size_t errcap);
 
 /*
  * Starts capturing a new process of the slot from the read ends of its
  * stdout and stderr pipes (ownership of both fds passes to the stream; -1 to
- * skip one). Any previous process's pipes keep being read until they close.
+ * skip one; the same fd twice is read once, as stdout). The fds are made
+ * non-blocking and close-on-exec. Any previous process's pipes keep being
+ * read until they close (EOF), within the 8-pipe bound above. Returns 0, or a
+ * negative libuv error code: a fd that could not be set up is closed, the
+ * other one is still captured.
  */
 int logs_stream_attach(logs_stream *st, int out_fd, int err_fd);
 
 /* True while any pipe of the stream is still open (the process, or a child
- * that inherited its stdout, may still write). */
+ * that inherited its stdout, may still write) or holds lines not yet passed
+ * on (waiting for the echo). */
 bool logs_stream_open(const logs_stream *st);
 
 /*
- * Calls cb for up to the last n lines in the ring, oldest first. Returns how
- * many lines were passed.
+ * Calls cb for up to the last n lines in the ring, oldest first, stdout and
+ * stderr interleaved as they were read. Returns how many lines were passed.
+ * line->text points into the ring: copy what you keep.
  */
 size_t logs_stream_tail(const logs_stream *st, size_t n,
                         void (*cb)(void *ctx, const logs_line *line), void *ctx);
 
-/* Reopens every file (after logrotate moved them away; SIGUSR1). */
+/* Reopens every file, recreating the directory if needed (after logrotate
+ * moved them away; SIGUSR1). Lines go to the new files from the next read. */
 void logs_reopen(logs *lg);
 
 /*
  * Flushes and closes everything; pending partial lines are written with a
- * newline added. Pipes still open are closed (their writers get EPIPE).
- * Frees lg once libuv has closed its handles (run the loop afterwards).
+ * newline added. Pipes still open are read for what they already hold, then
+ * closed (their writers get EPIPE). Waits at most 1 s in total for a slow
+ * stderr to take the rest of the echo. Frees lg once libuv has closed its
+ * handles (run the loop afterwards). NULL is a no-op.
  */
 void logs_free(logs *lg);
 

@@ -340,8 +340,9 @@ static void sup_spawn(slot *sl, bool replacement)
         return;
     }
     spawn_guard_add(pid);
-    if (outp[0] >= 0)
-        logs_stream_attach(sl->ls, outp[0], errp[0]);
+    if (outp[0] >= 0 && logs_stream_attach(sl->ls, outp[0], errp[0]) != 0)
+        sup_event(sv, "%s:%d: output of pid %d not captured (too many open pipes?)",
+                  a->name, sl->id, pid);
 
     proc *p = calloc(1, sizeof *p);
     if (!p) {
