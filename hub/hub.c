@@ -271,10 +271,18 @@ static void hub_stop(hub *h, int code)
     }
 }
 
+static void hub_on_drained_timer(uv_timer_t *t)
+{
+    hub *h = t->data;
+    hub_stop(h, h->exit_code);
+}
+
+/* The last worker is gone. We are deep inside the supervisor's reap loop
+ * here, so finish on the next loop pass, when freeing it is safe. */
 static void hub_on_drained(void *ctx)
 {
     hub *h = ctx;
-    hub_stop(h, h->exit_code);
+    uv_timer_start(&h->timer, hub_on_drained_timer, 0, 0);
 }
 
 /* One line per supervisor/attach event, on stderr (journald, docker logs…). */
@@ -466,11 +474,8 @@ int hub_run(const hub_options *o)
     if (!h.in || (o->mode == HUB_RUN && hub_setup_run(&h, sock, err, sizeof err) != 0) ||
         (o->mode == HUB_ATTACH && hub_setup_attach(&h, err, sizeof err) != 0)) {
         fprintf(stderr, "drover: %s\n", h.st ? err : "out of memory");
-        if (h.sv) {
-            /* Some workers may have started before the failure. */
-            h.draining = true;
-            supervise_stop_all(h.sv, hub_on_drained, &h);
-        }
+        /* Workers started before the failure die with the guard's pipe
+         * (spawn_guard_stop below). */
         if (h.in)
             ingest_stop(h.in);
         if (h.sv)

@@ -16,6 +16,9 @@
 #include <string.h>
 #include <unistd.h>
 
+/* How far back a sequence number may arrive late before it means a restart. */
+#define STATE_SEQ_REORDER 64
+
 enum { SERIES_CPU, SERIES_RSS, SERIES_RPS, SERIES_LAG, SERIES_N };
 
 typedef struct {
@@ -230,11 +233,17 @@ void state_apply_report(state *s, const report *r, double now)
         return;
     s->c.reports_total++;
 
-    /* A sequence number below the last one means the agent restarted (exec,
-     * drover_start after stop): start counting afresh, not a gap. */
-    if (w->has_seq && r->seq > w->last_seq + 1)
-        s->c.dropped_total += r->seq - w->last_seq - 1;
-    w->last_seq = r->seq;
+    /* Above the last sequence number: any numbers skipped were lost. Far
+     * below it, or 0: the agent restarted in this pid (exec), so count
+     * afresh. Just below it: a datagram overtaken by a later one (the agent
+     * sends logs and reports from different threads), neither. */
+    if (!w->has_seq || r->seq > w->last_seq) {
+        if (w->has_seq && r->seq > w->last_seq + 1)
+            s->c.dropped_total += r->seq - w->last_seq - 1;
+        w->last_seq = r->seq;
+    } else if (r->seq == 0 || r->seq + STATE_SEQ_REORDER < w->last_seq) {
+        w->last_seq = r->seq;
+    }
     w->has_seq = true;
 
     w->spoke = true;

@@ -86,6 +86,23 @@ static void test_state_seq_gap_counted(void **st)
     state_free(s);
 }
 
+/* A datagram overtaken by a later one is neither a gap nor a restart. */
+static void test_state_seq_reorder(void **st)
+{
+    (void)st;
+    state *s = state_new();
+    report r = mk(9, 10, 1000, 0);
+    state_apply_report(s, &r, 1.0);
+    r = mk(9, 12, 2000, 0);       /* 11 still on its way: one gap for now */
+    state_apply_report(s, &r, 2.0);
+    r = mk(9, 11, 2000, 0);       /* late */
+    state_apply_report(s, &r, 2.0);
+    r = mk(9, 13, 3000, 0);       /* no new gap */
+    state_apply_report(s, &r, 3.0);
+    assert_int_equal(state_counters(s).dropped_total, 1);
+    state_free(s);
+}
+
 static void test_state_cpu_and_exit(void **st)
 {
     (void)st;
@@ -196,6 +213,7 @@ int main(void)
         cmocka_unit_test(test_state_report_creates_worker_with_rate),
         cmocka_unit_test(test_state_counter_reset),
         cmocka_unit_test(test_state_seq_gap_counted),
+        cmocka_unit_test(test_state_seq_reorder),
         cmocka_unit_test(test_state_cpu_and_exit),
         cmocka_unit_test(test_state_pid_reuse),
         cmocka_unit_test(test_state_notify_ready),

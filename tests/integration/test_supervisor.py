@@ -1,0 +1,449 @@
+"""
+`drover run` and `drover attach`: the supervisor with real processes, real
+signals and real load on 127.0.0.1. Every wait is bounded; everything started
+is killed by pid at teardown (the `procs` fixture of conftest.py).
+"""
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import shutil
+import queue
+
+import pytest
+
+from conftest import Hub, BUILD, DROVER, require_binary  # noqa: F401
+
+HTTPD = os.path.join(BUILD, "examples", "httpd")
+WORKER = os.path.join(BUILD, "examples", "worker")
+IV_MS = 200
+
+
+class RunHub(Hub):
+    """A `drover run|attach ... --headless` whose NDJSON is parsed like a monitor's."""
+
+    def __init__(self, procs, sockdir, argv, interval_ms=IV_MS, env=None):
+        require_binary(DROVER)
+        self.sockdir = sockdir
+        self.sock = os.path.join(sockdir, "agent.sock")
+        self.interval = interval_ms / 1000.0
+        self.argv = argv
+        self.errfile = tempfile.TemporaryFile()
+        self.started = time.monotonic()
+        self.proc = procs.spawn(argv, stdout=subprocess.PIPE, stderr=self.errfile, env=env,
+                                start_new_session=True)
+        self.pid = self.proc.pid
+        self.q = queue.Queue()
+        self.history, self.raw, self.parse_errors = [], [], []
+        self.t = threading.Thread(target=self._read, daemon=True)
+        self.t.start()
+
+    def workers(self, iv, app=None):
+        return [w for w in iv.workers if app is None or w["app"] == app]
+
+    def wait_stderr(self, pattern, timeout=10.0):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            m = re.search(pattern, self.stderr(), re.M)
+            if m:
+                return m
+            time.sleep(0.05)
+        pytest.fail(f"no stderr line matching {pattern!r} within {timeout}s; stderr:\n{self.stderr()}",
+                    pytrace=False)
+
+
+@pytest.fixture
+def logdir():
+    d = tempfile.mkdtemp(prefix="drv-logs-", dir="/tmp")
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture
+def run_hub(procs, sockdir, logdir):
+    """Factory: run_hub(run_args, cmd) -> RunHub for `drover run RUN_ARGS -- CMD`."""
+    def start(run_args, cmd, interval_ms=IV_MS):
+        argv = [DROVER, "run", "--headless", "--interval", str(interval_ms), "--socket-dir", sockdir,
+                "--log-dir", logdir, *map(str, run_args), "--", *map(str, cmd)]
+        return RunHub(procs, sockdir, argv, interval_ms)
+    return start
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def descendants(pid):
+    """Every process below pid, from /proc (children of children...)."""
+    kids = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                st = f.read()
+        except OSError:
+            continue
+        ppid = int(st.rsplit(")", 1)[1].split()[1])
+        kids.setdefault(ppid, []).append(int(d))
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        for c in kids.get(p, []):
+            out.append(c)
+            todo.append(c)
+    return out
+
+
+def alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def wait_gone(pids, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        left = [p for p in pids if alive(p)]
+        if not left:
+            return []
+        time.sleep(0.05)
+    return [p for p in pids if alive(p)]
+
+
+def http_get(port, path="/"):
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+        data = b""
+        while True:
+            b = s.recv(65536)
+            if not b:
+                break
+            data += b
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split()[1]), body.decode()
+
+
+def online(hub, n, app=None, timeout=10.0):
+    """Waits for an interval with n online workers (of app); returns it."""
+    return hub.wait_for(lambda iv: sum(1 for w in hub.workers(iv, app) if w["state"] == "online") == n,
+                        timeout=timeout, what=f"{n} online workers")
+
+
+# ---- starting and restarting ---------------------------------------------------
+
+def test_run_starts_n_workers_with_stable_ids_and_distinct_pids(run_hub):
+    require_binary(WORKER)
+    h = run_hub(["-i", 3, "-n", "web"], [WORKER, "--rate", 50])
+    iv = online(h, 3, "web")
+    ws = sorted(h.workers(iv, "web"), key=lambda w: w["id"])
+    assert [w["id"] for w in ws] == [0, 1, 2]
+    assert len({w["pid"] for w in ws}) == 3
+    assert all(w["restarts"] == 0 for w in ws)
+    # the agent inside each worker reports to the hub that started it
+    iv = h.wait_for(lambda iv: all(w["agent"] and w["req_total"] for w in h.workers(iv, "web"))
+                    and len(h.workers(iv, "web")) == 3, what="agent reports from all 3")
+
+
+def test_worker_environment_and_fd3(run_hub, logdir):
+    port = free_port()
+    out = os.path.join(logdir, "env")
+    script = f'env > {out}.$DROVER_WORKER_ID.$$; readlink /proc/self/fd/3 > {out}.fd.$DROVER_WORKER_ID; exec sleep 60'
+    h = run_hub(["-i", 2, "-n", "envapp", "--listen", f"127.0.0.1:{port}"], ["sh", "-c", script])
+    iv = online(h, 2, "envapp")
+    for w in h.workers(iv, "envapp"):
+        path = f"{out}.{w['id']}.{w['pid']}"
+        deadline = time.monotonic() + 5
+        while not os.path.exists(path) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        env = dict(l.split("=", 1) for l in open(path).read().splitlines() if "=" in l)
+        assert env["DROVER_NAME"] == "envapp"
+        assert env["DROVER_WORKER_ID"] == str(w["id"])
+        assert env["DROVER_SOCKET"] == h.sock
+        assert env["NOTIFY_SOCKET"] == h.sock
+        assert env["LISTEN_FDS"] == "1"
+        assert env["LISTEN_PID"] == str(w["pid"]), "LISTEN_PID must be the worker's own pid"
+        assert env["LISTEN_FDNAMES"] == "envapp"
+        assert open(f"{out}.fd.{w['id']}").read().startswith("socket:")
+
+
+def test_sigkill_from_outside_is_replaced_with_restarts_1(run_hub):
+    require_binary(WORKER)
+    h = run_hub(["-i", 2, "-n", "web"], [WORKER, "--rate", 20])
+    iv = online(h, 2, "web")
+    victim = next(w for w in h.workers(iv, "web") if w["id"] == 1)
+    os.kill(victim["pid"], signal.SIGKILL)
+    iv = h.wait_for(lambda iv: any(w["id"] == 1 and w["pid"] not in (0, victim["pid"], None)
+                                   and w["state"] == "online" for w in h.workers(iv, "web")),
+                    what="worker 1 replaced")
+    w1 = next(w for w in h.workers(iv, "web") if w["id"] == 1)
+    w0 = next(w for w in h.workers(iv, "web") if w["id"] == 0)
+    assert w1["restarts"] == 1
+    assert w0["restarts"] == 0
+    h.wait_stderr(r"web:1 \(pid %d\) ended with signal 9" % victim["pid"])
+
+
+def test_crash_loop_is_bounded_and_shows_backoff(run_hub, logdir):
+    starts = os.path.join(logdir, "starts")
+    h = run_hub(["-i", 1, "-n", "crash", "--no-echo"], ["sh", "-c", f"echo $$ >> {starts}; exit 3"])
+    seen = set()
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 10:
+        iv = h.next_interval()
+        for w in h.workers(iv, "crash"):
+            seen.add(w["state"])
+    n = len(open(starts).read().split())
+    # 100 ms doubling: 0, .1, .3, .7, 1.5, 3.1, 6.3 s -> about 7 starts in 10 s, never a storm
+    assert 4 <= n <= 10, f"{n} starts in 10 s"
+    assert "backoff" in seen
+    iv = h.next_interval()
+    w = h.workers(iv, "crash")[0]
+    assert w["restarts"] >= n - 1
+    h.wait_stderr(r"crash:0 \(pid \d+\) ended with exit 3")
+
+
+def test_worker_ignoring_sigterm_is_killed_after_kill_timeout(run_hub):
+    require_binary(HTTPD)
+    port = free_port()
+    h = run_hub(["-i", 1, "-n", "stubborn", "--listen", f"127.0.0.1:{port}", "--kill-timeout", 700],
+                [HTTPD, "--ignore-term"])
+    iv = online(h, 1, "stubborn")
+    pid = h.workers(iv, "stubborn")[0]["pid"]
+    t0 = time.monotonic()
+    os.kill(h.pid, signal.SIGTERM)
+    h.proc.wait(timeout=10)
+    took = time.monotonic() - t0
+    assert h.proc.returncode == 0
+    assert not alive(pid)
+    assert 0.6 <= took <= 5, f"hub took {took:.2f}s to stop a worker that ignores SIGTERM"
+    assert "did not stop within 700 ms of SIGTERM: SIGKILL" in h.stderr()
+
+
+def test_log_burst_100k_lines_all_in_file_in_order(run_hub, logdir):
+    h = run_hub(["-i", 1, "-n", "burst", "--no-echo"], ["sh", "-c", "seq 1 100000; exec sleep 60"])
+    online(h, 1, "burst")
+    path = os.path.join(logdir, "burst-0.out.log")
+    deadline = time.monotonic() + 20
+    lines = []
+    while time.monotonic() < deadline:
+        with open(path) as f:
+            lines = f.read().split("\n")
+        if len(lines) > 100000:
+            break
+        time.sleep(0.1)
+    assert lines[-1] == ""
+    assert lines[:-1] == [str(i) for i in range(1, 100001)]
+
+
+def test_stderr_echo_and_partial_last_line(run_hub, logdir):
+    h = run_hub(["-i", 1, "-n", "talk"], ["sh", "-c", "echo to-out; echo to-err >&2; printf partial; exec sleep 60"])
+    h.wait_stderr(r"^\[talk:0\] to-out$")
+    h.wait_stderr(r"^\[talk:0!\] to-err$")
+    os.kill(h.pid, signal.SIGTERM)
+    h.proc.wait(timeout=10)
+    assert open(os.path.join(logdir, "talk-0.out.log")).read() == "to-out\npartial\n"
+    assert open(os.path.join(logdir, "talk-0.err.log")).read() == "to-err\n"
+
+
+# ---- no orphans ---------------------------------------------------------------
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM, signal.SIGINT])
+def test_no_worker_or_grandchild_survives_the_hub(run_hub, sig):
+    h = run_hub(["-i", 2, "-n", "tree", "--kill-timeout", 1000], ["sh", "-c", "sleep 300 & sleep 300 & wait"])
+    online(h, 2, "tree")
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        below = descendants(h.pid)
+        sleeps = [p for p in below if open(f"/proc/{p}/cmdline").read().startswith("sleep")]
+        if len(sleeps) >= 4:
+            break
+        time.sleep(0.05)
+    assert len(sleeps) >= 4, f"expected 2 workers x 2 grandchildren: {below}"
+    os.kill(h.pid, sig)
+    left = wait_gone(below, timeout=5)
+    assert not left, f"left behind after {sig.name}: {left}"
+    if sig != signal.SIGKILL:
+        assert h.proc.wait(timeout=5) == 0
+
+
+# ---- scaling and memory ------------------------------------------------------------
+
+def test_ttin_ttou_scale_one_up_one_down(run_hub):
+    require_binary(WORKER)
+    h = run_hub(["-i", 2, "-n", "sc"], [WORKER, "--rate", 10])
+    online(h, 2, "sc")
+    os.kill(h.pid, signal.SIGTTIN)
+    iv = online(h, 3, "sc")
+    assert sorted(w["id"] for w in h.workers(iv, "sc")) == [0, 1, 2]
+    os.kill(h.pid, signal.SIGTTOU)
+    iv = h.wait_for(lambda iv: sorted(w["id"] for w in h.workers(iv, "sc")) == [0, 1]
+                    and all(w["state"] == "online" for w in h.workers(iv, "sc")), what="back to 2")
+
+
+def test_max_memory_replaces_the_worker(run_hub):
+    code = "x = bytearray(40 * 1024 * 1024); x[::4096] = b'x' * len(x[::4096]); import time; time.sleep(60)"
+    h = run_hub(["-i", 1, "-n", "fat", "--max-memory", "20M", "--ready-timeout", 3000],
+                [sys.executable, "-c", code])
+    iv = online(h, 1, "fat")
+    first = h.workers(iv, "fat")[0]["pid"]
+    h.wait_stderr(r"fat:0 \(pid %d\) uses \d+ bytes, above --max-memory" % first)
+    iv = h.wait_for(lambda iv: any(w["pid"] not in (first, 0, None) and w["state"] == "online"
+                                   for w in h.workers(iv, "fat")), what="a replacement")
+    h.wait_stderr(r"replaced fat:0: new pid \d+ is ready, old pid %d stopping" % first)
+
+
+# ---- reloads -------------------------------------------------------------------
+
+def parse_wrk(out):
+    total = int(re.search(r"(\d+) requests in", out).group(1))
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    errs = sum(map(int, m.groups())) if m else 0
+    m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return total, errs, int(m.group(1)) if m else 0
+
+
+def test_rolling_reload_under_wrk_loses_nothing(run_hub):
+    require_binary(HTTPD)
+    wrk = shutil.which("wrk") or pytest.fail("wrk is not installed (make deps)", pytrace=False)
+    port = free_port()
+    h = run_hub(["-i", 4, "-n", "web", "--listen", f"127.0.0.1:{port}", "--no-echo"], [HTTPD])
+    iv = online(h, 4, "web")
+    before = {w["pid"] for w in h.workers(iv, "web")}
+    w = subprocess.Popen([wrk, "-t2", "-c32", "-d4s", "--timeout", "2s", f"http://127.0.0.1:{port}/"],
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        time.sleep(1.0)
+        os.kill(h.pid, signal.SIGHUP)
+        h.wait_stderr(r"reload web: done, 4/4 replaced", timeout=15)
+        out, _ = w.communicate(timeout=20)
+    finally:
+        if w.poll() is None:
+            w.kill()
+    total, errs, non2xx = parse_wrk(out)
+    assert total > 1000, out
+    assert errs == 0, out
+    assert non2xx == 0, out
+    h.drain()
+    iv = h.wait_for(lambda iv: len(h.workers(iv, "web")) == 4
+                    and all(w["state"] == "online" for w in h.workers(iv, "web")), what="4 online after reload")
+    after = {w["pid"] for w in h.workers(iv, "web")}
+    assert not (before & after), f"not every pid was replaced: {before} -> {after}"
+    assert sorted(w["id"] for w in h.workers(iv, "web")) == [0, 1, 2, 3]
+
+
+def test_reload_with_unready_replacement_aborts_and_keeps_old_workers(run_hub, logdir):
+    require_binary(HTTPD)
+    port = free_port()
+    flag = os.path.join(logdir, "broken")
+    cmd = ["sh", "-c", f'if [ -e {flag} ]; then exec {HTTPD} --never-ready; else exec {HTTPD}; fi']
+    h = run_hub(["-i", 3, "-n", "web", "--listen", f"127.0.0.1:{port}", "--ready-timeout", 1500, "--no-echo"], cmd)
+    iv = online(h, 3, "web")
+    before = sorted(w["pid"] for w in h.workers(iv, "web"))
+    open(flag, "w").close()
+    os.kill(h.pid, signal.SIGHUP)
+    h.wait_stderr(r"reload web aborted after 0/3 replaced: web:0's replacement \(pid \d+\) was not ready within 1500 ms")
+    iv = h.wait_for(lambda iv: len(h.workers(iv, "web")) == 3, what="the replacement gone")
+    assert sorted(w["pid"] for w in h.workers(iv, "web")) == before
+    assert all(w["state"] == "online" for w in h.workers(iv, "web"))
+    for _ in range(20):
+        assert http_get(port)[0] == 200
+
+
+def test_reload_whose_replacement_crashes_aborts(run_hub, logdir):
+    require_binary(HTTPD)
+    port = free_port()
+    flag = os.path.join(logdir, "broken")
+    cmd = ["sh", "-c", f'if [ -e {flag} ]; then exit 7; else exec {HTTPD}; fi']
+    h = run_hub(["-i", 2, "-n", "web", "--listen", f"127.0.0.1:{port}", "--no-echo"], cmd)
+    iv = online(h, 2, "web")
+    before = sorted(w["pid"] for w in h.workers(iv, "web"))
+    open(flag, "w").close()
+    os.kill(h.pid, signal.SIGHUP)
+    h.wait_stderr(r"reload web aborted after 0/2 replaced: web:0's replacement \(pid \d+\) ended with exit 7")
+    iv = h.next_interval()
+    assert sorted(w["pid"] for w in h.workers(iv, "web")) == before
+    assert http_get(port)[0] == 200
+
+
+# ---- attach --------------------------------------------------------------------
+
+MASTER = r'''
+import os, signal, sys, time
+kids = set()
+def fork():
+    pid = os.fork()
+    if pid == 0:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        while True:
+            time.sleep(1)
+    kids.add(pid)
+for _ in range(3):
+    fork()
+while True:
+    try:
+        pid, _ = os.wait()
+    except ChildProcessError:
+        time.sleep(0.1)
+        continue
+    kids.discard(pid)
+    time.sleep(0.1)
+    fork()
+'''
+
+
+def test_attach_shows_children_and_the_masters_replacement(procs, sockdir):
+    master = procs.spawn([sys.executable, "-c", MASTER])
+    argv = [DROVER, "attach", str(master.pid), "--headless", "--interval", str(IV_MS),
+            "--socket-dir", sockdir, "-n", "cluster"]
+    h = RunHub(procs, sockdir, argv)
+    iv = h.wait_for(lambda iv: len(h.workers(iv, "cluster")) == 3
+                    and all(w["rss_bytes"] for w in h.workers(iv, "cluster")), what="3 sampled children")
+    ws = h.workers(iv, "cluster")
+    assert sorted(w["id"] for w in ws) == [0, 1, 2]
+    assert all(w["state"] == "online" for w in ws)
+    assert master.pid not in {w["pid"] for w in ws}
+    victim = next(w for w in ws if w["id"] == 1)
+    os.kill(victim["pid"], signal.SIGKILL)
+    iv = h.wait_for(lambda iv: any(w["id"] == 1 and w["pid"] != victim["pid"] and w["state"] == "online"
+                                   for w in h.workers(iv, "cluster")), what="the master's replacement")
+    # SIGHUP: every child restarted one by one through the master
+    old = {w["pid"] for w in h.workers(iv, "cluster") if w["state"] == "online"}
+    os.kill(h.pid, signal.SIGHUP)
+    h.wait_stderr(r"reload cluster: done, 3/3 replaced", timeout=15)
+    iv = h.wait_for(lambda iv: len([w for w in h.workers(iv, "cluster") if w["state"] == "online"]) == 3
+                    and not (old & {w["pid"] for w in h.workers(iv, "cluster") if w["state"] == "online"}),
+                    what="3 new children")
+
+
+def test_attach_to_missing_pid_fails_clearly(sockdir):
+    r = subprocess.run([DROVER, "attach", "12abc", "--headless", "--socket-dir", sockdir],
+                       capture_output=True, text=True, timeout=10)
+    assert r.returncode == 2, r.stderr
+    assert "attach takes a pid, not '12abc'" in r.stderr
+    r = subprocess.run([DROVER, "attach", "4194303", "--headless", "--socket-dir", sockdir],
+                       capture_output=True, text=True, timeout=10)
+    assert r.returncode == 1
+    assert "no process with pid 4194303" in r.stderr
+
+
+def test_run_usage_errors(sockdir):
+    for args in (["run"], ["run", "-i", "0", "--", "true"], ["run", "--max-memory", "lots", "--", "true"],
+                 ["attach"], ["monit", "-i", "2", "--headless"]):
+        r = subprocess.run([DROVER, *args], capture_output=True, text=True, timeout=10)
+        assert r.returncode == 2, (args, r.stderr)
+        assert r.stderr.startswith("drover: "), r.stderr
+    r = subprocess.run([DROVER, "run", "--socket-dir", sockdir, "--", "no-such-command-xyz"],
+                       capture_output=True, text=True, timeout=10)
+    assert r.returncode == 1
+    assert "no-such-command-xyz: command not found" in r.stderr
