@@ -151,4 +151,7 @@ install: all
 clean:
 	rm -rf build build-san
 
+# The Node.js agent (agent/node/): its own fragment, built when Node's headers exist.
+-include agent/node/node.mk
+
 -include $(shell find $(B) -name '*.d' 2>/dev/null)
