@@ -33,6 +33,10 @@
 #include <unistd.h>
 #include <uv.h>
 
+#ifndef DROVER_LIBDIR
+#define DROVER_LIBDIR "/usr/local/lib/drover"
+#endif
+
 #define HUB_NSIGNALS 7
 
 typedef struct {
@@ -373,6 +377,41 @@ static int hub_mkdirs(const char *path)
     return mkdir(buf, 0700) != 0 && errno != EEXIST ? -1 : 0;
 }
 
+/* True if cmd runs Node.js (its program is node or nodejs). */
+static bool hub_is_node(const char *cmd)
+{
+    const char *base = strrchr(cmd, '/');
+    base = base ? base + 1 : cmd;
+    return strcmp(base, "node") == 0 || strcmp(base, "nodejs") == 0;
+}
+
+/*
+ * Finds the Node agent: $DROVER_NODE_AGENT, else node/index.js beside the
+ * drover binary (the build tree), else the installed copy. Returns 0 with
+ * the path in out, or -1 when there is none.
+ */
+static int hub_node_agent(char *out, size_t cap)
+{
+    const char *env = getenv("DROVER_NODE_AGENT");
+    if (env && *env) {
+        snprintf(out, cap, "%s", env);
+        return access(out, R_OK);
+    }
+    char exe[4096];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n > 0) {
+        exe[n] = '\0';
+        char *slash = strrchr(exe, '/');
+        if (slash) {
+            *slash = '\0';
+            if (snprintf(out, cap, "%s/node/index.js", exe) < (int)cap && access(out, R_OK) == 0)
+                return 0;
+        }
+    }
+    snprintf(out, cap, "%s/node/index.js", DROVER_LIBDIR);
+    return access(out, R_OK);
+}
+
 /* Sets up what `drover run` adds: listening socket, logs, supervisor, workers. */
 static int hub_setup_run(hub *h, const char *sock, char *err, size_t errcap)
 {
@@ -405,7 +444,11 @@ static int hub_setup_run(hub *h, const char *sock, char *err, size_t errcap)
         snprintf(err, errcap, "out of memory");
         return -1;
     }
+    char node_agent[4096];
+    bool preload = !o->no_agent && hub_is_node(o->argv[0]) &&
+                   hub_node_agent(node_agent, sizeof node_agent) == 0;
     supervise_app_spec spec = {
+        .listen_spec = o->listen, .node_agent = preload ? node_agent : NULL,
         .app = o->app, .path = path, .argv = o->argv, .instances = o->instances,
         .listen_fd = h->listen_fd, .listen_name = o->app,
         .kill_timeout_ms = o->kill_timeout_ms, .ready_timeout_ms = o->ready_timeout_ms,

@@ -32,6 +32,7 @@ typedef struct {
     uint64_t    max_memory;     /* bytes, 0 = none */
     const char *log_dir;        /* --log-dir, or NULL for the default */
     bool        echo_logs;      /* copy worker output to stderr, prefixed */
+    bool        no_agent;       /* --no-agent: do not preload the Node agent */
 
     /* drover attach */
     pid_t       master;

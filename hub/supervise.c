@@ -558,7 +558,21 @@ static bool sup_env_ours(const char *e)
 {
     return strncmp(e, "DROVER_SOCKET=", 14) == 0 || strncmp(e, "DROVER_NAME=", 12) == 0 ||
            strncmp(e, "DROVER_WORKER_ID=", 17) == 0 || strncmp(e, "NOTIFY_SOCKET=", 14) == 0 ||
-           strncmp(e, "LISTEN_", 7) == 0;
+           strncmp(e, "LISTEN_", 7) == 0 || strncmp(e, "DROVER_LISTEN=", 14) == 0;
+}
+
+/*
+ * NODE_OPTIONS with the agent preloaded: the user's own options first, then
+ * --require. Paths with spaces are quoted as Node's option parser expects.
+ */
+static char *sup_node_options(const char *agent)
+{
+    const char *user = getenv("NODE_OPTIONS");
+    size_t n = strlen(agent) + (user ? strlen(user) : 0) + 48;
+    char *s = malloc(n);
+    if (s)
+        snprintf(s, n, "NODE_OPTIONS=%s%s--require \"%s\"", user ? user : "", user && *user ? " " : "", agent);
+    return s;
 }
 
 /* Adds slot id to app a (not started). Returns it, or NULL. */
@@ -641,7 +655,8 @@ int supervise_add_app(supervise *sv, const supervise_app_spec *spec, char *err, 
         a->argv[i] = strdup(spec->argv[i]);
     bool has_interval = false;
     for (size_t i = 0; i < nenv; i++) {
-        if (sup_env_ours(environ[i]))
+        if (sup_env_ours(environ[i]) ||
+            (spec->node_agent && strncmp(environ[i], "NODE_OPTIONS=", 13) == 0))
             continue;
         has_interval |= strncmp(environ[i], "DROVER_INTERVAL_MS=", 19) == 0;
         a->env[a->nenv++] = strdup(environ[i]);
@@ -649,6 +664,10 @@ int supervise_add_app(supervise *sv, const supervise_app_spec *spec, char *err, 
     a->env[a->nenv++] = sup_kv("DROVER_SOCKET", spec->agent_socket);
     a->env[a->nenv++] = sup_kv("NOTIFY_SOCKET", spec->agent_socket);
     a->env[a->nenv++] = sup_kv("DROVER_NAME", a->name);
+    if (spec->listen_spec)
+        a->env[a->nenv++] = sup_kv("DROVER_LISTEN", spec->listen_spec);
+    if (spec->node_agent)
+        a->env[a->nenv++] = sup_node_options(spec->node_agent);
     if (!has_interval) {
         char iv[32];
         snprintf(iv, sizeof iv, "%u", spec->interval_ms);

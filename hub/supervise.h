@@ -32,6 +32,8 @@ typedef struct {
     int          instances;      /* workers to run */
     int          listen_fd;      /* shared listening socket, or -1 */
     const char  *listen_name;    /* LISTEN_FDNAMES */
+    const char  *listen_spec;    /* the --listen value, given to workers as DROVER_LISTEN */
+    const char  *node_agent;     /* path of the Node agent to preload into node commands, or NULL */
     unsigned     kill_timeout_ms;
     unsigned     ready_timeout_ms;
     uint64_t     max_memory;     /* bytes; 0 = no limit */

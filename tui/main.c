@@ -47,6 +47,8 @@ static const char usage_text[] =
     "                      (default $XDG_STATE_HOME/drover/NAME/logs, else\n"
     "                      ~/.local/state/drover/NAME/logs)\n"
     "  --no-echo           do not copy worker output to stderr as \"[app:id] line\"\n"
+    "  --no-agent          do not preload the Node.js agent into node commands\n"
+    "                      (by default NODE_OPTIONS gets --require <drover>/node/index.js)\n"
     "\n"
     "attach options:\n"
     "  -n NAME             app name (default: the master's process name)\n"
@@ -146,7 +148,7 @@ static void derive_app(char *const *argv, char *out, size_t cap)
 
 enum {
     O_HEADLESS = 256, O_INTERVAL, O_COUNT, O_FORMAT, O_SOCKDIR, O_HELP,
-    O_LISTEN, O_KILL_TIMEOUT, O_READY_TIMEOUT, O_MAX_MEMORY, O_LOG_DIR, O_NO_ECHO,
+    O_LISTEN, O_KILL_TIMEOUT, O_READY_TIMEOUT, O_MAX_MEMORY, O_LOG_DIR, O_NO_ECHO, O_NO_AGENT,
 };
 
 /*
@@ -169,6 +171,7 @@ static int parse_options(const char *cmd, int argc, char **argv, hub_options *o,
         {"max-memory", required_argument, NULL, O_MAX_MEMORY},
         {"log-dir", required_argument, NULL, O_LOG_DIR},
         {"no-echo", no_argument, NULL, O_NO_ECHO},
+        {"no-agent", no_argument, NULL, O_NO_AGENT},
         {0, 0, 0, 0},
     };
     bool run = o->mode == HUB_RUN, att = o->mode == HUB_ATTACH;
@@ -245,6 +248,7 @@ static int parse_options(const char *cmd, int argc, char **argv, hub_options *o,
             break;
         case O_LOG_DIR: ok = run; o->log_dir = optarg; break;
         case O_NO_ECHO: ok = run; o->echo_logs = false; break;
+        case O_NO_AGENT: ok = run; o->no_agent = true; break;
         case ':': return usage_error("option %s needs a value", argv[optind - 1]);
         default: return usage_error("unknown option '%s' for %s", argv[optind - 1], cmd);
         }
