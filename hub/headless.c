@@ -9,7 +9,9 @@
 
 #include <jansson.h>
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 
 /* Aggregates of one app over its workers. */
 typedef struct {
@@ -114,32 +116,76 @@ static json_t *headless_worker_json(const worker_view *w, double ts)
                      "metrics", m);
 }
 
+static json_t *headless_app_json(const app_sum *a, double ts)
+{
+    return json_pack("{s:s, s:o, s:o, s:I, s:I, s:o, s:o, s:o}",
+                     "type", "app", "ts", jreal(ts, 3), "app", jstr(a->app),
+                     "workers", (json_int_t)a->workers,
+                     "online", (json_int_t)a->online,
+                     "req_per_s", jreal(a->req_per_s, 2),
+                     "cpu_pct", jreal(a->cpu_pct, 2),
+                     "rss_bytes", jint(a->rss_bytes));
+}
+
+static json_t *headless_hub_json(const hub_counters *c, double ts)
+{
+    return json_pack("{s:s, s:o, s:I, s:I, s:I, s:I, s:I, s:o, s:o}",
+                     "type", "hub", "ts", jreal(ts, 3),
+                     "workers", (json_int_t)c->workers,
+                     "reports_total", (json_int_t)c->reports_total,
+                     "dropped_total", (json_int_t)c->dropped_total,
+                     "bad_total", (json_int_t)c->bad_total,
+                     "spoofed_total", (json_int_t)c->spoofed_total,
+                     "cpu_pct", jreal(c->cpu_pct, 2),
+                     "rss_bytes", jint(c->rss_bytes));
+}
+
 static int headless_ndjson(FILE *out, const worker_view *v, size_t n, const app_sum *apps,
                            size_t napps, const hub_counters *c, double ts)
 {
     for (size_t i = 0; i < n; i++)
         if (headless_emit(out, headless_worker_json(&v[i], ts)) != 0)
             return -1;
-    for (size_t i = 0; i < napps; i++) {
-        const app_sum *a = &apps[i];
-        if (headless_emit(out, json_pack("{s:s, s:o, s:o, s:I, s:I, s:o, s:o, s:o}",
-                                         "type", "app", "ts", jreal(ts, 3), "app", jstr(a->app),
-                                         "workers", (json_int_t)a->workers,
-                                         "online", (json_int_t)a->online,
-                                         "req_per_s", jreal(a->req_per_s, 2),
-                                         "cpu_pct", jreal(a->cpu_pct, 2),
-                                         "rss_bytes", jint(a->rss_bytes))) != 0)
+    for (size_t i = 0; i < napps; i++)
+        if (headless_emit(out, headless_app_json(&apps[i], ts)) != 0)
             return -1;
+    return headless_emit(out, headless_hub_json(c, ts));
+}
+
+/* Describes a waitpid status for views: "exit 1", "signal 9". */
+static json_t *headless_exit_json(const worker_view *w)
+{
+    char buf[32];
+    if (!w->has_exit)
+        return json_null();
+    if (WIFEXITED(w->last_status))
+        snprintf(buf, sizeof buf, "exit %d", WEXITSTATUS(w->last_status));
+    else if (WIFSIGNALED(w->last_status))
+        snprintf(buf, sizeof buf, "signal %d", WTERMSIG(w->last_status));
+    else
+        return json_null();
+    return json_string(buf);
+}
+
+json_t *headless_snapshot(const worker_view *v, size_t n, const hub_counters *c, double ts)
+{
+    app_sum stack_apps[64];
+    app_sum *apps = n <= 64 ? stack_apps : malloc(n * sizeof *apps);
+    if (!apps)
+        return NULL;
+    size_t napps = headless_apps(v, n, apps);
+    json_t *ws = json_array(), *as = json_array();
+    for (size_t i = 0; i < n; i++) {
+        json_t *w = headless_worker_json(&v[i], ts);
+        json_object_set_new(w, "key", json_integer(v[i].key));
+        json_object_set_new(w, "last_exit", headless_exit_json(&v[i]));
+        json_array_append_new(ws, w);
     }
-    return headless_emit(out, json_pack("{s:s, s:o, s:I, s:I, s:I, s:I, s:I, s:o, s:o}",
-                                        "type", "hub", "ts", jreal(ts, 3),
-                                        "workers", (json_int_t)c->workers,
-                                        "reports_total", (json_int_t)c->reports_total,
-                                        "dropped_total", (json_int_t)c->dropped_total,
-                                        "bad_total", (json_int_t)c->bad_total,
-                                        "spoofed_total", (json_int_t)c->spoofed_total,
-                                        "cpu_pct", jreal(c->cpu_pct, 2),
-                                        "rss_bytes", jint(c->rss_bytes)));
+    for (size_t i = 0; i < napps; i++)
+        json_array_append_new(as, headless_app_json(&apps[i], ts));
+    if (apps != stack_apps)
+        free(apps);
+    return json_pack("{s:o, s:o, s:o}", "workers", ws, "apps", as, "hub", headless_hub_json(c, ts));
 }
 
 /* ---- Prometheus text ---------------------------------------------------- */

@@ -4,6 +4,7 @@
 #ifndef DROVER_HUB_HEADLESS_H
 #define DROVER_HUB_HEADLESS_H
 
+#include <jansson.h>
 #include <stdio.h>
 
 #include "state.h"
@@ -19,5 +20,13 @@ typedef enum { HEADLESS_NDJSON, HEADLESS_PROM } headless_format;
  */
 int headless_print(FILE *out, headless_format fmt, const worker_view *v, size_t n,
                    const hub_counters *c, double ts);
+
+/*
+ * The same figures as one JSON object for the control socket:
+ * {"workers":[…],"apps":[…],"hub":{…}} with the §3.4 objects, each worker
+ * also carrying "key" (the model's handle) and "last_exit" ("exit 1",
+ * "signal 9" or null). New reference, or NULL when out of memory.
+ */
+json_t *headless_snapshot(const worker_view *v, size_t n, const hub_counters *c, double ts);
 
 #endif

@@ -26,6 +26,7 @@
 
 #define INGEST_BATCH 16
 #define INGEST_WRAP  UINT32_MAX   /* record length marking "continue at offset 0" */
+#define INGEST_WAKE_NS (20 * 1000000ull)  /* at most 50 loop wakeups a second */
 
 /* Each queued datagram: this header, then len bytes, padded to 8. */
 typedef struct {
@@ -111,14 +112,33 @@ static void *ingest_thread(void *arg)
     ingest *in = arg;
     struct pollfd pf[2] = {{.fd = in->fd, .events = POLLIN}, {.fd = in->stopfd, .events = POLLIN}};
 
+    uint64_t last_wake = 0;
+    bool wake_pending = false;
+
     for (;;) {
-        if (poll(pf, 2, -1) < 0) {
+        int timeout = -1;
+        if (wake_pending) {
+            uint64_t now = uv_hrtime();
+            uint64_t due = last_wake + INGEST_WAKE_NS;
+            timeout = now >= due ? 0 : (int)((due - now + 999999) / 1000000);
+        }
+        int pr = poll(pf, 2, timeout);
+        if (pr < 0) {
             if (errno == EINTR)
                 continue;
             break;
         }
         if (pf[1].revents)
             break;
+        /* Wake the loop at most every INGEST_WAKE_NS: one wakeup per
+         * datagram would cost more than the datagrams themselves. */
+        if (wake_pending && uv_hrtime() >= last_wake + INGEST_WAKE_NS) {
+            uv_async_send(&in->async);
+            last_wake = uv_hrtime();
+            wake_pending = false;
+        }
+        if (pr == 0 || !(pf[0].revents & POLLIN))
+            continue;
         for (;;) {
             for (int i = 0; i < INGEST_BATCH; i++) {
                 in->iov[i] = (struct iovec){in->bufs[i], sizeof in->bufs[i]};
@@ -137,7 +157,7 @@ static void *ingest_thread(void *arg)
                             ? sizeof in->bufs[i] : in->msgs[i].msg_len,
                             ingest_creds_pid(mh), trunc);
             }
-            uv_async_send(&in->async);
+            wake_pending = true;
             if (n < INGEST_BATCH)
                 break;
         }

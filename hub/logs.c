@@ -107,6 +107,8 @@ struct logs_stream {
 
 struct logs {
     uv_loop_t   *loop;
+    logs_line_fn on_line;
+    void        *on_line_ctx;
     char        *dir;
     uint64_t     max_bytes;
     unsigned     keep;
@@ -576,6 +578,10 @@ static void logs_emit(logs_stream *st, logs_fd which, const char *s, size_t len)
     logs_file_put(lg, &st->file[which], s, len);
     logs_ring_put(st, lg->now, which, s, len);
     logs_echo_put(lg, st, which, s, len);
+    if (lg->on_line) {
+        logs_line line = {.ts = lg->now, .stream = which, .text = s, .len = len};
+        lg->on_line(lg->on_line_ctx, st->app, st->id, &line);
+    }
 }
 
 /*
@@ -892,6 +898,20 @@ logs *logs_new(uv_loop_t *loop, const logs_config *cfg, char *err, size_t errcap
     if (cfg->echo)
         logs_echo_open(lg);
     return lg;
+}
+
+void logs_on_line(logs *lg, logs_line_fn fn, void *ctx)
+{
+    lg->on_line = fn;
+    lg->on_line_ctx = ctx;
+}
+
+logs_stream *logs_stream_find(logs *lg, const char *app, int id)
+{
+    for (logs_stream *st = lg->streams; st; st = st->next)
+        if (st->id == id && strcmp(st->app, app) == 0)
+            return st;
+    return NULL;
 }
 
 logs_stream *logs_stream_get(logs *lg, const char *app, int id, char *err, size_t errcap)

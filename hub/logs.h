@@ -114,6 +114,15 @@ bool logs_stream_open(const logs_stream *st);
 size_t logs_stream_tail(const logs_stream *st, size_t n,
                         void (*cb)(void *ctx, const logs_line *line), void *ctx);
 
+/* Called for every line as it is captured (after file, ring and echo). */
+typedef void (*logs_line_fn)(void *ctx, const char *app, int id, const logs_line *line);
+
+/* Sets the line hook (the control socket's log followers); NULL clears it. */
+void logs_on_line(logs *lg, logs_line_fn fn, void *ctx);
+
+/* Returns the stream of app:id if it exists, else NULL (never creates one). */
+logs_stream *logs_stream_find(logs *lg, const char *app, int id);
+
 /* Reopens every file, recreating the directory if needed (after logrotate
  * moved them away; SIGUSR1). Lines go to the new files from the next read. */
 void logs_reopen(logs *lg);

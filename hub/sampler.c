@@ -19,9 +19,11 @@
 /* libproc2 accepts at most this many pids per procps_pids_select() call. */
 #define SAMPLER_CHUNK 255
 
-enum { I_PID, I_STATE, I_BEGAN, I_TICS, I_RES, I_ELAPSED, I_CMD };
+/* Every item comes from /proc/PID/stat (RSS too: PIDS_RSS, in pages, rather
+ * than PIDS_MEM_RES, which would read statm as well): one file per pid. */
+enum { I_PID, I_STATE, I_BEGAN, I_TICS, I_RSS, I_ELAPSED, I_CMD };
 static enum pids_item sampler_items[] = {
-    PIDS_ID_PID, PIDS_STATE, PIDS_TICS_BEGAN, PIDS_TICS_ALL, PIDS_MEM_RES,
+    PIDS_ID_PID, PIDS_STATE, PIDS_TICS_BEGAN, PIDS_TICS_ALL, PIDS_RSS,
     PIDS_TIME_ELAPSED, PIDS_CMD,
 };
 
@@ -79,7 +81,10 @@ static void sampler_fill(struct pids_stack *st, proc_sample *ps)
     ps->alive = pstate != 'Z' && pstate != 'X';
     ps->start_ticks = PIDS_VAL(I_BEGAN, ull_int, st, NULL);
     ps->cpu_ticks = PIDS_VAL(I_TICS, ull_int, st, NULL);
-    ps->rss_bytes = (uint64_t)PIDS_VAL(I_RES, ul_int, st, NULL) * 1024u;
+    static long page;
+    if (!page)
+        page = sysconf(_SC_PAGESIZE);
+    ps->rss_bytes = (uint64_t)PIDS_VAL(I_RSS, ul_int, st, NULL) * (uint64_t)page;
     ps->elapsed_s = PIDS_VAL(I_ELAPSED, real, st, NULL);
     const char *cmd = PIDS_VAL(I_CMD, str, st, NULL);
     snprintf(ps->comm, sizeof ps->comm, "%s", cmd ? cmd : "");

@@ -19,7 +19,11 @@
 /* How far back a sequence number may arrive late before it means a restart. */
 #define STATE_SEQ_REORDER 64
 
-enum { SERIES_CPU, SERIES_RSS, SERIES_RPS, SERIES_LAG, SERIES_N };
+enum { SERIES_N = STATE_SERIES_N };
+#define SERIES_CPU STATE_CPU
+#define SERIES_RSS STATE_RSS
+#define SERIES_RPS STATE_RPS
+#define SERIES_LAG STATE_LAG
 
 typedef struct {
     float    v[STATE_HISTORY];
@@ -455,7 +459,8 @@ size_t state_snapshot(const state *s, worker_view *out, size_t cap, double now, 
     size_t k = 0;
     for (size_t i = 0; i < s->n && k < cap; i++)
         state_view(s->w[i], &out[k++], now, interval_s);
-    qsort(out, k, sizeof *out, state_view_cmp);
+    if (k > 1)
+        qsort(out, k, sizeof *out, state_view_cmp);
     return k;
 }
 
@@ -577,4 +582,19 @@ void state_identify(state *s, pid_t pid, const char *app, int64_t id)
         return;
     snprintf(w->app, sizeof w->app, "%s", app);
     w->id = id;
+}
+
+size_t state_history(const state *s, uint32_t key, state_series series, double *out, size_t cap)
+{
+    worker *w = state_by_key(s, key);
+    if (!w || (unsigned)series >= SERIES_N)
+        return 0;
+    const ring *r = &w->hist[series];
+    size_t n = r->len < cap ? r->len : cap;
+    /* the last n points, oldest first */
+    for (size_t i = 0; i < n; i++) {
+        size_t idx = (r->head + STATE_HISTORY - n + i) % STATE_HISTORY;
+        out[i] = r->v[idx];
+    }
+    return n;
 }

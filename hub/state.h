@@ -141,6 +141,15 @@ size_t state_snapshot(const state *s, worker_view *out, size_t cap, double now, 
 /* Returns the hub counters. */
 hub_counters state_counters(const state *s);
 
+/* The history series kept per worker (one point per interval). */
+typedef enum { STATE_CPU, STATE_RSS, STATE_RPS, STATE_LAG, STATE_SERIES_N } state_series;
+
+/*
+ * Copies the last (up to cap) points of a worker's series into out, oldest
+ * first; unknown points are NAN. Returns how many were copied.
+ */
+size_t state_history(const state *s, uint32_t key, state_series series, double *out, size_t cap);
+
 /* ---- supervised workers (drover run) and attached ones (drover attach) ---- */
 
 /* Called when a worker's current process becomes ready (agent or READY=1). */

@@ -1,0 +1,49 @@
+#!/bin/sh
+# bench/run.sh BUILD_DIR — every drover benchmark, as markdown tables (`make bench`).
+#
+#   BUILD_DIR/bench/agent_bench   the agent's hot path and reporter (if built)
+#   bench/ingest_bench.py         report-socket ingest and the hub's footprint
+#                                 (uses BUILD_DIR/bench/ingest_sender, drover, examples/worker)
+#
+# Takes about 1-2 minutes. Raising net.unix.max_dgram_qlen needs root; the
+# original value is restored. Exits 1 if a benchmark could not run; missed
+# targets are listed in the output.
+set -u
+B=${1:?usage: bench/run.sh BUILD_DIR}
+HERE=$(cd "$(dirname "$0")" && pwd)
+PY=/usr/bin/python3
+[ -x "$PY" ] || PY=python3
+
+child=
+# Stop the running benchmark by its pid; it kills what it started itself.
+cleanup() {
+    if [ -n "$child" ] && kill -0 "$child" 2>/dev/null; then
+        kill -TERM "$child" 2>/dev/null
+        wait "$child" 2>/dev/null
+    fi
+}
+trap 'cleanup; exit 130' INT TERM
+trap cleanup EXIT
+
+# Runs one benchmark in the background (so the trap can stop it) and waits.
+run() {
+    "$@" &
+    child=$!
+    wait "$child"
+    rc=$?
+    child=
+    return $rc
+}
+
+status=0
+echo "# drover benchmarks ($(uname -r), $(nproc) CPUs, $(date -u +%Y-%m-%dT%H:%MZ))"
+echo
+if [ -x "$B/bench/agent_bench" ]; then
+    run "$B/bench/agent_bench" || status=1
+    echo
+else
+    echo "(agent_bench not built: $B/bench/agent_bench)"
+    echo
+fi
+run "$PY" "$HERE/ingest_bench.py" "$B" || status=1
+exit $status

@@ -1,0 +1,409 @@
+"""
+Integration harness for the report path: real hub, real workers, real sockets.
+
+Run with Debian's interpreter (it has python3-pytest and python3-msgpack):
+
+    DROVER_BUILD=$PWD/build /usr/bin/python3 -m pytest -q tests/integration
+
+DROVER_BUILD is the build directory holding `drover` and `examples/worker`
+(default: ./build next to the repository root).
+
+Every process a test starts is registered with the `procs` fixture and killed
+by pid at teardown; every wait here is bounded.
+"""
+import json
+import os
+import queue
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import shutil
+
+import pytest
+
+# The pyenv/venv python on PATH may lack Debian's python3-msgpack: fall back to
+# the system dist-packages (pure-python fallback inside msgpack if the C
+# extension does not match).
+try:
+    import msgpack  # noqa: F401
+except ImportError:  # pragma: no cover - depends on the interpreter
+    for _d in ("/usr/lib/python3/dist-packages",):
+        if os.path.isdir(os.path.join(_d, "msgpack")) and _d not in sys.path:
+            sys.path.append(_d)
+    import msgpack  # noqa: F401,E402
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BUILD = os.path.abspath(os.environ.get("DROVER_BUILD") or os.path.join(REPO, "build"))
+DROVER = os.path.join(BUILD, "drover")
+WORKER = os.path.join(BUILD, "examples", "worker")
+INTERVAL_MS = 200
+INTERVAL = INTERVAL_MS / 1000.0
+# Where msgpack lives, so helper subprocesses of this interpreter find it too.
+MSGPACK_PATH = os.path.dirname(os.path.dirname(os.path.abspath(msgpack.__file__)))
+
+# Every key of DESIGN.md §3.4, per line type.
+WORKER_KEYS = {"type", "ts", "app", "id", "pid", "state", "agent", "restarts", "uptime_s",
+               "cpu_pct", "rss_bytes", "req_total", "req_per_s", "err_total", "inflight",
+               "lat_p50_ms", "lat_p99_ms", "lag_p99_ms", "lag_max_ms", "ready", "metrics"}
+APP_KEYS = {"type", "ts", "app", "workers", "online", "req_per_s", "cpu_pct", "rss_bytes"}
+HUB_KEYS = {"type", "ts", "workers", "reports_total", "dropped_total", "bad_total",
+            "spoofed_total", "cpu_pct", "rss_bytes"}
+KEYS = {"worker": WORKER_KEYS, "app": APP_KEYS, "hub": HUB_KEYS}
+STATES = {"starting", "online", "stopping", "stopped", "backoff", "errored", "gone"}
+
+
+def require_binary(path):
+    if not os.access(path, os.X_OK):
+        pytest.fail(f"{path} is missing: build it first (make), or set DROVER_BUILD", pytrace=False)
+
+
+# ---- processes -------------------------------------------------------------
+
+class Procs:
+    """Registry of every process a test started; teardown kills them by pid."""
+
+    def __init__(self):
+        self.procs = []
+
+    def add(self, p):
+        self.procs.append(p)
+        return p
+
+    def spawn(self, argv, **kw):
+        kw.setdefault("stdin", subprocess.DEVNULL)
+        return self.add(subprocess.Popen(argv, **kw))
+
+    def kill_all(self):
+        # Hubs first get SIGTERM so they unlink their socket; anything left is SIGKILLed.
+        for p in self.procs:
+            if p.poll() is None:
+                try:
+                    os.kill(p.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+        deadline = time.monotonic() + 3
+        for p in self.procs:
+            try:
+                p.wait(timeout=max(0.05, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                try:
+                    os.kill(p.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                try:
+                    p.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    pass
+        for p in self.procs:
+            for f in (p.stdout, p.stderr):
+                if f:
+                    try:
+                        f.close()
+                    except OSError:
+                        pass
+
+
+@pytest.fixture
+def procs():
+    r = Procs()
+    yield r
+    r.kill_all()
+
+
+@pytest.fixture
+def sockdir():
+    """A fresh socket directory (mode 0700), short enough for sun_path."""
+    d = tempfile.mkdtemp(prefix="drv-it-", dir="/tmp")
+    os.chmod(d, 0o700)
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+# ---- the hub and its NDJSON --------------------------------------------------
+
+class Interval:
+    """One printed interval: the worker and app lines, closed by the hub line."""
+
+    def __init__(self, lines, received, index):
+        self.lines = lines
+        self.received = received            # time.monotonic() at the hub line
+        self.index = index                  # 1 = first interval this hub printed
+        self.hub = lines[-1]
+        self.ts = self.hub["ts"]
+        self.workers = [l for l in lines if l["type"] == "worker"]
+        self.apps = [l for l in lines if l["type"] == "app"]
+
+    def worker(self, pid):
+        for w in self.workers:
+            if w["pid"] == pid:
+                return w
+        return None
+
+    def app(self, name):
+        for a in self.apps:
+            if a["app"] == name:
+                return a
+        return None
+
+    def summary(self):
+        ws = ", ".join(f"{w['app']}/{w['id']}/pid {w['pid']} {w['state']} req={w['req_total']}"
+                       f" rps={w['req_per_s']} agent={w['agent']} ready={w['ready']}"
+                       for w in self.workers)
+        h = {k: self.hub[k] for k in sorted(HUB_KEYS - {"type", "ts"})}
+        return f"interval #{self.index}: workers [{ws}] hub {h}"
+
+
+class Hub:
+    """A running `drover monit --headless` whose stdout a thread parses into intervals."""
+
+    def __init__(self, procs, sockdir, args=(), interval_ms=INTERVAL_MS):
+        require_binary(DROVER)
+        self.sockdir = sockdir
+        self.sock = os.path.join(sockdir, "agent.sock")
+        self.interval = interval_ms / 1000.0
+        self.argv = [DROVER, "monit", "--headless", "--interval", str(interval_ms),
+                     "--socket-dir", sockdir, *args]
+        self.errfile = tempfile.TemporaryFile()
+        self.started = time.monotonic()
+        self.proc = procs.spawn(self.argv, stdout=subprocess.PIPE, stderr=self.errfile)
+        self.pid = self.proc.pid
+        self.q = queue.Queue()
+        self.history = []           # every Interval received, in order
+        self.raw = []               # every stdout line, for diagnostics
+        self.parse_errors = []
+        self.t = threading.Thread(target=self._read, daemon=True)
+        self.t.start()
+
+    def _read(self):
+        pending, n = [], 0
+        for raw in self.proc.stdout:
+            line = raw.decode("utf-8", "replace").rstrip("\n")
+            self.raw.append(line)
+            try:
+                obj = json.loads(line)
+            except ValueError as e:
+                self.parse_errors.append(f"{line!r}: {e}")
+                continue
+            pending.append(obj)
+            if obj.get("type") == "hub":
+                n += 1
+                iv = Interval(pending, time.monotonic(), n)
+                pending = []
+                self.history.append(iv)
+                self.q.put(iv)
+        self.q.put(None)            # EOF
+
+    def stderr(self):
+        self.errfile.seek(0)
+        return self.errfile.read().decode("utf-8", "replace")
+
+    def _diag(self):
+        rc = self.proc.poll()
+        last = self.history[-1].summary() if self.history else "no interval printed"
+        return f"hub rc={rc}, stderr={self.stderr()!r}; last {last}"
+
+    def next_interval(self, timeout=5.0):
+        """The next interval printed, or fail after timeout seconds."""
+        try:
+            iv = self.q.get(timeout=timeout)
+        except queue.Empty:
+            pytest.fail(f"no interval from the hub within {timeout}s; {self._diag()}", pytrace=False)
+        if iv is None:
+            self.q.put(None)
+            pytest.fail(f"the hub's stdout ended; {self._diag()}", pytrace=False)
+        return iv
+
+    def wait_for(self, pred, timeout=10.0, what="condition"):
+        """Returns the first new interval for which pred(interval) is true; fails after timeout."""
+        deadline = time.monotonic() + timeout
+        last = None
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                pytest.fail(f"timed out after {timeout}s waiting for {what}; "
+                            f"last {last.summary() if last else 'none'}; {self._diag()}",
+                            pytrace=False)
+            iv = self.next_interval(timeout=left)
+            last = iv
+            if pred(iv):
+                return iv
+
+    def intervals(self, n, timeout=None):
+        """The next n intervals."""
+        timeout = timeout or max(5.0, n * self.interval * 4)
+        deadline = time.monotonic() + timeout
+        return [self.next_interval(timeout=max(0.1, deadline - time.monotonic())) for _ in range(n)]
+
+    def drain(self):
+        """Discards intervals already queued (so waits see only fresh ones)."""
+        while True:
+            try:
+                iv = self.q.get_nowait()
+            except queue.Empty:
+                return
+            if iv is None:
+                self.q.put(None)
+                return
+
+    def wait_socket(self, timeout=5.0):
+        """Waits until the hub has bound agent.sock (a first interval proves it)."""
+        self.wait_for(lambda iv: True, timeout=timeout, what="the hub's first interval")
+
+    def kill(self, sig=signal.SIGKILL):
+        os.kill(self.pid, sig)
+        self.proc.wait(timeout=5)
+
+    def rss_kib(self):
+        with open(f"/proc/{self.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+        return None
+
+
+@pytest.fixture
+def start_hub(procs, sockdir):
+    """Factory: start_hub(*extra_args, sockdir=...) -> Hub."""
+    def start(*args, sockdir=sockdir, interval_ms=INTERVAL_MS):
+        return Hub(procs, sockdir, args, interval_ms)
+    return start
+
+
+@pytest.fixture
+def hub(start_hub):
+    h = start_hub()
+    h.wait_socket()
+    return h
+
+
+# ---- workers and senders -----------------------------------------------------
+
+def worker_env(sock, name=None, wid=None, interval_ms=INTERVAL_MS, **extra):
+    env = dict(os.environ)
+    for k in ("DROVER_NAME", "DROVER_WORKER_ID", "NOTIFY_SOCKET", "DROVER_AGENT"):
+        env.pop(k, None)
+    env["DROVER_SOCKET"] = sock
+    env["DROVER_INTERVAL_MS"] = str(interval_ms)
+    if name is not None:
+        env["DROVER_NAME"] = name
+    if wid is not None:
+        env["DROVER_WORKER_ID"] = str(wid)
+    env.update({k: str(v) for k, v in extra.items()})
+    return env
+
+
+@pytest.fixture
+def start_worker(procs):
+    """Factory: start_worker(sock, name, wid, rate=.., latency=.., args=[...]) -> Popen."""
+    def start(sock, name=None, wid=None, rate=100, latency=5, args=(), interval_ms=INTERVAL_MS,
+              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL):
+        require_binary(WORKER)
+        argv = [WORKER, "--rate", str(rate), "--latency", str(latency), *map(str, args)]
+        if name is not None:
+            argv += ["--name", name]
+        return procs.spawn(argv, env=worker_env(sock, name, wid, interval_ms),
+                           stdout=stdout, stderr=stderr)
+    return start
+
+
+# A report sender in Python (msgpack), run as its own process so the hub sees
+# (and samples) a distinct pid. argv[1] is a JSON config.
+PY_SENDER = r'''
+import json, os, socket, sys, time
+import msgpack
+cfg = json.loads(sys.argv[1])
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+def send(d):
+    try:
+        s.sendto(msgpack.packb(d, use_bin_type=True), cfg["sock"])
+    except OSError:
+        pass
+if cfg.get("notify"):
+    for _ in range(cfg.get("repeat", 1)):
+        try:
+            s.sendto(cfg["notify"].encode(), cfg["sock"])
+        except OSError:
+            pass
+        time.sleep(cfg.get("period", 0.2))
+    time.sleep(600)
+    sys.exit(0)
+t0 = time.time()
+seq = 0
+base = {"v": 1, "pid": os.getpid()}
+if cfg.get("name"): base["name"] = cfg["name"]
+if cfg.get("wid") is not None: base["wid"] = cfg["wid"]
+seq += 1
+send(dict(base, t="hello", seq=seq, ts=int(time.time() * 1000)))
+end = time.time() + cfg.get("duration", 600)
+while time.time() < end:
+    time.sleep(cfg.get("period", 0.2))
+    seq += 1
+    now = time.time()
+    d = dict(base, t="report", seq=seq, ts=int(now * 1000),
+             req=int(cfg.get("rate", 50) * (now - t0)), err=0, inflight=1,
+             lat_p50=2000, lat_p99=9000, lat_max=12000,
+             lag_mean=100, lag_p99=800, lag_max=1500, ready=True, drops=0,
+             rss=12345678, cpu_us=1000, future_key={"nested": [1, 2, 3]})
+    if cfg.get("metrics"): d["m"] = cfg["metrics"]
+    send(d)
+'''
+
+
+@pytest.fixture
+def start_py_sender(procs):
+    """Factory: start_py_sender(sock, **cfg) -> Popen of the Python msgpack sender."""
+    def start(sock, **cfg):
+        cfg["sock"] = sock
+        env = dict(os.environ)
+        env["PYTHONPATH"] = MSGPACK_PATH + (":" + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        return procs.spawn([sys.executable, "-c", PY_SENDER, json.dumps(cfg)], env=env,
+                           stdout=subprocess.DEVNULL)
+    return start
+
+
+class Sender:
+    """Datagrams from this (pytest) process to the hub's report socket."""
+
+    def __init__(self, sock):
+        self.path = sock
+        self.s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+
+    def raw(self, data):
+        self.s.sendto(data, self.path)
+
+    def pack(self, d):
+        self.raw(msgpack.packb(d, use_bin_type=True))
+
+    @staticmethod
+    def report(seq, pid=None, **kw):
+        d = {"v": 1, "t": "report", "pid": os.getpid() if pid is None else pid, "seq": seq,
+             "ts": int(time.time() * 1000)}
+        d.update(kw)
+        return d
+
+    def close(self):
+        self.s.close()
+
+
+@pytest.fixture
+def sender(sockdir):
+    s = Sender(os.path.join(sockdir, "agent.sock"))
+    yield s
+    s.close()
+
+
+def check_line_keys(iv_list):
+    """Asserts every line of every interval has every §3.4 key of its type."""
+    for iv in iv_list:
+        for line in iv.lines:
+            t = line.get("type")
+            assert t in KEYS, f"unknown line type: {line}"
+            missing = KEYS[t] - set(line)
+            assert not missing, f"{t} line misses keys {sorted(missing)}: {line}"
+            assert isinstance(line["ts"], (int, float)) and line["ts"] > 1.6e9, line
+            if t == "worker":
+                assert line["state"] in STATES, line
