@@ -8,6 +8,7 @@
  */
 #include "hub.h"
 #include "attach.h"
+#include "control.h"
 #include "ingest.h"
 #include "listen.h"
 #include "logs.h"
@@ -29,6 +30,7 @@
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/prctl.h>
+#include <math.h>
 #include <time.h>
 #include <unistd.h>
 #include <uv.h>
@@ -48,6 +50,7 @@ typedef struct {
     supervise  *sv;
     attach     *at;
     logs       *lg;
+    control    *ctl;
     int         listen_fd;
     bool        draining;       /* stopping every worker before exit */
     sampler    *sm;
@@ -145,32 +148,267 @@ static void hub_on_datagram(void *ctx, const void *buf, size_t len, pid_t pid, i
 static void hub_stop(hub *h, int code);
 static void hub_on_drained(void *ctx);
 
-/* Prints the interval that the last sample round completed. */
-static void hub_print(hub *h)
+static double hub_wall(void)
 {
-    double interval = h->o->interval_ms / 1000.0;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Refreshes h->views from the model; returns how many, or -1 when out of memory. */
+static ssize_t hub_views(hub *h)
+{
     size_t n = state_count(h->st);
     if (n > h->views_cap) {
         worker_view *nv = realloc(h->views, n * sizeof *nv);
-        if (!nv) {
-            fprintf(stderr, "drover: out of memory\n");
-            hub_stop(h, 1);
-            return;
-        }
+        if (!nv)
+            return -1;
         h->views = nv;
         h->views_cap = n;
     }
-    n = state_snapshot(h->st, h->views, n, sampler_now(), interval);
+    return (ssize_t)state_snapshot(h->st, h->views, n, sampler_now(), h->o->interval_ms / 1000.0);
+}
+
+/* Prints the interval that the last sample round completed, and publishes it. */
+static void hub_print(hub *h)
+{
+    ssize_t n = hub_views(h);
+    if (n < 0) {
+        fprintf(stderr, "drover: out of memory\n");
+        hub_stop(h, 1);
+        return;
+    }
     hub_counters c = state_counters(h->st);
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    if (headless_print(stdout, h->o->format, h->views, n, &c,
-                       (double)ts.tv_sec + (double)ts.tv_nsec / 1e9) != 0) {
+    if (h->ctl)
+        control_publish_state(h->ctl);
+    if (!h->o->quiet && headless_print(stdout, h->o->format, h->views, (size_t)n, &c, hub_wall()) != 0) {
         hub_stop(h, 0);   /* the reader went away (| head): a normal end */
         return;
     }
     if (h->o->count > 0 && ++h->printed >= h->o->count)
         hub_stop(h, 0);
+}
+
+/* ---- control socket hooks ----------------------------------------------- */
+
+static json_t *hub_ctl_snapshot(void *ctx, bool with_history)
+{
+    hub *h = ctx;
+    ssize_t n = hub_views(h);
+    if (n < 0)
+        n = 0;
+    hub_counters c = state_counters(h->st);
+    json_t *snap = headless_snapshot(h->views, (size_t)n, &c, hub_wall());
+    if (!snap)
+        return json_object();
+    if (with_history) {
+        static const char *names[STATE_SERIES_N] = {"cpu_pct", "rss_bytes", "req_per_s", "lag_p99_ms"};
+        double pts[STATE_HISTORY];
+        json_t *ws = json_object_get(snap, "workers");
+        for (ssize_t i = 0; i < n; i++) {
+            json_t *hist = json_object();
+            for (int k = 0; k < STATE_SERIES_N; k++) {
+                size_t np = state_history(h->st, h->views[i].key, (state_series)k, pts, STATE_HISTORY);
+                json_t *arr = json_array();
+                for (size_t j = 0; j < np; j++)
+                    json_array_append_new(arr, isnan(pts[j]) ? json_null() : json_real(pts[j]));
+                json_object_set_new(hist, names[k], arr);
+            }
+            json_object_set_new(json_array_get(ws, (size_t)i), "history", hist);
+        }
+    }
+    return snap;
+}
+
+/* Parses "APP" or "APP:ID" from the request's "target"; id -1 when absent. */
+static int hub_ctl_target(const json_t *req, char *app, size_t cap, int *id, char *msg, size_t mcap)
+{
+    const char *t = json_string_value(json_object_get(req, "target"));
+    *id = -1;
+    app[0] = '\0';
+    if (!t || !*t)
+        return 0;
+    const char *colon = strrchr(t, ':');
+    size_t n = colon ? (size_t)(colon - t) : strlen(t);
+    if (colon) {
+        char *end;
+        long v = strtol(colon + 1, &end, 10);
+        if (!colon[1] || *end || v < 0 || v > 1000000) {
+            snprintf(msg, mcap, "bad target '%.100s': use APP or APP:ID", t);
+            return -1;
+        }
+        *id = (int)v;
+    }
+    if (n == 0 || n >= cap) {
+        snprintf(msg, mcap, "bad target '%.100s': use APP or APP:ID", t);
+        return -1;
+    }
+    memcpy(app, t, n);
+    app[n] = '\0';
+    return 0;
+}
+
+static void hub_on_stop_timer(uv_timer_t *t)
+{
+    hub *h = t->data;
+    hub_stop(h, 0);
+}
+
+/* Runs a command from a view (console key or CLI): kill, restart, reload, stop, scale. */
+static int hub_ctl_command(void *ctx, const char *cmd, const json_t *req, char *msg, size_t cap)
+{
+    hub *h = ctx;
+    char app[REPORT_NAME_MAX];
+    int id;
+    if (hub_ctl_target(req, app, sizeof app, &id, msg, cap) != 0)
+        return -1;
+    const char *a = app[0] ? app : NULL;
+    bool is_stop = strcmp(cmd, "stop") == 0;
+    if (is_stop && !a) {
+        snprintf(msg, cap, "stopping the hub%s", h->sv ? " and every worker" : "");
+        /* after this reply has been queued */
+        uv_timer_start(&h->timer, hub_on_stop_timer, 0, 0);
+        return 0;
+    }
+    if (h->sv) {
+        if (strcmp(cmd, "kill") == 0 || is_stop)
+            return a ? supervise_kill(h->sv, a, id, msg, cap) : (snprintf(msg, cap, "%s needs a target", cmd), -1);
+        if (strcmp(cmd, "restart") == 0)
+            return a ? supervise_restart(h->sv, a, id, msg, cap) : (snprintf(msg, cap, "restart needs a target"), -1);
+        if (strcmp(cmd, "reload") == 0) {
+            if (id >= 0)
+                return supervise_restart(h->sv, a, id, msg, cap);
+            return supervise_reload(h->sv, a, msg, cap);
+        }
+        if (strcmp(cmd, "scale") == 0) {
+            json_t *n = json_object_get(req, "n");
+            json_t *d = json_object_get(req, "delta");
+            if (!a) {
+                snprintf(msg, cap, "scale needs an app");
+                return -1;
+            }
+            if (json_is_integer(d))
+                return supervise_scale_by(h->sv, a, (int)json_integer_value(d), msg, cap);
+            if (!json_is_integer(n)) {
+                snprintf(msg, cap, "scale needs a number of workers");
+                return -1;
+            }
+            return supervise_scale(h->sv, a, (int)json_integer_value(n), msg, cap);
+        }
+    } else if (h->at) {
+        if (strcmp(cmd, "kill") == 0 || is_stop)
+            return attach_kill(h->at, id, msg, cap);
+        if (strcmp(cmd, "restart") == 0)
+            return attach_restart(h->at, id, msg, cap);
+        if (strcmp(cmd, "reload") == 0)
+            return id >= 0 ? attach_restart(h->at, id, msg, cap) : attach_reload(h->at, msg, cap);
+        if (strcmp(cmd, "scale") == 0) {
+            snprintf(msg, cap, "an attached master decides how many workers it runs: scale it yourself");
+            return -1;
+        }
+    } else if (!strcmp(cmd, "kill") || !strcmp(cmd, "restart") || !strcmp(cmd, "reload") ||
+               !strcmp(cmd, "scale") || is_stop) {
+        snprintf(msg, cap, "this hub only monitors (drover monit): it has no workers of its own to %s", cmd);
+        return -1;
+    }
+    snprintf(msg, cap, "unknown command '%.60s'", cmd);
+    return -1;
+}
+
+/* One captured line, collected for a merged tail. */
+typedef struct {
+    double ts;
+    char   app[REPORT_NAME_MAX];
+    int    id;
+    logs_line line;
+    char  *text;
+} hub_tail_line;
+
+typedef struct {
+    hub_tail_line *v;
+    size_t n, cap;
+    const char *app;
+    int id;
+} hub_tail;
+
+static void hub_tail_collect(void *ctx, const logs_line *l);
+
+/* Gathers the last n lines of each matching stream, then keeps the newest n overall. */
+static void hub_ctl_logs_tail(void *ctx, const char *app, int id, size_t n, json_t *arr)
+{
+    hub *h = ctx;
+    if (!h->lg || n == 0)
+        return;
+    hub_tail t = {0};
+    logs_foreach(h->lg, app, id, n, hub_tail_collect, &t);
+    /* stable merge by time: lines of one stream are already in order */
+    for (size_t i = 1; i < t.n; i++) {
+        hub_tail_line x = t.v[i];
+        size_t j = i;
+        while (j > 0 && t.v[j - 1].ts > x.ts) {
+            t.v[j] = t.v[j - 1];
+            j--;
+        }
+        t.v[j] = x;
+    }
+    size_t from = t.n > n ? t.n - n : 0;
+    for (size_t i = 0; i < t.n; i++) {
+        if (i >= from) {
+            logs_line l = t.v[i].line;
+            l.text = t.v[i].text;
+            json_array_append_new(arr, control_log_json(t.v[i].app, t.v[i].id, &l));
+        }
+        free(t.v[i].text);
+    }
+    free(t.v);
+}
+
+static void hub_tail_collect(void *ctx, const logs_line *l)
+{
+    hub_tail *t = ctx;
+    if (t->n == t->cap) {
+        size_t nc = t->cap ? t->cap * 2 : 256;
+        hub_tail_line *nv = realloc(t->v, nc * sizeof *nv);
+        if (!nv)
+            return;
+        t->v = nv;
+        t->cap = nc;
+    }
+    hub_tail_line *x = &t->v[t->n];
+    x->text = malloc(l->len ? l->len : 1);
+    if (!x->text)
+        return;
+    memcpy(x->text, l->text, l->len);
+    x->line = *l;
+    x->ts = l->ts;
+    snprintf(x->app, sizeof x->app, "%s", l->app ? l->app : "");
+    x->id = l->id;
+    t->n++;
+}
+
+static void hub_on_log_line(void *ctx, const char *app, int id, const logs_line *line)
+{
+    hub *h = ctx;
+    if (h->ctl)
+        control_publish_log(h->ctl, app, id, line);
+}
+
+/* Opens ctl.sock next to agent.sock. */
+static int hub_setup_control(hub *h, const char *dir, char *err, size_t errcap)
+{
+    static const char *modes[] = {"monit", "run", "attach"};
+    char path[PATHS_MAX + 16];
+    if (paths_join(dir, "ctl.sock", path, sizeof path) != 0) {
+        snprintf(err, errcap, "socket path too long");
+        return -1;
+    }
+    json_t *hello = json_pack("{s:i, s:s, s:s, s:i, s:s}", "hub_pid", (int)getpid(), "ns", h->o->ns,
+                              "mode", modes[h->o->mode], "interval_ms", (int)h->o->interval_ms,
+                              "drover", DROVER_VERSION);
+    control_hooks hooks = {.ctx = h, .snapshot = hub_ctl_snapshot, .command = hub_ctl_command,
+                           .logs_tail = hub_ctl_logs_tail};
+    h->ctl = control_start(&h->loop, path, hello, &hooks, err, errcap);
+    return h->ctl ? 0 : -1;
 }
 
 static void hub_on_sample(void *ctx, const sampler_result *r)
@@ -259,6 +497,10 @@ static void hub_stop(hub *h, int code)
         uv_close((uv_handle_t *)&h->sig[i], hub_on_close);
     ingest_stop(h->in);
     h->in = NULL;
+    if (h->ctl) {
+        control_stop(h->ctl);
+        h->ctl = NULL;
+    }
     if (h->sv) {
         supervise_free(h->sv);
         h->sv = NULL;
@@ -287,11 +529,14 @@ static void hub_on_drained(void *ctx)
     uv_timer_start(&h->timer, hub_on_drained_timer, 0, 0);
 }
 
-/* One line per supervisor/attach event, on stderr (journald, docker logs…). */
+/* One line per supervisor/attach event: on stderr (journald, docker logs…)
+ * and to every view. */
 static void hub_on_event(void *ctx, const char *line)
 {
-    (void)ctx;
+    hub *h = ctx;
     fprintf(stderr, "drover: %s\n", line);
+    if (h->ctl)
+        control_publish_event(h->ctl, line);
 }
 
 static void hub_on_ready(void *ctx, uint32_t key, pid_t pid)
@@ -437,6 +682,7 @@ static int hub_setup_run(hub *h, const char *sock, char *err, size_t errcap)
     h->lg = logs_new(&h->loop, &lc, err, errcap);
     if (!h->lg)
         return -1;
+    logs_on_line(h->lg, hub_on_log_line, h);
     h->sv = supervise_new(&h->loop, h->st, hub_on_event, h);
     if (!h->sv) {
         snprintf(err, errcap, "out of memory");
@@ -512,13 +758,15 @@ int hub_run(const hub_options *o)
     h.in = h.sm ? ingest_start(&h.loop, sock, hub_on_datagram, &h, err, sizeof err) : NULL;
     if (h.in)
         state_set_ready_hook(h.st, hub_on_ready, &h);
-    if (!h.in || (o->mode == HUB_RUN && hub_setup_run(&h, sock, err, sizeof err) != 0) ||
+    if (!h.in || hub_setup_control(&h, dir, err, sizeof err) != 0 || (o->mode == HUB_RUN && hub_setup_run(&h, sock, err, sizeof err) != 0) ||
         (o->mode == HUB_ATTACH && hub_setup_attach(&h, err, sizeof err) != 0)) {
         fprintf(stderr, "drover: %s\n", h.st ? err : "out of memory");
         /* Workers started before the failure die with the guard's pipe
          * (spawn_guard_stop below). */
         if (h.in)
             ingest_stop(h.in);
+        if (h.ctl)
+            control_stop(h.ctl);
         if (h.sv)
             supervise_free(h.sv);
         if (h.lg)

@@ -21,6 +21,7 @@ typedef struct {
     unsigned    interval_ms;    /* --interval */
     long        count;          /* --count: exit after this many intervals; 0 = forever */
     headless_format format;     /* --format */
+    bool        quiet;          /* print nothing on stdout (a hub serving a console) */
 
     /* drover run */
     const char *app;            /* -n, or derived from the command */

@@ -579,7 +579,8 @@ static void logs_emit(logs_stream *st, logs_fd which, const char *s, size_t len)
     logs_ring_put(st, lg->now, which, s, len);
     logs_echo_put(lg, st, which, s, len);
     if (lg->on_line) {
-        logs_line line = {.ts = lg->now, .stream = which, .text = s, .len = len};
+        logs_line line = {.ts = lg->now, .stream = which, .text = s, .len = len,
+                          .app = st->app, .id = st->id};
         lg->on_line(lg->on_line_ctx, st->app, st->id, &line);
     }
 }
@@ -1019,13 +1020,22 @@ size_t logs_stream_tail(const logs_stream *st, size_t n,
         const logs_rec *r = (const logs_rec *)(st->ring + pos % st->rcap);
         if (idx++ >= skip) {
             logs_line line = {.ts = r->ts, .stream = (logs_fd)r->stream,
-                              .text = (const char *)(r + 1), .len = r->len};
+                              .text = (const char *)(r + 1), .len = r->len,
+                              .app = st->app, .id = st->id};
             cb(ctx, &line);
             passed++;
         }
         pos += sizeof(logs_rec) + logs_pad8(r->len);
     }
     return passed;
+}
+
+void logs_foreach(const logs *lg, const char *app, int id, size_t n,
+                  void (*cb)(void *ctx, const logs_line *line), void *ctx)
+{
+    for (const logs_stream *st = lg->streams; st; st = st->next)
+        if ((!app || strcmp(st->app, app) == 0) && (id < 0 || st->id == id))
+            logs_stream_tail(st, n, cb, ctx);
 }
 
 void logs_reopen(logs *lg)

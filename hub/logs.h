@@ -69,6 +69,8 @@ typedef struct {
     logs_fd     stream;
     const char *text;         /* not NUL-terminated; valid during the callback only */
     size_t      len;
+    const char *app;          /* the stream's app and worker id (logs_foreach, hooks) */
+    int         id;
 } logs_line;
 
 typedef struct logs logs;
@@ -119,6 +121,14 @@ typedef void (*logs_line_fn)(void *ctx, const char *app, int id, const logs_line
 
 /* Sets the line hook (the control socket's log followers); NULL clears it. */
 void logs_on_line(logs *lg, logs_line_fn fn, void *ctx);
+
+/*
+ * Calls cb for up to the last n lines of every stream matching app (NULL:
+ * every app) and id (-1: every worker), stream by stream, oldest first
+ * within a stream. line->app and line->id name the stream.
+ */
+void logs_foreach(const logs *lg, const char *app, int id, size_t n,
+                  void (*cb)(void *ctx, const logs_line *line), void *ctx);
 
 /* Returns the stream of app:id if it exists, else NULL (never creates one). */
 logs_stream *logs_stream_find(logs *lg, const char *app, int id);
