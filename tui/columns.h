@@ -1,0 +1,36 @@
+/*
+ * columns.h — one table of worker columns (htop's habit) that drives both
+ * `drover ls` and the console's worker list: name, title, width, alignment
+ * and a formatter from a protocol worker object (PROTOCOL.md §4.4).
+ */
+#ifndef DROVER_TUI_COLUMNS_H
+#define DROVER_TUI_COLUMNS_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+typedef struct {
+    const char *name;     /* "cpu", for --sort and the console's sort key */
+    const char *title;    /* "CPU%" */
+    int         width;    /* characters */
+    bool        right;    /* right-aligned (numbers) */
+    /* Writes the cell text (at most width characters; "-" when unknown). */
+    void      (*format)(const json_t *w, char *out, size_t cap);
+    /* Sort key: larger first for numbers; NAN when unknown (sorted last). */
+    double    (*sort_key)(const json_t *w);
+} column;
+
+/* The table, ended by an entry whose name is NULL. */
+extern const column columns_table[];
+
+/* The column named name, or NULL. */
+const column *columns_find(const char *name);
+
+/* Formats a byte count as "12.3M", "950K"; "-" when negative. */
+void columns_bytes(double v, char *out, size_t cap);
+
+/* Formats seconds as "45s", "12m", "3h", "2d"; "-" when unknown. */
+void columns_duration(double s, char *out, size_t cap);
+
+#endif
