@@ -40,12 +40,13 @@ void columns_duration(double s, char *out, size_t cap)
         snprintf(out, cap, "%.0fd", s / 86400);
 }
 
-static void col_fmt_num(double v, const char *fmt, char *out, size_t cap)
+/* Writes v with the given decimals, or "-" when unknown. */
+static void col_fmt_num(double v, int decimals, char *out, size_t cap)
 {
     if (isnan(v))
         snprintf(out, cap, "-");
     else
-        snprintf(out, cap, fmt, v);
+        snprintf(out, cap, "%.*f", decimals, v);
 }
 
 static void f_app(const json_t *w, char *o, size_t c)
@@ -53,11 +54,11 @@ static void f_app(const json_t *w, char *o, size_t c)
     const char *s = json_string_value(json_object_get(w, "app"));
     snprintf(o, c, "%s", s ? s : "-");
 }
-static void f_id(const json_t *w, char *o, size_t c)      { col_fmt_num(col_num(w, "id"), "%.0f", o, c); }
+static void f_id(const json_t *w, char *o, size_t c)      { col_fmt_num(col_num(w, "id"), 0, o, c); }
 static void f_pid(const json_t *w, char *o, size_t c)
 {
     double p = col_num(w, "pid");
-    col_fmt_num(p > 0 ? p : NAN, "%.0f", o, c);
+    col_fmt_num(p > 0 ? p : NAN, 0, o, c);
 }
 static void f_state(const json_t *w, char *o, size_t c)
 {
@@ -65,12 +66,12 @@ static void f_state(const json_t *w, char *o, size_t c)
     snprintf(o, c, "%s", s ? s : "-");
 }
 static void f_uptime(const json_t *w, char *o, size_t c)  { columns_duration(col_num(w, "uptime_s"), o, c); }
-static void f_restarts(const json_t *w, char *o, size_t c) { col_fmt_num(col_num(w, "restarts"), "%.0f", o, c); }
-static void f_cpu(const json_t *w, char *o, size_t c)     { col_fmt_num(col_num(w, "cpu_pct"), "%.1f", o, c); }
+static void f_restarts(const json_t *w, char *o, size_t c) { col_fmt_num(col_num(w, "restarts"), 0, o, c); }
+static void f_cpu(const json_t *w, char *o, size_t c)     { col_fmt_num(col_num(w, "cpu_pct"), 1, o, c); }
 static void f_mem(const json_t *w, char *o, size_t c)     { columns_bytes(col_num(w, "rss_bytes"), o, c); }
-static void f_rps(const json_t *w, char *o, size_t c)     { col_fmt_num(col_num(w, "req_per_s"), "%.1f", o, c); }
-static void f_err(const json_t *w, char *o, size_t c)     { col_fmt_num(col_num(w, "err_total"), "%.0f", o, c); }
-static void f_lag(const json_t *w, char *o, size_t c)     { col_fmt_num(col_num(w, "lag_p99_ms"), "%.1f", o, c); }
+static void f_rps(const json_t *w, char *o, size_t c)     { col_fmt_num(col_num(w, "req_per_s"), 1, o, c); }
+static void f_err(const json_t *w, char *o, size_t c)     { col_fmt_num(col_num(w, "err_total"), 0, o, c); }
+static void f_lag(const json_t *w, char *o, size_t c)     { col_fmt_num(col_num(w, "lag_p99_ms"), 1, o, c); }
 
 static double k_id(const json_t *w)       { return -col_num(w, "id"); }
 static double k_pid(const json_t *w)      { return -col_num(w, "pid"); }
