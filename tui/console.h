@@ -1,0 +1,32 @@
+/*
+ * console.h — the interactive console (ncurses, in the style of `pm2 monit`).
+ *
+ * The console is a view: it talks to a hub only through the control socket
+ * (tui/client.h, PROTOCOL.md §4), so attaching to a hub started elsewhere is
+ * the same code path as the console of `drover run`.
+ */
+#ifndef DROVER_TUI_CONSOLE_H
+#define DROVER_TUI_CONSOLE_H
+
+#include <stdbool.h>
+
+typedef enum {
+    CONSOLE_QUIT_ASK,      /* `drover run` in a terminal: ask whether to stop the workers */
+    CONSOLE_QUIT_LEAVE,    /* `drover monit` attached to a running hub: leave it running */
+    CONSOLE_QUIT_STOP,     /* `drover monit` that started its own monitor-only hub: stop it */
+} console_quit;
+
+typedef struct {
+    const char  *ctl_path;   /* the hub's ctl.sock */
+    console_quit on_quit;
+    const char  *title;      /* e.g. "drover — default"; NULL for a default */
+} console_options;
+
+/*
+ * Runs the console on the terminal until the user quits (q) or the terminal
+ * hangs up (SIGHUP: the console ends, the hub keeps running). Returns the
+ * process exit status: 0, or 1 when the terminal cannot be used.
+ */
+int console_run(const console_options *o);
+
+#endif
