@@ -51,6 +51,7 @@ typedef struct {
     attach     *at;
     logs       *lg;
     control    *ctl;
+    char        logdir[4096];   /* run: where worker logs (and a background hub's own) go */
     int         listen_fd;
     bool        draining;       /* stopping every worker before exit */
     sampler    *sm;
@@ -554,6 +555,8 @@ static void hub_on_signal(uv_signal_t *s, int signum)
     char msg[256];
     switch (signum) {
     case SIGCHLD:
+        /* What the dead said before dying is applied before its exit. */
+        ingest_flush(h->in);
         if (h->sv)
             supervise_reap(h->sv);
         return;
@@ -678,7 +681,8 @@ static int hub_setup_run(hub *h, const char *sock, char *err, size_t errcap)
         snprintf(err, errcap, "cannot create the log directory %.300s: %s", logdir, strerror(errno));
         return -1;
     }
-    logs_config lc = {.dir = logdir, .echo = o->echo_logs};
+    snprintf(h->logdir, sizeof h->logdir, "%s", logdir);
+    logs_config lc = {.dir = logdir, .echo = o->echo_logs && !o->background};
     h->lg = logs_new(&h->loop, &lc, err, errcap);
     if (!h->lg)
         return -1;
@@ -780,6 +784,22 @@ int hub_run(const hub_options *o)
             close(h.listen_fd);
         close(h.lock_fd);
         return 1;
+    }
+
+    if (o->background) {
+        /* Set up without error: from now on nobody watches our terminal
+         * output (a console may be drawing on it). */
+        char path[4200];
+        int fd = -1;
+        if (h.logdir[0] && snprintf(path, sizeof path, "%s/hub.log", h.logdir) < (int)sizeof path)
+            fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+        if (fd < 0)
+            fd = open("/dev/null", O_WRONLY | O_CLOEXEC);
+        if (fd >= 0) {
+            dup2(fd, STDOUT_FILENO);
+            dup2(fd, STDERR_FILENO);
+            close(fd);
+        }
     }
 
     static const int sigs[HUB_NSIGNALS] = {SIGINT, SIGTERM, SIGHUP, SIGUSR1, SIGTTIN, SIGTTOU, SIGCHLD};

@@ -22,6 +22,7 @@ typedef struct {
     long        count;          /* --count: exit after this many intervals; 0 = forever */
     headless_format format;     /* --format */
     bool        quiet;          /* print nothing on stdout (a hub serving a console) */
+    bool        background;     /* once set up, send stdout/stderr to hub.log (run) or /dev/null */
 
     /* drover run */
     const char *app;            /* -n, or derived from the command */

@@ -232,7 +232,14 @@ static void state_set_ready(state *s, worker *w, bool ready)
 
 void state_apply_report(state *s, const report *r, double now)
 {
-    worker *w = state_find_or_add(s, (pid_t)r->pid);
+    /* A `bye` can arrive after its sender was reaped and its row removed:
+     * it must not bring the row back as a new worker. */
+    worker *w = r->type == REPORT_T_BYE ? state_find(s, (pid_t)r->pid)
+                                        : state_find_or_add(s, (pid_t)r->pid);
+    if (!w && r->type == REPORT_T_BYE) {
+        s->c.reports_total++;
+        return;
+    }
     if (!w)
         return;
     s->c.reports_total++;
