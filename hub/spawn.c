@@ -231,9 +231,12 @@ int spawn_guard_start(char *err, size_t errcap)
         close_range(4, ~0U, 0);
         int keep = 3;
         int dn = open("/dev/null", O_RDWR);
+        /* Not even stderr: whoever waits for the hub's output to end (a
+         * pipe, a terminal) must not wait for the guard too. */
         if (dn >= 0) {
             dup2(dn, 0);
             dup2(dn, 1);
+            dup2(dn, 2);
             if (dn > 2)
                 close(dn);
         }
