@@ -4,6 +4,7 @@
 #   make test         unit + integration tests (the README's test command)
 #   make SAN=1 test   the same, built with AddressSanitizer + UndefinedBehaviorSanitizer
 #   make fuzz         build and run the decoder fuzzer for FUZZ_SECONDS (clang, libFuzzer)
+#   make test-valgrind  the integration tests with every hub under valgrind
 #   make bench        print the benchmark tables
 #   make deps         install missing Debian packages (needs root or sudo)
 #   make demo         deps + build, then run the example cluster (Ctrl-C stops it)
@@ -58,7 +59,7 @@ EXAMPLES  := $(EX_SRC:examples/%.c=$(B)/examples/%)
 UNITS     := $(UNIT_SRC:tests/unit/%.c=$(B)/tests/%)
 BENCHES   := $(BENCH_SRC:bench/%.c=$(B)/bench/%)
 
-.PHONY: all test unit integration fuzz bench deps demo install clean help check-deps
+.PHONY: all test unit integration test-valgrind fuzz bench deps demo install clean help check-deps
 all: check-deps $(DROVER) $(LIBA) $(LIBSO) $(PCFILE) $(EXAMPLES)
 
 help:
@@ -119,6 +120,16 @@ integration: all
 	DROVER_BUILD=$(abspath $(B)) $(PYTHON) -m pytest -q tests/integration
 
 test: all unit integration
+
+# The hub under valgrind on the integration tests that exercise it most: any
+# leak ("definite"/"indirect") or memory error fails the test that started it.
+VALGRIND = valgrind -q --leak-check=full --errors-for-leak-kinds=definite,indirect \
+           --error-exitcode=99 --suppressions=$(abspath tests/valgrind.supp)
+VALGRIND_TESTS ?= tests/integration/test_report_path.py tests/integration/test_cli.py \
+           tests/integration/test_supervisor.py
+test-valgrind: all
+	DROVER_BUILD=$(abspath $(B)) DROVER_WRAP="$(VALGRIND)" $(PYTHON) -m pytest -q \
+	    -k "not wrk and not crash_loop and not footprint and not max_memory" $(VALGRIND_TESTS)
 
 # ---- fuzz ----------------------------------------------------------------
 FUZZ_SECONDS ?= 30

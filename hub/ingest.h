@@ -16,7 +16,7 @@
 #include <sys/types.h>
 #include <uv.h>
 
-#define INGEST_QUEUE_BYTES (512 * 1024)
+#define INGEST_QUEUE_BYTES (128 * 1024)
 
 typedef struct ingest ingest;
 

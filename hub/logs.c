@@ -38,7 +38,7 @@
 
 /* ---- sizes ------------------------------------------------------------- */
 
-#define LOGS_PIPE_BUF     (64 * 1024)    /* per pipe; holds at most LOGS_LINE_MAX between reads */
+#define LOGS_PIPE_BUF     (16 * 1024)    /* per pipe; holds at most LOGS_LINE_MAX between reads */
 #define LOGS_PIPES_MAX    8              /* open pipes per slot (4 generations of out+err) */
 #define LOGS_WBUF         (64 * 1024)    /* file scratch: one write() per batch */
 #define LOGS_ECHO_CAP     (256 * 1024)   /* echo queue; readers stop when a line does not fit */
@@ -51,7 +51,7 @@
 
 #define LOGS_DEF_MAX_BYTES (10ull * 1024 * 1024)
 #define LOGS_DEF_KEEP      3u
-#define LOGS_DEF_RING      (64 * 1024)
+#define LOGS_DEF_RING      (32 * 1024)
 
 /* One line in a slot's ring: this header, then len bytes padded to 8. */
 typedef struct {

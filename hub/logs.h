@@ -34,7 +34,7 @@
  * for good; the files keep everything. The hub must ignore SIGPIPE.
  *
  * Memory is fixed per slot and does not grow with log volume or uptime:
- * ring_bytes for the ring, 64 KiB per open pipe, at most 8 open pipes per
+ * ring_bytes for the ring, 16 KiB per open pipe, at most 8 open pipes per
  * slot (the oldest generation's are closed, after reading what they hold, when
  * a grandchild that inherited its stdout keeps them open across restarts);
  * plus 64 KiB of file scratch and the 256 KiB echo queue per manager.
@@ -57,7 +57,7 @@ typedef struct {
     uint64_t    max_bytes;    /* rotate a file when it would exceed this; 0 = 10 MiB */
     unsigned    keep;         /* rotated files kept per stream (NAME.1 … NAME.keep); 0 = 3 */
     size_t      ring_bytes;   /* in-memory ring per slot, both streams; a line takes
-                                 16 + len rounded up to 8 bytes; 0 = 64 KiB, min 256 */
+                                 16 + len rounded up to 8 bytes; 0 = 32 KiB, min 256 */
     bool        echo;         /* also write "[app:id] line" / "[app:id!] line" to the hub's stderr */
 } logs_config;
 

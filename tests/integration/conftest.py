@@ -56,6 +56,18 @@ KEYS = {"worker": WORKER_KEYS, "app": APP_KEYS, "hub": HUB_KEYS}
 STATES = {"starting", "online", "stopping", "stopped", "backoff", "errored", "gone"}
 
 
+# `make test-valgrind` sets DROVER_WRAP to a valgrind command line: every hub a
+# test starts runs under it, and a hub that ends with valgrind's error code
+# (leak or memory error) fails the test at teardown.
+WRAP = os.environ.get("DROVER_WRAP", "").split()
+VALGRIND_ERROR = 99
+
+
+def wrap(argv):
+    """argv of a hub, under DROVER_WRAP when set."""
+    return WRAP + list(argv) if argv and argv[0] == DROVER else list(argv)
+
+
 def require_binary(path):
     if not os.access(path, os.X_OK):
         pytest.fail(f"{path} is missing: build it first (make), or set DROVER_BUILD", pytrace=False)
@@ -75,7 +87,15 @@ class Procs:
 
     def spawn(self, argv, **kw):
         kw.setdefault("stdin", subprocess.DEVNULL)
-        return self.add(subprocess.Popen(argv, **kw))
+        p = subprocess.Popen(wrap(argv), **kw)
+        p.wrapped = bool(WRAP) and argv[0] == DROVER
+        return self.add(p)
+
+    def check_wrapped(self):
+        """Under DROVER_WRAP: no hub may have ended with valgrind's error code."""
+        bad = [p.args for p in self.procs if getattr(p, "wrapped", False)
+               and p.returncode == VALGRIND_ERROR]
+        assert not bad, f"valgrind found errors or leaks in: {bad} (see its output above)"
 
     def kill_all(self):
         # Hubs first get SIGTERM so they unlink their socket; anything left is SIGKILLed.
@@ -85,7 +105,7 @@ class Procs:
                     os.kill(p.pid, signal.SIGTERM)
                 except ProcessLookupError:
                     pass
-        deadline = time.monotonic() + 3
+        deadline = time.monotonic() + (20 if WRAP else 3)
         for p in self.procs:
             try:
                 p.wait(timeout=max(0.05, deadline - time.monotonic()))
@@ -112,6 +132,7 @@ def procs():
     r = Procs()
     yield r
     r.kill_all()
+    r.check_wrapped()
 
 
 @pytest.fixture
