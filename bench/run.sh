@@ -4,7 +4,12 @@
 #   BUILD_DIR/bench/agent_bench   the agent's hot path and reporter (if built)
 #   bench/ingest_bench.py         report-socket ingest and the hub's footprint
 #                                 (uses BUILD_DIR/bench/ingest_sender, drover, examples/worker)
+#   bench/supervisor_bench.py     rolling reload under wrk, start time, hub footprint
+#   bench/httpd_bench.sh          the agent's overhead on the example HTTP server
+#   bench/console_bench.sh        the console's CPU, memory and redraw time (vs pm2 monit)
+#   bench/node_bench.sh           the Node agent's overhead; drover vs PM2 on a Node app
 #
+# BENCH_ONLY="ingest supervisor" runs a subset.
 # Takes about 1-2 minutes. Raising net.unix.max_dgram_qlen needs root; the
 # original value is restored. Exits 1 if a benchmark could not run; missed
 # targets are listed in the output.
@@ -38,12 +43,19 @@ run() {
 status=0
 echo "# drover benchmarks ($(uname -r), $(nproc) CPUs, $(date -u +%Y-%m-%dT%H:%MZ))"
 echo
-if [ -x "$B/bench/agent_bench" ]; then
+if [ -n "${BENCH_ONLY:-}" ] && ! case " $BENCH_ONLY " in *" agent "*) true;; *) false;; esac; then
+    :
+elif [ -x "$B/bench/agent_bench" ]; then
     run "$B/bench/agent_bench" || status=1
     echo
 else
     echo "(agent_bench not built: $B/bench/agent_bench)"
     echo
 fi
-run "$PY" "$HERE/ingest_bench.py" "$B" || status=1
+want() { [ -z "${BENCH_ONLY:-}" ] || case " $BENCH_ONLY " in *" $1 "*) return 0;; *) return 1;; esac; }
+want ingest && { run "$PY" "$HERE/ingest_bench.py" "$B" || status=1; echo; }
+want supervisor && { run "$PY" "$HERE/supervisor_bench.py" "$B" || status=1; echo; }
+want httpd && [ -f "$HERE/httpd_bench.sh" ] && { run sh "$HERE/httpd_bench.sh" "$B" || status=1; echo; }
+want console && [ -f "$HERE/console_bench.sh" ] && { run sh "$HERE/console_bench.sh" "$B" || status=1; echo; }
+want node && [ -f "$HERE/node_bench.sh" ] && { run sh "$HERE/node_bench.sh" "$B" || status=1; echo; }
 exit $status
