@@ -5,8 +5,15 @@ set -eu
 
 BUILD="build-essential pkg-config libncurses-dev libproc2-dev libmsgpack-dev libuv1-dev libjansson-dev libcmocka-dev"
 TEST="python3 python3-pytest python3-msgpack prometheus clang libclang-rt-14-dev tmux wrk valgrind procps"
-PKGS="$BUILD ${DROVER_DEPS_BUILD_ONLY:+}"
+PKGS="$BUILD"
 [ -n "${DROVER_DEPS_BUILD_ONLY:-}" ] || PKGS="$BUILD $TEST"
+
+# Node.js with its headers (the Node agent is built against node_api.h). A
+# machine that already has a Node with headers (e.g. from NodeSource) keeps it.
+if [ -z "${DROVER_DEPS_BUILD_ONLY:-}" ] && ! [ -f /usr/include/node/node_api.h ]; then
+    command -v node >/dev/null 2>&1 || PKGS="$PKGS nodejs"
+    PKGS="$PKGS libnode-dev"
+fi
 
 missing=""
 for p in $PKGS; do
