@@ -1,0 +1,504 @@
+"""
+The console (`drover monit`), driven for real in tmux: a private tmux server
+per test (`tmux -L <unique> -f /dev/null`), a fixed window size, keys sent with
+`send-keys`, the screen read with `capture-pane -p`. The hub is a real
+`drover run --headless` with real workers; what the console claims is checked
+against the hub itself through the control socket (`drover ls --json`).
+
+Every wait polls until a predicate holds, bounded (10 s unless said); every
+process is killed by pid at teardown (the `procs` fixture), and every tmux
+server is killed.
+"""
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+
+import pytest
+
+from conftest import DROVER, BUILD, require_binary  # noqa: F401
+from test_supervisor import RunHub, descendants, alive
+
+WORKER = os.path.join(BUILD, "examples", "worker")
+IV_MS = 200
+TMUX = shutil.which("tmux")
+STATES = "starting|online|stopping|stopped|backoff|errored|gone"
+# A worker row: selection marker, id, pid, state (columns of tui/columns.c).
+ROW = re.compile(r"^[> ] +(\d+) +(\d+|-) +(" + STATES + r")\b")
+
+pytestmark = pytest.mark.skipif(TMUX is None, reason="tmux is not installed (apt-get install tmux)")
+
+
+# ---- the hub, seen through its control socket ---------------------------------
+
+def ctl(sockdir, req, timeout=5.0):
+    """One request on ctl.sock (hello first); returns the reply object."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    try:
+        s.connect(os.path.join(sockdir, "ctl.sock"))
+        f = s.makefile("rwb")
+        f.write(b'{"hello":"drover","version":1}\n')
+        f.flush()
+        hello = json.loads(f.readline())
+        assert hello.get("type") == "hello", hello
+        req = dict(req, id=7)
+        f.write(json.dumps(req).encode() + b"\n")
+        f.flush()
+        while True:
+            line = f.readline()
+            if not line:
+                raise AssertionError(f"the hub closed the connection before replying to {req}")
+            m = json.loads(line)
+            if m.get("type") == "reply" and m.get("id") == 7:
+                return m
+    finally:
+        s.close()
+
+
+def ls_json(sockdir):
+    """The hub's workers as `drover ls --json` prints them."""
+    out = subprocess.run([DROVER, "ls", "--json", "--socket-dir", sockdir], capture_output=True,
+                         timeout=10, stdin=subprocess.DEVNULL)
+    assert out.returncode == 0, out.stderr.decode()
+    return json.loads(out.stdout)["workers"]
+
+
+def pids_by_id(sockdir, app="web"):
+    return {w["id"]: w["pid"] for w in ls_json(sockdir) if w["app"] == app}
+
+
+def wait_until(pred, timeout=10.0, what="condition", diag=lambda: ""):
+    deadline = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what}\n{diag()}", pytrace=False)
+        time.sleep(0.1)
+
+
+@pytest.fixture
+def logdir():
+    d = tempfile.mkdtemp(prefix="drv-clog-", dir="/tmp")
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture
+def hub(procs, sockdir, logdir):
+    """Factory: hub(n, app="web", cmd=None) -> RunHub of `drover run --headless`, n online."""
+    def start(n=3, app="web", cmd=None):
+        require_binary(WORKER)
+        cmd = cmd or [WORKER, "--rate", "50"]
+        argv = [DROVER, "run", "--headless", "--interval", str(IV_MS), "--socket-dir", sockdir,
+                "--log-dir", logdir, "-i", str(n), "-n", app, "--", *cmd]
+        h = RunHub(procs, sockdir, argv, IV_MS)
+        wait_until(lambda: os.path.exists(os.path.join(sockdir, "ctl.sock")) and
+                   sum(1 for w in safe_ls(sockdir) if w["app"] == app and w["state"] == "online") == n,
+                   what=f"{n} online workers", diag=h.stderr)
+        return h
+    return start
+
+
+def safe_ls(sockdir):
+    try:
+        return ls_json(sockdir)
+    except (AssertionError, ValueError, OSError, subprocess.TimeoutExpired):
+        return []
+
+
+# ---- tmux ------------------------------------------------------------------------
+
+class Console:
+    """A console in a pane of a private tmux server."""
+
+    def __init__(self, argv, width=120, height=40, env=None):
+        self.name = "drvt-" + uuid.uuid4().hex[:10]
+        self.base = [TMUX, "-L", self.name, "-f", "/dev/null"]
+        penv = {"LANG": "C.UTF-8", "TERM": "xterm-256color"}
+        penv.update(env or {})
+        senv = dict(os.environ)
+        senv["LANG"] = "C.UTF-8"       # the tmux server reads the pane as UTF-8
+        senv.pop("TMUX", None)
+        senv.pop("LC_ALL", None)
+        self.senv = senv
+        # The shell around the console reports how it ended, for diagnostics and the quit tests.
+        cmd = " ".join(shlex_quote(a) for a in argv) + '; echo "[console exited rc=$?]"; sleep 60'
+        args = ["new-session", "-d", "-x", str(width), "-y", str(height)]
+        for k, v in penv.items():
+            args += ["-e", f"{k}={v}"]
+        # unset what the pane should not inherit from this process
+        for k in ("LC_ALL", "NO_COLOR", "LC_CTYPE"):
+            if k not in penv:
+                args += ["-e", f"{k}="]
+        subprocess.run(self.base + args + [cmd], env=senv, check=True, timeout=10)
+        self.pane_pid = int(self.tmux("display-message", "-p", "#{pane_pid}").strip())
+
+    def tmux(self, *args, check=True):
+        r = subprocess.run(self.base + list(args), env=self.senv, capture_output=True, timeout=10)
+        if check and r.returncode != 0:
+            raise AssertionError(f"tmux {args}: {r.stderr.decode()}")
+        return r.stdout.decode("utf-8", "replace")
+
+    def raw_capture(self):
+        r = subprocess.run(self.base + ["capture-pane", "-p"], env=self.senv, capture_output=True, timeout=10)
+        return r.stdout
+
+    def screen(self):
+        return self.raw_capture().decode("utf-8", "replace")
+
+    def keys(self, *keys):
+        self.tmux("send-keys", *keys)
+
+    def wait(self, pred, timeout=10.0, what="screen condition"):
+        """Polls the screen until pred(screen) is truthy; returns its value."""
+        last = [""]
+
+        def probe():
+            last[0] = self.screen()
+            return pred(last[0])
+        return wait_until(probe, timeout, what, diag=lambda: "screen:\n" + last[0])
+
+    def wait_text(self, text, timeout=10.0):
+        """Waits for text on screen; returns the screen."""
+        return self.wait(lambda s: text in s and s, timeout, f"{text!r} on screen")
+
+    def rows(self, screen=None):
+        """Worker rows on screen (the current one by default): [(id, pid or None, state)]."""
+        return screen_rows(screen if screen is not None else self.screen())
+
+    def console_pids(self):
+        return descendants(self.pane_pid)
+
+    def kill(self):
+        pids = [self.pane_pid] + descendants(self.pane_pid)
+        subprocess.run(self.base + ["kill-server"], env=self.senv, capture_output=True, timeout=10)
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline and any(alive(p) for p in pids):
+            time.sleep(0.05)
+        for p in pids:
+            if alive(p):
+                try:
+                    os.kill(p, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+
+
+def screen_rows(screen):
+    """Worker rows of a captured screen: [(id, pid or None, state)]."""
+    out = []
+    for line in screen.splitlines():
+        m = ROW.match(line)
+        if m:
+            out.append((int(m.group(1)), None if m.group(2) == "-" else int(m.group(2)), m.group(3)))
+    return out
+
+
+def shlex_quote(s):
+    import shlex
+    return shlex.quote(str(s))
+
+
+def console_argv(sockdir):
+    return [DROVER, "monit", "--socket-dir", sockdir]
+
+
+@pytest.fixture
+def consoles():
+    made = []
+
+    def open_console(sockdir, width=120, height=40, env=None, argv=None):
+        c = Console(argv or console_argv(sockdir), width, height, env)
+        made.append(c)
+        return c
+    yield open_console
+    for c in made:
+        c.kill()
+
+
+def rows_with_pids(pids):
+    """Predicate: every pid of the dict {id: pid} shows on a row with its id."""
+    def pred(screen):
+        got = {i: p for i, p, _ in screen_rows(screen)}
+        return all(got.get(i) == p for i, p in pids.items())
+    return pred
+
+
+# ---- tests -----------------------------------------------------------------------
+
+def test_rows_show_live_pids_and_changing_values(hub, consoles, sockdir):
+    hub(3)
+    pids = pids_by_id(sockdir)
+    con = consoles(sockdir)
+    first = con.wait(lambda s: rows_with_pids(pids)(s) and s, what="the three workers' pids")
+    assert "3/3 online" in first
+    # live: something in the worker rows (uptime, req/s, CPU...) changes between captures
+    def row_lines(s):
+        return [l for l in s.splitlines() if ROW.match(l)]
+    before = row_lines(first)
+    con.wait(lambda s: row_lines(s) and row_lines(s) != before, timeout=5, what="row values to change")
+    # the detail pane describes the selected (first) worker with its sparklines
+    s = con.screen()
+    assert f"web:0  pid {pids[0]}" in s
+    assert any(ch in s for ch in "▁▂▃▄▅▆▇█"), s
+
+
+def test_restart_key_gives_the_worker_a_new_pid(hub, consoles, sockdir):
+    hub(3)
+    pids = pids_by_id(sockdir)
+    con = consoles(sockdir)
+    con.wait(rows_with_pids(pids), what="workers on screen")
+    con.keys("r")   # the first worker (web:0) is selected at start
+    new = wait_until(lambda: (p := pids_by_id(sockdir).get(0)) not in (None, pids[0]) and p,
+                     what="web:0 restarted (drover ls)")
+    con.wait(rows_with_pids({0: new, 1: pids[1], 2: pids[2]}), what=f"web:0 with pid {new} on screen")
+    assert "restart" in con.screen()
+
+
+def test_reload_key_replaces_every_pid(hub, consoles, sockdir):
+    hub(3)
+    old = pids_by_id(sockdir)
+    con = consoles(sockdir)
+    con.wait(rows_with_pids(old), what="workers on screen")
+    con.keys("R")
+
+    def replaced():
+        now = {w["id"]: w["pid"] for w in safe_ls(sockdir) if w["app"] == "web" and w["state"] == "online"}
+        return len(now) == 3 and not (set(now.values()) & set(old.values())) and now
+    new = wait_until(replaced, what="every worker replaced")
+    con.wait(rows_with_pids(new), what="the new pids on screen")
+    con.wait_text("reload web")   # progress/outcome events in the status line
+
+
+def test_kill_key_asks_then_stops_the_worker(hub, consoles, sockdir):
+    hub(3)
+    pids = pids_by_id(sockdir)
+    con = consoles(sockdir)
+    con.wait(rows_with_pids(pids), what="workers on screen")
+    con.keys("j")                       # select web:1
+    con.wait_text(f"web:1  pid {pids[1]}")
+    con.keys("x")
+    con.wait_text(f"kill web:1 (pid {pids[1]})? [y/n]")
+    con.keys("n")                       # anything but y cancels
+    con.wait_text("kill cancelled")
+    assert pids_by_id(sockdir)[1] == pids[1]
+    con.keys("x")
+    con.wait_text("[y/n]")
+    con.keys("y")
+    wait_until(lambda: any(w["id"] == 1 and w["state"] == "stopped" for w in safe_ls(sockdir)),
+               what="web:1 stopped (drover ls)")
+    con.wait(lambda s: any(i == 1 and st == "stopped" for i, _, st in con.rows(s)), what="web:1 stopped on screen")
+    assert not alive(pids[1])
+    assert pids_by_id(sockdir)[0] == pids[0] and pids_by_id(sockdir)[2] == pids[2]
+
+
+def test_scale_keys_add_and_remove_a_worker(hub, consoles, sockdir):
+    hub(2)
+    con = consoles(sockdir)
+    con.wait(lambda s: len(con.rows(s)) == 2, what="two rows")
+    con.keys("+")
+    con.wait(lambda s: len([r for r in con.rows(s) if r[2] == "online"]) == 3, what="a third worker")
+    con.keys("-")
+    wait_until(lambda: len([w for w in safe_ls(sockdir) if w["state"] == "online"]) == 2, what="back to two")
+    con.wait(lambda s: len([r for r in con.rows(s) if r[2] == "online"]) == 2, what="two online rows")
+
+
+def test_filter_narrows_the_list(hub, consoles, sockdir):
+    hub(3)
+    pids = pids_by_id(sockdir)
+    con = consoles(sockdir)
+    con.wait(rows_with_pids(pids), what="workers on screen")
+    con.keys("/")
+    con.wait_text("filter:")
+    con.keys(*"web:2")
+    con.wait(lambda s: [r[0] for r in con.rows(s)] == [2], what="only web:2 listed")
+    con.keys("Enter")                   # the filter stays
+    time.sleep(0.5)
+    assert [r[0] for r in con.rows()] == [2]
+    assert "filter: web:2" in con.screen()
+    # by pid
+    con.keys("/", "C-u", *str(pids[1]), "Enter")
+    con.wait(lambda s: [r[1] for r in con.rows(s)] == [pids[1]], what="only the pid's row")
+    # Esc clears it
+    con.keys("/")
+    con.keys("Escape")
+    con.wait(lambda s: len(con.rows(s)) == 3, what="every row again")
+
+
+def screen_is_consistent(s, width, height, pids):
+    """One coherent frame: header, one column-title row, rows, one logs title, footer; nothing left over."""
+    lines = s.split("\n")
+    if lines and lines[-1] == "":
+        lines = lines[:-1]
+    problems = []
+    if len(lines) != height:
+        problems.append(f"{len(lines)} lines, not {height}")
+    if any(len(l) > width for l in lines):
+        problems.append("a line wider than the window")
+    if not lines or not lines[0].startswith(" drover"):
+        problems.append("no header on the first line")
+    if sum(1 for l in lines if "PID STATE" in l) != 1:
+        problems.append("not exactly one column-title row")
+    if sum(1 for l in lines if l.startswith(" drover")) != 1:
+        problems.append("not exactly one header")
+    if sum(1 for l in lines if re.match(r"^[ >] logs ", l)) != 1:
+        problems.append("not exactly one logs title")
+    if not lines[-1].startswith("? help"):
+        problems.append("the footer is not on the last line")
+    for pid in pids:
+        if sum(l.count(str(pid)) for l in lines if ROW.match(l)) != 1:
+            problems.append(f"pid {pid} not on exactly one row")
+    return problems
+
+
+def test_resize_redraws_without_garbage(hub, consoles, sockdir):
+    hub(3)
+    pids = pids_by_id(sockdir)
+    con = consoles(sockdir, 120, 40)
+    con.wait(rows_with_pids(pids), what="workers on screen")
+    assert not screen_is_consistent(con.screen(), 120, 40, pids.values())
+    assert "CPU" in [l for l in con.screen().splitlines() if "PID STATE" in l][0]   # the CPU bar column
+    for w, h in ((80, 24), (160, 50), (100, 30), (120, 40)):
+        con.tmux("resize-window", "-x", str(w), "-y", str(h))
+        con.wait(lambda s: not screen_is_consistent(s, w, h, pids.values()), timeout=5,
+                 what=f"a consistent {w}x{h} frame")
+    con.tmux("resize-window", "-x", "80", "-y", "24")
+    s = con.wait(lambda s: not screen_is_consistent(s, 80, 24, pids.values()) and s, timeout=5,
+                 what="a consistent 80x24 frame")
+    # narrow: the list drops the bar, the header keeps the totals
+    title = [l for l in s.splitlines() if "PID STATE" in l][0]
+    assert title.rstrip().endswith("LAG99ms") or "ERR" not in title, title
+    assert "3/3 online" in s.splitlines()[0]
+
+
+def test_log_pane_shows_lines_printed_before_the_console(hub, consoles, sockdir):
+    script = f'echo "before-console out $DROVER_WORKER_ID"; echo "before-console err $DROVER_WORKER_ID" >&2; exec {WORKER} --rate 20'
+    hub(2, cmd=["/bin/sh", "-c", script])
+    time.sleep(0.5)
+    con = consoles(sockdir)
+    con.wait_text("before-console out 0")
+    s = con.wait_text("before-console err 0")
+    assert "before-console out 1" not in s          # the selected worker's lines only
+    con.keys("a")                                   # the whole app's
+    s = con.wait(lambda s: "before-console out 1" in s and s, what="the app's lines")
+    assert "[web:1!] before-console err 1" in s      # stderr marked even without colours
+    assert "logs web (app)" in s
+    con.keys("a")
+    con.wait(lambda s: "logs web:0 (worker)" in s and "before-console out 1" not in s, what="back to web:0")
+
+
+def test_log_scrollback_and_follow(hub, consoles, sockdir):
+    script = f'i=0; while [ $i -lt 300 ]; do echo "line $i"; i=$((i+1)); done; exec {WORKER} --rate 20'
+    hub(1, cmd=["/bin/sh", "-c", script])
+    con = consoles(sockdir, 100, 30)
+    con.wait_text("line 299")
+    con.keys("PageUp")
+    s = con.wait(lambda s: "paused" in s and "line 299" not in s and s, what="scrolled back")
+    con.keys("Home")
+    con.wait_text("line 0 ")
+    con.keys("End")
+    con.wait(lambda s: "line 299" in s and "following" in s, what="following again")
+    con.keys("f")
+    con.wait_text("paused")
+    con.keys("f")
+    con.wait_text("following")
+
+
+def test_second_console_shows_the_same_workers(hub, consoles, sockdir):
+    hub(3)
+    pids = pids_by_id(sockdir)
+    a = consoles(sockdir)
+    b = consoles(sockdir, 100, 30)
+    a.wait(rows_with_pids(pids), what="workers in the first console")
+    b.wait(rows_with_pids(pids), what="workers in the second console")
+    # an action in one shows in the other
+    a.keys("r")
+    new = wait_until(lambda: (p := pids_by_id(sockdir).get(0)) not in (None, pids[0]) and p, what="restart")
+    b.wait(rows_with_pids({0: new}), what="the new pid in the second console")
+
+
+def test_closing_the_pane_leaves_the_hub_running(hub, consoles, sockdir):
+    h = hub(3)
+    pids = pids_by_id(sockdir)
+    con = consoles(sockdir)
+    con.wait(rows_with_pids(pids), what="workers on screen")
+    inside = con.console_pids()
+    assert inside, "no console process under the pane"
+    con.tmux("kill-session")                  # the terminal goes away: SIGHUP
+    wait_until(lambda: not any(alive(p) for p in inside), timeout=5, what="the console to end")
+    time.sleep(1.0)
+    assert h.proc.poll() is None, "the hub ended with its console"
+    assert pids_by_id(sockdir) == pids, "workers were restarted or stopped"
+    assert all(alive(p) for p in pids.values())
+
+
+def test_quit_key_leaves_an_attached_hub_running(hub, consoles, sockdir):
+    h = hub(2)
+    pids = pids_by_id(sockdir)
+    con = consoles(sockdir)
+    con.wait(rows_with_pids(pids), what="workers on screen")
+    con.keys("q")
+    con.wait_text("[console exited rc=0]", timeout=5)
+    assert h.proc.poll() is None
+    assert pids_by_id(sockdir) == pids
+
+
+def test_ascii_mode_without_utf8_locale(hub, consoles, sockdir):
+    hub(2)
+    pids = pids_by_id(sockdir)
+    con = consoles(sockdir, env={"LANG": "C", "LC_ALL": "C", "TERM": "xterm-mono"})
+    con.wait(rows_with_pids(pids), what="workers on screen")
+    time.sleep(1.0)   # some history for the sparklines
+    raw = con.raw_capture()
+    text = raw.decode("ascii")   # raises on any non-ASCII byte
+    assert "drover - default" in text
+    assert "+-50%" in text       # the worker's banner (latency 20ms±50%), transliterated
+    assert re.search(r"CPU +[_.=#-]+ ", text), text
+    con.keys("?")
+    con.wait_text("keys")
+    con.raw_capture().decode("ascii")
+
+
+def test_help_lists_every_key(hub, consoles, sockdir):
+    hub(1)
+    con = consoles(sockdir, 130, 40)
+    con.wait(lambda s: len(con.rows(s)) == 1, what="a row")
+    con.keys("?")
+    s = con.wait_text("this help")
+    for k in ("Tab", "PgUp/PgDn", "Home/End", "x F9", "kill:", "restart:", "reload:", "+ -", "scale:",
+              "(asks y/n)", "quit"):
+        assert k in s, f"{k!r} missing from the help:\n{s}"
+    con.keys("Escape")
+    con.wait(lambda s: "this help" not in s, what="help closed")
+
+
+def test_hub_going_away_shows_disconnected_and_a_new_hub_is_picked_up(hub, consoles, sockdir, procs):
+    h = hub(2)
+    pids = pids_by_id(sockdir)
+    con = consoles(sockdir)
+    con.wait(rows_with_pids(pids), what="workers on screen")
+    os.kill(h.pid, signal.SIGTERM)
+    h.proc.wait(timeout=10)
+    con.wait_text("disconnected")
+    h2 = hub(3, app="api")
+    new = pids_by_id(sockdir, "api")
+    con.wait(lambda s: rows_with_pids(new)(s) and "disconnected" not in s.splitlines()[0],
+             timeout=10, what="the new hub's workers")
+    assert "api" in con.screen()
+    assert h2.proc.poll() is None
+
+
+def test_console_refuses_a_non_terminal(hub, sockdir):
+    hub(1)
+    r = subprocess.run(console_argv(sockdir), stdin=subprocess.DEVNULL, capture_output=True, timeout=10)
+    assert r.returncode != 0
+    err = r.stderr.decode().strip().splitlines()
+    assert len(err) == 1 and "terminal" in err[0], err
