@@ -447,3 +447,22 @@ def test_run_usage_errors(sockdir):
                        capture_output=True, text=True, timeout=10)
     assert r.returncode == 1
     assert "no-such-command-xyz: command not found" in r.stderr
+
+
+def test_usr1_reopens_log_files(run_hub, logdir):
+    script = 'i=0; while true; do echo "line $i"; i=$((i+1)); sleep 0.05; done'
+    h = run_hub(["-i", 1, "-n", "rot", "--no-echo"], ["sh", "-c", script])
+    online(h, 1, "rot")
+    path = os.path.join(logdir, "rot-0.out.log")
+    time.sleep(0.5)
+    os.rename(path, path + ".moved")          # what logrotate does
+    time.sleep(0.3)
+    os.kill(h.pid, signal.SIGUSR1)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and not (os.path.exists(path) and os.path.getsize(path) > 0):
+        time.sleep(0.05)
+    assert os.path.getsize(path) > 0, "no new file after SIGUSR1"
+    old = open(path + ".moved").read().split("\n")[:-1]
+    new = open(path).read().split("\n")[:-1]
+    nums = [int(l.split()[1]) for l in old + new]
+    assert nums == list(range(nums[0], nums[0] + len(nums))), "a line was lost or torn across the reopen"
