@@ -378,6 +378,44 @@ static bool is_terminal(void)
     return isatty(STDIN_FILENO) && isatty(STDOUT_FILENO);
 }
 
+/* Fills ctl with the namespace's ctl.sock path, creating the directory. */
+static int ns_ctl_path(const hub_options *o, char *ctl, size_t cap)
+{
+    char dir[PATHS_MAX], err[512];
+    if (paths_dir(o->socket_dir, o->ns, true, dir, sizeof dir, err, sizeof err) != 0 ||
+        paths_join(dir, "ctl.sock", ctl, cap) != 0) {
+        fprintf(stderr, "drover: %s\n", err);
+        return -1;
+    }
+    return 0;
+}
+
+/*
+ * The console half of `run`, `attach` and `monit`: starts this command as a
+ * background hub (unless one already answers and may be reused) and opens the
+ * console on it. Returns the exit status.
+ */
+static int hub_and_console(const hub_options *o, int argc, char **argv, bool reuse, console_quit q)
+{
+    char ctl[PATHS_MAX + 16];
+    if (ns_ctl_path(o, ctl, sizeof ctl) != 0)
+        return 1;
+    if (ctl_alive(ctl)) {
+        if (!reuse) {
+            fprintf(stderr, "drover: another hub is running in namespace '%s'; use -L NAME for a second "
+                    "one, or 'drover monit' to see it\n", o->ns);
+            return 1;
+        }
+        q = CONSOLE_QUIT_LEAVE;   /* not ours: leave it running */
+    } else {
+        int rc = spawn_background_hub(argc, argv, ctl);
+        if (rc)
+            return rc;
+    }
+    console_options co = {.ctl_path = ctl, .on_quit = q};
+    return console_run(&co);
+}
+
 /* drover monit [--headless] [output options] */
 static int cmd_monit(int argc, char **argv)
 {
@@ -394,25 +432,8 @@ static int cmd_monit(int argc, char **argv)
         fputs("drover: the console needs a terminal; use 'drover monit --headless' for a stream\n", stderr);
         return 2;
     }
-    char ctl[PATHS_MAX + 16], err[512];
-    if (client_ctl_path(o.socket_dir, o.ns, ctl, sizeof ctl, err, sizeof err) != 0) {
-        /* No namespace directory yet: the background hub will create it. */
-        char dir[PATHS_MAX];
-        if (paths_dir(o.socket_dir, o.ns, true, dir, sizeof dir, err, sizeof err) != 0 ||
-            paths_join(dir, "ctl.sock", ctl, sizeof ctl) != 0) {
-            fprintf(stderr, "drover: %s\n", err);
-            return 1;
-        }
-    }
-    console_quit q = CONSOLE_QUIT_LEAVE;
-    if (!ctl_alive(ctl)) {
-        rc = spawn_background_hub(argc, argv, ctl);
-        if (rc)
-            return rc;
-        q = CONSOLE_QUIT_STOP;   /* a monitor-only hub of our own: it ends with us */
-    }
-    console_options co = {.ctl_path = ctl, .on_quit = q};
-    return console_run(&co);
+    /* a hub that already runs is attached to; else a monitor-only one of our own, ended with us */
+    return hub_and_console(&o, argc, argv, true, CONSOLE_QUIT_STOP);
 }
 
 /* drover run [run options] [output options] -- CMD [ARGS...] */
@@ -434,28 +455,21 @@ static int cmd_run(int argc, char **argv)
     if (o.background || headless || (!detach && !is_terminal()))
         return hub_run(&o);
 
-    /* A console (or --detach): the hub runs apart, in its own session. */
-    char dir[PATHS_MAX], ctl[PATHS_MAX + 16], err[512];
-    if (paths_dir(o.socket_dir, o.ns, true, dir, sizeof dir, err, sizeof err) != 0 ||
-        paths_join(dir, "ctl.sock", ctl, sizeof ctl) != 0) {
-        fprintf(stderr, "drover: %s\n", err);
+    if (!detach)   /* the hub runs apart, in its own session */
+        return hub_and_console(&o, argc, argv, false, CONSOLE_QUIT_ASK);
+    char ctl[PATHS_MAX + 16];
+    if (ns_ctl_path(&o, ctl, sizeof ctl) != 0)
         return 1;
-    }
     if (ctl_alive(ctl)) {
         fprintf(stderr, "drover: another hub is running in namespace '%s'; use -L NAME for a second one, "
                 "or 'drover monit' to see it\n", o.ns);
         return 1;
     }
     rc = spawn_background_hub(argc, argv, ctl);
-    if (rc)
-        return rc;
-    if (detach) {
+    if (rc == 0)
         printf("drover: %s runs in the background (namespace %s); 'drover monit' shows it, "
                "'drover stop' ends it\n", o.app, o.ns);
-        return 0;
-    }
-    console_options co = {.ctl_path = ctl, .on_quit = CONSOLE_QUIT_ASK};
-    return console_run(&co);
+    return rc;
 }
 
 /* drover attach PID [attach options] [output options] */
@@ -476,17 +490,7 @@ static int cmd_attach(int argc, char **argv)
     o.master = (pid_t)pid;
     if (o.background || headless || !is_terminal())
         return hub_run(&o);
-    char dir[PATHS_MAX], ctl[PATHS_MAX + 16], err[512];
-    if (paths_dir(o.socket_dir, o.ns, true, dir, sizeof dir, err, sizeof err) != 0 ||
-        paths_join(dir, "ctl.sock", ctl, sizeof ctl) != 0) {
-        fprintf(stderr, "drover: %s\n", err);
-        return 1;
-    }
-    rc = spawn_background_hub(argc, argv, ctl);
-    if (rc)
-        return rc;
-    console_options co = {.ctl_path = ctl, .on_quit = CONSOLE_QUIT_STOP};
-    return console_run(&co);
+    return hub_and_console(&o, argc, argv, false, CONSOLE_QUIT_STOP);
 }
 
 /* ---- commands to a running hub ------------------------------------------ */
