@@ -12,10 +12,15 @@
 #include <stdlib.h>
 #include <string.h>
 #include <linux/close_range.h>
+#include <poll.h>
 #include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+/* How long the hub waits for a forked worker to reach exec. */
+#define SPAWN_EXEC_TIMEOUT_MS 5000
 
 int spawn_resolve(const char *cmd, char *out, size_t cap)
 {
@@ -122,12 +127,16 @@ pid_t spawn_start(const spawn_spec *spec, char *err, size_t errcap)
         if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != parent)
             _exit(127);   /* the hub died between fork and here */
         setpgid(0, 0);
-        struct sigaction dfl = {.sa_handler = SIG_DFL};
-        for (int s = 1; s < NSIG; s++)
-            sigaction(s, &dfl, NULL);
-        sigset_t none;
-        sigemptyset(&none);
-        sigprocmask(SIG_SETMASK, &none, NULL);
+        /* Raw system calls: a sanitizer's sigaction wrapper may take a lock
+         * that another hub thread held at fork time. An all-zero kernel
+         * sigaction is SIG_DFL with no flags whatever the architecture's
+         * layout; handled signals reset at exec by themselves, this is for
+         * ignored ones (the hub ignores SIGPIPE). */
+        static const unsigned long dfl[8];
+        static const unsigned long none_mask;
+        for (int sig = 1; sig < 65; sig++)
+            syscall(SYS_rt_sigaction, sig, dfl, NULL, sizeof none_mask);
+        syscall(SYS_rt_sigprocmask, SIG_SETMASK, &none_mask, NULL, sizeof none_mask);
 
         /* fd 3 may be taken by one of our own fds: move the status pipe and
          * the socket out of the way of the dup2s first. */
@@ -153,12 +162,28 @@ pid_t spawn_start(const spawn_spec *spec, char *err, size_t errcap)
     close(status[1]);
     close(devnull);
     free(envp);
+    /* Wait for exec (the pipe closes) or its failure (errno arrives); never
+     * forever, so a child stuck before exec cannot freeze the hub. */
     int child_err = 0;
-    ssize_t n;
+    ssize_t n = -1;
+    struct pollfd pf = {.fd = status[0], .events = POLLIN};
+    int pr;
     do
-        n = read(status[0], &child_err, sizeof child_err);
-    while (n < 0 && errno == EINTR);
+        pr = poll(&pf, 1, SPAWN_EXEC_TIMEOUT_MS);
+    while (pr < 0 && errno == EINTR);
+    if (pr > 0) {
+        do
+            n = read(status[0], &child_err, sizeof child_err);
+        while (n < 0 && errno == EINTR);
+    }
     close(status[0]);
+    if (pr == 0) {
+        kill(pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+        snprintf(err, errcap, "cannot run %s: the new process did not reach exec within %d ms",
+                 spec->path, SPAWN_EXEC_TIMEOUT_MS);
+        return -1;
+    }
     if (n == (ssize_t)sizeof child_err) {
         /* exec failed: the child has exited; reap it so it leaves no zombie */
         waitpid(pid, NULL, 0);
