@@ -56,6 +56,6 @@ want() { [ -z "${BENCH_ONLY:-}" ] || case " $BENCH_ONLY " in *" $1 "*) return 0;
 want ingest && { run "$PY" "$HERE/ingest_bench.py" "$B" || status=1; echo; }
 want supervisor && { run "$PY" "$HERE/supervisor_bench.py" "$B" || status=1; echo; }
 want httpd && [ -f "$HERE/httpd_bench.sh" ] && { run sh "$HERE/httpd_bench.sh" "$B" || status=1; echo; }
-want console && [ -f "$HERE/console_bench.sh" ] && { run sh "$HERE/console_bench.sh" "$B" || status=1; echo; }
+want console && [ -f "$HERE/console_bench.sh" ] && { run bash "$HERE/console_bench.sh" "$B" || status=1; echo; }
 want node && [ -f "$HERE/node_bench.sh" ] && { run sh "$HERE/node_bench.sh" "$B" || status=1; echo; }
 exit $status

@@ -26,7 +26,7 @@
 
 #define INGEST_BATCH 16
 #define INGEST_WRAP  UINT32_MAX   /* record length marking "continue at offset 0" */
-#define INGEST_WAKE_NS (20 * 1000000ull)  /* at most 50 loop wakeups a second */
+#define INGEST_WAKE_NS (50 * 1000000ull)  /* at most 20 loop wakeups a second */
 
 /* Each queued datagram: this header, then len bytes, padded to 8. */
 typedef struct {

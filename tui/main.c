@@ -302,13 +302,6 @@ static hub_options default_options(hub_mode mode)
 
 /* ---- hub in the background + console ----------------------------------- */
 
-/* TEMPORARY until tui/console.c lands: a weak fallback so the tree links. */
-__attribute__((weak)) int console_run(const console_options *o)
-{
-    (void)o;
-    fputs("drover: the console is not built yet; use --headless\n", stderr);
-    return 2;
-}
 
 /* True when ctl.sock at path accepts a connection. */
 static bool ctl_alive(const char *path)

@@ -108,6 +108,45 @@ def hub(procs, sockdir, logdir):
     return start
 
 
+def hub_pid(sockdir):
+    """The pid a hub gives in its hello, or None when none answers."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(3)
+    try:
+        s.connect(os.path.join(sockdir, "ctl.sock"))
+        f = s.makefile("rwb")
+        f.write(b'{"hello":"drover","version":1}\n')
+        f.flush()
+        return json.loads(f.readline()).get("hub_pid")
+    except (OSError, ValueError):
+        return None
+    finally:
+        s.close()
+
+
+@pytest.fixture
+def background_hubs(sockdir):
+    """Hubs a console started in the background (not our children): killed by pid at teardown."""
+    pids = []
+    yield pids
+    for p in pids:
+        if alive(p):
+            kids = descendants(p)
+            try:
+                os.kill(p, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline and alive(p):
+                time.sleep(0.05)
+            for q in [p] + kids:
+                if alive(q):
+                    try:
+                        os.kill(q, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+
+
 def safe_ls(sockdir):
     try:
         return ls_json(sockdir)
@@ -290,7 +329,7 @@ def test_kill_key_asks_then_stops_the_worker(hub, consoles, sockdir):
     con.keys("n")                       # anything but y cancels
     con.wait_text("kill cancelled")
     assert pids_by_id(sockdir)[1] == pids[1]
-    con.keys("x")
+    con.keys("F9")                      # F9 is bound to kill too
     con.wait_text("[y/n]")
     con.keys("y")
     wait_until(lambda: any(w["id"] == 1 and w["state"] == "stopped" for w in safe_ls(sockdir)),
@@ -403,7 +442,7 @@ def test_log_scrollback_and_follow(hub, consoles, sockdir):
     con.keys("PageUp")
     s = con.wait(lambda s: "paused" in s and "line 299" not in s and s, what="scrolled back")
     con.keys("Home")
-    con.wait_text("line 0 ")
+    con.wait(lambda s: re.search(r" line 0$", s, re.M), what="the oldest line")
     con.keys("End")
     con.wait(lambda s: "line 299" in s and "following" in s, what="following again")
     con.keys("f")
@@ -502,3 +541,55 @@ def test_console_refuses_a_non_terminal(hub, sockdir):
     assert r.returncode != 0
     err = r.stderr.decode().strip().splitlines()
     assert len(err) == 1 and "terminal" in err[0], err
+
+
+def run_in_terminal(consoles, sockdir, logdir, background_hubs, n=2):
+    """`drover run` in a terminal: a background hub and the console that asks on quit."""
+    require_binary(WORKER)
+    con = consoles(sockdir, argv=[DROVER, "run", "--socket-dir", sockdir, "--log-dir", logdir, "-i", str(n),
+                                  "-n", "web", "--", WORKER, "--rate", "50"])
+    pid = wait_until(lambda: hub_pid(sockdir), what="the background hub", diag=con.screen)
+    background_hubs.append(pid)
+    con.wait(lambda s: len([r for r in con.rows(s) if r[2] == "online"]) == n, what=f"{n} online rows")
+    return con, pid
+
+
+def test_run_in_a_terminal_asks_and_n_leaves_the_hub_running(consoles, sockdir, logdir, background_hubs):
+    con, pid = run_in_terminal(consoles, sockdir, logdir, background_hubs)
+    pids = pids_by_id(sockdir)
+    con.keys("q")
+    con.wait_text("Stop the workers and the hub?")
+    con.wait_text("[y]es / [n]o, leave it running / [c]ancel")
+    con.keys("c")                                    # cancel: still the console
+    con.wait(lambda s: "Stop the workers" not in s, what="the prompt gone")
+    con.keys("q")
+    con.wait_text("[n]o, leave it running")
+    con.keys("n")
+    s = con.wait_text("[console exited rc=0]")
+    flat = " ".join(s.split())
+    assert "the hub keeps running in the background" in flat, s
+    assert f"'drover monit --socket-dir {sockdir}' attaches again" in flat, s
+    assert alive(pid) and pids_by_id(sockdir) == pids
+
+
+def test_run_in_a_terminal_asks_and_y_stops_everything(consoles, sockdir, logdir, background_hubs):
+    con, pid = run_in_terminal(consoles, sockdir, logdir, background_hubs)
+    workers = list(pids_by_id(sockdir).values())
+    con.keys("q")
+    con.wait_text("[y]es")
+    con.keys("y")
+    con.wait_text("[console exited rc=0]")
+    wait_until(lambda: not alive(pid), what="the hub to exit")
+    wait_until(lambda: not any(alive(p) for p in workers), timeout=5, what="the workers to stop")
+
+
+def test_monit_without_a_hub_stops_its_own_on_quit(consoles, sockdir, background_hubs):
+    con = consoles(sockdir)
+    pid = wait_until(lambda: hub_pid(sockdir), what="the monitor-only hub", diag=con.screen)
+    background_hubs.append(pid)
+    con.wait(lambda s: "connected" in s.splitlines()[0] and "(no workers)" in s, what="an empty console")
+    con.keys("r")                                    # nothing selected: said, not sent
+    con.wait_text("select a worker first")
+    con.keys("q")
+    con.wait_text("[console exited rc=0]")
+    wait_until(lambda: not alive(pid), what="its own hub to exit")
