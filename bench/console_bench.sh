@@ -110,6 +110,16 @@ wait_file() {
     return 1
 }
 
+# ms_per_run N CMD...: mean wall time of N runs of CMD, in ms
+ms_per_run() {
+    local n=$1; shift
+    local t0 t1
+    t0=$(date +%s%N)
+    for _ in $(seq "$n"); do "$@" >/dev/null 2>&1; done
+    t1=$(date +%s%N)
+    awk -v a="$t0" -v b="$t1" -v n="$n" 'BEGIN { printf "%.1f", (b - a) / n / 1e6 }'
+}
+
 # ---- 1. 16 workers -----------------------------------------------------------
 D1=$TMP/s16; mkdir -m 700 "$D1"
 "$DROVER" run --headless --socket-dir "$D1" --log-dir "$TMP/logs16" -i 16 -n web -- "$WORKER" --rate 50 \
@@ -124,6 +134,8 @@ if [ -n "$C16" ] && wait_screen cb16 "16/16 online" 15; then
     read -r cpu16 rss16 < <(measure "$C16" "$MEASURE_S")
     "$TMUX_BIN" -L cb16 send-keys q
     wait_file "$TMP/stats16" 5
+    ls16=$(ms_per_run 20 "$DROVER" ls --socket-dir "$D1")
+    lsjson16=$(ms_per_run 20 "$DROVER" ls --json --socket-dir "$D1")
 else
     echo "console_bench: the console did not show 16 online workers" >&2
     cpu16=-; rss16=-; status=1
@@ -188,6 +200,7 @@ EOF
             if [ -n "$PMON" ] && wait_screen cbpm2 "app" 20; then
                 sleep 2
                 read -r pm2cpu pm2rss < <(measure "$PMON" "$MEASURE_S")
+                jlist16=$(ms_per_run 5 "$PM2" jlist)
             else
                 pm2note="pm2 monit did not start"
             fi
@@ -224,4 +237,11 @@ echo "| full redraw (model to screen + refresh) | redraws | mean ms | max ms | m
 echo "|---|---:|---:|---:|---:|---|---|"
 echo "| 16 workers | $(stat_field "$TMP/stats16" redraws) | ${mean16:--} | ${max16:--} | ${build16:--} | - | - |"
 echo "| ${statw:-?} workers, keys (s, j, Ctrl-L repaint) every second | ${redraws:--} | ${mean1k:--} | ${max1k:--} | ${build1k:--} | <= 5 ms | $(verdict "${max1k:--}" 5) |"
+
+echo
+echo "| listing 16 workers | mean ms per run | target |"
+echo "|---|---:|---|"
+echo "| drover ls | ${ls16:--} | <= 10 ms |"
+echo "| drover ls --json | ${lsjson16:--} | <= 10 ms |"
+echo "| pm2 jlist${pm2ver:+ $pm2ver} | ${jlist16:--} | reference |"
 exit $status
