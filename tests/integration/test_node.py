@@ -103,6 +103,15 @@ def write(tmp_path, name, text):
     return str(p)
 
 
+def alive(pid):
+    """True while pid exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def parse_wrk(out):
     m = re.search(r"(\d+) requests in", out)
     total = int(m.group(1)) if m else 0
@@ -326,8 +335,11 @@ def test_rolling_reload_under_wrk_loses_nothing(node_run):
     iv = all_online(h, "web", 2, lambda w: w["ready"] and w["agent"], what="2 new workers ready")
     after = {w["pid"] for w in h.workers(iv, "web")}
     assert not (before & after), f"not every pid was replaced: {before} -> {after}"
-    for pid in before:
-        h.wait_stderr(r"web:\d \(pid %d\) ended with signal 15" % pid, timeout=5)
+    # the old workers drained and ended
+    deadline = time.monotonic() + 5
+    while any(alive(pid) for pid in before) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(alive(pid) for pid in before), f"old workers still running: {before}"
 
 
 # ---- SIGTERM: the drain, without a hub -------------------------------------------
@@ -410,6 +422,49 @@ def test_drain_timeout_closes_idle_connections(procs, tmp_path):
     assert p.wait(timeout=5) == -signal.SIGTERM
 
 
+def test_second_sigterm_ends_the_drain_at_once(procs, tmp_path):
+    port = free_port()
+    p = start_app(procs, tmp_path, port)
+    busy = Conn(port)
+    busy.send("/slow")
+    time.sleep(0.1)
+    os.kill(p.pid, signal.SIGTERM)
+    time.sleep(0.1)
+    assert p.poll() is None, "the first SIGTERM must wait for the request in flight"
+    os.kill(p.pid, signal.SIGTERM)
+    assert p.wait(timeout=2) == -signal.SIGTERM
+    assert read(p.err) == ""
+
+
+def test_drover_agent_0_leaves_the_process_alone(procs, tmp_path):
+    port = free_port()
+    p = start_app(procs, tmp_path, port, DROVER_AGENT=0)
+    busy = Conn(port)
+    busy.send("/slow")
+    time.sleep(0.1)
+    os.kill(p.pid, signal.SIGTERM)            # no drain: the default action, at once
+    assert p.wait(timeout=2) == -signal.SIGTERM
+    with pytest.raises((ConnectionError, OSError)):
+        busy.response(timeout=2)
+
+
+def test_worker_without_a_server_becomes_ready_and_reloads(procs, sockdir, tmp_path):
+    require_node()
+    script = write(tmp_path, "queue.js", "setInterval(() => {}, 1000);\n")
+    argv = [DROVER, "run", "--headless", "--interval", str(IV_MS), "--socket-dir", sockdir,
+            "--log-dir", str(tmp_path), "-i", "1", "-n", "q", "--", NODE, script]
+    h = RunHub(procs, sockdir, argv, node_env(DROVER_READY_FALLBACK_MS=500))
+    iv = all_online(h, "q", 1, lambda w: w["agent"] and w["ready"], what="a ready worker without a server")
+    old = h.workers(iv, "q")[0]["pid"]
+    os.kill(h.pid, signal.SIGHUP)
+    h.wait_stderr(r"reload q: done, 1/1 replaced", timeout=10)
+    # no server to drain: SIGTERM ends it at once
+    deadline = time.monotonic() + 3
+    while alive(old) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not alive(old)
+
+
 def test_app_with_its_own_sigterm_handler_is_left_alone(procs, tmp_path):
     port = free_port()
     app = APP + r"""
@@ -422,6 +477,32 @@ process.on('SIGTERM', () => { console.log('app handler'); setTimeout(() => proce
     assert http_get(port)[0] == 200
     assert p.wait(timeout=5) == 7
     assert read(p.out) == f"listening on {port}\napp handler\n"
+    assert read(p.err) == ""
+
+
+def test_signal_exit_listeners_do_not_stop_the_drain(procs, tmp_path):
+    # What the signal-exit package (v3) does: act only when its listeners are
+    # the only ones on the signal, then re-raise it. Its hooks must still run.
+    port = free_port()
+    app = APP + r"""
+process.__signal_exit_emitter__ = { count: 1 };
+process.on('SIGTERM', function listener() {
+  if (process.listeners('SIGTERM').length === process.__signal_exit_emitter__.count) {
+    console.log('exit hooks');
+    process.removeListener('SIGTERM', listener);
+    process.kill(process.pid, 'SIGTERM');
+  }
+});
+"""
+    p = start_app(procs, tmp_path, port, app=app)
+    busy = Conn(port)
+    busy.send("/slow")
+    time.sleep(0.15)
+    os.kill(p.pid, signal.SIGTERM)
+    status, headers, body = busy.response()
+    assert status == 200 and body.startswith("slow") and headers.get("connection") == "close"
+    assert p.wait(timeout=5) == -signal.SIGTERM
+    assert read(p.out) == f"listening on {port}\nexit hooks\n"
     assert read(p.err) == ""
 
 
@@ -463,7 +544,7 @@ def run_with_fd3(tmp_path, port, listen_pid="$$", timeout=10):
     fd = ls.fileno()
     cmd = f'LISTEN_PID={listen_pid} LISTEN_FDS=1 LISTEN_FDNAMES=t exec "{NODE}" "{script}" {port} 3<&{fd}'
     env = node_env(DROVER_SOCKET=os.path.join(str(tmp_path), "none.sock"))
-    p = subprocess.Popen(["sh", "-c", cmd], env=env, pass_fds=(fd,), stdout=subprocess.PIPE,
+    p = subprocess.Popen(["bash", "-c", cmd], env=env, pass_fds=(fd,), stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True)
     served = None
     try:
