@@ -158,6 +158,7 @@ install: all
 	ln -sf libdrover.so.0 $(DESTDIR)$(PREFIX)/lib/libdrover.so
 	install -m 644 agent/drover.h agent/drover_uv.h $(DESTDIR)$(PREFIX)/include/
 	install -m 644 $(PCFILE) $(DESTDIR)$(PREFIX)/lib/pkgconfig/drover.pc
+	if [ -f $(B)/node/drover_agent.node ]; then $(MAKE) --no-print-directory install-node; fi
 
 clean:
 	rm -rf build build-san

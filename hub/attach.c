@@ -205,11 +205,15 @@ void attach_on_children(attach *at, const pid_t *pids, size_t n)
         child *c = &at->kids[at->nkids++];
         c->pid = pids[j];
         c->id = id;
-        c->ready = false;
         state_identify(at->st, c->pid, at->app, c->id);
+        /* It may have said it is ready before this scan found it. */
+        c->ready = state_pid_ready(at->st, c->pid) == 1;
+        at->seen_ready |= c->ready;
         if (at->phase == OP_WAIT_NEW) {
             at->op_new = c->pid;
-            if (at->seen_ready) {
+            if (c->ready) {
+                attach_op_done(at);
+            } else if (at->seen_ready) {
                 at->phase = OP_WAIT_READY;
                 uv_timer_start(&at->timer, attach_on_deadline, at->ready_timeout_ms, 0);
             } else {

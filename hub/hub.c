@@ -54,6 +54,7 @@ typedef struct {
     char        logdir[4096];   /* run: where worker logs (and a background hub's own) go */
     int         listen_fd;
     bool        draining;       /* stopping every worker before exit */
+    bool        drained;        /* ... and the last one is gone */
     sampler    *sm;
     state      *st;
     worker_view *views;
@@ -490,6 +491,12 @@ static void hub_stop(hub *h, int code)
         supervise_stop_all(h->sv, hub_on_drained, h);
         return;
     }
+    if (h->sv && !h->drained) {
+        /* Asked again while workers are still stopping (a second Ctrl-C):
+         * do not wait for the kill-timeout, but still reap them all first. */
+        supervise_hurry(h->sv);
+        return;
+    }
     h->stopping = true;
     if (!h->draining)
         h->exit_code = code;
@@ -527,6 +534,7 @@ static void hub_on_drained_timer(uv_timer_t *t)
 static void hub_on_drained(void *ctx)
 {
     hub *h = ctx;
+    h->drained = true;
     uv_timer_start(&h->timer, hub_on_drained_timer, 0, 0);
 }
 

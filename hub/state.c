@@ -582,6 +582,12 @@ int64_t state_sup_rss(const state *s, uint32_t key)
     return w && w->pid > 0 ? w->rss_bytes : -1;
 }
 
+int state_pid_ready(const state *s, pid_t pid)
+{
+    worker *w = state_find(s, pid);
+    return w ? w->ready : -1;
+}
+
 void state_identify(state *s, pid_t pid, const char *app, int64_t id)
 {
     worker *w = state_find_or_add(s, pid);

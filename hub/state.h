@@ -188,6 +188,9 @@ bool state_sup_spoke(const state *s, uint32_t key);
 /* Resident memory of its current process from the last sample, or -1. */
 int64_t state_sup_rss(const state *s, uint32_t key);
 
+/* Readiness of the live process pid: 1, 0, or -1 (never said, or unknown pid). */
+int state_pid_ready(const state *s, pid_t pid);
+
 /*
  * Gives the unsupervised process pid an app name and worker id (drover
  * attach: the children of a master), creating its entry if needed.

@@ -643,7 +643,7 @@ int supervise_add_app(supervise *sv, const supervise_app_spec *spec, char *err, 
     size_t nenv = 0;
     while (environ[nenv])
         nenv++;
-    a->env = calloc(nenv + 8, sizeof *a->env);
+    a->env = calloc(nenv + 10, sizeof *a->env);
     if (!a->argv || !a->env) {
         snprintf(err, errcap, "out of memory");
         free(a->argv);
@@ -666,6 +666,14 @@ int supervise_add_app(supervise *sv, const supervise_app_spec *spec, char *err, 
     a->env[a->nenv++] = sup_kv("DROVER_NAME", a->name);
     if (spec->listen_spec)
         a->env[a->nenv++] = sup_kv("DROVER_LISTEN", spec->listen_spec);
+    if (!getenv("DROVER_DRAIN_TIMEOUT_MS")) {
+        /* An agent that drains on SIGTERM should give up on idle connections
+         * before the hub's SIGKILL comes. */
+        char dt[32];
+        unsigned k = spec->kill_timeout_ms;
+        snprintf(dt, sizeof dt, "%u", k > 1000 ? k - 500 : k * 9 / 10);
+        a->env[a->nenv++] = sup_kv("DROVER_DRAIN_TIMEOUT_MS", dt);
+    }
     if (spec->node_agent)
         a->env[a->nenv++] = sup_node_options(spec->node_agent);
     if (!has_interval) {
@@ -937,6 +945,21 @@ void supervise_stop_all(supervise *sv, void (*done)(void *ctx), void *ctx)
             sup_stop_proc(p);
     }
     sup_check_stopped_all(sv);
+}
+
+void supervise_hurry(supervise *sv)
+{
+    for (app *a = sv->apps; a; a = a->next) {
+        for (int i = 0; i < a->nslots; i++) {
+            proc *ps[2] = {a->slots[i]->cur, a->slots[i]->repl};
+            for (int k = 0; k < 2; k++)
+                if (ps[k] && ps[k]->phase == PR_STOPPING)
+                    sup_on_kill_deadline(&ps[k]->timer);
+        }
+        for (proc *p = a->retiring; p; p = p->next)
+            if (p->phase == PR_STOPPING)
+                sup_on_kill_deadline(&p->timer);
+    }
 }
 
 void supervise_free(supervise *sv)

@@ -82,6 +82,9 @@ bool supervise_reloading(const supervise *sv, const char *app);
  */
 void supervise_stop_all(supervise *sv, void (*done)(void *ctx), void *ctx);
 
+/* During stop_all: SIGKILL every process still stopping, now. */
+void supervise_hurry(supervise *sv);
+
 /* Number of worker processes alive (started and not yet reaped). */
 size_t supervise_alive(const supervise *sv);
 

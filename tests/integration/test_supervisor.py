@@ -466,3 +466,20 @@ def test_usr1_reopens_log_files(run_hub, logdir):
     new = open(path).read().split("\n")[:-1]
     nums = [int(l.split()[1]) for l in old + new]
     assert nums == list(range(nums[0], nums[0] + len(nums))), "a line was lost or torn across the reopen"
+
+
+def test_second_sigterm_while_stopping_kills_at_once_and_reaps(run_hub):
+    require_binary(HTTPD)
+    port = free_port()
+    h = run_hub(["-i", 2, "-n", "stubborn", "--listen", f"127.0.0.1:{port}", "--kill-timeout", 30000],
+                [HTTPD, "--ignore-term"])
+    iv = online(h, 2, "stubborn")
+    pids = [w["pid"] for w in h.workers(iv, "stubborn")]
+    os.kill(h.pid, signal.SIGTERM)
+    time.sleep(0.5)
+    assert h.proc.poll() is None, "the hub must wait for its workers (kill-timeout 30 s)"
+    t0 = time.monotonic()
+    os.kill(h.pid, signal.SIGTERM)            # impatient operator: second Ctrl-C
+    assert h.proc.wait(timeout=10) == 0
+    assert time.monotonic() - t0 < 5
+    assert not [p for p in pids if alive(p)]
