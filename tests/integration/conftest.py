@@ -14,6 +14,7 @@ by pid at teardown; every wait here is bounded.
 import json
 import os
 import queue
+import re
 import signal
 import socket
 import subprocess
@@ -66,6 +67,34 @@ VALGRIND_ERROR = 99
 def wrap(argv):
     """argv of a hub, under DROVER_WRAP when set."""
     return WRAP + list(argv) if argv and argv[0] == DROVER else list(argv)
+
+
+def free_port():
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def alive(pid):
+    """True while pid exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def parse_wrk(out):
+    """(requests, socket errors, non-2xx) from wrk's output."""
+    m = re.search(r"(\d+) requests in", out)
+    total = int(m.group(1)) if m else 0
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    errs = sum(map(int, m.groups())) if m else 0
+    m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return total, errs, int(m.group(1)) if m else 0
 
 
 def require_binary(path):

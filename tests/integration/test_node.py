@@ -28,7 +28,7 @@ import time
 import pytest
 
 import msgpack
-from conftest import Hub, BUILD, DROVER, require_binary
+from conftest import Hub, BUILD, DROVER, require_binary, alive, parse_wrk
 
 NODE = shutil.which("node") or "/usr/bin/node"
 AGENT_DIR = os.path.join(BUILD, "node")
@@ -103,22 +103,8 @@ def write(tmp_path, name, text):
     return str(p)
 
 
-def alive(pid):
-    """True while pid exists and is not a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
-def parse_wrk(out):
-    m = re.search(r"(\d+) requests in", out)
-    total = int(m.group(1)) if m else 0
-    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
-    errs = sum(map(int, m.groups())) if m else 0
-    m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return total, errs, int(m.group(1)) if m else 0
 
 
 def http_get(port, path="/", timeout=5.0):

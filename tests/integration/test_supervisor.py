@@ -17,7 +17,7 @@ import queue
 
 import pytest
 
-from conftest import Hub, BUILD, DROVER, require_binary  # noqa: F401
+from conftest import Hub, BUILD, DROVER, require_binary, free_port, alive, parse_wrk  # noqa: F401
 
 HTTPD = os.path.join(BUILD, "examples", "httpd")
 WORKER = os.path.join(BUILD, "examples", "worker")
@@ -74,12 +74,6 @@ def run_hub(procs, sockdir, logdir):
     return start
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def descendants(pid):
@@ -104,12 +98,6 @@ def descendants(pid):
     return out
 
 
-def alive(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def wait_gone(pids, timeout=5.0):
@@ -305,12 +293,6 @@ def test_max_memory_replaces_the_worker(run_hub):
 
 # ---- reloads -------------------------------------------------------------------
 
-def parse_wrk(out):
-    total = int(re.search(r"(\d+) requests in", out).group(1))
-    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
-    errs = sum(map(int, m.groups())) if m else 0
-    m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return total, errs, int(m.group(1)) if m else 0
 
 
 def test_rolling_reload_under_wrk_loses_nothing(run_hub):
