@@ -157,7 +157,8 @@ install: all
 	install -m 755 $(LIBSO) $(DESTDIR)$(PREFIX)/lib/libdrover.so.0
 	ln -sf libdrover.so.0 $(DESTDIR)$(PREFIX)/lib/libdrover.so
 	install -m 644 agent/drover.h agent/drover_uv.h $(DESTDIR)$(PREFIX)/include/
-	install -m 644 $(PCFILE) $(DESTDIR)$(PREFIX)/lib/pkgconfig/drover.pc
+	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@VERSION@|$(VERSION)|g' agent/drover.pc.in \
+	    > $(DESTDIR)$(PREFIX)/lib/pkgconfig/drover.pc
 	if [ -f $(B)/node/drover_agent.node ]; then $(MAKE) --no-print-directory install-node; fi
 
 clean:

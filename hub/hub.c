@@ -641,7 +641,8 @@ static bool hub_is_node(const char *cmd)
 
 /*
  * Finds the Node agent: $DROVER_NODE_AGENT, else node/index.js beside the
- * drover binary (the build tree), else the installed copy. Returns 0 with
+ * drover binary (the build tree), else ../lib/drover/node/index.js from it
+ * (an install under any PREFIX), else the copy under the configured PREFIX. Returns 0 with
  * the path in out, or -1 when there is none.
  */
 static int hub_node_agent(char *out, size_t cap)
@@ -659,7 +660,9 @@ static int hub_node_agent(char *out, size_t cap)
         if (slash) {
             *slash = '\0';
             if (snprintf(out, cap, "%s/node/index.js", exe) < (int)cap && access(out, R_OK) == 0)
-                return 0;
+                return 0;   /* the build tree */
+            if (snprintf(out, cap, "%s/../lib/drover/node/index.js", exe) < (int)cap && access(out, R_OK) == 0)
+                return 0;   /* installed under any PREFIX */
         }
     }
     snprintf(out, cap, "%s/node/index.js", DROVER_LIBDIR);
