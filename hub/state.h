@@ -1,7 +1,7 @@
 /*
  * state.h — the hub's model of every worker (DESIGN.md §2).
  *
- * One owner: ingest, sampler and (later) supervisor change it only through
+ * One owner: ingest, sampler, supervisor and attach change it only through
  * these functions, on the loop thread. Views read copies (worker_view).
  * Memory per worker is fixed; nothing grows with uptime.
  */

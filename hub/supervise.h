@@ -6,7 +6,7 @@
  * deadline at a time (grace, ready-timeout or kill-timeout), readiness is a
  * separate signal from "running", and a crash-looping slot backs off
  * exponentially so it never becomes a fork storm. Commands are the internal
- * API that the signals, and later the console and CLI, call.
+ * API that the signals and the control socket (console keys, CLI) call.
  */
 #ifndef DROVER_HUB_SUPERVISE_H
 #define DROVER_HUB_SUPERVISE_H
