@@ -114,6 +114,26 @@ static bool hub_is_map(unsigned char b)
     return (b >= 0x80 && b <= 0x8f) || b == 0xde || b == 0xdf;
 }
 
+/*
+ * An agent's log line (drover_log) joins its worker's captured output, so
+ * files, console and `drover logs` show it: "[lvl] msg", on stderr for
+ * warn/error levels. Only for workers drover started (they have a stream).
+ */
+static void hub_agent_log(hub *h, const report *r)
+{
+    const char *app;
+    int64_t id;
+    logs_stream *st;
+    if (!state_pid_slot(h->st, (pid_t)r->pid, &app, &id) || !(st = logs_stream_find(h->lg, app, (int)id)))
+        return;
+    char line[REPORT_LVL_MAX + REPORT_MSG_MAX + 4];
+    const char *lvl = r->lvl[0] ? r->lvl : "info";
+    int n = snprintf(line, sizeof line, "[%s] %s", lvl, r->msg);
+    bool loud = strncmp(lvl, "warn", 4) == 0 || strncmp(lvl, "err", 3) == 0 ||
+                strcmp(lvl, "fatal") == 0 || strcmp(lvl, "crit") == 0;
+    logs_stream_line(st, loud ? LOGS_ERR : LOGS_OUT, line, n < 0 ? 0 : (size_t)n < sizeof line ? (size_t)n : sizeof line - 1);
+}
+
 /* Classifies, verifies and applies one datagram (on the loop thread). */
 static void hub_on_datagram(void *ctx, const void *buf, size_t len, pid_t pid, int truncated)
 {
@@ -136,6 +156,8 @@ static void hub_on_datagram(void *ctx, const void *buf, size_t len, pid_t pid, i
             return;
         }
         state_apply_report(h->st, &r, now);
+        if (r.type == REPORT_T_LOG && h->lg)
+            hub_agent_log(h, &r);
         return;
     }
     notify_msg m;

@@ -632,6 +632,24 @@ static logs_drain_result logs_pipe_drain(logs_pipe *p, bool final, bool force)
     return r;
 }
 
+/*
+ * Adds one line that did not come through a pipe (an agent's drover_log) to
+ * the stream's file, ring, echo and hook. Never blocks: when the echo queue
+ * is full the line still reaches file and ring (force), as the worker that
+ * sent it cannot be slowed down through a pipe.
+ */
+void logs_stream_line(logs_stream *st, logs_fd which, const char *s, size_t len)
+{
+    logs *lg = st->lg;
+    if (len > LOGS_LINE_MAX)
+        len = LOGS_LINE_MAX;
+    lg->now = logs_clock();
+    logs_echo_reserve(lg, st, which, len, true);
+    logs_emit(st, which, s, len);
+    logs_file_flush(lg);
+    logs_echo_flush(lg, 0);
+}
+
 /* ---- pipes ------------------------------------------------------------- */
 
 /* Final release of a pipe once libuv closed it; frees lg if it was the last

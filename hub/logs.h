@@ -130,6 +130,12 @@ void logs_on_line(logs *lg, logs_line_fn fn, void *ctx);
 void logs_foreach(const logs *lg, const char *app, int id, size_t n,
                   void (*cb)(void *ctx, const logs_line *line), void *ctx);
 
+/*
+ * Adds a line that did not come through the pipes (e.g. an agent's `log`
+ * datagram) to the stream, as if the worker had written it to which.
+ */
+void logs_stream_line(logs_stream *st, logs_fd which, const char *s, size_t len);
+
 /* Returns the stream of app:id if it exists, else NULL (never creates one). */
 logs_stream *logs_stream_find(logs *lg, const char *app, int id);
 

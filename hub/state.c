@@ -582,6 +582,16 @@ int64_t state_sup_rss(const state *s, uint32_t key)
     return w && w->pid > 0 ? w->rss_bytes : -1;
 }
 
+bool state_pid_slot(const state *s, pid_t pid, const char **app, int64_t *id)
+{
+    worker *w = state_find(s, pid);
+    if (!w || !w->supervised)
+        return false;
+    *app = w->app;
+    *id = w->id;
+    return true;
+}
+
 int state_pid_ready(const state *s, pid_t pid)
 {
     worker *w = state_find(s, pid);

@@ -188,6 +188,12 @@ bool state_sup_spoke(const state *s, uint32_t key);
 /* Resident memory of its current process from the last sample, or -1. */
 int64_t state_sup_rss(const state *s, uint32_t key);
 
+/*
+ * The supervised app name and worker id of the live process pid; returns
+ * false if pid is not a supervised worker's current process.
+ */
+bool state_pid_slot(const state *s, pid_t pid, const char **app, int64_t *id);
+
 /* Readiness of the live process pid: 1, 0, or -1 (never said, or unknown pid). */
 int state_pid_ready(const state *s, pid_t pid);
 

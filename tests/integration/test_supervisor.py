@@ -465,3 +465,22 @@ def test_second_sigterm_while_stopping_kills_at_once_and_reaps(run_hub):
     assert h.proc.wait(timeout=10) == 0
     assert time.monotonic() - t0 < 5
     assert not [p for p in pids if alive(p)]
+
+
+def test_agent_log_lines_join_the_workers_output(run_hub, logdir):
+    require_binary(WORKER)
+    h = run_hub(["-i", 1, "-n", "talker", "--no-echo"], [WORKER, "--rate", 5])
+    online(h, 1, "talker")
+    path = os.path.join(logdir, "talker-0.out.log")
+    deadline = time.monotonic() + 5
+    text = ""
+    while time.monotonic() < deadline:
+        text = open(path).read() if os.path.exists(path) else ""
+        if "[info] " in text:
+            break
+        time.sleep(0.05)
+    # worker.c sends one drover_log("info", …) line at start
+    assert re.search(r"^\[info\] \S.*$", text, re.M), text
+    r = subprocess.run([DROVER, "logs", "talker:0", "-n", "50", "--socket-dir", h.sockdir],
+                       capture_output=True, text=True, timeout=10)
+    assert re.search(r"^\[talker:0\] \[info\] ", r.stdout, re.M), r.stdout
