@@ -841,6 +841,10 @@ int hub_run(const hub_options *o)
         h.sig[i].data = &h;
         uv_signal_start(&h.sig[i], hub_on_signal, sigs[i]);
     }
+    /* A worker that exited before the SIGCHLD handler existed left only a
+     * zombie and no signal to act on: reap now what is already there. */
+    if (h.sv)
+        supervise_reap(h.sv);
     uv_timer_init(&h.loop, &h.timer);
     h.timer.data = &h;
     uv_timer_start(&h.timer, hub_on_timer, o->interval_ms, o->interval_ms);

@@ -484,3 +484,15 @@ def test_agent_log_lines_join_the_workers_output(run_hub, logdir):
     r = subprocess.run([DROVER, "logs", "talker:0", "-n", "50", "--socket-dir", h.sockdir],
                        capture_output=True, text=True, timeout=10)
     assert re.search(r"^\[talker:0\] \[info\] ", r.stdout, re.M), r.stdout
+
+
+@pytest.mark.parametrize("n", [1, 8])
+def test_workers_that_exit_before_the_hub_is_ready_are_still_restarted(run_hub, n):
+    # Workers that die at once may exit before the hub's SIGCHLD handler
+    # exists (seen under ASan, where the hub starts slower): their zombies
+    # must still be reaped and the workers restarted.
+    h = run_hub(["-i", n, "-n", "early", "--no-echo"], ["sh", "-c", "exit 3"])
+    iv = h.wait_for(lambda iv: len(h.workers(iv, "early")) == n
+                    and all((w["restarts"] or 0) >= 1 for w in h.workers(iv, "early")),
+                    timeout=10, what="every early-exiting worker restarted at least once")
+    assert all(w["state"] in ("backoff", "starting", "online") for w in h.workers(iv, "early"))
