@@ -158,6 +158,15 @@ static void *ingest_thread(void *arg)
                             ingest_creds_pid(mh), trunc);
             }
             wake_pending = true;
+            /* Coalescing must never cost datagrams: with the queue a quarter
+             * full, wake the loop now. */
+            uint64_t used = atomic_load_explicit(&in->head, memory_order_relaxed) -
+                            atomic_load_explicit(&in->tail, memory_order_acquire);
+            if (used > INGEST_QUEUE_BYTES / 4) {
+                uv_async_send(&in->async);
+                last_wake = uv_hrtime();
+                wake_pending = false;
+            }
             if (n < INGEST_BATCH)
                 break;
         }
