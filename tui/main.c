@@ -339,6 +339,16 @@ static int spawn_background_hub(int argc, char **argv, const char *ctl_path)
     for (int i = 1; i < argc; i++)
         args[k++] = argv[i];
     args[k] = NULL;
+    /* exec our own binary by its real path, so `ps` and `pkill drover` see
+     * "drover" (execing /proc/self/exe would name the process "exe") */
+    char self[4096];
+    ssize_t sl = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (sl <= 0) {
+        fprintf(stderr, "drover: cannot find my own binary: %s\n", strerror(errno));
+        free(args);
+        return 1;
+    }
+    self[sl] = '\0';
     pid_t pid = fork();
     if (pid < 0) {
         fprintf(stderr, "drover: fork failed: %s\n", strerror(errno));
@@ -352,7 +362,7 @@ static int spawn_background_hub(int argc, char **argv, const char *ctl_path)
             dup2(dn, 0);
             dup2(dn, 1);   /* stderr stays: errors while starting reach the user */
         }
-        execv("/proc/self/exe", args);
+        execv(self, args);
         fprintf(stderr, "drover: cannot start the hub: %s\n", strerror(errno));
         _exit(1);
     }
