@@ -361,15 +361,21 @@ def test_reload_whose_replacement_crashes_aborts(run_hub, logdir):
 # ---- attach --------------------------------------------------------------------
 
 MASTER = r'''
-import os, signal, sys, time
+import ctypes, os, signal, sys, time
 kids = set()
 def fork():
     pid = os.fork()
     if pid == 0:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        ctypes.CDLL(None).prctl(1, 9)      # PR_SET_PDEATHSIG, SIGKILL: never outlive the master
         while True:
             time.sleep(1)
     kids.add(pid)
+def on_term(sig, frame):
+    for k in kids:
+        os.kill(k, signal.SIGKILL)
+    os._exit(0)
+signal.signal(signal.SIGTERM, on_term)
 for _ in range(3):
     fork()
 while True:
