@@ -46,17 +46,8 @@ struct attach {
     uv_timer_t timer;
 };
 
-__attribute__((format(printf, 2, 3)))
-static void attach_event(attach *at, const char *fmt, ...)
-{
-    char line[512];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(line, sizeof line, fmt, ap);
-    va_end(ap);
-    if (at->ev)
-        at->ev(at->ev_ctx, line);
-}
+/* Sends one formatted event line to the hub. */
+#define attach_event(at, ...) supervise_emit((at)->ev, (at)->ev_ctx, __VA_ARGS__)
 
 attach *attach_new(uv_loop_t *loop, state *st, pid_t master, const char *app,
                    unsigned kill_timeout_ms, unsigned ready_timeout_ms,

@@ -106,18 +106,20 @@ static void sup_check_stopped_all(supervise *sv);
 
 /* ---- helpers ------------------------------------------------------------ */
 
-/* Sends one formatted event line to the hub. */
-__attribute__((format(printf, 2, 3)))
-static void sup_event(supervise *sv, const char *fmt, ...)
+void supervise_emit(supervise_event_fn ev, void *ctx, const char *fmt, ...)
 {
     char line[512];
     va_list ap;
+    if (!ev)
+        return;
     va_start(ap, fmt);
     vsnprintf(line, sizeof line, fmt, ap);
     va_end(ap);
-    if (sv->ev)
-        sv->ev(sv->ev_ctx, line);
+    ev(ctx, line);
 }
+
+/* Sends one formatted event line to the hub. */
+#define sup_event(sv, ...) supervise_emit((sv)->ev, (sv)->ev_ctx, __VA_ARGS__)
 
 /* Describes a waitpid status: "exit 1", "signal 9 (Killed)". */
 static void sup_status(int status, char *out, size_t cap)

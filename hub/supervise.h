@@ -47,6 +47,10 @@ typedef struct supervise supervise;
 /* Receives one human-readable line per notable event (restart, reload progress…). */
 typedef void (*supervise_event_fn)(void *ctx, const char *line);
 
+/* Formats one event line and passes it to ev (if set); shared with attach. */
+__attribute__((format(printf, 3, 4)))
+void supervise_emit(supervise_event_fn ev, void *ctx, const char *fmt, ...);
+
 /* Returns a supervisor that drives st, or NULL when out of memory. */
 supervise *supervise_new(uv_loop_t *loop, state *st, supervise_event_fn ev, void *ctx);
 

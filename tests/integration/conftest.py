@@ -97,6 +97,28 @@ def parse_wrk(out):
     return total, errs, int(m.group(1)) if m else 0
 
 
+def wrk_during_reload(hub, port, duration_s, sighup_after_s, done_pattern, timeout_s="2s"):
+    """Runs wrk -t2 -c32 against 127.0.0.1:port, SIGHUPs the hub after
+    sighup_after_s, waits for done_pattern on its stderr and for wrk;
+    returns (wrk output, requests, socket errors, non-2xx)."""
+    wrk = shutil.which("wrk")
+    if not wrk:
+        pytest.fail("wrk is not installed (make deps)", pytrace=False)
+    w = subprocess.Popen([wrk, "-t2", "-c32", f"-d{duration_s}s", "--timeout", timeout_s,
+                          f"http://127.0.0.1:{port}/"],
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        time.sleep(sighup_after_s)
+        os.kill(hub.pid, signal.SIGHUP)
+        hub.wait_stderr(done_pattern, timeout=15)
+        out, _ = w.communicate(timeout=20)
+    finally:
+        if w.poll() is None:
+            w.kill()
+            w.wait()
+    return (out, *parse_wrk(out))
+
+
 def require_binary(path):
     if not os.access(path, os.X_OK):
         pytest.fail(f"{path} is missing: build it first (make), or set DROVER_BUILD", pytrace=False)

@@ -28,7 +28,7 @@ import time
 import pytest
 
 import msgpack
-from conftest import Hub, BUILD, DROVER, require_binary, alive, parse_wrk
+from conftest import Hub, BUILD, DROVER, require_binary, alive, parse_wrk, wrk_during_reload
 
 NODE = shutil.which("node") or "/usr/bin/node"
 AGENT_DIR = os.path.join(BUILD, "node")
@@ -297,23 +297,12 @@ def test_request_blocking_the_loop_shows_as_lag(node_run):
 
 
 def test_rolling_reload_under_wrk_loses_nothing(node_run):
-    wrk = require_wrk()
     port = free_port()
     h = node_run(2, port, extra=["--no-echo"])
     iv = all_online(h, "web", 2, lambda w: w["ready"])
     before = {w["pid"] for w in h.workers(iv, "web")}
-    w = subprocess.Popen([wrk, "-t2", "-c32", "-d7s", "--timeout", "3s", f"http://{HOST}:{port}/"],
-                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        time.sleep(1.5)
-        os.kill(h.pid, signal.SIGHUP)
-        h.wait_stderr(r"reload web: done, 2/2 replaced", timeout=15)
-        out, _ = w.communicate(timeout=20)
-    finally:
-        if w.poll() is None:
-            w.kill()
-            w.wait()
-    total, errs, non2xx = parse_wrk(out)
+    out, total, errs, non2xx = wrk_during_reload(h, port, 7, 1.5, r"reload web: done, 2/2 replaced",
+                                                 timeout_s="3s")
     assert total > 1000, out
     assert errs == 0, out
     assert non2xx == 0, out

@@ -17,7 +17,7 @@ import queue
 
 import pytest
 
-from conftest import Hub, BUILD, DROVER, require_binary, free_port, alive, parse_wrk  # noqa: F401
+from conftest import Hub, BUILD, DROVER, require_binary, free_port, alive, wrk_during_reload  # noqa: F401
 
 HTTPD = os.path.join(BUILD, "examples", "httpd")
 WORKER = os.path.join(BUILD, "examples", "worker")
@@ -297,22 +297,11 @@ def test_max_memory_replaces_the_worker(run_hub):
 
 def test_rolling_reload_under_wrk_loses_nothing(run_hub):
     require_binary(HTTPD)
-    wrk = shutil.which("wrk") or pytest.fail("wrk is not installed (make deps)", pytrace=False)
     port = free_port()
     h = run_hub(["-i", 4, "-n", "web", "--listen", f"127.0.0.1:{port}", "--no-echo"], [HTTPD])
     iv = online(h, 4, "web")
     before = {w["pid"] for w in h.workers(iv, "web")}
-    w = subprocess.Popen([wrk, "-t2", "-c32", "-d4s", "--timeout", "2s", f"http://127.0.0.1:{port}/"],
-                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        time.sleep(1.0)
-        os.kill(h.pid, signal.SIGHUP)
-        h.wait_stderr(r"reload web: done, 4/4 replaced", timeout=15)
-        out, _ = w.communicate(timeout=20)
-    finally:
-        if w.poll() is None:
-            w.kill()
-    total, errs, non2xx = parse_wrk(out)
+    out, total, errs, non2xx = wrk_during_reload(h, port, 4, 1.0, r"reload web: done, 4/4 replaced")
     assert total > 1000, out
     assert errs == 0, out
     assert non2xx == 0, out
