@@ -37,9 +37,12 @@ UV_CFLAGS = $(shell pkg-config --cflags libuv 2>/dev/null)
 UV_LIBS   = $(shell pkg-config --libs libuv 2>/dev/null)
 CMOCKA_LIBS = $(shell pkg-config --libs cmocka 2>/dev/null)
 
-PROTO_SRC := $(wildcard proto/*.c)
+# proto/control.c (the control protocol, jansson) belongs to the hub and the
+# views only; the agent carries the report encoder and nothing else.
+CTL_SRC   := proto/control.c
+PROTO_SRC := $(filter-out $(CTL_SRC),$(wildcard proto/*.c))
 AGENT_SRC := $(wildcard agent/*.c)
-HUB_SRC   := $(wildcard hub/*.c)
+HUB_SRC   := $(wildcard hub/*.c) $(CTL_SRC)
 TUI_SRC   := $(wildcard tui/*.c)
 EX_SRC    := $(wildcard examples/*.c)
 UNIT_SRC  := $(wildcard tests/unit/test_*.c)

@@ -6,7 +6,7 @@
  * to appear — and, when the children report readiness, for it to be ready —
  * then move on. One timer holds the operation's single deadline.
  */
-#include "attach.h"
+#include "hub/attach.h"
 
 #include <signal.h>
 #include <stdarg.h>
@@ -46,8 +46,24 @@ struct attach {
     uv_timer_t timer;
 };
 
-/* Sends one formatted event line to the hub. */
-#define attach_event(at, ...) supervise_emit((at)->ev, (at)->ev_ctx, __VA_ARGS__)
+/* Sends one typed event, with its formatted text, to the hub. */
+#define attach_event(at, e, ...) supervise_emit((at)->ev, (at)->ev_ctx, e, __VA_ARGS__)
+
+/*
+ * The event of the running operation at phase: a step of the reload when
+ * the operation belongs to one, else the replacement of one worker.
+ */
+static ctl_event attach_op_event(const attach *at, ctl_phase phase, const char *reason)
+{
+    ctl_event e = ctl_event_make(at->reload ? CTL_EV_RELOAD : CTL_EV_REPLACE, phase, at->app,
+                                 at->reload ? -1 : at->op_id, at->reload ? 0 : at->op_new);
+    if (at->reload) {
+        e.done = at->reload_done;
+        e.total = at->reload_total;
+    }
+    e.reason = reason;
+    return e;
+}
 
 attach *attach_new(uv_loop_t *loop, state *st, pid_t master, const char *app,
                    unsigned kill_timeout_ms, unsigned ready_timeout_ms,
@@ -108,20 +124,23 @@ static void attach_on_deadline(uv_timer_t *t)
     attach *at = t->data;
     switch (at->phase) {
     case OP_WAIT_EXIT:
-        attach_event(at, "%s:%d (pid %d) did not stop within %u ms of SIGTERM: SIGKILL",
+        attach_event(at, ctl_event_make(CTL_EV_KILL, CTL_PHASE_NONE, at->app, at->op_id, at->op_old),
+                     "%s:%d (pid %d) did not stop within %u ms of SIGTERM: SIGKILL",
                      at->app, at->op_id, at->op_old, at->kill_timeout_ms);
         kill(at->op_old, SIGKILL);
         uv_timer_start(&at->timer, attach_on_deadline, at->ready_timeout_ms, 0);
         break;
     case OP_WAIT_NEW:
-        attach_event(at, "%s:%d: the master (pid %d) forked no replacement for pid %d within %u ms%s",
-                     at->app, at->op_id, at->master, at->op_old, at->ready_timeout_ms,
-                     at->reload ? "; reload aborted" : "");
+        attach_event(at, attach_op_event(at, CTL_PHASE_ABORTED, "no replacement forked"),
+                     "%s%s:%d: the master (pid %d) forked no replacement for pid %d within %u ms%s",
+                     at->reload ? "reload aborted: " : "", at->app, at->op_id, at->master, at->op_old,
+                     at->ready_timeout_ms, at->reload ? "; the other workers keep serving" : "");
         attach_op_end(at);
         break;
     case OP_WAIT_READY:
-        attach_event(at, "%s:%d: replacement pid %d not ready within %u ms%s", at->app, at->op_id,
-                     at->op_new, at->ready_timeout_ms, at->reload ? "; reload aborted" : "");
+        attach_event(at, attach_op_event(at, CTL_PHASE_ABORTED, "replacement not ready"),
+                     "%s%s:%d: replacement pid %d not ready within %u ms", at->reload ? "reload aborted: " : "",
+                     at->app, at->op_id, at->op_new, at->ready_timeout_ms);
         attach_op_end(at);
         break;
     case OP_NONE:
@@ -133,11 +152,15 @@ static void attach_on_deadline(uv_timer_t *t)
 static void attach_op_done(attach *at)
 {
     uv_timer_stop(&at->timer);
-    attach_event(at, "%s:%d replaced: pid %d -> %d", at->app, at->op_id, at->op_old, at->op_new);
     at->phase = OP_NONE;
     if (at->reload) {
         at->reload_done++;
+        attach_event(at, attach_op_event(at, CTL_PHASE_PROGRESS, NULL), "reload %s: %d/%d replaced (%s:%d: pid %d -> %d)",
+                     at->app, at->reload_done, at->reload_total, at->app, at->op_id, at->op_old, at->op_new);
         attach_step(at);
+    } else {
+        attach_event(at, attach_op_event(at, CTL_PHASE_DONE, NULL), "%s:%d replaced: pid %d -> %d", at->app,
+                     at->op_id, at->op_old, at->op_new);
     }
 }
 
@@ -161,13 +184,14 @@ static void attach_step(attach *at)
 {
     while (at->reload_done < at->reload_total) {
         if (attach_begin(at, at->reload_ids[at->reload_done]) == 0) {
-            attach_event(at, "reload %s: %d/%d replaced, restarting %s:%d", at->app,
-                         at->reload_done, at->reload_total, at->app, at->op_id);
+            attach_event(at, attach_op_event(at, CTL_PHASE_PROGRESS, NULL), "reload %s: %d/%d replaced, restarting %s:%d",
+                         at->app, at->reload_done, at->reload_total, at->app, at->op_id);
             return;
         }
         at->reload_done++;   /* that child is gone already */
     }
-    attach_event(at, "reload %s: done, %d/%d replaced", at->app, at->reload_done, at->reload_total);
+    attach_event(at, attach_op_event(at, CTL_PHASE_DONE, NULL), "reload %s: done, %d/%d replaced", at->app,
+                 at->reload_done, at->reload_total);
     at->reload = false;
 }
 
@@ -270,9 +294,21 @@ int attach_reload(attach *at, char *msg, size_t cap)
             at->reload_ids[at->reload_total++] = id;
     at->reload_done = 0;
     at->reload = true;
+    attach_event(at, attach_op_event(at, CTL_PHASE_STARTED, NULL), "reload %s: replacing %d workers one at a time",
+                 at->app, at->reload_total);
     attach_step(at);
     snprintf(msg, cap, "reloading %s: %d workers one at a time", at->app, at->reload_total);
     return 0;
+}
+
+const char *attach_app(const attach *at)
+{
+    return at->app;
+}
+
+bool attach_has_id(const attach *at, int id)
+{
+    return attach_by_id((attach *)at, id) != NULL;
 }
 
 static void attach_free_cb(uv_handle_t *h)

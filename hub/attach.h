@@ -11,8 +11,8 @@
 #include <sys/types.h>
 #include <uv.h>
 
-#include "state.h"
-#include "supervise.h"
+#include "hub/state.h"
+#include "hub/supervise.h"
 
 typedef struct attach attach;
 
@@ -41,6 +41,12 @@ void attach_on_ready(attach *at, pid_t pid);
 int attach_kill(attach *at, int id, char *msg, size_t cap);
 int attach_restart(attach *at, int id, char *msg, size_t cap);
 int attach_reload(attach *at, char *msg, size_t cap);
+
+/* The app name its children are shown as. */
+const char *attach_app(const attach *at);
+
+/* True when a current child has worker id id. */
+bool attach_has_id(const attach *at, int id);
 
 /* Frees it (closes its timer; run the loop afterwards). */
 void attach_free(attach *at);

@@ -330,13 +330,18 @@ void control_publish_state(control *c)
     json_decref(snap);
 }
 
-void control_publish_event(control *c, const char *msg)
+void control_publish_event(control *c, const ctl_event *e)
 {
+    json_t *msg = NULL;
     for (client *cl = c->clients, *next; cl; cl = next) {
         next = cl->next;
-        if (cl->subscribed || cl->following)
-            control_send(cl, json_pack("{s:s, s:s}", "type", "event", "msg", msg));
+        if (!cl->subscribed && !cl->following)
+            continue;
+        if (!msg)
+            msg = ctl_event_json(e);
+        control_send(cl, json_incref(msg));
     }
+    json_decref(msg);
 }
 
 json_t *control_log_json(const char *app, int id, const logs_line *line)

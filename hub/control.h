@@ -12,7 +12,8 @@
 #include <stddef.h>
 #include <uv.h>
 
-#include "logs.h"
+#include "hub/logs.h"
+#include "proto/control.h"
 
 #define CONTROL_VERSION   1
 #define CONTROL_LINE_MAX  (1024 * 1024)     /* longest request line accepted */
@@ -45,8 +46,8 @@ control *control_start(uv_loop_t *loop, const char *path, json_t *hello,
 /* Sends the current state to every subscribed client (once per interval). */
 void control_publish_state(control *c);
 
-/* Sends an event line (reload progress, restarts…) to every subscribed client. */
-void control_publish_event(control *c, const char *msg);
+/* Sends an event (reload progress, restarts…) to every subscribed client. */
+void control_publish_event(control *c, const ctl_event *e);
 
 /* Sends a captured log line to every client following app:id. */
 void control_publish_log(control *c, const char *app, int id, const logs_line *line);

@@ -562,12 +562,20 @@ static void hub_on_drained(void *ctx)
 
 /* One line per supervisor/attach event: on stderr (journald, docker logs…)
  * and to every view. */
-static void hub_on_event(void *ctx, const char *line)
+static void hub_on_event(void *ctx, const ctl_event *e)
 {
     hub *h = ctx;
-    fprintf(stderr, "drover: %s\n", line);
+    fprintf(stderr, "drover: %s\n", e->text);
     if (h->ctl)
-        control_publish_event(h->ctl, line);
+        control_publish_event(h->ctl, e);
+}
+
+/* An event that is only a line of text (a refused signal-driven command). */
+static void hub_on_note(hub *h, ctl_event_kind kind, const char *app, const char *text)
+{
+    ctl_event e = ctl_event_make(kind, CTL_PHASE_NONE, app, -1, 0);
+    e.text = text;
+    hub_on_event(h, &e);
 }
 
 static void hub_on_ready(void *ctx, uint32_t key, pid_t pid)
@@ -594,9 +602,9 @@ static void hub_on_signal(uv_signal_t *s, int signum)
         /* Rolling reload; a monitor has nothing to reload, and must never
          * die of a hangup either way. */
         if (h->sv && supervise_reload(h->sv, NULL, msg, sizeof msg) != 0)
-            hub_on_event(h, msg);
+            hub_on_note(h, CTL_EV_ERROR, NULL, msg);
         if (h->at && attach_reload(h->at, msg, sizeof msg) != 0)
-            hub_on_event(h, msg);
+            hub_on_note(h, CTL_EV_ERROR, NULL, msg);
         return;
     case SIGUSR1:
         if (h->lg)
@@ -605,8 +613,8 @@ static void hub_on_signal(uv_signal_t *s, int signum)
     case SIGTTIN:
     case SIGTTOU:
         if (h->sv) {
-            supervise_scale_by(h->sv, h->o->app, signum == SIGTTIN ? 1 : -1, msg, sizeof msg);
-            hub_on_event(h, msg);
+            int rc = supervise_scale_by(h->sv, h->o->app, signum == SIGTTIN ? 1 : -1, msg, sizeof msg);
+            hub_on_note(h, rc == 0 ? CTL_EV_SCALE : CTL_EV_ERROR, h->o->app, msg);
         }
         return;
     default:

@@ -106,7 +106,7 @@ static void sup_check_stopped_all(supervise *sv);
 
 /* ---- helpers ------------------------------------------------------------ */
 
-void supervise_emit(supervise_event_fn ev, void *ctx, const char *fmt, ...)
+void supervise_emit(supervise_event_fn ev, void *ctx, ctl_event e, const char *fmt, ...)
 {
     char line[512];
     va_list ap;
@@ -115,11 +115,30 @@ void supervise_emit(supervise_event_fn ev, void *ctx, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(line, sizeof line, fmt, ap);
     va_end(ap);
-    ev(ctx, line);
+    e.text = line;
+    ev(ctx, &e);
 }
 
-/* Sends one formatted event line to the hub. */
-#define sup_event(sv, ...) supervise_emit((sv)->ev, (sv)->ev_ctx, __VA_ARGS__)
+/* Sends one typed event, with its formatted text, to the hub. */
+#define sup_event(sv, e, ...) supervise_emit((sv)->ev, (sv)->ev_ctx, e, __VA_ARGS__)
+
+/* The event of a's reload (or single replacement) at phase, with its counts. */
+static ctl_event sup_reload_event(const app *a, ctl_phase phase, const char *reason)
+{
+    ctl_event e = ctl_event_make(a->rl.one_slot ? CTL_EV_REPLACE : CTL_EV_RELOAD, phase, a->name, -1, 0);
+    e.done = a->rl.replaced;
+    e.total = a->rl.total;
+    e.reason = reason;
+    return e;
+}
+
+/* The event of a worker's exit; reason says what follows ("backoff", "errored"). */
+static ctl_event sup_exit_event(const app *a, int id, pid_t pid, const char *reason)
+{
+    ctl_event e = ctl_event_make(CTL_EV_EXIT, CTL_PHASE_NONE, a->name, id, pid);
+    e.reason = reason;
+    return e;
+}
 
 /* Describes a waitpid status: "exit 1", "signal 9 (Killed)". */
 static void sup_status(int status, char *out, size_t cap)
@@ -191,10 +210,11 @@ static void sup_mark_online(proc *p)
         a->rl.replaced++;
         if (a->rl.one_slot) {
             a->rl.active = false;
-            sup_event(sv, "replaced %s:%d: new pid %d is ready, old pid %d stopping",
+            sup_event(sv, ctl_event_make(CTL_EV_REPLACE, CTL_PHASE_DONE, a->name, sl->id, p->pid),
+                      "replaced %s:%d: new pid %d is ready, old pid %d stopping",
                       a->name, sl->id, p->pid, old ? old->pid : 0);
         } else {
-            sup_event(sv, "reload %s: %d/%d replaced (%s:%d is pid %d)", a->name,
+            sup_event(sv, sup_reload_event(a, CTL_PHASE_PROGRESS, NULL), "reload %s: %d/%d replaced (%s:%d is pid %d)", a->name,
                       a->rl.replaced, a->rl.total, a->name, sl->id, p->pid);
             a->rl.next_index++;
             sup_reload_next(a);
@@ -209,9 +229,11 @@ static void sup_reload_abort(app *a, const char *why)
         return;
     a->rl.active = false;
     if (a->rl.one_slot)
-        sup_event(a->sv, "replacement aborted: %s; the old worker keeps serving", why);
+        sup_event(a->sv, sup_reload_event(a, CTL_PHASE_ABORTED, why),
+                  "replacement aborted: %s; the old worker keeps serving", why);
     else
-        sup_event(a->sv, "reload %s aborted after %d/%d replaced: %s; the old workers keep serving",
+        sup_event(a->sv, sup_reload_event(a, CTL_PHASE_ABORTED, why),
+                  "reload %s aborted after %d/%d replaced: %s; the old workers keep serving",
                   a->name, a->rl.replaced, a->rl.total, why);
 }
 
@@ -249,7 +271,8 @@ static void sup_on_start_deadline(uv_timer_t *t)
         sup_reload_abort(a, why);
         return;
     }
-    sup_event(sv, "%s:%d (pid %d) is running but not ready after %u ms", a->name,
+    sup_event(sv, ctl_event_make(CTL_EV_READY, CTL_PHASE_ABORTED, a->name, p->sl->id, p->pid),
+              "%s:%d (pid %d) is running but not ready after %u ms", a->name,
               p->sl->id, p->pid, a->ready_timeout_ms);
 }
 
@@ -274,7 +297,8 @@ static void sup_slot_failed(slot *sl, int status, uint64_t lived, pid_t pid)
     state_sup_restarts(sv->st, sl->key, sl->restarts);
     if (sl->fails >= SUPERVISE_MAX_FAILS) {
         state_sup_exited(sv->st, sl->key, status, WS_ERRORED);
-        sup_event(sv, "%s:%d (pid %d) ended with %s; %u quick failures in a row: errored, not restarting",
+        sup_event(sv, sup_exit_event(a, sl->id, pid, "errored"),
+                  "%s:%d (pid %d) ended with %s; %u quick failures in a row: errored, not restarting",
                   a->name, sl->id, pid, st, sl->fails);
         return;
     }
@@ -283,7 +307,8 @@ static void sup_slot_failed(slot *sl, int status, uint64_t lived, pid_t pid)
     if (delay > SUPERVISE_BACKOFF_MAX_MS)
         delay = SUPERVISE_BACKOFF_MAX_MS;
     state_sup_exited(sv->st, sl->key, status, WS_BACKOFF);
-    sup_event(sv, "%s:%d (pid %d) ended with %s after %.1f s; restart %lld in %llu ms",
+    sup_event(sv, sup_exit_event(a, sl->id, pid, "backoff"),
+              "%s:%d (pid %d) ended with %s after %.1f s; restart %lld in %llu ms",
               a->name, sl->id, pid, st, lived / 1000.0, (long long)sl->restarts,
               (unsigned long long)delay);
     uv_timer_start(&sl->backoff, sup_on_backoff, delay, 0);
@@ -311,7 +336,8 @@ static void sup_spawn(slot *sl, bool replacement)
     a->env[a->nenv] = idbuf;
     a->env[a->nenv + 1] = NULL;
     if (a->lg && sl->ls && (pipe2(outp, O_CLOEXEC) != 0 || pipe2(errp, O_CLOEXEC) != 0)) {
-        sup_event(sv, "%s:%d: cannot create pipes: %s", a->name, sl->id, strerror(errno));
+        sup_event(sv, ctl_event_make(CTL_EV_ERROR, CTL_PHASE_NONE, a->name, sl->id, 0),
+                  "%s:%d: cannot create pipes: %s", a->name, sl->id, strerror(errno));
         if (outp[0] >= 0) {
             close(outp[0]);
             close(outp[1]);
@@ -334,7 +360,8 @@ static void sup_spawn(slot *sl, bool replacement)
             close(outp[0]);
             close(errp[0]);
         }
-        sup_event(sv, "%s:%d: %s", a->name, sl->id, err);
+        sup_event(sv, ctl_event_make(CTL_EV_ERROR, CTL_PHASE_NONE, a->name, sl->id, 0), "%s:%d: %s",
+                  a->name, sl->id, err);
         if (replacement)
             sup_reload_abort(a, err);
         else
@@ -343,7 +370,8 @@ static void sup_spawn(slot *sl, bool replacement)
     }
     spawn_guard_add(pid);
     if (outp[0] >= 0 && logs_stream_attach(sl->ls, outp[0], errp[0]) != 0)
-        sup_event(sv, "%s:%d: output of pid %d not captured (too many open pipes?)",
+        sup_event(sv, ctl_event_make(CTL_EV_ERROR, CTL_PHASE_NONE, a->name, sl->id, pid),
+                  "%s:%d: output of pid %d not captured (too many open pipes?)",
                   a->name, sl->id, pid);
 
     proc *p = calloc(1, sizeof *p);
@@ -383,7 +411,8 @@ static void sup_on_kill_deadline(uv_timer_t *t)
     if (p->phase != PR_STOPPING || p->killed)
         return;
     p->killed = true;
-    sup_event(p->a->sv, "%s: pid %d did not stop within %u ms of SIGTERM: SIGKILL",
+    sup_event(p->a->sv, ctl_event_make(CTL_EV_KILL, CTL_PHASE_NONE, p->a->name, p->sl ? p->sl->id : -1, p->pid),
+              "%s: pid %d did not stop within %u ms of SIGTERM: SIGKILL",
               p->a->name, p->pid, p->a->kill_timeout_ms);
     kill(-p->pid, SIGKILL);
     kill(p->pid, SIGKILL);
@@ -543,7 +572,8 @@ void supervise_tick(supervise *sv)
             if (rss < 0 || (uint64_t)rss <= a->max_memory)
                 continue;
             sl->mem_quiet_until = now + 30000;
-            sup_event(sv, "%s:%d (pid %d) uses %lld bytes, above --max-memory %llu: replacing it",
+            sup_event(sv, ctl_event_make(CTL_EV_REPLACE, CTL_PHASE_STARTED, a->name, sl->id, sl->cur->pid),
+                      "%s:%d (pid %d) uses %lld bytes, above --max-memory %llu: replacing it",
                       a->name, sl->id, sl->cur->pid, (long long)rss, (unsigned long long)a->max_memory);
             a->rl = (reload_state){.active = true, .one_slot = true, .total = 1, .started_ms = now};
             if (sup_replace(sl) != 0)
@@ -596,7 +626,8 @@ static slot *sup_slot_new(app *a, int id)
         char err[256];
         sl->ls = logs_stream_get(a->lg, a->name, id, err, sizeof err);
         if (!sl->ls)
-            sup_event(a->sv, "%s:%d: output not captured: %s", a->name, id, err);
+            sup_event(a->sv, ctl_event_make(CTL_EV_ERROR, CTL_PHASE_NONE, a->name, id, 0),
+                      "%s:%d: output not captured: %s", a->name, id, err);
     }
     /* keep slots ordered by id */
     int i = a->nslots;
@@ -800,14 +831,15 @@ static void sup_reload_next(app *a)
             if (sup_replace(sl) != 0)
                 sup_reload_abort(a, "a replacement could not be started");
             else
-                sup_event(a->sv, "reload %s: %d/%d replaced, waiting for %s:%d (pid %d) to be ready",
+                sup_event(a->sv, sup_reload_event(a, CTL_PHASE_PROGRESS, NULL),
+                          "reload %s: %d/%d replaced, waiting for %s:%d (pid %d) to be ready",
                           a->name, a->rl.replaced, a->rl.total, a->name, sl->id, sl->repl->pid);
             return;
         }
         a->rl.next_index++;
     }
     a->rl.active = false;
-    sup_event(a->sv, "reload %s: done, %d/%d replaced in %.2f s", a->name, a->rl.replaced,
+    sup_event(a->sv, sup_reload_event(a, CTL_PHASE_DONE, NULL), "reload %s: done, %d/%d replaced in %.2f s", a->name, a->rl.replaced,
               a->rl.total, (sup_now_ms(a->sv) - a->rl.started_ms) / 1000.0);
 }
 
@@ -830,7 +862,8 @@ int supervise_reload(supervise *sv, const char *name, char *msg, size_t cap)
         for (int i = 0; i < a->nslots; i++)
             total += a->slots[i]->cur && !a->slots[i]->held && !a->slots[i]->removing;
         a->rl = (reload_state){.active = true, .total = total, .started_ms = sup_now_ms(sv)};
-        sup_event(sv, "reload %s: replacing %d workers one at a time", a->name, total);
+        sup_event(sv, sup_reload_event(a, CTL_PHASE_STARTED, NULL), "reload %s: replacing %d workers one at a time",
+                  a->name, total);
         sup_reload_next(a);
     }
     if (!started) {

@@ -16,8 +16,9 @@
 #include <stdint.h>
 #include <uv.h>
 
-#include "logs.h"
-#include "state.h"
+#include "hub/logs.h"
+#include "hub/state.h"
+#include "proto/control.h"
 
 #define SUPERVISE_GRACE_MS      1000   /* a worker that says nothing is online after this */
 #define SUPERVISE_BACKOFF_MIN_MS 100   /* first restart delay; doubles per quick failure */
@@ -44,12 +45,15 @@ typedef struct {
 
 typedef struct supervise supervise;
 
-/* Receives one human-readable line per notable event (restart, reload progress…). */
-typedef void (*supervise_event_fn)(void *ctx, const char *line);
+/* Receives each notable event (restart, reload progress…), typed (proto/control.h). */
+typedef void (*supervise_event_fn)(void *ctx, const ctl_event *e);
 
-/* Formats one event line and passes it to ev (if set); shared with attach. */
-__attribute__((format(printf, 3, 4)))
-void supervise_emit(supervise_event_fn ev, void *ctx, const char *fmt, ...);
+/*
+ * Formats e's human-readable text from fmt and passes e to ev (if set);
+ * shared with attach. e's strings need only live for the call.
+ */
+__attribute__((format(printf, 4, 5)))
+void supervise_emit(supervise_event_fn ev, void *ctx, ctl_event e, const char *fmt, ...);
 
 /* Returns a supervisor that drives st, or NULL when out of memory. */
 supervise *supervise_new(uv_loop_t *loop, state *st, supervise_event_fn ev, void *ctx);

@@ -1,8 +1,8 @@
 /*
  * client.c — the view side of the control protocol.
  */
-#include "client.h"
-#include "paths.h"
+#include "tui/client.h"
+#include "hub/paths.h"
 
 #include <errno.h>
 #include <poll.h>
@@ -32,11 +32,13 @@ int client_ctl_path(const char *socket_dir, const char *ns, char *out, size_t ca
 
 /* ---- blocking ----------------------------------------------------------- */
 
+#define CLIENT_PENDING_MAX 4096   /* pushed messages kept while waiting for a reply */
+
 struct client_sync {
-    int    fd;
-    char  *buf;
-    size_t len, cap;
-    long   next_id;
+    int        fd;
+    ctl_framer fr;
+    json_t    *queue;    /* messages read and not yet returned, oldest first */
+    long       next_id;
 };
 
 static long client_ms(void)
@@ -46,56 +48,50 @@ static long client_ms(void)
     return ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* Writes all of s plus a newline; returns 0 or -1. */
-static int client_write_line(int fd, const char *s)
+/* Writes all of buf; returns 0 or -1. */
+static int client_write_all(int fd, const char *buf, size_t n)
 {
-    size_t n = strlen(s);
-    struct iovec iov[2] = {{(void *)s, n}, {"\n", 1}};
-    size_t total = n + 1, done = 0;
-    while (done < total) {
-        ssize_t w = writev(fd, iov, 2);
+    while (n > 0) {
+        ssize_t w = send(fd, buf, n, MSG_NOSIGNAL);
         if (w < 0) {
             if (errno == EINTR)
                 continue;
             return -1;
         }
-        done += (size_t)w;
-        /* advance the iovecs */
-        size_t k = (size_t)w;
-        for (int i = 0; i < 2; i++) {
-            size_t take = k < iov[i].iov_len ? k : iov[i].iov_len;
-            iov[i].iov_base = (char *)iov[i].iov_base + take;
-            iov[i].iov_len -= take;
-            k -= take;
-        }
+        buf += w;
+        n -= (size_t)w;
     }
     return 0;
+}
+
+/* Sends obj (released) as one line. */
+static int client_sync_send(client_sync *c, json_t *obj)
+{
+    size_t n;
+    char *line = ctl_line(obj, &n);
+    int rc = line ? client_write_all(c->fd, line, n) : -1;
+    free(line);
+    return rc;
+}
+
+/* Framer callback: queues each line that parses as JSON. */
+static bool client_sync_on_line(void *ctx, char *line, size_t len)
+{
+    client_sync *c = ctx;
+    json_t *m = json_loadb(line, len, 0, NULL);
+    if (m)
+        json_array_append_new(c->queue, m);
+    return true;
 }
 
 json_t *client_sync_next(client_sync *c, int timeout_ms)
 {
     long deadline = timeout_ms < 0 ? -1 : client_ms() + timeout_ms;
     for (;;) {
-        char *nl = c->len ? memchr(c->buf, '\n', c->len) : NULL;
-        if (nl) {
-            *nl = '\0';
-            json_t *msg = json_loads(c->buf, 0, NULL);
-            size_t used = (size_t)(nl - c->buf) + 1;
-            memmove(c->buf, nl + 1, c->len - used);
-            c->len -= used;
-            if (msg)
-                return msg;
-            continue;
-        }
-        if (c->len + 65536 > c->cap) {
-            if (c->cap >= CLIENT_LINE_MAX)
-                return NULL;
-            size_t nc = c->cap ? c->cap * 2 : 65536;
-            char *nb = realloc(c->buf, nc);
-            if (!nb)
-                return NULL;
-            c->buf = nb;
-            c->cap = nc;
+        if (json_array_size(c->queue) > 0) {
+            json_t *m = json_incref(json_array_get(c->queue, 0));
+            json_array_remove(c->queue, 0);
+            return m;
         }
         int wait = -1;
         if (deadline >= 0) {
@@ -109,12 +105,12 @@ json_t *client_sync_next(client_sync *c, int timeout_ms)
             continue;
         if (pr <= 0)
             return NULL;
-        ssize_t r = read(c->fd, c->buf + c->len, c->cap - c->len);
+        char buf[65536];
+        ssize_t r = read(c->fd, buf, sizeof buf);
         if (r < 0 && errno == EINTR)
             continue;
-        if (r <= 0)
+        if (r <= 0 || ctl_framer_feed(&c->fr, buf, (size_t)r, client_sync_on_line, c) < 0)
             return NULL;
-        c->len += (size_t)r;
     }
 }
 
@@ -138,16 +134,20 @@ client_sync *client_sync_open(const char *path, int version, json_t **hello, cha
         return NULL;
     }
     client_sync *c = calloc(1, sizeof *c);
-    if (!c) {
+    json_t *q = json_array();
+    if (!c || !q) {
         close(fd);
+        free(c);
+        json_decref(q);
         snprintf(err, errcap, "out of memory");
         return NULL;
     }
     c->fd = fd;
-    char line[64];
-    snprintf(line, sizeof line, "{\"hello\":\"drover\",\"version\":%d}", version);
+    c->queue = q;
+    c->fr.max = CLIENT_LINE_MAX;
     json_t *h = NULL;
-    if (client_write_line(fd, line) != 0 || !(h = client_sync_next(c, 5000))) {
+    if (client_sync_send(c, json_pack("{s:s, s:i}", "hello", "drover", "version", version)) != 0 ||
+        !(h = client_sync_next(c, 5000))) {
         snprintf(err, errcap, "the hub at %s did not answer", path);
         client_sync_close(c);
         return NULL;
@@ -171,31 +171,40 @@ json_t *client_sync_call(client_sync *c, json_t *req, int timeout_ms, char *err,
 {
     long id = ++c->next_id;
     json_object_set_new(req, "id", json_integer(id));
-    char *s = json_dumps(req, JSON_COMPACT);
-    if (!s || client_write_line(c->fd, s) != 0) {
-        free(s);
+    if (client_sync_send(c, json_incref(req)) != 0) {
         snprintf(err, errcap, "lost the connection to the hub");
         return NULL;
     }
-    free(s);
+    /* Messages pushed before the reply (an event the command caused, a log
+     * line) are kept, in order, for client_sync_next. */
+    json_t *held = json_array();
+    json_t *res = NULL;
     long deadline = client_ms() + timeout_ms;
     for (;;) {
         long left = deadline - client_ms();
         json_t *m = left > 0 ? client_sync_next(c, (int)left) : NULL;
         if (!m) {
             snprintf(err, errcap, "no reply from the hub within %d ms", timeout_ms);
-            return NULL;
+            break;
         }
         const char *type = json_string_value(json_object_get(m, "type"));
-        if (type && strcmp(type, "reply") == 0 && json_integer_value(json_object_get(m, "id")) == id)
-            return m;
+        if (type && strcmp(type, "reply") == 0 && json_integer_value(json_object_get(m, "id")) == id) {
+            res = m;
+            break;
+        }
         if (type && strcmp(type, "error") == 0) {
             snprintf(err, errcap, "%s", json_string_value(json_object_get(m, "error")));
             json_decref(m);
-            return NULL;
+            break;
         }
+        if (json_array_size(held) < CLIENT_PENDING_MAX)
+            json_array_append(held, m);
         json_decref(m);
     }
+    json_array_extend(held, c->queue);
+    json_decref(c->queue);
+    c->queue = held;
+    return res;
 }
 
 void client_sync_close(client_sync *c)
@@ -203,7 +212,8 @@ void client_sync_close(client_sync *c)
     if (!c)
         return;
     close(c->fd);
-    free(c->buf);
+    ctl_framer_free(&c->fr);
+    json_decref(c->queue);
     free(c);
 }
 
@@ -222,8 +232,7 @@ struct client {
     bool        connected;     /* hello done */
     bool        freeing;
     int         closing;       /* handles still closing before free */
-    char       *buf;
-    size_t      len, cap;
+    ctl_framer  fr;
     long        next_id;
 };
 
@@ -237,7 +246,7 @@ static void client_on_retry(uv_timer_t *t)
 static void client_maybe_free(client *c)
 {
     if (c->freeing && c->closing == 0) {
-        free(c->buf);
+        ctl_framer_free(&c->fr);
         free(c);
     }
 }
@@ -258,7 +267,7 @@ static void client_drop(client *c, const char *why)
 {
     bool was = c->connected;
     c->connected = false;
-    c->len = 0;
+    ctl_framer_free(&c->fr);
     if (c->pipe_open) {
         c->pipe_open = false;
         c->closing++;
@@ -281,24 +290,20 @@ static void client_on_written(uv_write_t *w, int status)
     free(r);
 }
 
-/* Queues one line (s is consumed). */
-static int client_write(client *c, char *s)
+/* Queues obj (released) as one line. */
+static int client_write(client *c, json_t *obj)
 {
-    size_t n = strlen(s);
-    char *line = realloc(s, n + 2);
-    if (!line) {
-        free(s);
+    size_t n;
+    char *line = ctl_line(obj, &n);
+    if (!line)
         return -1;
-    }
-    line[n] = '\n';
-    line[n + 1] = '\0';
     client_wreq *r = malloc(sizeof *r);
     if (!r) {
         free(line);
         return -1;
     }
     r->data = line;
-    uv_buf_t b = uv_buf_init(line, (unsigned)n + 1);
+    uv_buf_t b = uv_buf_init(line, (unsigned)n);
     if (uv_write(&r->req, (uv_stream_t *)&c->pipe, &b, 1, client_on_written) != 0) {
         free(line);
         free(r);
@@ -309,60 +314,48 @@ static int client_write(client *c, char *s)
 
 static void client_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
-    client *c = h->data;
+    (void)h;
     (void)suggested;
-    if (c->cap - c->len < 65536) {
-        size_t nc = c->cap ? c->cap * 2 : 131072;
-        char *nb = nc <= CLIENT_LINE_MAX ? realloc(c->buf, nc) : NULL;
-        if (nb) {
-            c->buf = nb;
-            c->cap = nc;
+    static char slab[65536];   /* one loop thread; the framer copies out at once */
+    *buf = uv_buf_init(slab, sizeof slab);
+}
+
+/* Framer callback: the hello first, then every message to on_message. */
+static bool client_on_line(void *ctx, char *line, size_t len)
+{
+    client *c = ctx;
+    json_t *m = json_loadb(line, len, 0, NULL);
+    if (!m)
+        return true;
+    const char *type = json_string_value(json_object_get(m, "type"));
+    if (!c->connected) {
+        if (type && strcmp(type, "hello") == 0) {
+            c->connected = true;
+            if (c->cb.on_hello)
+                c->cb.on_hello(c->ctx, m);
+        } else {
+            const char *e = json_string_value(json_object_get(m, "error"));
+            char why[300];
+            snprintf(why, sizeof why, "%s", e ? e : "the hub refused the connection");
+            json_decref(m);
+            client_drop(c, why);
+            return false;
         }
+    } else if (c->cb.on_message) {
+        c->cb.on_message(c->ctx, m);
     }
-    *buf = uv_buf_init(c->buf + c->len, (unsigned)(c->cap - c->len));
+    json_decref(m);
+    return c->pipe_open;
 }
 
 static void client_on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
     client *c = s->data;
-    (void)buf;
     if (nread < 0) {
         client_drop(c, nread == UV_EOF ? "the hub closed the connection" : uv_strerror((int)nread));
         return;
     }
-    c->len += (size_t)nread;
-    char *start = c->buf, *nl;
-    while (c->pipe_open && (nl = memchr(start, '\n', c->len - (size_t)(start - c->buf)))) {
-        *nl = '\0';
-        json_t *m = json_loads(start, 0, NULL);
-        start = nl + 1;
-        if (!m)
-            continue;
-        const char *type = json_string_value(json_object_get(m, "type"));
-        if (!c->connected) {
-            if (type && strcmp(type, "hello") == 0) {
-                c->connected = true;
-                if (c->cb.on_hello)
-                    c->cb.on_hello(c->ctx, m);
-            } else {
-                const char *e = json_string_value(json_object_get(m, "error"));
-                char why[300];
-                snprintf(why, sizeof why, "%s", e ? e : "the hub refused the connection");
-                json_decref(m);
-                client_drop(c, why);
-                return;
-            }
-        } else if (c->cb.on_message) {
-            c->cb.on_message(c->ctx, m);
-        }
-        json_decref(m);
-    }
-    if (!c->pipe_open)
-        return;
-    size_t rest = c->len - (size_t)(start - c->buf);
-    memmove(c->buf, start, rest);
-    c->len = rest;
-    if (c->len >= CLIENT_LINE_MAX - 65536)
+    if (ctl_framer_feed(&c->fr, buf->base, (size_t)nread, client_on_line, c) < 0)
         client_drop(c, "a message from the hub was too long");
 }
 
@@ -373,9 +366,7 @@ static void client_on_connect(uv_connect_t *req, int status)
         client_drop(c, NULL);   /* not running (yet): retry quietly */
         return;
     }
-    char hello[64];
-    snprintf(hello, sizeof hello, "{\"hello\":\"drover\",\"version\":%d}", CLIENT_VERSION);
-    if (client_write(c, strdup(hello)) != 0) {
+    if (client_write(c, json_pack("{s:s, s:i}", "hello", "drover", "version", CTL_VERSION)) != 0) {
         client_drop(c, "cannot write to the hub");
         return;
     }
@@ -402,6 +393,7 @@ client *client_new(uv_loop_t *loop, const char *path, unsigned retry_ms,
     c->loop = loop;
     snprintf(c->path, sizeof c->path, "%s", path);
     c->retry_ms = retry_ms ? retry_ms : 1000;
+    c->fr.max = CLIENT_LINE_MAX;
     c->cb = *cb;
     c->ctx = ctx;
     uv_timer_init(loop, &c->retry);
@@ -423,11 +415,7 @@ long client_send(client *c, json_t *req)
     }
     long id = ++c->next_id;
     json_object_set_new(req, "id", json_integer(id));
-    char *s = json_dumps(req, JSON_COMPACT);
-    json_decref(req);
-    if (!s || client_write(c, s) != 0)
-        return -1;
-    return id;
+    return client_write(c, req) == 0 ? id : -1;
 }
 
 static void client_on_timer_closed(uv_handle_t *h)

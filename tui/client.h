@@ -14,7 +14,7 @@
 #include <stddef.h>
 #include <uv.h>
 
-#define CLIENT_VERSION 1
+#include "proto/control.h"
 
 /*
  * Resolves the namespace's ctl.sock path (same rule as the hub: socket_dir,
@@ -30,7 +30,7 @@ typedef struct client_sync client_sync;
 
 /*
  * Connects to path and says hello (version `version`, normally
- * CLIENT_VERSION). Returns the connection, or NULL with a one-line message
+ * CTL_VERSION). Returns the connection, or NULL with a one-line message
  * in err ("no hub is running in namespace …", "protocol version …").
  * *hello (if not NULL) gets the hub's hello object (new reference).
  */
@@ -39,7 +39,9 @@ client_sync *client_sync_open(const char *path, int version, json_t **hello, cha
 /*
  * Sends req (borrowed; an "id" is added) and waits up to timeout_ms for its
  * reply, which is returned (new reference) whether ok or not. Pushed
- * messages that arrive meanwhile are discarded. NULL with err on failure.
+ * messages that arrive meanwhile are kept for client_sync_next (up to a
+ * bound), so an event a command causes at once is not lost. NULL with err
+ * on failure.
  */
 json_t *client_sync_call(client_sync *c, json_t *req, int timeout_ms, char *err, size_t errcap);
 

@@ -696,7 +696,7 @@ static void console_cb_message(void *ctx, const json_t *msg)
     } else if (strcmp(type, "reply") == 0) {
         console_on_reply(c, msg);
     } else if (strcmp(type, "event") == 0) {
-        console_status(c, false, "%s", console_str(msg, "msg", ""));
+        console_status(c, false, "%s", console_str(msg, "text", ""));
     } else if (strcmp(type, "error") == 0) {
         console_status(c, true, "hub: %s", console_str(msg, "error", "?"));
     }

@@ -3,6 +3,7 @@
  * hands over to the hub (or, later, the console).
  */
 #include "client.h"
+#include "proto/control.h"
 #include "columns.h"
 #include "commands.h"
 #include "console.h"
@@ -574,7 +575,7 @@ static client_sync *ctl_connect(const ctl_options *co)
         fprintf(stderr, "drover: no hub is running in namespace '%s' (%s)\n", co->ns, err);
         return NULL;
     }
-    client_sync *c = client_sync_open(path, CLIENT_VERSION, NULL, err, sizeof err);
+    client_sync *c = client_sync_open(path, CTL_VERSION, NULL, err, sizeof err);
     if (!c)
         fprintf(stderr, "drover: %s\n", err);
     return c;
@@ -750,34 +751,35 @@ static int cmd_control(const command_entry *ce, int argc, char **argv)
     bool ok = json_is_true(json_object_get(r, "ok"));
     const char *msg = json_string_value(json_object_get(r, ok ? "msg" : "error"));
     fprintf(ok ? stdout : stderr, "%s%s\n", ok ? "" : "drover: ", msg ? msg : "");
-    json_decref(r);
+    json_t *r2 = r;
     rc = ok ? 0 : 1;
     if (ok && reload) {
+        /* Follow the reload events of the app (or of every app the reply
+         * names) until each has ended; the hub always sends an outcome. */
+        json_t *apps = json_object_get(r2, "apps");
+        size_t wanted = target ? 1 : json_array_size(apps), ended = 0;
         json_t *m;
-        int done = 0, wanted = 0;
-        /* every app, or one: count the "reload X:" outcomes we wait for */
-        wanted = target ? 1 : -1;
-        while ((m = client_sync_next(c, 600000))) {
+        while (ended < wanted && (m = client_sync_next(c, 3600 * 1000))) {
+            ctl_event e;
             const char *type = json_string_value(json_object_get(m, "type"));
-            const char *ev = json_string_value(json_object_get(m, "msg"));
-            if (type && strcmp(type, "event") == 0 && ev && strncmp(ev, "reload ", 7) == 0) {
-                puts(ev);
+            if (type && strcmp(type, "event") == 0 && ctl_event_parse(m, &e) == 0 &&
+                e.kind == CTL_EV_RELOAD && e.app && (!target || strcmp(e.app, target) == 0)) {
+                puts(e.text);
                 fflush(stdout);
-                bool end = strstr(ev, ": done,") != NULL, aborted = strstr(ev, " aborted") != NULL;
-                if (aborted)
-                    rc = 1;
-                if ((end || aborted) && ++done == wanted) {
-                    json_decref(m);
-                    break;
+                if (ctl_event_ends_reload(&e)) {
+                    ended++;
+                    if (e.phase == CTL_PHASE_ABORTED)
+                        rc = 1;
                 }
-            } else if (wanted < 0 && type && strcmp(type, "state") == 0 && done > 0) {
-                /* all apps: stop at the first quiet interval after an outcome */
-                json_decref(m);
-                break;
             }
             json_decref(m);
         }
+        if (ended < wanted) {
+            fprintf(stderr, "drover: the hub went away before the reload ended\n");
+            rc = 1;
+        }
     }
+    json_decref(r2);
     client_sync_close(c);
     return rc;
 }
