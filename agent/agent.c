@@ -17,9 +17,10 @@
  * drover_start()/drover_stop() serialise on agent_life; one reporter thread
  * (all signals blocked) sends `report` every interval and `bye` at stop.
  */
-#include "drover.h"
-#include "hist.h"
-#include "report.h"
+#include "agent/drover.h"
+#include "agent/hist.h"
+#include "proto/report.h"
+#include "proto/sockpath.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -229,10 +230,10 @@ static bool agent_env_disabled(void)
 }
 
 /*
- * Fills agent_cfg.addr with the report socket path: DROVER_SOCKET, else
- * $XDG_RUNTIME_DIR/drover/default/agent.sock, else
- * /tmp/drover-UID/default/agent.sock (DESIGN.md §3.2). Returns 0, or
- * -ENAMETOOLONG when the path does not fit in sun_path.
+ * Fills agent_cfg.addr with the report socket path: DROVER_SOCKET, else the
+ * default namespace's agent.sock by the rule every part of drover shares
+ * (proto/sockpath.h). Returns 0, or -ENAMETOOLONG when the path does not fit
+ * in sun_path.
  */
 static int agent_cfg_socket(void)
 {
@@ -248,35 +249,8 @@ static int agent_cfg_socket(void)
         if (n >= cap)
             return -ENAMETOOLONG;
         memcpy(a->sun_path, p, n);
-    } else {
-        static const char tail[] = "/drover/default/agent.sock";
-        const char *xdg = getenv("XDG_RUNTIME_DIR");
-        if (xdg && *xdg) {
-            size_t x = strlen(xdg);
-            if (x + sizeof tail > cap)
-                return -ENAMETOOLONG;
-            memcpy(a->sun_path, xdg, x);
-            memcpy(a->sun_path + x, tail, sizeof tail);
-            n = x + sizeof tail - 1;
-        } else {
-            /* "/tmp/drover-" UID "/default/agent.sock", without stdio. */
-            char uid[24];
-            size_t u = sizeof uid;
-            unsigned long id = (unsigned long)getuid();
-            do {
-                uid[--u] = (char)('0' + id % 10);
-                id /= 10;
-            } while (id);
-            static const char head[] = "/tmp/drover-";
-            static const char rest[] = "/default/agent.sock";
-            n = 0;
-            memcpy(a->sun_path, head, sizeof head - 1);
-            n += sizeof head - 1;
-            memcpy(a->sun_path + n, uid + u, sizeof uid - u);
-            n += sizeof uid - u;
-            memcpy(a->sun_path + n, rest, sizeof rest);   /* fits: ≤ 12 + 20 + 20 bytes */
-            n += sizeof rest - 1;
-        }
+    } else if ((n = sockpath_default(a->sun_path, cap, "default", "agent.sock")) == 0) {
+        return -ENAMETOOLONG;
     }
     agent_cfg.addrlen = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n + 1);
     return 0;

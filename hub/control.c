@@ -6,7 +6,7 @@
  * client that does not read (its write queue grows past CONTROL_QUEUE_MAX)
  * is dropped rather than letting the hub's memory grow.
  */
-#include "control.h"
+#include "hub/control.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -20,12 +20,13 @@ typedef struct client {
     control    *c;
     uv_pipe_t   pipe;
     struct client *next;
-    char       *buf;            /* partial request line */
-    size_t      len, cap;
+    ctl_framer  fr;             /* partial request line */
     bool        hello;          /* said a good hello */
     bool        subscribed;
+    bool        streaming;      /* wants the headless output each interval */
+    ctl_format  format;
     bool        following;      /* wants log lines */
-    char        follow_app[64]; /* "" = every app */
+    char        follow_app[CTL_APP_MAX]; /* "" = every app */
     int         follow_id;      /* -1 = every worker */
     bool        closing;
 } client;
@@ -34,6 +35,7 @@ struct control {
     uv_loop_t  *loop;
     uv_pipe_t   server;
     control_hooks hooks;
+    unsigned    kind;           /* CTL_HUB_* of this hub */
     json_t     *hello;
     client     *clients;
     char        path[108];
@@ -60,35 +62,26 @@ static void control_close_client(client *cl);
 /* Sends obj as one line to cl and releases obj. */
 static void control_send(client *cl, json_t *obj)
 {
-    if (!obj)
-        return;
     if (cl->closing) {
         json_decref(obj);
         return;
     }
-    char *s = json_dumps(obj, JSON_COMPACT | JSON_REAL_PRECISION(15));
-    json_decref(obj);
-    if (!s)
+    size_t n;
+    char *line = ctl_line(obj, &n);
+    if (!line)
         return;
     if (uv_stream_get_write_queue_size((uv_stream_t *)&cl->pipe) > CONTROL_QUEUE_MAX) {
-        free(s);
+        free(line);
         control_close_client(cl);   /* it stopped reading: do not buffer forever */
         return;
     }
-    size_t n = strlen(s);
-    char *line = realloc(s, n + 1);
-    if (!line) {
-        free(s);
-        return;
-    }
-    line[n] = '\n';
     wreq *r = malloc(sizeof *r);
     if (!r) {
         free(line);
         return;
     }
     r->data = line;
-    uv_buf_t b = uv_buf_init(line, (unsigned)n + 1);
+    uv_buf_t b = uv_buf_init(line, (unsigned)n);
     if (uv_write(&r->req, (uv_stream_t *)&cl->pipe, &b, 1, control_on_written) != 0) {
         free(line);
         free(r);
@@ -107,7 +100,7 @@ static void control_reply_error(client *cl, json_t *id, const char *msg)
 static void control_on_client_closed(uv_handle_t *h)
 {
     client *cl = h->data;
-    free(cl->buf);
+    ctl_framer_free(&cl->fr);
     free(cl);
 }
 
@@ -125,112 +118,135 @@ static void control_close_client(client *cl)
     uv_close((uv_handle_t *)&cl->pipe, control_on_client_closed);
 }
 
-/* Parses "APP" or "APP:ID" into app/id (id -1 when absent). Returns 0 or -1. */
-static int control_target(const char *t, char *app, size_t cap, int *id)
+/* Answers a hello: the hub's own hello when the version matches. */
+static void control_hello(client *cl, const json_t *req)
 {
-    const char *colon = strrchr(t, ':');
-    *id = -1;
-    if (colon) {
-        char *end;
-        long v = strtol(colon + 1, &end, 10);
-        if (!colon[1] || *end || v < 0 || v > 1000000)
-            return -1;
-        *id = (int)v;
+    json_t *v = json_object_get(req, "version");
+    if (!json_is_string(json_object_get(req, "hello")) || !json_is_integer(v)) {
+        char msg[128];
+        snprintf(msg, sizeof msg, "say hello first: {\"hello\":\"drover\",\"version\":%d}", CTL_VERSION);
+        control_send(cl, json_pack("{s:s, s:s}", "type", "error", "error", msg));
+        control_close_client(cl);
+    } else if (json_integer_value(v) != CTL_VERSION) {
+        char msg[160];
+        snprintf(msg, sizeof msg, "protocol version %lld is not supported: this hub speaks version %d",
+                 (long long)json_integer_value(v), CTL_VERSION);
+        control_send(cl, json_pack("{s:s, s:s, s:i}", "type", "error", "error", msg, "version", CTL_VERSION));
+        control_close_client(cl);
+    } else {
+        cl->hello = true;
+        json_t *h = json_deep_copy(cl->c->hello);
+        json_object_set_new(h, "type", json_string("hello"));
+        json_object_set_new(h, "version", json_integer(CTL_VERSION));
+        control_send(cl, h);
     }
-    size_t n = colon ? (size_t)(colon - t) : strlen(t);
-    if (n >= cap)
-        return -1;
-    memcpy(app, t, n);
-    app[n] = '\0';
-    return 0;
+}
+
+/* Why this kind of hub refuses cmd (which the table does not allow on it). */
+static void control_refusal(unsigned kind, const ctl_command *cmd, char *msg, size_t cap)
+{
+    if (kind == CTL_HUB_ATTACH && cmd->cmd == CTL_SCALE)
+        snprintf(msg, cap, "an attached master decides how many workers it runs: scale it yourself");
+    else if (kind == CTL_HUB_MONIT)
+        snprintf(msg, cap, "this hub only monitors (drover monit): it has no workers of its own to %s", cmd->name);
+    else
+        snprintf(msg, cap, "a %s hub does not take '%s'", ctl_hub_name(kind), cmd->name);
 }
 
 /* Handles one request line from cl. */
-static void control_request(client *cl, const char *line)
+static void control_request(client *cl, const char *line, size_t len)
 {
     control *c = cl->c;
     json_error_t jerr;
-    json_t *req = json_loads(line, 0, &jerr);
+    json_t *req = json_loadb(line, len, 0, &jerr);
     if (!json_is_object(req)) {
-        json_decref(req);
         char msg[256];
-        snprintf(msg, sizeof msg, "not a JSON object: %s", jerr.text);
+        snprintf(msg, sizeof msg, "not a JSON object: %s", req ? "another JSON value" : jerr.text);
+        json_decref(req);
         control_reply_error(cl, NULL, msg);
+        if (!cl->hello)
+            control_close_client(cl);   /* a peer that cannot say hello is not a client */
         return;
     }
     if (!cl->hello) {
-        json_t *v = json_object_get(req, "version");
-        if (!json_is_string(json_object_get(req, "hello")) || !json_is_integer(v)) {
-            control_send(cl, json_pack("{s:s, s:s}", "type", "error",
-                                       "error", "say hello first: {\"hello\":\"drover\",\"version\":1}"));
-            control_close_client(cl);
-        } else if (json_integer_value(v) != CONTROL_VERSION) {
-            char msg[160];
-            snprintf(msg, sizeof msg, "protocol version %lld is not supported: this hub speaks version %d",
-                     (long long)json_integer_value(v), CONTROL_VERSION);
-            control_send(cl, json_pack("{s:s, s:s, s:i}", "type", "error", "error", msg,
-                                       "version", CONTROL_VERSION));
-            control_close_client(cl);
-        } else {
-            cl->hello = true;
-            json_t *h = json_deep_copy(c->hello);
-            json_object_set_new(h, "type", json_string("hello"));
-            json_object_set_new(h, "version", json_integer(CONTROL_VERSION));
-            control_send(cl, h);
-        }
+        control_hello(cl, req);
         json_decref(req);
         return;
     }
 
     json_t *id = json_object_get(req, "id");
-    const char *cmd = json_string_value(json_object_get(req, "cmd"));
-    if (!cmd) {
-        control_reply_error(cl, id, "missing \"cmd\"");
-    } else if (strcmp(cmd, "ls") == 0 || strcmp(cmd, "subscribe") == 0) {
-        bool sub = cmd[0] == 's';
-        json_t *snap = c->hooks.snapshot(c->hooks.ctx, sub);
-        json_object_set_new(snap, "type", json_string("reply"));
-        json_object_set(snap, "id", id ? id : json_null());
-        json_object_set_new(snap, "ok", json_true());
-        control_send(cl, snap);
-        if (sub)
-            cl->subscribed = true;
-    } else if (strcmp(cmd, "unsubscribe") == 0) {
+    char msg[512] = "";
+    ctl_request r;
+    if (ctl_request_parse(req, &r, msg, sizeof msg) != 0 ||
+        (r.target.app[0] && c->hooks.resolve(c->hooks.ctx, &r.target, msg, sizeof msg) != 0)) {
+        control_reply_error(cl, id, msg);
+        json_decref(req);
+        return;
+    }
+    if (!(r.cmd->hubs & c->kind) || (c->kind == CTL_HUB_MONIT && r.cmd->cmd == CTL_STOP && r.target.app[0])) {
+        control_refusal(c->kind, r.cmd, msg, sizeof msg);
+        control_reply_error(cl, id, msg);
+        json_decref(req);
+        return;
+    }
+    json_t *reply = json_pack("{s:s, s:O?, s:b}", "type", "reply", "id", id, "ok", 1);
+    switch (r.cmd->cmd) {
+    case CTL_LS:
+    case CTL_SUBSCRIBE: {
+        json_t *snap = c->hooks.snapshot(c->hooks.ctx, r.cmd->cmd == CTL_SUBSCRIBE);
+        json_object_update(reply, snap);
+        json_decref(snap);
+        control_send(cl, reply);
+        cl->subscribed |= r.cmd->cmd == CTL_SUBSCRIBE;
+        break;
+    }
+    case CTL_STREAM:
+        cl->streaming = true;
+        cl->format = r.format;
+        control_send(cl, reply);
+        break;
+    case CTL_UNSUBSCRIBE:
         cl->subscribed = false;
         cl->following = false;
-        control_send(cl, json_pack("{s:s, s:O?, s:b}", "type", "reply", "id", id, "ok", 1));
-    } else if (strcmp(cmd, "logs") == 0) {
-        char app[64] = "";
-        int wid = -1;
-        const char *t = json_string_value(json_object_get(req, "target"));
-        if (t && *t && control_target(t, app, sizeof app, &wid) != 0) {
-            char msg[256];
-            snprintf(msg, sizeof msg, "bad target '%.100s': use APP or APP:ID", t);
-            control_reply_error(cl, id, msg);
-        } else {
-            json_t *n = json_object_get(req, "lines");
-            json_int_t lines = json_is_integer(n) ? json_integer_value(n) : 100;
-            if (lines < 0)
-                lines = 0;
-            json_t *arr = json_array();
-            c->hooks.logs_tail(c->hooks.ctx, app[0] ? app : NULL, wid, (size_t)lines, arr);
-            control_send(cl, json_pack("{s:s, s:O?, s:b, s:o}", "type", "reply", "id", id, "ok", 1,
-                                       "lines", arr));
-            if (json_is_true(json_object_get(req, "follow"))) {
-                cl->following = true;
-                snprintf(cl->follow_app, sizeof cl->follow_app, "%s", app);
-                cl->follow_id = wid;
-            }
+        cl->streaming = false;
+        control_send(cl, reply);
+        break;
+    case CTL_LOGS: {
+        json_t *arr = json_array();
+        c->hooks.logs_tail(c->hooks.ctx, &r.target, (size_t)r.lines, arr);
+        json_object_set_new(reply, "lines", arr);
+        control_send(cl, reply);
+        if (r.follow) {
+            cl->following = true;
+            snprintf(cl->follow_app, sizeof cl->follow_app, "%s", r.target.app);
+            cl->follow_id = r.target.id;
         }
-    } else {
-        char msg[512] = "";
-        int rc = c->hooks.command(c->hooks.ctx, cmd, req, msg, sizeof msg);
-        if (rc == 0)
-            control_send(cl, json_pack("{s:s, s:O?, s:b, s:s}", "type", "reply", "id", id, "ok", 1, "msg", msg));
-        else
-            control_send(cl, json_pack("{s:s, s:O?, s:b, s:s}", "type", "reply", "id", id, "ok", 0, "error", msg));
+        break;
+    }
+    case CTL_KILL:
+    case CTL_RESTART:
+    case CTL_RELOAD:
+    case CTL_STOP:
+    case CTL_SCALE:
+    case CTL_CMD_N:
+        if (c->hooks.command(c->hooks.ctx, &r, reply, msg, sizeof msg) == 0) {
+            json_object_set_new(reply, "msg", json_string(msg));
+            control_send(cl, reply);
+        } else {
+            json_decref(reply);
+            control_reply_error(cl, id, msg);
+        }
+        break;
     }
     json_decref(req);
+}
+
+/* Framer callback: one request line. */
+static bool control_on_line(void *ctx, char *line, size_t len)
+{
+    client *cl = ctx;
+    control_request(cl, line, len);
+    return !cl->closing;
 }
 
 static void control_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
@@ -248,33 +264,9 @@ static void control_on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         control_close_client(cl);
         return;
     }
-    for (ssize_t i = 0; i < nread && !cl->closing; i++) {
-        char ch = buf->base[i];
-        if (ch == '\n') {
-            if (cl->len < cl->cap || (cl->buf = realloc(cl->buf, cl->cap = cl->cap ? cl->cap : 256))) {
-                cl->buf[cl->len] = '\0';
-                if (cl->len)
-                    control_request(cl, cl->buf);
-            }
-            cl->len = 0;
-            continue;
-        }
-        if (cl->len + 1 >= cl->cap) {
-            if (cl->cap >= CONTROL_LINE_MAX) {
-                control_send(cl, json_pack("{s:s, s:s}", "type", "error", "error", "request line too long"));
-                control_close_client(cl);
-                return;
-            }
-            size_t nc = cl->cap ? cl->cap * 2 : 256;
-            char *nb = realloc(cl->buf, nc);
-            if (!nb) {
-                control_close_client(cl);
-                return;
-            }
-            cl->buf = nb;
-            cl->cap = nc;
-        }
-        cl->buf[cl->len++] = ch;
+    if (ctl_framer_feed(&cl->fr, buf->base, (size_t)nread, control_on_line, cl) < 0) {
+        control_send(cl, json_pack("{s:s, s:s}", "type", "error", "error", "request line too long"));
+        control_close_client(cl);
     }
 }
 
@@ -288,6 +280,7 @@ static void control_on_connection(uv_stream_t *server, int status)
         return;
     cl->c = c;
     cl->follow_id = -1;
+    cl->fr.max = CTL_LINE_MAX;
     uv_pipe_init(c->loop, &cl->pipe, 0);
     cl->pipe.data = cl;
     if (uv_accept(server, (uv_stream_t *)&cl->pipe) != 0) {
@@ -316,9 +309,19 @@ static void control_on_connection(uv_stream_t *server, int status)
 
 void control_publish_state(control *c)
 {
-    json_t *snap = NULL;
+    json_t *snap = NULL, *out[2] = {NULL, NULL};
     for (client *cl = c->clients, *next; cl; cl = next) {
         next = cl->next;
+        if (cl->streaming) {
+            json_t **o = &out[cl->format == CTL_FORMAT_PROM];
+            if (!*o) {
+                char *text = c->hooks.render(c->hooks.ctx, cl->format);
+                *o = json_pack("{s:s, s:s, s:s?}", "type", "output", "format", ctl_format_name(cl->format),
+                               "text", text);
+                free(text);
+            }
+            control_send(cl, json_incref(*o));
+        }
         if (!cl->subscribed)
             continue;
         if (!snap) {
@@ -328,6 +331,8 @@ void control_publish_state(control *c)
         control_send(cl, json_incref(snap));
     }
     json_decref(snap);
+    json_decref(out[0]);
+    json_decref(out[1]);
 }
 
 void control_publish_event(control *c, const ctl_event *e)
@@ -375,7 +380,7 @@ static void control_on_server_closed(uv_handle_t *h)
     free(c);
 }
 
-control *control_start(uv_loop_t *loop, const char *path, json_t *hello,
+control *control_start(uv_loop_t *loop, const char *path, unsigned hub_kind, json_t *hello,
                        const control_hooks *hooks, char *err, size_t errcap)
 {
     control *c = calloc(1, sizeof *c);
@@ -387,6 +392,7 @@ control *control_start(uv_loop_t *loop, const char *path, json_t *hello,
     }
     c->loop = loop;
     c->hooks = *hooks;
+    c->kind = hub_kind;
     c->hello = hello;
     snprintf(c->path, sizeof c->path, "%s", path);
     unlink(path);   /* stale: the caller holds the namespace lock */

@@ -15,35 +15,44 @@
 #include "hub/logs.h"
 #include "proto/control.h"
 
-#define CONTROL_VERSION   1
-#define CONTROL_LINE_MAX  (1024 * 1024)     /* longest request line accepted */
 #define CONTROL_QUEUE_MAX (16 * 1024 * 1024) /* a client further behind is dropped */
 
-/* What the control server asks of the hub. */
+/* What the control server asks of the hub (hub/commands.c answers). */
 typedef struct {
     void *ctx;
     /* {"workers":[…],"apps":[…],"hub":{…}}, with per-worker "history" when asked. New reference. */
     json_t *(*snapshot)(void *ctx, bool with_history);
     /*
-     * Runs a command (kill, restart, reload, stop, scale) with the request's
-     * arguments. Returns 0 when accepted or -1; msg gets the line to show.
+     * Checks that target names an app (and worker) of this hub. Returns 0, or
+     * -1 with "no app named X" / "APP has no worker N" in msg.
      */
-    int (*command)(void *ctx, const char *cmd, const json_t *req, char *msg, size_t cap);
-    /* Appends up to n recent lines of app (NULL: all) / id (-1: all) to arr as log objects. */
-    void (*logs_tail)(void *ctx, const char *app, int id, size_t n, json_t *arr);
+    int (*resolve)(void *ctx, const ctl_target *t, char *msg, size_t cap);
+    /*
+     * Runs a command that acts on workers (kill, restart, reload, stop,
+     * scale), already validated and resolved. May add fields to reply.
+     * Returns 0 when accepted or -1; msg gets the line to show.
+     */
+    int (*command)(void *ctx, const ctl_request *r, json_t *reply, char *msg, size_t cap);
+    /* The headless output of the current interval in fmt (malloc'd text), or NULL. */
+    char *(*render)(void *ctx, ctl_format fmt);
+    /* Appends up to n recent lines of target (app "" = all; id -1 = all) to arr as log objects. */
+    void (*logs_tail)(void *ctx, const ctl_target *t, size_t n, json_t *arr);
 } control_hooks;
 
 typedef struct control control;
 
 /*
  * Listens on path (a stale socket file is replaced: the caller holds the
- * namespace lock). hello is what a client gets after its hello (the hub's
- * pid, mode…; stolen). Returns NULL with a one-line message in err.
+ * namespace lock). hub_kind is CTL_HUB_RUN, _ATTACH or _MONIT: commands the
+ * table does not allow on it are refused. hello is what a client gets after
+ * its hello (the hub's pid, mode…; stolen). Returns NULL with a one-line
+ * message in err.
  */
-control *control_start(uv_loop_t *loop, const char *path, json_t *hello,
+control *control_start(uv_loop_t *loop, const char *path, unsigned hub_kind, json_t *hello,
                        const control_hooks *hooks, char *err, size_t errcap);
 
-/* Sends the current state to every subscribed client (once per interval). */
+/* Sends the current state to every subscribed client, and the headless
+ * output to every streaming one (once per interval). */
 void control_publish_state(control *c);
 
 /* Sends an event (reload progress, restarts…) to every subscribed client. */

@@ -91,13 +91,13 @@ static json_t *headless_worker_json(const worker_view *w, double ts)
         for (uint32_t i = 0; i < w->nmetrics; i++)
             json_object_set_new(m, w->metrics[i].key, jreal(w->metrics[i].value, 6));
     }
-    return json_pack("{s:s, s:o, s:o, s:o, s:i, s:s, s:b, s:o, s:o, s:o, s:o, s:o, s:o, s:o,"
+    return json_pack("{s:s, s:o, s:o, s:o, s:o, s:s, s:b, s:o, s:o, s:o, s:o, s:o, s:o, s:o,"
                      " s:o, s:o, s:o, s:o, s:o, s:o, s:o}",
                      "type", "worker",
                      "ts", jreal(ts, 3),
                      "app", jstr(w->app),
                      "id", jint(w->id),
-                     "pid", (int)w->pid,
+                     "pid", w->pid > 0 ? json_integer(w->pid) : json_null(),   /* none: backoff, stopped */
                      "state", state_name(w->state),
                      "agent", w->agent,
                      "restarts", jint(w->restarts),

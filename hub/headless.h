@@ -1,5 +1,6 @@
 /*
- * headless.h — the headless printers: NDJSON and Prometheus text (DESIGN.md §3.4).
+ * headless.h — the headless printers: NDJSON and Prometheus text (README
+ * "Headless output"; the objects are PROTOCOL.md §4.4's).
  */
 #ifndef DROVER_HUB_HEADLESS_H
 #define DROVER_HUB_HEADLESS_H
@@ -7,7 +8,7 @@
 #include <jansson.h>
 #include <stdio.h>
 
-#include "state.h"
+#include "hub/state.h"
 
 typedef enum { HEADLESS_NDJSON, HEADLESS_PROM } headless_format;
 
@@ -23,7 +24,7 @@ int headless_print(FILE *out, headless_format fmt, const worker_view *v, size_t 
 
 /*
  * The same figures as one JSON object for the control socket:
- * {"workers":[…],"apps":[…],"hub":{…}} with the §3.4 objects, each worker
+ * {"workers":[…],"apps":[…],"hub":{…}} with the headless objects, each worker
  * also carrying "key" (the model's handle) and "last_exit" ("exit 1",
  * "signal 9" or null). New reference, or NULL when out of memory.
  */

@@ -6,19 +6,20 @@
  * pool, then (back on the loop) apply the samples, flush again, let the
  * supervisor check limits, end the interval in the model and print it.
  */
-#include "hub.h"
-#include "attach.h"
-#include "control.h"
-#include "ingest.h"
-#include "listen.h"
-#include "logs.h"
-#include "spawn.h"
-#include "supervise.h"
-#include "notify.h"
-#include "paths.h"
-#include "report.h"
-#include "sampler.h"
-#include "state.h"
+#include "hub/hub.h"
+#include "hub/attach.h"
+#include "hub/commands.h"
+#include "hub/control.h"
+#include "hub/ingest.h"
+#include "hub/listen.h"
+#include "hub/logs.h"
+#include "hub/paths.h"
+#include "hub/sampler.h"
+#include "hub/spawn.h"
+#include "hub/state.h"
+#include "hub/supervise.h"
+#include "proto/notify.h"
+#include "proto/report.h"
 
 #include <errno.h>
 #include <pwd.h>
@@ -57,8 +58,7 @@ typedef struct {
     bool        drained;        /* ... and the last one is gone */
     sampler    *sm;
     state      *st;
-    worker_view *views;
-    size_t      views_cap;
+    hub_commands cmds;          /* the control protocol's commands, acting on the above */
     pid_t      *pids;
     size_t      pids_cap;
     long        printed;
@@ -179,24 +179,10 @@ static double hub_wall(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-/* Refreshes h->views from the model; returns how many, or -1 when out of memory. */
-static ssize_t hub_views(hub *h)
-{
-    size_t n = state_count(h->st);
-    if (n > h->views_cap) {
-        worker_view *nv = realloc(h->views, n * sizeof *nv);
-        if (!nv)
-            return -1;
-        h->views = nv;
-        h->views_cap = n;
-    }
-    return (ssize_t)state_snapshot(h->st, h->views, n, sampler_now(), h->o->interval_ms / 1000.0);
-}
-
 /* Prints the interval that the last sample round completed, and publishes it. */
 static void hub_print(hub *h)
 {
-    ssize_t n = hub_views(h);
+    ssize_t n = hub_commands_views(&h->cmds, sampler_now());
     if (n < 0) {
         fprintf(stderr, "drover: out of memory\n");
         hub_stop(h, 1);
@@ -205,7 +191,7 @@ static void hub_print(hub *h)
     hub_counters c = state_counters(h->st);
     if (h->ctl)
         control_publish_state(h->ctl);
-    if (!h->o->quiet && headless_print(stdout, h->o->format, h->views, (size_t)n, &c, hub_wall()) != 0) {
+    if (!h->o->quiet && headless_print(stdout, h->o->format, h->cmds.views, (size_t)n, &c, hub_wall()) != 0) {
         hub_stop(h, 0);   /* the reader went away (| head): a normal end */
         return;
     }
@@ -213,64 +199,7 @@ static void hub_print(hub *h)
         hub_stop(h, 0);
 }
 
-/* ---- control socket hooks ----------------------------------------------- */
-
-static json_t *hub_ctl_snapshot(void *ctx, bool with_history)
-{
-    hub *h = ctx;
-    ssize_t n = hub_views(h);
-    if (n < 0)
-        n = 0;
-    hub_counters c = state_counters(h->st);
-    json_t *snap = headless_snapshot(h->views, (size_t)n, &c, hub_wall());
-    if (!snap)
-        return json_object();
-    if (with_history) {
-        static const char *names[STATE_SERIES_N] = {"cpu_pct", "rss_bytes", "req_per_s", "lag_p99_ms"};
-        double pts[STATE_HISTORY];
-        json_t *ws = json_object_get(snap, "workers");
-        for (ssize_t i = 0; i < n; i++) {
-            json_t *hist = json_object();
-            for (int k = 0; k < STATE_SERIES_N; k++) {
-                size_t np = state_history(h->st, h->views[i].key, (state_series)k, pts, STATE_HISTORY);
-                json_t *arr = json_array();
-                for (size_t j = 0; j < np; j++)
-                    json_array_append_new(arr, isnan(pts[j]) ? json_null() : json_real(pts[j]));
-                json_object_set_new(hist, names[k], arr);
-            }
-            json_object_set_new(json_array_get(ws, (size_t)i), "history", hist);
-        }
-    }
-    return snap;
-}
-
-/* Parses "APP" or "APP:ID" from the request's "target"; id -1 when absent. */
-static int hub_ctl_target(const json_t *req, char *app, size_t cap, int *id, char *msg, size_t mcap)
-{
-    const char *t = json_string_value(json_object_get(req, "target"));
-    *id = -1;
-    app[0] = '\0';
-    if (!t || !*t)
-        return 0;
-    const char *colon = strrchr(t, ':');
-    size_t n = colon ? (size_t)(colon - t) : strlen(t);
-    if (colon) {
-        char *end;
-        long v = strtol(colon + 1, &end, 10);
-        if (!colon[1] || *end || v < 0 || v > 1000000) {
-            snprintf(msg, mcap, "bad target '%.100s': use APP or APP:ID", t);
-            return -1;
-        }
-        *id = (int)v;
-    }
-    if (n == 0 || n >= cap) {
-        snprintf(msg, mcap, "bad target '%.100s': use APP or APP:ID", t);
-        return -1;
-    }
-    memcpy(app, t, n);
-    app[n] = '\0';
-    return 0;
-}
+/* ---- control socket ---------------------------------------------------- */
 
 static void hub_on_stop_timer(uv_timer_t *t)
 {
@@ -278,136 +207,11 @@ static void hub_on_stop_timer(uv_timer_t *t)
     hub_stop(h, 0);
 }
 
-/* Runs a command from a view (console key or CLI): kill, restart, reload, stop, scale. */
-static int hub_ctl_command(void *ctx, const char *cmd, const json_t *req, char *msg, size_t cap)
+/* `drover stop`: stop once the reply has been queued, from the next loop turn. */
+static void hub_stop_soon(void *ctx)
 {
     hub *h = ctx;
-    char app[REPORT_NAME_MAX];
-    int id;
-    if (hub_ctl_target(req, app, sizeof app, &id, msg, cap) != 0)
-        return -1;
-    const char *a = app[0] ? app : NULL;
-    bool is_stop = strcmp(cmd, "stop") == 0;
-    if (is_stop && !a) {
-        snprintf(msg, cap, "stopping the hub%s", h->sv ? " and every worker" : "");
-        /* after this reply has been queued */
-        uv_timer_start(&h->timer, hub_on_stop_timer, 0, 0);
-        return 0;
-    }
-    if (h->sv) {
-        if (strcmp(cmd, "kill") == 0 || is_stop)
-            return a ? supervise_kill(h->sv, a, id, msg, cap) : (snprintf(msg, cap, "%s needs a target", cmd), -1);
-        if (strcmp(cmd, "restart") == 0)
-            return a ? supervise_restart(h->sv, a, id, msg, cap) : (snprintf(msg, cap, "restart needs a target"), -1);
-        if (strcmp(cmd, "reload") == 0) {
-            if (id >= 0)
-                return supervise_restart(h->sv, a, id, msg, cap);
-            return supervise_reload(h->sv, a, msg, cap);
-        }
-        if (strcmp(cmd, "scale") == 0) {
-            json_t *n = json_object_get(req, "n");
-            json_t *d = json_object_get(req, "delta");
-            if (!a) {
-                snprintf(msg, cap, "scale needs an app");
-                return -1;
-            }
-            if (json_is_integer(d))
-                return supervise_scale_by(h->sv, a, (int)json_integer_value(d), msg, cap);
-            if (!json_is_integer(n)) {
-                snprintf(msg, cap, "scale needs a number of workers");
-                return -1;
-            }
-            return supervise_scale(h->sv, a, (int)json_integer_value(n), msg, cap);
-        }
-    } else if (h->at) {
-        if (strcmp(cmd, "kill") == 0 || is_stop)
-            return attach_kill(h->at, id, msg, cap);
-        if (strcmp(cmd, "restart") == 0)
-            return attach_restart(h->at, id, msg, cap);
-        if (strcmp(cmd, "reload") == 0)
-            return id >= 0 ? attach_restart(h->at, id, msg, cap) : attach_reload(h->at, msg, cap);
-        if (strcmp(cmd, "scale") == 0) {
-            snprintf(msg, cap, "an attached master decides how many workers it runs: scale it yourself");
-            return -1;
-        }
-    } else if (!strcmp(cmd, "kill") || !strcmp(cmd, "restart") || !strcmp(cmd, "reload") ||
-               !strcmp(cmd, "scale") || is_stop) {
-        snprintf(msg, cap, "this hub only monitors (drover monit): it has no workers of its own to %s", cmd);
-        return -1;
-    }
-    snprintf(msg, cap, "unknown command '%.60s'", cmd);
-    return -1;
-}
-
-/* One captured line, collected for a merged tail. */
-typedef struct {
-    double ts;
-    char   app[REPORT_NAME_MAX];
-    int    id;
-    logs_line line;
-    char  *text;
-} hub_tail_line;
-
-typedef struct {
-    hub_tail_line *v;
-    size_t n, cap;
-    const char *app;
-    int id;
-} hub_tail;
-
-static void hub_tail_collect(void *ctx, const logs_line *l);
-
-/* Gathers the last n lines of each matching stream, then keeps the newest n overall. */
-static void hub_ctl_logs_tail(void *ctx, const char *app, int id, size_t n, json_t *arr)
-{
-    hub *h = ctx;
-    if (!h->lg || n == 0)
-        return;
-    hub_tail t = {0};
-    logs_foreach(h->lg, app, id, n, hub_tail_collect, &t);
-    /* stable merge by time: lines of one stream are already in order */
-    for (size_t i = 1; i < t.n; i++) {
-        hub_tail_line x = t.v[i];
-        size_t j = i;
-        while (j > 0 && t.v[j - 1].ts > x.ts) {
-            t.v[j] = t.v[j - 1];
-            j--;
-        }
-        t.v[j] = x;
-    }
-    size_t from = t.n > n ? t.n - n : 0;
-    for (size_t i = 0; i < t.n; i++) {
-        if (i >= from) {
-            logs_line l = t.v[i].line;
-            l.text = t.v[i].text;
-            json_array_append_new(arr, control_log_json(t.v[i].app, t.v[i].id, &l));
-        }
-        free(t.v[i].text);
-    }
-    free(t.v);
-}
-
-static void hub_tail_collect(void *ctx, const logs_line *l)
-{
-    hub_tail *t = ctx;
-    if (t->n == t->cap) {
-        size_t nc = t->cap ? t->cap * 2 : 256;
-        hub_tail_line *nv = realloc(t->v, nc * sizeof *nv);
-        if (!nv)
-            return;
-        t->v = nv;
-        t->cap = nc;
-    }
-    hub_tail_line *x = &t->v[t->n];
-    x->text = malloc(l->len ? l->len : 1);
-    if (!x->text)
-        return;
-    memcpy(x->text, l->text, l->len);
-    x->line = *l;
-    x->ts = l->ts;
-    snprintf(x->app, sizeof x->app, "%s", l->app ? l->app : "");
-    x->id = l->id;
-    t->n++;
+    uv_timer_start(&h->timer, hub_on_stop_timer, 0, 0);
 }
 
 static void hub_on_log_line(void *ctx, const char *app, int id, const logs_line *line)
@@ -420,18 +224,19 @@ static void hub_on_log_line(void *ctx, const char *app, int id, const logs_line 
 /* Opens ctl.sock next to agent.sock. */
 static int hub_setup_control(hub *h, const char *dir, char *err, size_t errcap)
 {
-    static const char *modes[] = {"monit", "run", "attach"};
+    static const unsigned kinds[] = {CTL_HUB_MONIT, CTL_HUB_RUN, CTL_HUB_ATTACH};
     char path[PATHS_MAX + 16];
     if (paths_join(dir, "ctl.sock", path, sizeof path) != 0) {
         snprintf(err, errcap, "socket path too long");
         return -1;
     }
     json_t *hello = json_pack("{s:i, s:s, s:s, s:i, s:s}", "hub_pid", (int)getpid(), "ns", h->o->ns,
-                              "mode", modes[h->o->mode], "interval_ms", (int)h->o->interval_ms,
+                              "mode", ctl_hub_name(kinds[h->o->mode]), "interval_ms", (int)h->o->interval_ms,
                               "drover", DROVER_VERSION);
-    control_hooks hooks = {.ctx = h, .snapshot = hub_ctl_snapshot, .command = hub_ctl_command,
-                           .logs_tail = hub_ctl_logs_tail};
-    h->ctl = control_start(&h->loop, path, hello, &hooks, err, errcap);
+    h->cmds = (hub_commands){.st = h->st, .kind = kinds[h->o->mode], .interval_s = h->o->interval_ms / 1000.0,
+                             .stop_hub = hub_stop_soon, .ctx = h};
+    control_hooks hooks = hub_commands_hooks(&h->cmds);
+    h->ctl = control_start(&h->loop, path, h->cmds.kind, hello, &hooks, err, errcap);
     return h->ctl ? 0 : -1;
 }
 
@@ -533,15 +338,15 @@ static void hub_stop(hub *h, int code)
     }
     if (h->sv) {
         supervise_free(h->sv);
-        h->sv = NULL;
+        h->sv = h->cmds.sv = NULL;
     }
     if (h->at) {
         attach_free(h->at);
-        h->at = NULL;
+        h->at = h->cmds.at = NULL;
     }
     if (h->lg) {
         logs_free(h->lg);
-        h->lg = NULL;
+        h->lg = h->cmds.lg = NULL;
     }
 }
 
@@ -642,24 +447,6 @@ void hub_default_log_dir(const char *ns, char *out, size_t cap)
         snprintf(out, cap, "/tmp/drover-%u/%s/logs", (unsigned)getuid(), ns);
 }
 
-/* mkdir -p with mode 0700 for the created parts. */
-static int hub_mkdirs(const char *path)
-{
-    char buf[4096];
-    if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf) {
-        errno = ENAMETOOLONG;
-        return -1;
-    }
-    for (char *p = buf + 1; *p; p++) {
-        if (*p != '/')
-            continue;
-        *p = '\0';
-        if (mkdir(buf, 0700) != 0 && errno != EEXIST)
-            return -1;
-        *p = '/';
-    }
-    return mkdir(buf, 0700) != 0 && errno != EEXIST ? -1 : 0;
-}
 
 /* True if cmd runs Node.js (its program is node or nodejs). */
 static bool hub_is_node(const char *cmd)
@@ -718,7 +505,7 @@ static int hub_setup_run(hub *h, const char *sock, char *err, size_t errcap)
         snprintf(logdir, sizeof logdir, "%s", o->log_dir);
     else
         hub_default_log_dir(o->ns, logdir, sizeof logdir);
-    if (hub_mkdirs(logdir) != 0) {
+    if (paths_mkdirs(logdir) != 0) {
         snprintf(err, errcap, "cannot create the log directory %.300s: %s", logdir, strerror(errno));
         return -1;
     }
@@ -728,7 +515,8 @@ static int hub_setup_run(hub *h, const char *sock, char *err, size_t errcap)
     if (!h->lg)
         return -1;
     logs_on_line(h->lg, hub_on_log_line, h);
-    h->sv = supervise_new(&h->loop, h->st, hub_on_event, h);
+    h->cmds.lg = h->lg;
+    h->sv = h->cmds.sv = supervise_new(&h->loop, h->st, hub_on_event, h);
     if (!h->sv) {
         snprintf(err, errcap, "out of memory");
         return -1;
@@ -757,7 +545,7 @@ static int hub_setup_attach(hub *h, char *err, size_t errcap)
         snprintf(err, errcap, "no process with pid %d", (int)pid);
         return -1;
     }
-    h->at = attach_new(&h->loop, h->st, pid, o->app ? o->app : m.comm,
+    h->at = h->cmds.at = attach_new(&h->loop, h->st, pid, o->app ? o->app : m.comm,
                        o->kill_timeout_ms, o->ready_timeout_ms, hub_on_event, h);
     if (!h->at) {
         snprintf(err, errcap, "out of memory");
@@ -865,7 +653,7 @@ int hub_run(const hub_options *o)
     if (uv_loop_close(&h.loop) != 0)
         fprintf(stderr, "drover: warning: event loop closed with handles open\n");
     state_free(h.st);
-    free(h.views);
+    hub_commands_free(&h.cmds);
     free(h.pids);
     spawn_guard_stop();
     if (h.listen_fd >= 0)

@@ -1,7 +1,7 @@
 /*
  * listen.c — the shared listening socket.
  */
-#include "listen.h"
+#include "hub/listen.h"
 
 #include <errno.h>
 #include <netdb.h>
@@ -49,23 +49,24 @@ static int listen_unix(const char *path, char *err, size_t errcap)
     return fd;
 }
 
-int listen_open(const char *spec, char *err, size_t errcap)
+/*
+ * Splits a TCP spec into host ("" = every interface; brackets of "[V6]"
+ * removed) and port. Returns 0, or -1 with a usage message in err.
+ */
+static int listen_split(const char *spec, char *host, size_t hcap, const char **port, char *err, size_t errcap)
 {
-    if (strncmp(spec, "unix:", 5) == 0)
-        return listen_unix(spec + 5, err, errcap);
-
-    char host[256] = "";
-    const char *port = spec;
+    host[0] = '\0';
+    *port = spec;
     const char *colon = strrchr(spec, ':');
     if (colon) {
         size_t hl = (size_t)(colon - spec);
-        if (hl >= sizeof host) {
+        if (hl >= hcap) {
             snprintf(err, errcap, "--listen %s: host too long", spec);
             return -1;
         }
         memcpy(host, spec, hl);
         host[hl] = '\0';
-        port = colon + 1;
+        *port = colon + 1;
         /* "[::1]:8080" */
         if (hl >= 2 && host[0] == '[' && host[hl - 1] == ']') {
             memmove(host, host + 1, hl - 2);
@@ -73,11 +74,41 @@ int listen_open(const char *spec, char *err, size_t errcap)
         }
     }
     char *end;
-    long p = strtol(port, &end, 10);
-    if (!*port || *end || p < 0 || p > 65535) {
+    long p = strtol(*port, &end, 10);
+    if (**port < '0' || **port > '9' || *end || p < 0 || p > 65535) {
         snprintf(err, errcap, "--listen takes [HOST:]PORT or unix:PATH, not '%s'", spec);
         return -1;
     }
+    return 0;
+}
+
+int listen_check(const char *spec, char *err, size_t errcap)
+{
+    if (strncmp(spec, "unix:", 5) == 0) {
+        size_t n = strlen(spec + 5);
+        if (n == 0 || n >= sizeof ((struct sockaddr_un *)0)->sun_path) {
+            snprintf(err, errcap, "--listen unix:PATH needs a path of 1-%zu bytes, not '%s'",
+                     sizeof ((struct sockaddr_un *)0)->sun_path - 1, spec);
+            return -1;
+        }
+        return 0;
+    }
+    char host[256];
+    const char *port;
+    return listen_split(spec, host, sizeof host, &port, err, errcap);
+}
+
+int listen_open(const char *spec, char *err, size_t errcap)
+{
+    if (listen_check(spec, err, errcap) != 0)
+        return -1;
+    if (strncmp(spec, "unix:", 5) == 0)
+        return listen_unix(spec + 5, err, errcap);
+
+    char host[256];
+    const char *port;
+    if (listen_split(spec, host, sizeof host, &port, err, errcap) != 0)
+        return -1;
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
                              .ai_flags = AI_PASSIVE | AI_NUMERICSERV}, *res;
     int rc = getaddrinfo(host[0] ? host : NULL, port, &hints, &res);

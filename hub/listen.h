@@ -16,4 +16,11 @@
  */
 int listen_open(const char *spec, char *err, size_t errcap);
 
+/*
+ * Checks spec's syntax only (what a usage error is): a port 0-65535, a host
+ * that fits, a unix path that fits sun_path and is not empty. Returns 0, or
+ * -1 with a one-line message in err.
+ */
+int listen_check(const char *spec, char *err, size_t errcap);
+
 #endif

@@ -21,7 +21,8 @@
  * at most LOGS_PIPES_MAX pipes per slot), per slot (ring_bytes), per manager
  * (one file scratch, one echo queue). Nothing grows with log volume or uptime.
  */
-#include "logs.h"
+#include "hub/logs.h"
+#include "hub/paths.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -154,34 +155,6 @@ static double logs_clock(void)
 /* Rounds n up to a multiple of 8 (ring records stay aligned for the header). */
 static size_t logs_pad8(size_t n) { return (n + 7) & ~(size_t)7; }
 
-/* Creates dir and its missing parents with mode 0700; returns 0 or -1 with errno. */
-static int logs_mkdirs(const char *dir)
-{
-    char tmp[PATH_MAX];
-    size_t n = strlen(dir);
-    if (n == 0 || n >= sizeof tmp) {
-        errno = ENAMETOOLONG;
-        return -1;
-    }
-    memcpy(tmp, dir, n + 1);
-    for (size_t i = 1; i <= n; i++) {
-        if (tmp[i] != '/' && tmp[i] != '\0')
-            continue;
-        char c = tmp[i];
-        tmp[i] = '\0';
-        if (mkdir(tmp, 0700) != 0 && errno != EEXIST)
-            return -1;
-        tmp[i] = c;
-    }
-    struct stat sb;
-    if (stat(dir, &sb) != 0)
-        return -1;
-    if (!S_ISDIR(sb.st_mode)) {
-        errno = ENOTDIR;
-        return -1;
-    }
-    return 0;
-}
 
 /* Returns true if app can be part of a file name: 1-64 printable bytes
  * without '/' or whitespace, not starting with '.'. */
@@ -887,7 +860,7 @@ logs *logs_new(uv_loop_t *loop, const logs_config *cfg, char *err, size_t errcap
         snprintf(err, errcap, "log directory path too long: %s", cfg->dir);
         return NULL;
     }
-    if (logs_mkdirs(cfg->dir) != 0 || access(cfg->dir, W_OK | X_OK) != 0) {
+    if (paths_mkdirs(cfg->dir) != 0 || access(cfg->dir, W_OK | X_OK) != 0) {
         snprintf(err, errcap, "cannot use log directory %s: %s; create it or choose another with --log-dir DIR",
                  cfg->dir, strerror(errno));
         return NULL;
@@ -1060,7 +1033,7 @@ void logs_reopen(logs *lg)
 {
     logs_file_flush(lg);
     /* logrotate may have removed the directory too; recreating it is cheap. */
-    logs_mkdirs(lg->dir);
+    paths_mkdirs(lg->dir);
     for (logs_stream *st = lg->streams; st; st = st->next) {
         for (int i = 0; i < 2; i++) {
             logs_file_close(&st->file[i]);

@@ -1,9 +1,11 @@
 /*
  * paths.c — namespace directory resolution and checks.
  */
-#include "paths.h"
+#include "hub/paths.h"
+#include "proto/sockpath.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,13 +32,34 @@ int paths_join(const char *dir, const char *file, char *out, size_t cap)
     return (n < 0 || (size_t)n >= cap) ? -1 : 0;
 }
 
-/* mkdir that treats an existing directory as success. */
-static int paths_mkdir(const char *path, mode_t mode)
+int paths_mkdirs(const char *dir)
 {
-    if (mkdir(path, mode) == 0 || errno == EEXIST)
-        return 0;
-    return -1;
+    char tmp[PATH_MAX];
+    size_t n = strlen(dir);
+    if (n == 0 || n >= sizeof tmp) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    memcpy(tmp, dir, n + 1);
+    for (size_t i = 1; i <= n; i++) {
+        if (tmp[i] != '/' && tmp[i] != '\0')
+            continue;
+        char c = tmp[i];
+        tmp[i] = '\0';
+        if (mkdir(tmp, 0700) != 0 && errno != EEXIST)
+            return -1;
+        tmp[i] = c;
+    }
+    struct stat sb;
+    if (stat(dir, &sb) != 0)
+        return -1;
+    if (!S_ISDIR(sb.st_mode)) {
+        errno = ENOTDIR;
+        return -1;
+    }
+    return 0;
 }
+
 
 int paths_dir(const char *socket_dir, const char *name, bool create,
               char *out, size_t cap, char *err, size_t errcap)
@@ -52,11 +75,10 @@ int paths_dir(const char *socket_dir, const char *name, bool create,
         n = snprintf(out, cap, "%s", socket_dir);
         parent[0] = '\0';
     } else {
-        const char *xdg = getenv("XDG_RUNTIME_DIR");
-        if (xdg && *xdg)
-            snprintf(parent, sizeof parent, "%s/drover", xdg);
-        else
-            snprintf(parent, sizeof parent, "/tmp/drover-%u", (unsigned)getuid());
+        if (sockpath_parent(parent, sizeof parent) == 0) {
+            snprintf(err, errcap, "socket directory path too long; use --socket-dir DIR");
+            return -1;
+        }
         n = snprintf(out, cap, "%s/%s", parent, name);
     }
     /* Leave room for "/agent.sock" so binding cannot fail on length later. */
@@ -65,7 +87,7 @@ int paths_dir(const char *socket_dir, const char *name, bool create,
         return -1;
     }
     if (create) {
-        if ((parent[0] && paths_mkdir(parent, 0700) != 0) || paths_mkdir(out, 0700) != 0) {
+        if (paths_mkdirs(out) != 0) {
             snprintf(err, errcap, "cannot create %s: %s", parent[0] && access(parent, F_OK) != 0 ? parent : out,
                      strerror(errno));
             return -1;
@@ -98,6 +120,19 @@ int paths_dir(const char *socket_dir, const char *name, bool create,
             snprintf(err, errcap, "%s is accessible to others and chmod 0700 failed: %s", out, strerror(errno));
             return -1;
         }
+    }
+    return 0;
+}
+
+int paths_ctl(const char *socket_dir, const char *name, bool create, char *out, size_t cap,
+              char *err, size_t errcap)
+{
+    char dir[PATHS_MAX];
+    if (paths_dir(socket_dir, name, create, dir, sizeof dir, err, errcap) != 0)
+        return -1;
+    if (paths_join(dir, "ctl.sock", out, cap) != 0) {
+        snprintf(err, errcap, "socket path too long: %s/ctl.sock", dir);
+        return -1;
     }
     return 0;
 }

@@ -1,5 +1,6 @@
 /*
- * paths.h — where a hub namespace keeps its sockets (DESIGN.md §3.2).
+ * paths.h — where a hub namespace keeps its sockets (PROTOCOL.md §1), and
+ * the one mkdir -p.
  */
 #ifndef DROVER_HUB_PATHS_H
 #define DROVER_HUB_PATHS_H
@@ -24,6 +25,19 @@ bool paths_valid_name(const char *name);
  */
 int paths_dir(const char *socket_dir, const char *name, bool create,
               char *out, size_t cap, char *err, size_t errcap);
+
+/*
+ * The namespace's ctl.sock path (paths_dir, then "ctl.sock") into out.
+ * Returns 0, or -1 with a one-line message in err.
+ */
+int paths_ctl(const char *socket_dir, const char *name, bool create, char *out, size_t cap,
+              char *err, size_t errcap);
+
+/*
+ * Creates dir and its missing parents with mode 0700; an existing directory
+ * is success. Returns 0, or -1 with errno (ENOTDIR when dir is not one).
+ */
+int paths_mkdirs(const char *dir);
 
 /* Joins dir and file into out; returns 0, or -1 if the result does not fit. */
 int paths_join(const char *dir, const char *file, char *out, size_t cap);

@@ -1023,3 +1023,12 @@ void supervise_free(supervise *sv)
     }
     free(sv);
 }
+
+size_t supervise_apps(const supervise *sv, const char **names, size_t cap)
+{
+    size_t n = 0;
+    for (const app *a = sv->apps; a; a = a->next)
+        if (n < cap)
+            names[n++] = a->name;
+    return n;
+}

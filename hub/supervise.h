@@ -93,6 +93,9 @@ void supervise_stop_all(supervise *sv, void (*done)(void *ctx), void *ctx);
 /* During stop_all: SIGKILL every process still stopping, now. */
 void supervise_hurry(supervise *sv);
 
+/* Fills names (up to cap) with the apps' names, in order; returns how many apps there are. */
+size_t supervise_apps(const supervise *sv, const char **names, size_t cap);
+
 /* Number of worker processes alive (started and not yet reaped). */
 size_t supervise_alive(const supervise *sv);
 

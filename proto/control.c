@@ -20,6 +20,8 @@ const ctl_command ctl_commands[CTL_CMD_N] = {
     [CTL_LOGS] = {CTL_LOGS, "logs", CTL_TARGET_OPTIONAL, CTL_ARG_LINES | CTL_ARG_FOLLOW, CTL_HUB_ANY,
                   true, false, false, "logs [APP[:ID]] [-n LINES] [-f]",
                   "print captured output (-n lines, default 20); -f follows", ""},
+    [CTL_STREAM] = {CTL_STREAM, "stream", CTL_TARGET_NONE, CTL_ARG_FORMAT, CTL_HUB_ANY, false, false, false,
+                    "", "every interval, the headless output (ndjson or prom) as the hub prints it", ""},
     [CTL_KILL] = {CTL_KILL, "kill", CTL_TARGET_REQUIRED, 0, CTL_HUB_RUN | CTL_HUB_ATTACH, true, true, true,
                   "kill APP[:ID]", "stop a worker (or an app's) for good: SIGTERM, SIGKILL after --kill-timeout",
                   "x F9"},
@@ -61,6 +63,23 @@ const char *ctl_hub_name(unsigned kind)
         if (kind == 1u << i)
             return ctl_hub_names[i];
     return "?";
+}
+
+static const char *const ctl_format_names[] = {[CTL_FORMAT_NDJSON] = "ndjson", [CTL_FORMAT_PROM] = "prom"};
+
+const char *ctl_format_name(ctl_format f)
+{
+    return ctl_format_names[f == CTL_FORMAT_PROM];
+}
+
+int ctl_format_parse(const char *name, ctl_format *out)
+{
+    for (int i = 0; name && i < 2; i++)
+        if (strcmp(ctl_format_names[i], name) == 0) {
+            *out = (ctl_format)i;
+            return 0;
+        }
+    return -1;
 }
 
 /* ---- targets ------------------------------------------------------------- */
@@ -147,6 +166,7 @@ int ctl_request_parse(const json_t *req, ctl_request *out, char *err, size_t err
     /* Arguments: each must be one this command takes, of its type and range. */
     static const struct { const char *key; unsigned bit; } known[] = {
         {"lines", CTL_ARG_LINES}, {"follow", CTL_ARG_FOLLOW}, {"n", CTL_ARG_N}, {"delta", CTL_ARG_DELTA},
+        {"format", CTL_ARG_FORMAT},
     };
     for (size_t i = 0; i < sizeof known / sizeof known[0]; i++) {
         json_t *v = json_object_get(req, known[i].key);
@@ -166,6 +186,12 @@ int ctl_request_parse(const json_t *req, ctl_request *out, char *err, size_t err
         case CTL_ARG_DELTA:
             rc = ctl_int_arg(req, "delta", -CTL_SCALE_MAX, CTL_SCALE_MAX, &out->delta, err, errcap);
             out->has_delta = rc == 0;
+            break;
+        case CTL_ARG_FORMAT:
+            if (ctl_format_parse(json_string_value(v), &out->format) != 0) {
+                snprintf(err, errcap, "\"format\" must be \"ndjson\" or \"prom\"");
+                rc = -1;
+            }
             break;
         case CTL_ARG_FOLLOW:
             if (!json_is_boolean(v)) {
@@ -202,6 +228,8 @@ json_t *ctl_request_json(const ctl_request *r)
         json_object_set_new(req, "lines", json_integer(r->lines));
     if (r->cmd->args & CTL_ARG_FOLLOW)
         json_object_set_new(req, "follow", json_boolean(r->follow));
+    if (r->cmd->args & CTL_ARG_FORMAT)
+        json_object_set_new(req, "format", json_string(ctl_format_name(r->format)));
     if (r->has_n)
         json_object_set_new(req, "n", json_integer(r->n));
     if (r->has_delta)

@@ -26,7 +26,7 @@
 /* ---- commands ------------------------------------------------------------ */
 
 typedef enum {
-    CTL_LS, CTL_SUBSCRIBE, CTL_UNSUBSCRIBE, CTL_LOGS,
+    CTL_LS, CTL_SUBSCRIBE, CTL_UNSUBSCRIBE, CTL_LOGS, CTL_STREAM,
     CTL_KILL, CTL_RESTART, CTL_RELOAD, CTL_STOP, CTL_SCALE,
     CTL_CMD_N
 } ctl_cmd;
@@ -44,6 +44,7 @@ enum {
     CTL_ARG_FOLLOW = 1 << 1,   /* "follow": boolean */
     CTL_ARG_N      = 1 << 2,   /* "n": integer 0..CTL_SCALE_MAX */
     CTL_ARG_DELTA  = 1 << 3,   /* "delta": integer -CTL_SCALE_MAX..CTL_SCALE_MAX */
+    CTL_ARG_FORMAT = 1 << 4,   /* "format": "ndjson" or "prom" */
 };
 
 /* Kinds of hub (bits), as named in the hello's "mode". */
@@ -95,6 +96,15 @@ int ctl_target_parse(const char *s, ctl_target *t, char *err, size_t errcap);
 
 /* ---- requests ------------------------------------------------------------ */
 
+/* The headless output formats a `stream` request may ask for. */
+typedef enum { CTL_FORMAT_NDJSON, CTL_FORMAT_PROM } ctl_format;
+
+/* "ndjson", "prom". */
+const char *ctl_format_name(ctl_format f);
+
+/* The format named name; returns 0, or -1 when there is none. */
+int ctl_format_parse(const char *name, ctl_format *out);
+
 typedef struct {
     const ctl_command *cmd;
     ctl_target target;     /* app "" when the request names none */
@@ -102,6 +112,7 @@ typedef struct {
     bool   follow;
     bool   has_n, has_delta;
     long   n, delta;
+    ctl_format format;     /* CTL_ARG_FORMAT, default ndjson */
 } ctl_request;
 
 /*

@@ -1,69 +1,43 @@
 /*
- * main.c — the drover command line: parses a subcommand and its options and
- * hands over to the hub (or, later, the console).
+ * main.c — the drover command line: one table of subcommands drives the
+ * dispatch, the global usage and each subcommand's --help. Subcommands
+ * that start a hub (run, attach, monit) are here; those that talk to a
+ * running hub are the protocol's command table (proto/control.h) and live
+ * in tui/cli.c.
  */
-#include "client.h"
+#include "hub/hub.h"
+#include "hub/listen.h"
+#include "hub/paths.h"
 #include "proto/control.h"
-#include "columns.h"
-#include "commands.h"
-#include "console.h"
-#include "hub.h"
-#include "paths.h"
+#include "tui/cli.h"
+#include "tui/console.h"
+#include "tui/launch.h"
 
 #include <ctype.h>
-#include <fcntl.h>
-#include <math.h>
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
 #include <stdarg.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <signal.h>
-#include <sys/socket.h>
-#include <sys/un.h>
-#include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #ifndef DROVER_VERSION
 #define DROVER_VERSION "dev"
 #endif
 
-static const char usage_text[] =
-    "usage: drover COMMAND [OPTIONS]\n"
-    "\n"
+/* ---- help texts -------------------------------------------------------------- */
+
+static const char intro_text[] =
     "drover supervises and monitors clustered apps. Workers linked with the\n"
     "drover agent (libdrover, or the Node.js agent) report to a hub over a Unix\n"
     "datagram socket; the hub adds /proc figures and shows them in a console,\n"
-    "or streams them as NDJSON or Prometheus text.\n"
-    "\n"
-    "commands:\n"
-    "  run [RUN OPTIONS] -- CMD [ARGS...]\n"
-    "                      start N workers running CMD, restart them when they\n"
-    "                      die, reload them one by one on SIGHUP. In a terminal:\n"
-    "                      the hub goes to the background and the console opens;\n"
-    "                      otherwise (or with --headless) figures stream to stdout\n"
-    "  attach PID          monitor the children of a cluster master drover did not\n"
-    "                      start (SIGHUP to drover restarts them one by one)\n"
-    "  monit               the console, attached to the namespace's running hub (or\n"
-    "                      to a monitor-only hub it starts when none runs)\n"
-    "  monit --headless    stream the figures of every process that reports\n"
-    "  ls [--json] [--sort COL]\n"
-    "                      list the workers of the running hub (COL: id pid uptime\n"
-    "                      restarts cpu mem rps errors lag)\n"
-    "  logs [TARGET] [-n LINES] [-f]\n"
-    "                      print captured output (TARGET: APP or APP:ID), -f follows\n"
-    "  kill TARGET         stop a worker (or an app) for good\n"
-    "  restart TARGET      stop and start again\n"
-    "  reload [APP]        replace workers one at a time, each once its replacement\n"
-    "                      is ready; waits and prints the progress\n"
-    "  stop [TARGET]       without a target: stop every worker and the hub\n"
-    "  scale APP N         run N workers of APP\n"
-    "\n"
-    "run options:\n"
+    "or streams them as NDJSON or Prometheus text.\n";
+
+static const char run_options[] =
     "  -i N|max            workers to run (default 1; max = online CPUs)\n"
     "  -n NAME             app name (default: the command's or script's name)\n"
     "  --listen SPEC       open [HOST:]PORT or unix:PATH once and give it to every\n"
@@ -78,32 +52,83 @@ static const char usage_text[] =
     "  --no-echo           do not copy worker output to stderr as \"[app:id] line\"\n"
     "  -d, --detach        start the hub in the background and return\n"
     "  --no-agent          do not preload the Node.js agent into node commands\n"
-    "                      (by default NODE_OPTIONS gets --require <drover>/node/index.js)\n"
-    "\n"
-    "attach options:\n"
+    "                      (by default NODE_OPTIONS gets --require <drover>/node/index.js)\n";
+
+static const char attach_options[] =
     "  -n NAME             app name (default: the master's process name)\n"
-    "  --kill-timeout MS, --ready-timeout MS   as for run\n"
-    "\n"
-    "output options (run, attach, monit):\n"
+    "  --kill-timeout MS   SIGKILL a child this long after SIGTERM (default 5000)\n"
+    "  --ready-timeout MS  a replacement must appear (and be ready) within this\n"
+    "                      (default 10000)\n";
+
+static const char output_options[] =
     "  --headless          print figures to stdout instead of opening the console\n"
     "  --interval MS       print every MS milliseconds (default 1000, 50..3600000)\n"
     "  --count N           exit after N intervals (run: stops the workers first)\n"
     "  --format FMT        ndjson (default) or prom (Prometheus text, one exposition\n"
     "                      per interval, each followed by an empty line)\n"
     "  -L NAME             hub namespace (default \"default\"), as tmux -L\n"
-    "  --socket-dir DIR    put agent.sock in DIR instead of\n"
-    "                      $XDG_RUNTIME_DIR/drover/NAME or /tmp/drover-UID/NAME\n"
-    "\n"
-    "ls, logs, kill, restart, reload, stop, scale take -L NAME and --socket-dir DIR\n"
-    "to find the hub, as above.\n"
-    "\n"
-    "signals to the hub: TERM/INT stop (run: every worker gracefully first),\n"
-    "HUP rolling reload, USR1 reopen log files, TTIN/TTOU one worker more/less.\n"
-    "\n"
-    "  drover --help       this text\n"
-    "  drover --version    the version\n"
-    "\n"
-    "Exit status: 0 ok, 1 failed, 2 usage error.\n";
+    "  --socket-dir DIR    put the hub's sockets in DIR instead of\n"
+    "                      $XDG_RUNTIME_DIR/drover/NAME or /tmp/drover-UID/NAME\n";
+
+/* A subcommand that starts (or finds) a hub. */
+typedef struct cli_entry {
+    const char *name;
+    const char *usage;      /* after "drover " */
+    const char *help;       /* what it does, a few lines */
+    const char *options;    /* its own options ("" for none); output options follow */
+    int (*main)(int argc, char **argv);
+} hub_entry;
+
+static int cmd_run(int argc, char **argv);
+static int cmd_attach(int argc, char **argv);
+static int cmd_monit(int argc, char **argv);
+
+static const hub_entry hub_entries[] = {
+    {"run", "run [OPTIONS] -- CMD [ARGS...]",
+     "start N workers running CMD, restart them when they die, reload them one by\n"
+     "one on SIGHUP. In a terminal the hub goes to the background and the console\n"
+     "opens; otherwise (or with --headless) figures stream to stdout",
+     run_options, cmd_run},
+    {"attach", "attach PID [OPTIONS]",
+     "monitor the children of a cluster master drover did not start (SIGHUP to\n"
+     "drover restarts them one by one)",
+     attach_options, cmd_attach},
+    {"monit", "monit [--headless] [OPTIONS]",
+     "the console on the namespace's running hub (or on a monitor-only hub it\n"
+     "starts when none runs); with --headless, the figures as a stream: the\n"
+     "running hub's (at its interval), else those of every process that reports",
+     "", cmd_monit},
+};
+#define HUB_ENTRIES (sizeof hub_entries / sizeof hub_entries[0])
+
+/* Prints the global usage: every subcommand from the two tables. */
+static void usage_print(void)
+{
+    printf("usage: drover COMMAND [OPTIONS]\n\n%s\ncommands:\n", intro_text);
+    for (size_t i = 0; i < HUB_ENTRIES; i++)
+        printf("  %s\n", hub_entries[i].usage);
+    for (int i = 0; i < CTL_CMD_N; i++)
+        if (ctl_commands[i].cli || ctl_commands[i].cmd == CTL_LS)
+            printf("  %-30s %s\n", ctl_commands[i].usage, ctl_commands[i].help);
+    printf("\n'drover COMMAND --help' shows a command's options. Commands that talk to a\n"
+           "running hub take -L NAME and --socket-dir DIR to find it.\n"
+           "\n"
+           "signals to the hub: TERM/INT stop (run: every worker gracefully first),\n"
+           "HUP rolling reload, USR1 reopen log files, TTIN/TTOU one worker more/less.\n"
+           "\n"
+           "  drover --help       this text\n"
+           "  drover --version    the version\n"
+           "\n"
+           "Exit status: 0 ok, 1 failed, 2 usage error.\n");
+}
+
+/* Prints one hub subcommand's help. */
+static void usage_entry(const hub_entry *e)
+{
+    printf("usage: drover %s\n\n%s.\n\noptions:\n%s%s", e->usage, e->help, e->options, output_options);
+}
+
+static const hub_entry *current_entry;
 
 /* Prints a usage error and the hint to --help; returns the usage exit status. */
 __attribute__((format(printf, 1, 2)))
@@ -114,7 +139,10 @@ static int usage_error(const char *fmt, ...)
     va_start(ap, fmt);
     vfprintf(stderr, fmt, ap);
     va_end(ap);
-    fputs("\nTry 'drover --help'.\n", stderr);
+    if (current_entry)
+        fprintf(stderr, "\nTry 'drover %s --help'.\n", current_entry->name);
+    else
+        fputs("\nTry 'drover --help'.\n", stderr);
     return 2;
 }
 
@@ -134,9 +162,11 @@ static bool parse_long(const char *s, long lo, long hi, long *out)
 static bool parse_size(const char *s, uint64_t *out)
 {
     char *end;
+    if (!isdigit((unsigned char)*s))   /* strtoull would take " 5M", "+5M" and "-5M" */
+        return false;
     errno = 0;
     unsigned long long v = strtoull(s, &end, 10);
-    if (errno || end == s || *s == '-')
+    if (errno || end == s)
         return false;
     unsigned shift = 0;
     switch (toupper((unsigned char)*end)) {
@@ -211,6 +241,7 @@ static int parse_options(const char *cmd, int argc, char **argv, hub_options *o,
         {0, 0, 0, 0},
     };
     bool run = o->mode == HUB_RUN, att = o->mode == HUB_ATTACH;
+    char lerr[256];
     long v;
     int c;
 
@@ -245,7 +276,7 @@ static int parse_options(const char *cmd, int argc, char **argv, hub_options *o,
             o->ns = optarg;
             break;
         case O_SOCKDIR: o->socket_dir = optarg; break;
-        case O_HELP: fputs(usage_text, stdout); return 0;
+        case O_HELP: usage_entry(current_entry); return 0;
         case 'i':
             ok = run;
             if (!ok)
@@ -265,7 +296,12 @@ static int parse_options(const char *cmd, int argc, char **argv, hub_options *o,
                 return usage_error("-n takes an app name of 1-63 characters without '/', ':' or spaces, not '%s'", optarg);
             o->app = optarg;
             break;
-        case O_LISTEN: ok = run; o->listen = optarg; break;
+        case O_LISTEN:
+            ok = run;
+            if (ok && listen_check(optarg, lerr, sizeof lerr) != 0)
+                return usage_error("%s", lerr);
+            o->listen = optarg;
+            break;
         case O_KILL_TIMEOUT:
         case O_READY_TIMEOUT:
             ok = run || att;
@@ -305,118 +341,50 @@ static hub_options default_options(hub_mode mode)
     };
 }
 
-/* ---- hub in the background + console ----------------------------------- */
-
-
-/* True when ctl.sock at path accepts a connection. */
-static bool ctl_alive(const char *path)
-{
-    struct sockaddr_un sa = {.sun_family = AF_UNIX};
-    if (strlen(path) >= sizeof sa.sun_path)
-        return false;
-    strcpy(sa.sun_path, path);
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    bool ok = fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0;
-    if (fd >= 0)
-        close(fd);
-    return ok;
-}
-
-/*
- * Starts this very command again as a background hub (its own session, so a
- * terminal hangup never reaches it) with --background added, and waits until
- * its control socket answers. Startup errors reach the terminal (the hub
- * redirects its output only once set up). Returns 0, or the exit status.
- */
-static int spawn_background_hub(int argc, char **argv, const char *ctl_path)
-{
-    char **args = calloc((size_t)argc + 3, sizeof *args);
-    if (!args)
-        return 1;
-    int k = 0;
-    args[k++] = "drover";
-    args[k++] = argv[0];          /* the subcommand */
-    args[k++] = "--background";
-    for (int i = 1; i < argc; i++)
-        args[k++] = argv[i];
-    args[k] = NULL;
-    /* exec our own binary by its real path, so `ps` and `pkill drover` see
-     * "drover" (execing /proc/self/exe would name the process "exe") */
-    char self[4096];
-    ssize_t sl = readlink("/proc/self/exe", self, sizeof self - 1);
-    if (sl <= 0) {
-        fprintf(stderr, "drover: cannot find my own binary: %s\n", strerror(errno));
-        free(args);
-        return 1;
-    }
-    self[sl] = '\0';
-    pid_t pid = fork();
-    if (pid < 0) {
-        fprintf(stderr, "drover: fork failed: %s\n", strerror(errno));
-        free(args);
-        return 1;
-    }
-    if (pid == 0) {
-        setsid();
-        int dn = open("/dev/null", O_RDWR);
-        if (dn >= 0) {
-            dup2(dn, 0);
-            dup2(dn, 1);   /* stderr stays: errors while starting reach the user */
-        }
-        execv(self, args);
-        fprintf(stderr, "drover: cannot start the hub: %s\n", strerror(errno));
-        _exit(1);
-    }
-    free(args);
-    for (int i = 0; i < 200; i++) {   /* up to 10 s */
-        int status;
-        if (waitpid(pid, &status, WNOHANG) == pid)
-            return WIFEXITED(status) && WEXITSTATUS(status) ? WEXITSTATUS(status) : 1;
-        if (ctl_alive(ctl_path))
-            return 0;
-        struct timespec ts = {0, 50 * 1000000};
-        nanosleep(&ts, NULL);
-    }
-    fprintf(stderr, "drover: the hub (pid %d) did not open %s within 10 s\n", (int)pid, ctl_path);
-    return 1;
-}
-
-static bool is_terminal(void)
-{
-    return isatty(STDIN_FILENO) && isatty(STDOUT_FILENO);
-}
+/* ---- the hub subcommands ----------------------------------------------------- */
 
 /* Fills ctl with the namespace's ctl.sock path, creating the directory. */
 static int ns_ctl_path(const hub_options *o, char *ctl, size_t cap)
 {
-    char dir[PATHS_MAX], err[512];
-    if (paths_dir(o->socket_dir, o->ns, true, dir, sizeof dir, err, sizeof err) != 0 ||
-        paths_join(dir, "ctl.sock", ctl, cap) != 0) {
+    char err[512];
+    if (paths_ctl(o->socket_dir, o->ns, true, ctl, cap, err, sizeof err) != 0) {
         fprintf(stderr, "drover: %s\n", err);
         return -1;
     }
     return 0;
 }
 
+/* The "-L NAME --socket-dir DIR" that reaches o's hub, for hints ("" for the defaults). */
+static void ns_args(const hub_options *o, char *out, size_t cap)
+{
+    int n = 0;
+    out[0] = '\0';
+    if (strcmp(o->ns, "default") != 0)
+        n = snprintf(out, cap, " -L %s", o->ns);
+    if (o->socket_dir && n >= 0 && (size_t)n < cap)
+        snprintf(out + n, cap - (size_t)n, " --socket-dir %s", o->socket_dir);
+}
+
 /*
  * The console half of `run`, `attach` and `monit`: starts this command as a
- * background hub (unless one already answers and may be reused) and opens the
- * console on it. Returns the exit status.
+ * background hub (unless one already answers and may be reused) and opens
+ * the console on it. Returns the exit status.
  */
 static int hub_and_console(const hub_options *o, int argc, char **argv, bool reuse, console_quit q)
 {
-    char ctl[PATHS_MAX + 16];
+    char ctl[PATHS_MAX + 16], hint[PATHS_MAX + 64];
     if (ns_ctl_path(o, ctl, sizeof ctl) != 0)
         return 1;
-    if (ctl_alive(ctl)) {
+    if (launch_ctl_alive(ctl)) {
         if (!reuse) {
+            ns_args(o, hint, sizeof hint);
             fprintf(stderr, "drover: another hub is running in namespace '%s'; use -L NAME for a second "
-                    "one, or 'drover monit' to see it\n", o->ns);
+                    "one, or 'drover monit%s' to see it\n", o->ns, hint);
             return 1;
         }
         q = CONSOLE_QUIT_LEAVE;   /* not ours: leave it running */
     } else {
-        int rc = spawn_background_hub(argc, argv, ctl);
+        int rc = launch_background_hub(argc, argv, ctl);
         if (rc)
             return rc;
     }
@@ -434,9 +402,18 @@ static int cmd_monit(int argc, char **argv)
         return rc;
     if (optind < argc)
         return usage_error("unexpected argument '%s' for monit", argv[optind]);
-    if (headless || o.background)
+    if (o.background)
         return hub_run(&o);
-    if (!is_terminal()) {
+    if (headless) {
+        /* next to a running hub: its stream, as a client; else a hub of our own */
+        char ctl[PATHS_MAX + 16];
+        if (ns_ctl_path(&o, ctl, sizeof ctl) != 0)
+            return 1;
+        if (launch_ctl_alive(ctl))
+            return cli_stream(ctl, o.format == HEADLESS_PROM ? CTL_FORMAT_PROM : CTL_FORMAT_NDJSON, o.count);
+        return hub_run(&o);
+    }
+    if (!launch_is_terminal()) {
         fputs("drover: the console needs a terminal; use 'drover monit --headless' for a stream\n", stderr);
         return 2;
     }
@@ -460,23 +437,24 @@ static int cmd_run(int argc, char **argv)
         derive_app(o.argv, app, sizeof app);
         o.app = app;
     }
-    if (o.background || headless || (!detach && !is_terminal()))
+    if (o.background || headless || (!detach && !launch_is_terminal()))
         return hub_run(&o);
 
     if (!detach)   /* the hub runs apart, in its own session */
         return hub_and_console(&o, argc, argv, false, CONSOLE_QUIT_ASK);
-    char ctl[PATHS_MAX + 16];
+    char ctl[PATHS_MAX + 16], hint[PATHS_MAX + 64];
     if (ns_ctl_path(&o, ctl, sizeof ctl) != 0)
         return 1;
-    if (ctl_alive(ctl)) {
+    ns_args(&o, hint, sizeof hint);
+    if (launch_ctl_alive(ctl)) {
         fprintf(stderr, "drover: another hub is running in namespace '%s'; use -L NAME for a second one, "
-                "or 'drover monit' to see it\n", o.ns);
+                "or 'drover monit%s' to see it\n", o.ns, hint);
         return 1;
     }
-    rc = spawn_background_hub(argc, argv, ctl);
+    rc = launch_background_hub(argc, argv, ctl);
     if (rc == 0)
-        printf("drover: %s runs in the background (namespace %s); 'drover monit' shows it, "
-               "'drover stop' ends it\n", o.app, o.ns);
+        printf("drover: %s runs in the background (namespace %s); 'drover monit%s' shows it, "
+               "'drover stop%s' ends it\n", o.app, o.ns, hint, hint);
     return rc;
 }
 
@@ -496,292 +474,9 @@ static int cmd_attach(int argc, char **argv)
     if (optind + 1 < argc)
         return usage_error("unexpected argument '%s' for attach", argv[optind + 1]);
     o.master = (pid_t)pid;
-    if (o.background || headless || !is_terminal())
+    if (o.background || headless || !launch_is_terminal())
         return hub_run(&o);
     return hub_and_console(&o, argc, argv, false, CONSOLE_QUIT_STOP);
-}
-
-/* ---- commands to a running hub ------------------------------------------ */
-
-typedef struct {
-    const char *ns, *socket_dir;
-    bool json, follow;
-    long lines;
-    const char *sort;
-} ctl_options;
-
-/*
- * Parses the options of ls/logs/kill/… (-L, --socket-dir, --json, -n, -f,
- * --sort). Returns -1 when parsing succeeded, else the exit status.
- */
-static int parse_ctl_options(const char *cmd, int argc, char **argv, ctl_options *co)
-{
-    static const struct option opts[] = {
-        {"socket-dir", required_argument, NULL, 'S'},
-        {"json", no_argument, NULL, 'j'},
-        {"follow", no_argument, NULL, 'f'},
-        {"lines", required_argument, NULL, 'n'},
-        {"sort", required_argument, NULL, 's'},
-        {"help", no_argument, NULL, 'h'},
-        {0, 0, 0, 0},
-    };
-    bool ls = strcmp(cmd, "ls") == 0, logs = strcmp(cmd, "logs") == 0;
-    int c;
-    optind = 1;
-    opterr = 0;
-    while ((c = getopt_long(argc, argv, ":L:n:f", opts, NULL)) != -1) {
-        switch (c) {
-        case 'L':
-            if (!paths_valid_name(optarg))
-                return usage_error("invalid namespace name '%s'", optarg);
-            co->ns = optarg;
-            break;
-        case 'S': co->socket_dir = optarg; break;
-        case 'j':
-            if (!ls)
-                return usage_error("option '--json' does not apply to %s", cmd);
-            co->json = true;
-            break;
-        case 's':
-            if (!ls)
-                return usage_error("option '--sort' does not apply to %s", cmd);
-            if (!columns_find(optarg) || !columns_find(optarg)->sort_key)
-                return usage_error("cannot sort by '%s': use id, pid, uptime, restarts, cpu, mem, rps, errors or lag", optarg);
-            co->sort = optarg;
-            break;
-        case 'f':
-            if (!logs)
-                return usage_error("option '-f' does not apply to %s", cmd);
-            co->follow = true;
-            break;
-        case 'n':
-            if (!logs || !parse_long(optarg, 0, 1000000, &co->lines))
-                return usage_error(logs ? "-n takes a number of lines, not '%s'" : "option '-n' does not apply to %s",
-                                   logs ? optarg : cmd);
-            break;
-        case 'h': fputs(usage_text, stdout); return 0;
-        case ':': return usage_error("option %s needs a value", argv[optind - 1]);
-        default: return usage_error("unknown option '%s' for %s", argv[optind - 1], cmd);
-        }
-    }
-    return -1;
-}
-
-/* Connects to the namespace's hub, or prints why not and returns NULL. */
-static client_sync *ctl_connect(const ctl_options *co)
-{
-    char path[PATHS_MAX + 16], err[512];
-    if (client_ctl_path(co->socket_dir, co->ns, path, sizeof path, err, sizeof err) != 0) {
-        fprintf(stderr, "drover: no hub is running in namespace '%s' (%s)\n", co->ns, err);
-        return NULL;
-    }
-    client_sync *c = client_sync_open(path, CTL_VERSION, NULL, err, sizeof err);
-    if (!c)
-        fprintf(stderr, "drover: %s\n", err);
-    return c;
-}
-
-static const char *ls_sort_col;
-
-static int ls_cmp(const void *a, const void *b)
-{
-    const json_t *x = *(json_t *const *)a, *y = *(json_t *const *)b;
-    const column *c = columns_find(ls_sort_col);
-    double kx = c->sort_key(x), ky = c->sort_key(y);
-    if (isnan(kx) != isnan(ky))
-        return isnan(kx) ? 1 : -1;
-    return (kx < ky) - (kx > ky);
-}
-
-/* drover ls [--json] [--sort COL] */
-static int cmd_ls(int argc, char **argv)
-{
-    ctl_options co = {.ns = "default"};
-    int rc = parse_ctl_options("ls", argc, argv, &co);
-    if (rc >= 0)
-        return rc;
-    if (optind < argc)
-        return usage_error("unexpected argument '%s' for ls", argv[optind]);
-    client_sync *c = ctl_connect(&co);
-    if (!c)
-        return 1;
-    char err[512];
-    json_t *req = json_pack("{s:s}", "cmd", "ls");
-    json_t *r = client_sync_call(c, req, 5000, err, sizeof err);
-    json_decref(req);
-    client_sync_close(c);
-    if (!r) {
-        fprintf(stderr, "drover: %s\n", err);
-        return 1;
-    }
-    json_t *ws = json_object_get(r, "workers");
-    if (co.json) {
-        json_t *out = json_pack("{s:O, s:O, s:O}", "workers", ws, "apps", json_object_get(r, "apps"),
-                                "hub", json_object_get(r, "hub"));
-        json_dumpf(out, stdout, JSON_COMPACT | JSON_REAL_PRECISION(15));
-        putchar('\n');
-        json_decref(out);
-        json_decref(r);
-        return 0;
-    }
-    size_t n = json_array_size(ws);
-    json_t **rows = calloc(n ? n : 1, sizeof *rows);
-    for (size_t i = 0; i < n; i++)
-        rows[i] = json_array_get(ws, i);
-    if (co.sort) {
-        ls_sort_col = co.sort;
-        qsort(rows, n, sizeof *rows, ls_cmp);
-    }
-    for (const column *col = columns_table; col->name; col++)
-        printf("%s%*s", col == columns_table ? "" : " ", col->right ? col->width : -col->width, col->title);
-    putchar('\n');
-    for (size_t i = 0; i < n; i++) {
-        for (const column *col = columns_table; col->name; col++) {
-            char cell[128];
-            col->format(rows[i], cell, sizeof cell);
-            printf("%s%*.*s", col == columns_table ? "" : " ", col->right ? col->width : -col->width,
-                   col->width, cell);
-        }
-        putchar('\n');
-    }
-    json_t *hub = json_object_get(r, "hub");
-    printf("%lld workers, %lld reports, %lld dropped\n",
-           (long long)json_integer_value(json_object_get(hub, "workers")),
-           (long long)json_integer_value(json_object_get(hub, "reports_total")),
-           (long long)json_integer_value(json_object_get(hub, "dropped_total")));
-    free(rows);
-    json_decref(r);
-    return 0;
-}
-
-/* Prints one log object as "[app:id] text" ("[app:id!] text" for stderr). */
-static void print_log(const json_t *l)
-{
-    const char *app = json_string_value(json_object_get(l, "app"));
-    const char *stream = json_string_value(json_object_get(l, "stream"));
-    json_t *text = json_object_get(l, "text");
-    printf("[%s:%lld%s] %.*s\n", app ? app : "?", (long long)json_integer_value(json_object_get(l, "id")),
-           stream && strcmp(stream, "err") == 0 ? "!" : "", (int)json_string_length(text),
-           json_string_value(text) ? json_string_value(text) : "");
-}
-
-/* drover logs [TARGET] [-n LINES] [-f] */
-static int cmd_logs(int argc, char **argv)
-{
-    ctl_options co = {.ns = "default", .lines = 20};
-    int rc = parse_ctl_options("logs", argc, argv, &co);
-    if (rc >= 0)
-        return rc;
-    const char *target = optind < argc ? argv[optind++] : NULL;
-    if (optind < argc)
-        return usage_error("unexpected argument '%s' for logs", argv[optind]);
-    client_sync *c = ctl_connect(&co);
-    if (!c)
-        return 1;
-    char err[512];
-    json_t *req = json_pack("{s:s, s:I, s:b}", "cmd", "logs", "lines", (json_int_t)co.lines, "follow", co.follow);
-    if (target)
-        json_object_set_new(req, "target", json_string(target));
-    json_t *r = client_sync_call(c, req, 5000, err, sizeof err);
-    json_decref(req);
-    if (!r || !json_is_true(json_object_get(r, "ok"))) {
-        fprintf(stderr, "drover: %s\n", r ? json_string_value(json_object_get(r, "error")) : err);
-        json_decref(r);
-        client_sync_close(c);
-        return 1;
-    }
-    size_t i;
-    json_t *l;
-    json_array_foreach(json_object_get(r, "lines"), i, l)
-        print_log(l);
-    json_decref(r);
-    fflush(stdout);
-    if (co.follow) {
-        signal(SIGPIPE, SIG_DFL);
-        json_t *m;
-        while ((m = client_sync_next(c, -1))) {
-            const char *type = json_string_value(json_object_get(m, "type"));
-            if (type && strcmp(type, "log") == 0) {
-                print_log(m);
-                fflush(stdout);
-            }
-            json_decref(m);
-        }
-    }
-    client_sync_close(c);
-    return 0;
-}
-
-/* Prints the replies' message; for reload, follows its events to the end. */
-static int cmd_control(const command_entry *ce, int argc, char **argv)
-{
-    ctl_options co = {.ns = "default"};
-    int rc = parse_ctl_options(ce->name, argc, argv, &co);
-    if (rc >= 0)
-        return rc;
-    const char *target = optind < argc ? argv[optind++] : NULL;
-    long n = -1;
-    if (ce->args == CMD_ARG_TARGET && !target)
-        return usage_error("usage: drover %s", ce->usage);
-    if (ce->args == CMD_ARG_TARGET_N) {
-        if (!target || optind >= argc || !parse_long(argv[optind++], 0, 1024, &n))
-            return usage_error("usage: drover %s (N from 0 to 1024)", ce->usage);
-    }
-    if (optind < argc)
-        return usage_error("unexpected argument '%s' for %s", argv[optind], ce->name);
-    client_sync *c = ctl_connect(&co);
-    if (!c)
-        return 1;
-    char err[512];
-    bool reload = strcmp(ce->name, "reload") == 0 && (!target || !strchr(target, ':'));
-    if (reload) {
-        /* events reach subscribers: subscribe first so none is missed */
-        json_t *sub = json_pack("{s:s}", "cmd", "subscribe");
-        json_decref(client_sync_call(c, sub, 5000, err, sizeof err));
-        json_decref(sub);
-    }
-    json_t *req = commands_request(ce, target, n);
-    json_t *r = client_sync_call(c, req, 10000, err, sizeof err);
-    json_decref(req);
-    if (!r) {
-        fprintf(stderr, "drover: %s\n", err);
-        client_sync_close(c);
-        return 1;
-    }
-    bool ok = json_is_true(json_object_get(r, "ok"));
-    const char *msg = json_string_value(json_object_get(r, ok ? "msg" : "error"));
-    fprintf(ok ? stdout : stderr, "%s%s\n", ok ? "" : "drover: ", msg ? msg : "");
-    json_t *r2 = r;
-    rc = ok ? 0 : 1;
-    if (ok && reload) {
-        /* Follow the reload events of the app (or of every app the reply
-         * names) until each has ended; the hub always sends an outcome. */
-        json_t *apps = json_object_get(r2, "apps");
-        size_t wanted = target ? 1 : json_array_size(apps), ended = 0;
-        json_t *m;
-        while (ended < wanted && (m = client_sync_next(c, 3600 * 1000))) {
-            ctl_event e;
-            const char *type = json_string_value(json_object_get(m, "type"));
-            if (type && strcmp(type, "event") == 0 && ctl_event_parse(m, &e) == 0 &&
-                e.kind == CTL_EV_RELOAD && e.app && (!target || strcmp(e.app, target) == 0)) {
-                puts(e.text);
-                fflush(stdout);
-                if (ctl_event_ends_reload(&e)) {
-                    ended++;
-                    if (e.phase == CTL_PHASE_ABORTED)
-                        rc = 1;
-                }
-            }
-            json_decref(m);
-        }
-        if (ended < wanted) {
-            fprintf(stderr, "drover: the hub went away before the reload ended\n");
-            rc = 1;
-        }
-    }
-    json_decref(r2);
-    client_sync_close(c);
-    return rc;
 }
 
 int main(int argc, char **argv)
@@ -790,25 +485,20 @@ int main(int argc, char **argv)
         return usage_error("missing command");
     const char *cmd = argv[1];
     if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
-        fputs(usage_text, stdout);
+        usage_print();
         return 0;
     }
     if (strcmp(cmd, "--version") == 0 || strcmp(cmd, "-V") == 0) {
         printf("drover %s\n", DROVER_VERSION);
         return 0;
     }
-    if (strcmp(cmd, "monit") == 0)
-        return cmd_monit(argc - 1, argv + 1);
-    if (strcmp(cmd, "run") == 0)
-        return cmd_run(argc - 1, argv + 1);
-    if (strcmp(cmd, "attach") == 0)
-        return cmd_attach(argc - 1, argv + 1);
-    if (strcmp(cmd, "ls") == 0)
-        return cmd_ls(argc - 1, argv + 1);
-    if (strcmp(cmd, "logs") == 0)
-        return cmd_logs(argc - 1, argv + 1);
-    const command_entry *ce = commands_find(cmd);
-    if (ce)
-        return cmd_control(ce, argc - 1, argv + 1);
+    for (size_t i = 0; i < HUB_ENTRIES; i++)
+        if (strcmp(cmd, hub_entries[i].name) == 0) {
+            current_entry = &hub_entries[i];
+            return hub_entries[i].main(argc - 1, argv + 1);
+        }
+    const ctl_command *ce = ctl_command_find(cmd);
+    if (ce && (ce->cli || ce->cmd == CTL_LS))
+        return cli_main(ce, argc - 1, argv + 1);
     return usage_error("unknown command '%s'", cmd);
 }

@@ -43,9 +43,14 @@ function sourceRoot() {
               `${path.resolve(HERE, '..', '..')}: install from a drover checkout (npm install /path/to/drover/agent/node)`);
 }
 
-/* Returns the .c files of dir (sorted). */
+/* The agent's share of proto/: the report encoder and sd_notify text, not the
+ * control protocol (proto/control.c, which needs jansson and is the hub's). */
+const NOT_AGENT = new Set(['control.c']);
+
+/* Returns the .c files of dir (sorted), less those the agent does not use. */
 function cFiles(dir) {
-  return fs.readdirSync(dir).filter((f) => f.endsWith('.c')).sort().map((f) => path.join(dir, f));
+  return fs.readdirSync(dir).filter((f) => f.endsWith('.c') && !NOT_AGENT.has(f)).sort()
+    .map((f) => path.join(dir, f));
 }
 
 /* Returns the directory holding node_api.h, or fails. */
@@ -96,7 +101,7 @@ function build() {
   const args = [
     '-std=c11', '-O2', '-Wall', '-D_GNU_SOURCE', '-DDROVER_VERSION="0.1.0"',
     '-fPIC', '-fvisibility=hidden', '-ffunction-sections', '-fdata-sections', '-pthread',
-    `-I${path.join(root, 'agent')}`, `-I${path.join(root, 'proto')}`, `-I${nodeInclude()}`,
+    `-I${root}`, `-I${path.join(root, 'agent')}`, `-I${path.join(root, 'proto')}`, `-I${nodeInclude()}`,
     ...msgpackCflags(),
     '-shared', '-Wl,--exclude-libs,ALL', '-Wl,--gc-sections',
     `-Wl,--version-script=${path.join(HERE, 'addon.map')}`,

@@ -170,7 +170,7 @@ def test_no_hub_and_protocol_mismatch(sockdir, hub3):
     f = s.makefile()
     msg = json.loads(f.readline())
     assert msg["type"] == "error"
-    assert msg["error"] == "protocol version 99 is not supported: this hub speaks version 1"
+    assert msg["error"] == "protocol version 99 is not supported: this hub speaks version 2"
     assert f.readline() == ""   # then closed
     s.close()
     # a request before the hello is refused the same way
@@ -187,7 +187,7 @@ def test_monitor_only_hub_refuses_commands(start_hub, sockdir):
     h.wait_socket()
     r = cli(sockdir, "kill", "x:1")
     assert r.returncode == 1
-    assert "only monitors" in r.stderr
+    assert "no app named 'x'" in r.stderr
 
 
 def test_detach_runs_in_background_and_stop_ends_it(sockdir, tmp_path):

@@ -44,7 +44,7 @@ def ctl(sockdir, req, timeout=5.0):
     try:
         s.connect(os.path.join(sockdir, "ctl.sock"))
         f = s.makefile("rwb")
-        f.write(b'{"hello":"drover","version":1}\n')
+        f.write(b'{"hello":"drover","version":2}\n')
         f.flush()
         hello = json.loads(f.readline())
         assert hello.get("type") == "hello", hello
@@ -115,7 +115,7 @@ def hub_pid(sockdir):
     try:
         s.connect(os.path.join(sockdir, "ctl.sock"))
         f = s.makefile("rwb")
-        f.write(b'{"hello":"drover","version":1}\n')
+        f.write(b'{"hello":"drover","version":2}\n')
         f.flush()
         return json.loads(f.readline()).get("hub_pid")
     except (OSError, ValueError):

@@ -402,8 +402,10 @@ def test_worker_runs_normally_without_hub(kind, sockdir):
 def test_second_hub_refused_and_stale_socket_replaced(sockdir, start_hub, sender):
     h1 = start_hub()
     h1.wait_socket()
-    r = subprocess.run([DROVER, "monit", "--headless", "--count", "1", "--interval", "200",
-                        "--socket-dir", sockdir], stdin=subprocess.DEVNULL,
+    # (`monit --headless` beside a hub streams it as a client: test_protocol.py; a second
+    # hub of its own, as `run` would start, is refused)
+    r = subprocess.run([DROVER, "run", "--headless", "--count", "1", "--interval", "200",
+                        "--socket-dir", sockdir, "--", "sleep", "5"], stdin=subprocess.DEVNULL,
                        capture_output=True, timeout=10)
     err = r.stderr.decode(errors="replace")
     assert r.returncode == 1, (r.returncode, err)

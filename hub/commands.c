@@ -1,0 +1,305 @@
+/*
+ * commands.c — the hub's side of the control protocol: targets resolved the
+ * same way on every kind of hub, commands dispatched to the supervisor or to
+ * attach, snapshots and log tails for views.
+ */
+#include "hub/commands.h"
+
+#include "hub/headless.h"
+#include "hub/sampler.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define COMMANDS_APPS_MAX 256
+
+ssize_t hub_commands_views(hub_commands *hc, double now)
+{
+    size_t n = state_count(hc->st);
+    if (n > hc->views_cap) {
+        worker_view *nv = realloc(hc->views, n * sizeof *nv);
+        if (!nv)
+            return -1;
+        hc->views = nv;
+        hc->views_cap = n;
+    }
+    return (ssize_t)state_snapshot(hc->st, hc->views, n, now, hc->interval_s);
+}
+
+void hub_commands_free(hub_commands *hc)
+{
+    free(hc->views);
+    hc->views = NULL;
+    hc->views_cap = 0;
+}
+
+static double commands_wall(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* ---- snapshot ------------------------------------------------------------ */
+
+static json_t *commands_snapshot(void *ctx, bool with_history)
+{
+    hub_commands *hc = ctx;
+    ssize_t n = hub_commands_views(hc, sampler_now());
+    if (n < 0)
+        n = 0;
+    hub_counters c = state_counters(hc->st);
+    json_t *snap = headless_snapshot(hc->views, (size_t)n, &c, commands_wall());
+    if (!snap)
+        return json_object();
+    if (!with_history)
+        return snap;
+    static const char *names[STATE_SERIES_N] = {"cpu_pct", "rss_bytes", "req_per_s", "lag_p99_ms"};
+    double pts[STATE_HISTORY];
+    json_t *ws = json_object_get(snap, "workers");
+    for (ssize_t i = 0; i < n; i++) {
+        json_t *hist = json_object();
+        for (int k = 0; k < STATE_SERIES_N; k++) {
+            size_t np = state_history(hc->st, hc->views[i].key, (state_series)k, pts, STATE_HISTORY);
+            json_t *arr = json_array();
+            for (size_t j = 0; j < np; j++)
+                json_array_append_new(arr, isnan(pts[j]) ? json_null() : json_real(pts[j]));
+            json_object_set_new(hist, names[k], arr);
+        }
+        json_object_set_new(json_array_get(ws, (size_t)i), "history", hist);
+    }
+    return snap;
+}
+
+/* ---- targets ------------------------------------------------------------- */
+
+/* True when the hub has an app named name (it may have no worker right now). */
+static bool commands_has_app(hub_commands *hc, const char *name, ssize_t nviews)
+{
+    if (hc->sv) {
+        const char *names[COMMANDS_APPS_MAX];
+        size_t n = supervise_apps(hc->sv, names, COMMANDS_APPS_MAX);
+        for (size_t i = 0; i < n && i < COMMANDS_APPS_MAX; i++)
+            if (strcmp(names[i], name) == 0)
+                return true;
+        return false;
+    }
+    if (hc->at)
+        return strcmp(attach_app(hc->at), name) == 0;
+    for (ssize_t i = 0; i < nviews; i++)
+        if (strcmp(hc->views[i].app, name) == 0)
+            return true;
+    return false;
+}
+
+/*
+ * One rule for every kind of hub: the app must exist, and a worker id must
+ * be one of its workers now (a run hub's slot, an attached master's child,
+ * a monitored process's reported id).
+ */
+static int commands_resolve(void *ctx, const ctl_target *t, char *msg, size_t cap)
+{
+    hub_commands *hc = ctx;
+    ssize_t n = hub_commands_views(hc, sampler_now());
+    if (n < 0)
+        n = 0;
+    if (!commands_has_app(hc, t->app, n)) {
+        snprintf(msg, cap, "no app named '%s'", t->app);
+        return -1;
+    }
+    if (t->id < 0)
+        return 0;
+    bool found = hc->at ? attach_has_id(hc->at, t->id) : false;
+    for (ssize_t i = 0; i < n && !found; i++)
+        found = strcmp(hc->views[i].app, t->app) == 0 && hc->views[i].id == t->id &&
+                hc->views[i].state != WS_GONE;
+    if (!found) {
+        snprintf(msg, cap, "%s has no worker %d", t->app, t->id);
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- commands ------------------------------------------------------------ */
+
+/* Names the apps a reload of every app covers, so a view can wait for each outcome. */
+static void commands_reload_apps(hub_commands *hc, const ctl_request *r, json_t *reply)
+{
+    json_t *apps = json_array();
+    if (r->target.app[0]) {
+        json_array_append_new(apps, json_string(r->target.app));
+    } else if (hc->sv) {
+        const char *names[COMMANDS_APPS_MAX];
+        size_t n = supervise_apps(hc->sv, names, COMMANDS_APPS_MAX);
+        for (size_t i = 0; i < n && i < COMMANDS_APPS_MAX; i++)
+            json_array_append_new(apps, json_string(names[i]));
+    } else if (hc->at) {
+        json_array_append_new(apps, json_string(attach_app(hc->at)));
+    }
+    json_object_set_new(reply, "apps", apps);
+}
+
+/* On a run hub: each command is a supervisor call. */
+static int commands_run(hub_commands *hc, const ctl_request *r, json_t *reply, char *msg, size_t cap)
+{
+    const char *app = r->target.app;
+    int id = r->target.id;
+    switch (r->cmd->cmd) {
+    case CTL_KILL:
+    case CTL_STOP:
+        return supervise_kill(hc->sv, app, id, msg, cap);
+    case CTL_RESTART:
+        return supervise_restart(hc->sv, app, id, msg, cap);
+    case CTL_RELOAD:
+        if (id >= 0)
+            return supervise_restart(hc->sv, app, id, msg, cap);
+        commands_reload_apps(hc, r, reply);
+        return supervise_reload(hc->sv, app[0] ? app : NULL, msg, cap);
+    case CTL_SCALE:
+        if (r->has_delta)
+            return supervise_scale_by(hc->sv, app, (int)r->delta, msg, cap);
+        return supervise_scale(hc->sv, app, (int)r->n, msg, cap);
+    default:
+        break;
+    }
+    snprintf(msg, cap, "'%s' does not act on workers", r->cmd->name);
+    return -1;
+}
+
+/* On an attach hub: signals to the master's children. */
+static int commands_attach(hub_commands *hc, const ctl_request *r, json_t *reply, char *msg, size_t cap)
+{
+    int id = r->target.id;
+    switch (r->cmd->cmd) {
+    case CTL_KILL:
+    case CTL_STOP:
+        return attach_kill(hc->at, id, msg, cap);
+    case CTL_RESTART:
+        return attach_restart(hc->at, id, msg, cap);
+    case CTL_RELOAD:
+        if (id >= 0)
+            return attach_restart(hc->at, id, msg, cap);
+        commands_reload_apps(hc, r, reply);
+        return attach_reload(hc->at, msg, cap);
+    default:
+        break;
+    }
+    snprintf(msg, cap, "'%s' does not act on an attached master's workers", r->cmd->name);
+    return -1;
+}
+
+static int commands_command(void *ctx, const ctl_request *r, json_t *reply, char *msg, size_t cap)
+{
+    hub_commands *hc = ctx;
+    if (r->cmd->cmd == CTL_STOP && !r->target.app[0]) {
+        snprintf(msg, cap, "stopping the hub%s", hc->sv ? " and every worker" : "");
+        hc->stop_hub(hc->ctx);   /* deferred by the hub until this reply is queued */
+        return 0;
+    }
+    if (hc->sv)
+        return commands_run(hc, r, reply, msg, cap);
+    if (hc->at)
+        return commands_attach(hc, r, reply, msg, cap);
+    snprintf(msg, cap, "this hub only monitors (drover monit): it has no workers of its own to %s",
+             r->cmd->name);
+    return -1;
+}
+
+/* ---- logs ---------------------------------------------------------------- */
+
+/* One captured line, collected for a merged tail. */
+typedef struct {
+    char      app[CTL_APP_MAX];
+    int       id;
+    logs_line line;
+    char     *text;
+} commands_tail_line;
+
+typedef struct {
+    commands_tail_line *v;
+    size_t n, cap;
+} commands_tail;
+
+static void commands_tail_collect(void *ctx, const logs_line *l)
+{
+    commands_tail *t = ctx;
+    if (t->n == t->cap) {
+        size_t nc = t->cap ? t->cap * 2 : 256;
+        commands_tail_line *nv = realloc(t->v, nc * sizeof *nv);
+        if (!nv)
+            return;
+        t->v = nv;
+        t->cap = nc;
+    }
+    commands_tail_line *x = &t->v[t->n];
+    x->text = malloc(l->len ? l->len : 1);
+    if (!x->text)
+        return;
+    memcpy(x->text, l->text, l->len);
+    x->line = *l;
+    snprintf(x->app, sizeof x->app, "%s", l->app ? l->app : "");
+    x->id = l->id;
+    t->n++;
+}
+
+/* The last n lines of each matching stream, merged by time, newest n overall. */
+static void commands_logs_tail(void *ctx, const ctl_target *tg, size_t n, json_t *arr)
+{
+    hub_commands *hc = ctx;
+    if (!hc->lg || n == 0)
+        return;
+    commands_tail t = {0};
+    logs_foreach(hc->lg, tg->app[0] ? tg->app : NULL, tg->id, n, commands_tail_collect, &t);
+    /* stable insertion merge by time: lines of one stream are already in order */
+    for (size_t i = 1; i < t.n; i++) {
+        commands_tail_line x = t.v[i];
+        size_t j = i;
+        while (j > 0 && t.v[j - 1].line.ts > x.line.ts) {
+            t.v[j] = t.v[j - 1];
+            j--;
+        }
+        t.v[j] = x;
+    }
+    size_t from = t.n > n ? t.n - n : 0;
+    for (size_t i = 0; i < t.n; i++) {
+        if (i >= from) {
+            logs_line l = t.v[i].line;
+            l.text = t.v[i].text;
+            json_array_append_new(arr, control_log_json(t.v[i].app, t.v[i].id, &l));
+        }
+        free(t.v[i].text);
+    }
+    free(t.v);
+}
+
+/* The interval's headless output, exactly as the hub would print it. */
+static char *commands_render(void *ctx, ctl_format fmt)
+{
+    hub_commands *hc = ctx;
+    ssize_t n = hub_commands_views(hc, sampler_now());
+    if (n < 0)
+        return NULL;
+    hub_counters c = state_counters(hc->st);
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    if (!f)
+        return NULL;
+    int rc = headless_print(f, fmt == CTL_FORMAT_PROM ? HEADLESS_PROM : HEADLESS_NDJSON, hc->views, (size_t)n, &c,
+                            commands_wall());
+    if (fclose(f) != 0 || rc != 0) {
+        free(text);
+        return NULL;
+    }
+    return text;
+}
+
+control_hooks hub_commands_hooks(hub_commands *hc)
+{
+    return (control_hooks){.ctx = hc, .snapshot = commands_snapshot, .resolve = commands_resolve,
+                           .command = commands_command, .render = commands_render,
+                           .logs_tail = commands_logs_tail};
+}

@@ -1,0 +1,423 @@
+/*
+ * cli.c — `drover ls|logs|kill|restart|reload|stop|scale`: one request to the
+ * namespace's hub over its control socket, its reply printed; reload follows
+ * its events to the outcome; logs -f follows the lines.
+ */
+#include "tui/cli.h"
+
+#include "hub/paths.h"
+#include "tui/client.h"
+#include "tui/columns.h"
+#include "tui/text.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <math.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+const char cli_ns_options[] =
+    "  -L NAME             the hub's namespace (default \"default\")\n"
+    "  --socket-dir DIR    the hub's socket directory, when it was started with one\n";
+
+typedef struct {
+    const char *ns, *socket_dir;
+    bool json, follow;
+    long lines;
+    const char *sort;
+} cli_options;
+
+const char *cli_options_help(const ctl_command *cmd)
+{
+    switch (cmd->cmd) {
+    case CTL_LS:
+        return "  --json              the hub's snapshot as one JSON object\n"
+               "  --sort COL          sort by COL: id pid uptime restarts cpu mem rps errors lag\n";
+    case CTL_LOGS:
+        return "  -n, --lines N       the last N lines (default 20)\n"
+               "  -f, --follow        then keep printing new lines\n";
+    default:
+        return "";
+    }
+}
+
+/* Prints cmd's own help. */
+static void cli_help(const ctl_command *cmd)
+{
+    printf("usage: drover %s [-L NAME] [--socket-dir DIR]\n\n%s.\n\noptions:\n%s%s", cmd->usage, cmd->help,
+           cli_options_help(cmd), cli_ns_options);
+}
+
+/* Prints a usage error for cmd; returns 2. */
+__attribute__((format(printf, 2, 3)))
+static int cli_usage(const ctl_command *cmd, const char *fmt, ...)
+{
+    va_list ap;
+    fputs("drover: ", stderr);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "\nusage: drover %s\nTry 'drover %s --help'.\n", cmd->usage, cmd->name);
+    return 2;
+}
+
+/* Parses a decimal integer in [lo, hi]; false if s is not one. */
+static bool cli_long(const char *s, long lo, long hi, long *out)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < lo || v > hi)
+        return false;
+    *out = v;
+    return true;
+}
+
+/*
+ * Parses the options of a hub-talking subcommand. Returns -1 when parsing
+ * succeeded (optind at the first operand), else the exit status.
+ */
+static int cli_parse(const ctl_command *cmd, int argc, char **argv, cli_options *co)
+{
+    static const struct option opts[] = {
+        {"socket-dir", required_argument, NULL, 'S'},
+        {"json", no_argument, NULL, 'j'},
+        {"follow", no_argument, NULL, 'f'},
+        {"lines", required_argument, NULL, 'n'},
+        {"sort", required_argument, NULL, 's'},
+        {"help", no_argument, NULL, 'h'},
+        {0, 0, 0, 0},
+    };
+    bool ls = cmd->cmd == CTL_LS, logs = cmd->cmd == CTL_LOGS;
+    int c;
+    optind = 1;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, ":L:n:fh", opts, NULL)) != -1) {
+        switch (c) {
+        case 'L':
+            if (!paths_valid_name(optarg))
+                return cli_usage(cmd, "invalid namespace name '%s': use 1-64 of A-Z a-z 0-9 _ . -", optarg);
+            co->ns = optarg;
+            break;
+        case 'S': co->socket_dir = optarg; break;
+        case 'j':
+            if (!ls)
+                return cli_usage(cmd, "option '--json' does not apply to %s", cmd->name);
+            co->json = true;
+            break;
+        case 's':
+            if (!ls)
+                return cli_usage(cmd, "option '--sort' does not apply to %s", cmd->name);
+            if (!columns_find(optarg) || !columns_find(optarg)->sort_key)
+                return cli_usage(cmd, "cannot sort by '%s': use id, pid, uptime, restarts, cpu, mem, rps, errors or lag",
+                                 optarg);
+            co->sort = optarg;
+            break;
+        case 'f':
+            if (!logs)
+                return cli_usage(cmd, "option '-f' does not apply to %s", cmd->name);
+            co->follow = true;
+            break;
+        case 'n':
+            if (!logs)
+                return cli_usage(cmd, "option '-n' does not apply to %s", cmd->name);
+            if (!cli_long(optarg, 0, CTL_LINES_MAX, &co->lines))
+                return cli_usage(cmd, "-n takes a number of lines from 0 to %d, not '%s'", CTL_LINES_MAX, optarg);
+            break;
+        case 'h': cli_help(cmd); return 0;
+        case ':': return cli_usage(cmd, "option %s needs a value", argv[optind - 1]);
+        default: return cli_usage(cmd, "unknown option '%s' for %s", argv[optind - 1], cmd->name);
+        }
+    }
+    return -1;
+}
+
+/* Connects to the namespace's hub, or prints why not and returns NULL. */
+static client_sync *cli_connect(const cli_options *co)
+{
+    char path[PATHS_MAX + 16], err[512];
+    if (paths_ctl(co->socket_dir, co->ns, false, path, sizeof path, err, sizeof err) != 0) {
+        fprintf(stderr, "drover: no hub is running in namespace '%s' (%s)\n", co->ns, err);
+        return NULL;
+    }
+    client_sync *c = client_sync_open(path, CTL_VERSION, NULL, err, sizeof err);
+    if (!c)
+        fprintf(stderr, "drover: %s\n", err);
+    return c;
+}
+
+/*
+ * Sends r and waits for its reply. Returns the reply when ok; else prints
+ * the hub's error (or why there was none) and returns NULL.
+ */
+static json_t *cli_call(client_sync *c, const ctl_request *r, int timeout_ms)
+{
+    char err[512];
+    json_t *req = ctl_request_json(r);
+    json_t *rep = client_sync_call(c, req, timeout_ms, err, sizeof err);
+    json_decref(req);
+    if (!rep) {
+        fprintf(stderr, "drover: %s\n", err);
+        return NULL;
+    }
+    if (!json_is_true(json_object_get(rep, "ok"))) {
+        fputs("drover: ", stderr);
+        text_print_safe(stderr, json_string_value(json_object_get(rep, "error")), SIZE_MAX);
+        fputc('\n', stderr);
+        json_decref(rep);
+        return NULL;
+    }
+    return rep;
+}
+
+/* ---- ls -------------------------------------------------------------------- */
+
+static const column *cli_sort_col;
+
+static int cli_ls_cmp(const void *a, const void *b)
+{
+    const json_t *x = *(json_t *const *)a, *y = *(json_t *const *)b;
+    double kx = cli_sort_col->sort_key(x), ky = cli_sort_col->sort_key(y);
+    if (isnan(kx) != isnan(ky))
+        return isnan(kx) ? 1 : -1;
+    return (kx < ky) - (kx > ky);
+}
+
+/* Prints the snapshot as the worker table (or as JSON). */
+static void cli_ls_print(const cli_options *co, json_t *r)
+{
+    json_t *ws = json_object_get(r, "workers");
+    if (co->json) {
+        json_t *out = json_pack("{s:O, s:O, s:O}", "workers", ws, "apps", json_object_get(r, "apps"),
+                                "hub", json_object_get(r, "hub"));
+        json_dumpf(out, stdout, JSON_COMPACT | JSON_REAL_PRECISION(15));
+        putchar('\n');
+        json_decref(out);
+        return;
+    }
+    size_t n = json_array_size(ws);
+    json_t **rows = calloc(n ? n : 1, sizeof *rows);
+    if (!rows)
+        return;
+    for (size_t i = 0; i < n; i++)
+        rows[i] = json_array_get(ws, i);
+    if (co->sort) {
+        cli_sort_col = columns_find(co->sort);
+        qsort(rows, n, sizeof *rows, cli_ls_cmp);
+    }
+    for (const column *col = columns_table; col->name; col++)
+        printf("%s%*s", col == columns_table ? "" : " ", col->right ? col->width : -col->width, col->title);
+    putchar('\n');
+    for (size_t i = 0; i < n; i++) {
+        for (const column *col = columns_table; col->name; col++) {
+            char cell[128], safe[128];
+            col->format(rows[i], cell, sizeof cell);
+            text_sanitize(cell, safe, sizeof safe);   /* names come from workers */
+            printf("%s%*.*s", col == columns_table ? "" : " ", col->right ? col->width : -col->width,
+                   col->width, safe);
+        }
+        putchar('\n');
+    }
+    json_t *hub = json_object_get(r, "hub");
+    printf("%lld workers, %lld reports, %lld dropped\n",
+           (long long)json_integer_value(json_object_get(hub, "workers")),
+           (long long)json_integer_value(json_object_get(hub, "reports_total")),
+           (long long)json_integer_value(json_object_get(hub, "dropped_total")));
+    free(rows);
+}
+
+/* ---- logs ------------------------------------------------------------------ */
+
+/* Prints one log object as "[app:id] text" ("[app:id!] text" for stderr), control characters escaped. */
+static void cli_print_log(const json_t *l)
+{
+    const char *stream = json_string_value(json_object_get(l, "stream"));
+    json_t *text = json_object_get(l, "text");
+    json_t *id = json_object_get(l, "id");
+    fputc('[', stdout);
+    text_print_safe(stdout, json_string_value(json_object_get(l, "app")), SIZE_MAX);
+    if (json_is_integer(id))
+        printf(":%lld", (long long)json_integer_value(id));
+    printf("%s] ", stream && strcmp(stream, "err") == 0 ? "!" : "");
+    text_print_safe(stdout, json_string_value(text), json_string_length(text));
+    fputc('\n', stdout);
+}
+
+/* After the reply to `logs -f`: prints pushed lines until the hub goes away. */
+static void cli_follow_logs(client_sync *c)
+{
+    json_t *m;
+    signal(SIGPIPE, SIG_DFL);
+    while ((m = client_sync_next(c, -1))) {
+        const char *type = json_string_value(json_object_get(m, "type"));
+        if (type && strcmp(type, "log") == 0) {
+            cli_print_log(m);
+            fflush(stdout);
+        }
+        json_decref(m);
+    }
+}
+
+/* ---- reload ---------------------------------------------------------------- */
+
+/*
+ * Follows the reload events of app (NULL: of every app the reply named)
+ * until each has ended. The hub always sends an outcome; the connection
+ * closing first (the hub went away) is a failure. Returns the exit status.
+ */
+static int cli_follow_reload(client_sync *c, const char *app, const json_t *reply)
+{
+    size_t wanted = app ? 1 : json_array_size(json_object_get(reply, "apps")), ended = 0;
+    int rc = 0;
+    json_t *m;
+    while (ended < wanted && (m = client_sync_next(c, -1))) {
+        ctl_event e;
+        const char *type = json_string_value(json_object_get(m, "type"));
+        if (type && strcmp(type, "event") == 0 && ctl_event_parse(m, &e) == 0 && e.kind == CTL_EV_RELOAD &&
+            e.app && (!app || strcmp(e.app, app) == 0)) {
+            text_print_safe(stdout, e.text, SIZE_MAX);
+            fputc('\n', stdout);
+            fflush(stdout);
+            if (ctl_event_ends_reload(&e)) {
+                ended++;
+                rc |= e.phase == CTL_PHASE_ABORTED;
+            }
+        }
+        json_decref(m);
+    }
+    if (ended < wanted) {
+        fprintf(stderr, "drover: the hub went away before the reload ended\n");
+        return 1;
+    }
+    return rc;
+}
+
+/* ---- the subcommand -------------------------------------------------------- */
+
+int cli_main(const ctl_command *cmd, int argc, char **argv)
+{
+    cli_options co = {.ns = "default", .lines = 20};
+    int rc = cli_parse(cmd, argc, argv, &co);
+    if (rc >= 0)
+        return rc;
+    ctl_request r = ctl_request_make(cmd->cmd, NULL);
+    r.lines = co.lines;
+    r.follow = co.follow;
+    if (optind < argc && cmd->target != CTL_TARGET_NONE) {
+        char err[256];
+        if (ctl_target_parse(argv[optind], &r.target, err, sizeof err) != 0)
+            return cli_usage(cmd, "%s", err);
+        if (cmd->target == CTL_TARGET_APP && r.target.id >= 0)
+            return cli_usage(cmd, "%s takes an app, not a worker ('%s')", cmd->name, argv[optind]);
+        optind++;
+    } else if (cmd->target == CTL_TARGET_REQUIRED || cmd->target == CTL_TARGET_APP) {
+        return cli_usage(cmd, "%s needs a target", cmd->name);
+    }
+    if (cmd->args & CTL_ARG_N) {
+        if (optind >= argc || !cli_long(argv[optind], 0, CTL_SCALE_MAX, &r.n))
+            return cli_usage(cmd, "%s needs a number of workers from 0 to %d", cmd->name, CTL_SCALE_MAX);
+        r.has_n = true;
+        optind++;
+    }
+    if (optind < argc)
+        return cli_usage(cmd, "unexpected argument '%s' for %s", argv[optind], cmd->name);
+
+    signal(SIGPIPE, SIG_IGN);   /* a hub that closes early is an error message, not a death */
+    client_sync *c = cli_connect(&co);
+    if (!c)
+        return 1;
+    bool reload = cmd->cmd == CTL_RELOAD && r.target.id < 0;
+    if (reload) {
+        /* events reach subscribers: subscribe first so that none is missed */
+        ctl_request sub = ctl_request_make(CTL_SUBSCRIBE, NULL);
+        json_t *s = cli_call(c, &sub, 10000);
+        if (!s) {
+            client_sync_close(c);
+            return 1;
+        }
+        json_decref(s);
+    }
+    json_t *rep = cli_call(c, &r, 10000);
+    if (!rep) {
+        client_sync_close(c);
+        return 1;
+    }
+    rc = 0;
+    switch (cmd->cmd) {
+    case CTL_LS:
+        cli_ls_print(&co, rep);
+        break;
+    case CTL_LOGS: {
+        size_t i;
+        json_t *l;
+        json_array_foreach(json_object_get(rep, "lines"), i, l)
+            cli_print_log(l);
+        fflush(stdout);
+        if (co.follow)
+            cli_follow_logs(c);
+        break;
+    }
+    default:
+        text_print_safe(stdout, json_string_value(json_object_get(rep, "msg")), SIZE_MAX);
+        fputc('\n', stdout);
+        fflush(stdout);
+        if (reload)
+            rc = cli_follow_reload(c, r.target.app[0] ? r.target.app : NULL, rep);
+        break;
+    }
+    json_decref(rep);
+    client_sync_close(c);
+    if (fflush(stdout) != 0 || ferror(stdout))
+        rc = rc ? rc : 1;
+    return rc;
+}
+
+/* ---- stream ---------------------------------------------------------------- */
+
+int cli_stream(const char *ctl_path, ctl_format fmt, long count)
+{
+    char err[512];
+    signal(SIGPIPE, SIG_IGN);
+    client_sync *c = client_sync_open(ctl_path, CTL_VERSION, NULL, err, sizeof err);
+    if (!c) {
+        fprintf(stderr, "drover: %s\n", err);
+        return 1;
+    }
+    ctl_request r = ctl_request_make(CTL_STREAM, NULL);
+    r.format = fmt;
+    json_t *rep = cli_call(c, &r, 10000);
+    if (!rep) {
+        client_sync_close(c);
+        return 1;
+    }
+    json_decref(rep);
+    long printed = 0;
+    int rc = 1;   /* the hub going away ends the stream with a failure */
+    json_t *m;
+    while ((m = client_sync_next(c, -1))) {
+        const char *type = json_string_value(json_object_get(m, "type"));
+        json_t *text = json_object_get(m, "text");
+        if (type && strcmp(type, "output") == 0 && json_is_string(text)) {
+            /* already JSON-escaped NDJSON or Prometheus text: written as the hub would */
+            if (fwrite(json_string_value(text), 1, json_string_length(text), stdout) != json_string_length(text) ||
+                fflush(stdout) != 0) {
+                rc = 0;   /* the reader went away (| head): a normal end */
+                json_decref(m);
+                break;
+            }
+            if (count > 0 && ++printed >= count) {
+                rc = 0;
+                json_decref(m);
+                break;
+            }
+        }
+        json_decref(m);
+    }
+    if (rc)
+        fprintf(stderr, "drover: the hub went away\n");
+    client_sync_close(c);
+    return rc;
+}
