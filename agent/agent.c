@@ -2,7 +2,7 @@
  * agent.c — the drover agent (drover.h): counts what a worker does and sends
  * it to the hub as msgpack datagrams (proto/report.h, PROTOCOL.md §1).
  *
- * The agent is a guest in someone else's process (DESIGN.md §5):
+ * The agent is a guest in someone else's process (README, "The agent"):
  *   - it never blocks the caller: hot-path calls are relaxed atomics, sends use
  *     MSG_DONTWAIT and a failure is only counted (`drops`), never retried;
  *   - it never allocates after drover_start(): the reporter encodes into a

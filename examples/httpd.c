@@ -1,6 +1,6 @@
 /*
  * httpd.c — an HTTP/1.1 keep-alive server on libuv, the example app that
- * `drover run --listen` supervises in a cluster (DESIGN.md §3.3).
+ * `drover run --listen` supervises in a cluster (README, "Running a cluster").
  *
  *   httpd --port 8080                    # binds 127.0.0.1:8080 itself
  *   drover run -i 4 --listen 8080 -- httpd   # 4 workers sharing the hub's socket at fd 3

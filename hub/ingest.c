@@ -174,11 +174,6 @@ static void ingest_on_async(uv_async_t *a)
     ingest_flush(a->data);
 }
 
-uint64_t ingest_overflows(const ingest *in)
-{
-    return atomic_load_explicit(&((ingest *)in)->overflows, memory_order_relaxed);
-}
-
 /* Frees the ingest once libuv no longer references its async handle. */
 static void ingest_on_close(uv_handle_t *h)
 {

@@ -43,9 +43,6 @@ ingest *ingest_start(uv_loop_t *loop, const char *path, ingest_cb cb, void *ctx,
  */
 void ingest_flush(ingest *in);
 
-/* Datagrams lost because the queue was full (the loop fell far behind). */
-uint64_t ingest_overflows(const ingest *in);
-
 /*
  * Stops the thread, closes the socket, unlinks the socket file if it is still
  * ours, and frees everything once libuv has closed its handle.

@@ -15,13 +15,12 @@
  * max_bytes, NAME.(keep-1) → NAME.keep (the oldest is replaced), …, NAME →
  * NAME.1, and a new NAME is started; a line never spans two files.
  *
- * Where cfg.dir should point (the hub's choice, `--log-dir DIR`): by default
- * $XDG_STATE_HOME/drover/NAME/logs, else $HOME/.local/state/drover/NAME/logs
- * (NAME = the hub namespace, -L). Recommended refinements: $LOGS_DIRECTORY
- * first when set (systemd's LogsDirectory=, e.g. /var/log/drover), the
- * passwd entry's home when $HOME is unset (systemd system services), and
- * failing with logs_new's message (it names --log-dir) on a read-only root,
- * as in many containers. The directory and missing parents are created 0700.
+ * Where cfg.dir points is the hub's choice (`--log-dir DIR`, else
+ * hub_default_log_dir: $LOGS_DIRECTORY/NAME under systemd, else
+ * $XDG_STATE_HOME/drover/NAME/logs, else ~/.local/state/drover/NAME/logs
+ * with the home from the password database when $HOME is unset). The
+ * directory and missing parents are created 0700; logs_new fails with a
+ * message naming --log-dir when it cannot be written (a read-only root).
  *
  * Echo (cfg.echo, for headless `run`, so a container user sees worker output
  * in `docker logs` / the journal): every line also goes to the hub's stderr

@@ -299,7 +299,6 @@ void state_apply_notify(state *s, pid_t pid, const notify_msg *m, double now)
 
 void state_count_bad(state *s)      { s->c.bad_total++; }
 void state_count_spoofed(state *s)  { s->c.spoofed_total++; }
-void state_count_dropped(state *s, uint64_t n) { s->c.dropped_total += n; }
 
 /* ---- sampler ------------------------------------------------------------ */
 

@@ -1,5 +1,5 @@
 /*
- * state.h — the hub's model of every worker (DESIGN.md §2).
+ * state.h — the hub's model of every worker (docs/ARCHITECTURE.md, "The state model").
  *
  * One owner: ingest, sampler, supervisor and attach change it only through
  * these functions, on the loop thread. Views read copies (worker_view).
@@ -103,10 +103,9 @@ void state_apply_report(state *s, const report *r, double now);
 /* Applies an sd_notify datagram from pid (READY=1 marks the worker ready). */
 void state_apply_notify(state *s, pid_t pid, const notify_msg *m, double now);
 
-/* Counts a refused datagram, a spoofed one, or n lost to queue overflow. */
+/* Counts a refused datagram, or a spoofed one. */
 void state_count_bad(state *s);
 void state_count_spoofed(state *s);
-void state_count_dropped(state *s, uint64_t n);
 
 /* Copies into out (capacity cap) the pids the sampler must read; returns how many. */
 size_t state_pids(const state *s, pid_t *out, size_t cap);
