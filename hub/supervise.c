@@ -874,14 +874,6 @@ int supervise_reload(supervise *sv, const char *name, char *msg, size_t cap)
     return 0;
 }
 
-bool supervise_reloading(const supervise *sv, const char *name)
-{
-    for (app *a = sv->apps; a; a = a->next)
-        if ((!name || strcmp(a->name, name) == 0) && a->rl.active && !a->rl.one_slot)
-            return true;
-    return false;
-}
-
 int supervise_scale(supervise *sv, const char *name, int n, char *msg, size_t cap)
 {
     slot *unused;

@@ -81,9 +81,6 @@ int supervise_reload(supervise *sv, const char *app, char *msg, size_t cap);
 int supervise_scale(supervise *sv, const char *app, int n, char *msg, size_t cap);
 int supervise_scale_by(supervise *sv, const char *app, int delta, char *msg, size_t cap);
 
-/* True while a reload of app (or of any app, for NULL) is running. */
-bool supervise_reloading(const supervise *sv, const char *app);
-
 /*
  * Stops every worker gracefully (SIGTERM, SIGKILL after kill-timeout) and
  * calls done once none is left. Workers are not restarted afterwards.
