@@ -3,6 +3,9 @@
  *
  * Data: an app has slots (worker ids 0…N-1, stable across restarts); a slot
  * has at most a current process and, during a replacement, a second one.
+ * A slot's state is its machine (hub/slot.h): slot_next decides, and
+ * sup_slot_step sets the new state (sup_slot_set, which mirrors it into the
+ * model) and performs the one action decided.
  * Processes being stopped for good (replaced, scaled away) move to the
  * app's retiring list until they are reaped. Every process and every model
  * row is referred to by the state key of its row.
@@ -11,8 +14,9 @@
  * spawn, then the ready-timeout, or the kill-timeout once stopping. A slot
  * has its backoff timer. Handles are freed in their uv_close callbacks.
  */
-#include "supervise.h"
-#include "spawn.h"
+#include "hub/supervise.h"
+#include "hub/slot.h"
+#include "hub/spawn.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -38,7 +42,6 @@ typedef struct proc {
     uint32_t    key;           /* its row in the model */
     proc_phase  phase;
     bool        grace_done;    /* the grace timer fired once */
-    bool        replacement;   /* started to replace sl->cur */
     bool        killed;        /* SIGKILL already sent */
     uint64_t    started_ms;
     uv_timer_t  timer;
@@ -50,12 +53,8 @@ struct slot {
     int         id;
     uint32_t    key;           /* row of the current generation */
     proc       *cur;
-    proc       *repl;          /* replacement being started */
-    int64_t     restarts;
-    unsigned    fails;         /* consecutive quick failures */
-    bool        held;          /* stopped on purpose: do not restart */
-    bool        removing;      /* scaled away: drop once stopped */
-    bool        restart_pending; /* restart command: start again once stopped */
+    proc       *repl;          /* replacement being started (or stopped) */
+    slot_fsm    fsm;           /* its state: set by sup_slot_set only */
     uint64_t    mem_quiet_until; /* no memory-triggered replacement before this (ms) */
     uv_timer_t  backoff;
     logs_stream *ls;
@@ -99,7 +98,17 @@ struct supervise {
     void       *stop_ctx;
 };
 
+/* What ended a process, for the events of the slot's next step. */
+typedef struct {
+    const char *status;        /* "exit 1", "signal 9 (Killed)" */
+    pid_t       pid;           /* 0: it could not be started */
+    uint64_t    lived_ms;
+    const char *why;           /* a replacement's end: why the reload is aborted */
+} sup_cause;
+
 static void sup_spawn(slot *sl, bool replacement);
+static slot_action sup_slot_step(slot *sl, slot_input_kind kind, const sup_cause *c);
+static void sup_slot_exit(slot *sl, int status, pid_t pid, uint64_t lived_ms);
 static void sup_stop_proc(proc *p);
 static void sup_reload_next(app *a);
 static void sup_check_stopped_all(supervise *sv);
@@ -179,7 +188,11 @@ static void sup_deadline(proc *p, uint64_t ms, uv_timer_cb cb)
 
 /* ---- starting ----------------------------------------------------------- */
 
-/* The process is ready: online, and a replacement takes over its slot. */
+/*
+ * Process p is ready (or passed its grace period silently): its slot goes
+ * online, or, if p is the slot's replacement, p takes over the slot and
+ * the reload moves on.
+ */
 static void sup_mark_online(proc *p)
 {
     supervise *sv = p->a->sv;
@@ -187,38 +200,26 @@ static void sup_mark_online(proc *p)
         return;
     p->phase = PR_ONLINE;
     uv_timer_stop(&p->timer);
-    state_sup_set(sv->st, p->key, WS_ONLINE);
-    if (!p->replacement)
-        return;
-
-    /* Swap: the new process becomes the slot's current one, the old retires. */
     slot *sl = p->sl;
-    app *a = p->a;
-    proc *old = sl->cur;
-    sl->cur = p;
-    sl->repl = NULL;
-    sl->key = p->key;
-    p->replacement = false;
-    state_sup_restarts(sv->st, p->key, sl->restarts);
-    if (old) {
-        old->sl = NULL;
-        old->next = a->retiring;
-        a->retiring = old;
-        sup_stop_proc(old);
+    if (sl->repl != p) {
+        sup_slot_step(sl, SLOT_IN_READY, NULL);
+        return;
     }
-    if (a->rl.active) {
-        a->rl.replaced++;
-        if (a->rl.one_slot) {
-            a->rl.active = false;
-            sup_event(sv, ctl_event_make(CTL_EV_REPLACE, CTL_PHASE_DONE, a->name, sl->id, p->pid),
-                      "replaced %s:%d: new pid %d is ready, old pid %d stopping",
-                      a->name, sl->id, p->pid, old ? old->pid : 0);
-        } else {
-            sup_event(sv, sup_reload_event(a, CTL_PHASE_PROGRESS, NULL), "reload %s: %d/%d replaced (%s:%d is pid %d)", a->name,
-                      a->rl.replaced, a->rl.total, a->name, sl->id, p->pid);
-            a->rl.next_index++;
-            sup_reload_next(a);
-        }
+    app *a = p->a;
+    pid_t old_pid = sl->cur ? sl->cur->pid : 0;
+    if (sup_slot_step(sl, SLOT_IN_REPL_READY, NULL) != SLOT_DO_PROMOTE || !a->rl.active)
+        return;
+    a->rl.replaced++;
+    if (a->rl.one_slot) {
+        a->rl.active = false;
+        sup_event(sv, ctl_event_make(CTL_EV_REPLACE, CTL_PHASE_DONE, a->name, sl->id, p->pid),
+                  "replaced %s:%d: new pid %d is ready, old pid %d stopping",
+                  a->name, sl->id, p->pid, old_pid);
+    } else {
+        sup_event(sv, sup_reload_event(a, CTL_PHASE_PROGRESS, NULL), "reload %s: %d/%d replaced (%s:%d is pid %d)", a->name,
+                  a->rl.replaced, a->rl.total, a->name, sl->id, p->pid);
+        a->rl.next_index++;
+        sup_reload_next(a);
     }
 }
 
@@ -257,61 +258,16 @@ static void sup_on_start_deadline(uv_timer_t *t)
         sup_deadline(p, rest, sup_on_start_deadline);
         return;
     }
-    if (p->replacement) {
+    if (p->sl->repl == p) {
         char why[256];
         snprintf(why, sizeof why, "%s:%d's replacement (pid %d) was not ready within %u ms",
                  a->name, p->sl->id, p->pid, a->ready_timeout_ms);
-        slot *sl = p->sl;
-        sl->repl = NULL;
-        p->sl = NULL;
-        p->replacement = false;
-        p->next = a->retiring;
-        a->retiring = p;
-        sup_stop_proc(p);
-        sup_reload_abort(a, why);
+        sup_slot_step(p->sl, SLOT_IN_REPL_TIMEOUT, &(sup_cause){.why = why});
         return;
     }
     sup_event(sv, ctl_event_make(CTL_EV_READY, CTL_PHASE_ABORTED, a->name, p->sl->id, p->pid),
               "%s:%d (pid %d) is running but not ready after %u ms", a->name,
               p->sl->id, p->pid, a->ready_timeout_ms);
-}
-
-/* Backoff timer: start the slot again. */
-static void sup_on_backoff(uv_timer_t *t);
-
-/*
- * The slot's process ended on its own (or could not be started) after
- * lived ms: count a restart and start again after an exponential backoff,
- * or give up (errored) after SUPERVISE_MAX_FAILS quick failures in a row.
- */
-static void sup_slot_failed(slot *sl, int status, uint64_t lived, pid_t pid)
-{
-    app *a = sl->a;
-    supervise *sv = a->sv;
-    char st[64];
-    sup_status(status, st, sizeof st);
-    if (lived >= SUPERVISE_STABLE_MS)
-        sl->fails = 0;
-    sl->fails++;
-    sl->restarts++;
-    state_sup_restarts(sv->st, sl->key, sl->restarts);
-    if (sl->fails >= SUPERVISE_MAX_FAILS) {
-        state_sup_exited(sv->st, sl->key, status, WS_ERRORED);
-        sup_event(sv, sup_exit_event(a, sl->id, pid, "errored"),
-                  "%s:%d (pid %d) ended with %s; %u quick failures in a row: errored, not restarting",
-                  a->name, sl->id, pid, st, sl->fails);
-        return;
-    }
-    unsigned shift = sl->fails - 1 < 9 ? sl->fails - 1 : 9;
-    uint64_t delay = (uint64_t)SUPERVISE_BACKOFF_MIN_MS << shift;
-    if (delay > SUPERVISE_BACKOFF_MAX_MS)
-        delay = SUPERVISE_BACKOFF_MAX_MS;
-    state_sup_exited(sv->st, sl->key, status, WS_BACKOFF);
-    sup_event(sv, sup_exit_event(a, sl->id, pid, "backoff"),
-              "%s:%d (pid %d) ended with %s after %.1f s; restart %lld in %llu ms",
-              a->name, sl->id, pid, st, lived / 1000.0, (long long)sl->restarts,
-              (unsigned long long)delay);
-    uv_timer_start(&sl->backoff, sup_on_backoff, delay, 0);
 }
 
 /* Builds "KEY=VALUE" in a fresh string. */
@@ -324,7 +280,26 @@ static char *sup_kv(const char *k, const char *v)
     return s;
 }
 
-/* Starts a process for slot sl (as a replacement for its current one, or not). */
+/*
+ * Slot sl's process (or replacement) could not be started: says why, then
+ * tells the slot's machine as if it had exited at once.
+ */
+static void sup_spawn_failed(slot *sl, bool replacement, const char *err)
+{
+    app *a = sl->a;
+    sup_event(a->sv, ctl_event_make(CTL_EV_ERROR, CTL_PHASE_NONE, a->name, sl->id, 0), "%s:%d: %s",
+              a->name, sl->id, err);
+    if (replacement)
+        sup_slot_step(sl, SLOT_IN_REPL_EXITED, &(sup_cause){.why = err});
+    else
+        sup_slot_exit(sl, 127 << 8, 0, 0);   /* as if it crashed at once */
+}
+
+/*
+ * Starts a process for slot sl: its current one, or a replacement beside
+ * it. The slot's machine already says so (STARTING, or replacement
+ * STARTING); a failure to start is fed back to it as an exit.
+ */
 static void sup_spawn(slot *sl, bool replacement)
 {
     app *a = sl->a;
@@ -360,12 +335,7 @@ static void sup_spawn(slot *sl, bool replacement)
             close(outp[0]);
             close(errp[0]);
         }
-        sup_event(sv, ctl_event_make(CTL_EV_ERROR, CTL_PHASE_NONE, a->name, sl->id, 0), "%s:%d: %s",
-                  a->name, sl->id, err);
-        if (replacement)
-            sup_reload_abort(a, err);
-        else
-            sup_slot_failed(sl, 127 << 8, 0, 0);   /* as if it crashed at once */
+        sup_spawn_failed(sl, replacement, err);
         return;
     }
     spawn_guard_add(pid);
@@ -377,19 +347,19 @@ static void sup_spawn(slot *sl, bool replacement)
     proc *p = calloc(1, sizeof *p);
     if (!p) {
         kill(-pid, SIGKILL);
+        sup_spawn_failed(sl, replacement, "out of memory");
         return;
     }
     p->a = a;
     p->sl = sl;
     p->pid = pid;
     p->phase = PR_STARTING;
-    p->replacement = replacement;
     p->started_ms = sup_now_ms(sv);
     uv_timer_init(sv->loop, &p->timer);
     p->timer.data = p;
     if (replacement) {
         p->key = state_sup_add(sv->st, a->name, sl->id);
-        state_sup_restarts(sv->st, p->key, sl->restarts);
+        state_sup_restarts(sv->st, p->key, sl->fsm.restarts);
         sl->repl = p;
     } else {
         p->key = sl->key;
@@ -424,26 +394,39 @@ static void sup_stop_proc(proc *p)
     if (p->phase == PR_STOPPING)
         return;
     p->phase = PR_STOPPING;
-    state_sup_set(p->a->sv->st, p->key, WS_STOPPING);
+    /* A slot's current process shares the slot's row, which sup_slot_set
+     * keeps; a replacement or a retiring process has a row of its own. */
+    if (!p->sl || p->sl->cur != p)
+        state_sup_set(p->a->sv->st, p->key, WS_STOPPING);
     kill(p->pid, SIGTERM);
     sup_deadline(p, p->a->kill_timeout_ms, sup_on_kill_deadline);
 }
 
-/* ---- exits -------------------------------------------------------------- */
+/* ---- the slot's machine ------------------------------------------------- */
 
-static void sup_on_backoff(uv_timer_t *t)
+/*
+ * Sets slot sl's machine to next: the one place a slot's state changes.
+ * Mirrors the state and the restart count into the slot's model row; GONE
+ * removes the row.
+ */
+static void sup_slot_set(slot *sl, const slot_fsm *next)
 {
-    slot *sl = t->data;
-    if (!sl->held && !sl->cur && !sl->a->sv->stopping_all)
-        sup_spawn(sl, false);
+    state *st = sl->a->sv->st;
+    sl->fsm = *next;
+    if (next->state == SLOT_GONE) {
+        state_sup_remove(st, sl->key);
+        return;
+    }
+    state_sup_set(st, sl->key, slot_worker_state(next->state));
+    state_sup_restarts(st, sl->key, next->restarts);
 }
 
-/* Removes slot sl from its app (scaled away) once it has no process. */
 static void sup_slot_free_cb(uv_handle_t *h)
 {
     free(h->data);
 }
 
+/* Unlinks slot sl (GONE: its row is removed already) and frees it once its timer closed. */
 static void sup_slot_remove(slot *sl)
 {
     app *a = sl->a;
@@ -454,55 +437,171 @@ static void sup_slot_remove(slot *sl)
             break;
         }
     }
-    state_sup_remove(a->sv->st, sl->key);
     uv_timer_stop(&sl->backoff);
     sl->backoff.data = sl;
     uv_close((uv_handle_t *)&sl->backoff, sup_slot_free_cb);
 }
 
-/* Acts on the exit of process p with waitpid status. */
+/* Moves process p (no longer any slot's) to its app's retiring list and stops it. */
+static void sup_retire(proc *p)
+{
+    app *a = p->a;
+    p->sl = NULL;
+    p->next = a->retiring;
+    a->retiring = p;
+    sup_stop_proc(p);
+}
+
+/*
+ * The replacement becomes slot sl's current process and the slot's row
+ * becomes the replacement's; the old process, if any, retires. Runs before
+ * the new state is set, so that it lands on the new row.
+ */
+static void sup_promote(slot *sl)
+{
+    proc *old = sl->cur;
+    sl->cur = sl->repl;
+    sl->repl = NULL;
+    uv_timer_stop(&sl->backoff);
+    if (old)
+        sup_retire(old);
+    else
+        state_sup_remove(sl->a->sv->st, sl->key);   /* the old process had died: its row goes */
+    sl->key = sl->cur->key;
+}
+
+/* Backoff timer: tell the slot it may start again. */
+static void sup_on_backoff(uv_timer_t *t)
+{
+    sup_slot_step(t->data, SLOT_IN_BACKOFF_DONE, NULL);
+}
+
+/*
+ * Feeds input kind to slot sl's machine, sets the state decided
+ * (sup_slot_set) and performs the action decided; c describes the end of
+ * a process for the events (EXITED, REPL_EXITED, REPL_TIMEOUT; else NULL).
+ * Returns the action; sl is freed when the slot is GONE.
+ */
+static slot_action sup_slot_step(slot *sl, slot_input_kind kind, const sup_cause *c)
+{
+    app *a = sl->a;
+    supervise *sv = a->sv;
+    slot_input in = {.kind = kind, .lived_ms = c ? c->lived_ms : 0,
+                     .stopping_all = sv->stopping_all, .has_cur = sl->cur != NULL};
+    slot_decision d = slot_next(&sl->fsm, &in);
+    if (d.act == SLOT_DO_PROMOTE)
+        sup_promote(sl);
+    sup_slot_set(sl, &d.next);
+    switch (d.act) {
+    case SLOT_DO_NOTHING:
+    case SLOT_DO_PROMOTE:                    /* done above */
+        break;
+    case SLOT_DO_SPAWN:
+        uv_timer_stop(&sl->backoff);
+        sup_spawn(sl, false);
+        break;
+    case SLOT_DO_BACKOFF:
+        sup_event(sv, sup_exit_event(a, sl->id, c->pid, "backoff"),
+                  "%s:%d (pid %d) ended with %s after %.1f s; restart %lld in %llu ms",
+                  a->name, sl->id, c->pid, c->status, c->lived_ms / 1000.0,
+                  (long long)d.next.restarts, (unsigned long long)d.delay_ms);
+        uv_timer_start(&sl->backoff, sup_on_backoff, d.delay_ms, 0);
+        break;
+    case SLOT_DO_ERRORED:
+        sup_event(sv, sup_exit_event(a, sl->id, c->pid, "errored"),
+                  "%s:%d (pid %d) ended with %s; %u quick failures in a row: errored, not restarting",
+                  a->name, sl->id, c->pid, c->status, d.next.fails);
+        break;
+    case SLOT_DO_STOP:
+        uv_timer_stop(&sl->backoff);
+        if (sl->repl)
+            sup_stop_proc(sl->repl);
+        if (sl->cur)
+            sup_stop_proc(sl->cur);
+        break;
+    case SLOT_DO_STOP_CUR:
+        uv_timer_stop(&sl->backoff);
+        if (sl->cur)
+            sup_stop_proc(sl->cur);
+        break;
+    case SLOT_DO_REPLACE:
+        sup_spawn(sl, true);
+        break;
+    case SLOT_DO_RETIRE_REPL: {
+        proc *p = sl->repl;
+        sl->repl = NULL;
+        sup_retire(p);
+        sup_reload_abort(a, c->why);
+        break;
+    }
+    case SLOT_DO_ABORT_RELOAD:
+        sup_reload_abort(a, c->why);
+        break;
+    }
+    if (d.next.state == SLOT_GONE)
+        sup_slot_remove(sl);
+    return d.act;
+}
+
+/*
+ * Slot sl's current process pid ended with waitpid status after lived_ms
+ * (pid 0: it could not be started): the model records the exit, then the
+ * slot's machine decides what follows.
+ */
+static void sup_slot_exit(slot *sl, int status, pid_t pid, uint64_t lived_ms)
+{
+    char st[64];
+    sup_status(status, st, sizeof st);
+    state_sup_exited(sl->a->sv->st, sl->key, status, slot_worker_state(sl->fsm.state));
+    sup_slot_step(sl, SLOT_IN_EXITED, &(sup_cause){.status = st, .pid = pid, .lived_ms = lived_ms});
+}
+
+/* ---- exits -------------------------------------------------------------- */
+
+/* What a process is to its app. */
+typedef enum { PROC_CURRENT, PROC_REPLACEMENT, PROC_RETIRING } proc_role;
+
+static proc_role sup_role(const proc *p)
+{
+    if (!p->sl)
+        return PROC_RETIRING;
+    return p->sl->repl == p ? PROC_REPLACEMENT : PROC_CURRENT;
+}
+
+/* Acts on the exit of process p with waitpid status, then frees p. */
 static void sup_exited(proc *p, int status)
 {
     app *a = p->a;
     supervise *sv = a->sv;
     slot *sl = p->sl;
-    char st[64];
-    sup_status(status, st, sizeof st);
 
     /* Whatever the worker left behind in its group goes with it. */
     kill(-p->pid, SIGKILL);
     spawn_guard_del(p->pid);
 
-    if (!sl) {                                /* retiring */
+    switch (sup_role(p)) {
+    case PROC_RETIRING:
         for (proc **pp = &a->retiring; *pp; pp = &(*pp)->next)
             if (*pp == p) {
                 *pp = p->next;
                 break;
             }
         state_sup_remove(sv->st, p->key);
-    } else if (sl->repl == p) {               /* replacement died before ready */
-        sl->repl = NULL;
-        state_sup_remove(sv->st, p->key);
-        char why[256];
+        break;
+    case PROC_REPLACEMENT: {                  /* died before it was ready */
+        char st[64], why[256];
+        sup_status(status, st, sizeof st);
         snprintf(why, sizeof why, "%s:%d's replacement (pid %d) ended with %s before it was ready",
                  a->name, sl->id, p->pid, st);
-        sup_reload_abort(a, why);
-    } else if (sl->cur == p) {
+        sl->repl = NULL;
+        state_sup_remove(sv->st, p->key);
+        sup_slot_step(sl, SLOT_IN_REPL_EXITED, &(sup_cause){.why = why});
+        break;
+    }
+    case PROC_CURRENT:
         sl->cur = NULL;
-        uint64_t lived = sup_now_ms(sv) - p->started_ms;
-        if (sl->removing) {
-            sup_slot_remove(sl);
-        } else if (sl->held || sv->stopping_all) {
-            state_sup_exited(sv->st, sl->key, status, WS_STOPPED);
-        } else if (sl->restart_pending) {
-            sl->restart_pending = false;
-            sl->restarts++;
-            state_sup_restarts(sv->st, sl->key, sl->restarts);
-            state_sup_exited(sv->st, sl->key, status, WS_STARTING);
-            sup_spawn(sl, false);
-        } else {
-            sup_slot_failed(sl, status, lived, p->pid);
-        }
+        sup_slot_exit(sl, status, p->pid, sup_now_ms(sv) - p->started_ms);
+        break;
     }
     sup_free_proc(p);
     sup_check_stopped_all(sv);
@@ -547,12 +646,11 @@ void supervise_on_ready(supervise *sv, uint32_t key, pid_t pid)
         sup_mark_online(p);
 }
 
-/* Starts replacing slot sl (readiness-gated), as one step of a reload. */
+/* Starts replacing slot sl (readiness-gated); 0 if a replacement is starting. */
 static int sup_replace(slot *sl)
 {
-    if (sl->repl)
+    if (sup_slot_step(sl, SLOT_IN_REPLACE, NULL) != SLOT_DO_REPLACE)
         return -1;
-    sup_spawn(sl, true);
     return sl->repl ? 0 : -1;
 }
 
@@ -566,7 +664,7 @@ void supervise_tick(supervise *sv)
             continue;
         for (int i = 0; i < a->nslots; i++) {
             slot *sl = a->slots[i];
-            if (!sl->cur || sl->cur->phase != PR_ONLINE || sl->repl || now < sl->mem_quiet_until)
+            if (sl->fsm.state != SLOT_ONLINE || !slot_replaceable(&sl->fsm) || now < sl->mem_quiet_until)
                 continue;
             int64_t rss = state_sup_rss(sv->st, sl->key);
             if (rss < 0 || (uint64_t)rss <= a->max_memory)
@@ -620,6 +718,7 @@ static slot *sup_slot_new(app *a, int id)
     sl->a = a;
     sl->id = id;
     sl->key = state_sup_add(a->sv->st, a->name, id);
+    sl->fsm = slot_fsm_new();
     uv_timer_init(a->sv->loop, &sl->backoff);
     sl->backoff.data = sl;
     if (a->lg) {
@@ -724,7 +823,7 @@ int supervise_add_app(supervise *sv, const supervise_app_spec *spec, char *err, 
             snprintf(err, errcap, "out of memory");
             return -1;
         }
-        sup_spawn(sl, false);
+        sup_slot_step(sl, SLOT_IN_RESTART, NULL);   /* a new slot is stopped: start it */
     }
     return 0;
 }
@@ -774,17 +873,8 @@ int supervise_kill(supervise *sv, const char *name, int id, char *msg, size_t ca
         slot *sl = a->slots[i];
         if (one && sl != one)
             continue;
-        sl->held = true;
-        sl->restart_pending = false;
-        uv_timer_stop(&sl->backoff);
-        if (sl->repl)
-            sup_stop_proc(sl->repl);
-        if (sl->cur) {
-            sup_stop_proc(sl->cur);
-            n++;
-        } else {
-            state_sup_set(sv->st, sl->key, WS_STOPPED);
-        }
+        n += sl->cur != NULL;
+        sup_slot_step(sl, SLOT_IN_KILL, NULL);
     }
     if (a->rl.active)
         sup_reload_abort(a, "workers were killed");
@@ -801,20 +891,9 @@ int supervise_restart(supervise *sv, const char *name, int id, char *msg, size_t
     app *a = sup_target(sv, name, id, &one, msg, cap);
     if (!a)
         return -1;
-    for (int i = 0; i < a->nslots; i++) {
-        slot *sl = a->slots[i];
-        if ((one && sl != one) || sl->removing)
-            continue;
-        sl->held = false;
-        sl->fails = 0;
-        uv_timer_stop(&sl->backoff);
-        if (sl->cur) {
-            sl->restart_pending = true;
-            sup_stop_proc(sl->cur);
-        } else {
-            sup_spawn(sl, false);
-        }
-    }
+    for (int i = 0; i < a->nslots; i++)
+        if (!one || a->slots[i] == one)
+            sup_slot_step(a->slots[i], SLOT_IN_RESTART, NULL);
     if (one)
         snprintf(msg, cap, "restarting %s:%d", a->name, id);
     else
@@ -827,7 +906,7 @@ static void sup_reload_next(app *a)
 {
     while (a->rl.next_index < a->nslots) {
         slot *sl = a->slots[a->rl.next_index];
-        if (sl->cur && sl->cur->phase != PR_STOPPING && !sl->held && !sl->removing && !sl->repl) {
+        if (slot_replaceable(&sl->fsm)) {
             if (sup_replace(sl) != 0)
                 sup_reload_abort(a, "a replacement could not be started");
             else
@@ -860,7 +939,7 @@ int supervise_reload(supervise *sv, const char *name, char *msg, size_t cap)
         }
         int total = 0;
         for (int i = 0; i < a->nslots; i++)
-            total += a->slots[i]->cur && !a->slots[i]->held && !a->slots[i]->removing;
+            total += slot_in_service(&a->slots[i]->fsm);
         a->rl = (reload_state){.active = true, .total = total, .started_ms = sup_now_ms(sv)};
         sup_event(sv, sup_reload_event(a, CTL_PHASE_STARTED, NULL), "reload %s: replacing %d workers one at a time",
                   a->name, total);
@@ -874,6 +953,15 @@ int supervise_reload(supervise *sv, const char *name, char *msg, size_t cap)
     return 0;
 }
 
+/* Number of app a's slots not being scaled away. */
+static int sup_live(const app *a)
+{
+    int live = 0;
+    for (int i = 0; i < a->nslots; i++)
+        live += a->slots[i]->fsm.state != SLOT_REMOVING;
+    return live;
+}
+
 int supervise_scale(supervise *sv, const char *name, int n, char *msg, size_t cap)
 {
     slot *unused;
@@ -884,9 +972,7 @@ int supervise_scale(supervise *sv, const char *name, int n, char *msg, size_t ca
         snprintf(msg, cap, "cannot scale to %d workers (0..1024)", n);
         return -1;
     }
-    int live = 0;
-    for (int i = 0; i < a->nslots; i++)
-        live += !a->slots[i]->removing;
+    int live = sup_live(a);
     int from = live;
     /* Grow: lowest free ids first, so ids stay 0…N-1. */
     for (int id = 0; live < n; id++) {
@@ -895,24 +981,16 @@ int supervise_scale(supervise *sv, const char *name, int n, char *msg, size_t ca
         slot *sl = sup_slot_new(a, id);
         if (!sl)
             break;
-        sup_spawn(sl, false);
+        sup_slot_step(sl, SLOT_IN_RESTART, NULL);   /* a new slot is stopped: start it */
         live++;
     }
     /* Shrink: highest ids first. */
     for (int i = a->nslots - 1; i >= 0 && live > n; i--) {
         slot *sl = a->slots[i];
-        if (sl->removing)
+        if (sl->fsm.state == SLOT_REMOVING)
             continue;
-        sl->removing = true;
-        sl->held = true;
-        uv_timer_stop(&sl->backoff);
         live--;
-        if (sl->repl)
-            sup_stop_proc(sl->repl);
-        if (sl->cur)
-            sup_stop_proc(sl->cur);
-        else
-            sup_slot_remove(sl);
+        sup_slot_step(sl, SLOT_IN_REMOVE, NULL);
     }
     snprintf(msg, cap, "scaling %s from %d to %d workers", a->name, from, n);
     return 0;
@@ -925,9 +1003,7 @@ int supervise_scale_by(supervise *sv, const char *name, int delta, char *msg, si
         snprintf(msg, cap, "no app named '%s'", name ? name : "");
         return -1;
     }
-    int live = 0;
-    for (int i = 0; i < a->nslots; i++)
-        live += !a->slots[i]->removing;
+    int live = sup_live(a);
     return supervise_scale(sv, a->name, live + delta < 0 ? 0 : live + delta, msg, cap);
 }
 
@@ -959,15 +1035,8 @@ void supervise_stop_all(supervise *sv, void (*done)(void *ctx), void *ctx)
     sv->stop_ctx = ctx;
     for (app *a = sv->apps; a; a = a->next) {
         a->rl.active = false;
-        for (int i = 0; i < a->nslots; i++) {
-            slot *sl = a->slots[i];
-            sl->held = true;
-            uv_timer_stop(&sl->backoff);
-            if (sl->repl)
-                sup_stop_proc(sl->repl);
-            if (sl->cur)
-                sup_stop_proc(sl->cur);
-        }
+        for (int i = 0; i < a->nslots; i++)
+            sup_slot_step(a->slots[i], SLOT_IN_KILL, NULL);
         for (proc *p = a->retiring; p; p = p->next)
             sup_stop_proc(p);
     }
