@@ -2,13 +2,21 @@
  * control.c — the control socket server.
  *
  * Each client is a libuv pipe with a line buffer. Requests are parsed with
- * jansson; answers and pushed messages are one JSON object per line. A
- * client that does not read (its write queue grows past CONTROL_QUEUE_MAX)
- * is dropped rather than letting the hub's memory grow.
+ * jansson; answers and pushed messages are one JSON object per line.
+ *
+ * Memory is bounded three ways, since a client that stops reading makes the
+ * hub queue what it sends: each client's queued bytes (CONTROL_QUEUE_MAX:
+ * past it the client is dropped), the bytes queued for all clients together
+ * (CONTROL_TOTAL_MAX: past it the client furthest behind is dropped first),
+ * and the number of clients (CONTROL_CLIENTS_MAX: a new one takes the place
+ * of the client furthest behind, or of the oldest). Memory freed by a dropped
+ * client is given back to the system within an interval (malloc_trim), so a
+ * burst of slow clients does not leave the hub large.
  */
 #include "hub/control.h"
 
 #include <errno.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,6 +37,7 @@ typedef struct client {
     char        follow_app[CTL_APP_MAX]; /* "" = every app */
     int         follow_id;      /* -1 = every worker */
     bool        closing;
+    size_t      queued;         /* bytes written to libuv and not yet sent */
 } client;
 
 struct control {
@@ -38,6 +47,9 @@ struct control {
     unsigned    kind;           /* CTL_HUB_* of this hub */
     json_t     *hello;
     client     *clients;
+    size_t      nclients;
+    size_t      queued;         /* bytes queued for every client together */
+    bool        trim;           /* a client with a large queue was dropped: malloc_trim soon */
     char        path[108];
     ino_t       ino;
 };
@@ -46,20 +58,48 @@ struct control {
 
 typedef struct {
     uv_write_t req;
+    client    *cl;
+    size_t     len;
     char      *data;
 } wreq;
 
+/* Called once per write, sent or cancelled (before the client's close callback). */
 static void control_on_written(uv_write_t *w, int status)
 {
     (void)status;   /* a failed write surfaces as a read error / EOF */
     wreq *r = (wreq *)w;
+    control *c = r->cl->c;
+    r->cl->queued -= r->len;
+    c->queued -= r->len;
     free(r->data);
     free(r);
+    (void)c;
+}
+
+/*
+ * The open client furthest behind (most bytes queued; among equals the
+ * oldest, which is last in the list), other than spare; NULL when none.
+ */
+static client *control_slowest(control *c, const client *spare)
+{
+    client *worst = NULL;
+    for (client *cl = c->clients; cl; cl = cl->next)
+        if (!cl->closing && cl != spare && (!worst || cl->queued >= worst->queued))
+            worst = cl;
+    return worst;
 }
 
 static void control_close_client(client *cl);
 
+/* True when n more bytes would take the total queued for all clients past its cap. */
+static bool c_total_over(const control *c, size_t n)
+{
+    return c->queued > 0 && c->queued + n > CONTROL_TOTAL_MAX;
+}
+
 /* Sends obj as one line to cl and releases obj. */
+static void control_send_line(client *cl, char *line, size_t n);
+
 static void control_send(client *cl, json_t *obj)
 {
     if (cl->closing) {
@@ -68,25 +108,71 @@ static void control_send(client *cl, json_t *obj)
     }
     size_t n;
     char *line = ctl_line(obj, &n);
-    if (!line)
-        return;
-    if (uv_stream_get_write_queue_size((uv_stream_t *)&cl->pipe) > CONTROL_QUEUE_MAX) {
+    if (line)
+        control_send_line(cl, line, n);
+}
+
+/*
+ * Sends one message, serialized once, to every client want() accepts: a
+ * copy of the line each (a memcpy, not a JSON dump per client).
+ */
+static void control_send_all(control *c, json_t *obj, bool (*want)(const client *cl, const void *arg),
+                             const void *arg)
+{
+    char *line = NULL;
+    size_t n = 0;
+    for (client *cl = c->clients, *next; cl; cl = next) {
+        next = cl->next;
+        if (cl->closing || !want(cl, arg))
+            continue;
+        if (!line && !(line = ctl_line(json_incref(obj), &n)))
+            break;
+        char *copy = malloc(n + 1);
+        if (!copy)
+            break;
+        memcpy(copy, line, n + 1);
+        control_send_line(cl, copy, n);
+    }
+    free(line);
+    json_decref(obj);
+}
+
+/* Queues line (n bytes, malloc'd, taken) for cl, within the per-client and total caps. */
+static void control_send_line(client *cl, char *line, size_t n)
+{
+    /* what the queue really costs: the line, its write request, two malloc headers */
+    size_t cost = n + sizeof(wreq) + 32;
+    if (cl->queued + cost > CONTROL_QUEUE_MAX) {
         free(line);
         control_close_client(cl);   /* it stopped reading: do not buffer forever */
         return;
+    }
+    while (c_total_over(cl->c, cost)) {
+        client *worst = control_slowest(cl->c, NULL);
+        bool self = worst == cl;
+        control_close_client(worst);   /* the furthest behind goes first */
+        if (self) {
+            free(line);
+            return;
+        }
     }
     wreq *r = malloc(sizeof *r);
     if (!r) {
         free(line);
         return;
     }
+    r->cl = cl;
+    r->len = cost;
     r->data = line;
     uv_buf_t b = uv_buf_init(line, (unsigned)n);
     if (uv_write(&r->req, (uv_stream_t *)&cl->pipe, &b, 1, control_on_written) != 0) {
         free(line);
         free(r);
         control_close_client(cl);
+        return;
     }
+    cl->queued += cost;
+    cl->c->queued += cost;
 }
 
 /* Replies to request id with an error line. */
@@ -110,6 +196,9 @@ static void control_close_client(client *cl)
         return;
     cl->closing = true;
     control *c = cl->c;
+    c->nclients--;
+    /* once its writes are cancelled, give the pages back (glibc keeps them otherwise) */
+    c->trim |= cl->queued > 256 * 1024;
     for (client **pp = &c->clients; *pp; pp = &(*pp)->next)
         if (*pp == cl) {
             *pp = cl->next;
@@ -289,6 +378,21 @@ static void control_on_connection(uv_stream_t *server, int status)
     }
     cl->next = c->clients;
     c->clients = cl;
+    c->nclients++;
+    if (c->nclients > CONTROL_CLIENTS_MAX) {
+        /* full: the client furthest behind (or the oldest) makes room, so a
+         * crowd of clients that never read cannot lock out `drover ls` */
+        client *worst = control_slowest(c, cl);
+        if (worst) {
+            control_close_client(worst);
+        } else {
+            char msg[96];
+            snprintf(msg, sizeof msg, "too many control clients (%d): try again later", CONTROL_CLIENTS_MAX);
+            control_send(cl, json_pack("{s:s, s:s}", "type", "error", "error", msg));
+            control_close_client(cl);
+            return;
+        }
+    }
 
     /* Only the hub's own user and root may drive it. */
     uv_os_fd_t fd;
@@ -307,46 +411,70 @@ static void control_on_connection(uv_stream_t *server, int status)
 
 /* ---- publishing --------------------------------------------------------- */
 
+/* Filters for control_send_all. */
+static bool control_wants_state(const client *cl, const void *arg)
+{
+    (void)arg;
+    return cl->subscribed;
+}
+
+static bool control_wants_output(const client *cl, const void *arg)
+{
+    return cl->streaming && cl->format == *(const ctl_format *)arg;
+}
+
+static bool control_wants_event(const client *cl, const void *arg)
+{
+    (void)arg;
+    return cl->subscribed || cl->following;
+}
+
+typedef struct {
+    const char *app;
+    int id;
+} control_log_target;
+
+static bool control_wants_log(const client *cl, const void *arg)
+{
+    const control_log_target *t = arg;
+    return cl->following && (!cl->follow_app[0] || strcmp(cl->follow_app, t->app) == 0) &&
+           (cl->follow_id < 0 || cl->follow_id == t->id);
+}
+
+/* True when some open client passes want (so nothing is built for nobody). */
+static bool control_any(const control *c, bool (*want)(const client *cl, const void *arg), const void *arg)
+{
+    for (const client *cl = c->clients; cl; cl = cl->next)
+        if (!cl->closing && want(cl, arg))
+            return true;
+    return false;
+}
+
 void control_publish_state(control *c)
 {
-    json_t *snap = NULL, *out[2] = {NULL, NULL};
-    for (client *cl = c->clients, *next; cl; cl = next) {
-        next = cl->next;
-        if (cl->streaming) {
-            json_t **o = &out[cl->format == CTL_FORMAT_PROM];
-            if (!*o) {
-                char *text = c->hooks.render(c->hooks.ctx, cl->format);
-                *o = json_pack("{s:s, s:s, s:s?}", "type", "output", "format", ctl_format_name(cl->format),
-                               "text", text);
-                free(text);
-            }
-            control_send(cl, json_incref(*o));
-        }
-        if (!cl->subscribed)
-            continue;
-        if (!snap) {
-            snap = c->hooks.snapshot(c->hooks.ctx, false);
-            json_object_set_new(snap, "type", json_string("state"));
-        }
-        control_send(cl, json_incref(snap));
+    if (c->trim) {
+        c->trim = false;
+        malloc_trim(0);
     }
-    json_decref(snap);
-    json_decref(out[0]);
-    json_decref(out[1]);
+    for (ctl_format f = CTL_FORMAT_NDJSON; f <= CTL_FORMAT_PROM; f++) {
+        if (!control_any(c, control_wants_output, &f))
+            continue;
+        char *text = c->hooks.render(c->hooks.ctx, f);
+        json_t *o = json_pack("{s:s, s:s, s:s?}", "type", "output", "format", ctl_format_name(f), "text", text);
+        free(text);
+        control_send_all(c, o, control_wants_output, &f);
+    }
+    if (!control_any(c, control_wants_state, NULL))
+        return;
+    json_t *snap = c->hooks.snapshot(c->hooks.ctx, false);
+    json_object_set_new(snap, "type", json_string("state"));
+    control_send_all(c, snap, control_wants_state, NULL);
 }
 
 void control_publish_event(control *c, const ctl_event *e)
 {
-    json_t *msg = NULL;
-    for (client *cl = c->clients, *next; cl; cl = next) {
-        next = cl->next;
-        if (!cl->subscribed && !cl->following)
-            continue;
-        if (!msg)
-            msg = ctl_event_json(e);
-        control_send(cl, json_incref(msg));
-    }
-    json_decref(msg);
+    if (control_any(c, control_wants_event, NULL))
+        control_send_all(c, ctl_event_json(e), control_wants_event, NULL);
 }
 
 json_t *control_log_json(const char *app, int id, const logs_line *line)
@@ -358,17 +486,9 @@ json_t *control_log_json(const char *app, int id, const logs_line *line)
 
 void control_publish_log(control *c, const char *app, int id, const logs_line *line)
 {
-    json_t *msg = NULL;
-    for (client *cl = c->clients, *next; cl; cl = next) {
-        next = cl->next;
-        if (!cl->following || (cl->follow_app[0] && strcmp(cl->follow_app, app) != 0) ||
-            (cl->follow_id >= 0 && cl->follow_id != id))
-            continue;
-        if (!msg)
-            msg = control_log_json(app, id, line);
-        control_send(cl, json_incref(msg));
-    }
-    json_decref(msg);
+    control_log_target t = {app, id};
+    if (control_any(c, control_wants_log, &t))
+        control_send_all(c, control_log_json(app, id, line), control_wants_log, &t);
 }
 
 /* ---- life --------------------------------------------------------------- */
