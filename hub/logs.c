@@ -71,7 +71,8 @@ typedef struct {
     uint64_t size;              /* bytes in the file, as far as we know */
     uint64_t retry_at;          /* uv_now() after which opening is tried again */
     bool     warned;            /* a failure was reported; quiet until it recovers */
-    char    *path;
+    char    *path;              /* DIR/NAME, for messages */
+    char    *name;              /* NAME, opened relative to lg->dirfd */
 } logs_file;
 
 typedef struct logs_pipe logs_pipe;
@@ -111,6 +112,7 @@ struct logs {
     logs_line_fn on_line;
     void        *on_line_ctx;
     char        *dir;
+    int          dirfd;         /* the log directory, checked once (logs_dir_open) */
     uint64_t     max_bytes;
     unsigned     keep;
     size_t       ring_bytes;
@@ -184,11 +186,109 @@ static void logs_file_warn(logs_file *f, const char *what, int err)
             what, f->path, strerror(err));
 }
 
-/* Opens f->path for appending (creating it 0640) and learns its size.
+/*
+ * Opens the log directory dir for lg->dirfd use: returns an O_DIRECTORY fd,
+ * or -1 with a message in err naming dir and what is wrong. Refused unless it
+ * is owned by the hub's user (or root) and not writable by group or others:
+ * anyone else who can write there could plant a symlink, FIFO or hard link
+ * where a log file goes, and a root hub would write worker output through it.
+ */
+static int logs_dir_open(const char *dir, char *err, size_t errcap)
+{
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    struct stat sb;
+    if (fd < 0 || fstat(fd, &sb) != 0) {
+        snprintf(err, errcap, "cannot use log directory %s: %s; create it or choose another with --log-dir DIR",
+                 dir, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    if (sb.st_uid != geteuid() && sb.st_uid != 0) {
+        snprintf(err, errcap, "refusing log directory %s: owned by uid %u, not by the hub's user (uid %u) or root; "
+                 "use a directory of your own with --log-dir DIR", dir, (unsigned)sb.st_uid, (unsigned)geteuid());
+        close(fd);
+        return -1;
+    }
+    if (sb.st_mode & (S_IWGRP | S_IWOTH)) {
+        snprintf(err, errcap, "refusing log directory %s: mode %04o lets %s write in it (chmod go-w %s, or choose "
+                 "another with --log-dir DIR)", dir, (unsigned)(sb.st_mode & 07777),
+                 (sb.st_mode & S_IWOTH) ? "other users" : "its group", dir);
+        close(fd);
+        return -1;
+    }
+    if (faccessat(fd, ".", W_OK | X_OK, AT_EACCESS) != 0) {
+        snprintf(err, errcap, "cannot use log directory %s: %s; create it or choose another with --log-dir DIR",
+                 dir, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/* Returns true if sb is a file the hub may append worker output to: a
+ * regular file owned by the hub's user with a single link (a hard link to
+ * another file would write into that file). */
+static bool logs_file_safe(const struct stat *sb)
+{
+    return S_ISREG(sb->st_mode) && sb->st_uid == geteuid() && sb->st_nlink == 1;
+}
+
+/*
+ * Opens f (relative to the log directory fd) for appending, creating it 0640,
+ * never following a symlink and never blocking (a FIFO without a reader fails
+ * with ENXIO at once instead of hanging the hub). Anything there that is not
+ * a regular file of ours is renamed aside to NAME.unsafe-TIME with a warning
+ * and a fresh file is created; it is never written through. Returns the fd
+ * (O_NONBLOCK cleared; writes to a regular file block briefly by nature), or
+ * -1 with errno set.
+ */
+static int logs_file_openat(logs *lg, logs_file *f)
+{
+    for (int attempt = 0; attempt < 2; attempt++) {
+        int flags = O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY;
+        int fd = openat(lg->dirfd, f->name, flags | (attempt ? O_EXCL : 0), 0640);
+        struct stat sb;
+        if (fd >= 0) {
+            if (fstat(fd, &sb) == 0 && logs_file_safe(&sb)) {
+                fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+                return fd;
+            }
+            close(fd);
+        } else if (errno != ELOOP && errno != ENXIO && errno != EEXIST && errno != EOPNOTSUPP &&
+                   errno != EISDIR && errno != ETXTBSY) {
+            return -1;
+        }
+        /* Something unsafe is there: move it aside (the rename acts on the
+         * entry itself, not on what a symlink points to). */
+        if (fstatat(lg->dirfd, f->name, &sb, AT_SYMLINK_NOFOLLOW) != 0)
+            continue;   /* gone meanwhile: try again */
+        if (S_ISDIR(sb.st_mode)) {
+            errno = EISDIR;   /* a directory cannot be written through: plain error */
+            return -1;
+        }
+        char aside[LOGS_APP_MAX + 64];
+        snprintf(aside, sizeof aside, "%s.unsafe-%lld", f->name, (long long)time(NULL));
+        if (renameat(lg->dirfd, f->name, lg->dirfd, aside) != 0) {
+            int e = errno;
+            fprintf(stderr, "drover: %s is not a regular file owned by the hub's user and cannot be moved aside (%s); "
+                    "not writing to it\n", f->path, strerror(e));
+            errno = EPERM;
+            return -1;
+        }
+        fprintf(stderr, "drover: %s was not a regular file owned by the hub's user (mode %06o, uid %u, %u links); "
+                "moved it aside to %s/%s and started a new file\n", f->path, (unsigned)sb.st_mode,
+                (unsigned)sb.st_uid, (unsigned)sb.st_nlink, lg->dir, aside);
+    }
+    errno = EPERM;
+    return -1;
+}
+
+/* Opens f for appending (see logs_file_openat) and learns its size.
  * Returns 0, or -1 with f->fd == -1 and the failure reported. */
 static int logs_file_open(logs *lg, logs_file *f)
 {
-    f->fd = open(f->path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+    f->fd = logs_file_openat(lg, f);
     if (f->fd < 0) {
         f->retry_at = uv_now(lg->loop) + LOGS_RETRY_MS;
         logs_file_warn(f, "open", errno);
@@ -240,15 +340,17 @@ static void logs_file_flush(logs *lg)
  * NAME.1, then opens a fresh NAME. Call with the scratch flushed. */
 static void logs_file_rotate(logs *lg, logs_file *f)
 {
-    char from[PATH_MAX + 16], to[PATH_MAX + 16];
+    char from[LOGS_APP_MAX + 64], to[LOGS_APP_MAX + 64];
     logs_file_close(f);
+    /* Relative to the directory fd: the names are resolved in the directory
+     * that was checked, whatever happens to its path meanwhile. */
     for (unsigned i = lg->keep; i >= 2; i--) {
-        snprintf(from, sizeof from, "%s.%u", f->path, i - 1);
-        snprintf(to, sizeof to, "%s.%u", f->path, i);
-        rename(from, to);   /* ENOENT while fewer than keep exist: fine */
+        snprintf(from, sizeof from, "%s.%u", f->name, i - 1);
+        snprintf(to, sizeof to, "%s.%u", f->name, i);
+        renameat(lg->dirfd, from, lg->dirfd, to);   /* ENOENT while fewer than keep exist: fine */
     }
-    snprintf(to, sizeof to, "%s.1", f->path);
-    bool moved = rename(f->path, to) == 0 || errno == ENOENT;
+    snprintf(to, sizeof to, "%s.1", f->name);
+    bool moved = renameat(lg->dirfd, f->name, lg->dirfd, to) == 0 || errno == ENOENT;
     int err = errno;
     if (logs_file_open(lg, f) == 0 && !moved) {
         /* Could not move it away (permissions?): keep appending, and try
@@ -806,6 +908,7 @@ static void logs_stream_destroy(logs_stream *st)
     for (int i = 0; i < 2; i++) {
         logs_file_close(&st->file[i]);
         free(st->file[i].path);
+        free(st->file[i].name);
     }
     free(st->ring);
     free(st);
@@ -821,6 +924,8 @@ static void logs_destroy(logs *lg)
     }
     if (lg->efd >= 0)
         close(lg->efd);
+    if (lg->dirfd >= 0)
+        close(lg->dirfd);
     free(lg->ebuf);
     free(lg->wbuf);
     free(lg->dir);
@@ -860,11 +965,14 @@ logs *logs_new(uv_loop_t *loop, const logs_config *cfg, char *err, size_t errcap
         snprintf(err, errcap, "log directory path too long: %s", cfg->dir);
         return NULL;
     }
-    if (paths_mkdirs(cfg->dir) != 0 || access(cfg->dir, W_OK | X_OK) != 0) {
+    if (paths_mkdirs(cfg->dir) != 0) {
         snprintf(err, errcap, "cannot use log directory %s: %s; create it or choose another with --log-dir DIR",
                  cfg->dir, strerror(errno));
         return NULL;
     }
+    int dirfd = logs_dir_open(cfg->dir, err, errcap);
+    if (dirfd < 0)
+        return NULL;
     logs *lg = calloc(1, sizeof *lg);
     if (!lg || !(lg->dir = strdup(cfg->dir)) || !(lg->wbuf = malloc(LOGS_WBUF)) ||
         (cfg->echo && !(lg->ebuf = malloc(LOGS_ECHO_CAP)))) {
@@ -874,8 +982,10 @@ logs *logs_new(uv_loop_t *loop, const logs_config *cfg, char *err, size_t errcap
             free(lg->dir);
         }
         free(lg);
+        close(dirfd);
         return NULL;
     }
+    lg->dirfd = dirfd;
     lg->loop = loop;
     lg->max_bytes = cfg->max_bytes ? cfg->max_bytes : LOGS_DEF_MAX_BYTES;
     lg->keep = cfg->keep ? cfg->keep : LOGS_DEF_KEEP;
@@ -931,14 +1041,15 @@ logs_stream *logs_stream_get(logs *lg, const char *app, int id, char *err, size_
     st->pfxlen[LOGS_ERR] = (size_t)snprintf(st->pfx[LOGS_ERR], sizeof st->pfx[1], "[%s:%d!] ", app, id);
     static const char *const suffix[2] = {"out", "err"};
     for (int i = 0; i < 2; i++) {
-        char path[PATH_MAX];
-        snprintf(path, sizeof path, "%s/%s-%d.%s.log", lg->dir, app, id, suffix[i]);
-        if (!(st->file[i].path = strdup(path))) {
+        char path[PATH_MAX], name[LOGS_APP_MAX + 32];
+        snprintf(name, sizeof name, "%s-%d.%s.log", app, id, suffix[i]);
+        snprintf(path, sizeof path, "%s/%s", lg->dir, name);
+        if (!(st->file[i].path = strdup(path)) || !(st->file[i].name = strdup(name))) {
             snprintf(err, errcap, "out of memory for the log ring of %s:%d", app, id);
             logs_stream_destroy(st);
             return NULL;
         }
-        st->file[i].fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+        st->file[i].fd = logs_file_openat(lg, &st->file[i]);
         if (st->file[i].fd < 0) {
             snprintf(err, errcap, "cannot open %s: %s; check --log-dir", path, strerror(errno));
             logs_stream_destroy(st);
@@ -1032,8 +1143,21 @@ void logs_foreach(const logs *lg, const char *app, int id, size_t n,
 void logs_reopen(logs *lg)
 {
     logs_file_flush(lg);
-    /* logrotate may have removed the directory too; recreating it is cheap. */
-    paths_mkdirs(lg->dir);
+    /* logrotate may have removed the directory too; recreating it is cheap.
+     * The directory is checked again like at start; one that fails the
+     * check is not used (the old directory fd stays). */
+    char err[512];
+    int fd = -1;
+    if (paths_mkdirs(lg->dir) != 0)
+        snprintf(err, sizeof err, "cannot create %s: %s", lg->dir, strerror(errno));
+    else
+        fd = logs_dir_open(lg->dir, err, sizeof err);
+    if (fd >= 0) {
+        close(lg->dirfd);
+        lg->dirfd = fd;
+    } else {
+        fprintf(stderr, "drover: reopening logs: %s; still using the directory opened before\n", err);
+    }
     for (logs_stream *st = lg->streams; st; st = st->next) {
         for (int i = 0; i < 2; i++) {
             logs_file_close(&st->file[i]);
