@@ -138,6 +138,19 @@ void logs_stream_line(logs_stream *st, logs_fd which, const char *s, size_t len)
 /* Returns the stream of app:id if it exists, else NULL (never creates one). */
 logs_stream *logs_stream_find(logs *lg, const char *app, int id);
 
+/*
+ * Copies the len bytes of a captured line to out as valid UTF-8 for JSON:
+ * every byte that does not start a valid UTF-8 sequence (stray continuation
+ * bytes, truncated or overlong sequences, surrogates, code points above
+ * U+10FFFF) is replaced by U+FFFD (3 bytes); valid bytes, NUL included, are
+ * copied unchanged. out needs LOGS_UTF8_CAP(len) bytes to hold any line
+ * whole; with less, the result stops at a character boundary that fits.
+ * Returns the bytes written (no NUL is added). The files keep the raw bytes;
+ * this is for views (`drover logs`, `-f`, the console) only.
+ */
+#define LOGS_UTF8_CAP(len) (3 * (len))
+size_t logs_line_utf8(const char *text, size_t len, char *out, size_t cap);
+
 /* Reopens every file, recreating the directory if needed (after logrotate
  * moved them away; SIGUSR1). Lines go to the new files from the next read. */
 void logs_reopen(logs *lg);
