@@ -141,6 +141,7 @@ struct logs {
 };
 
 static void logs_resume(logs *lg);
+static void logs_file_flush(logs *lg);
 static void logs_kick_cb(uv_idle_t *h);
 static void logs_pipe_read(uv_stream_t *h, ssize_t nread, const uv_buf_t *buf);
 
@@ -305,6 +306,21 @@ static void logs_file_close(logs_file *f)
     if (f->fd >= 0)
         close(f->fd);
     f->fd = -1;
+}
+
+/* Closes st's files once no pipe of it is open any more (its worker was
+ * scaled away, or is between restarts): a slot's files are opened again on
+ * its next line (logs_file_flush), so descriptors are held only for slots
+ * that can write, not for every worker id ever used. */
+static void logs_stream_idle_close(logs_stream *st)
+{
+    logs *lg = st->lg;
+    if (st->pipes)
+        return;
+    if (lg->wfile == &st->file[0] || lg->wfile == &st->file[1])
+        logs_file_flush(lg);
+    for (int i = 0; i < 2; i++)
+        logs_file_close(&st->file[i]);
 }
 
 /* Writes the file scratch to its file with one write() (more only on short
@@ -723,6 +739,7 @@ void logs_stream_line(logs_stream *st, logs_fd which, const char *s, size_t len)
     logs_emit(st, which, s, len);
     logs_file_flush(lg);
     logs_echo_flush(lg, 0);
+    logs_stream_idle_close(st);
 }
 
 /* ---- views ------------------------------------------------------------ */
@@ -1003,6 +1020,8 @@ static void logs_pipe_closed(uv_handle_t *h)
         }
     }
     free(p);
+    if (!lg->freeing)
+        logs_stream_idle_close(st);
     if (--lg->handles == 0 && lg->freeing)
         logs_destroy(lg);
 }
@@ -1216,6 +1235,7 @@ void logs_reopen(logs *lg)
             st->file[i].warned = false;
             logs_file_open(lg, &st->file[i]);
         }
+        logs_stream_idle_close(st);   /* created, but not held without a writer */
     }
 }
 

@@ -37,7 +37,9 @@
  * slot (the oldest generation's are closed, after reading what they hold, when
  * a grandchild that inherited its stdout keeps them open across restarts);
  * plus 64 KiB of file scratch and the 256 KiB echo queue per manager.
- * Streams live until logs_free.
+ * Streams (ring and names) live until logs_free; a stream's two files are
+ * held open only while one of its pipes is open, and reopened on its next
+ * line, so a worker id scaled away holds no descriptor.
  */
 #ifndef DROVER_HUB_LOGS_H
 #define DROVER_HUB_LOGS_H

@@ -129,3 +129,43 @@ def test_fifo_planted_as_log_file_does_not_hang_the_hub(procs, sockdir, private_
     wait_until(lambda: os.path.isfile(fifo) and "through-fifo" in open(fifo).read(), 10, "the line in a fresh file")
     aside = [n for n in os.listdir(d) if n.startswith("w-0.out.log.unsafe-")]
     assert len(aside) == 1 and stat.S_ISFIFO(os.lstat(os.path.join(d, aside[0])).st_mode)
+
+
+# ---- item 11: descriptors of scaled-away workers ----------------------------------
+
+def log_fds(pid, d):
+    """The log files (in d) the hub holds open, by name."""
+    names = []
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            t = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if t.startswith(d + "/"):
+            names.append(os.path.basename(t))
+    return sorted(names)
+
+
+def test_scaled_away_workers_log_files_are_closed(procs, sockdir, private_dir):
+    d = os.path.join(private_dir, "logs")
+    os.mkdir(d, 0o700)
+    # Workers take a moment to stop, so a quick scale back up uses new ids.
+    script = 'trap "sleep 0.5; exit 0" TERM; echo up; while :; do sleep 0.1; done'
+    h = start(procs, sockdir, d, ["-i", 4, "-n", "sc", "--no-echo"], ["sh", "-c", script])
+    online(h, 4, "sc")
+    base = len(os.listdir(f"/proc/{h.pid}/fd"))
+    for rnd in range(3):
+        assert cli(sockdir, "scale", "sc", 1).returncode == 0
+        time.sleep(0.1)
+        assert cli(sockdir, "scale", "sc", 4).returncode == 0
+        h.wait_for(lambda iv: len(h.workers(iv, "sc")) == 4 and
+                   all(w["state"] == "online" for w in h.workers(iv, "sc")), what=f"round {rnd}: 4 online")
+        # 4 workers: 8 log files at most, whatever ids they have now
+        wait_until(lambda: len(log_fds(h.pid, d)) <= 8, 5, f"round {rnd}: at most 8 log fds, "
+                   f"have {log_fds(h.pid, d)}")
+    assert cli(sockdir, "scale", "sc", 1).returncode == 0
+    h.wait_for(lambda iv: len(h.workers(iv, "sc")) == 1, what="1 worker")
+    only = wait_until(lambda: (lambda f: f if len(f) == 2 else None)(log_fds(h.pid, d)), 5,
+                      f"only the last worker's 2 log files open, have {log_fds(h.pid, d)}")
+    assert only == ["sc-0.err.log", "sc-0.out.log"]
+    assert len(os.listdir(f"/proc/{h.pid}/fd")) <= base, "descriptors grew over the rounds"
