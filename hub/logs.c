@@ -49,6 +49,8 @@
 #define LOGS_FREE_WAIT_NS 1000000000ull  /* logs_free waits this long at most for stderr */
 #define LOGS_FINAL_READ   (1024 * 1024)  /* read at most this from a pipe being force-closed */
 #define LOGS_RETRY_MS     1000           /* retry opening a file that could not be opened */
+#define LOGS_DISK_RETRY_MS 250           /* retry writing held bytes while the disk is full */
+#define LOGS_PEND_CAP     (2 * LOGS_WBUF) /* bytes held per file while the disk is full */
 
 #define LOGS_DEF_MAX_BYTES (10ull * 1024 * 1024)
 #define LOGS_DEF_KEEP      3u
@@ -73,6 +75,8 @@ typedef struct {
     bool     warned;            /* a failure was reported; quiet until it recovers */
     char    *path;              /* DIR/NAME, for messages */
     char    *name;              /* NAME, opened relative to lg->dirfd */
+    char    *pend;              /* bytes not yet written because the disk was full */
+    size_t   plen;              /* ... in order, written before anything newer */
 } logs_file;
 
 typedef struct logs_pipe logs_pipe;
@@ -133,7 +137,9 @@ struct logs {
     char        *ebuf;
     uint64_t     ehead, etail;
 
-    logs_pipe   *bhead, *btail; /* pipes blocked on the echo, in blocking order */
+    logs_pipe   *bhead, *btail; /* pipes blocked on the echo or the disk, in blocking order */
+    bool         disk_full;     /* a write failed with ENOSPC/EDQUOT: pipes pause */
+    uv_timer_t   disk_timer;    /* retries the held bytes every LOGS_DISK_RETRY_MS */
     uv_idle_t    kick;          /* runs logs_resume outside any callback chain */
     unsigned     handles;       /* open libuv handles; lg is freed when 0 after logs_free */
     bool         freeing;
@@ -323,9 +329,118 @@ static void logs_stream_idle_close(logs_stream *st)
         logs_file_close(&st->file[i]);
 }
 
+/* Returns true for the write errors that mean "no space now, maybe later". */
+static bool logs_err_full(int err) { return err == ENOSPC || err == EDQUOT; }
+
+/* Writes len bytes to f (opening it if needed). Returns the bytes written;
+ * when short, errno tells why (ENOSPC/EDQUOT: the disk is full). */
+static size_t logs_file_write(logs *lg, logs_file *f, const char *buf, size_t len)
+{
+    if (f->fd < 0 && uv_now(lg->loop) >= f->retry_at)
+        logs_file_open(lg, f);
+    if (f->fd < 0) {
+        errno = EBADF;
+        return 0;
+    }
+    size_t off = 0;
+    while (off < len) {
+        ssize_t w = write(f->fd, buf + off, len - off);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0) {
+            if (w == 0)
+                errno = EIO;
+            break;
+        }
+        off += (size_t)w;
+        f->size += (uint64_t)w;
+    }
+    return off;
+}
+
+/* Keeps len bytes for f until the disk has room again (after what f already
+ * holds, so order is kept). Only lines that cannot be paused (an agent's
+ * datagram, a pipe closed at exit) can overflow the fixed LOGS_PEND_CAP:
+ * those are lost, reported. */
+static void logs_file_hold(logs_file *f, const char *buf, size_t len)
+{
+    if (!f->pend && !(f->pend = malloc(LOGS_PEND_CAP))) {
+        fprintf(stderr, "drover: out of memory holding log output for %s; %zu bytes lost\n", f->path, len);
+        return;
+    }
+    if (LOGS_PEND_CAP - f->plen < len) {
+        fprintf(stderr, "drover: log disk full and %s holds %zu bytes already; %zu bytes lost\n",
+                f->path, f->plen, len);
+        return;
+    }
+    memcpy(f->pend + f->plen, buf, len);
+    f->plen += len;
+}
+
+static void logs_disk_retry(uv_timer_t *t);
+
+/* Enters the disk-full state after a write to f failed with err: pipes pause
+ * (logs_pipe_drain blocks) and a timer retries. Warned once per episode. */
+static void logs_disk_full(logs *lg, logs_file *f, int err)
+{
+    if (lg->disk_full)
+        return;
+    lg->disk_full = true;
+    fprintf(stderr, "drover: log disk full: cannot write %s: %s; worker output paused until space frees\n",
+            f->path, strerror(err));
+    if (!lg->freeing)
+        uv_timer_start(&lg->disk_timer, logs_disk_retry, LOGS_DISK_RETRY_MS, LOGS_DISK_RETRY_MS);
+}
+
+/* Writes what f holds; returns true when nothing is held any more. */
+static bool logs_file_unhold(logs *lg, logs_file *f)
+{
+    if (f->plen == 0)
+        return true;
+    size_t w = logs_file_write(lg, f, f->pend, f->plen);
+    memmove(f->pend, f->pend + w, f->plen - w);
+    f->plen -= w;
+    if (f->plen == 0) {
+        free(f->pend);
+        f->pend = NULL;
+        f->warned = false;
+        return true;
+    }
+    if (!logs_err_full(errno)) {
+        logs_file_warn(f, "write", errno);   /* not a full disk: lost, as any failing write */
+        free(f->pend);
+        f->pend = NULL;
+        f->plen = 0;
+        return true;
+    }
+    return false;
+}
+
+/* The disk timer: writes every held byte it can; once all is written, says
+ * so, stops, and lets the paused pipes go on. */
+static void logs_disk_retry(uv_timer_t *t)
+{
+    logs *lg = t->data;
+    bool all = true;
+    for (logs_stream *st = lg->streams; st; st = st->next)
+        for (int i = 0; i < 2; i++)
+            all &= logs_file_unhold(lg, &st->file[i]);
+    if (!all)
+        return;
+    uv_timer_stop(t);
+    lg->disk_full = false;
+    fprintf(stderr, "drover: log disk has space again in %s; worker output resumed\n", lg->dir);
+    for (logs_stream *st = lg->streams; st; st = st->next)
+        logs_stream_idle_close(st);
+    if (lg->bhead && !lg->freeing)
+        uv_idle_start(&lg->kick, logs_kick_cb);
+}
+
 /* Writes the file scratch to its file with one write() (more only on short
- * writes), then empties it. A failing file loses this batch (reported once):
- * holding it in memory instead would grow without bound while the disk is full. */
+ * writes), then empties it. On a full disk (ENOSPC, EDQUOT) the rest is held
+ * for the file, in order, and the disk timer retries it: nothing is dropped
+ * or torn, as the pipes pause meanwhile. Any other failure loses this batch
+ * (reported once): the file cannot take it and holding it would not help. */
 static void logs_file_flush(logs *lg)
 {
     logs_file *f = lg->wfile;
@@ -333,23 +448,22 @@ static void logs_file_flush(logs *lg)
     lg->wlen = 0;
     if (!f || len == 0)
         return;
-    if (f->fd < 0 && uv_now(lg->loop) >= f->retry_at)
-        logs_file_open(lg, f);
-    if (f->fd < 0)
+    if (!logs_file_unhold(lg, f)) {
+        logs_file_hold(f, lg->wbuf, len);   /* still full: after what is held */
         return;
-    size_t off = 0;
-    while (off < len) {
-        ssize_t w = write(f->fd, lg->wbuf + off, len - off);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0) {
-            logs_file_warn(f, "write", w < 0 ? errno : EIO);
-            return;
-        }
-        off += (size_t)w;
-        f->size += (uint64_t)w;
     }
-    f->warned = false;
+    size_t w = logs_file_write(lg, f, lg->wbuf, len);
+    if (w == len) {
+        f->warned = false;
+        return;
+    }
+    int err = errno;
+    if (logs_err_full(err)) {
+        logs_file_hold(f, lg->wbuf + w, len - w);
+        logs_disk_full(lg, f, err);
+    } else if (err != EBADF) {
+        logs_file_warn(f, "write", err);
+    }
 }
 
 /* Rotates f: NAME.(keep-1) → NAME.keep (replacing the oldest), …, NAME →
@@ -385,8 +499,10 @@ static void logs_file_put(logs *lg, logs_file *f, const char *s, size_t len)
         logs_file_flush(lg);
         lg->wfile = f;
     }
-    uint64_t pending = f->size + lg->wlen;
-    if (pending > 0 && pending + len + 1 > lg->max_bytes) {
+    uint64_t pending = f->size + f->plen + lg->wlen;
+    /* Not while bytes are held: the held part of a line must follow its
+     * start in the same file. */
+    if (pending > 0 && pending + len + 1 > lg->max_bytes && f->plen == 0) {
         logs_file_flush(lg);
         logs_file_rotate(lg, f);
     }
@@ -709,7 +825,7 @@ static logs_drain_result logs_pipe_drain(logs_pipe *p, bool final, bool force)
         } else {
             break;
         }
-        if (!logs_echo_reserve(lg, st, p->which, len, force)) {
+        if ((lg->disk_full && !force) || !logs_echo_reserve(lg, st, p->which, len, force)) {
             r = LOGS_DRAIN_BLOCKED;
             break;
         }
@@ -978,6 +1094,7 @@ static void logs_stream_destroy(logs_stream *st)
         logs_file_close(&st->file[i]);
         free(st->file[i].path);
         free(st->file[i].name);
+        free(st->file[i].pend);
     }
     free(st->ring);
     free(st);
@@ -1067,7 +1184,9 @@ logs *logs_new(uv_loop_t *loop, const logs_config *cfg, char *err, size_t errcap
     lg->efd = -1;
     uv_idle_init(loop, &lg->kick);
     lg->kick.data = lg;
-    lg->handles = 1;
+    uv_timer_init(loop, &lg->disk_timer);
+    lg->disk_timer.data = lg;
+    lg->handles = 2;
     if (cfg->echo)
         logs_echo_open(lg);
     return lg;
@@ -1254,9 +1373,17 @@ void logs_free(logs *lg)
     lg->bhead = lg->btail = NULL;
     logs_file_flush(lg);
     logs_echo_flush(lg, lg->deadline);
+    /* Held bytes get one last try; what the disk still cannot take is lost. */
+    for (logs_stream *st = lg->streams; st; st = st->next)
+        for (int i = 0; i < 2; i++)
+            if (!logs_file_unhold(lg, &st->file[i]))
+                fprintf(stderr, "drover: log disk still full at exit; %zu bytes for %s lost\n",
+                        st->file[i].plen, st->file[i].path);
     for (logs_stream *st = lg->streams; st; st = st->next)
         for (int i = 0; i < 2; i++)
             logs_file_close(&st->file[i]);
+    uv_timer_stop(&lg->disk_timer);
+    uv_close((uv_handle_t *)&lg->disk_timer, logs_handle_closed);
     uv_idle_stop(&lg->kick);
     uv_close((uv_handle_t *)&lg->kick, logs_handle_closed);
     if (lg->epoll_init)

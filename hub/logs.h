@@ -5,7 +5,10 @@
  * the slot's process, so every generation appends to the same files and ring.
  * Lines are split on '\n'; none is dropped or torn: when the disk or the
  * stderr echo cannot keep up, the hub stops reading the worker's pipe, the
- * pipe fills, and the worker's own write() blocks (back-pressure).
+ * pipe fills, and the worker's own write() blocks (back-pressure). A full
+ * disk (ENOSPC, EDQUOT) pauses every pipe; the bytes a failed write left are
+ * held (at most 128 KiB per file) and retried every 250 ms, with one warning
+ * on stderr when it starts and one when output resumes.
  *
  * Files. In cfg.dir: APP-ID.out.log (stdout) and APP-ID.err.log (stderr),
  * e.g. web-0.out.log; mode 0640, opened O_APPEND, the worker's bytes exactly,
@@ -20,7 +23,12 @@
  * $XDG_STATE_HOME/drover/NAME/logs, else ~/.local/state/drover/NAME/logs
  * with the home from the password database when $HOME is unset). The
  * directory and missing parents are created 0700; logs_new fails with a
- * message naming --log-dir when it cannot be written (a read-only root).
+ * message naming --log-dir when it cannot be written (a read-only root), or
+ * naming the directory when it is not owned by the hub's user (or root) or
+ * is writable by group or others. Files are opened relative to that checked
+ * directory, never through a symlink and never blocking; a symlink, FIFO,
+ * hard link or other user's file found where a log file goes is renamed
+ * aside to NAME.unsafe-TIME (warned on stderr) and a new file started.
  *
  * Echo (cfg.echo, for headless `run`, so a container user sees worker output
  * in `docker logs` / the journal): every line also goes to the hub's stderr
