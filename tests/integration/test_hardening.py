@@ -4,18 +4,16 @@ a worker's own bytes can do to it. Every wait is bounded; everything started
 is killed by pid at teardown (the `procs` fixture of conftest.py); every
 tmpfs mounted here is unmounted in a finally.
 """
-import json
 import os
-import shutil
+import re
 import signal
 import stat
 import subprocess
-import tempfile
 import time
 
 import pytest
 
-from conftest import DROVER, require_binary, alive  # noqa: F401
+from conftest import DROVER
 from test_supervisor import RunHub, IV_MS, online
 
 
@@ -41,11 +39,20 @@ def wait_until(pred, timeout, what):
 
 
 @pytest.fixture
-def private_dir():
-    d = tempfile.mkdtemp(prefix="drv-hard-", dir="/tmp")
-    os.chmod(d, 0o700)
-    yield d
-    shutil.rmtree(d, ignore_errors=True)
+def private_dir(tmp_path):
+    """A 0700 directory of the test's own (pytest removes it)."""
+    os.chmod(tmp_path, 0o700)
+    return str(tmp_path)
+
+
+def logs_and_target(private_dir):
+    """A proper 0700 log directory and, beside it, a file an attacker wants written."""
+    d = os.path.join(private_dir, "logs")
+    os.mkdir(d, 0o700)
+    target = os.path.join(private_dir, "precious")
+    with open(target, "w") as f:
+        f.write("untouched\n")
+    return d, target
 
 
 # ---- item 1: the log directory and what is planted in it ------------------------
@@ -74,11 +81,7 @@ def test_log_dir_owned_by_another_user_is_refused(procs, sockdir, private_dir):
 
 
 def test_symlink_planted_as_log_file_is_not_followed(procs, sockdir, private_dir):
-    d = os.path.join(private_dir, "logs")
-    os.mkdir(d, 0o700)
-    target = os.path.join(private_dir, "precious")
-    with open(target, "w") as f:
-        f.write("untouched\n")
+    d, target = logs_and_target(private_dir)
     os.symlink(target, os.path.join(d, "w-0.out.log"))
     h = start(procs, sockdir, d, ["-i", 1, "-n", "w", "--no-echo"], ["sh", "-c", "echo secret-line; exec sleep 60"])
     online(h, 1, "w")
@@ -93,11 +96,7 @@ def test_symlink_planted_as_log_file_is_not_followed(procs, sockdir, private_dir
 
 def test_symlink_planted_before_rotation_or_reopen_is_not_followed(procs, sockdir, private_dir):
     """SIGUSR1 (logrotate's reopen) finds a symlink where the file was."""
-    d = os.path.join(private_dir, "logs")
-    os.mkdir(d, 0o700)
-    target = os.path.join(private_dir, "precious")
-    with open(target, "w") as f:
-        f.write("untouched\n")
+    d, target = logs_and_target(private_dir)
     script = 'i=0; while true; do echo "line $i"; i=$((i+1)); sleep 0.02; done'
     h = start(procs, sockdir, d, ["-i", 1, "-n", "w", "--no-echo"], ["sh", "-c", script])
     online(h, 1, "w")
@@ -206,14 +205,9 @@ def test_full_log_disk_pauses_workers_and_loses_no_line(procs, sockdir, private_
         got = lines()
         assert got[-1] == ""
         assert got[:-1] == want, "a line was lost, torn or reordered"
-        assert len(re_findall(r"log disk full", h.stderr())) == 1, "warned once per episode"
+        assert len(re.findall(r"log disk full", h.stderr())) == 1, "warned once per episode"
     finally:
         if h is not None:
             os.kill(h.pid, signal.SIGKILL)
             h.proc.wait(timeout=10)
         subprocess.run(["umount", "-l", d], timeout=10)
-
-
-def re_findall(pattern, text):
-    import re
-    return re.findall(pattern, text)
