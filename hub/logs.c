@@ -49,6 +49,8 @@
 #define LOGS_FREE_WAIT_NS 1000000000ull  /* logs_free waits this long at most for stderr */
 #define LOGS_FINAL_READ   (1024 * 1024)  /* read at most this from a pipe being force-closed */
 #define LOGS_RETRY_MS     1000           /* retry opening a file that could not be opened */
+#define LOGS_DISK_RETRY_MS 250           /* retry writing held bytes while the disk is full */
+#define LOGS_PEND_CAP     (2 * LOGS_WBUF) /* bytes held per file while the disk is full */
 
 #define LOGS_DEF_MAX_BYTES (10ull * 1024 * 1024)
 #define LOGS_DEF_KEEP      3u
@@ -71,7 +73,10 @@ typedef struct {
     uint64_t size;              /* bytes in the file, as far as we know */
     uint64_t retry_at;          /* uv_now() after which opening is tried again */
     bool     warned;            /* a failure was reported; quiet until it recovers */
-    char    *path;
+    char    *path;              /* DIR/NAME, for messages */
+    char    *name;              /* NAME, opened relative to lg->dirfd */
+    char    *pend;              /* bytes not yet written because the disk was full */
+    size_t   plen;              /* ... in order, written before anything newer */
 } logs_file;
 
 typedef struct logs_pipe logs_pipe;
@@ -111,6 +116,7 @@ struct logs {
     logs_line_fn on_line;
     void        *on_line_ctx;
     char        *dir;
+    int          dirfd;         /* the log directory, checked once (logs_dir_open) */
     uint64_t     max_bytes;
     unsigned     keep;
     size_t       ring_bytes;
@@ -131,7 +137,9 @@ struct logs {
     char        *ebuf;
     uint64_t     ehead, etail;
 
-    logs_pipe   *bhead, *btail; /* pipes blocked on the echo, in blocking order */
+    logs_pipe   *bhead, *btail; /* pipes blocked on the echo or the disk, in blocking order */
+    bool         disk_full;     /* a write failed with ENOSPC/EDQUOT: pipes pause */
+    uv_timer_t   disk_timer;    /* retries the held bytes every LOGS_DISK_RETRY_MS */
     uv_idle_t    kick;          /* runs logs_resume outside any callback chain */
     unsigned     handles;       /* open libuv handles; lg is freed when 0 after logs_free */
     bool         freeing;
@@ -139,6 +147,7 @@ struct logs {
 };
 
 static void logs_resume(logs *lg);
+static void logs_file_flush(logs *lg);
 static void logs_kick_cb(uv_idle_t *h);
 static void logs_pipe_read(uv_stream_t *h, ssize_t nread, const uv_buf_t *buf);
 
@@ -184,11 +193,109 @@ static void logs_file_warn(logs_file *f, const char *what, int err)
             what, f->path, strerror(err));
 }
 
-/* Opens f->path for appending (creating it 0640) and learns its size.
+/*
+ * Opens the log directory dir for lg->dirfd use: returns an O_DIRECTORY fd,
+ * or -1 with a message in err naming dir and what is wrong. Refused unless it
+ * is owned by the hub's user (or root) and not writable by group or others:
+ * anyone else who can write there could plant a symlink, FIFO or hard link
+ * where a log file goes, and a root hub would write worker output through it.
+ */
+static int logs_dir_open(const char *dir, char *err, size_t errcap)
+{
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    struct stat sb;
+    if (fd < 0 || fstat(fd, &sb) != 0) {
+        snprintf(err, errcap, "cannot use log directory %s: %s; create it or choose another with --log-dir DIR",
+                 dir, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    if (sb.st_uid != geteuid() && sb.st_uid != 0) {
+        snprintf(err, errcap, "refusing log directory %s: owned by uid %u, not by the hub's user (uid %u) or root; "
+                 "use a directory of your own with --log-dir DIR", dir, (unsigned)sb.st_uid, (unsigned)geteuid());
+        close(fd);
+        return -1;
+    }
+    if (sb.st_mode & (S_IWGRP | S_IWOTH)) {
+        snprintf(err, errcap, "refusing log directory %s: mode %04o lets %s write in it (chmod go-w %s, or choose "
+                 "another with --log-dir DIR)", dir, (unsigned)(sb.st_mode & 07777),
+                 (sb.st_mode & S_IWOTH) ? "other users" : "its group", dir);
+        close(fd);
+        return -1;
+    }
+    if (faccessat(fd, ".", W_OK | X_OK, AT_EACCESS) != 0) {
+        snprintf(err, errcap, "cannot use log directory %s: %s; create it or choose another with --log-dir DIR",
+                 dir, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/* Returns true if sb is a file the hub may append worker output to: a
+ * regular file owned by the hub's user with a single link (a hard link to
+ * another file would write into that file). */
+static bool logs_file_safe(const struct stat *sb)
+{
+    return S_ISREG(sb->st_mode) && sb->st_uid == geteuid() && sb->st_nlink == 1;
+}
+
+/*
+ * Opens f (relative to the log directory fd) for appending, creating it 0640,
+ * never following a symlink and never blocking (a FIFO without a reader fails
+ * with ENXIO at once instead of hanging the hub). Anything there that is not
+ * a regular file of ours is renamed aside to NAME.unsafe-TIME with a warning
+ * and a fresh file is created; it is never written through. Returns the fd
+ * (O_NONBLOCK cleared; writes to a regular file block briefly by nature), or
+ * -1 with errno set.
+ */
+static int logs_file_openat(logs *lg, logs_file *f)
+{
+    for (int attempt = 0; attempt < 2; attempt++) {
+        int flags = O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY;
+        int fd = openat(lg->dirfd, f->name, flags | (attempt ? O_EXCL : 0), 0640);
+        struct stat sb;
+        if (fd >= 0) {
+            if (fstat(fd, &sb) == 0 && logs_file_safe(&sb)) {
+                fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+                return fd;
+            }
+            close(fd);
+        } else if (errno != ELOOP && errno != ENXIO && errno != EEXIST && errno != EOPNOTSUPP &&
+                   errno != EISDIR && errno != ETXTBSY) {
+            return -1;
+        }
+        /* Something unsafe is there: move it aside (the rename acts on the
+         * entry itself, not on what a symlink points to). */
+        if (fstatat(lg->dirfd, f->name, &sb, AT_SYMLINK_NOFOLLOW) != 0)
+            continue;   /* gone meanwhile: try again */
+        if (S_ISDIR(sb.st_mode)) {
+            errno = EISDIR;   /* a directory cannot be written through: plain error */
+            return -1;
+        }
+        char aside[LOGS_APP_MAX + 64];
+        snprintf(aside, sizeof aside, "%s.unsafe-%lld", f->name, (long long)time(NULL));
+        if (renameat(lg->dirfd, f->name, lg->dirfd, aside) != 0) {
+            int e = errno;
+            fprintf(stderr, "drover: %s is not a regular file owned by the hub's user and cannot be moved aside (%s); "
+                    "not writing to it\n", f->path, strerror(e));
+            errno = EPERM;
+            return -1;
+        }
+        fprintf(stderr, "drover: %s was not a regular file owned by the hub's user (mode %06o, uid %u, %u links); "
+                "moved it aside to %s/%s and started a new file\n", f->path, (unsigned)sb.st_mode,
+                (unsigned)sb.st_uid, (unsigned)sb.st_nlink, lg->dir, aside);
+    }
+    errno = EPERM;
+    return -1;
+}
+
+/* Opens f for appending (see logs_file_openat) and learns its size.
  * Returns 0, or -1 with f->fd == -1 and the failure reported. */
 static int logs_file_open(logs *lg, logs_file *f)
 {
-    f->fd = open(f->path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+    f->fd = logs_file_openat(lg, f);
     if (f->fd < 0) {
         f->retry_at = uv_now(lg->loop) + LOGS_RETRY_MS;
         logs_file_warn(f, "open", errno);
@@ -207,9 +314,133 @@ static void logs_file_close(logs_file *f)
     f->fd = -1;
 }
 
+/* Closes st's files once no pipe of it is open any more (its worker was
+ * scaled away, or is between restarts): a slot's files are opened again on
+ * its next line (logs_file_flush), so descriptors are held only for slots
+ * that can write, not for every worker id ever used. */
+static void logs_stream_idle_close(logs_stream *st)
+{
+    logs *lg = st->lg;
+    if (st->pipes)
+        return;
+    if (lg->wfile == &st->file[0] || lg->wfile == &st->file[1])
+        logs_file_flush(lg);
+    for (int i = 0; i < 2; i++)
+        logs_file_close(&st->file[i]);
+}
+
+/* Returns true for the write errors that mean "no space now, maybe later". */
+static bool logs_err_full(int err) { return err == ENOSPC || err == EDQUOT; }
+
+/* Writes len bytes to f (opening it if needed). Returns the bytes written;
+ * when short, errno tells why (ENOSPC/EDQUOT: the disk is full). */
+static size_t logs_file_write(logs *lg, logs_file *f, const char *buf, size_t len)
+{
+    if (f->fd < 0 && uv_now(lg->loop) >= f->retry_at)
+        logs_file_open(lg, f);
+    if (f->fd < 0) {
+        errno = EBADF;
+        return 0;
+    }
+    size_t off = 0;
+    while (off < len) {
+        ssize_t w = write(f->fd, buf + off, len - off);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0) {
+            if (w == 0)
+                errno = EIO;
+            break;
+        }
+        off += (size_t)w;
+        f->size += (uint64_t)w;
+    }
+    return off;
+}
+
+/* Keeps len bytes for f until the disk has room again (after what f already
+ * holds, so order is kept). Only lines that cannot be paused (an agent's
+ * datagram, a pipe closed at exit) can overflow the fixed LOGS_PEND_CAP:
+ * those are lost, reported. */
+static void logs_file_hold(logs_file *f, const char *buf, size_t len)
+{
+    if (!f->pend && !(f->pend = malloc(LOGS_PEND_CAP))) {
+        fprintf(stderr, "drover: out of memory holding log output for %s; %zu bytes lost\n", f->path, len);
+        return;
+    }
+    if (LOGS_PEND_CAP - f->plen < len) {
+        fprintf(stderr, "drover: log disk full and %s holds %zu bytes already; %zu bytes lost\n",
+                f->path, f->plen, len);
+        return;
+    }
+    memcpy(f->pend + f->plen, buf, len);
+    f->plen += len;
+}
+
+static void logs_disk_retry(uv_timer_t *t);
+
+/* Enters the disk-full state after a write to f failed with err: pipes pause
+ * (logs_pipe_drain blocks) and a timer retries. Warned once per episode. */
+static void logs_disk_full(logs *lg, logs_file *f, int err)
+{
+    if (lg->disk_full)
+        return;
+    lg->disk_full = true;
+    fprintf(stderr, "drover: log disk full: cannot write %s: %s; worker output paused until space frees\n",
+            f->path, strerror(err));
+    if (!lg->freeing)
+        uv_timer_start(&lg->disk_timer, logs_disk_retry, LOGS_DISK_RETRY_MS, LOGS_DISK_RETRY_MS);
+}
+
+/* Writes what f holds; returns true when nothing is held any more. */
+static bool logs_file_unhold(logs *lg, logs_file *f)
+{
+    if (f->plen == 0)
+        return true;
+    size_t w = logs_file_write(lg, f, f->pend, f->plen);
+    memmove(f->pend, f->pend + w, f->plen - w);
+    f->plen -= w;
+    if (f->plen == 0) {
+        free(f->pend);
+        f->pend = NULL;
+        f->warned = false;
+        return true;
+    }
+    if (!logs_err_full(errno)) {
+        logs_file_warn(f, "write", errno);   /* not a full disk: lost, as any failing write */
+        free(f->pend);
+        f->pend = NULL;
+        f->plen = 0;
+        return true;
+    }
+    return false;
+}
+
+/* The disk timer: writes every held byte it can; once all is written, says
+ * so, stops, and lets the paused pipes go on. */
+static void logs_disk_retry(uv_timer_t *t)
+{
+    logs *lg = t->data;
+    bool all = true;
+    for (logs_stream *st = lg->streams; st; st = st->next)
+        for (int i = 0; i < 2; i++)
+            all &= logs_file_unhold(lg, &st->file[i]);
+    if (!all)
+        return;
+    uv_timer_stop(t);
+    lg->disk_full = false;
+    fprintf(stderr, "drover: log disk has space again in %s; worker output resumed\n", lg->dir);
+    for (logs_stream *st = lg->streams; st; st = st->next)
+        logs_stream_idle_close(st);
+    if (lg->bhead && !lg->freeing)
+        uv_idle_start(&lg->kick, logs_kick_cb);
+}
+
 /* Writes the file scratch to its file with one write() (more only on short
- * writes), then empties it. A failing file loses this batch (reported once):
- * holding it in memory instead would grow without bound while the disk is full. */
+ * writes), then empties it. On a full disk (ENOSPC, EDQUOT) the rest is held
+ * for the file, in order, and the disk timer retries it: nothing is dropped
+ * or torn, as the pipes pause meanwhile. Any other failure loses this batch
+ * (reported once): the file cannot take it and holding it would not help. */
 static void logs_file_flush(logs *lg)
 {
     logs_file *f = lg->wfile;
@@ -217,38 +448,39 @@ static void logs_file_flush(logs *lg)
     lg->wlen = 0;
     if (!f || len == 0)
         return;
-    if (f->fd < 0 && uv_now(lg->loop) >= f->retry_at)
-        logs_file_open(lg, f);
-    if (f->fd < 0)
+    if (!logs_file_unhold(lg, f)) {
+        logs_file_hold(f, lg->wbuf, len);   /* still full: after what is held */
         return;
-    size_t off = 0;
-    while (off < len) {
-        ssize_t w = write(f->fd, lg->wbuf + off, len - off);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0) {
-            logs_file_warn(f, "write", w < 0 ? errno : EIO);
-            return;
-        }
-        off += (size_t)w;
-        f->size += (uint64_t)w;
     }
-    f->warned = false;
+    size_t w = logs_file_write(lg, f, lg->wbuf, len);
+    if (w == len) {
+        f->warned = false;
+        return;
+    }
+    int err = errno;
+    if (logs_err_full(err)) {
+        logs_file_hold(f, lg->wbuf + w, len - w);
+        logs_disk_full(lg, f, err);
+    } else if (err != EBADF) {
+        logs_file_warn(f, "write", err);
+    }
 }
 
 /* Rotates f: NAME.(keep-1) → NAME.keep (replacing the oldest), …, NAME →
  * NAME.1, then opens a fresh NAME. Call with the scratch flushed. */
 static void logs_file_rotate(logs *lg, logs_file *f)
 {
-    char from[PATH_MAX + 16], to[PATH_MAX + 16];
+    char from[LOGS_APP_MAX + 64], to[LOGS_APP_MAX + 64];
     logs_file_close(f);
+    /* Relative to the directory fd: the names are resolved in the directory
+     * that was checked, whatever happens to its path meanwhile. */
     for (unsigned i = lg->keep; i >= 2; i--) {
-        snprintf(from, sizeof from, "%s.%u", f->path, i - 1);
-        snprintf(to, sizeof to, "%s.%u", f->path, i);
-        rename(from, to);   /* ENOENT while fewer than keep exist: fine */
+        snprintf(from, sizeof from, "%s.%u", f->name, i - 1);
+        snprintf(to, sizeof to, "%s.%u", f->name, i);
+        renameat(lg->dirfd, from, lg->dirfd, to);   /* ENOENT while fewer than keep exist: fine */
     }
-    snprintf(to, sizeof to, "%s.1", f->path);
-    bool moved = rename(f->path, to) == 0 || errno == ENOENT;
+    snprintf(to, sizeof to, "%s.1", f->name);
+    bool moved = renameat(lg->dirfd, f->name, lg->dirfd, to) == 0 || errno == ENOENT;
     int err = errno;
     if (logs_file_open(lg, f) == 0 && !moved) {
         /* Could not move it away (permissions?): keep appending, and try
@@ -267,8 +499,10 @@ static void logs_file_put(logs *lg, logs_file *f, const char *s, size_t len)
         logs_file_flush(lg);
         lg->wfile = f;
     }
-    uint64_t pending = f->size + lg->wlen;
-    if (pending > 0 && pending + len + 1 > lg->max_bytes) {
+    uint64_t pending = f->size + f->plen + lg->wlen;
+    /* Not while bytes are held: the held part of a line must follow its
+     * start in the same file. */
+    if (pending > 0 && pending + len + 1 > lg->max_bytes && f->plen == 0) {
         logs_file_flush(lg);
         logs_file_rotate(lg, f);
     }
@@ -591,7 +825,7 @@ static logs_drain_result logs_pipe_drain(logs_pipe *p, bool final, bool force)
         } else {
             break;
         }
-        if (!logs_echo_reserve(lg, st, p->which, len, force)) {
+        if ((lg->disk_full && !force) || !logs_echo_reserve(lg, st, p->which, len, force)) {
             r = LOGS_DRAIN_BLOCKED;
             break;
         }
@@ -621,6 +855,59 @@ void logs_stream_line(logs_stream *st, logs_fd which, const char *s, size_t len)
     logs_emit(st, which, s, len);
     logs_file_flush(lg);
     logs_echo_flush(lg, 0);
+    logs_stream_idle_close(st);
+}
+
+/* ---- views ------------------------------------------------------------ */
+
+/* Returns the length (2-4) of the valid UTF-8 sequence at s (rest bytes
+ * available), or 0 if s[0] does not start one (RFC 3629 table 3-7). */
+static size_t logs_utf8_seq(const unsigned char *s, size_t rest)
+{
+    unsigned char c = s[0];
+    size_t n;
+    unsigned char lo = 0x80, hi = 0xbf;   /* range of the second byte */
+    if (c >= 0xc2 && c <= 0xdf)
+        n = 2;
+    else if (c >= 0xe0 && c <= 0xef) {
+        n = 3;
+        if (c == 0xe0)
+            lo = 0xa0;                    /* overlong */
+        else if (c == 0xed)
+            hi = 0x9f;                    /* surrogates */
+    } else if (c >= 0xf0 && c <= 0xf4) {
+        n = 4;
+        if (c == 0xf0)
+            lo = 0x90;                    /* overlong */
+        else if (c == 0xf4)
+            hi = 0x8f;                    /* above U+10FFFF */
+    } else {
+        return 0;
+    }
+    if (rest < n || s[1] < lo || s[1] > hi)
+        return 0;
+    for (size_t i = 2; i < n; i++)
+        if ((s[i] & 0xc0) != 0x80)
+            return 0;
+    return n;
+}
+
+size_t logs_line_utf8(const char *text, size_t len, char *out, size_t cap)
+{
+    static const char repl[3] = {(char)0xef, (char)0xbf, (char)0xbd};
+    const unsigned char *s = (const unsigned char *)text;
+    size_t o = 0;
+    for (size_t i = 0; i < len;) {
+        size_t n = s[i] < 0x80 ? 1 : logs_utf8_seq(s + i, len - i);
+        const char *src = n ? text + i : repl;
+        size_t w = n ? n : sizeof repl;
+        if (cap - o < w)
+            break;
+        memcpy(out + o, src, w);
+        o += w;
+        i += n ? n : 1;
+    }
+    return o;
 }
 
 /* ---- pipes ------------------------------------------------------------- */
@@ -806,6 +1093,8 @@ static void logs_stream_destroy(logs_stream *st)
     for (int i = 0; i < 2; i++) {
         logs_file_close(&st->file[i]);
         free(st->file[i].path);
+        free(st->file[i].name);
+        free(st->file[i].pend);
     }
     free(st->ring);
     free(st);
@@ -821,6 +1110,8 @@ static void logs_destroy(logs *lg)
     }
     if (lg->efd >= 0)
         close(lg->efd);
+    if (lg->dirfd >= 0)
+        close(lg->dirfd);
     free(lg->ebuf);
     free(lg->wbuf);
     free(lg->dir);
@@ -846,6 +1137,8 @@ static void logs_pipe_closed(uv_handle_t *h)
         }
     }
     free(p);
+    if (!lg->freeing)
+        logs_stream_idle_close(st);
     if (--lg->handles == 0 && lg->freeing)
         logs_destroy(lg);
 }
@@ -860,11 +1153,14 @@ logs *logs_new(uv_loop_t *loop, const logs_config *cfg, char *err, size_t errcap
         snprintf(err, errcap, "log directory path too long: %s", cfg->dir);
         return NULL;
     }
-    if (paths_mkdirs(cfg->dir) != 0 || access(cfg->dir, W_OK | X_OK) != 0) {
+    if (paths_mkdirs(cfg->dir) != 0) {
         snprintf(err, errcap, "cannot use log directory %s: %s; create it or choose another with --log-dir DIR",
                  cfg->dir, strerror(errno));
         return NULL;
     }
+    int dirfd = logs_dir_open(cfg->dir, err, errcap);
+    if (dirfd < 0)
+        return NULL;
     logs *lg = calloc(1, sizeof *lg);
     if (!lg || !(lg->dir = strdup(cfg->dir)) || !(lg->wbuf = malloc(LOGS_WBUF)) ||
         (cfg->echo && !(lg->ebuf = malloc(LOGS_ECHO_CAP)))) {
@@ -874,8 +1170,10 @@ logs *logs_new(uv_loop_t *loop, const logs_config *cfg, char *err, size_t errcap
             free(lg->dir);
         }
         free(lg);
+        close(dirfd);
         return NULL;
     }
+    lg->dirfd = dirfd;
     lg->loop = loop;
     lg->max_bytes = cfg->max_bytes ? cfg->max_bytes : LOGS_DEF_MAX_BYTES;
     lg->keep = cfg->keep ? cfg->keep : LOGS_DEF_KEEP;
@@ -886,7 +1184,9 @@ logs *logs_new(uv_loop_t *loop, const logs_config *cfg, char *err, size_t errcap
     lg->efd = -1;
     uv_idle_init(loop, &lg->kick);
     lg->kick.data = lg;
-    lg->handles = 1;
+    uv_timer_init(loop, &lg->disk_timer);
+    lg->disk_timer.data = lg;
+    lg->handles = 2;
     if (cfg->echo)
         logs_echo_open(lg);
     return lg;
@@ -931,14 +1231,15 @@ logs_stream *logs_stream_get(logs *lg, const char *app, int id, char *err, size_
     st->pfxlen[LOGS_ERR] = (size_t)snprintf(st->pfx[LOGS_ERR], sizeof st->pfx[1], "[%s:%d!] ", app, id);
     static const char *const suffix[2] = {"out", "err"};
     for (int i = 0; i < 2; i++) {
-        char path[PATH_MAX];
-        snprintf(path, sizeof path, "%s/%s-%d.%s.log", lg->dir, app, id, suffix[i]);
-        if (!(st->file[i].path = strdup(path))) {
+        char path[PATH_MAX], name[LOGS_APP_MAX + 32];
+        snprintf(name, sizeof name, "%s-%d.%s.log", app, id, suffix[i]);
+        snprintf(path, sizeof path, "%s/%s", lg->dir, name);
+        if (!(st->file[i].path = strdup(path)) || !(st->file[i].name = strdup(name))) {
             snprintf(err, errcap, "out of memory for the log ring of %s:%d", app, id);
             logs_stream_destroy(st);
             return NULL;
         }
-        st->file[i].fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+        st->file[i].fd = logs_file_openat(lg, &st->file[i]);
         if (st->file[i].fd < 0) {
             snprintf(err, errcap, "cannot open %s: %s; check --log-dir", path, strerror(errno));
             logs_stream_destroy(st);
@@ -1032,14 +1333,28 @@ void logs_foreach(const logs *lg, const char *app, int id, size_t n,
 void logs_reopen(logs *lg)
 {
     logs_file_flush(lg);
-    /* logrotate may have removed the directory too; recreating it is cheap. */
-    paths_mkdirs(lg->dir);
+    /* logrotate may have removed the directory too; recreating it is cheap.
+     * The directory is checked again like at start; one that fails the
+     * check is not used (the old directory fd stays). */
+    char err[512];
+    int fd = -1;
+    if (paths_mkdirs(lg->dir) != 0)
+        snprintf(err, sizeof err, "cannot create %s: %s", lg->dir, strerror(errno));
+    else
+        fd = logs_dir_open(lg->dir, err, sizeof err);
+    if (fd >= 0) {
+        close(lg->dirfd);
+        lg->dirfd = fd;
+    } else {
+        fprintf(stderr, "drover: reopening logs: %s; still using the directory opened before\n", err);
+    }
     for (logs_stream *st = lg->streams; st; st = st->next) {
         for (int i = 0; i < 2; i++) {
             logs_file_close(&st->file[i]);
             st->file[i].warned = false;
             logs_file_open(lg, &st->file[i]);
         }
+        logs_stream_idle_close(st);   /* created, but not held without a writer */
     }
 }
 
@@ -1058,9 +1373,17 @@ void logs_free(logs *lg)
     lg->bhead = lg->btail = NULL;
     logs_file_flush(lg);
     logs_echo_flush(lg, lg->deadline);
+    /* Held bytes get one last try; what the disk still cannot take is lost. */
+    for (logs_stream *st = lg->streams; st; st = st->next)
+        for (int i = 0; i < 2; i++)
+            if (!logs_file_unhold(lg, &st->file[i]))
+                fprintf(stderr, "drover: log disk still full at exit; %zu bytes for %s lost\n",
+                        st->file[i].plen, st->file[i].path);
     for (logs_stream *st = lg->streams; st; st = st->next)
         for (int i = 0; i < 2; i++)
             logs_file_close(&st->file[i]);
+    uv_timer_stop(&lg->disk_timer);
+    uv_close((uv_handle_t *)&lg->disk_timer, logs_handle_closed);
     uv_idle_stop(&lg->kick);
     uv_close((uv_handle_t *)&lg->kick, logs_handle_closed);
     if (lg->epoll_init)

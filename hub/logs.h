@@ -5,7 +5,10 @@
  * the slot's process, so every generation appends to the same files and ring.
  * Lines are split on '\n'; none is dropped or torn: when the disk or the
  * stderr echo cannot keep up, the hub stops reading the worker's pipe, the
- * pipe fills, and the worker's own write() blocks (back-pressure).
+ * pipe fills, and the worker's own write() blocks (back-pressure). A full
+ * disk (ENOSPC, EDQUOT) pauses every pipe; the bytes a failed write left are
+ * held (at most 128 KiB per file) and retried every 250 ms, with one warning
+ * on stderr when it starts and one when output resumes.
  *
  * Files. In cfg.dir: APP-ID.out.log (stdout) and APP-ID.err.log (stderr),
  * e.g. web-0.out.log; mode 0640, opened O_APPEND, the worker's bytes exactly,
@@ -20,7 +23,12 @@
  * $XDG_STATE_HOME/drover/NAME/logs, else ~/.local/state/drover/NAME/logs
  * with the home from the password database when $HOME is unset). The
  * directory and missing parents are created 0700; logs_new fails with a
- * message naming --log-dir when it cannot be written (a read-only root).
+ * message naming --log-dir when it cannot be written (a read-only root), or
+ * naming the directory when it is not owned by the hub's user (or root) or
+ * is writable by group or others. Files are opened relative to that checked
+ * directory, never through a symlink and never blocking; a symlink, FIFO,
+ * hard link or other user's file found where a log file goes is renamed
+ * aside to NAME.unsafe-TIME (warned on stderr) and a new file started.
  *
  * Echo (cfg.echo, for headless `run`, so a container user sees worker output
  * in `docker logs` / the journal): every line also goes to the hub's stderr
@@ -37,7 +45,9 @@
  * slot (the oldest generation's are closed, after reading what they hold, when
  * a grandchild that inherited its stdout keeps them open across restarts);
  * plus 64 KiB of file scratch and the 256 KiB echo queue per manager.
- * Streams live until logs_free.
+ * Streams (ring and names) live until logs_free; a stream's two files are
+ * held open only while one of its pipes is open, and reopened on its next
+ * line, so a worker id scaled away holds no descriptor.
  */
 #ifndef DROVER_HUB_LOGS_H
 #define DROVER_HUB_LOGS_H
@@ -137,6 +147,19 @@ void logs_stream_line(logs_stream *st, logs_fd which, const char *s, size_t len)
 
 /* Returns the stream of app:id if it exists, else NULL (never creates one). */
 logs_stream *logs_stream_find(logs *lg, const char *app, int id);
+
+/*
+ * Copies the len bytes of a captured line to out as valid UTF-8 for JSON:
+ * every byte that does not start a valid UTF-8 sequence (stray continuation
+ * bytes, truncated or overlong sequences, surrogates, code points above
+ * U+10FFFF) is replaced by U+FFFD (3 bytes); valid bytes, NUL included, are
+ * copied unchanged. out needs LOGS_UTF8_CAP(len) bytes to hold any line
+ * whole; with less, the result stops at a character boundary that fits.
+ * Returns the bytes written (no NUL is added). The files keep the raw bytes;
+ * this is for views (`drover logs`, `-f`, the console) only.
+ */
+#define LOGS_UTF8_CAP(len) (3 * (len))
+size_t logs_line_utf8(const char *text, size_t len, char *out, size_t cap);
 
 /* Reopens every file, recreating the directory if needed (after logrotate
  * moved them away; SIGUSR1). Lines go to the new files from the next read. */

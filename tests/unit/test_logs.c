@@ -1006,6 +1006,49 @@ static void test_errors(void **state)
     finish(&loop, lg);
 }
 
+/* Checks that logs_line_utf8 turns in (inlen bytes) into want (wantlen bytes). */
+static void check_utf8(const char *in, size_t inlen, const char *want, size_t wantlen)
+{
+    char out[64];
+    size_t n = logs_line_utf8(in, inlen, out, sizeof out);
+    assert_int_equal(n, wantlen);
+    assert_memory_equal(out, want, wantlen);
+}
+
+/* Invalid UTF-8 in a line becomes U+FFFD byte by byte (a line that jansson
+ * would refuse vanished from every view); valid text, NUL included, stays. */
+static void test_utf8_for_views(void **state)
+{
+    (void)state;
+#define U(lit) lit, sizeof lit - 1
+#define R "\xef\xbf\xbd"
+    check_utf8(U("plain ascii"), U("plain ascii"));
+    check_utf8(U("caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80"), U("caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80"));
+    check_utf8(U("a\0b"), U("a\0b"));
+    check_utf8(U("latin1 caf\xe9!"), U("latin1 caf" R "!"));          /* ISO-8859-1 byte */
+    check_utf8(U("\x80\xbf"), U(R R));                                /* stray continuations */
+    check_utf8(U("\xc0\xaf"), U(R R));                                /* overlong '/' */
+    check_utf8(U("\xe0\x80\xaf"), U(R R R));                          /* overlong, 3 bytes */
+    check_utf8(U("\xed\xa0\x80"), U(R R R));                          /* surrogate U+D800 */
+    check_utf8(U("\xf4\x90\x80\x80"), U(R R R R));                    /* above U+10FFFF */
+    check_utf8(U("\xf5\xff\xfe"), U(R R R));
+    check_utf8(U("cut \xe2\x82"), U("cut " R R));                     /* truncated at the end */
+    check_utf8(U("\xe2\x82x"), U(R R "x"));                           /* truncated in the middle */
+    check_utf8(U("\xf0\x9f\x98"), U(R R R));
+    check_utf8(U("\xef\xbf\xbd"), U(R));                              /* U+FFFD itself is valid */
+#undef R
+#undef U
+
+    /* Worst case: every byte invalid needs LOGS_UTF8_CAP(len); with less the
+     * output stops at a whole character. */
+    char in[LOGS_LINE_MAX], out[LOGS_UTF8_CAP(LOGS_LINE_MAX)];
+    memset(in, 0xff, sizeof in);
+    assert_int_equal(logs_line_utf8(in, sizeof in, out, sizeof out), sizeof out);
+    assert_int_equal(logs_line_utf8(in, sizeof in, out, 7), 6);
+    assert_int_equal(logs_line_utf8("\xe2\x82\xac", 3, out, 2), 0);
+    assert_int_equal(logs_line_utf8("", 0, out, sizeof out), 0);
+}
+
 int main(int argc, char **argv)
 {
     if (argc > 1 && strcmp(argv[1], "writer") == 0)
@@ -1031,6 +1074,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_free_flushes_partial, setup_dir, teardown_dir),
         cmocka_unit_test_setup_teardown(test_pipes_bounded, setup_dir, teardown_dir),
         cmocka_unit_test_setup_teardown(test_errors, setup_dir, teardown_dir),
+        cmocka_unit_test(test_utf8_for_views),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

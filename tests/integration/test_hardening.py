@@ -1,0 +1,213 @@
+"""
+Hardening of the hub's log capture against what another user, a full disk or
+a worker's own bytes can do to it. Every wait is bounded; everything started
+is killed by pid at teardown (the `procs` fixture of conftest.py); every
+tmpfs mounted here is unmounted in a finally.
+"""
+import os
+import re
+import signal
+import stat
+import subprocess
+import time
+
+import pytest
+
+from conftest import DROVER
+from test_supervisor import RunHub, IV_MS, online
+
+
+def start(procs, sockdir, logdir, run_args, cmd):
+    argv = [DROVER, "run", "--headless", "--interval", str(IV_MS), "--socket-dir", sockdir,
+            "--log-dir", logdir, *map(str, run_args), "--", *map(str, cmd)]
+    return RunHub(procs, sockdir, argv)
+
+
+def cli(sockdir, *args, timeout=10):
+    return subprocess.run([DROVER, *map(str, args), "--socket-dir", sockdir],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def wait_until(pred, timeout, what):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(0.05)
+    pytest.fail(f"timed out after {timeout}s waiting for {what}", pytrace=False)
+
+
+@pytest.fixture
+def private_dir(tmp_path):
+    """A 0700 directory of the test's own (pytest removes it)."""
+    os.chmod(tmp_path, 0o700)
+    return str(tmp_path)
+
+
+def logs_and_target(private_dir):
+    """A proper 0700 log directory and, beside it, a file an attacker wants written."""
+    d = os.path.join(private_dir, "logs")
+    os.mkdir(d, 0o700)
+    target = os.path.join(private_dir, "precious")
+    with open(target, "w") as f:
+        f.write("untouched\n")
+    return d, target
+
+
+# ---- item 1: the log directory and what is planted in it ------------------------
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the attack is on a root hub")
+def test_world_writable_log_dir_is_refused(procs, sockdir, private_dir):
+    d = os.path.join(private_dir, "open")
+    os.mkdir(d)
+    os.chmod(d, 0o777)
+    h = start(procs, sockdir, d, ["-i", 1, "-n", "w", "--no-echo"], ["sh", "-c", "echo hi; exec sleep 60"])
+    rc = h.proc.wait(timeout=10)
+    assert rc == 1
+    err = h.stderr()
+    assert d in err and "0777" in err and "other users" in err, err
+    assert os.listdir(d) == [], "nothing may be created in a refused directory"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the attack is on a root hub")
+def test_log_dir_owned_by_another_user_is_refused(procs, sockdir, private_dir):
+    d = os.path.join(private_dir, "theirs")
+    os.mkdir(d, 0o700)
+    os.chown(d, 65534, 65534)
+    h = start(procs, sockdir, d, ["-i", 1, "-n", "w", "--no-echo"], ["sh", "-c", "echo hi; exec sleep 60"])
+    assert h.proc.wait(timeout=10) == 1
+    assert d in h.stderr() and "owned by uid 65534" in h.stderr(), h.stderr()
+
+
+def test_symlink_planted_as_log_file_is_not_followed(procs, sockdir, private_dir):
+    d, target = logs_and_target(private_dir)
+    os.symlink(target, os.path.join(d, "w-0.out.log"))
+    h = start(procs, sockdir, d, ["-i", 1, "-n", "w", "--no-echo"], ["sh", "-c", "echo secret-line; exec sleep 60"])
+    online(h, 1, "w")
+    path = os.path.join(d, "w-0.out.log")
+    wait_until(lambda: os.path.isfile(path) and not os.path.islink(path) and "secret-line" in open(path).read(),
+               10, "the line in a fresh regular w-0.out.log")
+    assert open(target).read() == "untouched\n"
+    aside = [n for n in os.listdir(d) if n.startswith("w-0.out.log.unsafe-")]
+    assert len(aside) == 1 and os.readlink(os.path.join(d, aside[0])) == target
+    assert "moved it aside" in h.stderr() and path in h.stderr()
+
+
+def test_symlink_planted_before_rotation_or_reopen_is_not_followed(procs, sockdir, private_dir):
+    """SIGUSR1 (logrotate's reopen) finds a symlink where the file was."""
+    d, target = logs_and_target(private_dir)
+    script = 'i=0; while true; do echo "line $i"; i=$((i+1)); sleep 0.02; done'
+    h = start(procs, sockdir, d, ["-i", 1, "-n", "w", "--no-echo"], ["sh", "-c", script])
+    online(h, 1, "w")
+    path = os.path.join(d, "w-0.out.log")
+    os.rename(path, path + ".moved")
+    os.symlink(target, path)
+    os.kill(h.pid, signal.SIGUSR1)
+    wait_until(lambda: os.path.isfile(path) and not os.path.islink(path) and os.path.getsize(path) > 0,
+               10, "a fresh regular w-0.out.log after SIGUSR1")
+    assert open(target).read() == "untouched\n"
+
+
+# ---- item 2: a FIFO planted as a log file -----------------------------------------
+
+def test_fifo_planted_as_log_file_does_not_hang_the_hub(procs, sockdir, private_dir):
+    d = os.path.join(private_dir, "logs")
+    os.mkdir(d, 0o700)
+    fifo = os.path.join(d, "w-0.out.log")
+    os.mkfifo(fifo, 0o600)
+    h = start(procs, sockdir, d, ["-i", 1, "-n", "w", "--no-echo"], ["sh", "-c", "echo through-fifo; exec sleep 60"])
+    # Bounded: the hub must answer, not sit in open() forever.
+    try:
+        wait_until(lambda: os.path.exists(h.sock) and cli(sockdir, "ls", "--json", timeout=5).returncode == 0,
+                   10, "`drover ls` to answer")
+    except subprocess.TimeoutExpired:
+        pytest.fail("`drover ls` hung: the hub is blocked", pytrace=False)
+    online(h, 1, "w")
+    # The FIFO was moved aside and the lines go to a fresh regular file.
+    wait_until(lambda: os.path.isfile(fifo) and "through-fifo" in open(fifo).read(), 10, "the line in a fresh file")
+    aside = [n for n in os.listdir(d) if n.startswith("w-0.out.log.unsafe-")]
+    assert len(aside) == 1 and stat.S_ISFIFO(os.lstat(os.path.join(d, aside[0])).st_mode)
+
+
+# ---- item 11: descriptors of scaled-away workers ----------------------------------
+
+def log_fds(pid, d):
+    """The log files (in d) the hub holds open, by name."""
+    names = []
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            t = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if t.startswith(d + "/"):
+            names.append(os.path.basename(t))
+    return sorted(names)
+
+
+def test_scaled_away_workers_log_files_are_closed(procs, sockdir, private_dir):
+    d = os.path.join(private_dir, "logs")
+    os.mkdir(d, 0o700)
+    # Workers take a moment to stop, so a quick scale back up uses new ids.
+    script = 'trap "sleep 0.5; exit 0" TERM; echo up; while :; do sleep 0.1; done'
+    h = start(procs, sockdir, d, ["-i", 4, "-n", "sc", "--no-echo"], ["sh", "-c", script])
+    online(h, 4, "sc")
+    base = len(os.listdir(f"/proc/{h.pid}/fd"))
+    for rnd in range(3):
+        assert cli(sockdir, "scale", "sc", 1).returncode == 0
+        time.sleep(0.1)
+        assert cli(sockdir, "scale", "sc", 4).returncode == 0
+        h.wait_for(lambda iv: len(h.workers(iv, "sc")) == 4 and
+                   all(w["state"] == "online" for w in h.workers(iv, "sc")), what=f"round {rnd}: 4 online")
+        # 4 workers: 8 log files at most, whatever ids they have now
+        wait_until(lambda: len(log_fds(h.pid, d)) <= 8, 5, f"round {rnd}: at most 8 log fds, "
+                   f"have {log_fds(h.pid, d)}")
+    assert cli(sockdir, "scale", "sc", 1).returncode == 0
+    h.wait_for(lambda iv: len(h.workers(iv, "sc")) == 1, what="1 worker")
+    only = wait_until(lambda: (lambda f: f if len(f) == 2 else None)(log_fds(h.pid, d)), 5,
+                      f"only the last worker's 2 log files open, have {log_fds(h.pid, d)}")
+    assert only == ["sc-0.err.log", "sc-0.out.log"]
+    assert len(os.listdir(f"/proc/{h.pid}/fd")) <= base, "descriptors grew over the rounds"
+
+
+# ---- item 6: a full disk ------------------------------------------------------------
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounts a tmpfs")
+def test_full_log_disk_pauses_workers_and_loses_no_line(procs, sockdir, private_dir):
+    d = os.path.join(private_dir, "tmpfs")
+    os.mkdir(d, 0o700)
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs", d],
+                       capture_output=True, text=True, timeout=10)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs: {r.stderr.strip()}")
+    h = None
+    try:
+        filler = os.path.join(d, "filler")
+        with open(filler, "wb") as f:
+            f.write(b"x" * (900 * 1024))
+        n = 50000   # "line-000001" + newline: 12 bytes each, 600 KB in all
+        script = f'i=1; while [ $i -le {n} ]; do printf "line-%06d\\n" $i; i=$((i+1)); done; exec sleep 60'
+        h = start(procs, sockdir, d, ["-i", 1, "-n", "full", "--no-echo"], ["sh", "-c", script])
+        h.wait_stderr(r"log disk full: .*full-0\.out\.log.*worker output paused until space frees", timeout=30)
+        # the worker is paused (its pipe is not read), not dropping: let it sit a little
+        time.sleep(0.5)
+        os.unlink(filler)
+        h.wait_stderr(r"log disk has space again .*worker output resumed", timeout=10)
+        path = os.path.join(d, "full-0.out.log")
+        want = [f"line-{i:06d}" for i in range(1, n + 1)]
+
+        def lines():
+            names = sorted((x for x in os.listdir(d) if x.startswith("full-0.out.log")),
+                           key=lambda x: -int(x.rsplit(".", 1)[1]) if x[-1].isdigit() else 0)
+            text = "".join(open(os.path.join(d, x)).read() for x in names)
+            return text.split("\n")
+        wait_until(lambda: len(lines()) > n, 60, f"{n} lines in {path}")
+        got = lines()
+        assert got[-1] == ""
+        assert got[:-1] == want, "a line was lost, torn or reordered"
+        assert len(re.findall(r"log disk full", h.stderr())) == 1, "warned once per episode"
+    finally:
+        if h is not None:
+            os.kill(h.pid, signal.SIGKILL)
+            h.proc.wait(timeout=10)
+        subprocess.run(["umount", "-l", d], timeout=10)
