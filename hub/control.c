@@ -479,9 +479,11 @@ void control_publish_event(control *c, const ctl_event *e)
 
 json_t *control_log_json(const char *app, int id, const logs_line *line)
 {
+    /* JSON carries UTF-8 only: an invalid byte is shown as U+FFFD (the file keeps it) */
+    static char text[LOGS_UTF8_CAP(LOGS_LINE_MAX)];   /* the loop is single-threaded */
+    size_t n = logs_line_utf8(line->text, line->len, text, sizeof text);
     return json_pack("{s:s, s:f, s:s, s:i, s:s, s:s%}", "type", "log", "ts", line->ts, "app", app,
-                     "id", id, "stream", line->stream == LOGS_ERR ? "err" : "out",
-                     "text", line->text, line->len);
+                     "id", id, "stream", line->stream == LOGS_ERR ? "err" : "out", "text", text, n);
 }
 
 void control_publish_log(control *c, const char *app, int id, const logs_line *line)

@@ -621,7 +621,7 @@ int hub_run(const hub_options *o)
         char path[4200];
         int fd = -1;
         if (h.logdir[0] && snprintf(path, sizeof path, "%s/hub.log", h.logdir) < (int)sizeof path)
-            fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+            fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, 0640);
         if (fd < 0)
             fd = open("/dev/null", O_WRONLY | O_CLOEXEC);
         if (fd >= 0) {

@@ -4,11 +4,14 @@ a worker's own bytes can do to it. Every wait is bounded; everything started
 is killed by pid at teardown (the `procs` fixture of conftest.py); every
 tmpfs mounted here is unmounted in a finally.
 """
+import json
 import os
 import re
 import signal
+import socket
 import stat
 import subprocess
+import sys
 import time
 
 import pytest
@@ -211,3 +214,114 @@ def test_full_log_disk_pauses_workers_and_loses_no_line(procs, sockdir, private_
             os.kill(h.pid, signal.SIGKILL)
             h.proc.wait(timeout=10)
         subprocess.run(["umount", "-l", d], timeout=10)
+
+
+# ---- 3. slow control clients -------------------------------------------------------------
+
+def _hub_rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def _ls_ms(sockdir):
+    t0 = time.monotonic()
+    s = socket.socket(socket.AF_UNIX)
+    s.settimeout(5)
+    s.connect(os.path.join(sockdir, "ctl.sock"))
+    f = s.makefile("rwb")
+    f.write(b'{"hello":"drover","version":2}\n{"cmd":"ls","id":1}\n')
+    f.flush()
+    assert json.loads(f.readline())["type"] == "hello"
+    rep = json.loads(f.readline())
+    s.close()
+    assert rep["ok"], rep
+    return (time.monotonic() - t0) * 1000
+
+
+def test_300_never_reading_log_followers_cannot_grow_the_hub(procs, sockdir, tmp_path):
+    # one worker writing as fast as it can; 300 clients follow its logs and never read
+    argv = [DROVER, "run", "--headless", "--interval", "200", "--socket-dir", sockdir,
+            "--log-dir", str(tmp_path), "-n", "loud", "--no-echo", "--",
+            sys.executable, "-c", "import sys\nwhile True: sys.stdout.write('x' * 300 + '\\n')"]
+    h = RunHub(procs, sockdir, argv)
+    h.wait_for(lambda iv: any(w["state"] == "online" for w in h.workers(iv, "loud")), what="the loud worker")
+    socks = []
+    try:
+        for _ in range(300):
+            s = socket.socket(socket.AF_UNIX)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            s.connect(os.path.join(sockdir, "ctl.sock"))
+            s.sendall(b'{"hello":"drover","version":2}\n{"cmd":"logs","follow":true,"lines":1000}\n')
+            socks.append(s)
+        peak, slowest = 0, 0.0
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            peak = max(peak, _hub_rss_kib(h.pid))
+            slowest = max(slowest, _ls_ms(sockdir))
+            time.sleep(0.2)
+        print(f"hub RSS peak {peak / 1024:.1f} MiB, slowest ls {slowest:.0f} ms")
+        assert peak <= 64 * 1024, f"hub RSS reached {peak / 1024:.1f} MiB"
+        assert slowest < 500, f"ls took {slowest:.0f} ms"   # (the bench measures; this bounds)
+    finally:
+        for s in socks:
+            s.close()
+    wait_until(lambda: _hub_rss_kib(h.pid) < 16 * 1024, 10, "hub RSS back under 16 MiB")
+
+
+# ---- 4. integers are validated before narrowing ------------------------------------------
+
+def test_scale_by_int_max_is_refused_not_wrapped(procs, sockdir, private_dir):
+    h = start(procs, sockdir, private_dir, ["-i", "2", "-n", "w", "--no-echo"], ["sleep", "60"])
+    wait_until(lambda: len([w for w in h.workers(h.next_interval(), "w") if w["state"] != "gone"]) == 2,
+               10, "2 workers")
+    for req, err in (({"delta": 2147483647}, '"delta" must be an integer'), ({"n": 2 ** 32 + 1}, '"n" must be')):
+        s = socket.socket(socket.AF_UNIX)
+        s.settimeout(5)
+        s.connect(os.path.join(sockdir, "ctl.sock"))
+        f = s.makefile("rwb")
+        f.write(b'{"hello":"drover","version":2}\n' + json.dumps({"cmd": "scale", "target": "w", **req}).encode()
+                + b"\n")
+        f.flush()
+        json.loads(f.readline())
+        rep = json.loads(f.readline())
+        s.close()
+        assert rep["ok"] is False and err in rep["error"], rep
+    d = json.loads(cli(sockdir, "ls", "--json").stdout)
+    assert len([w for w in d["workers"] if w["state"] == "online"]) == 2
+
+
+# ---- 7. lines that are not UTF-8 ----------------------------------------------------------
+
+def test_invalid_utf8_line_reaches_every_view(procs, sockdir, private_dir):
+    script = "import sys, time\nsys.stdout.buffer.write(b'bad \\xff\\xfe byte\\n'); sys.stdout.flush()\ntime.sleep(60)"
+    start(procs, sockdir, private_dir, ["-n", "u8", "--no-echo"], [sys.executable, "-c", script])
+    r = wait_until(lambda: (lambda r: r if "bad" in r.stdout else None)(cli(sockdir, "logs", "u8")), 10,
+                   "the line in drover logs")
+    assert "bad \ufffd\ufffd byte" in r.stdout, r.stdout
+    with open(os.path.join(private_dir, "u8-0.out.log"), "rb") as f:
+        assert b"bad \xff\xfe byte\n" in f.read()   # the file keeps the raw bytes
+
+
+# ---- 8. terminal escapes from workers -----------------------------------------------------
+
+def test_escape_sequences_in_names_and_lines_never_reach_the_terminal(procs, sockdir, private_dir):
+    script = ("import sys, time\nsys.stdout.write('\\x1b]0;PWNED\\x07 title\\n'); sys.stdout.flush()\n"
+              "time.sleep(60)")
+    start(procs, sockdir, private_dir, ["-n", "esc", "--no-echo"], [sys.executable, "-c", script])
+    r = wait_until(lambda: (lambda r: r if "title" in r.stdout else None)(cli(sockdir, "logs", "esc")), 10,
+                   "the line in drover logs")
+    assert "\x1b" not in r.stdout and "\x07" not in r.stdout, repr(r.stdout)
+    assert "^[]0;PWNED^G title" in r.stdout, repr(r.stdout)
+    # a reporter whose name carries ESC and a newline: ls prints one row, escaped
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    import msgpack
+    s.sendto(msgpack.packb({"v": 1, "t": "report", "pid": os.getpid(), "seq": 1, "ts": time.time(),
+                            "name": "ev\x1b[2Jil\nrow", "req": 1}), os.path.join(sockdir, "agent.sock"))
+    s.close()
+    out = wait_until(lambda: (lambda r: r.stdout if "ev^[" in r.stdout else None)(cli(sockdir, "ls")), 10,
+                     "the reporter in drover ls")
+    assert "\x1b" not in out, repr(out)
+    assert "ev^[[2Jil^Jrow"[:10] in out
