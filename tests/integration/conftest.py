@@ -46,7 +46,7 @@ INTERVAL = INTERVAL_MS / 1000.0
 # Where msgpack lives, so helper subprocesses of this interpreter find it too.
 MSGPACK_PATH = os.path.dirname(os.path.dirname(os.path.abspath(msgpack.__file__)))
 
-# Every key of DESIGN.md §3.4, per line type.
+# Every key of a headless NDJSON line, per line type (README.md, "Headless output").
 WORKER_KEYS = {"type", "ts", "app", "id", "pid", "state", "agent", "restarts", "uptime_s",
                "cpu_pct", "rss_bytes", "req_total", "req_per_s", "err_total", "inflight",
                "lat_p50_ms", "lat_p99_ms", "lag_p99_ms", "lag_max_ms", "ready", "metrics"}
@@ -469,7 +469,7 @@ def sender(sockdir):
 
 
 def check_line_keys(iv_list):
-    """Asserts every line of every interval has every §3.4 key of its type."""
+    """Asserts every line of every interval has every key of its type (WORKER_KEYS...)."""
     for iv in iv_list:
         for line in iv.lines:
             t = line.get("type")
