@@ -16,17 +16,14 @@ import shutil
 import signal
 import socket
 import subprocess
-import tempfile
 import time
 import uuid
 
 import pytest
 
-from conftest import DROVER, BUILD, require_binary  # noqa: F401
-from test_supervisor import RunHub, descendants, alive
+from conftest import (DROVER, WORKER, RunHub, alive, descendants, kill_survivors, require_binary,
+                      run_argv, wait_until)
 
-WORKER = os.path.join(BUILD, "examples", "worker")
-IV_MS = 200
 TMUX = shutil.which("tmux")
 STATES = "starting|online|stopping|stopped|backoff|errored|gone"
 # A worker row: selection marker, id, pid, state (columns of tui/columns.c).
@@ -74,36 +71,16 @@ def pids_by_id(sockdir, app="web"):
     return {w["id"]: w["pid"] for w in ls_json(sockdir) if w["app"] == app}
 
 
-def wait_until(pred, timeout=10.0, what="condition", diag=lambda: ""):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = pred()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}\n{diag()}", pytrace=False)
-        time.sleep(0.1)
-
-
-@pytest.fixture
-def logdir():
-    d = tempfile.mkdtemp(prefix="drv-clog-", dir="/tmp")
-    yield d
-    shutil.rmtree(d, ignore_errors=True)
-
-
 @pytest.fixture
 def hub(procs, sockdir, logdir):
     """Factory: hub(n, app="web", cmd=None) -> RunHub of `drover run --headless`, n online."""
     def start(n=3, app="web", cmd=None):
         require_binary(WORKER)
         cmd = cmd or [WORKER, "--rate", "50"]
-        argv = [DROVER, "run", "--headless", "--interval", str(IV_MS), "--socket-dir", sockdir,
-                "--log-dir", logdir, "-i", str(n), "-n", app, "--", *cmd]
-        h = RunHub(procs, sockdir, argv, IV_MS)
+        h = RunHub(procs, sockdir, run_argv(sockdir, logdir, "-i", n, "-n", app, "--", *cmd))
         wait_until(lambda: os.path.exists(os.path.join(sockdir, "ctl.sock")) and
                    sum(1 for w in safe_ls(sockdir) if w["app"] == app and w["state"] == "online") == n,
-                   what=f"{n} online workers", diag=h.stderr)
+                   interval=0.1, what=f"{n} online workers", diag=h.stderr)
         return h
     return start
 
@@ -136,15 +113,7 @@ def background_hubs(sockdir):
                 os.kill(p, signal.SIGTERM)
             except ProcessLookupError:
                 pass
-            deadline = time.monotonic() + 5
-            while time.monotonic() < deadline and alive(p):
-                time.sleep(0.05)
-            for q in [p] + kids:
-                if alive(q):
-                    try:
-                        os.kill(q, signal.SIGKILL)
-                    except ProcessLookupError:
-                        pass
+            kill_survivors([p] + kids, 5)
 
 
 def safe_ls(sockdir):
@@ -204,7 +173,7 @@ class Console:
         def probe():
             last[0] = self.screen()
             return pred(last[0])
-        return wait_until(probe, timeout, what, diag=lambda: "screen:\n" + last[0])
+        return wait_until(probe, timeout, interval=0.1, what=what, diag=lambda: "screen:\n" + last[0])
 
     def wait_text(self, text, timeout=10.0):
         """Waits for text on screen; returns the screen."""
@@ -220,15 +189,7 @@ class Console:
     def kill(self):
         pids = [self.pane_pid] + descendants(self.pane_pid)
         subprocess.run(self.base + ["kill-server"], env=self.senv, capture_output=True, timeout=10)
-        deadline = time.monotonic() + 3
-        while time.monotonic() < deadline and any(alive(p) for p in pids):
-            time.sleep(0.05)
-        for p in pids:
-            if alive(p):
-                try:
-                    os.kill(p, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+        kill_survivors(pids, 3)
 
 
 def screen_rows(screen):
