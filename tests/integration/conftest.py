@@ -162,6 +162,63 @@ def kill_survivors(pids, timeout):
                 pass
 
 
+# ---- TCP, as the kernel sees it (/proc/net/tcp*) ------------------------------------
+
+TCP_STATES = {"01": "ESTABLISHED", "02": "SYN_SENT", "03": "SYN_RECV", "04": "FIN_WAIT1",
+              "05": "FIN_WAIT2", "06": "TIME_WAIT", "07": "CLOSE", "08": "CLOSE_WAIT",
+              "09": "LAST_ACK", "0A": "LISTEN", "0B": "CLOSING"}
+
+
+def tcp_sockets():
+    """Every TCP socket of this network namespace: [(state, local port, remote port, rx queue)]."""
+    out = []
+    for name in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(name) as f:
+                rows = f.read().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            f = row.split()
+            out.append((TCP_STATES.get(f[3], f[3]), int(f[1].rsplit(":", 1)[1], 16),
+                        int(f[2].rsplit(":", 1)[1], 16), int(f[4].split(":")[1], 16)))
+    return out
+
+
+def listening(port):
+    """True while some socket listens on TCP port."""
+    return any(st == "LISTEN" and lp == port for st, lp, _, _ in tcp_sockets())
+
+
+def server_conns(port):
+    """The server side of every connection to port that its server has not closed yet."""
+    return [(st, rp, rx) for st, lp, rp, rx in tcp_sockets()
+            if lp == port and st in ("SYN_RECV", "ESTABLISHED", "CLOSE_WAIT")]
+
+
+def server_read_all(port, client):
+    """True once the server on port has read every byte sent on the connected socket client."""
+    me = client.getsockname()[1]
+    ends = [rx for st, rp, rx in server_conns(port) if rp == me]
+    return bool(ends) and all(rx == 0 for rx in ends)
+
+
+def holds_socket(pid, sock):
+    """True while process pid has a descriptor open on sock (a socket object of ours)."""
+    want = f"socket:[{os.fstat(sock.fileno()).st_ino}]"
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return False
+    for fd in fds:
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{fd}") == want:
+                return True
+        except OSError:
+            pass
+    return False
+
+
 def parse_wrk(out):
     """(requests, socket errors, non-2xx) from wrk's output."""
     m = re.search(r"(\d+) requests in", out)

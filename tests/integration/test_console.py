@@ -67,6 +67,13 @@ def ls_json(sockdir):
     return json.loads(out.stdout)["workers"]
 
 
+def drover_logs(sockdir, target, n=100):
+    """What `drover logs TARGET -n N` prints."""
+    out = subprocess.run([DROVER, "logs", target, "-n", str(n), "--socket-dir", sockdir],
+                         capture_output=True, timeout=10, stdin=subprocess.DEVNULL)
+    return out.stdout.decode("utf-8", "replace")
+
+
 def pids_by_id(sockdir, app="web"):
     return {w["id"]: w["pid"] for w in ls_json(sockdir) if w["app"] == app}
 
@@ -321,7 +328,8 @@ def test_filter_narrows_the_list(hub, consoles, sockdir):
     con.keys(*"web:2")
     con.wait(lambda s: [r[0] for r in con.rows(s)] == [2], what="only web:2 listed")
     con.keys("Enter")                   # the filter stays
-    time.sleep(0.5)
+    con.wait(lambda s: "Enter keeps it" not in s, what="the filter prompt closed")
+    time.sleep(0.5)                     # and still holds a moment later
     assert [r[0] for r in con.rows()] == [2]
     assert "filter: web:2" in con.screen()
     # by pid
@@ -382,7 +390,10 @@ def test_resize_redraws_without_garbage(hub, consoles, sockdir):
 def test_log_pane_shows_lines_printed_before_the_console(hub, consoles, sockdir):
     script = f'echo "before-console out $DROVER_WORKER_ID"; echo "before-console err $DROVER_WORKER_ID" >&2; exec {WORKER} --rate 20'
     hub(2, cmd=["/bin/sh", "-c", script])
-    time.sleep(0.5)
+    # every line is in the hub's log rings before the console starts
+    wait_until(lambda: all(f"before-console {k} {i}" in drover_logs(sockdir, "web")
+                           for k in ("out", "err") for i in (0, 1)),
+               what="the workers' first lines in `drover logs`", diag=lambda: drover_logs(sockdir, "web"))
     con = consoles(sockdir)
     con.wait_text("before-console out 0")
     s = con.wait_text("before-console err 0")
@@ -456,7 +467,7 @@ def test_ascii_mode_without_utf8_locale(hub, consoles, sockdir):
     pids = pids_by_id(sockdir)
     con = consoles(sockdir, env={"LANG": "C", "LC_ALL": "C", "TERM": "xterm-mono"})
     con.wait(rows_with_pids(pids), what="workers on screen")
-    time.sleep(1.0)   # some history for the sparklines
+    con.wait(lambda s: re.search(r"CPU +[_.=#-]+ ", s), what="some history in the CPU sparkline")
     raw = con.raw_capture()
     text = raw.decode("ascii")   # raises on any non-ASCII byte
     assert "drover - default" in text

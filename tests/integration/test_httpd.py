@@ -23,7 +23,8 @@ import time
 
 import pytest
 
-from conftest import HTTPD, parse_wrk, require_binary, require_wrk, wait_until
+from conftest import (HTTPD, holds_socket, listening, parse_wrk, require_binary, require_wrk,
+                      server_conns, server_read_all, wait_until)
 
 HOST = "127.0.0.1"
 IO_TIMEOUT = 5.0
@@ -336,7 +337,9 @@ def test_routes_and_http_parsing(procs):
             s.sendall(b"GET / HTTP/1.1\r\n\r\n" * 200)
             s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
         s.close()
-    time.sleep(0.3)
+    # every one of those connections handled and closed by the server
+    wait_until(lambda: not server_conns(h.port), 30, what="httpd to close the abandoned connections",
+               diag=lambda: f"still open (state, client port, unread): {server_conns(h.port)}")
     c = Conn(h.port)
     assert c.request("/")[0] == 200
     c.close()
@@ -378,9 +381,12 @@ def test_drain_keeps_idle_connections_and_finishes_in_flight(procs, shared_socke
     idle = conn_to(port, a.pid)               # keep-alive, idle at SIGTERM
     slow = conn_to(port, a.pid)               # a request in flight at SIGTERM
     slow.send(f"GET /slow?ms=1500 HTTP/1.1\r\nHost: {HOST}\r\n\r\n".encode())
-    time.sleep(0.2)
+    wait_until(lambda: server_read_all(port, slow.s), 10, interval=0.01,
+               what="a to read the slow request")
     os.kill(a.pid, signal.SIGTERM)
-    time.sleep(0.3)
+    # a closes its copy of the listening socket: the drain has begun
+    wait_until(lambda: not holds_socket(a.pid, shared_socket), 10, interval=0.01,
+               what="a to close its copy of the listening socket after SIGTERM")
 
     # the idle connection is not cut
     assert idle.quiet_for(0.3), "the idle keep-alive connection was closed at SIGTERM"
@@ -418,7 +424,9 @@ def test_drain_timeout_closes_idle_and_second_sigterm_changes_nothing(procs):
     assert busy.request("/")[0] == 200
     t0 = time.monotonic()
     os.kill(h.pid, signal.SIGTERM)
-    time.sleep(0.3)
+    # the drain has begun when the listening socket is gone
+    wait_until(lambda: not listening(h.port), 10, interval=0.01,
+               what="httpd to close its listening socket after SIGTERM")
     os.kill(h.pid, signal.SIGTERM)            # a second one: no change
     os.kill(h.pid, signal.SIGINT)
     assert busy.quiet_for(0.2) and idle.quiet_for(0.01)

@@ -27,7 +27,7 @@ import pytest
 
 import msgpack
 from conftest import (BUILD, DROVER, INTERVAL_MS, RunHub, alive, free_port, http_get, parse_response,
-                      parse_wrk, require_wrk, run_argv, wait_until, wrk_during_reload)
+                      parse_wrk, require_wrk, run_argv, server_read_all, wait_until, wrk_during_reload)
 
 NODE = shutil.which("node") or "/usr/bin/node"
 AGENT_DIR = os.path.join(BUILD, "node")
@@ -269,6 +269,12 @@ def read(f):
     return f.read().decode("utf-8", "replace")
 
 
+def wait_in_flight(port, conn):
+    """Waits until the app has read the request sent on conn (it is then in flight)."""
+    wait_until(lambda: server_read_all(port, conn.s), 10, interval=0.01,
+               what="the app to read the request")
+
+
 def refused(port):
     """True when a connection to port is refused; a connection made is closed at once."""
     try:
@@ -286,7 +292,7 @@ def test_sigterm_drains_in_flight_and_keepalive_without_cutting(procs, tmp_path)
     assert idle.response()[0] == 200               # now idle, kept alive
     busy = Conn(port)
     busy.send("/slow")                              # 600 ms in flight
-    time.sleep(0.15)
+    wait_in_flight(port, busy)
     t0 = time.monotonic()
     os.kill(p.pid, signal.SIGTERM)
     # stops accepting at once
@@ -328,9 +334,10 @@ def test_second_sigterm_ends_the_drain_at_once(procs, tmp_path):
     p = start_app(procs, tmp_path, port)
     busy = Conn(port)
     busy.send("/slow")
-    time.sleep(0.1)
+    wait_in_flight(port, busy)
     os.kill(p.pid, signal.SIGTERM)
-    time.sleep(0.1)
+    wait_until(lambda: refused(port), 5, interval=0.02, what="the first SIGTERM taken (listener closed)")
+    time.sleep(0.1)                           # and the process stays
     assert p.poll() is None, "the first SIGTERM must wait for the request in flight"
     os.kill(p.pid, signal.SIGTERM)
     assert p.wait(timeout=2) == -signal.SIGTERM
@@ -342,7 +349,7 @@ def test_drover_agent_0_leaves_the_process_alone(procs, tmp_path):
     p = start_app(procs, tmp_path, port, DROVER_AGENT=0)
     busy = Conn(port)
     busy.send("/slow")
-    time.sleep(0.1)
+    wait_in_flight(port, busy)
     os.kill(p.pid, signal.SIGTERM)            # no drain: the default action, at once
     assert p.wait(timeout=2) == -signal.SIGTERM
     with pytest.raises((ConnectionError, OSError)):
@@ -371,7 +378,8 @@ process.on('SIGTERM', () => { console.log('app handler'); setTimeout(() => proce
 """
     p = start_app(procs, tmp_path, port, app=app)
     os.kill(p.pid, signal.SIGTERM)
-    time.sleep(0.1)
+    wait_until(lambda: "app handler" in read(p.out), 5, interval=0.01, what="the app's own handler to run")
+    time.sleep(0.1)                           # time for the agent to act, were it to
     # the agent did not close the server: the app decides
     assert http_get(port)[0] == 200
     assert p.wait(timeout=5) == 7
@@ -396,7 +404,7 @@ process.on('SIGTERM', function listener() {
     p = start_app(procs, tmp_path, port, app=app)
     busy = Conn(port)
     busy.send("/slow")
-    time.sleep(0.15)
+    wait_in_flight(port, busy)
     os.kill(p.pid, signal.SIGTERM)
     status, headers, body = busy.response()
     assert status == 200 and body.startswith("slow") and headers.get("connection") == "close"

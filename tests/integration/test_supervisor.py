@@ -325,9 +325,15 @@ def test_usr1_reopens_log_files(run_hub, logdir):
     h = run_hub(["-i", 1, "-n", "rot", "--no-echo"], ["sh", "-c", script])
     online(h, 1, "rot")
     path = os.path.join(logdir, "rot-0.out.log")
-    time.sleep(0.5)
+
+    def lines_in(p):
+        return open(p).read().count("\n") if os.path.exists(p) else 0
+    # some lines before the rename, and some more into the renamed file (the hub's
+    # descriptor still points there) before SIGUSR1
+    wait_until(lambda: lines_in(path) >= 10, 10, what=f"10 lines in {path}")
     os.rename(path, path + ".moved")          # what logrotate does
-    time.sleep(0.3)
+    n = lines_in(path + ".moved")
+    wait_until(lambda: lines_in(path + ".moved") >= n + 6, 10, what="lines written to the renamed file")
     os.kill(h.pid, signal.SIGUSR1)
     wait_until(lambda: os.path.exists(path) and os.path.getsize(path) > 0, 5,
                what="a new file after SIGUSR1")
@@ -346,6 +352,9 @@ def test_second_sigterm_while_stopping_kills_at_once_and_reaps(run_hub):
     iv = online(h, 2, "stubborn")
     pids = [w["pid"] for w in h.workers(iv, "stubborn")]
     os.kill(h.pid, signal.SIGTERM)
+    # the first SIGTERM taken: both workers stopping; then the hub must not end for a while
+    h.wait_for(lambda iv: [w["state"] for w in h.workers(iv, "stubborn")] == ["stopping"] * 2,
+               timeout=10, what="both workers stopping after the first SIGTERM")
     time.sleep(0.5)
     assert h.proc.poll() is None, "the hub must wait for its workers (kill-timeout 30 s)"
     t0 = time.monotonic()
