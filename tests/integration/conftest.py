@@ -1,5 +1,7 @@
 """
-Integration harness for the report path: real hub, real workers, real sockets.
+The integration tests' one harness: real hubs, real workers, real sockets.
+Shared helpers live here and nowhere else (test files import from conftest,
+never from each other).
 
 Run with Debian's interpreter (it has python3-pytest and python3-msgpack):
 
@@ -9,7 +11,8 @@ DROVER_BUILD is the build directory holding `drover` and `examples/worker`
 (default: ./build next to the repository root).
 
 Every process a test starts is registered with the `procs` fixture and killed
-by pid at teardown; every wait here is bounded.
+by pid at teardown; every wait here is bounded: poll with wait_until(), never a
+fixed sleep that assumes something has happened by then.
 """
 import json
 import os
@@ -41,12 +44,13 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 BUILD = os.path.abspath(os.environ.get("DROVER_BUILD") or os.path.join(REPO, "build"))
 DROVER = os.path.join(BUILD, "drover")
 WORKER = os.path.join(BUILD, "examples", "worker")
+HTTPD = os.path.join(BUILD, "examples", "httpd")
 INTERVAL_MS = 200
 INTERVAL = INTERVAL_MS / 1000.0
 # Where msgpack lives, so helper subprocesses of this interpreter find it too.
 MSGPACK_PATH = os.path.dirname(os.path.dirname(os.path.abspath(msgpack.__file__)))
 
-# Every key of DESIGN.md §3.4, per line type.
+# Every key of a headless NDJSON line, per line type (README.md, "Headless output").
 WORKER_KEYS = {"type", "ts", "app", "id", "pid", "state", "agent", "restarts", "uptime_s",
                "cpu_pct", "rss_bytes", "req_total", "req_per_s", "err_total", "inflight",
                "lat_p50_ms", "lat_p99_ms", "lag_p99_ms", "lag_max_ms", "ready", "metrics"}
@@ -78,6 +82,27 @@ def free_port():
     return port
 
 
+def http_get(port, path="/", timeout=5.0):
+    """One request on a new connection to 127.0.0.1:port; returns (status, headers, body)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+        data = b""
+        while True:
+            b = s.recv(65536)
+            if not b:
+                break
+            data += b
+    return parse_response(data)
+
+
+def parse_response(data):
+    """(status, {lower-case header: value}, body) of one whole HTTP response."""
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode().split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, v in (l.split(":", 1) for l in lines[1:])}
+    return int(lines[0].split()[1]), headers, body.decode()
+
+
 def alive(pid):
     """True while pid exists and is not a zombie."""
     try:
@@ -85,6 +110,113 @@ def alive(pid):
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
+
+
+def wait_until(pred, timeout=10.0, interval=0.05, what="condition", diag=None, fail=True):
+    """Calls pred() every `interval` seconds until it returns something truthy, and
+    returns that. After `timeout` seconds: fails the test, naming `what` and adding
+    diag()'s text; with fail=False, returns pred()'s last (falsy) value instead."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v:
+            return v
+        if time.monotonic() >= deadline:
+            if not fail:
+                return v
+            pytest.fail(f"timed out after {timeout}s waiting for {what}" + (f"\n{diag()}" if diag else ""),
+                        pytrace=False)
+        time.sleep(interval)
+
+
+def descendants(pid):
+    """Every process below pid, from /proc (children of children...)."""
+    kids = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                st = f.read()
+        except OSError:
+            continue
+        ppid = int(st.rsplit(")", 1)[1].split()[1])
+        kids.setdefault(ppid, []).append(int(d))
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        for c in kids.get(p, []):
+            out.append(c)
+            todo.append(c)
+    return out
+
+
+def kill_survivors(pids, timeout):
+    """Gives pids up to timeout seconds to end, then SIGKILLs those still alive."""
+    wait_until(lambda: not any(alive(p) for p in pids), timeout, fail=False)
+    for p in pids:
+        if alive(p):
+            try:
+                os.kill(p, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+# ---- TCP, as the kernel sees it (/proc/net/tcp*) ------------------------------------
+
+TCP_STATES = {"01": "ESTABLISHED", "02": "SYN_SENT", "03": "SYN_RECV", "04": "FIN_WAIT1",
+              "05": "FIN_WAIT2", "06": "TIME_WAIT", "07": "CLOSE", "08": "CLOSE_WAIT",
+              "09": "LAST_ACK", "0A": "LISTEN", "0B": "CLOSING"}
+
+
+def tcp_sockets():
+    """Every TCP socket of this network namespace: [(state, local port, remote port, rx queue)]."""
+    out = []
+    for name in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(name) as f:
+                rows = f.read().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            f = row.split()
+            out.append((TCP_STATES.get(f[3], f[3]), int(f[1].rsplit(":", 1)[1], 16),
+                        int(f[2].rsplit(":", 1)[1], 16), int(f[4].split(":")[1], 16)))
+    return out
+
+
+def listening(port):
+    """True while some socket listens on TCP port."""
+    return any(st == "LISTEN" and lp == port for st, lp, _, _ in tcp_sockets())
+
+
+def server_conns(port):
+    """The server side of every connection to port that its server has not closed yet."""
+    return [(st, rp, rx) for st, lp, rp, rx in tcp_sockets()
+            if lp == port and st in ("SYN_RECV", "ESTABLISHED", "CLOSE_WAIT")]
+
+
+def server_read_all(port, client):
+    """True once the server on port has read every byte sent on the connected socket client."""
+    me = client.getsockname()[1]
+    ends = [rx for st, rp, rx in server_conns(port) if rp == me]
+    return bool(ends) and all(rx == 0 for rx in ends)
+
+
+def holds_socket(pid, sock):
+    """True while process pid has a descriptor open on sock (a socket object of ours)."""
+    want = f"socket:[{os.fstat(sock.fileno()).st_ino}]"
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return False
+    for fd in fds:
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{fd}") == want:
+                return True
+        except OSError:
+            pass
+    return False
 
 
 def parse_wrk(out):
@@ -97,13 +229,19 @@ def parse_wrk(out):
     return total, errs, int(m.group(1)) if m else 0
 
 
+def require_wrk():
+    """wrk's path; fails the test when it is not installed."""
+    wrk = shutil.which("wrk")
+    if not wrk:
+        pytest.fail("wrk is not installed (Debian: apt-get install wrk, or make deps)", pytrace=False)
+    return wrk
+
+
 def wrk_during_reload(hub, port, duration_s, sighup_after_s, done_pattern, timeout_s="2s"):
     """Runs wrk -t2 -c32 against 127.0.0.1:port, SIGHUPs the hub after
     sighup_after_s, waits for done_pattern on its stderr and for wrk;
     returns (wrk output, requests, socket errors, non-2xx)."""
-    wrk = shutil.which("wrk")
-    if not wrk:
-        pytest.fail("wrk is not installed (make deps)", pytrace=False)
+    wrk = require_wrk()
     w = subprocess.Popen([wrk, "-t2", "-c32", f"-d{duration_s}s", "--timeout", timeout_s,
                           f"http://127.0.0.1:{port}/"],
                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -233,15 +371,18 @@ class Hub:
     """A running `drover monit --headless` whose stdout a thread parses into intervals."""
 
     def __init__(self, procs, sockdir, args=(), interval_ms=INTERVAL_MS):
+        self._start(procs, sockdir, [DROVER, "monit", "--headless", "--interval", str(interval_ms),
+                                     "--socket-dir", sockdir, *args], interval_ms)
+
+    def _start(self, procs, sockdir, argv, interval_ms, **spawn_kw):
         require_binary(DROVER)
         self.sockdir = sockdir
         self.sock = os.path.join(sockdir, "agent.sock")
         self.interval = interval_ms / 1000.0
-        self.argv = [DROVER, "monit", "--headless", "--interval", str(interval_ms),
-                     "--socket-dir", sockdir, *args]
+        self.argv = argv
         self.errfile = tempfile.TemporaryFile()
         self.started = time.monotonic()
-        self.proc = procs.spawn(self.argv, stdout=subprocess.PIPE, stderr=self.errfile)
+        self.proc = procs.spawn(argv, stdout=subprocess.PIPE, stderr=self.errfile, **spawn_kw)
         self.pid = self.proc.pid
         self.q = queue.Queue()
         self.history = []           # every Interval received, in order
@@ -272,6 +413,12 @@ class Hub:
     def stderr(self):
         self.errfile.seek(0)
         return self.errfile.read().decode("utf-8", "replace")
+
+    def wait_stderr(self, pattern, timeout=10.0):
+        """The first match of pattern (multi-line) in the hub's stderr; fails after timeout."""
+        return wait_until(lambda: re.search(pattern, self.stderr(), re.M), timeout,
+                          what=f"a stderr line matching {pattern!r}",
+                          diag=lambda: f"stderr:\n{self.stderr()}")
 
     def _diag(self):
         rc = self.proc.poll()
@@ -335,6 +482,38 @@ class Hub:
                 if line.startswith("VmRSS:"):
                     return int(line.split()[1])
         return None
+
+
+class RunHub(Hub):
+    """A `drover run|attach ... --headless` (argv given whole, in a session of its own)
+    whose NDJSON is parsed into intervals like a monitor's."""
+
+    def __init__(self, procs, sockdir, argv, env=None, interval_ms=INTERVAL_MS):
+        self._start(procs, sockdir, argv, interval_ms, env=env, start_new_session=True)
+
+    def workers(self, iv, app=None):
+        return [w for w in iv.workers if app is None or w["app"] == app]
+
+
+def run_argv(sockdir, logdir, *args):
+    """argv of `drover run --headless` at INTERVAL_MS on sockdir and logdir; args are
+    the rest (options, "--", the command)."""
+    return [DROVER, "run", "--headless", "--interval", str(INTERVAL_MS), "--socket-dir", sockdir,
+            "--log-dir", str(logdir), *map(str, args)]
+
+
+def online(hub, n, app=None, timeout=10.0):
+    """Waits for an interval with n online workers (of app); returns it."""
+    return hub.wait_for(lambda iv: sum(1 for w in hub.workers(iv, app) if w["state"] == "online") == n,
+                        timeout=timeout, what=f"{n} online workers")
+
+
+@pytest.fixture
+def logdir():
+    """A fresh directory for `drover run --log-dir`."""
+    d = tempfile.mkdtemp(prefix="drv-logs-", dir="/tmp")
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
 
 
 @pytest.fixture
@@ -469,7 +648,7 @@ def sender(sockdir):
 
 
 def check_line_keys(iv_list):
-    """Asserts every line of every interval has every §3.4 key of its type."""
+    """Asserts every line of every interval has every key of its type (WORKER_KEYS...)."""
     for iv in iv_list:
         for line in iv.lines:
             t = line.get("type")

@@ -1,5 +1,5 @@
 """
-The CLI over the control socket (PROTOCOL.md §4): ls, logs, kill, restart,
+The CLI over the control socket (proto/PROTOCOL.md §4): ls, logs, kill, restart,
 reload, stop, scale against a real hub, and the protocol's version check.
 """
 import json
@@ -11,10 +11,7 @@ import time
 
 import pytest
 
-from conftest import DROVER, BUILD, require_binary
-from test_supervisor import RunHub, IV_MS, online
-
-WORKER = os.path.join(BUILD, "examples", "worker")
+from conftest import DROVER, WORKER, RunHub, online, require_binary, run_argv, wait_until
 
 
 def cli(sockdir, *args, timeout=30):
@@ -26,9 +23,8 @@ def cli(sockdir, *args, timeout=30):
 def hub3(procs, sockdir, tmp_path):
     """`drover run -i 3` of a shell worker that prints known lines, then sleeps."""
     script = 'echo "hello from $DROVER_WORKER_ID"; echo "oops $DROVER_WORKER_ID" >&2; exec sleep 120'
-    argv = [DROVER, "run", "--headless", "--interval", str(IV_MS), "--socket-dir", sockdir,
-            "--log-dir", str(tmp_path), "-i", "3", "-n", "sh3", "--no-echo", "--", "sh", "-c", script]
-    h = RunHub(procs, sockdir, argv)
+    h = RunHub(procs, sockdir, run_argv(sockdir, tmp_path, "-i", 3, "-n", "sh3", "--no-echo", "--",
+                                        "sh", "-c", script))
     online(h, 3, "sh3")
     return h
 
@@ -37,6 +33,16 @@ def ls_json(sockdir):
     r = cli(sockdir, "ls", "--json")
     assert r.returncode == 0, r.stderr
     return json.loads(r.stdout)
+
+
+def wait_workers(sockdir, pred, what, timeout=10.0):
+    """Polls `drover ls --json` until pred(workers) holds; returns those workers."""
+    last = [None]
+
+    def probe():
+        last[0] = ls_json(sockdir)["workers"]
+        return pred(last[0]) and last[0]
+    return wait_until(probe, timeout, interval=0.1, what=what, diag=lambda: f"last workers: {last[0]}")
 
 
 def test_ls_json_matches_the_hub(hub3, sockdir):
@@ -63,12 +69,13 @@ def test_ls_table(hub3, sockdir):
 
 
 def test_logs_n_shows_known_output(hub3, sockdir):
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        r = cli(sockdir, "logs", "sh3:1", "-n", 10)
-        if "[sh3:1!] oops 1" in r.stdout:
-            break
-        time.sleep(0.1)
+    last = []
+
+    def logs():
+        last[:] = [cli(sockdir, "logs", "sh3:1", "-n", 10)]
+        return "[sh3:1!] oops 1" in last[0].stdout and last[0]
+    r = wait_until(logs, 5, interval=0.1, what="sh3:1's stderr line in `drover logs`",
+                   diag=lambda: f"stdout={last[0].stdout!r} stderr={last[0].stderr!r}")
     assert r.returncode == 0, r.stderr
     assert sorted(r.stdout.splitlines()) == ["[sh3:1!] oops 1", "[sh3:1] hello from 1"]
     r = cli(sockdir, "logs", "sh3", "-n", 100)
@@ -80,9 +87,8 @@ def test_logs_n_shows_known_output(hub3, sockdir):
 
 def test_logs_follow_streams_new_lines(procs, sockdir, tmp_path):
     script = 'i=0; while true; do echo "tick $i"; i=$((i+1)); sleep 0.1; done'
-    argv = [DROVER, "run", "--headless", "--interval", str(IV_MS), "--socket-dir", sockdir,
-            "--log-dir", str(tmp_path), "-n", "tick", "--no-echo", "--", "sh", "-c", script]
-    h = RunHub(procs, sockdir, argv)
+    h = RunHub(procs, sockdir, run_argv(sockdir, tmp_path, "-n", "tick", "--no-echo", "--",
+                                        "sh", "-c", script))
     online(h, 1, "tick")
     p = procs.spawn([DROVER, "logs", "tick", "-n", "0", "-f", "--socket-dir", sockdir],
                     stdout=subprocess.PIPE, text=True)
@@ -99,44 +105,31 @@ def test_restart_kill_scale_stop(hub3, sockdir):
     before = {w["id"]: w["pid"] for w in ls_json(sockdir)["workers"]}
     r = cli(sockdir, "restart", "sh3:2")
     assert r.returncode == 0 and r.stdout.strip() == "restarting sh3:2", (r.stdout, r.stderr)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        now = {w["id"]: (w["pid"], w["state"]) for w in ls_json(sockdir)["workers"]}
-        if now.get(2, (0,))[0] not in (0, None, before[2]) and now[2][1] == "online":
-            break
-        time.sleep(0.1)
+    ws = wait_workers(sockdir, lambda ws: any(w["id"] == 2 and w["pid"] not in (0, None, before[2])
+                                              and w["state"] == "online" for w in ws),
+                      "sh3:2 restarted and online")
+    now = {w["id"]: (w["pid"], w["state"]) for w in ws}
     assert now[2][0] != before[2] and now[0][0] == before[0]
 
     r = cli(sockdir, "kill", "sh3:0")
     assert r.returncode == 0, r.stderr
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        w0 = [w for w in ls_json(sockdir)["workers"] if w["id"] == 0][0]
-        if w0["state"] == "stopped":
-            break
-        time.sleep(0.1)
+    ws = wait_workers(sockdir, lambda ws: [w for w in ws if w["id"] == 0][0]["state"] == "stopped",
+                      "sh3:0 stopped")
+    w0 = [w for w in ws if w["id"] == 0][0]
     assert w0["state"] == "stopped" and w0["pid"] in (0, None)
 
     # A stopped worker still counts as one of the app's N: scaling to 4 adds id 3.
     r = cli(sockdir, "scale", "sh3", 4)
     assert r.returncode == 0 and "from 3 to 4 workers" in r.stdout, r.stdout
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        ws = ls_json(sockdir)["workers"]
-        online_ids = sorted(w["id"] for w in ws if w["state"] == "online")
-        if online_ids == [1, 2, 3]:
-            break
-        time.sleep(0.1)
+    ws = wait_workers(sockdir, lambda ws: sorted(w["id"] for w in ws if w["state"] == "online") == [1, 2, 3],
+                      "sh3:1-3 online")
+    online_ids = sorted(w["id"] for w in ws if w["state"] == "online")
     assert online_ids == [1, 2, 3]
     assert sorted(w["id"] for w in ws) == [0, 1, 2, 3]
     r = cli(sockdir, "scale", "sh3", 2)
     assert r.returncode == 0
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        ids = sorted(w["id"] for w in ls_json(sockdir)["workers"])
-        if ids == [0, 1]:
-            break
-        time.sleep(0.1)
+    ws = wait_workers(sockdir, lambda ws: sorted(w["id"] for w in ws) == [0, 1], "sh3 down to ids 0 and 1")
+    ids = sorted(w["id"] for w in ws)
     assert ids == [0, 1]
 
     for bad in (["kill", "sh3:9"], ["restart", "nope"], ["scale", "sh3", "x"]):
@@ -150,9 +143,8 @@ def test_restart_kill_scale_stop(hub3, sockdir):
 
 def test_reload_command_waits_and_prints_progress(procs, sockdir, tmp_path):
     require_binary(WORKER)
-    argv = [DROVER, "run", "--headless", "--interval", str(IV_MS), "--socket-dir", sockdir,
-            "--log-dir", str(tmp_path), "-i", "2", "-n", "web", "--no-echo", "--", WORKER, "--rate", "10"]
-    h = RunHub(procs, sockdir, argv)
+    h = RunHub(procs, sockdir, run_argv(sockdir, tmp_path, "-i", 2, "-n", "web", "--no-echo", "--",
+                                        WORKER, "--rate", 10))
     online(h, 2, "web")
     r = cli(sockdir, "reload", "web")
     assert r.returncode == 0, r.stderr
@@ -203,7 +195,6 @@ def test_detach_runs_in_background_and_stop_ends_it(sockdir, tmp_path):
     finally:
         s = cli(sockdir, "stop")
     assert s.returncode == 0
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and os.path.exists(f"/proc/{pid}"):
-        time.sleep(0.1)
+    wait_until(lambda: not os.path.exists(f"/proc/{pid}"), 10, interval=0.1,
+               what=f"the background worker (pid {pid}) to end")
     assert not os.path.exists(f"/proc/{pid}")

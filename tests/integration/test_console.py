@@ -16,17 +16,14 @@ import shutil
 import signal
 import socket
 import subprocess
-import tempfile
 import time
 import uuid
 
 import pytest
 
-from conftest import DROVER, BUILD, require_binary  # noqa: F401
-from test_supervisor import RunHub, descendants, alive
+from conftest import (DROVER, WORKER, RunHub, alive, descendants, kill_survivors, require_binary,
+                      run_argv, wait_until)
 
-WORKER = os.path.join(BUILD, "examples", "worker")
-IV_MS = 200
 TMUX = shutil.which("tmux")
 STATES = "starting|online|stopping|stopped|backoff|errored|gone"
 # A worker row: selection marker, id, pid, state (columns of tui/columns.c).
@@ -70,26 +67,15 @@ def ls_json(sockdir):
     return json.loads(out.stdout)["workers"]
 
 
+def drover_logs(sockdir, target, n=100):
+    """What `drover logs TARGET -n N` prints."""
+    out = subprocess.run([DROVER, "logs", target, "-n", str(n), "--socket-dir", sockdir],
+                         capture_output=True, timeout=10, stdin=subprocess.DEVNULL)
+    return out.stdout.decode("utf-8", "replace")
+
+
 def pids_by_id(sockdir, app="web"):
     return {w["id"]: w["pid"] for w in ls_json(sockdir) if w["app"] == app}
-
-
-def wait_until(pred, timeout=10.0, what="condition", diag=lambda: ""):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = pred()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}\n{diag()}", pytrace=False)
-        time.sleep(0.1)
-
-
-@pytest.fixture
-def logdir():
-    d = tempfile.mkdtemp(prefix="drv-clog-", dir="/tmp")
-    yield d
-    shutil.rmtree(d, ignore_errors=True)
 
 
 @pytest.fixture
@@ -98,12 +84,10 @@ def hub(procs, sockdir, logdir):
     def start(n=3, app="web", cmd=None):
         require_binary(WORKER)
         cmd = cmd or [WORKER, "--rate", "50"]
-        argv = [DROVER, "run", "--headless", "--interval", str(IV_MS), "--socket-dir", sockdir,
-                "--log-dir", logdir, "-i", str(n), "-n", app, "--", *cmd]
-        h = RunHub(procs, sockdir, argv, IV_MS)
+        h = RunHub(procs, sockdir, run_argv(sockdir, logdir, "-i", n, "-n", app, "--", *cmd))
         wait_until(lambda: os.path.exists(os.path.join(sockdir, "ctl.sock")) and
                    sum(1 for w in safe_ls(sockdir) if w["app"] == app and w["state"] == "online") == n,
-                   what=f"{n} online workers", diag=h.stderr)
+                   interval=0.1, what=f"{n} online workers", diag=h.stderr)
         return h
     return start
 
@@ -136,15 +120,7 @@ def background_hubs(sockdir):
                 os.kill(p, signal.SIGTERM)
             except ProcessLookupError:
                 pass
-            deadline = time.monotonic() + 5
-            while time.monotonic() < deadline and alive(p):
-                time.sleep(0.05)
-            for q in [p] + kids:
-                if alive(q):
-                    try:
-                        os.kill(q, signal.SIGKILL)
-                    except ProcessLookupError:
-                        pass
+            kill_survivors([p] + kids, 5)
 
 
 def safe_ls(sockdir):
@@ -204,7 +180,7 @@ class Console:
         def probe():
             last[0] = self.screen()
             return pred(last[0])
-        return wait_until(probe, timeout, what, diag=lambda: "screen:\n" + last[0])
+        return wait_until(probe, timeout, interval=0.1, what=what, diag=lambda: "screen:\n" + last[0])
 
     def wait_text(self, text, timeout=10.0):
         """Waits for text on screen; returns the screen."""
@@ -220,15 +196,7 @@ class Console:
     def kill(self):
         pids = [self.pane_pid] + descendants(self.pane_pid)
         subprocess.run(self.base + ["kill-server"], env=self.senv, capture_output=True, timeout=10)
-        deadline = time.monotonic() + 3
-        while time.monotonic() < deadline and any(alive(p) for p in pids):
-            time.sleep(0.05)
-        for p in pids:
-            if alive(p):
-                try:
-                    os.kill(p, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+        kill_survivors(pids, 3)
 
 
 def screen_rows(screen):
@@ -360,7 +328,8 @@ def test_filter_narrows_the_list(hub, consoles, sockdir):
     con.keys(*"web:2")
     con.wait(lambda s: [r[0] for r in con.rows(s)] == [2], what="only web:2 listed")
     con.keys("Enter")                   # the filter stays
-    time.sleep(0.5)
+    con.wait(lambda s: "Enter keeps it" not in s, what="the filter prompt closed")
+    time.sleep(0.5)                     # and still holds a moment later
     assert [r[0] for r in con.rows()] == [2]
     assert "filter: web:2" in con.screen()
     # by pid
@@ -421,7 +390,10 @@ def test_resize_redraws_without_garbage(hub, consoles, sockdir):
 def test_log_pane_shows_lines_printed_before_the_console(hub, consoles, sockdir):
     script = f'echo "before-console out $DROVER_WORKER_ID"; echo "before-console err $DROVER_WORKER_ID" >&2; exec {WORKER} --rate 20'
     hub(2, cmd=["/bin/sh", "-c", script])
-    time.sleep(0.5)
+    # every line is in the hub's log rings before the console starts
+    wait_until(lambda: all(f"before-console {k} {i}" in drover_logs(sockdir, "web")
+                           for k in ("out", "err") for i in (0, 1)),
+               what="the workers' first lines in `drover logs`", diag=lambda: drover_logs(sockdir, "web"))
     con = consoles(sockdir)
     con.wait_text("before-console out 0")
     s = con.wait_text("before-console err 0")
@@ -495,7 +467,7 @@ def test_ascii_mode_without_utf8_locale(hub, consoles, sockdir):
     pids = pids_by_id(sockdir)
     con = consoles(sockdir, env={"LANG": "C", "LC_ALL": "C", "TERM": "xterm-mono"})
     con.wait(rows_with_pids(pids), what="workers on screen")
-    time.sleep(1.0)   # some history for the sparklines
+    con.wait(lambda s: re.search(r"CPU +[_.=#-]+ ", s), what="some history in the CPU sparkline")
     raw = con.raw_capture()
     text = raw.decode("ascii")   # raises on any non-ASCII byte
     assert "drover - default" in text

@@ -14,7 +14,6 @@ pid at teardown (the `procs` fixture of conftest.py).
 """
 import json
 import os
-import queue
 import re
 import select
 import shutil
@@ -22,18 +21,17 @@ import signal
 import socket
 import subprocess
 import tempfile
-import threading
 import time
 
 import pytest
 
 import msgpack
-from conftest import Hub, BUILD, DROVER, require_binary, alive, parse_wrk, wrk_during_reload
+from conftest import (BUILD, DROVER, INTERVAL_MS, RunHub, alive, free_port, http_get, parse_response,
+                      parse_wrk, require_wrk, run_argv, server_read_all, wait_until, wrk_during_reload)
 
 NODE = shutil.which("node") or "/usr/bin/node"
 AGENT_DIR = os.path.join(BUILD, "node")
 AGENT = os.path.join(AGENT_DIR, "index.js")
-IV_MS = 200
 HOST = "127.0.0.1"
 
 # An unmodified Node http app: it knows nothing of drover.
@@ -71,21 +69,6 @@ def require_node():
                     f"/usr/include/node/node_api.h), or set DROVER_BUILD", pytrace=False)
 
 
-def require_wrk():
-    wrk = shutil.which("wrk")
-    if not wrk:
-        pytest.fail("wrk is not installed (make deps)", pytrace=False)
-    return wrk
-
-
-def free_port():
-    s = socket.socket()
-    s.bind((HOST, 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
 def node_env(**extra):
     """The test's environment with the agent preloaded and no inherited drover variables."""
     env = dict(os.environ)
@@ -101,30 +84,6 @@ def write(tmp_path, name, text):
     p = tmp_path / name
     p.write_text(text)
     return str(p)
-
-
-
-
-
-
-def http_get(port, path="/", timeout=5.0):
-    """One request on a new connection; returns (status, headers dict, body)."""
-    with socket.create_connection((HOST, port), timeout=timeout) as s:
-        s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
-        data = b""
-        while True:
-            b = s.recv(65536)
-            if not b:
-                break
-            data += b
-    return parse_response(data)
-
-
-def parse_response(data):
-    head, _, body = data.partition(b"\r\n\r\n")
-    lines = head.decode().split("\r\n")
-    headers = {k.strip().lower(): v.strip() for k, v in (l.split(":", 1) for l in lines[1:])}
-    return int(lines[0].split()[1]), headers, body.decode()
 
 
 class Conn:
@@ -183,39 +142,6 @@ class Conn:
         self.s.close()
 
 
-class RunHub(Hub):
-    """A `drover run|attach ... --headless` whose NDJSON is parsed into intervals (conftest.Hub)."""
-
-    def __init__(self, procs, sockdir, argv, env, interval_ms=IV_MS):
-        require_binary(DROVER)
-        self.sockdir = sockdir
-        self.sock = os.path.join(sockdir, "agent.sock")
-        self.interval = interval_ms / 1000.0
-        self.argv = argv
-        self.errfile = tempfile.TemporaryFile()
-        self.started = time.monotonic()
-        self.proc = procs.spawn(argv, stdout=subprocess.PIPE, stderr=self.errfile, env=env,
-                                start_new_session=True)
-        self.pid = self.proc.pid
-        self.q = queue.Queue()
-        self.history, self.raw, self.parse_errors = [], [], []
-        self.t = threading.Thread(target=self._read, daemon=True)
-        self.t.start()
-
-    def workers(self, iv, app):
-        return [w for w in iv.workers if w["app"] == app]
-
-    def wait_stderr(self, pattern, timeout=10.0):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            m = re.search(pattern, self.stderr(), re.M)
-            if m:
-                return m
-            time.sleep(0.05)
-        pytest.fail(f"no stderr line matching {pattern!r} within {timeout}s; stderr:\n{self.stderr()}",
-                    pytrace=False)
-
-
 @pytest.fixture
 def node_run(procs, sockdir, tmp_path):
     """Factory: node_run(n, port, app=APP) -> RunHub for `drover run -i n --listen 127.0.0.1:port -- node app.js port`."""
@@ -223,9 +149,8 @@ def node_run(procs, sockdir, tmp_path):
 
     def start(n, port, app=APP, name="web", extra=()):
         script = write(tmp_path, "app.js", app)
-        argv = [DROVER, "run", "--headless", "--interval", str(IV_MS), "--socket-dir", sockdir,
-                "--log-dir", str(tmp_path), "-i", str(n), "-n", name, "--listen", f"{HOST}:{port}",
-                *extra, "--", NODE, script, str(port)]
+        argv = run_argv(sockdir, tmp_path, "-i", n, "-n", name, "--listen", f"{HOST}:{port}",
+                        *extra, "--", NODE, script, port)
         # DROVER_LISTEN is the hub's to set; the agent reads fd 3 itself when it is not.
         return RunHub(procs, sockdir, argv, node_env(DROVER_LISTEN=f"{HOST}:{port}"))
     return start
@@ -311,9 +236,8 @@ def test_rolling_reload_under_wrk_loses_nothing(node_run):
     after = {w["pid"] for w in h.workers(iv, "web")}
     assert not (before & after), f"not every pid was replaced: {before} -> {after}"
     # the old workers drained and ended
-    deadline = time.monotonic() + 5
-    while any(alive(pid) for pid in before) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_until(lambda: not any(alive(pid) for pid in before), 5, what="the old workers to end",
+               diag=lambda: f"old workers still running: {[p for p in before if alive(p)]}")
     assert not any(alive(pid) for pid in before), f"old workers still running: {before}"
 
 
@@ -327,15 +251,15 @@ def start_app(procs, tmp_path, port, app=APP, **env):
     err = tempfile.TemporaryFile()
     env.setdefault("DROVER_SOCKET", os.path.join(str(tmp_path), "no-hub", "agent.sock"))
     p = procs.spawn([NODE, script, str(port)], env=node_env(**env), stdout=out, stderr=err)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
+
+    def up_or_ended():
         try:
             socket.create_connection((HOST, port), timeout=1).close()
-            break
+            return True
         except OSError:
-            if p.poll() is not None:
-                break
-            time.sleep(0.02)
+            return p.poll() is not None
+    wait_until(up_or_ended, 10, interval=0.02, what=f"the app to listen on port {port}",
+               diag=lambda: f"stdout={read(out)!r} stderr={read(err)!r}")
     p.out, p.err = out, err
     return p
 
@@ -343,6 +267,21 @@ def start_app(procs, tmp_path, port, app=APP, **env):
 def read(f):
     f.seek(0)
     return f.read().decode("utf-8", "replace")
+
+
+def wait_in_flight(port, conn):
+    """Waits until the app has read the request sent on conn (it is then in flight)."""
+    wait_until(lambda: server_read_all(port, conn.s), 10, interval=0.01,
+               what="the app to read the request")
+
+
+def refused(port):
+    """True when a connection to port is refused; a connection made is closed at once."""
+    try:
+        socket.create_connection((HOST, port), timeout=1).close()
+        return False
+    except ConnectionRefusedError:
+        return True
 
 
 def test_sigterm_drains_in_flight_and_keepalive_without_cutting(procs, tmp_path):
@@ -353,19 +292,12 @@ def test_sigterm_drains_in_flight_and_keepalive_without_cutting(procs, tmp_path)
     assert idle.response()[0] == 200               # now idle, kept alive
     busy = Conn(port)
     busy.send("/slow")                              # 600 ms in flight
-    time.sleep(0.15)
+    wait_in_flight(port, busy)
     t0 = time.monotonic()
     os.kill(p.pid, signal.SIGTERM)
     # stops accepting at once
-    deadline = time.monotonic() + 2
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection((HOST, port), timeout=1).close()
-            time.sleep(0.02)
-        except ConnectionRefusedError:
-            break
-    else:
-        pytest.fail("still accepting 2 s after SIGTERM")
+    wait_until(lambda: refused(port), 2, interval=0.02, what="the app to stop accepting "
+               "(still accepting 2 s after SIGTERM)")
     # the idle keep-alive connection was not cut: its next request is answered, with Connection: close
     idle.send("/")
     status, headers, body = idle.response()
@@ -402,9 +334,10 @@ def test_second_sigterm_ends_the_drain_at_once(procs, tmp_path):
     p = start_app(procs, tmp_path, port)
     busy = Conn(port)
     busy.send("/slow")
-    time.sleep(0.1)
+    wait_in_flight(port, busy)
     os.kill(p.pid, signal.SIGTERM)
-    time.sleep(0.1)
+    wait_until(lambda: refused(port), 5, interval=0.02, what="the first SIGTERM taken (listener closed)")
+    time.sleep(0.1)                           # and the process stays
     assert p.poll() is None, "the first SIGTERM must wait for the request in flight"
     os.kill(p.pid, signal.SIGTERM)
     assert p.wait(timeout=2) == -signal.SIGTERM
@@ -416,7 +349,7 @@ def test_drover_agent_0_leaves_the_process_alone(procs, tmp_path):
     p = start_app(procs, tmp_path, port, DROVER_AGENT=0)
     busy = Conn(port)
     busy.send("/slow")
-    time.sleep(0.1)
+    wait_in_flight(port, busy)
     os.kill(p.pid, signal.SIGTERM)            # no drain: the default action, at once
     assert p.wait(timeout=2) == -signal.SIGTERM
     with pytest.raises((ConnectionError, OSError)):
@@ -426,7 +359,7 @@ def test_drover_agent_0_leaves_the_process_alone(procs, tmp_path):
 def test_worker_without_a_server_becomes_ready_and_reloads(procs, sockdir, tmp_path):
     require_node()
     script = write(tmp_path, "queue.js", "setInterval(() => {}, 1000);\n")
-    argv = [DROVER, "run", "--headless", "--interval", str(IV_MS), "--socket-dir", sockdir,
+    argv = [DROVER, "run", "--headless", "--interval", str(INTERVAL_MS), "--socket-dir", sockdir,
             "--log-dir", str(tmp_path), "-i", "1", "-n", "q", "--", NODE, script]
     h = RunHub(procs, sockdir, argv, node_env(DROVER_READY_FALLBACK_MS=500))
     iv = all_online(h, "q", 1, lambda w: w["agent"] and w["ready"], what="a ready worker without a server")
@@ -434,9 +367,7 @@ def test_worker_without_a_server_becomes_ready_and_reloads(procs, sockdir, tmp_p
     os.kill(h.pid, signal.SIGHUP)
     h.wait_stderr(r"reload q: done, 1/1 replaced", timeout=10)
     # no server to drain: SIGTERM ends it at once
-    deadline = time.monotonic() + 3
-    while alive(old) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_until(lambda: not alive(old), 3, what=f"the old worker (pid {old}) to end")
     assert not alive(old)
 
 
@@ -447,7 +378,8 @@ process.on('SIGTERM', () => { console.log('app handler'); setTimeout(() => proce
 """
     p = start_app(procs, tmp_path, port, app=app)
     os.kill(p.pid, signal.SIGTERM)
-    time.sleep(0.1)
+    wait_until(lambda: "app handler" in read(p.out), 5, interval=0.01, what="the app's own handler to run")
+    time.sleep(0.1)                           # time for the agent to act, were it to
     # the agent did not close the server: the app decides
     assert http_get(port)[0] == 200
     assert p.wait(timeout=5) == 7
@@ -472,7 +404,7 @@ process.on('SIGTERM', function listener() {
     p = start_app(procs, tmp_path, port, app=app)
     busy = Conn(port)
     busy.send("/slow")
-    time.sleep(0.15)
+    wait_in_flight(port, busy)
     os.kill(p.pid, signal.SIGTERM)
     status, headers, body = busy.response()
     assert status == 200 and body.startswith("slow") and headers.get("connection") == "close"
@@ -521,27 +453,32 @@ def run_with_fd3(tmp_path, port, listen_pid="$$", timeout=10):
     env = node_env(DROVER_SOCKET=os.path.join(str(tmp_path), "none.sock"))
     p = subprocess.Popen(["bash", "-c", cmd], env=env, pass_fds=(fd,), stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True)
-    served = None
+    served = [None]
+
+    def served_or_ended():
+        if p.poll() is not None:
+            return True
+        c = socket.create_connection((HOST, port), timeout=5)
+        c.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        c.settimeout(0.5)
+        try:
+            data = c.recv(65536)
+            served[0] = data.split(b"\r\n\r\n", 1)[1].decode() if data else None
+        except socket.timeout:
+            pass                                    # not accepted by anybody (yet)
+        c.close()
+        return served[0] is not None
     try:
         # our socket is the only one bound to the port: a reply proves node accepts on it
-        deadline = time.monotonic() + timeout
-        while served is None and time.monotonic() < deadline and p.poll() is None:
-            c = socket.create_connection((HOST, port), timeout=5)
-            c.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            c.settimeout(0.5)
-            try:
-                data = c.recv(65536)
-                served = data.split(b"\r\n\r\n", 1)[1].decode() if data else None
-            except socket.timeout:
-                pass                                # not accepted by anybody (yet)
-            c.close()
+        # (each try waits up to 0.5 s for the reply; a node that has ended ends the tries)
+        wait_until(served_or_ended, timeout, interval=0, fail=False)
         out, err = p.communicate(timeout=timeout)
     finally:
         if p.poll() is None:
             p.kill()
             p.wait()
         ls.close()
-    return p.returncode, out, err, served
+    return p.returncode, out, err, served[0]
 
 
 def test_listen_on_the_drover_port_is_served_from_fd3_once(tmp_path):
@@ -652,9 +589,9 @@ def test_own_cluster_master_attached_shows_workers_with_agent(procs, sockdir, tm
     wrk = require_wrk()
     port = free_port()
     script = write(tmp_path, "cluster.js", CLUSTER_APP)
-    env = node_env(DROVER_SOCKET=os.path.join(sockdir, "agent.sock"), DROVER_INTERVAL_MS=IV_MS)
+    env = node_env(DROVER_SOCKET=os.path.join(sockdir, "agent.sock"), DROVER_INTERVAL_MS=INTERVAL_MS)
     master = procs.spawn([NODE, script, str(port)], env=env, stdout=subprocess.DEVNULL)
-    argv = [DROVER, "attach", str(master.pid), "--headless", "--interval", str(IV_MS),
+    argv = [DROVER, "attach", str(master.pid), "--headless", "--interval", str(INTERVAL_MS),
             "--socket-dir", sockdir, "-n", "cl"]
     h = RunHub(procs, sockdir, argv, node_env())
     iv = all_online(h, "cl", 2, lambda w: w["agent"] and w["ready"], what="2 cluster workers with the agent")

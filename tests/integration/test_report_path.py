@@ -1,6 +1,7 @@
 """
 The report path end to end: agent (or any msgpack sender) → datagram → hub →
-NDJSON / Prometheus text on stdout. DESIGN.md §3.1, §3.2, §3.4; issue 2.
+NDJSON / Prometheus text on stdout: the datagrams and sockets of
+proto/PROTOCOL.md §1-3, the lines of README.md "Headless output"; issue 2.
 
 Every interval here is 200 ms (workers report every 200 ms ± 10 %). Timing
 assertions count printed intervals or use windows several times wider than

@@ -6,127 +6,22 @@ is killed by pid at teardown (the `procs` fixture of conftest.py).
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
-import threading
 import time
-import shutil
-import queue
 
 import pytest
 
-from conftest import Hub, BUILD, DROVER, require_binary, free_port, alive, wrk_during_reload  # noqa: F401
-
-HTTPD = os.path.join(BUILD, "examples", "httpd")
-WORKER = os.path.join(BUILD, "examples", "worker")
-IV_MS = 200
-
-
-class RunHub(Hub):
-    """A `drover run|attach ... --headless` whose NDJSON is parsed like a monitor's."""
-
-    def __init__(self, procs, sockdir, argv, interval_ms=IV_MS, env=None):
-        require_binary(DROVER)
-        self.sockdir = sockdir
-        self.sock = os.path.join(sockdir, "agent.sock")
-        self.interval = interval_ms / 1000.0
-        self.argv = argv
-        self.errfile = tempfile.TemporaryFile()
-        self.started = time.monotonic()
-        self.proc = procs.spawn(argv, stdout=subprocess.PIPE, stderr=self.errfile, env=env,
-                                start_new_session=True)
-        self.pid = self.proc.pid
-        self.q = queue.Queue()
-        self.history, self.raw, self.parse_errors = [], [], []
-        self.t = threading.Thread(target=self._read, daemon=True)
-        self.t.start()
-
-    def workers(self, iv, app=None):
-        return [w for w in iv.workers if app is None or w["app"] == app]
-
-    def wait_stderr(self, pattern, timeout=10.0):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            m = re.search(pattern, self.stderr(), re.M)
-            if m:
-                return m
-            time.sleep(0.05)
-        pytest.fail(f"no stderr line matching {pattern!r} within {timeout}s; stderr:\n{self.stderr()}",
-                    pytrace=False)
-
-
-@pytest.fixture
-def logdir():
-    d = tempfile.mkdtemp(prefix="drv-logs-", dir="/tmp")
-    yield d
-    shutil.rmtree(d, ignore_errors=True)
+from conftest import (DROVER, HTTPD, INTERVAL_MS, WORKER, RunHub, alive, descendants, free_port,
+                      http_get, online, require_binary, run_argv, wait_until, wrk_during_reload)
 
 
 @pytest.fixture
 def run_hub(procs, sockdir, logdir):
     """Factory: run_hub(run_args, cmd) -> RunHub for `drover run RUN_ARGS -- CMD`."""
-    def start(run_args, cmd, interval_ms=IV_MS):
-        argv = [DROVER, "run", "--headless", "--interval", str(interval_ms), "--socket-dir", sockdir,
-                "--log-dir", logdir, *map(str, run_args), "--", *map(str, cmd)]
-        return RunHub(procs, sockdir, argv, interval_ms)
+    def start(run_args, cmd):
+        return RunHub(procs, sockdir, run_argv(sockdir, logdir, *run_args, "--", *cmd))
     return start
-
-
-
-
-def descendants(pid):
-    """Every process below pid, from /proc (children of children...)."""
-    kids = {}
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            with open(f"/proc/{d}/stat") as f:
-                st = f.read()
-        except OSError:
-            continue
-        ppid = int(st.rsplit(")", 1)[1].split()[1])
-        kids.setdefault(ppid, []).append(int(d))
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        for c in kids.get(p, []):
-            out.append(c)
-            todo.append(c)
-    return out
-
-
-
-
-def wait_gone(pids, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        left = [p for p in pids if alive(p)]
-        if not left:
-            return []
-        time.sleep(0.05)
-    return [p for p in pids if alive(p)]
-
-
-def http_get(port, path="/"):
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
-        s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
-        data = b""
-        while True:
-            b = s.recv(65536)
-            if not b:
-                break
-            data += b
-    head, _, body = data.partition(b"\r\n\r\n")
-    return int(head.split()[1]), body.decode()
-
-
-def online(hub, n, app=None, timeout=10.0):
-    """Waits for an interval with n online workers (of app); returns it."""
-    return hub.wait_for(lambda iv: sum(1 for w in hub.workers(iv, app) if w["state"] == "online") == n,
-                        timeout=timeout, what=f"{n} online workers")
 
 
 # ---- starting and restarting ---------------------------------------------------
@@ -152,9 +47,7 @@ def test_worker_environment_and_fd3(run_hub, logdir):
     iv = online(h, 2, "envapp")
     for w in h.workers(iv, "envapp"):
         path = f"{out}.{w['id']}.{w['pid']}"
-        deadline = time.monotonic() + 5
-        while not os.path.exists(path) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_until(lambda: os.path.exists(path), 5, what=f"{path} written by worker {w['id']}")
         env = dict(l.split("=", 1) for l in open(path).read().splitlines() if "=" in l)
         assert env["DROVER_NAME"] == "envapp"
         assert env["DROVER_WORKER_ID"] == str(w["id"])
@@ -222,14 +115,13 @@ def test_log_burst_100k_lines_all_in_file_in_order(run_hub, logdir):
     h = run_hub(["-i", 1, "-n", "burst", "--no-echo"], ["sh", "-c", "seq 1 100000; exec sleep 60"])
     online(h, 1, "burst")
     path = os.path.join(logdir, "burst-0.out.log")
-    deadline = time.monotonic() + 20
-    lines = []
-    while time.monotonic() < deadline:
+
+    def all_lines():
         with open(path) as f:
             lines = f.read().split("\n")
-        if len(lines) > 100000:
-            break
-        time.sleep(0.1)
+        return lines if len(lines) > 100000 else None
+    lines = wait_until(all_lines, 20, interval=0.1, what=f"100000 lines in {path}",
+                       diag=lambda: f"{open(path).read().count(chr(10))} lines so far")
     assert lines[-1] == ""
     assert lines[:-1] == [str(i) for i in range(1, 100001)]
 
@@ -250,16 +142,18 @@ def test_stderr_echo_and_partial_last_line(run_hub, logdir):
 def test_no_worker_or_grandchild_survives_the_hub(run_hub, sig):
     h = run_hub(["-i", 2, "-n", "tree", "--kill-timeout", 1000], ["sh", "-c", "sleep 300 & sleep 300 & wait"])
     online(h, 2, "tree")
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
+
+    def tree():
         below = descendants(h.pid)
         sleeps = [p for p in below if open(f"/proc/{p}/cmdline").read().startswith("sleep")]
-        if len(sleeps) >= 4:
-            break
-        time.sleep(0.05)
+        return (below, sleeps) if len(sleeps) >= 4 else None
+    below, sleeps = wait_until(tree, 5, what="2 workers x 2 grandchildren",
+                               diag=lambda: f"below the hub: {descendants(h.pid)}")
     assert len(sleeps) >= 4, f"expected 2 workers x 2 grandchildren: {below}"
     os.kill(h.pid, sig)
-    left = wait_gone(below, timeout=5)
+    wait_until(lambda: not any(alive(p) for p in below), 5, what="every process below the hub to end",
+               diag=lambda: f"left behind after {sig.name}: {[p for p in below if alive(p)]}")
+    left = [p for p in below if alive(p)]
     assert not left, f"left behind after {sig.name}: {left}"
     if sig != signal.SIGKILL:
         assert h.proc.wait(timeout=5) == 0
@@ -381,7 +275,7 @@ while True:
 
 def test_attach_shows_children_and_the_masters_replacement(procs, sockdir):
     master = procs.spawn([sys.executable, "-c", MASTER])
-    argv = [DROVER, "attach", str(master.pid), "--headless", "--interval", str(IV_MS),
+    argv = [DROVER, "attach", str(master.pid), "--headless", "--interval", str(INTERVAL_MS),
             "--socket-dir", sockdir, "-n", "cluster"]
     h = RunHub(procs, sockdir, argv)
     iv = h.wait_for(lambda iv: len(h.workers(iv, "cluster")) == 3
@@ -431,13 +325,18 @@ def test_usr1_reopens_log_files(run_hub, logdir):
     h = run_hub(["-i", 1, "-n", "rot", "--no-echo"], ["sh", "-c", script])
     online(h, 1, "rot")
     path = os.path.join(logdir, "rot-0.out.log")
-    time.sleep(0.5)
+
+    def lines_in(p):
+        return open(p).read().count("\n") if os.path.exists(p) else 0
+    # some lines before the rename, and some more into the renamed file (the hub's
+    # descriptor still points there) before SIGUSR1
+    wait_until(lambda: lines_in(path) >= 10, 10, what=f"10 lines in {path}")
     os.rename(path, path + ".moved")          # what logrotate does
-    time.sleep(0.3)
+    n = lines_in(path + ".moved")
+    wait_until(lambda: lines_in(path + ".moved") >= n + 6, 10, what="lines written to the renamed file")
     os.kill(h.pid, signal.SIGUSR1)
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and not (os.path.exists(path) and os.path.getsize(path) > 0):
-        time.sleep(0.05)
+    wait_until(lambda: os.path.exists(path) and os.path.getsize(path) > 0, 5,
+               what="a new file after SIGUSR1")
     assert os.path.getsize(path) > 0, "no new file after SIGUSR1"
     old = open(path + ".moved").read().split("\n")[:-1]
     new = open(path).read().split("\n")[:-1]
@@ -453,6 +352,9 @@ def test_second_sigterm_while_stopping_kills_at_once_and_reaps(run_hub):
     iv = online(h, 2, "stubborn")
     pids = [w["pid"] for w in h.workers(iv, "stubborn")]
     os.kill(h.pid, signal.SIGTERM)
+    # the first SIGTERM taken: both workers stopping; then the hub must not end for a while
+    h.wait_for(lambda iv: [w["state"] for w in h.workers(iv, "stubborn")] == ["stopping"] * 2,
+               timeout=10, what="both workers stopping after the first SIGTERM")
     time.sleep(0.5)
     assert h.proc.poll() is None, "the hub must wait for its workers (kill-timeout 30 s)"
     t0 = time.monotonic()
@@ -467,13 +369,12 @@ def test_agent_log_lines_join_the_workers_output(run_hub, logdir):
     h = run_hub(["-i", 1, "-n", "talker", "--no-echo"], [WORKER, "--rate", 5])
     online(h, 1, "talker")
     path = os.path.join(logdir, "talker-0.out.log")
-    deadline = time.monotonic() + 5
-    text = ""
-    while time.monotonic() < deadline:
+
+    def logged():
         text = open(path).read() if os.path.exists(path) else ""
-        if "[info] " in text:
-            break
-        time.sleep(0.05)
+        return text if "[info] " in text else None
+    text = wait_until(logged, 5, what=f"an [info] line in {path}",
+                      diag=lambda: open(path).read() if os.path.exists(path) else "(no file)")
     # worker.c sends one drover_log("info", …) line at start
     assert re.search(r"^\[info\] \S.*$", text, re.M), text
     r = subprocess.run([DROVER, "logs", "talker:0", "-n", "50", "--socket-dir", h.sockdir],
