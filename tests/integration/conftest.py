@@ -658,3 +658,34 @@ def check_line_keys(iv_list):
             assert isinstance(line["ts"], (int, float)) and line["ts"] > 1.6e9, line
             if t == "worker":
                 assert line["state"] in STATES, line
+
+
+# A cluster master for attach tests: 3 children, each replaced when it exits.
+MASTER = r'''
+import ctypes, os, signal, sys, time
+kids = set()
+def fork():
+    pid = os.fork()
+    if pid == 0:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        ctypes.CDLL(None).prctl(1, 9)      # PR_SET_PDEATHSIG, SIGKILL: never outlive the master
+        while True:
+            time.sleep(1)
+    kids.add(pid)
+def on_term(sig, frame):
+    for k in kids:
+        os.kill(k, signal.SIGKILL)
+    os._exit(0)
+signal.signal(signal.SIGTERM, on_term)
+for _ in range(3):
+    fork()
+while True:
+    try:
+        pid, _ = os.wait()
+    except ChildProcessError:
+        time.sleep(0.1)
+        continue
+    kids.discard(pid)
+    time.sleep(0.1)
+    fork()
+'''

@@ -16,8 +16,7 @@ import time
 
 import pytest
 
-from conftest import DROVER
-from test_supervisor import RunHub, IV_MS, online
+from conftest import DROVER, INTERVAL_MS as IV_MS, RunHub, Sender, online, wait_until
 
 
 def start(procs, sockdir, logdir, run_args, cmd):
@@ -29,16 +28,6 @@ def start(procs, sockdir, logdir, run_args, cmd):
 def cli(sockdir, *args, timeout=10):
     return subprocess.run([DROVER, *map(str, args), "--socket-dir", sockdir],
                           capture_output=True, text=True, timeout=timeout)
-
-
-def wait_until(pred, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(0.05)
-    pytest.fail(f"timed out after {timeout}s waiting for {what}", pytrace=False)
 
 
 @pytest.fixture
@@ -90,7 +79,7 @@ def test_symlink_planted_as_log_file_is_not_followed(procs, sockdir, private_dir
     online(h, 1, "w")
     path = os.path.join(d, "w-0.out.log")
     wait_until(lambda: os.path.isfile(path) and not os.path.islink(path) and "secret-line" in open(path).read(),
-               10, "the line in a fresh regular w-0.out.log")
+               10, what="the line in a fresh regular w-0.out.log")
     assert open(target).read() == "untouched\n"
     aside = [n for n in os.listdir(d) if n.startswith("w-0.out.log.unsafe-")]
     assert len(aside) == 1 and os.readlink(os.path.join(d, aside[0])) == target
@@ -108,7 +97,7 @@ def test_symlink_planted_before_rotation_or_reopen_is_not_followed(procs, sockdi
     os.symlink(target, path)
     os.kill(h.pid, signal.SIGUSR1)
     wait_until(lambda: os.path.isfile(path) and not os.path.islink(path) and os.path.getsize(path) > 0,
-               10, "a fresh regular w-0.out.log after SIGUSR1")
+               10, what="a fresh regular w-0.out.log after SIGUSR1")
     assert open(target).read() == "untouched\n"
 
 
@@ -123,12 +112,12 @@ def test_fifo_planted_as_log_file_does_not_hang_the_hub(procs, sockdir, private_
     # Bounded: the hub must answer, not sit in open() forever.
     try:
         wait_until(lambda: os.path.exists(h.sock) and cli(sockdir, "ls", "--json", timeout=5).returncode == 0,
-                   10, "`drover ls` to answer")
+                   10, what="`drover ls` to answer")
     except subprocess.TimeoutExpired:
         pytest.fail("`drover ls` hung: the hub is blocked", pytrace=False)
     online(h, 1, "w")
     # The FIFO was moved aside and the lines go to a fresh regular file.
-    wait_until(lambda: os.path.isfile(fifo) and "through-fifo" in open(fifo).read(), 10, "the line in a fresh file")
+    wait_until(lambda: os.path.isfile(fifo) and "through-fifo" in open(fifo).read(), 10, what="the line in a fresh file")
     aside = [n for n in os.listdir(d) if n.startswith("w-0.out.log.unsafe-")]
     assert len(aside) == 1 and stat.S_ISFIFO(os.lstat(os.path.join(d, aside[0])).st_mode)
 
@@ -163,12 +152,12 @@ def test_scaled_away_workers_log_files_are_closed(procs, sockdir, private_dir):
         h.wait_for(lambda iv: len(h.workers(iv, "sc")) == 4 and
                    all(w["state"] == "online" for w in h.workers(iv, "sc")), what=f"round {rnd}: 4 online")
         # 4 workers: 8 log files at most, whatever ids they have now
-        wait_until(lambda: len(log_fds(h.pid, d)) <= 8, 5, f"round {rnd}: at most 8 log fds, "
+        wait_until(lambda: len(log_fds(h.pid, d)) <= 8, 5, what=f"round {rnd}: at most 8 log fds, "
                    f"have {log_fds(h.pid, d)}")
     assert cli(sockdir, "scale", "sc", 1).returncode == 0
     h.wait_for(lambda iv: len(h.workers(iv, "sc")) == 1, what="1 worker")
     only = wait_until(lambda: (lambda f: f if len(f) == 2 else None)(log_fds(h.pid, d)), 5,
-                      f"only the last worker's 2 log files open, have {log_fds(h.pid, d)}")
+                      what=f"only the last worker's 2 log files open, have {log_fds(h.pid, d)}")
     assert only == ["sc-0.err.log", "sc-0.out.log"]
     assert len(os.listdir(f"/proc/{h.pid}/fd")) <= base, "descriptors grew over the rounds"
 
@@ -204,7 +193,7 @@ def test_full_log_disk_pauses_workers_and_loses_no_line(procs, sockdir, private_
                            key=lambda x: -int(x.rsplit(".", 1)[1]) if x[-1].isdigit() else 0)
             text = "".join(open(os.path.join(d, x)).read() for x in names)
             return text.split("\n")
-        wait_until(lambda: len(lines()) > n, 60, f"{n} lines in {path}")
+        wait_until(lambda: len(lines()) > n, 60, what=f"{n} lines in {path}")
         got = lines()
         assert got[-1] == ""
         assert got[:-1] == want, "a line was lost, torn or reordered"
@@ -268,15 +257,15 @@ def test_300_never_reading_log_followers_cannot_grow_the_hub(procs, sockdir, tmp
     finally:
         for s in socks:
             s.close()
-    wait_until(lambda: _hub_rss_kib(h.pid) < 16 * 1024, 10, "hub RSS back under 16 MiB")
+    wait_until(lambda: _hub_rss_kib(h.pid) < 16 * 1024, 10, what="hub RSS back under 16 MiB")
 
 
 # ---- 4. integers are validated before narrowing ------------------------------------------
 
 def test_scale_by_int_max_is_refused_not_wrapped(procs, sockdir, private_dir):
     h = start(procs, sockdir, private_dir, ["-i", "2", "-n", "w", "--no-echo"], ["sleep", "60"])
-    wait_until(lambda: len([w for w in h.workers(h.next_interval(), "w") if w["state"] != "gone"]) == 2,
-               10, "2 workers")
+    wait_until(lambda: len([w for w in h.workers(h.next_interval(), "w") if w["state"] == "online"]) == 2,
+               10, what="2 workers")
     for req, err in (({"delta": 2147483647}, '"delta" must be an integer'), ({"n": 2 ** 32 + 1}, '"n" must be')):
         s = socket.socket(socket.AF_UNIX)
         s.settimeout(5)
@@ -299,7 +288,7 @@ def test_invalid_utf8_line_reaches_every_view(procs, sockdir, private_dir):
     script = "import sys, time\nsys.stdout.buffer.write(b'bad \\xff\\xfe byte\\n'); sys.stdout.flush()\ntime.sleep(60)"
     start(procs, sockdir, private_dir, ["-n", "u8", "--no-echo"], [sys.executable, "-c", script])
     r = wait_until(lambda: (lambda r: r if "bad" in r.stdout else None)(cli(sockdir, "logs", "u8")), 10,
-                   "the line in drover logs")
+                   what="the line in drover logs")
     assert "bad \ufffd\ufffd byte" in r.stdout, r.stdout
     with open(os.path.join(private_dir, "u8-0.out.log"), "rb") as f:
         assert b"bad \xff\xfe byte\n" in f.read()   # the file keeps the raw bytes
@@ -307,21 +296,17 @@ def test_invalid_utf8_line_reaches_every_view(procs, sockdir, private_dir):
 
 # ---- 8. terminal escapes from workers -----------------------------------------------------
 
-def test_escape_sequences_in_names_and_lines_never_reach_the_terminal(procs, sockdir, private_dir):
+def test_escape_sequences_in_names_and_lines_never_reach_the_terminal(procs, sockdir, private_dir, sender):
     script = ("import sys, time\nsys.stdout.write('\\x1b]0;PWNED\\x07 title\\n'); sys.stdout.flush()\n"
               "time.sleep(60)")
     start(procs, sockdir, private_dir, ["-n", "esc", "--no-echo"], [sys.executable, "-c", script])
     r = wait_until(lambda: (lambda r: r if "title" in r.stdout else None)(cli(sockdir, "logs", "esc")), 10,
-                   "the line in drover logs")
+                   what="the line in drover logs")
     assert "\x1b" not in r.stdout and "\x07" not in r.stdout, repr(r.stdout)
     assert "^[]0;PWNED^G title" in r.stdout, repr(r.stdout)
     # a reporter whose name carries ESC and a newline: ls prints one row, escaped
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    import msgpack
-    s.sendto(msgpack.packb({"v": 1, "t": "report", "pid": os.getpid(), "seq": 1, "ts": time.time(),
-                            "name": "ev\x1b[2Jil\nrow", "req": 1}), os.path.join(sockdir, "agent.sock"))
-    s.close()
+    sender.pack(Sender.report(seq=1, name="ev\x1b[2Jil\nrow", req=1))
     out = wait_until(lambda: (lambda r: r.stdout if "ev^[" in r.stdout else None)(cli(sockdir, "ls")), 10,
-                     "the reporter in drover ls")
+                     what="the reporter in drover ls")
     assert "\x1b" not in out, repr(out)
     assert "ev^[[2Jil^Jrow"[:10] in out

@@ -14,8 +14,7 @@ import time
 
 import pytest
 
-from conftest import DROVER, BUILD, require_binary, free_port, alive
-from test_supervisor import RunHub, IV_MS, MASTER
+from conftest import DROVER, BUILD, INTERVAL_MS as IV_MS, MASTER, RunHub, alive, require_binary
 
 WORKER = os.path.join(BUILD, "examples", "worker")
 
@@ -207,7 +206,7 @@ def ask(f, req):
     ({"cmd": 7}, 'missing "cmd"'),
 ])
 def test_bad_requests_are_refused_and_change_nothing(procs, sockdir, tmp_path, req, error):
-    h = run_hub(procs, sockdir, tmp_path)
+    run_hub(procs, sockdir, tmp_path)
     s, f = raw_session(sockdir)
     rep = ask(f, {**req, "id": 1})
     assert rep["ok"] is False and error in rep["error"], rep

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from conftest import (DROVER, HTTPD, INTERVAL_MS, WORKER, RunHub, alive, descendants, free_port,
+from conftest import (MASTER, DROVER, HTTPD, INTERVAL_MS, WORKER, RunHub, alive, descendants, free_port,
                       http_get, online, require_binary, run_argv, wait_until, wrk_during_reload)
 
 
@@ -243,34 +243,7 @@ def test_reload_whose_replacement_crashes_aborts(run_hub, logdir):
 
 # ---- attach --------------------------------------------------------------------
 
-MASTER = r'''
-import ctypes, os, signal, sys, time
-kids = set()
-def fork():
-    pid = os.fork()
-    if pid == 0:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        ctypes.CDLL(None).prctl(1, 9)      # PR_SET_PDEATHSIG, SIGKILL: never outlive the master
-        while True:
-            time.sleep(1)
-    kids.add(pid)
-def on_term(sig, frame):
-    for k in kids:
-        os.kill(k, signal.SIGKILL)
-    os._exit(0)
-signal.signal(signal.SIGTERM, on_term)
-for _ in range(3):
-    fork()
-while True:
-    try:
-        pid, _ = os.wait()
-    except ChildProcessError:
-        time.sleep(0.1)
-        continue
-    kids.discard(pid)
-    time.sleep(0.1)
-    fork()
-'''
+
 
 
 def test_attach_shows_children_and_the_masters_replacement(procs, sockdir):
