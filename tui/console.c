@@ -1,10 +1,10 @@
 /*
  * console.c — the interactive console: ncursesw on a libuv loop.
  *
- * The console is a pure view (DESIGN.md §2): everything it shows comes from
- * the hub's control socket through the asynchronous client (tui/client.h),
- * and every key that acts sends the same request as the matching CLI
- * subcommand (tui/commands.h). It never blocks: stdin is a uv_poll, the hub
+ * The console is a pure view: everything it shows comes from the hub's
+ * control socket through the asynchronous client (tui/client.h), and every
+ * key that acts sends the same request as the matching CLI subcommand
+ * (proto/control.h). It never blocks: stdin is a uv_poll, the hub
  * a client callback, signals uv_signal handles, and the screen is redrawn
  * from a dirty flag at most once per loop pass (and at most every
  * CONSOLE_FRAME_MS), never per message.
@@ -18,9 +18,9 @@
  */
 #include "console.h"
 
-#include "client.h"
-#include "columns.h"
-#include "commands.h"
+#include "proto/control.h"
+#include "tui/client.h"
+#include "tui/columns.h"
 
 #include <curses.h>
 #include <errno.h>
@@ -137,7 +137,7 @@ typedef struct console {
     char         filter_saved[CONSOLE_FILTER_MAX];
     console_focus focus;
     console_mode mode;
-    const command_entry *confirm_cmd;
+    const ctl_command *confirm_cmd;
     char         confirm_target[80];
     char         confirm_text[160];
 
@@ -339,10 +339,10 @@ static void console_logs_request(console *c)
 {
     if (!client_connected(c->cl))
         return;
-    json_t *req = json_pack("{s:s, s:i, s:b}", "cmd", "logs", "lines", CONSOLE_LOG_REQ, "follow", 1);
-    if (c->log_target[0])
-        json_object_set_new(req, "target", json_string(c->log_target));
-    c->logs_req = client_send(c->cl, req);
+    ctl_request r = ctl_request_make(CTL_LOGS, c->log_target);
+    r.lines = CONSOLE_LOG_REQ;
+    r.follow = true;
+    c->logs_req = client_send(c->cl, ctl_request_json(&r));
     c->logs_ready = false;
 }
 
@@ -676,7 +676,8 @@ static void console_cb_hello(void *ctx, const json_t *hello)
     snprintf(c->hub_mode, sizeof c->hub_mode, "%s", console_str(hello, "mode", "?"));
     c->hub_pid = console_int(hello, "hub_pid", 0);
     console_status(c, false, "connected to the hub (pid %ld, %s mode)", c->hub_pid, c->hub_mode);
-    c->sub_req = client_send(c->cl, json_pack("{s:s}", "cmd", "subscribe"));
+    ctl_request r = ctl_request_make(CTL_SUBSCRIBE, NULL);
+    c->sub_req = client_send(c->cl, ctl_request_json(&r));
     c->logs_req = -1;
     c->logs_ready = false;
 }
@@ -696,7 +697,10 @@ static void console_cb_message(void *ctx, const json_t *msg)
     } else if (strcmp(type, "reply") == 0) {
         console_on_reply(c, msg);
     } else if (strcmp(type, "event") == 0) {
-        console_status(c, false, "%s", console_str(msg, "text", ""));
+        /* views match events on their fields, never on the text; the text is
+         * the status line's (an event this version does not know included) */
+        ctl_event e;
+        console_status(c, false, "%s", ctl_event_parse(msg, &e) == 0 ? e.text : console_str(msg, "text", ""));
     } else if (strcmp(type, "error") == 0) {
         console_status(c, true, "hub: %s", console_str(msg, "error", "?"));
     }
@@ -1377,9 +1381,9 @@ static void console_draw_footer(console *c, int y, int w)
     hints[n++] = (console_hint){"?", "help"};
     hints[n++] = (console_hint){"q", "quit"};
     hints[n++] = (console_hint){c->utf8 ? "\u2191\u2193" : "j/k", "select"};
-    for (const command_entry *e = commands_table; e->name && n < 20; e++)
-        if (e->keys && e->keys[0])
-            hints[n++] = (console_hint){e->keys, e->name};
+    for (int i = 0; i < CTL_CMD_N && n < 20; i++)
+        if (ctl_commands[i].keys[0])
+            hints[n++] = (console_hint){ctl_commands[i].keys, ctl_commands[i].name};
     hints[n++] = (console_hint){"/", "filter"};
     hints[n++] = (console_hint){"s", "sort"};
     hints[n++] = (console_hint){"a", c->log_app ? "worker logs" : "app logs"};
@@ -1452,7 +1456,7 @@ static void console_draw_box(console *c, const char *title, const char *const *l
     }
 }
 
-/* The help overlay: every key, with the command keys and texts from commands_table. */
+/* The help overlay: every key, with the command keys and texts from ctl_commands. */
 static void console_draw_help(console *c)
 {
     static char buf[40][200];
@@ -1467,8 +1471,9 @@ static void console_draw_help(console *c)
     snprintf(buf[n++], sizeof buf[0], "%s\tlogs of the whole app / of the selected worker", "a");
     snprintf(buf[n++], sizeof buf[0], "%s\tfilter on app, app:id, pid or state (Enter keeps, Esc clears)", "/");
     snprintf(buf[n++], sizeof buf[0], "%s\tsort by the next column (now %s)", "s", columns_table[c->sort_col].title);
-    for (const command_entry *e = commands_table; e->name && n < 36; e++) {
-        if (!e->keys || !e->keys[0])
+    for (int i = 0; i < CTL_CMD_N && n < 36; i++) {
+        const ctl_command *e = &ctl_commands[i];
+        if (!e->keys[0])
             continue;
         snprintf(buf[n++], sizeof buf[0], "%s\t%s: %s%s", e->keys, e->name, e->help,
                  e->confirm ? " (asks y/n)" : "");
@@ -1596,7 +1601,8 @@ static void console_stop_hub(console *c)
         console_finish(c);
         return;
     }
-    c->stop_req = client_send(c->cl, commands_request(commands_find("stop"), NULL, -1));
+    ctl_request r = ctl_request_make(CTL_STOP, NULL);
+    c->stop_req = client_send(c->cl, ctl_request_json(&r));
     c->mode = MODE_STOPPING;
     console_status(c, false, "stopping the hub and its workers...");
     uv_timer_start(&c->stop_timer, console_on_stop_timeout, CONSOLE_STOP_WAIT_MS, 0);
@@ -1651,10 +1657,11 @@ static void console_quit_key(console *c)
 /* Keys                                                                     */
 /* ------------------------------------------------------------------------ */
 
-/* The command bound to a key in commands_table ("x F9", "+ -"), or NULL. */
-static const command_entry *console_command_for_key(int key, bool fkey)
+/* The command bound to a key in ctl_commands ("x F9", "+ -"), or NULL. */
+static const ctl_command *console_command_for_key(int key, bool fkey)
 {
-    for (const command_entry *e = commands_table; e->name; e++) {
+    for (int i = 0; i < CTL_CMD_N; i++) {
+        const ctl_command *e = &ctl_commands[i];
         const char *p = e->keys;
         while (p && *p) {
             while (*p == ' ')
@@ -1675,10 +1682,10 @@ static const command_entry *console_command_for_key(int key, bool fkey)
 
 /*
  * Runs the command bound to a key on the selection: a worker target for
- * per-worker commands (kill, restart), the app for app-wide ones (reload,
+ * commands that take APP:ID (kill, restart), the app for the others (reload,
  * scale ±1). Commands marked confirm ask y/n on screen first.
  */
-static void console_command(console *c, const command_entry *e, int key)
+static void console_command(console *c, const ctl_command *e, int key)
 {
     const console_worker *w = console_selected(c);
     if (!w) {
@@ -1690,30 +1697,27 @@ static void console_command(console *c, const command_entry *e, int key)
         return;
     }
     char target[80];
-    json_t *req;
-    if (e->args == CMD_ARG_TARGET_N) {
-        int delta = key == '-' ? -1 : 1;
-        req = commands_scale_by(w->app, delta);
+    if (e->target == CTL_TARGET_REQUIRED)
+        snprintf(target, sizeof target, "%.60s:%d", w->app, w->id);
+    else
         snprintf(target, sizeof target, "%.60s", w->app);
-    } else {
-        if (e->args == CMD_ARG_TARGET_OPT)
-            snprintf(target, sizeof target, "%.60s", w->app);
+    if (e->confirm) {
+        c->confirm_cmd = e;
+        snprintf(c->confirm_target, sizeof c->confirm_target, "%s", target);
+        if (strchr(target, ':') && w->pid > 0)
+            snprintf(c->confirm_text, sizeof c->confirm_text, "%s %s (pid %ld)? [y/n]", e->name, target, w->pid);
         else
-            snprintf(target, sizeof target, "%.60s:%d", w->app, w->id);
-        if (e->confirm) {
-            c->confirm_cmd = e;
-            snprintf(c->confirm_target, sizeof c->confirm_target, "%s", target);
-            if (strchr(target, ':') && w->pid > 0)
-                snprintf(c->confirm_text, sizeof c->confirm_text, "%s %s (pid %ld)? [y/n]", e->name, target, w->pid);
-            else
-                snprintf(c->confirm_text, sizeof c->confirm_text, "%s %s? [y/n]", e->name, target);
-            c->mode = MODE_CONFIRM;
-            c->dirty = true;
-            return;
-        }
-        req = commands_request(e, target, -1);
+            snprintf(c->confirm_text, sizeof c->confirm_text, "%s %s? [y/n]", e->name, target);
+        c->mode = MODE_CONFIRM;
+        c->dirty = true;
+        return;
     }
-    client_send(c->cl, req);
+    ctl_request r = ctl_request_make(e->cmd, target);
+    if (e->args & CTL_ARG_DELTA) {
+        r.has_delta = true;
+        r.delta = key == '-' ? -1 : 1;
+    }
+    client_send(c->cl, ctl_request_json(&r));
     console_status(c, false, "%s %s ...", e->name, target);
 }
 
@@ -1767,7 +1771,7 @@ static void console_key_normal(console *c, int key, bool fkey)
         default:
             break;
         }
-        const command_entry *e = console_command_for_key(key, true);
+        const ctl_command *e = console_command_for_key(key, true);
         if (e)
             console_command(c, e, key);
         return;
@@ -1829,7 +1833,7 @@ static void console_key_normal(console *c, int key, bool fkey)
     default:
         break;
     }
-    const command_entry *e = console_command_for_key(key, false);
+    const ctl_command *e = console_command_for_key(key, false);
     if (e)
         console_command(c, e, key);
 }
@@ -1862,7 +1866,8 @@ static void console_key(console *c, int key, bool fkey)
         c->dirty = true;
         if (!fkey && (key == 'y' || key == 'Y') && c->confirm_cmd) {
             if (client_connected(c->cl)) {
-                client_send(c->cl, commands_request(c->confirm_cmd, c->confirm_target, -1));
+                ctl_request r = ctl_request_make(c->confirm_cmd->cmd, c->confirm_target);
+                client_send(c->cl, ctl_request_json(&r));
                 console_status(c, false, "%s %s ...", c->confirm_cmd->name, c->confirm_target);
             } else {
                 console_status(c, true, "not connected to the hub: %s not sent", c->confirm_cmd->name);
