@@ -1,0 +1,290 @@
+/*
+ * test_console.c — the console's model and key table, without a terminal:
+ * hub messages applied, the selection kept across snapshots, the filter,
+ * the log ring, and keys turned into the same requests as the CLI's.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+#include <curses.h>
+#include <string.h>
+
+#include "proto/control.h"
+#include "tui/console_model.h"
+#include "tui/keys.h"
+
+/* A state message with workers web:0 (pid 100) and web:1 (pid 101), keys 10 and 11. */
+static json_t *state_msg(void)
+{
+    return json_pack("{s:s, s:[{s:I, s:s, s:i, s:i, s:s}, {s:I, s:s, s:i, s:i, s:s}],"
+                     " s:[{s:s, s:i, s:i}]}",
+                     "type", "state",
+                     "workers", "key", (json_int_t)10, "app", "web", "id", 0, "pid", 100, "state", "online",
+                     "key", (json_int_t)11, "app", "web", "id", 1, "pid", 101, "state", "online",
+                     "apps", "app", "web", "workers", 2, "online", 2);
+}
+
+/* A model connected to a hub, with the two workers of state_msg; the keys over it. */
+typedef struct {
+    console_model m;
+    keys_state    k;
+} fixture;
+
+static int setup(void **st)
+{
+    fixture *f = calloc(1, sizeof *f);
+    console_model_init(&f->m);
+    keys_init(&f->k, &f->m);
+    json_t *hello = json_pack("{s:s, s:s, s:s, s:i}", "type", "hello", "ns", "default", "mode", "run",
+                              "hub_pid", 42);
+    console_model_hello(&f->m, hello);
+    json_decref(hello);
+    json_t *s = state_msg();
+    console_model_apply(&f->m, s);
+    json_decref(s);
+    *st = f;
+    return 0;
+}
+
+static int teardown(void **st)
+{
+    fixture *f = *st;
+    json_decref(f->k.send);
+    console_model_free(&f->m);
+    free(f);
+    return 0;
+}
+
+/* Presses one character key. */
+static void press(fixture *f, int key)
+{
+    json_decref(f->k.send);
+    f->k.send = NULL;
+    keys_handle(&f->k, key, false);
+}
+
+/* The request the last key left to send, as compact JSON (static buffer). */
+static const char *sent(const fixture *f)
+{
+    static char buf[256];
+    char *s = f->k.send ? json_dumps(f->k.send, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+    snprintf(buf, sizeof buf, "%s", s ? s : "(none)");
+    free(s);
+    return buf;
+}
+
+static void test_snapshot_selects_the_first_worker(void **st)
+{
+    fixture *f = *st;
+    assert_int_equal(f->m.nw, 2);
+    assert_int_equal(f->m.nrows, 3);   /* the app's header and two workers */
+    console_worker *w = console_model_selected(&f->m);
+    assert_non_null(w);
+    assert_int_equal(w->id, 0);
+    assert_int_equal(w->pid, 100);
+    assert_true(console_model_connected(&f->m));
+    assert_string_equal(f->m.status, "connected to the hub (pid 42, run mode)");
+}
+
+static void test_selection_follows_app_id_across_snapshots(void **st)
+{
+    fixture *f = *st;
+    assert_true(console_model_select_move(&f->m, 1));
+    assert_int_equal(console_model_selected(&f->m)->id, 1);
+    /* a reload replaces web:1 by a row with a new key: the selection stays on web:1 */
+    json_t *s = state_msg();
+    json_t *w1 = json_array_get(json_object_get(s, "workers"), 1);
+    json_object_set_new(w1, "key", json_integer(12));
+    json_object_set_new(w1, "pid", json_integer(200));
+    console_model_apply(&f->m, s);
+    json_decref(s);
+    assert_int_equal(console_model_selected(&f->m)->pid, 200);
+    /* at the end of the list the selection stays */
+    assert_true(console_model_select_move(&f->m, 1));
+    assert_int_equal(console_model_selected(&f->m)->pid, 200);
+}
+
+static void test_history_grows_one_point_per_state(void **st)
+{
+    fixture *f = *st;
+    json_t *s = state_msg();
+    console_model_apply(&f->m, s);
+    json_decref(s);
+    float pts[CONSOLE_HIST];
+    assert_int_equal(console_model_hist_last(console_model_selected(&f->m)->h, CONSOLE_SER_CPU, 10, pts), 2);
+    assert_int_equal(console_model_hist_last(NULL, CONSOLE_SER_CPU, 10, pts), 0);
+}
+
+static void test_events_show_their_text(void **st)
+{
+    fixture *f = *st;
+    ctl_event e = ctl_event_make(CTL_EV_RELOAD, CTL_PHASE_PROGRESS, "web", -1, 0);
+    e.done = 1;
+    e.total = 2;
+    e.text = "reload web: 1/2 replaced";
+    json_t *msg = ctl_event_json(&e);
+    assert_int_equal(console_model_apply(&f->m, msg), -1);
+    json_decref(msg);
+    assert_string_equal(f->m.status, "reload web: 1/2 replaced");
+    assert_false(f->m.status_err);
+}
+
+static void test_logs_reply_then_pushed_lines(void **st)
+{
+    fixture *f = *st;
+    assert_int_equal(console_model_logs_retarget(&f->m, true), 0);
+    assert_string_equal(f->m.log_target, "web:0");
+    json_t *req = console_model_logs_request(&f->m);
+    char *s = json_dumps(req, JSON_COMPACT | JSON_SORT_KEYS);
+    assert_string_equal(s, "{\"cmd\":\"logs\",\"follow\":true,\"lines\":1000,\"target\":\"web:0\"}");
+    free(s);
+    json_decref(req);
+    f->m.logs_req = 5;
+    json_t *reply = json_pack("{s:s, s:i, s:b, s:[{s:s, s:i, s:s, s:s}]}", "type", "reply", "id", 5, "ok", 1,
+                              "lines", "app", "web", "id", 0, "stream", "err", "text", "boom");
+    console_model_apply(&f->m, reply);
+    json_decref(reply);
+    assert_true(f->m.logs_ready);
+    assert_int_equal(f->m.log_n, 1);
+    assert_true(f->m.log[0].err);
+    assert_string_equal(f->m.log[0].label, "web:0");
+    /* a line of another worker is not this pane's */
+    json_t *other = json_pack("{s:s, s:s, s:i, s:s}", "type", "log", "app", "web", "id", 1, "text", "x");
+    json_t *mine = json_pack("{s:s, s:s, s:i, s:s}", "type", "log", "app", "web", "id", 0, "text", "y");
+    console_model_apply(&f->m, other);
+    console_model_apply(&f->m, mine);
+    json_decref(other);
+    json_decref(mine);
+    assert_int_equal(f->m.log_n, 2);
+    assert_string_equal(f->m.log[1].text, "y");
+}
+
+static void test_keys_send_the_cli_requests(void **st)
+{
+    fixture *f = *st;
+    press(f, 'r');
+    assert_string_equal(sent(f), "{\"cmd\":\"restart\",\"target\":\"web:0\"}");
+    assert_string_equal(f->m.status, "restart web:0 ...");
+    press(f, 'R');
+    assert_string_equal(sent(f), "{\"cmd\":\"reload\",\"target\":\"web\"}");
+    press(f, '+');
+    assert_string_equal(sent(f), "{\"cmd\":\"scale\",\"delta\":1,\"target\":\"web\"}");
+    press(f, '-');
+    assert_string_equal(sent(f), "{\"cmd\":\"scale\",\"delta\":-1,\"target\":\"web\"}");
+    press(f, 'j');
+    assert_int_equal(f->k.logs_in_ms, CONSOLE_LOGS_DELAY_MS);   /* the logs follow once it rests */
+    press(f, 'r');
+    assert_string_equal(sent(f), "{\"cmd\":\"restart\",\"target\":\"web:1\"}");
+}
+
+static void test_kill_asks_first(void **st)
+{
+    fixture *f = *st;
+    press(f, 'x');
+    assert_int_equal(f->k.mode, KEYS_MODE_CONFIRM);
+    assert_string_equal(f->k.confirm_text, "kill web:0 (pid 100)? [y/n]");
+    assert_null(f->k.send);
+    press(f, 'n');
+    assert_int_equal(f->k.mode, KEYS_MODE_NORMAL);
+    assert_string_equal(f->m.status, "kill cancelled");
+    assert_null(f->k.send);
+    keys_handle(&f->k, KEY_F(9), true);
+    assert_int_equal(f->k.mode, KEYS_MODE_CONFIRM);
+    press(f, 'y');
+    assert_string_equal(sent(f), "{\"cmd\":\"kill\",\"target\":\"web:0\"}");
+}
+
+static void test_keys_without_a_hub_send_nothing(void **st)
+{
+    fixture *f = *st;
+    console_model_disconnected(&f->m);
+    press(f, 'r');
+    assert_null(f->k.send);
+    assert_string_equal(f->m.status, "not connected to the hub: restart not sent");
+    assert_true(f->m.status_err);
+}
+
+static void test_filter_narrows_and_esc_clears(void **st)
+{
+    fixture *f = *st;
+    press(f, '/');
+    assert_int_equal(f->k.mode, KEYS_MODE_FILTER);
+    for (const char *p = "web:1"; *p; p++)
+        press(f, *p);
+    assert_int_equal(f->m.nrows, 2);
+    assert_int_equal(console_model_selected(&f->m)->id, 1);
+    press(f, 127);   /* backspace */
+    assert_string_equal(f->m.filter, "web:");
+    assert_int_equal(f->m.nrows, 3);
+    press(f, 27);
+    assert_int_equal(f->k.mode, KEYS_MODE_NORMAL);
+    assert_string_equal(f->m.filter, "");
+}
+
+static void test_quit_keys(void **st)
+{
+    fixture *f = *st;
+    press(f, 'q');
+    assert_int_equal(f->k.quit, KEYS_QUIT_KEY);
+    f->k.mode = KEYS_MODE_QUIT;
+    press(f, 'n');
+    assert_int_equal(f->k.quit, KEYS_QUIT_LEAVE);
+    press(f, 'c');
+    assert_int_equal(f->k.quit, KEYS_QUIT_NONE);
+    assert_int_equal(f->k.mode, KEYS_MODE_NORMAL);
+    press(f, '?');
+    assert_int_equal(f->k.mode, KEYS_MODE_HELP);
+    keys_handle(&f->k, KEY_F(1), true);   /* any key closes the help */
+    assert_int_equal(f->k.mode, KEYS_MODE_NORMAL);
+}
+
+static void test_help_and_hints_come_from_the_table(void **st)
+{
+    fixture *f = *st;
+    char lines[40][200];
+    int n = keys_help(&f->k, false, lines, 40);
+    assert_true(n > 10);
+    assert_string_equal(lines[0], "Up/Down j/k\tselect a worker (logs pane focused: scroll a line)");
+    bool kill = false, sort = false;
+    for (int i = 0; i < n; i++) {
+        kill |= strncmp(lines[i], "x F9\tkill: ", 11) == 0 && strstr(lines[i], "(asks y/n)");
+        sort |= strcmp(lines[i], "s\tsort by the next column (now ID)") == 0;
+    }
+    assert_true(kill);
+    assert_true(sort);
+
+    keys_hint h[32];
+    n = keys_hints(&f->k, false, h, 32);
+    const char *want[][2] = {{"?", "help"}, {"q", "quit"}, {"j/k", "select"}, {"x F9", "kill"},
+                             {"r", "restart"}, {"R", "reload"}, {"+ -", "scale"}, {"/", "filter"},
+                             {"s", "sort"}, {"a", "app logs"}, {"f", "follow"}, {"Tab", "pane"}};
+    assert_int_equal(n, sizeof want / sizeof want[0]);
+    for (int i = 0; i < n; i++) {
+        assert_string_equal(h[i].key, want[i][0]);
+        assert_string_equal(h[i].text, want[i][1]);
+    }
+    press(f, 'a');
+    keys_hints(&f->k, true, h, 32);
+    assert_string_equal(h[2].key, "\u2191\u2193");
+    assert_string_equal(h[9].text, "worker logs");
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_snapshot_selects_the_first_worker, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_selection_follows_app_id_across_snapshots, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_history_grows_one_point_per_state, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_events_show_their_text, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_logs_reply_then_pushed_lines, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_keys_send_the_cli_requests, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_kill_asks_first, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_keys_without_a_hub_send_nothing, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_filter_narrows_and_esc_clears, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_quit_keys, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_help_and_hints_come_from_the_table, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,202 @@
+/*
+ * console_model.h — what the console knows, kept apart from how it is drawn
+ * (no ncurses here, no libuv): the hub's latest snapshot with one history
+ * ring per worker for the sparklines, the display rows (filtered, sorted,
+ * grouped by app) and the selection, the ring of log lines, the connection
+ * and the status line.
+ *
+ * Hub messages are applied here as they arrive (console_model_hello,
+ * console_model_apply, console_model_disconnected). The model never sends:
+ * it builds the requests (console_model_logs_request) and tells the caller
+ * when to send them (the delays returned by console_model_logs_retarget).
+ */
+#ifndef DROVER_TUI_CONSOLE_MODEL_H
+#define DROVER_TUI_CONSOLE_MODEL_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <time.h>
+
+#define CONSOLE_HIST          120    /* points per series: the hub's STATE_HISTORY */
+#define CONSOLE_LOG_MAX       2000   /* lines kept in the log pane */
+#define CONSOLE_LOG_REQ       1000   /* lines asked from the hub on (re)targeting */
+#define CONSOLE_LOG_LINE_MAX  1024   /* bytes kept of one log line */
+#define CONSOLE_LOGS_DELAY_MS 120    /* selection must rest this long before re-asking logs */
+#define CONSOLE_FILTER_MAX    64
+
+/* The series of the sparklines, in the order the detail pane shows them. */
+enum { CONSOLE_SER_CPU, CONSOLE_SER_MEM, CONSOLE_SER_RPS, CONSOLE_SER_LAG, CONSOLE_SER_N };
+
+/* The worker object's key for each series ("cpu_pct"…). */
+extern const char *const console_model_series_key[CONSOLE_SER_N];
+
+/* A worker's sparkline history: CONSOLE_SER_N rings of CONSOLE_HIST points (NAN = unknown). */
+typedef struct {
+    float    v[CONSOLE_SER_N][CONSOLE_HIST];
+    unsigned head;   /* next slot written */
+    unsigned n;      /* points held */
+} console_hist;
+
+/* One worker of the latest snapshot. */
+typedef struct {
+    json_int_t    key;
+    const json_t *obj;    /* borrowed from the model's snap */
+    const char   *app;    /* borrowed from obj */
+    const char   *state;  /* borrowed from obj */
+    int           id;
+    long          pid;
+    double        sortv;  /* the sort column's key, computed at rebuild */
+    console_hist *h;      /* owned */
+} console_worker;
+
+/* One display row of the list: an app header (w NULL) or a worker. */
+typedef struct {
+    console_worker *w;
+    const char     *app;
+    const json_t   *appobj;   /* the app's aggregate from the snapshot, or NULL */
+} console_row;
+
+/* One captured output line. */
+typedef struct {
+    double ts;
+    char  *text;          /* owned */
+    char   label[72];     /* "web:0" */
+    bool   err;
+} console_logline;
+
+typedef enum { CONSOLE_CONNECTING, CONSOLE_UP, CONSOLE_DOWN } console_conn;
+
+typedef struct {
+    /* connection */
+    console_conn conn;
+    char         ns[64], hub_mode[16];
+    long         hub_pid;
+    long         sub_req, logs_req;   /* ids of our subscribe and latest logs requests; -1 none */
+
+    /* the latest snapshot */
+    json_t          *snap;    /* the latest state message or subscribe reply */
+    console_worker  *w;       /* sorted by key */
+    size_t           nw;
+    console_row     *rows;
+    size_t           nrows, nrows_cap;
+    console_worker **view;    /* scratch for sorting */
+
+    /* selection, sort, filter */
+    long       sel;             /* row index, -1 = none */
+    json_int_t sel_key;
+    char       sel_app[64];
+    int        sel_id;
+    long       list_top;        /* first row shown (the list pane keeps the selection visible) */
+    int        sort_col;        /* index into columns_table */
+    char       filter[CONSOLE_FILTER_MAX];
+
+    /* logs */
+    console_logline log[CONSOLE_LOG_MAX];
+    size_t     log_head, log_n;   /* ring: oldest at log_head */
+    size_t     log_scroll;        /* lines above the bottom */
+    int        log_rows;          /* lines the pane showed at the last redraw */
+    bool       follow;
+    bool       log_app;           /* the a-toggle: the whole app's logs */
+    char       log_target[80];    /* what the pane shows / asked for ("" = all) */
+    bool       logs_ready;        /* the reply for log_target arrived */
+
+    /* status line */
+    char       status[320];
+    bool       status_err;
+    time_t     status_at;
+
+    bool       dirty;             /* something shown changed: the screen needs a redraw */
+} console_model;
+
+/* Sets m to an empty model: nothing selected, sorted by id, following the logs, dirty. */
+void console_model_init(console_model *m);
+
+/* Frees what m holds (the snapshot, the rows, the histories, the log lines). */
+void console_model_free(console_model *m);
+
+/* A number from obj[key]; NAN when absent or null. */
+double console_model_num(const json_t *obj, const char *key);
+
+/* An integer from obj[key]; dflt when absent, null or not a finite number. */
+long console_model_int(const json_t *obj, const char *key, long dflt);
+
+/* A string from obj[key] (borrowed); dflt when absent. */
+const char *console_model_str(const json_t *obj, const char *key, const char *dflt);
+
+/* Sets the status line (printf-style) and its time; err marks it as a failure. */
+__attribute__((format(printf, 3, 4)))
+void console_model_status(console_model *m, bool err, const char *fmt, ...);
+
+/* True while connected to a hub and past its hello. */
+bool console_model_connected(const console_model *m);
+
+/* The selected worker, or NULL. */
+console_worker *console_model_selected(const console_model *m);
+
+/*
+ * Copies the last k (at most) points of series s of h, oldest first, into
+ * out (room for k); returns how many. h NULL: none.
+ */
+unsigned console_model_hist_last(const console_hist *h, int s, unsigned k, float *out);
+
+/* ---- hub messages --------------------------------------------------------- */
+
+/* The hub said hello: note its namespace, mode and pid; the caller subscribes. */
+void console_model_hello(console_model *m, const json_t *hello);
+
+/* The connection ended: keep the last figures (the panes dim them); the caller says why. */
+void console_model_disconnected(console_model *m);
+
+/*
+ * Applies one message after the hello: a state snapshot, a log line, a reply
+ * to our subscribe or logs request (or to a command: its outcome goes to the
+ * status line), an event (its text to the status line) or an error. Returns
+ * the delay in ms after which the caller should send console_model_logs_request
+ * (the subscribe reply points the log pane at the selection), or -1.
+ */
+int console_model_apply(console_model *m, const json_t *msg);
+
+/* ---- selection, sort, filter ------------------------------------------------ */
+
+/*
+ * Rebuilds the display rows (filter, sort, group by app) from the workers,
+ * then finds the selection again. Once per snapshot or sort/filter change.
+ */
+void console_model_rebuild(console_model *m);
+
+/*
+ * Moves the selection by delta worker rows (skipping app headers), stopping
+ * at either end; false when there is no worker to select.
+ */
+bool console_model_select_move(console_model *m, int delta);
+
+/* Sorts by the next column that has a sort key; returns that column's title. */
+const char *console_model_sort_next(console_model *m);
+
+/* ---- logs --------------------------------------------------------------------- */
+
+/*
+ * Points the log pane at the selection ("app:id", the app when log_app, ""
+ * when nothing was ever selected). When the target changed (or force) the
+ * pane is emptied at once and the delay is returned after which the caller
+ * should ask the hub for the new target's lines: 0 when forced, else
+ * CONSOLE_LOGS_DELAY_MS, so holding j does not send one request per row.
+ * Returns -1 when nothing changed.
+ */
+int console_model_logs_retarget(console_model *m, bool force);
+
+/*
+ * The logs request for the pane's target (follow, with CONSOLE_LOG_REQ lines
+ * of history; a new one replaces the hub's follow target). New reference;
+ * the caller sends it and stores its id in logs_req.
+ */
+json_t *console_model_logs_request(console_model *m);
+
+/* Scrolls the log pane by delta lines (positive: older); at the bottom it follows again. */
+void console_model_log_scroll(console_model *m, long delta);
+
+/* A page of the log pane: its height at the last redraw, less one line of context. */
+int console_model_log_page(const console_model *m);
+
+#endif

@@ -1,0 +1,651 @@
+/*
+ * panes.c — the console's panes and their layout (see panes.h).
+ */
+#include "tui/panes.h"
+
+#include "tui/columns.h"
+#include "tui/console_model.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#define PANES_DETAIL_W  56    /* width of the side detail pane in the wide layout */
+#define PANES_WIDE_W    150   /* from this width the detail pane goes beside the list */
+#define PANES_COLS_MAX  32    /* list columns considered */
+
+/* What every pane draws from. */
+typedef struct {
+    keys_state     *k;
+    console_model  *m;
+    const draw_ctx *d;
+} panes_ctx;
+
+/* ---- helpers ------------------------------------------------------------------------ */
+
+/* Formats a number with decimals and a unit, or "-" when unknown. */
+static void panes_fmt(double v, int decimals, const char *unit, char *out, size_t cap)
+{
+    if (isnan(v))
+        snprintf(out, cap, "-");
+    else
+        snprintf(out, cap, "%.*f%s", decimals, v, unit);
+}
+
+/* The attribute for a worker state. */
+static attr_t panes_state_attr(const draw_ctx *d, const char *st)
+{
+    if (!strcmp(st, "online"))
+        return d->a_ok;
+    if (!strcmp(st, "starting") || !strcmp(st, "stopping"))
+        return d->a_warn;
+    if (!strcmp(st, "errored") || !strcmp(st, "backoff"))
+        return d->a_err;
+    return d->a_dim;
+}
+
+/* ---- header ---------------------------------------------------------------------------- */
+
+/* Writes the hub totals into seg (in order of importance); returns how many. */
+static int panes_totals(const console_model *m, char (*seg)[48])
+{
+    if (!m->snap)
+        return 0;
+    json_t *apps = json_object_get(m->snap, "apps");
+    double online = 0, total = 0, rps = NAN, cpu = NAN, mem = NAN;
+    for (size_t i = 0; i < json_array_size(apps); i++) {
+        json_t *a = json_array_get(apps, i);
+        double v;
+        online += isnan(v = console_model_num(a, "online")) ? 0 : v;
+        total += isnan(v = console_model_num(a, "workers")) ? 0 : v;
+        if (!isnan(v = console_model_num(a, "req_per_s")))
+            rps = (isnan(rps) ? 0 : rps) + v;
+        if (!isnan(v = console_model_num(a, "cpu_pct")))
+            cpu = (isnan(cpu) ? 0 : cpu) + v;
+        if (!isnan(v = console_model_num(a, "rss_bytes")))
+            mem = (isnan(mem) ? 0 : mem) + v;
+    }
+    char b[32];
+    int n = 0;
+    snprintf(seg[n++], sizeof seg[0], "%.0f/%.0f online", online, total);
+    panes_fmt(rps, 1, "", b, sizeof b);
+    snprintf(seg[n++], sizeof seg[0], "%s req/s", b);
+    panes_fmt(cpu, 1, "%", b, sizeof b);
+    snprintf(seg[n++], sizeof seg[0], "cpu %s", b);
+    columns_bytes(mem, b, sizeof b);
+    snprintf(seg[n++], sizeof seg[0], "mem %s", b);
+    panes_fmt(console_model_num(json_object_get(m->snap, "hub"), "dropped_total"), 0, "", b, sizeof b);
+    snprintf(seg[n++], sizeof seg[0], "%s dropped", b);
+    return n;
+}
+
+/* The header: title, hub totals, connection state. */
+static void panes_header(const panes_ctx *p, const char *title, int y, int w)
+{
+    const console_model *m = p->m;
+    const draw_ctx *d = p->d;
+    draw_fill(y, 0, w, d->a_header);
+    char t[128];
+    if (title)
+        snprintf(t, sizeof t, "%s", title);
+    else
+        snprintf(t, sizeof t, "drover \u2014 %s", m->ns[0] ? m->ns : "default");
+
+    const char *conn = m->conn == CONSOLE_UP ? (m->snap ? "connected" : "connected, loading...")
+                     : m->conn == CONSOLE_DOWN ? "disconnected, retrying" : "connecting...";
+    attr_t conn_a = m->conn == CONSOLE_UP ? d->a_header : (d->a_header | A_BOLD | A_BLINK);
+    int right = w - 1 - (int)strlen(conn);
+    if (right < 0)
+        right = 0;
+
+    char seg[6][48];
+    int nseg = panes_totals(m, seg);
+    /* "connected" is the normal case: it gives way to the figures on a
+     * narrow terminal, while any other state takes precedence over them */
+    bool up = m->conn == CONSOLE_UP && m->snap;
+    int limit = up ? w - 1 : right - 1;
+    int x = 1;
+    x += draw_put(d, y, x, limit - x, t, d->a_header | A_BOLD);
+    for (int i = 0; i < nseg; i++) {
+        int len = (int)strlen(seg[i]);
+        if (x + 2 + len > limit)
+            break;   /* the rest does not fit: drop it whole rather than cut a figure */
+        x += 2;
+        x += draw_put(d, y, x, len, seg[i], d->a_header);
+    }
+    if (!up || x + 2 <= right)
+        draw_put(d, y, right, w - right, conn, conn_a);
+}
+
+/* ---- worker list ----------------------------------------------------------------------- */
+
+/* Column names dropped first when the list is narrow (the app is in the group header). */
+static const char *const panes_drop_order[] = {"errors", "restarts", "lag", "uptime", "rps", "mem", NULL};
+
+/* Chooses the list columns that fit in w cells; returns how many (indices in out), their width in *used. */
+static int panes_list_columns(int w, int *out, int *used)
+{
+    bool drop[PANES_COLS_MAX] = {false};
+    for (int d = -1;; d++) {
+        if (d >= 0) {
+            if (!panes_drop_order[d])
+                break;
+            for (int i = 0; columns_table[i].name && i < PANES_COLS_MAX; i++)
+                if (!strcmp(columns_table[i].name, panes_drop_order[d]))
+                    drop[i] = true;
+        }
+        int n = 0, width = 2;
+        for (int i = 0; columns_table[i].name && i < PANES_COLS_MAX; i++) {
+            if (drop[i] || !strcmp(columns_table[i].name, "app"))
+                continue;
+            out[n++] = i;
+            width += columns_table[i].width + 1;
+        }
+        *used = width;
+        if (width <= w)
+            return n;
+    }
+    int n = 0;
+    for (int i = 0; columns_table[i].name && i < PANES_COLS_MAX; i++)
+        if (!drop[i] && strcmp(columns_table[i].name, "app"))
+            out[n++] = i;
+    return n;
+}
+
+/* Writes one cell padded to the column's width and alignment into a line buffer; returns the new end. */
+static int panes_cell(char *line, size_t cap, int at, const column *col, const char *text)
+{
+    int len = (int)strlen(text);
+    if (len > col->width)
+        len = col->width;   /* cells are ASCII: formatter output */
+    int pad = col->width - len;
+    if (at + col->width + 2 >= (int)cap)
+        return at;
+    if (col->right) {
+        memset(line + at, ' ', (size_t)pad);
+        memcpy(line + at + pad, text, (size_t)len);
+    } else {
+        memcpy(line + at, text, (size_t)len);
+        memset(line + at + len, ' ', (size_t)pad);
+    }
+    at += col->width;
+    line[at++] = ' ';
+    line[at] = '\0';
+    return at;
+}
+
+/* The layout of the list: its columns, and the CPU bar when there is room. */
+typedef struct {
+    int cols[PANES_COLS_MAX];
+    int ncol, used;     /* columns, and the cells they take */
+    int bar_w;          /* 0: no bar */
+} panes_list_layout;
+
+/* The list's title row: column titles (the sort column marked), the bar's, the filter. */
+static void panes_list_title(const panes_ctx *p, const panes_list_layout *l, int y, int x, int w)
+{
+    const draw_ctx *d = p->d;
+    attr_t ta = p->k->focus == KEYS_FOCUS_LIST ? d->a_bar_focus : d->a_bar;
+    draw_fill(y, x, w, ta);
+    char line[512] = "  ";
+    int at = 2;
+    for (int i = 0; i < l->ncol; i++)
+        at = panes_cell(line, sizeof line, at, &columns_table[l->cols[i]], columns_table[l->cols[i]].title);
+    draw_put(d, y, x, w, line, ta);
+    at = x + 2;
+    for (int i = 0; i < l->ncol; i++) {
+        const column *col = &columns_table[l->cols[i]];
+        if (l->cols[i] == p->m->sort_col) {
+            int tl = (int)strlen(col->title);
+            int tx = col->right ? at + col->width - tl : at;
+            draw_put(d, y, tx, tl, col->title, ta | A_UNDERLINE | A_BOLD);
+            if (tl < col->width)
+                draw_put(d, y, col->right ? tx - 1 : tx + tl, 1, d->utf8 ? "\u25BC" : "v", ta | A_BOLD);
+        }
+        at += col->width + 1;
+    }
+    if (l->bar_w)
+        draw_put(d, y, x + l->used, l->bar_w, "CPU", ta);
+    if (p->m->filter[0] || p->k->mode == KEYS_MODE_FILTER) {
+        char f[96];
+        snprintf(f, sizeof f, " filter: %s ", p->m->filter);
+        int fl = (int)strlen(f);
+        if (fl < w / 2)
+            draw_put(d, y, x + w - fl, fl, f, ta | A_BOLD);
+    }
+}
+
+/* Scrolls the list so the selection shows in rows_h rows, with its app header when it is the first of its group. */
+static void panes_list_scroll(console_model *m, int rows_h)
+{
+    if (m->sel >= 0) {
+        long want_top = m->sel > 0 && !m->rows[m->sel - 1].w ? m->sel - 1 : m->sel;
+        if (want_top < m->list_top)
+            m->list_top = want_top;
+        if (m->sel >= m->list_top + rows_h)
+            m->list_top = m->sel - rows_h + 1;
+    }
+    if (m->list_top > (long)m->nrows - rows_h)
+        m->list_top = (long)m->nrows - rows_h;
+    if (m->list_top < 0)
+        m->list_top = 0;
+}
+
+/* An app's group header: its name and totals. */
+static void panes_list_app(const panes_ctx *p, const console_row *row, int y, int x, int w)
+{
+    char hd[256], b1[32], b2[32], b3[32];
+    const json_t *a = row->appobj;
+    panes_fmt(console_model_num(a, "req_per_s"), 1, "", b1, sizeof b1);
+    panes_fmt(console_model_num(a, "cpu_pct"), 1, "%", b2, sizeof b2);
+    columns_bytes(console_model_num(a, "rss_bytes"), b3, sizeof b3);
+    snprintf(hd, sizeof hd, "%.60s   %.0f/%.0f online   %s req/s   cpu %s   mem %s", row->app,
+             console_model_num(a, "online"), console_model_num(a, "workers"), b1, b2, b3);
+    draw_put(p->d, y, x, w, hd, p->d->a_app);
+}
+
+/* A worker's row: the selection marker, its cells, its state coloured, its CPU bar. */
+static void panes_list_worker(const panes_ctx *p, const panes_list_layout *l, const console_worker *wk,
+                              bool selected, int y, int x, int w)
+{
+    const draw_ctx *d = p->d;
+    char line[512];
+    int at = 2;
+    line[0] = selected ? '>' : ' ';
+    line[1] = ' ';
+    line[2] = '\0';
+    int state_at = -1, state_w = 0;
+    for (int i = 0; i < l->ncol; i++) {
+        const column *col = &columns_table[l->cols[i]];
+        char cell[64];
+        col->format(wk->obj, cell, sizeof cell);
+        if (!strcmp(col->name, "state")) {
+            state_at = at;
+            state_w = col->width;
+        }
+        at = panes_cell(line, sizeof line, at, col, cell);
+    }
+    /* figures from a hub we lost are stale: dim them until it answers again */
+    attr_t base = selected ? d->a_sel : p->m->conn == CONSOLE_UP ? A_NORMAL : d->a_dim;
+    if (selected)
+        draw_fill(y, x, w, d->a_sel);
+    draw_put(d, y, x, w, line, base);
+    if (!selected && state_at >= 0)
+        draw_put(d, y, x + state_at, state_w, wk->state, panes_state_attr(d, wk->state));
+    if (l->bar_w)
+        draw_bar(d, y, x + l->used, l->bar_w, console_model_num(wk->obj, "cpu_pct"));
+}
+
+/* The worker list: column titles, then app headers and worker rows that fit. */
+static void panes_list(const panes_ctx *p, int y, int x, int w, int h)
+{
+    if (h < 2 || w < 10)
+        return;
+    console_model *m = p->m;
+    panes_list_layout l;
+    l.ncol = panes_list_columns(w, l.cols, &l.used);
+    l.bar_w = w - l.used >= 12 ? (w - l.used - 1 > 22 ? 22 : w - l.used - 1) : 0;
+    panes_list_title(p, &l, y, x, w);
+
+    int rows_h = h - 1;
+    if (m->nrows == 0) {
+        draw_put(p->d, y + 1, x + 2, w - 2,
+                 m->conn != CONSOLE_UP ? "(waiting for the hub)"
+                 : m->filter[0] ? "(no worker matches the filter)" : "(no workers)", p->d->a_dim);
+        return;
+    }
+    panes_list_scroll(m, rows_h);
+    for (int r = 0; r < rows_h && m->list_top + r < (long)m->nrows; r++) {
+        long ri = m->list_top + r;
+        const console_row *row = &m->rows[ri];
+        if (row->w)
+            panes_list_worker(p, &l, row->w, ri == m->sel, y + 1 + r, x, w);
+        else
+            panes_list_app(p, row, y + 1 + r, x, w);
+    }
+}
+
+/* ---- detail ----------------------------------------------------------------------------- */
+
+/* One sparkline with its label and current value, in w cells. */
+static void panes_series(const panes_ctx *p, int y, int x, int w, const console_worker *wk, int s)
+{
+    static const char *const label[CONSOLE_SER_N] = {"CPU", "MEM", "REQ/S", "LAG99"};
+    static const double floor_max[CONSOLE_SER_N] = {1.0, 1024.0 * 1024, 1.0, 1.0};
+    const draw_ctx *d = p->d;
+    char val[32];
+    double v = console_model_num(wk->obj, console_model_series_key[s]);
+    if (s == CONSOLE_SER_MEM)
+        columns_bytes(v, val, sizeof val);
+    else
+        panes_fmt(v, 1, s == CONSOLE_SER_CPU ? "%" : s == CONSOLE_SER_LAG ? "ms" : "", val, sizeof val);
+    draw_put(d, y, x, 6, label[s], A_BOLD);
+    int vw = 8;
+    int sw = w - 6 - vw - 1;
+    if (sw > CONSOLE_HIST)
+        sw = CONSOLE_HIST;
+    if (sw > 0) {
+        float pts[CONSOLE_HIST];
+        unsigned n = console_model_hist_last(wk->h, s, (unsigned)sw, pts);
+        draw_spark(d, y, x + 6, sw, pts, n, floor_max[s], s == CONSOLE_SER_MEM);
+    }
+    draw_put(d, y, x + 6 + sw + 1, vw, val, A_NORMAL);
+}
+
+/* Writes "k v  k v" of the worker's custom metrics into out. */
+static void panes_metrics_text(const console_worker *wk, char *out, size_t cap)
+{
+    const char *k;
+    json_t *v;
+    size_t o = 0;
+    out[0] = '\0';
+    json_object_foreach(json_object_get(wk->obj, "metrics"), k, v) {
+        if (o + 8 >= cap)
+            break;
+        int n = json_is_number(v) ? snprintf(out + o, cap - o, "%s%s %g", o ? "  " : "", k, json_number_value(v))
+                                  : snprintf(out + o, cap - o, "%s%s -", o ? "  " : "", k);
+        if (n < 0 || (size_t)n >= cap - o)
+            break;
+        o += (size_t)n;
+    }
+}
+
+/* The texts of the detail pane: the identity's rest, the latency line. */
+typedef struct {
+    char more[160];   /* up, restarts, last exit, agent, ready */
+    char lat[256];    /* latency, inflight, errors */
+} panes_detail_text;
+
+/* Fills t for worker wk. */
+static void panes_detail_texts(const console_worker *wk, panes_detail_text *t)
+{
+    char up[16];
+    columns_duration(console_model_num(wk->obj, "uptime_s"), up, sizeof up);
+    snprintf(t->more, sizeof t->more, "up %s  restarts %.0f  last exit %s  agent %s  ready %s", up,
+             console_model_num(wk->obj, "restarts"), console_model_str(wk->obj, "last_exit", "-"),
+             json_is_true(json_object_get(wk->obj, "agent")) ? "yes" : "no",
+             json_is_true(json_object_get(wk->obj, "ready")) ? "yes" : "no");
+    char b1[24], b2[24], b3[24], b4[24];
+    panes_fmt(console_model_num(wk->obj, "lat_p50_ms"), 1, "ms", b1, sizeof b1);
+    panes_fmt(console_model_num(wk->obj, "lat_p99_ms"), 1, "ms", b2, sizeof b2);
+    panes_fmt(console_model_num(wk->obj, "inflight"), 0, "", b3, sizeof b3);
+    panes_fmt(console_model_num(wk->obj, "err_total"), 0, "", b4, sizeof b4);
+    snprintf(t->lat, sizeof t->lat, "latency p50 %s p99 %s  inflight %s  errors %s", b1, b2, b3, b4);
+}
+
+/* The tall detail below its title: the rest of the identity, one series per line, latency, metrics. */
+static void panes_detail_tall(const panes_ctx *p, const console_worker *wk, const panes_detail_text *t,
+                              int y, int x, int w, int h)
+{
+    const draw_ctx *d = p->d;
+    draw_put(d, y + 1, x + 1, w - 2, t->more, A_NORMAL);
+    int yy = y + 2;
+    for (int s = 0; s < CONSOLE_SER_N && yy < y + h; s++, yy++)
+        panes_series(p, yy, x + 1, w - 2, wk, s);
+    if (yy < y + h)
+        draw_put(d, yy++, x + 1, w - 2, t->lat, A_NORMAL);
+    /* metrics one per line when there is room */
+    const char *k;
+    json_t *v;
+    json_object_foreach(json_object_get(wk->obj, "metrics"), k, v) {
+        if (yy >= y + h)
+            break;
+        char mline[160];
+        if (json_is_number(v))
+            snprintf(mline, sizeof mline, "%-20.60s %g", k, json_number_value(v));
+        else
+            snprintf(mline, sizeof mline, "%-20.60s -", k);
+        draw_put(d, yy++, x + 1, w - 2, mline, A_NORMAL);
+    }
+}
+
+/* The compact detail below its title: two series per line, then latency and metrics on one. */
+static void panes_detail_compact(const panes_ctx *p, const console_worker *wk, const panes_detail_text *t,
+                                 int y, int x, int w, int h)
+{
+    int half = (w - 2) / 2;
+    if (h >= 2) {
+        panes_series(p, y + 1, x + 1, half - 1, wk, CONSOLE_SER_CPU);
+        panes_series(p, y + 1, x + 1 + half, half - 1, wk, CONSOLE_SER_MEM);
+    }
+    if (h >= 3) {
+        panes_series(p, y + 2, x + 1, half - 1, wk, CONSOLE_SER_RPS);
+        panes_series(p, y + 2, x + 1 + half, half - 1, wk, CONSOLE_SER_LAG);
+    }
+    if (h >= 4) {
+        char met[512], both[800];
+        panes_metrics_text(wk, met, sizeof met);
+        snprintf(both, sizeof both, "%s%s%s", t->lat, met[0] ? "   metrics: " : "", met);
+        draw_put(p->d, y + 3, x + 1, w - 2, both, A_NORMAL);
+    }
+}
+
+/* The detail pane of the selected worker: identity, sparklines, latency, metrics. */
+static void panes_detail(const panes_ctx *p, int y, int x, int w, int h)
+{
+    if (h <= 0 || w < 20)
+        return;
+    const draw_ctx *d = p->d;
+    const console_worker *wk = console_model_selected(p->m);
+    draw_fill(y, x, w, d->a_bar);
+    if (!wk) {
+        draw_put(d, y, x + 1, w - 1, "no worker selected", d->a_bar);
+        return;
+    }
+    panes_detail_text t;
+    panes_detail_texts(wk, &t);
+    char pid[24] = "-";
+    if (wk->pid > 0)
+        snprintf(pid, sizeof pid, "%ld", wk->pid);
+    bool tall = h >= 8;
+    char title[256];
+    snprintf(title, sizeof title, "%.60s:%d  pid %s  %s%s%s", wk->app, wk->id, pid, wk->state, tall ? "" : "  ",
+             tall ? "" : t.more);
+    draw_put(d, y, x + 1, w - 1, title, d->a_bar | A_BOLD);
+    if (tall)
+        panes_detail_tall(p, wk, &t, y, x, w, h);
+    else
+        panes_detail_compact(p, wk, &t, y, x, w, h);
+}
+
+/* ---- logs ------------------------------------------------------------------------------------ */
+
+/* The log pane's title: what it shows, and whether it follows. */
+static void panes_logs_title(const panes_ctx *p, int y, int x, int w, attr_t ta)
+{
+    const console_model *m = p->m;
+    const char *mark = p->k->focus == KEYS_FOCUS_LOGS ? ">" : " ";
+    const char *what = m->log_target[0] ? m->log_target : "every app";
+    const char *kind = !m->log_target[0] ? "" : m->log_app ? " (app)" : " (worker)";
+    char t[256];
+    if (!m->logs_ready && m->conn == CONSOLE_UP)
+        snprintf(t, sizeof t, "%s logs %s%s   loading...", mark, what, kind);
+    else if (m->follow && m->log_scroll == 0)
+        snprintf(t, sizeof t, "%s logs %s%s   following   (a: %s, f: pause)", mark, what, kind,
+                 m->log_app ? "this worker" : "whole app");
+    else
+        snprintf(t, sizeof t, "%s logs %s%s   paused, %zu lines up   (End: follow)", mark, what, kind,
+                 m->log_scroll);
+    draw_put(p->d, y, x, w, t, ta);
+}
+
+/* One log line at row y: its time when wide enough, its worker when several are shown, its text. */
+static void panes_log_line(const panes_ctx *p, const console_logline *l, int y, int x, int w, bool stamp,
+                           bool label)
+{
+    const draw_ctx *d = p->d;
+    int xx = x;
+    if (stamp) {
+        char ts[16] = "--:--:--";
+        if (!isnan(l->ts)) {
+            time_t tt = (time_t)l->ts;
+            struct tm tm;
+            if (localtime_r(&tt, &tm))
+                strftime(ts, sizeof ts, "%H:%M:%S", &tm);
+        }
+        xx += draw_put(d, y, xx, 9, ts, d->a_dim) + 1;
+    }
+    if (label) {
+        char lb[80];
+        snprintf(lb, sizeof lb, "[%s%s]", l->label, l->err ? "!" : "");
+        xx += draw_put(d, y, xx, x + w - xx, lb, d->a_dim) + 1;
+    }
+    draw_put(d, y, xx, x + w - xx, l->text, l->err ? d->a_stderr : A_NORMAL);
+}
+
+/* The log pane: a title bar, then the newest lines that fit (or a scrolled-back page). */
+static void panes_logs(const panes_ctx *p, int y, int x, int w, int h)
+{
+    if (h < 2)
+        return;
+    console_model *m = p->m;
+    attr_t ta = p->k->focus == KEYS_FOCUS_LOGS ? p->d->a_bar_focus : p->d->a_bar;
+    draw_fill(y, x, w, ta);
+    int rows_h = h - 1;
+    m->log_rows = rows_h;
+    size_t max_scroll = m->log_n > (size_t)rows_h ? m->log_n - (size_t)rows_h : 0;
+    if (m->log_scroll > max_scroll)
+        m->log_scroll = max_scroll;
+    panes_logs_title(p, y, x, w, ta);
+
+    size_t shown = m->log_n - m->log_scroll < (size_t)rows_h ? m->log_n - m->log_scroll : (size_t)rows_h;
+    size_t first = m->log_n - m->log_scroll - shown;   /* index from the oldest */
+    bool label = !m->log_target[0] || m->log_app;
+    bool stamp = w >= 60;
+    for (size_t i = 0; i < shown; i++)
+        panes_log_line(p, &m->log[(m->log_head + first + i) % CONSOLE_LOG_MAX], y + 1 + (int)i, x, w, stamp,
+                       label);
+}
+
+/* ---- status line, footer, overlays ---------------------------------------------------------- */
+
+/* The status line: the latest command outcome or event, with its time. */
+static void panes_status(const panes_ctx *p, int y, int w)
+{
+    const console_model *m = p->m;
+    const draw_ctx *d = p->d;
+    if (!m->status[0])
+        return;
+    char ts[16] = "";
+    struct tm tm;
+    if (localtime_r(&m->status_at, &tm))
+        strftime(ts, sizeof ts, "%H:%M:%S", &tm);
+    int x = draw_put(d, y, 1, 9, ts, d->a_dim) + 2;
+    draw_put(d, y, x, w - x - 1, m->status, m->status_err ? d->a_err | A_BOLD : A_BOLD);
+}
+
+/* The footer: the prompt of the current mode, or the key hints that fit, most important first. */
+static void panes_footer(const panes_ctx *p, int y, int w)
+{
+    const draw_ctx *d = p->d;
+    w -= 1;   /* never write the bottom-right cell: some terminals scroll */
+    if (p->k->mode == KEYS_MODE_FILTER) {
+        char f[160];
+        snprintf(f, sizeof f, "filter: %s_   (Enter keeps it, Esc clears it)", p->m->filter);
+        draw_put(d, y, 0, w, f, d->a_key);
+        return;
+    }
+    if (p->k->mode == KEYS_MODE_CONFIRM) {
+        draw_put(d, y, 0, w, p->k->confirm_text, d->a_key | A_BOLD);
+        return;
+    }
+    if (p->k->mode == KEYS_MODE_STOPPING) {
+        draw_put(d, y, 0, w, "stopping the hub and its workers... (q: stop waiting)", d->a_key | A_BOLD);
+        return;
+    }
+    keys_hint hints[32];
+    int n = keys_hints(p->k, d->utf8, hints, 32);
+    int x = 0;
+    for (int i = 0; i < n; i++) {
+        int kl = draw_width(d, hints[i].key), ll = (int)strlen(hints[i].text);
+        if (x + kl + ll + 1 > w)
+            break;
+        x += draw_put(d, y, x, kl, hints[i].key, d->a_key) + 1;
+        x += draw_put(d, y, x, ll, hints[i].text, A_NORMAL) + 2;
+    }
+}
+
+/* The help overlay: every key of the normal mode, from the key table. */
+static void panes_help(const panes_ctx *p)
+{
+    char buf[40][200];
+    const char *lines[40];
+    int n = keys_help(p->k, p->d->utf8, buf, 40);
+    for (int i = 0; i < n; i++)
+        lines[i] = buf[i];
+    draw_box(p->d, " keys ", lines, n);
+}
+
+/* Over the panes: the help overlay, the quit question or the confirmation, by mode. */
+static void panes_overlay(const panes_ctx *p)
+{
+    if (p->k->mode == KEYS_MODE_HELP) {
+        panes_help(p);
+    } else if (p->k->mode == KEYS_MODE_QUIT) {
+        const char *l[] = {"Stop the workers and the hub?", "", "[y]es / [n]o, leave it running / [c]ancel"};
+        draw_box(p->d, " quit ", l, 3);
+    } else if (p->k->mode == KEYS_MODE_CONFIRM) {
+        const char *l[] = {p->k->confirm_text};
+        draw_box(p->d, " confirm ", l, 1);
+    }
+}
+
+/* ---- layout ----------------------------------------------------------------------------------- */
+
+/*
+ * The wide layout: the list and the detail side by side on top, as tall as
+ * either needs within 55 % of the body; the logs get the rest.
+ */
+static void panes_body_wide(const panes_ctx *p, int y, int h, int W)
+{
+    const console_worker *sw = console_model_selected(p->m);
+    int detail_need = 8 + (sw ? (int)json_object_size(json_object_get(sw->obj, "metrics")) : 0);
+    int top = (int)p->m->nrows + 1 > detail_need ? (int)p->m->nrows + 1 : detail_need;
+    if (top > h * 55 / 100)
+        top = h * 55 / 100;
+    int lw = W - PANES_DETAIL_W - 1;
+    panes_list(p, y, 0, lw, top);
+    draw_vline(p->d, y, lw, top);
+    panes_detail(p, y, lw + 1, PANES_DETAIL_W, top);
+    panes_logs(p, y + top, 0, W, h - top);
+}
+
+/* The narrow layout: list, detail and logs stacked; the list takes at most half of what the detail leaves. */
+static void panes_body_stacked(const panes_ctx *p, int y, int h, int W)
+{
+    int detail_h = h >= 16 ? 4 : 3;
+    int rest = h - detail_h;
+    int list_h = (int)p->m->nrows + 1;
+    int half = rest / 2;
+    if (list_h > half)
+        list_h = half;
+    if (list_h < 3)
+        list_h = 3;
+    panes_list(p, y, 0, W, list_h);
+    panes_detail(p, y + list_h, 0, W, detail_h);
+    panes_logs(p, y + list_h + detail_h, 0, W, rest - list_h);
+}
+
+/* See panes.h. */
+void panes_draw(keys_state *k, const draw_ctx *d, const char *title)
+{
+    panes_ctx p = {k, k->m, d};
+    erase();
+    int H = LINES, W = COLS;
+    if (H < 10 || W < 40) {
+        draw_put(d, 0, 0, W, "terminal too small", A_BOLD);
+        draw_put(d, 1, 0, W, "40x10 at least", A_NORMAL);
+        draw_put(d, 2, 0, W, "q quits", A_NORMAL);
+        return;
+    }
+    panes_header(&p, title, 0, W);
+    int body_h = H - 3;
+    if (W >= PANES_WIDE_W && body_h >= 18)
+        panes_body_wide(&p, 1, body_h, W);
+    else
+        panes_body_stacked(&p, 1, body_h, W);
+    panes_status(&p, H - 2, W);
+    panes_footer(&p, H - 1, W);
+    panes_overlay(&p);
+}
