@@ -27,7 +27,7 @@ endif
 
 WARN     := -Wall -Wextra -Wshadow -Wformat=2 -Werror
 CFLAGS   ?= -O2 -g
-CPPFLAGS += -D_GNU_SOURCE -DDROVER_VERSION=\"$(VERSION)\" -DDROVER_LIBDIR=\"$(PREFIX)/lib/drover\" -I. -Iproto -Iagent -Ihub
+CPPFLAGS += -D_GNU_SOURCE -DDROVER_VERSION=\"$(VERSION)\" -DDROVER_LIBDIR=\"$(PREFIX)/lib/drover\" -I.
 ALLCFLAGS = -std=c11 $(WARN) $(CFLAGS) $(SANFLAGS) -pthread -MMD -MP
 PC_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PC_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null)

@@ -2,7 +2,7 @@
  * hist.c — lock-free log-linear histogram (see hist.h for the bucket layout
  * and the error bound).
  */
-#include "hist.h"
+#include "agent/hist.h"
 
 #include <string.h>
 

@@ -29,9 +29,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "drover.h"
-#include "hist.h"
-#include "report.h"
+#include "agent/drover.h"
+#include "agent/hist.h"
+#include "proto/report.h"
 
 #define HOT_CALLS    20000000u   /* per measurement and thread */
 #define SEND_CALLS   200000u

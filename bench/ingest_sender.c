@@ -17,7 +17,7 @@
  * Built by the Makefile rule $(B)/bench/%: bench/%.c (linked with libdrover.a,
  * which carries proto/report.o). Exit status 0, or 2 on a usage error.
  */
-#include "report.h"
+#include "proto/report.h"
 
 #include <errno.h>
 #include <signal.h>

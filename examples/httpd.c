@@ -36,8 +36,8 @@
  * bytes in our receive queue never turn our close into a RST that could
  * destroy the response before the client reads it.
  */
-#include "drover.h"
-#include "drover_uv.h"
+#include "agent/drover.h"
+#include "agent/drover_uv.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -23,8 +23,8 @@
 #include <unistd.h>
 #include <uv.h>
 
-#include "drover.h"
-#include "drover_uv.h"
+#include "agent/drover.h"
+#include "agent/drover_uv.h"
 
 #define WORKER_TICK_MS        5      /* request generator period */
 #define WORKER_READY_AFTER_MS 200    /* simulated startup time */

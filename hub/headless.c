@@ -5,7 +5,7 @@
  * JSON null, never omitted. Prometheus text has no null: an unknown value is
  * simply not exported for that series.
  */
-#include "headless.h"
+#include "hub/headless.h"
 
 #include <jansson.h>
 #include <math.h>

@@ -10,7 +10,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-#include "headless.h"
+#include "hub/headless.h"
 
 typedef enum { HUB_MONIT, HUB_RUN, HUB_ATTACH } hub_mode;
 

@@ -7,8 +7,8 @@
  * record is written, tail after it has been consumed, so neither side ever
  * takes a lock or waits for the other.
  */
-#include "ingest.h"
-#include "report.h"
+#include "hub/ingest.h"
+#include "proto/report.h"
 
 #include <errno.h>
 #include <poll.h>

@@ -1,7 +1,7 @@
 /*
  * rate.c — per-second rates from cumulative counters.
  */
-#include "rate.h"
+#include "hub/rate.h"
 
 #include <math.h>
 

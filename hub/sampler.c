@@ -6,7 +6,7 @@
  * A process that vanished between two reads is normal: it is reported as not
  * alive, never as an error.
  */
-#include "sampler.h"
+#include "hub/sampler.h"
 
 #include <errno.h>
 #include <libproc2/pids.h>

@@ -9,7 +9,7 @@
 #include <sys/types.h>
 #include <uv.h>
 
-#include "state.h"
+#include "hub/state.h"
 
 typedef struct sampler sampler;
 

@@ -1,7 +1,7 @@
 /*
  * spawn.c — fork/exec of workers, and the guard process.
  */
-#include "spawn.h"
+#include "hub/spawn.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -7,8 +7,8 @@
  * added, marked gone or removed — events that happen at most a few times
  * per interval, while reports arrive many times per interval.
  */
-#include "state.h"
-#include "rate.h"
+#include "hub/state.h"
+#include "hub/rate.h"
 
 #include <math.h>
 #include <stdio.h>

@@ -13,8 +13,8 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-#include "report.h"
-#include "notify.h"
+#include "proto/report.h"
+#include "proto/notify.h"
 
 #define STATE_HISTORY 120      /* samples kept per series for sparklines */
 #define STATE_GONE_INTERVALS 3 /* a gone worker is shown this many intervals, then dropped */

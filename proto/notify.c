@@ -6,7 +6,7 @@
  * assignments (MAINPID=, ERRNO=, …), and refuse anything that is not text so
  * that binary garbage is counted as bad rather than read as an empty message.
  */
-#include "notify.h"
+#include "proto/notify.h"
 
 #include <string.h>
 

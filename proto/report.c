@@ -13,7 +13,7 @@
  * msgpack-c build objects; its allocation is then bounded by a small multiple
  * of the input size (≤ 8 KiB in, well under 1 MiB out).
  */
-#include "report.h"
+#include "proto/report.h"
 
 #include <limits.h>
 #include <msgpack.h>

@@ -1,7 +1,7 @@
 /*
  * columns.c — the worker columns shared by `drover ls` and the console.
  */
-#include "columns.h"
+#include "tui/columns.h"
 
 #include <math.h>
 #include <stdio.h>

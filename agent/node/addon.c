@@ -31,7 +31,7 @@
 
 #include <node_api.h>
 
-#include "drover.h"
+#include "agent/drover.h"
 
 #include <arpa/inet.h>
 #include <errno.h>

@@ -14,8 +14,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "notify.h"
-#include "report.h"
+#include "proto/notify.h"
+#include "proto/report.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

@@ -28,9 +28,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "drover.h"
-#include "drover_uv.h"
-#include "report.h"
+#include "agent/drover.h"
+#include "agent/drover_uv.h"
+#include "proto/report.h"
 
 #define WAIT_MS 3000     /* generous: sanitizer builds are slow */
 

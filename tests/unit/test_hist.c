@@ -12,7 +12,7 @@
 #include <stdbool.h>
 #include <stdlib.h>
 
-#include "hist.h"
+#include "agent/hist.h"
 
 /* The bound documented in hist.h: t <= reported < t * (1 + 1/16). */
 static void assert_within_bound(uint64_t reported, uint64_t truth)

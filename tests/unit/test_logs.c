@@ -26,7 +26,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "logs.h"
+#include "hub/logs.h"
 
 /* ---- the writer (runs in the re-executed child) ------------------------- */
 

@@ -21,8 +21,8 @@
 #include <string.h>
 #include <sys/resource.h>
 
-#include "notify.h"
-#include "report.h"
+#include "proto/notify.h"
+#include "proto/report.h"
 
 /* ======================================================================== */
 /* Allocation watch                                                         */

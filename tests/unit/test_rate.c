@@ -8,7 +8,7 @@
 #include <cmocka.h>
 #include <math.h>
 
-#include "rate.h"
+#include "hub/rate.h"
 
 static void test_rate_steady(void **st)
 {

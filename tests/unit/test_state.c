@@ -9,7 +9,7 @@
 #include <math.h>
 #include <string.h>
 
-#include "state.h"
+#include "hub/state.h"
 
 static report mk(uint32_t pid, uint64_t seq, uint64_t ts, uint64_t req)
 {
