@@ -9,7 +9,8 @@
  * past it the client is dropped), the bytes queued for all clients together
  * (CONTROL_TOTAL_MAX: past it the client furthest behind is dropped first),
  * and the number of clients (CONTROL_CLIENTS_MAX: a new one takes the place
- * of the client furthest behind, or of the oldest). Memory freed by a dropped
+ * of the listening client furthest behind, or of the oldest; a client
+ * waiting for a reply is never dropped for room). Memory freed by a dropped
  * client is given back to the system within an interval (malloc_trim), so a
  * burst of slow clients does not leave the hub large.
  */
@@ -77,16 +78,32 @@ static void control_on_written(uv_write_t *w, int status)
 }
 
 /*
- * The open client furthest behind (most bytes queued; among equals the
+ * True when cl may be dropped to make room: it only listens (subscribed,
+ * following, streaming) or has not said hello yet. A client that said hello
+ * and waits for the reply to its request (`drover ls`) is never dropped.
+ */
+static bool control_evictable(const client *cl)
+{
+    return !cl->closing && (cl->subscribed || cl->following || cl->streaming || !cl->hello);
+}
+
+/*
+ * The evictable client furthest behind (most bytes queued; among equals the
  * oldest, which is last in the list), other than spare; NULL when none.
  */
 static client *control_slowest(control *c, const client *spare)
 {
-    client *worst = NULL;
-    for (client *cl = c->clients; cl; cl = cl->next)
-        if (!cl->closing && cl != spare && (!worst || cl->queued >= worst->queued))
-            worst = cl;
-    return worst;
+    /* listeners first; a client that has not said hello yet only when none is left */
+    for (int pass = 0; pass < 2; pass++) {
+        client *worst = NULL;
+        for (client *cl = c->clients; cl; cl = cl->next)
+            if (cl != spare && control_evictable(cl) && (cl->hello || pass == 1) &&
+                (!worst || cl->queued >= worst->queued))
+                worst = cl;
+        if (worst)
+            return worst;
+    }
+    return NULL;
 }
 
 static void control_close_client(client *cl);
@@ -149,6 +166,8 @@ static void control_send_line(client *cl, char *line, size_t n)
     }
     while (c_total_over(cl->c, cost)) {
         client *worst = control_slowest(cl->c, NULL);
+        if (!worst)
+            worst = cl;   /* nobody else to drop: this message does not fit */
         bool self = worst == cl;
         control_close_client(worst);   /* the furthest behind goes first */
         if (self) {

@@ -64,8 +64,7 @@ static int cli_usage(const ctl_command *cmd, const char *fmt, ...)
     return 2;
 }
 
-/* Parses a decimal integer in [lo, hi]; false if s is not one. */
-static bool cli_long(const char *s, long lo, long hi, long *out)
+bool cli_long(const char *s, long lo, long hi, long *out)
 {
     char *end;
     errno = 0;

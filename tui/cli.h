@@ -6,6 +6,8 @@
 #ifndef DROVER_TUI_CLI_H
 #define DROVER_TUI_CLI_H
 
+#include <stdbool.h>
+
 #include "proto/control.h"
 
 /*
@@ -21,6 +23,9 @@ int cli_main(const ctl_command *cmd, int argc, char **argv);
  * no limit) have been printed. Returns the exit status.
  */
 int cli_stream(const char *ctl_path, ctl_format fmt, long count);
+
+/* Parses a decimal integer in [lo, hi] (what every numeric option takes); false if s is not one. */
+bool cli_long(const char *s, long lo, long hi, long *out);
 
 /* The options every hub-talking subcommand takes, for help texts. */
 extern const char cli_ns_options[];

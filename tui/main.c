@@ -146,18 +146,6 @@ static int usage_error(const char *fmt, ...)
     return 2;
 }
 
-/* Parses a decimal integer in [lo, hi]; returns false if s is not one. */
-static bool parse_long(const char *s, long lo, long hi, long *out)
-{
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < lo || v > hi)
-        return false;
-    *out = v;
-    return true;
-}
-
 /* Parses a size with an optional K/M/G (1024-based) suffix; false if invalid. */
 static bool parse_size(const char *s, uint64_t *out)
 {
@@ -253,12 +241,12 @@ static int parse_options(const char *cmd, int argc, char **argv, hub_options *o,
         switch (c) {
         case O_HEADLESS: *headless = true; break;
         case O_INTERVAL:
-            if (!parse_long(optarg, 50, 3600000, &v))
+            if (!cli_long(optarg, 50, 3600000, &v))
                 return usage_error("--interval takes milliseconds from 50 to 3600000, not '%s'", optarg);
             o->interval_ms = (unsigned)v;
             break;
         case O_COUNT:
-            if (!parse_long(optarg, 1, LONG_MAX, &v))
+            if (!cli_long(optarg, 1, LONG_MAX, &v))
                 return usage_error("--count takes a positive number, not '%s'", optarg);
             o->count = v;
             break;
@@ -284,7 +272,7 @@ static int parse_options(const char *cmd, int argc, char **argv, hub_options *o,
             if (strcmp(optarg, "max") == 0) {
                 long n = sysconf(_SC_NPROCESSORS_ONLN);
                 o->instances = n > 0 ? (int)n : 1;
-            } else if (parse_long(optarg, 1, 1024, &v)) {
+            } else if (cli_long(optarg, 1, 1024, &v)) {
                 o->instances = (int)v;
             } else {
                 return usage_error("-i takes a number of workers (1..1024) or 'max', not '%s'", optarg);
@@ -305,7 +293,7 @@ static int parse_options(const char *cmd, int argc, char **argv, hub_options *o,
         case O_KILL_TIMEOUT:
         case O_READY_TIMEOUT:
             ok = run || att;
-            if (ok && !parse_long(optarg, 1, 3600000, &v))
+            if (ok && !cli_long(optarg, 1, 3600000, &v))
                 return usage_error("%s takes milliseconds from 1 to 3600000, not '%s'",
                                    c == O_KILL_TIMEOUT ? "--kill-timeout" : "--ready-timeout", optarg);
             if (c == O_KILL_TIMEOUT)
@@ -469,7 +457,7 @@ static int cmd_attach(int argc, char **argv)
     long pid;
     if (optind >= argc)
         return usage_error("attach needs the pid of a cluster master: drover attach PID");
-    if (!parse_long(argv[optind], 2, INT_MAX, &pid))
+    if (!cli_long(argv[optind], 2, INT_MAX, &pid))
         return usage_error("attach takes a pid, not '%s'", argv[optind]);
     if (optind + 1 < argc)
         return usage_error("unexpected argument '%s' for attach", argv[optind + 1]);
