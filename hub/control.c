@@ -64,17 +64,20 @@ typedef struct {
     char      *data;
 } wreq;
 
-/* Called once per write, sent or cancelled (before the client's close callback). */
+/*
+ * Called once per write, sent or cancelled (before the client's close
+ * callback). A closing client's bytes already left the total when it was
+ * closed (control_close_client).
+ */
 static void control_on_written(uv_write_t *w, int status)
 {
     (void)status;   /* a failed write surfaces as a read error / EOF */
     wreq *r = (wreq *)w;
-    control *c = r->cl->c;
+    if (!r->cl->closing)
+        r->cl->c->queued -= r->len;
     r->cl->queued -= r->len;
-    c->queued -= r->len;
     free(r->data);
     free(r);
-    (void)c;
 }
 
 /*
@@ -114,9 +117,9 @@ static bool c_total_over(const control *c, size_t n)
     return c->queued > 0 && c->queued + n > CONTROL_TOTAL_MAX;
 }
 
-/* Sends obj as one line to cl and releases obj. */
 static void control_send_line(client *cl, char *line, size_t n);
 
+/* Sends obj as one line to cl and releases obj. */
 static void control_send(client *cl, json_t *obj)
 {
     if (cl->closing) {
@@ -216,6 +219,9 @@ static void control_close_client(client *cl)
     cl->closing = true;
     control *c = cl->c;
     c->nclients--;
+    /* Its queue leaves the total now, not when libuv cancels the writes on a
+     * later turn: a caller making room must see the room it made. */
+    c->queued -= cl->queued;
     /* once its writes are cancelled, give the pages back (glibc keeps them otherwise) */
     c->trim |= cl->queued > 256 * 1024;
     for (client **pp = &c->clients; *pp; pp = &(*pp)->next)

@@ -16,7 +16,7 @@
 #include "proto/control.h"
 
 #define CONTROL_QUEUE_MAX   (16 * 1024 * 1024) /* bytes queued for one client: further behind, it is dropped */
-#define CONTROL_TOTAL_MAX   (32 * 1024 * 1024) /* for all clients: past it, the slowest is dropped first */
+#define CONTROL_TOTAL_MAX   (16 * 1024 * 1024) /* for all clients: past it, the slowest is dropped first */
 #define CONTROL_CLIENTS_MAX 128                /* clients at once */
 
 /* What the control server asks of the hub (hub/commands.c answers). */
