@@ -689,3 +689,53 @@ while True:
     time.sleep(0.1)
     fork()
 '''
+
+
+# ---- the control socket, raw ---------------------------------------------------------------
+
+CTL_VERSION = 2   # proto/control.h CTL_VERSION
+
+
+class CtlSession:
+    """A raw connection to a hub's ctl.sock (PROTOCOL.md §4), past the hello."""
+
+    def __init__(self, sockdir, timeout=5.0):
+        self.s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.s.settimeout(timeout)
+        try:
+            self.s.connect(os.path.join(sockdir, "ctl.sock"))
+            self.f = self.s.makefile("rwb")
+            self.send({"hello": "drover", "version": CTL_VERSION})
+            self.hello = json.loads(self.f.readline())
+        except BaseException:
+            self.s.close()
+            raise
+        assert self.hello.get("type") == "hello", self.hello
+
+    def send(self, obj):
+        self.f.write(json.dumps(obj).encode() + b"\n")
+        self.f.flush()
+
+    def next(self):
+        """The next message; fails when the hub closed the connection."""
+        line = self.f.readline()
+        if not line:
+            raise AssertionError("the hub closed the connection")
+        return json.loads(line)
+
+    def ask(self, req):
+        """Sends req and returns the next reply (pushed messages before it are skipped)."""
+        self.send(req)
+        while True:
+            m = self.next()
+            if m.get("type") == "reply":
+                return m
+
+    def close(self):
+        self.s.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

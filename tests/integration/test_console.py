@@ -21,7 +21,7 @@ import uuid
 
 import pytest
 
-from conftest import (DROVER, WORKER, RunHub, alive, descendants, kill_survivors, require_binary,
+from conftest import (DROVER, CtlSession, WORKER, RunHub, alive, descendants, kill_survivors, require_binary,
                       run_argv, wait_until)
 
 TMUX = shutil.which("tmux")
@@ -36,27 +36,8 @@ pytestmark = pytest.mark.skipif(TMUX is None, reason="tmux is not installed (apt
 
 def ctl(sockdir, req, timeout=5.0):
     """One request on ctl.sock (hello first); returns the reply object."""
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.settimeout(timeout)
-    try:
-        s.connect(os.path.join(sockdir, "ctl.sock"))
-        f = s.makefile("rwb")
-        f.write(b'{"hello":"drover","version":2}\n')
-        f.flush()
-        hello = json.loads(f.readline())
-        assert hello.get("type") == "hello", hello
-        req = dict(req, id=7)
-        f.write(json.dumps(req).encode() + b"\n")
-        f.flush()
-        while True:
-            line = f.readline()
-            if not line:
-                raise AssertionError(f"the hub closed the connection before replying to {req}")
-            m = json.loads(line)
-            if m.get("type") == "reply" and m.get("id") == 7:
-                return m
-    finally:
-        s.close()
+    with CtlSession(sockdir, timeout) as c:
+        return c.ask(dict(req, id=7))
 
 
 def ls_json(sockdir):
@@ -94,18 +75,11 @@ def hub(procs, sockdir, logdir):
 
 def hub_pid(sockdir):
     """The pid a hub gives in its hello, or None when none answers."""
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.settimeout(3)
     try:
-        s.connect(os.path.join(sockdir, "ctl.sock"))
-        f = s.makefile("rwb")
-        f.write(b'{"hello":"drover","version":2}\n')
-        f.flush()
-        return json.loads(f.readline()).get("hub_pid")
-    except (OSError, ValueError):
+        with CtlSession(sockdir, 3) as c:
+            return c.hello.get("hub_pid")
+    except (OSError, ValueError, AssertionError):
         return None
-    finally:
-        s.close()
 
 
 @pytest.fixture

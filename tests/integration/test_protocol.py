@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from conftest import DROVER, BUILD, INTERVAL_MS as IV_MS, MASTER, RunHub, alive, require_binary
+from conftest import CTL_VERSION, DROVER, BUILD, INTERVAL_MS as IV_MS, MASTER, CtlSession, RunHub, alive, require_binary
 
 WORKER = os.path.join(BUILD, "examples", "worker")
 
@@ -170,26 +170,6 @@ def test_reload_ends_with_failure_when_the_hub_goes_away(procs, sockdir, tmp_pat
 
 # ---- requests are validated against the table --------------------------------------------
 
-def raw_session(sockdir):
-    s = socket.socket(socket.AF_UNIX)
-    s.settimeout(5)
-    s.connect(os.path.join(sockdir, "ctl.sock"))
-    f = s.makefile("rwb")
-    f.write(b'{"hello":"drover","version":2}\n')
-    f.flush()
-    assert json.loads(f.readline())["type"] == "hello"
-    return s, f
-
-
-def ask(f, req):
-    f.write(json.dumps(req).encode() + b"\n")
-    f.flush()
-    while True:
-        m = json.loads(f.readline())
-        if m["type"] == "reply":
-            return m
-
-
 @pytest.mark.parametrize("req,error", [
     ({"cmd": "scale", "target": "web", "delta": 2147483647}, '"delta" must be an integer from -1024 to 1024'),
     ({"cmd": "scale", "target": "web", "n": 2 ** 32 + 1}, '"n" must be an integer from 0 to 1024'),
@@ -207,13 +187,12 @@ def ask(f, req):
 ])
 def test_bad_requests_are_refused_and_change_nothing(procs, sockdir, tmp_path, req, error):
     run_hub(procs, sockdir, tmp_path)
-    s, f = raw_session(sockdir)
-    rep = ask(f, {**req, "id": 1})
-    assert rep["ok"] is False and error in rep["error"], rep
-    assert rep["id"] == 1
-    ls = ask(f, {"cmd": "ls", "id": 2})
-    assert len([w for w in ls["workers"] if w["state"] == "online"]) == 2
-    s.close()
+    with CtlSession(sockdir) as c:
+        rep = c.ask({**req, "id": 1})
+        assert rep["ok"] is False and error in rep["error"], rep
+        assert rep["id"] == 1
+        ls = c.ask({"cmd": "ls", "id": 2})
+        assert len([w for w in ls["workers"] if w["state"] == "online"]) == 2
 
 
 def test_a_non_object_first_line_is_refused_and_the_client_closed(procs, sockdir, tmp_path):
@@ -232,14 +211,13 @@ def test_a_non_object_first_line_is_refused_and_the_client_closed(procs, sockdir
 
 def test_events_are_structured(procs, sockdir, tmp_path):
     run_hub(procs, sockdir, tmp_path)
-    s, f = raw_session(sockdir)
-    ask(f, {"cmd": "subscribe", "id": 1})
-    f.write(b'{"cmd":"reload","target":"web","id":2}\n')
-    f.flush()
+    c = CtlSession(sockdir, timeout=20)
+    c.ask({"cmd": "subscribe", "id": 1})
+    c.send({"cmd": "reload", "target": "web", "id": 2})
     phases = []
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
-        m = json.loads(f.readline())
+        m = c.next()
         if m["type"] == "event" and m["event"] == "reload":
             assert m["app"] == "web" and isinstance(m["text"], str) and m["text"]
             assert m["total"] == 2
@@ -247,7 +225,7 @@ def test_events_are_structured(procs, sockdir, tmp_path):
             if m["phase"] in ("done", "aborted"):
                 break
     assert phases[0] == "started" and phases[-1] == "done" and "progress" in phases, phases
-    s.close()
+    c.close()
 
 
 # ---- the CLI tells the truth -----------------------------------------------------------
@@ -334,7 +312,7 @@ def test_cli_survives_a_hub_that_closes_early(sockdir):
     try:
         c, _ = srv.accept()
         c.recv(4096)
-        c.sendall(b'{"type":"hello","version":2,"hub_pid":1,"mode":"monit"}\n')
+        c.sendall(b'{"type":"hello","version":%d,"hub_pid":1,"mode":"monit"}\n' % CTL_VERSION)
         c.close()
         out, err = p.communicate(timeout=10)
     finally:
