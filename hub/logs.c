@@ -23,6 +23,7 @@
  */
 #include "hub/logs.h"
 #include "hub/paths.h"
+#include "proto/utf8.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -860,45 +861,14 @@ void logs_stream_line(logs_stream *st, logs_fd which, const char *s, size_t len)
 
 /* ---- views ------------------------------------------------------------ */
 
-/* Returns the length (2-4) of the valid UTF-8 sequence at s (rest bytes
- * available), or 0 if s[0] does not start one (RFC 3629 table 3-7). */
-static size_t logs_utf8_seq(const unsigned char *s, size_t rest)
-{
-    unsigned char c = s[0];
-    size_t n;
-    unsigned char lo = 0x80, hi = 0xbf;   /* range of the second byte */
-    if (c >= 0xc2 && c <= 0xdf)
-        n = 2;
-    else if (c >= 0xe0 && c <= 0xef) {
-        n = 3;
-        if (c == 0xe0)
-            lo = 0xa0;                    /* overlong */
-        else if (c == 0xed)
-            hi = 0x9f;                    /* surrogates */
-    } else if (c >= 0xf0 && c <= 0xf4) {
-        n = 4;
-        if (c == 0xf0)
-            lo = 0x90;                    /* overlong */
-        else if (c == 0xf4)
-            hi = 0x8f;                    /* above U+10FFFF */
-    } else {
-        return 0;
-    }
-    if (rest < n || s[1] < lo || s[1] > hi)
-        return 0;
-    for (size_t i = 2; i < n; i++)
-        if ((s[i] & 0xc0) != 0x80)
-            return 0;
-    return n;
-}
-
 size_t logs_line_utf8(const char *text, size_t len, char *out, size_t cap)
 {
     static const char repl[3] = {(char)0xef, (char)0xbf, (char)0xbd};
     const unsigned char *s = (const unsigned char *)text;
     size_t o = 0;
     for (size_t i = 0; i < len;) {
-        size_t n = s[i] < 0x80 ? 1 : logs_utf8_seq(s + i, len - i);
+        uint32_t cp;
+        size_t n = utf8_decode(s + i, len - i, &cp);
         const char *src = n ? text + i : repl;
         size_t w = n ? n : sizeof repl;
         if (cap - o < w)

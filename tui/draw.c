@@ -3,6 +3,8 @@
  */
 #include "tui/draw.h"
 
+#include "proto/utf8.h"
+
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -59,27 +61,6 @@ void draw_setup(draw_ctx *d)
     }
 }
 
-/* Decodes one UTF-8 character from s (n bytes left); returns its length, 0 if invalid. */
-static size_t draw_utf8(const unsigned char *s, size_t n, uint32_t *cp)
-{
-    if (s[0] < 0x80) {
-        *cp = s[0];
-        return 1;
-    }
-    size_t len = s[0] >= 0xF0 && s[0] < 0xF5 ? 4 : s[0] >= 0xE0 ? 3 : s[0] >= 0xC2 && s[0] < 0xE0 ? 2 : 0;
-    if (len == 0 || len > n)
-        return 0;
-    uint32_t v = s[0] & (0x7F >> len);
-    for (size_t i = 1; i < len; i++) {
-        if ((s[i] & 0xC0) != 0x80)
-            return 0;
-        v = (v << 6) | (s[i] & 0x3F);
-    }
-    if ((len == 3 && v < 0x800) || (len == 4 && (v < 0x10000 || v > 0x10FFFF)) || (v >= 0xD800 && v <= 0xDFFF))
-        return 0;
-    *cp = v;
-    return len;
-}
 
 /* An ASCII stand-in for a few characters our own texts use, or NULL. */
 static const char *draw_ascii_for(uint32_t cp)
@@ -110,7 +91,7 @@ static int draw_cells(const draw_ctx *d, const char *s, int w, wchar_t *buf, int
     size_t left = strlen(s);
     while (left && *cols < w && n < cap - 4) {
         uint32_t cp;
-        size_t len = draw_utf8(p, left, &cp);
+        size_t len = utf8_decode(p, left, &cp);
         if (len == 0) {
             cp = '?';
             len = 1;

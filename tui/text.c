@@ -3,40 +3,17 @@
  */
 #include "tui/text.h"
 
+#include "proto/utf8.h"
+
 #include <stdint.h>
 #include <string.h>
 
 size_t text_printable(const unsigned char *s, size_t n)
 {
-    unsigned char c = s[0];
-    if (c < 0x20 || c == 0x7f)
-        return 0;
-    if (c < 0x80)
-        return 1;
-    size_t len;
     uint32_t cp;
-    if (c >= 0xc2 && c <= 0xdf) {
-        len = 2;
-        cp = c & 0x1f;
-    } else if (c >= 0xe0 && c <= 0xef) {
-        len = 3;
-        cp = c & 0x0f;
-    } else if (c >= 0xf0 && c <= 0xf4) {
-        len = 4;
-        cp = c & 0x07;
-    } else {
-        return 0;
-    }
-    if (len > n)
-        return 0;
-    for (size_t i = 1; i < len; i++) {
-        if ((s[i] & 0xc0) != 0x80)
-            return 0;
-        cp = cp << 6 | (s[i] & 0x3f);
-    }
-    /* overlong forms, surrogates, beyond U+10FFFF, and the C1 controls */
-    if ((len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) || cp > 0x10ffff ||
-        (cp >= 0xd800 && cp <= 0xdfff) || (cp >= 0x80 && cp <= 0x9f))
+    size_t len = utf8_decode(s, n, &cp);
+    /* C0 controls, DEL and the C1 controls move cursors and retitle windows */
+    if (len == 0 || cp < 0x20 || (cp >= 0x7f && cp <= 0x9f))
         return 0;
     return len;
 }
