@@ -14,8 +14,6 @@
 #include <string.h>
 #include <time.h>
 
-#define COMMANDS_APPS_MAX 256
-
 ssize_t hub_commands_views(hub_commands *hc, double now)
 {
     size_t n = state_count(hc->st);
@@ -79,14 +77,8 @@ static json_t *commands_snapshot(void *ctx, bool with_history)
 /* True when the hub has an app named name (it may have no worker right now). */
 static bool commands_has_app(hub_commands *hc, const char *name, ssize_t nviews)
 {
-    if (hc->sv) {
-        const char *names[COMMANDS_APPS_MAX];
-        size_t n = supervise_apps(hc->sv, names, COMMANDS_APPS_MAX);
-        for (size_t i = 0; i < n && i < COMMANDS_APPS_MAX; i++)
-            if (strcmp(names[i], name) == 0)
-                return true;
-        return false;
-    }
+    if (hc->sv)
+        return supervise_has_app(hc->sv, name);
     if (hc->at)
         return strcmp(attach_app(hc->at), name) == 0;
     for (ssize_t i = 0; i < nviews; i++)
@@ -132,10 +124,14 @@ static void commands_reload_apps(hub_commands *hc, const ctl_request *r, json_t 
     if (r->target.app[0]) {
         json_array_append_new(apps, json_string(r->target.app));
     } else if (hc->sv) {
-        const char *names[COMMANDS_APPS_MAX];
-        size_t n = supervise_apps(hc->sv, names, COMMANDS_APPS_MAX);
-        for (size_t i = 0; i < n && i < COMMANDS_APPS_MAX; i++)
-            json_array_append_new(apps, json_string(names[i]));
+        size_t n = supervise_apps(hc->sv, NULL, 0);
+        const char **names = calloc(n ? n : 1, sizeof *names);
+        if (names) {
+            supervise_apps(hc->sv, names, n);
+            for (size_t i = 0; i < n; i++)
+                json_array_append_new(apps, json_string(names[i]));
+            free(names);
+        }
     } else if (hc->at) {
         json_array_append_new(apps, json_string(attach_app(hc->at)));
     }

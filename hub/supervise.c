@@ -1088,8 +1088,16 @@ void supervise_free(supervise *sv)
 size_t supervise_apps(const supervise *sv, const char **names, size_t cap)
 {
     size_t n = 0;
-    for (const app *a = sv->apps; a; a = a->next)
+    for (const app *a = sv->apps; a; a = a->next, n++)
         if (n < cap)
-            names[n++] = a->name;
+            names[n] = a->name;
     return n;
+}
+
+bool supervise_has_app(const supervise *sv, const char *name)
+{
+    for (const app *a = sv->apps; a; a = a->next)
+        if (strcmp(a->name, name) == 0)
+            return true;
+    return false;
 }

@@ -93,6 +93,9 @@ void supervise_hurry(supervise *sv);
 /* Fills names (up to cap) with the apps' names, in order; returns how many apps there are. */
 size_t supervise_apps(const supervise *sv, const char **names, size_t cap);
 
+/* True when the supervisor runs an app named name (it may have no worker now). */
+bool supervise_has_app(const supervise *sv, const char *name);
+
 /* Number of worker processes alive (started and not yet reaped). */
 size_t supervise_alive(const supervise *sv);
 
