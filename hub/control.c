@@ -10,9 +10,10 @@
  * (CONTROL_TOTAL_MAX: past it the client furthest behind is dropped first),
  * and the number of clients (CONTROL_CLIENTS_MAX: a new one takes the place
  * of the listening client furthest behind, or of the oldest; a client
- * waiting for a reply is never dropped for room). Memory freed by a dropped
- * client is given back to the system within an interval (malloc_trim), so a
- * burst of slow clients does not leave the hub large.
+ * waiting for a reply is never dropped for room). Once the queues that grew
+ * past 1 MiB have drained to a quarter, the freed memory is given back to
+ * the system (malloc_trim, at most once an interval), so a burst of slow
+ * clients does not leave the hub large.
  */
 #include "hub/control.h"
 
@@ -50,7 +51,7 @@ struct control {
     client     *clients;
     size_t      nclients;
     size_t      queued;         /* bytes queued for every client together */
-    bool        trim;           /* a client with a large queue was dropped: malloc_trim soon */
+    size_t      peak;           /* the most queued since memory was last handed back */
     char        path[108];
     ino_t       ino;
 };
@@ -195,6 +196,8 @@ static void control_send_line(client *cl, char *line, size_t n)
     }
     cl->queued += cost;
     cl->c->queued += cost;
+    if (cl->c->queued > cl->c->peak)
+        cl->c->peak = cl->c->queued;
 }
 
 /* Replies to request id with an error line. */
@@ -222,8 +225,6 @@ static void control_close_client(client *cl)
     /* Its queue leaves the total now, not when libuv cancels the writes on a
      * later turn: a caller making room must see the room it made. */
     c->queued -= cl->queued;
-    /* once its writes are cancelled, give the pages back (glibc keeps them otherwise) */
-    c->trim |= cl->queued > 256 * 1024;
     for (client **pp = &c->clients; *pp; pp = &(*pp)->next)
         if (*pp == cl) {
             *pp = cl->next;
@@ -477,9 +478,11 @@ static bool control_any(const control *c, bool (*want)(const client *cl, const v
 
 void control_publish_state(control *c)
 {
-    if (c->trim) {
-        c->trim = false;
+    /* Queues that grew large and drained (clients dropped or caught up) left
+     * the heap large: glibc keeps freed pages until asked to give them back. */
+    if (c->peak > 1024 * 1024 && c->queued < c->peak / 4) {
         malloc_trim(0);
+        c->peak = c->queued;
     }
     for (ctl_format f = CTL_FORMAT_NDJSON; f <= CTL_FORMAT_PROM; f++) {
         if (!control_any(c, control_wants_output, &f))

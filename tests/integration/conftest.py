@@ -68,6 +68,15 @@ WRAP = os.environ.get("DROVER_WRAP", "").split()
 VALGRIND_ERROR = 99
 
 
+def hub_asan(pid):
+    """True when the hub runs under AddressSanitizer (its RSS is then shadow memory)."""
+    try:
+        with open(f"/proc/{pid}/maps") as f:
+            return "asan" in f.read()
+    except OSError:
+        return False
+
+
 def wrap(argv):
     """argv of a hub, under DROVER_WRAP when set."""
     return WRAP + list(argv) if argv and argv[0] == DROVER else list(argv)

@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from conftest import CTL_VERSION, DROVER, INTERVAL_MS as IV_MS, CtlSession, RunHub, Sender, online, wait_until
+from conftest import CTL_VERSION, DROVER, WRAP, hub_asan, INTERVAL_MS as IV_MS, CtlSession, RunHub, Sender, online, wait_until
 
 
 def start(procs, sockdir, logdir, run_args, cmd):
@@ -248,12 +248,16 @@ def test_300_never_reading_log_followers_cannot_grow_the_hub(procs, sockdir, tmp
             slowest = max(slowest, _ls_ms(sockdir))
             time.sleep(0.2)
         print(f"hub RSS peak {peak / 1024:.1f} MiB, slowest ls {slowest:.0f} ms")
-        assert peak <= 64 * 1024, f"hub RSS reached {peak / 1024:.1f} MiB"
-        assert slowest < 500, f"ls took {slowest:.0f} ms"   # (the bench measures; this bounds)
+        # under ASan (quarantine, shadow) or valgrind the RSS is theirs, not the hub's
+        measurable = not hub_asan(h.pid) and not WRAP
+        assert peak <= 64 * 1024 or not measurable, f"hub RSS reached {peak / 1024:.1f} MiB"
+        limit = 500 if measurable else 2000   # ASan and valgrind slow the hub 2-4x
+        assert slowest < limit, f"ls took {slowest:.0f} ms"   # (a bound; the figure is in the note)
     finally:
         for s in socks:
             s.close()
-    wait_until(lambda: _hub_rss_kib(h.pid) < 16 * 1024, 20, what="hub RSS back under 16 MiB")
+    if measurable:
+        wait_until(lambda: _hub_rss_kib(h.pid) < 16 * 1024, 20, what="hub RSS back under 16 MiB")
 
 
 # ---- 4. integers are validated before narrowing ------------------------------------------

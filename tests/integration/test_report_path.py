@@ -21,21 +21,12 @@ import time
 import msgpack
 import pytest
 
-from conftest import (DROVER, INTERVAL, INTERVAL_MS, WORKER, WRAP, Sender, check_line_keys,
+from conftest import (DROVER, hub_asan, INTERVAL, INTERVAL_MS, WORKER, WRAP, Sender, check_line_keys,
                       require_binary, worker_env)
 
 
 def packb(o):
     return msgpack.packb(o, use_bin_type=True)
-
-
-def hub_asan(pid):
-    """True when the hub runs under AddressSanitizer (its RSS is then shadow memory)."""
-    try:
-        with open(f"/proc/{pid}/maps") as f:
-            return "asan" in f.read()
-    except OSError:
-        return False
 
 
 # ---- 1. three example workers ------------------------------------------------
