@@ -14,6 +14,13 @@
  * past 1 MiB have drained to a quarter, the freed memory is given back to
  * the system (malloc_trim, at most once an interval), so a burst of slow
  * clients does not leave the hub large.
+ *
+ * Time is bounded too: a log tail costs milliseconds (up to a million lines
+ * serialized), and a crowd of clients asking for one at once would make the
+ * loop turn that reads them all long, and `drover ls` wait behind it. Costly
+ * requests get CONTROL_TURN_BUDGET_MS of a loop turn; past it, a client's
+ * costly request (and whatever it sent after) waits for a later turn, its
+ * reading paused, in arrival order. Cheap requests never wait.
  */
 #include "hub/control.h"
 
@@ -40,6 +47,14 @@ typedef struct client {
     int         follow_id;      /* -1 = every worker */
     bool        closing;
     size_t      queued;         /* bytes written to libuv and not yet sent */
+    bool        deferred;       /* in the deferred queue, not reading */
+    char       *stash;          /* the request line put off (deferred) */
+    char       *held;           /* it and the bytes read after it, to feed later */
+    size_t      held_len;
+    struct client *dnext;       /* in the deferred queue */
+    char       *pend;           /* lines of this turn, written at its end as one */
+    size_t      pend_len, pend_cap;
+    size_t      pend_cost;      /* their share of queued */
 } client;
 
 struct control {
@@ -54,6 +69,12 @@ struct control {
     size_t      peak;           /* the most queued since memory was last handed back */
     char        path[108];
     ino_t       ino;
+    uv_prepare_t turn;          /* each loop turn: a new budget, deferred requests first */
+    uv_idle_t   wake;           /* active while requests wait: the loop must not block */
+    uv_check_t  polled;         /* after each poll: gathered lines are written */
+    uint64_t    spent_ns;       /* costly requests' time in this turn */
+    client     *dq, **dq_tail;  /* clients whose costly request waits for a turn */
+    int         handles;        /* open handles; c is freed when the last one closes */
 };
 
 /* ---- writing ------------------------------------------------------------ */
@@ -118,7 +139,7 @@ static bool c_total_over(const control *c, size_t n)
     return c->queued > 0 && c->queued + n > CONTROL_TOTAL_MAX;
 }
 
-static void control_send_line(client *cl, char *line, size_t n);
+static void control_send_line(client *cl, const char *line, size_t n);
 
 /* Sends obj as one line to cl and releases obj. */
 static void control_send(client *cl, json_t *obj)
@@ -131,12 +152,10 @@ static void control_send(client *cl, json_t *obj)
     char *line = ctl_line(obj, &n);
     if (line)
         control_send_line(cl, line, n);
+    free(line);
 }
 
-/*
- * Sends one message, serialized once, to every client want() accepts: a
- * copy of the line each (a memcpy, not a JSON dump per client).
- */
+/* Sends one message, serialized once, to every client want() accepts. */
 static void control_send_all(control *c, json_t *obj, bool (*want)(const client *cl, const void *arg),
                              const void *arg)
 {
@@ -148,23 +167,23 @@ static void control_send_all(control *c, json_t *obj, bool (*want)(const client 
             continue;
         if (!line && !(line = ctl_line(json_incref(obj), &n)))
             break;
-        char *copy = malloc(n + 1);
-        if (!copy)
-            break;
-        memcpy(copy, line, n + 1);
-        control_send_line(cl, copy, n);
+        control_send_line(cl, line, n);
     }
     free(line);
     json_decref(obj);
 }
 
-/* Queues line (n bytes, malloc'd, taken) for cl, within the per-client and total caps. */
-static void control_send_line(client *cl, char *line, size_t n)
+/*
+ * Queues a copy of line (n bytes) for cl, within the per-client and total
+ * caps. Lines of one loop turn are gathered and written as one at the
+ * turn's end (control_flush): a busy log followed by a hundred clients is a
+ * hundred writes a turn, not a hundred per line.
+ */
+static void control_send_line(client *cl, const char *line, size_t n)
 {
-    /* what the queue really costs: the line, its write request, two malloc headers */
+    /* what the queue really costs: the line and, at most, a write request with two malloc headers */
     size_t cost = n + sizeof(wreq) + 32;
     if (cl->queued + cost > CONTROL_QUEUE_MAX) {
-        free(line);
         control_close_client(cl);   /* it stopped reading: do not buffer forever */
         return;
     }
@@ -174,30 +193,62 @@ static void control_send_line(client *cl, char *line, size_t n)
             worst = cl;   /* nobody else to drop: this message does not fit */
         bool self = worst == cl;
         control_close_client(worst);   /* the furthest behind goes first */
-        if (self) {
-            free(line);
+        if (self)
+            return;
+    }
+    if (cl->pend_len + n > cl->pend_cap) {
+        size_t nc = cl->pend_cap ? cl->pend_cap : 4096;
+        while (nc < cl->pend_len + n)
+            nc *= 2;
+        char *nb = realloc(cl->pend, nc);
+        if (!nb) {
+            control_close_client(cl);
             return;
         }
+        cl->pend = nb;
+        cl->pend_cap = nc;
     }
-    wreq *r = malloc(sizeof *r);
-    if (!r) {
-        free(line);
-        return;
-    }
-    r->cl = cl;
-    r->len = cost;
-    r->data = line;
-    uv_buf_t b = uv_buf_init(line, (unsigned)n);
-    if (uv_write(&r->req, (uv_stream_t *)&cl->pipe, &b, 1, control_on_written) != 0) {
-        free(line);
-        free(r);
-        control_close_client(cl);
-        return;
-    }
+    memcpy(cl->pend + cl->pend_len, line, n);
+    cl->pend_len += n;
+    cl->pend_cost += cost;
     cl->queued += cost;
     cl->c->queued += cost;
     if (cl->c->queued > cl->c->peak)
         cl->c->peak = cl->c->queued;
+}
+
+/* Writes what cl gathered this turn, as one write. */
+static void control_flush(client *cl)
+{
+    if (!cl->pend_len)
+        return;
+    wreq *r = malloc(sizeof *r);
+    if (!r) {
+        control_close_client(cl);
+        return;
+    }
+    r->cl = cl;
+    r->len = cl->pend_cost;
+    r->data = cl->pend;
+    uv_buf_t b = uv_buf_init(cl->pend, (unsigned)cl->pend_len);
+    cl->pend = NULL;
+    cl->pend_len = cl->pend_cap = cl->pend_cost = 0;
+    if (uv_write(&r->req, (uv_stream_t *)&cl->pipe, &b, 1, control_on_written) != 0) {
+        cl->queued -= r->len;
+        cl->c->queued -= r->len;
+        free(r->data);
+        free(r);
+        control_close_client(cl);
+    }
+}
+
+/* Writes every client's gathered lines (before the loop polls, and after). */
+static void control_flush_all(control *c)
+{
+    for (client *cl = c->clients, *next; cl; cl = next) {
+        next = cl->next;
+        control_flush(cl);
+    }
 }
 
 /* Replies to request id with an error line. */
@@ -212,11 +263,17 @@ static void control_on_client_closed(uv_handle_t *h)
 {
     client *cl = h->data;
     ctl_framer_free(&cl->fr);
+    free(cl->stash);
+    free(cl->held);
+    free(cl->pend);
     free(cl);
 }
 
 static void control_close_client(client *cl)
 {
+    if (cl->closing)
+        return;
+    control_flush(cl);   /* a last error line goes out before the close, as it did unbatched */
     if (cl->closing)
         return;
     cl->closing = true;
@@ -230,6 +287,16 @@ static void control_close_client(client *cl)
             *pp = cl->next;
             break;
         }
+    if (cl->deferred) {
+        for (client **pp = &c->dq; *pp; pp = &(*pp)->dnext)
+            if (*pp == cl) {
+                *pp = cl->dnext;
+                if (!*pp)
+                    c->dq_tail = pp;
+                break;
+            }
+        cl->deferred = false;
+    }
     uv_close((uv_handle_t *)&cl->pipe, control_on_client_closed);
 }
 
@@ -268,8 +335,11 @@ static void control_refusal(unsigned kind, const ctl_command *cmd, char *msg, si
         snprintf(msg, cap, "a %s hub does not take '%s'", ctl_hub_name(kind), cmd->name);
 }
 
-/* Handles one request line from cl. */
-static void control_request(client *cl, const char *line, size_t len)
+/*
+ * Handles one request line from cl. Returns true when it was put off (a
+ * costly request past this turn's budget): the caller keeps the line.
+ */
+static bool control_request(client *cl, const char *line, size_t len)
 {
     control *c = cl->c;
     json_error_t jerr;
@@ -281,12 +351,12 @@ static void control_request(client *cl, const char *line, size_t len)
         control_reply_error(cl, NULL, msg);
         if (!cl->hello)
             control_close_client(cl);   /* a peer that cannot say hello is not a client */
-        return;
+        return false;
     }
     if (!cl->hello) {
         control_hello(cl, req);
         json_decref(req);
-        return;
+        return false;
     }
 
     json_t *id = json_object_get(req, "id");
@@ -296,13 +366,13 @@ static void control_request(client *cl, const char *line, size_t len)
         (r.target.app[0] && c->hooks.resolve(c->hooks.ctx, &r.target, msg, sizeof msg) != 0)) {
         control_reply_error(cl, id, msg);
         json_decref(req);
-        return;
+        return false;
     }
     if (!(r.cmd->hubs & c->kind) || (c->kind == CTL_HUB_MONIT && r.cmd->cmd == CTL_STOP && r.target.app[0])) {
         control_refusal(c->kind, r.cmd, msg, sizeof msg);
         control_reply_error(cl, id, msg);
         json_decref(req);
-        return;
+        return false;
     }
     json_t *reply = json_pack("{s:s, s:O?, s:b}", "type", "reply", "id", id, "ok", 1);
     switch (r.cmd->cmd) {
@@ -327,10 +397,17 @@ static void control_request(client *cl, const char *line, size_t len)
         control_send(cl, reply);
         break;
     case CTL_LOGS: {
+        if (r.lines > 0 && c->spent_ns >= CONTROL_TURN_BUDGET_MS * 1000000ull) {
+            json_decref(reply);
+            json_decref(req);
+            return true;
+        }
+        uint64_t t0 = uv_hrtime();
         json_t *arr = json_array();
         c->hooks.logs_tail(c->hooks.ctx, &r.target, (size_t)r.lines, arr);
         json_object_set_new(reply, "lines", arr);
         control_send(cl, reply);
+        c->spent_ns += uv_hrtime() - t0;
         if (r.follow) {
             cl->following = true;
             snprintf(cl->follow_app, sizeof cl->follow_app, "%s", r.target.app);
@@ -354,14 +431,67 @@ static void control_request(client *cl, const char *line, size_t len)
         break;
     }
     json_decref(req);
+    return false;
 }
 
-/* Framer callback: one request line. */
+/* Idle callback: nothing to do; while it is active the loop polls without blocking. */
+static void control_on_wake(uv_idle_t *h)
+{
+    (void)h;
+}
+
+static void control_on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
+static void control_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
+
+/* Framer callback: one request line; a line put off is stashed and stops the feed. */
 static bool control_on_line(void *ctx, char *line, size_t len)
 {
     client *cl = ctx;
-    control_request(cl, line, len);
+    if (control_request(cl, line, len)) {
+        cl->stash = strndup(line, len);
+        if (!cl->stash)
+            control_close_client(cl);
+        return false;
+    }
     return !cl->closing;
+}
+
+/*
+ * Feeds n bytes of cl's to the framer. When a request is put off, the client
+ * stops reading and joins the deferred queue, holding that line and the
+ * bytes after it (at most one read's worth) for a later turn.
+ */
+static void control_feed(client *cl, const char *data, size_t n)
+{
+    control *c = cl->c;
+    int rc = ctl_framer_feed(&cl->fr, data, n, control_on_line, cl);
+    if (rc < 0) {
+        control_send(cl, json_pack("{s:s, s:s}", "type", "error", "error", "request line too long"));
+        control_close_client(cl);
+        return;
+    }
+    if (rc == 0 || !cl->stash || cl->closing)
+        return;
+    size_t line = strlen(cl->stash), rest = n - cl->fr.used;
+    char *held = malloc(line + 1 + rest);
+    if (!held) {
+        control_close_client(cl);
+        return;
+    }
+    memcpy(held, cl->stash, line);
+    held[line] = '\n';
+    memcpy(held + line + 1, data + cl->fr.used, rest);
+    free(cl->stash);
+    cl->stash = NULL;
+    free(cl->held);   /* data may point into it: copied above */
+    cl->held = held;
+    cl->held_len = line + 1 + rest;
+    uv_read_stop((uv_stream_t *)&cl->pipe);
+    cl->deferred = true;
+    cl->dnext = NULL;
+    *c->dq_tail = cl;
+    c->dq_tail = &cl->dnext;
+    uv_idle_start(&c->wake, control_on_wake);
 }
 
 static void control_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
@@ -379,10 +509,40 @@ static void control_on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         control_close_client(cl);
         return;
     }
-    if (ctl_framer_feed(&cl->fr, buf->base, (size_t)nread, control_on_line, cl) < 0) {
-        control_send(cl, json_pack("{s:s, s:s}", "type", "error", "error", "request line too long"));
-        control_close_client(cl);
+    control_feed(cl, buf->base, (size_t)nread);
+}
+
+/*
+ * Each loop turn, before polling: a new budget, spent first on the clients
+ * whose requests were put off, in order (the first always runs).
+ */
+static void control_on_turn(uv_prepare_t *h)
+{
+    control *c = h->data;
+    c->spent_ns = 0;
+    while (c->dq && (c->spent_ns == 0 || c->spent_ns < CONTROL_TURN_BUDGET_MS * 1000000ull)) {
+        client *cl = c->dq;
+        c->dq = cl->dnext;
+        if (!c->dq)
+            c->dq_tail = &c->dq;
+        cl->deferred = false;
+        char *held = cl->held;
+        size_t n = cl->held_len;
+        cl->held = NULL;
+        control_feed(cl, held, n);
+        free(held);
+        if (!cl->deferred && !cl->closing)
+            uv_read_start((uv_stream_t *)&cl->pipe, control_alloc, control_on_read);
     }
+    if (!c->dq)
+        uv_idle_stop(&c->wake);
+    control_flush_all(c);
+}
+
+/* After the loop polled: what its callbacks sent goes out this turn. */
+static void control_on_polled(uv_check_t *h)
+{
+    control_flush_all(h->data);
 }
 
 static void control_on_connection(uv_stream_t *server, int status)
@@ -523,9 +683,12 @@ void control_publish_log(control *c, const char *app, int id, const logs_line *l
 
 /* ---- life --------------------------------------------------------------- */
 
+/* Close callback of the server and the turn handles: the last one frees c. */
 static void control_on_server_closed(uv_handle_t *h)
 {
     control *c = h->data;
+    if (--c->handles > 0)
+        return;
     json_decref(c->hello);
     free(c);
 }
@@ -548,10 +711,11 @@ control *control_start(uv_loop_t *loop, const char *path, unsigned hub_kind, jso
     unlink(path);   /* stale: the caller holds the namespace lock */
     uv_pipe_init(loop, &c->server, 0);
     c->server.data = c;
+    c->handles = 1;
     int rc = uv_pipe_bind(&c->server, path);
     if (rc == 0) {
         chmod(path, 0600);
-        rc = uv_listen((uv_stream_t *)&c->server, 64, control_on_connection);
+        rc = uv_listen((uv_stream_t *)&c->server, CONTROL_CLIENTS_MAX, control_on_connection);
     }
     if (rc != 0) {
         snprintf(err, errcap, "cannot listen on %s: %s", path, uv_strerror(rc));
@@ -561,6 +725,14 @@ control *control_start(uv_loop_t *loop, const char *path, unsigned hub_kind, jso
     struct stat st;
     if (stat(path, &st) == 0)
         c->ino = st.st_ino;
+    c->dq_tail = &c->dq;
+    uv_prepare_init(loop, &c->turn);
+    uv_idle_init(loop, &c->wake);
+    uv_check_init(loop, &c->polled);
+    c->turn.data = c->wake.data = c->polled.data = c;
+    c->handles += 3;
+    uv_prepare_start(&c->turn, control_on_turn);
+    uv_check_start(&c->polled, control_on_polled);
     return c;
 }
 
@@ -573,5 +745,8 @@ void control_stop(control *c)
     struct stat st;
     if (stat(c->path, &st) == 0 && st.st_ino == c->ino)
         unlink(c->path);
+    uv_close((uv_handle_t *)&c->turn, control_on_server_closed);
+    uv_close((uv_handle_t *)&c->wake, control_on_server_closed);
+    uv_close((uv_handle_t *)&c->polled, control_on_server_closed);
     uv_close((uv_handle_t *)&c->server, control_on_server_closed);
 }

@@ -18,6 +18,7 @@
 #define CONTROL_QUEUE_MAX   (16 * 1024 * 1024) /* bytes queued for one client: further behind, it is dropped */
 #define CONTROL_TOTAL_MAX   (16 * 1024 * 1024) /* for all clients: past it, the slowest is dropped first */
 #define CONTROL_CLIENTS_MAX 128                /* clients at once */
+#define CONTROL_TURN_BUDGET_MS 5               /* log tails per loop turn; past it they wait a turn */
 
 /* What the control server asks of the hub (hub/commands.c answers). */
 typedef struct {

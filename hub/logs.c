@@ -41,6 +41,7 @@
 /* ---- sizes ------------------------------------------------------------- */
 
 #define LOGS_PIPE_BUF     (16 * 1024)    /* per pipe; holds at most LOGS_LINE_MAX between reads */
+#define LOGS_TURN_BYTES   (64 * 1024)    /* read from all pipes before yielding a loop turn */
 #define LOGS_PIPES_MAX    8              /* open pipes per slot (4 generations of out+err) */
 #define LOGS_WBUF         (64 * 1024)    /* file scratch: one write() per batch */
 #define LOGS_ECHO_CAP     (256 * 1024)   /* echo queue; readers stop when a line does not fit */
@@ -142,6 +143,7 @@ struct logs {
     bool         disk_full;     /* a write failed with ENOSPC/EDQUOT: pipes pause */
     uv_timer_t   disk_timer;    /* retries the held bytes every LOGS_DISK_RETRY_MS */
     uv_idle_t    kick;          /* runs logs_resume outside any callback chain */
+    size_t       turn_bytes;    /* read from pipes since the last kick */
     unsigned     handles;       /* open libuv handles; lg is freed when 0 after logs_free */
     bool         freeing;
     uint64_t     deadline;      /* uv_hrtime() bound for waits during logs_free */
@@ -467,12 +469,63 @@ static void logs_file_flush(logs *lg)
     }
 }
 
-/* Rotates f: NAME.(keep-1) → NAME.keep (replacing the oldest), …, NAME →
+/* A file to delete off the loop's thread (its own dup of the directory fd). */
+typedef struct {
+    uv_work_t req;
+    int       dirfd;
+    char      name[LOGS_APP_MAX + 80];
+} logs_drop;
+
+static void logs_drop_work(uv_work_t *w)
+{
+    logs_drop *d = w->data;
+    unlinkat(d->dirfd, d->name, 0);
+}
+
+static void logs_drop_done(uv_work_t *w, int status)
+{
+    (void)status;
+    logs_drop *d = w->data;
+    close(d->dirfd);
+    free(d);
+}
+
+/*
+ * Removes the oldest rotated file NAME.keep without blocking the loop:
+ * freeing a large file's cached pages takes the kernel tens of
+ * milliseconds, which `renameat` over it would spend on this thread. It is
+ * renamed aside (to a name that does not exist: cheap) and unlinked by
+ * libuv's thread pool; on any failure it is simply left to be replaced.
+ */
+static void logs_file_drop_oldest(logs *lg, const logs_file *f)
+{
+    static unsigned seq;
+    logs_drop *d = calloc(1, sizeof *d);
+    if (!d)
+        return;
+    char oldest[LOGS_APP_MAX + 64];
+    snprintf(oldest, sizeof oldest, "%s.%u", f->name, lg->keep);
+    snprintf(d->name, sizeof d->name, "%s.%u.dropping-%u", f->name, lg->keep, seq++);
+    d->req.data = d;
+    if (renameat(lg->dirfd, oldest, lg->dirfd, d->name) != 0 ||
+        (d->dirfd = fcntl(lg->dirfd, F_DUPFD_CLOEXEC, 0)) < 0) {
+        free(d);
+        return;
+    }
+    if (uv_queue_work(lg->loop, &d->req, logs_drop_work, logs_drop_done) != 0) {
+        unlinkat(d->dirfd, d->name, 0);
+        close(d->dirfd);
+        free(d);
+    }
+}
+
+/* Rotates f: NAME.(keep-1) → NAME.keep (the oldest deleted), …, NAME →
  * NAME.1, then opens a fresh NAME. Call with the scratch flushed. */
 static void logs_file_rotate(logs *lg, logs_file *f)
 {
     char from[LOGS_APP_MAX + 64], to[LOGS_APP_MAX + 64];
     logs_file_close(f);
+    logs_file_drop_oldest(lg, f);
     /* Relative to the directory fd: the names are resolved in the directory
      * that was checked, whatever happens to its path meanwhile. */
     for (unsigned i = lg->keep; i >= 2; i--) {
@@ -961,9 +1014,19 @@ static void logs_pipe_read(uv_stream_t *h, ssize_t nread, const uv_buf_t *buf)
     if (nread == 0)
         return;   /* EAGAIN */
     if (nread > 0) {
+        logs *lg = p->st->lg;
         p->len += (size_t)nread;
-        if (logs_pipe_drain(p, false, false) == LOGS_DRAIN_BLOCKED)
+        lg->turn_bytes += (size_t)nread;
+        if (logs_pipe_drain(p, false, false) == LOGS_DRAIN_BLOCKED) {
             logs_pipe_block(p);
+        } else if (lg->turn_bytes >= LOGS_TURN_BYTES) {
+            /* A worker that writes without pause would keep libuv reading
+             * its pipe for the whole turn (it reads on while data comes):
+             * past LOGS_TURN_BYTES the pipe waits for the next turn, so
+             * control requests and other workers are served in between. */
+            logs_pipe_block(p);
+            uv_idle_start(&lg->kick, logs_kick_cb);
+        }
         return;
     }
     p->eof = true;
@@ -991,8 +1054,10 @@ static void logs_resume(logs *lg)
 /* The kick: resume blocked pipes once, from a fresh loop iteration. */
 static void logs_kick_cb(uv_idle_t *h)
 {
+    logs *lg = h->data;
     uv_idle_stop(h);
-    logs_resume(h->data);
+    lg->turn_bytes = 0;
+    logs_resume(lg);
 }
 
 /* Drains p completely (echo forced, bounded by lg->deadline) and closes it.

@@ -84,6 +84,11 @@ struct app {
     int         nslots;
     proc       *retiring;
     reload_state rl;
+    int         want;          /* workers wanted; above sup_live while growing */
+    int         grow_from;     /* live count when the current growth began */
+    bool        growing;       /* slots are still to be added (sup_grow_turn) */
+    bool        announce;      /* growth by a command: send scale events */
+    uint64_t    grow_said_ms;  /* when its last progress event was sent */
     app        *next;
 };
 
@@ -94,6 +99,7 @@ struct supervise {
     void       *ev_ctx;
     app        *apps;
     bool        stopping_all;
+    uv_idle_t  *grow;          /* runs sup_grow_turn while an app is growing */
     void      (*stop_done)(void *);
     void       *stop_ctx;
 };
@@ -112,6 +118,8 @@ static void sup_slot_exit(slot *sl, int status, pid_t pid, uint64_t lived_ms);
 static void sup_stop_proc(proc *p);
 static void sup_reload_next(app *a);
 static void sup_check_stopped_all(supervise *sv);
+static void sup_grow_start(app *a, bool announce);
+static void sup_grow_end(app *a, const char *why);
 
 /* ---- helpers ------------------------------------------------------------ */
 
@@ -164,6 +172,12 @@ static uint64_t sup_now_ms(supervise *sv)
 {
     uv_update_time(sv->loop);
     return uv_now(sv->loop);
+}
+
+/* Close callback of a handle that is its own allocation. */
+static void sup_free_handle_cb(uv_handle_t *h)
+{
+    free(h);
 }
 
 static void sup_free_proc_cb(uv_handle_t *h)
@@ -748,6 +762,14 @@ supervise *supervise_new(uv_loop_t *loop, state *st, supervise_event_fn ev, void
     sv->st = st;
     sv->ev = ev;
     sv->ev_ctx = ctx;
+    /* Its own allocation: it is freed by its close callback, after sv. */
+    sv->grow = malloc(sizeof *sv->grow);
+    if (!sv->grow) {
+        free(sv);
+        return NULL;
+    }
+    uv_idle_init(loop, sv->grow);
+    sv->grow->data = sv;
     return sv;
 }
 
@@ -817,14 +839,10 @@ int supervise_add_app(supervise *sv, const supervise_app_spec *spec, char *err, 
 
     a->next = sv->apps;
     sv->apps = a;
-    for (int i = 0; i < spec->instances; i++) {
-        slot *sl = sup_slot_new(a, i);
-        if (!sl) {
-            snprintf(err, errcap, "out of memory");
-            return -1;
-        }
-        sup_slot_step(sl, SLOT_IN_RESTART, NULL);   /* a new slot is stopped: start it */
-    }
+    /* Its workers start from the loop's first turns, a batch at a time. */
+    a->want = spec->instances;
+    if (a->want > 0)
+        sup_grow_start(a, false);
     return 0;
 }
 
@@ -878,6 +896,8 @@ int supervise_kill(supervise *sv, const char *name, int id, char *msg, size_t ca
     }
     if (a->rl.active)
         sup_reload_abort(a, "workers were killed");
+    if (!one)
+        sup_grow_end(a, "workers were killed");
     if (one)
         snprintf(msg, cap, "killing %s:%d", a->name, id);
     else
@@ -962,35 +982,146 @@ static int sup_live(const app *a)
     return live;
 }
 
+/* ---- growing, a bounded batch per loop turn ----------------------------- */
+
+/* The scale event of app a at phase: done = workers now, total = wanted. */
+static ctl_event sup_scale_event(const app *a, ctl_phase phase, const char *reason)
+{
+    ctl_event e = ctl_event_make(CTL_EV_SCALE, phase, a->name, -1, 0);
+    e.done = sup_live(a);
+    e.total = a->want;
+    e.reason = reason;
+    return e;
+}
+
+/* Ends app a's growth; why NULL: it reached its count, else it was cut short. */
+static void sup_grow_end(app *a, const char *why)
+{
+    if (!a->growing)
+        return;
+    a->growing = false;
+    if (why)
+        a->want = sup_live(a);
+    if (!a->announce)
+        return;
+    if (why)
+        sup_event(a->sv, sup_scale_event(a, CTL_PHASE_ABORTED, why), "scale %s: stopped at %d workers: %s",
+                  a->name, a->want, why);
+    else
+        sup_event(a->sv, sup_scale_event(a, CTL_PHASE_DONE, NULL), "scale %s: done, %d workers (from %d)",
+                  a->name, a->want, a->grow_from);
+}
+
+/*
+ * Adds and starts app a's next missing slot (the lowest free id, so ids stay
+ * 0…N-1). Returns 0, or -1 when no slot could be made (out of memory).
+ */
+static int sup_grow_one(app *a)
+{
+    int id = 0;
+    while (sup_slot(a, id))
+        id++;
+    slot *sl = sup_slot_new(a, id);
+    if (!sl)
+        return -1;
+    sup_slot_step(sl, SLOT_IN_RESTART, NULL);   /* a new slot is stopped: start it */
+    return 0;
+}
+
+/*
+ * One loop turn of growth: starts workers of growing apps until
+ * SUPERVISE_GROW_BUDGET_MS have passed (at least one), then yields to the
+ * loop, so that control requests and signals are answered between batches
+ * however slow each fork/exec is on a busy host.
+ */
+static void sup_grow_turn(uv_idle_t *h)
+{
+    supervise *sv = h->data;
+    uint64_t t0 = uv_hrtime();
+    bool more = false;
+    for (app *a = sv->apps; a; a = a->next) {
+        if (!a->growing)
+            continue;
+        if (sv->stopping_all) {
+            sup_grow_end(a, "the hub is stopping");
+            continue;
+        }
+        while (sup_live(a) < a->want && uv_hrtime() - t0 < SUPERVISE_GROW_BUDGET_MS * 1000000ull) {
+            if (sup_grow_one(a) != 0) {
+                sup_grow_end(a, "out of memory");
+                break;
+            }
+        }
+        if (!a->growing)
+            continue;
+        if (sup_live(a) >= a->want) {
+            sup_grow_end(a, NULL);
+            continue;
+        }
+        more = true;
+        uint64_t now = sup_now_ms(sv);
+        if (a->announce && now - a->grow_said_ms >= SUPERVISE_PROGRESS_MS) {
+            a->grow_said_ms = now;
+            sup_event(sv, sup_scale_event(a, CTL_PHASE_PROGRESS, NULL), "scale %s: %d/%d workers started",
+                      a->name, sup_live(a), a->want);
+        }
+    }
+    if (!more)
+        uv_idle_stop(h);
+}
+
+/* Makes app a grow to a->want from the next loop turn on. */
+static void sup_grow_start(app *a, bool announce)
+{
+    supervise *sv = a->sv;
+    if (!a->growing) {
+        a->growing = true;
+        a->grow_from = sup_live(a);
+        a->grow_said_ms = sup_now_ms(sv);
+    }
+    a->announce = announce;
+    if (sv->grow && !uv_is_active((uv_handle_t *)sv->grow))
+        uv_idle_start(sv->grow, sup_grow_turn);
+}
+
+/* The number of workers app a is heading for: while growing, its target. */
+static int sup_wanted(const app *a)
+{
+    return a->growing ? a->want : sup_live(a);
+}
+
 int supervise_scale(supervise *sv, const char *name, int n, char *msg, size_t cap)
 {
     slot *unused;
     app *a = sup_target(sv, name, -1, &unused, msg, cap);
     if (!a)
         return -1;
-    if (n < 0 || n > 1024) {
-        snprintf(msg, cap, "cannot scale to %d workers (0..1024)", n);
+    if (n < 0 || n > SUPERVISE_MAX_WORKERS) {
+        snprintf(msg, cap, "cannot scale to %d workers (0..%d)", n, SUPERVISE_MAX_WORKERS);
+        return -1;
+    }
+    if (sv->stopping_all) {
+        snprintf(msg, cap, "drover is stopping");
         return -1;
     }
     int live = sup_live(a);
-    int from = live;
-    /* Grow: lowest free ids first, so ids stay 0…N-1. */
-    for (int id = 0; live < n; id++) {
-        if (sup_slot(a, id))
-            continue;
-        slot *sl = sup_slot_new(a, id);
-        if (!sl)
-            break;
-        sup_slot_step(sl, SLOT_IN_RESTART, NULL);   /* a new slot is stopped: start it */
-        live++;
-    }
-    /* Shrink: highest ids first. */
+    int from = sup_wanted(a);
+    a->want = n;
+    /* Shrink at once (a SIGTERM each, highest ids first); grow a batch per
+     * loop turn. */
     for (int i = a->nslots - 1; i >= 0 && live > n; i--) {
         slot *sl = a->slots[i];
         if (sl->fsm.state == SLOT_REMOVING)
             continue;
         live--;
         sup_slot_step(sl, SLOT_IN_REMOVE, NULL);
+    }
+    if (live < n) {
+        sup_grow_start(a, true);
+        sup_event(sv, sup_scale_event(a, CTL_PHASE_STARTED, NULL), "scale %s: starting %d workers (%d wanted)",
+                  a->name, n - live, n);
+    } else {
+        a->growing = false;
     }
     snprintf(msg, cap, "scaling %s from %d to %d workers", a->name, from, n);
     return 0;
@@ -1003,8 +1134,8 @@ int supervise_scale_by(supervise *sv, const char *name, int delta, char *msg, si
         snprintf(msg, cap, "no app named '%s'", name ? name : "");
         return -1;
     }
-    int live = sup_live(a);
-    return supervise_scale(sv, a->name, live + delta < 0 ? 0 : live + delta, msg, cap);
+    int to = sup_wanted(a) + delta;
+    return supervise_scale(sv, a->name, to < 0 ? 0 : to > SUPERVISE_MAX_WORKERS ? SUPERVISE_MAX_WORKERS : to, msg, cap);
 }
 
 size_t supervise_alive(const supervise *sv)
@@ -1035,6 +1166,7 @@ void supervise_stop_all(supervise *sv, void (*done)(void *ctx), void *ctx)
     sv->stop_ctx = ctx;
     for (app *a = sv->apps; a; a = a->next) {
         a->rl.active = false;
+        sup_grow_end(a, "the hub is stopping");
         for (int i = 0; i < a->nslots; i++)
             sup_slot_step(a->slots[i], SLOT_IN_KILL, NULL);
         for (proc *p = a->retiring; p; p = p->next)
@@ -1082,6 +1214,8 @@ void supervise_free(supervise *sv)
         free(a);
         a = next;
     }
+    uv_idle_stop(sv->grow);
+    uv_close((uv_handle_t *)sv->grow, sup_free_handle_cb);
     free(sv);
 }
 

@@ -24,6 +24,9 @@
 #define SUPERVISE_BACKOFF_MIN_MS 100   /* first restart delay; doubles per quick failure */
 #define SUPERVISE_BACKOFF_MAX_MS 30000
 #define SUPERVISE_STABLE_MS     10000  /* a process that lived this long resets the backoff */
+#define SUPERVISE_MAX_WORKERS   CTL_SCALE_MAX /* per app */
+#define SUPERVISE_GROW_BUDGET_MS 10    /* spawning per loop turn, so the loop answers meanwhile */
+#define SUPERVISE_PROGRESS_MS   250    /* at most one scale progress event this often */
 #define SUPERVISE_MAX_FAILS     16     /* consecutive quick failures before `errored` */
 
 typedef struct {

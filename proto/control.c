@@ -255,6 +255,8 @@ ctl_request ctl_request_make(ctl_cmd cmd, const char *target)
 int ctl_framer_feed(ctl_framer *f, const char *data, size_t n, ctl_line_fn fn, void *ctx)
 {
     size_t max = f->max ? f->max : CTL_LINE_MAX;
+    const char *start = data;
+    f->used = 0;
     while (n > 0) {
         const char *nl = memchr(data, '\n', n);
         size_t take = nl ? (size_t)(nl - data) : n;
@@ -281,9 +283,12 @@ int ctl_framer_feed(ctl_framer *f, const char *data, size_t n, ctl_line_fn fn, v
         f->buf[f->len] = '\0';
         size_t len = f->len;
         f->len = 0;
-        if (len && !fn(ctx, f->buf, len))
+        if (len && !fn(ctx, f->buf, len)) {
+            f->used = (size_t)(data - start);
             return 1;
+        }
     }
+    f->used = (size_t)(data - start);
     return 0;
 }
 

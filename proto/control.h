@@ -139,15 +139,17 @@ ctl_request ctl_request_make(ctl_cmd cmd, const char *target);
 typedef struct {
     char  *buf;
     size_t len, cap, max;
+    size_t used;    /* after ctl_framer_feed: how many of its bytes it consumed */
 } ctl_framer;
 
 /* Called with each complete line (NUL-terminated, without its '\n'). Return false to stop. */
 typedef bool (*ctl_line_fn)(void *ctx, char *line, size_t len);
 
 /*
- * Feeds n bytes. Empty lines are skipped. Returns 0, 1 when fn asked to stop,
- * or -1 when a line is longer than max (the framer is then unusable) or
- * memory ran out.
+ * Feeds n bytes. Empty lines are skipped. Returns 0, 1 when fn asked to stop
+ * (the bytes after that line, from f->used on, are left to the caller), or
+ * -1 when a line is longer than max (the framer is then unusable) or memory
+ * ran out.
  */
 int ctl_framer_feed(ctl_framer *f, const char *data, size_t n, ctl_line_fn fn, void *ctx);
 
