@@ -27,7 +27,7 @@ extern const column columns_table[];
 /* The column named name, or NULL. */
 const column *columns_find(const char *name);
 
-/* Formats a byte count as "12.3M", "950K"; "-" when negative. */
+/* Formats a byte count as "12.3M", "950K"; "-" when negative (human_format, HUMAN_BYTES). */
 void columns_bytes(double v, char *out, size_t cap);
 
 /* Formats seconds as "45s", "12m", "3h", "2d"; "-" when unknown. */

@@ -4,6 +4,7 @@
 #include "tui/draw.h"
 
 #include "proto/utf8.h"
+#include "tui/human.h"
 
 #include <math.h>
 #include <stdint.h>
@@ -170,46 +171,31 @@ void draw_vline(const draw_ctx *d, int y, int x, int h)
 
 /* See draw.h. */
 void draw_spark(const draw_ctx *d, int y, int x, int w, const float *v, unsigned n, double floor_max,
-                bool relative)
+                double *lo, double *hi)
 {
     static const char *const blocks[] = {"\u2581", "\u2582", "\u2583", "\u2584",
                                          "\u2585", "\u2586", "\u2587", "\u2588"};
     static const char ascii[] = "_.-=#";
+    *lo = *hi = NAN;
     if (w <= 0)
         return;
     unsigned k = n < (unsigned)w ? n : (unsigned)w;
     if (k > DRAW_SPARK_MAX)
         k = DRAW_SPARK_MAX;
     v += n - k;   /* the newest k */
-    double mx = floor_max, mn = INFINITY;
-    for (unsigned i = 0; i < k; i++) {
-        if (!isnan(v[i]) && v[i] > mx)
-            mx = v[i];
-        if (!isnan(v[i]) && v[i] < mn)
-            mn = v[i];
-    }
-    if (!relative || mn == INFINITY)
-        mn = 0;
     int levels = d->utf8 ? 8 : 5;
+    int lv[DRAW_SPARK_MAX];
+    human_spark_levels(v, k, floor_max, levels, lv, lo, hi);
     char buf[DRAW_SPARK_MAX * 3 + 1];
     size_t o = 0;
     for (unsigned i = 0; i < k; i++) {
-        if (isnan(v[i])) {
+        if (lv[i] < 0) {
             buf[o++] = ' ';
-            continue;
-        }
-        int lv;
-        if (relative && mx - mn < mx * 0.01)
-            lv = levels / 2;   /* flat */
-        else
-            lv = (int)lround((v[i] < mn ? 0 : v[i] - mn) / (mx - mn) * (levels - 1));
-        if (lv >= levels)
-            lv = levels - 1;
-        if (d->utf8) {
-            memcpy(buf + o, blocks[lv], 3);
+        } else if (d->utf8) {
+            memcpy(buf + o, blocks[lv[i]], 3);
             o += 3;
         } else {
-            buf[o++] = ascii[lv];
+            buf[o++] = ascii[lv[i]];
         }
     }
     buf[o] = '\0';

@@ -5,6 +5,7 @@
 
 #include "tui/columns.h"
 #include "tui/console_model.h"
+#include "tui/human.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -24,13 +25,10 @@ typedef struct {
 
 /* ---- helpers ------------------------------------------------------------------------ */
 
-/* Formats a number with decimals and a unit, or "-" when unknown. */
-static void panes_fmt(double v, int decimals, const char *unit, char *out, size_t cap)
+/* Formats a figure humanized (tui/human.h) with a unit, or "-" when unknown. */
+static void panes_fmt(double v, const char *unit, char *out, size_t cap)
 {
-    if (isnan(v))
-        snprintf(out, cap, "-");
-    else
-        snprintf(out, cap, "%.*f%s", decimals, v, unit);
+    human_format_unit(v, HUMAN_SI, unit, out, cap);
 }
 
 /* The attribute for a worker state. */
@@ -69,13 +67,13 @@ static int panes_totals(const console_model *m, char (*seg)[48])
     char b[32];
     int n = 0;
     snprintf(seg[n++], sizeof seg[0], "%.0f/%.0f online", online, total);
-    panes_fmt(rps, 1, "", b, sizeof b);
+    panes_fmt(rps, "", b, sizeof b);
     snprintf(seg[n++], sizeof seg[0], "%s req/s", b);
-    panes_fmt(cpu, 1, "%", b, sizeof b);
+    panes_fmt(cpu, "%", b, sizeof b);
     snprintf(seg[n++], sizeof seg[0], "cpu %s", b);
     columns_bytes(mem, b, sizeof b);
     snprintf(seg[n++], sizeof seg[0], "mem %s", b);
-    panes_fmt(console_model_num(json_object_get(m->snap, "hub"), "dropped_total"), 0, "", b, sizeof b);
+    panes_fmt(console_model_num(json_object_get(m->snap, "hub"), "dropped_total"), "", b, sizeof b);
     snprintf(seg[n++], sizeof seg[0], "%s dropped", b);
     return n;
 }
@@ -237,8 +235,8 @@ static void panes_list_app(const panes_ctx *p, const console_row *row, int y, in
 {
     char hd[256], b1[32], b2[32], b3[32];
     const json_t *a = row->appobj;
-    panes_fmt(console_model_num(a, "req_per_s"), 1, "", b1, sizeof b1);
-    panes_fmt(console_model_num(a, "cpu_pct"), 1, "%", b2, sizeof b2);
+    panes_fmt(console_model_num(a, "req_per_s"), "", b1, sizeof b1);
+    panes_fmt(console_model_num(a, "cpu_pct"), "%", b2, sizeof b2);
     columns_bytes(console_model_num(a, "rss_bytes"), b3, sizeof b3);
     snprintf(hd, sizeof hd, "%.60s   %.0f/%.0f online   %s req/s   cpu %s   mem %s", row->app,
              console_model_num(a, "online"), console_model_num(a, "workers"), b1, b2, b3);
@@ -308,29 +306,40 @@ static void panes_list(const panes_ctx *p, int y, int x, int w, int h)
 
 /* ---- detail ----------------------------------------------------------------------------- */
 
-/* One sparkline with its label and current value, in w cells. */
+/*
+ * One sparkline in w cells: its label, the spark (scaled from zero), the
+ * current value, and the min-max of the points shown when there is room.
+ */
 static void panes_series(const panes_ctx *p, int y, int x, int w, const console_worker *wk, int s)
 {
     static const char *const label[CONSOLE_SER_N] = {"CPU", "MEM", "REQ/S", "LAG99"};
+    static const char *const unit[CONSOLE_SER_N] = {"%", "", "", "ms"};
     static const double floor_max[CONSOLE_SER_N] = {1.0, 1024.0 * 1024, 1.0, 1.0};
+    const human_scale scale = s == CONSOLE_SER_MEM ? HUMAN_BYTES : HUMAN_SI;
     const draw_ctx *d = p->d;
     char val[32];
-    double v = console_model_num(wk->obj, console_model_series_key[s]);
-    if (s == CONSOLE_SER_MEM)
-        columns_bytes(v, val, sizeof val);
-    else
-        panes_fmt(v, 1, s == CONSOLE_SER_CPU ? "%" : s == CONSOLE_SER_LAG ? "ms" : "", val, sizeof val);
+    human_format_unit(console_model_num(wk->obj, console_model_series_key[s]), scale, unit[s], val, sizeof val);
     draw_put(d, y, x, 6, label[s], A_BOLD);
-    int vw = 8;
-    int sw = w - 6 - vw - 1;
+    enum { VW = 8, RW = 14 };   /* the value; the range "6.27M-6.31M" */
+    bool range = w - 6 - VW - RW - 2 >= 8;
+    int sw = w - 6 - VW - 1 - (range ? RW + 1 : 0);
     if (sw > CONSOLE_HIST)
         sw = CONSOLE_HIST;
+    double lo = NAN, hi = NAN;
     if (sw > 0) {
         float pts[CONSOLE_HIST];
         unsigned n = console_model_hist_last(wk->h, s, (unsigned)sw, pts);
-        draw_spark(d, y, x + 6, sw, pts, n, floor_max[s], s == CONSOLE_SER_MEM);
+        draw_spark(d, y, x + 6, sw, pts, n, floor_max[s], &lo, &hi);
     }
-    draw_put(d, y, x + 6 + sw + 1, vw, val, A_NORMAL);
+    int vx = x + 6 + (sw > 0 ? sw : 0) + 1;
+    draw_put(d, y, vx, VW, val, A_NORMAL);
+    if (range && !isnan(lo)) {
+        char a[16], b[16], r[40];
+        human_format(lo, scale, a, sizeof a);
+        human_format(hi, scale, b, sizeof b);
+        snprintf(r, sizeof r, "%s\u2013%s", a, b);
+        draw_put(d, y, vx + VW + 1, RW, r, d->a_dim);
+    }
 }
 
 /* Writes "k v  k v" of the worker's custom metrics into out. */
@@ -343,8 +352,9 @@ static void panes_metrics_text(const console_worker *wk, char *out, size_t cap)
     json_object_foreach(json_object_get(wk->obj, "metrics"), k, v) {
         if (o + 8 >= cap)
             break;
-        int n = json_is_number(v) ? snprintf(out + o, cap - o, "%s%s %g", o ? "  " : "", k, json_number_value(v))
-                                  : snprintf(out + o, cap - o, "%s%s -", o ? "  " : "", k);
+        char num[32];
+        human_format(json_is_number(v) ? json_number_value(v) : NAN, HUMAN_SI, num, sizeof num);
+        int n = snprintf(out + o, cap - o, "%s%s %s", o ? "  " : "", k, num);
         if (n < 0 || (size_t)n >= cap - o)
             break;
         o += (size_t)n;
@@ -367,10 +377,10 @@ static void panes_detail_texts(const console_worker *wk, panes_detail_text *t)
              json_is_true(json_object_get(wk->obj, "agent")) ? "yes" : "no",
              json_is_true(json_object_get(wk->obj, "ready")) ? "yes" : "no");
     char b1[24], b2[24], b3[24], b4[24];
-    panes_fmt(console_model_num(wk->obj, "lat_p50_ms"), 1, "ms", b1, sizeof b1);
-    panes_fmt(console_model_num(wk->obj, "lat_p99_ms"), 1, "ms", b2, sizeof b2);
-    panes_fmt(console_model_num(wk->obj, "inflight"), 0, "", b3, sizeof b3);
-    panes_fmt(console_model_num(wk->obj, "err_total"), 0, "", b4, sizeof b4);
+    panes_fmt(console_model_num(wk->obj, "lat_p50_ms"), "ms", b1, sizeof b1);
+    panes_fmt(console_model_num(wk->obj, "lat_p99_ms"), "ms", b2, sizeof b2);
+    panes_fmt(console_model_num(wk->obj, "inflight"), "", b3, sizeof b3);
+    panes_fmt(console_model_num(wk->obj, "err_total"), "", b4, sizeof b4);
     snprintf(t->lat, sizeof t->lat, "latency p50 %s p99 %s  inflight %s  errors %s", b1, b2, b3, b4);
 }
 
@@ -391,11 +401,9 @@ static void panes_detail_tall(const panes_ctx *p, const console_worker *wk, cons
     json_object_foreach(json_object_get(wk->obj, "metrics"), k, v) {
         if (yy >= y + h)
             break;
-        char mline[160];
-        if (json_is_number(v))
-            snprintf(mline, sizeof mline, "%-20.60s %g", k, json_number_value(v));
-        else
-            snprintf(mline, sizeof mline, "%-20.60s -", k);
+        char mline[160], num[32];
+        human_format(json_is_number(v) ? json_number_value(v) : NAN, HUMAN_SI, num, sizeof num);
+        snprintf(mline, sizeof mline, "%-20.60s %s", k, num);
         draw_put(d, yy++, x + 1, w - 2, mline, A_NORMAL);
     }
 }

@@ -9,10 +9,12 @@
 #include <setjmp.h>
 #include <cmocka.h>
 #include <curses.h>
+#include <math.h>
 #include <string.h>
 
 #include "proto/control.h"
 #include "tui/console_model.h"
+#include "tui/human.h"
 #include "tui/keys.h"
 
 /* A state message with workers web:0 (pid 100) and web:1 (pid 101), keys 10 and 11. */
@@ -271,6 +273,74 @@ static void test_help_and_hints_come_from_the_table(void **st)
     assert_string_equal(h[9].text, "worker logs");
 }
 
+/* human_format of v on scale, as a string to compare. */
+static const char *human(double v, human_scale sc)
+{
+    static char buf[32];
+    human_format(v, sc, buf, sizeof buf);
+    return buf;
+}
+
+/* Figures a person reads at a glance: three digits and a suffix, never an exponent. */
+static void test_human_format(void **st)
+{
+    (void)st;
+    assert_string_equal(human(6266880, HUMAN_SI), "6.27M");
+    assert_string_equal(human(0.899, HUMAN_SI), "0.899");
+    assert_string_equal(human(1200, HUMAN_SI), "1.2k");
+    assert_string_equal(human(12, HUMAN_SI), "12");
+    assert_string_equal(human(12.34, HUMAN_SI), "12.3");
+    assert_string_equal(human(999.4, HUMAN_SI), "999");
+    assert_string_equal(human(999.6, HUMAN_SI), "1k");
+    assert_string_equal(human(0, HUMAN_SI), "0");
+    assert_string_equal(human(-2500, HUMAN_SI), "-2.5k");
+    assert_string_equal(human(0.00012, HUMAN_SI), "120u");
+    assert_string_equal(human(3.2e12, HUMAN_SI), "3.2T");
+    assert_null(strchr(human(1e300, HUMAN_SI), 'e'));
+    assert_null(strchr(human(6.26688e+06, HUMAN_SI), 'e'));
+    assert_string_equal(human(NAN, HUMAN_SI), "-");
+    /* bytes: the memory column's ladder */
+    assert_string_equal(human(950 * 1024.0, HUMAN_BYTES), "950K");
+    assert_string_equal(human(12.3 * 1024 * 1024, HUMAN_BYTES), "12.3M");
+    assert_string_equal(human(1.5 * 1024 * 1024 * 1024, HUMAN_BYTES), "1.5G");
+    assert_string_equal(human(-1, HUMAN_BYTES), "-");
+    char b[32];
+    human_format_unit(45.26, HUMAN_SI, "%", b, sizeof b);
+    assert_string_equal(b, "45.3%");
+    human_format_unit(NAN, HUMAN_SI, "ms", b, sizeof b);
+    assert_string_equal(b, "-");
+    /* never longer than 7 characters */
+    for (double v = 1e-12; v < 1e300; v *= 1.7) {
+        assert_true(strlen(human(v, HUMAN_SI)) <= 7);
+        assert_true(strlen(human(-v, HUMAN_SI)) <= 7);
+        assert_true(strlen(human(v, HUMAN_BYTES)) <= 7);
+    }
+}
+
+/* Sparklines scale quantities from zero and report the series' range. */
+static void test_spark_levels_scale_from_zero(void **st)
+{
+    (void)st;
+    float v[] = {1.8e6f, 1.9e6f, NAN, 2.0e6f};
+    int lv[4];
+    double lo, hi;
+    assert_int_equal(human_spark_levels(v, 4, 1.0, 8, lv, &lo, &hi), 3);
+    assert_int_equal(lv[2], -1);
+    assert_int_equal(lv[3], 7);
+    assert_true(lv[0] >= 6);          /* 1.8M of 2.0M: nearly full, not the bottom */
+    assert_true(lo > 1.79e6 && lo < 1.81e6);
+    assert_true(hi > 1.99e6 && hi < 2.01e6);
+    /* a quiet series under the floor stays low */
+    float q[] = {0.1f, 0.2f};
+    human_spark_levels(q, 2, 100.0, 8, lv, &lo, &hi);
+    assert_int_equal(lv[0], 0);
+    assert_int_equal(lv[1], 0);
+    /* nothing known */
+    float u[] = {NAN};
+    assert_int_equal(human_spark_levels(u, 1, 1.0, 8, lv, &lo, &hi), 0);
+    assert_true(isnan(lo) && isnan(hi));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -285,6 +355,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_filter_narrows_and_esc_clears, setup, teardown),
         cmocka_unit_test_setup_teardown(test_quit_keys, setup, teardown),
         cmocka_unit_test_setup_teardown(test_help_and_hints_come_from_the_table, setup, teardown),
+        cmocka_unit_test(test_human_format),
+        cmocka_unit_test(test_spark_levels_scale_from_zero),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
