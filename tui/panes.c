@@ -45,8 +45,19 @@ static attr_t panes_state_attr(const draw_ctx *d, const char *st)
 
 /* ---- header ---------------------------------------------------------------------------- */
 
-/* Writes the hub totals into seg (in order of importance); returns how many. */
-static int panes_totals(const console_model *m, char (*seg)[48])
+/* One figure of the header: its text, and its priority (1 is kept longest on a narrow terminal). */
+typedef struct {
+    char text[80];
+    int  prio;
+} panes_seg;
+
+/*
+ * Writes the header's figures into seg in display order: the workers' totals
+ * (online, req/s, CPU, memory), then the host's (CPU of every core, memory
+ * used/total, load average, from the snapshot's "host", which the hub reads),
+ * then the reports dropped. Returns how many.
+ */
+static int panes_totals(const console_model *m, panes_seg *seg)
 {
     if (!m->snap)
         return 0;
@@ -64,21 +75,64 @@ static int panes_totals(const console_model *m, char (*seg)[48])
         if (!isnan(v = console_model_num(a, "rss_bytes")))
             mem = (isnan(mem) ? 0 : mem) + v;
     }
-    char b[32];
+    const json_t *host = json_object_get(m->snap, "host");
+    char b[32], b2[32];
     int n = 0;
-    snprintf(seg[n++], sizeof seg[0], "%.0f/%.0f online", online, total);
+    seg[n] = (panes_seg){.prio = 1};
+    snprintf(seg[n++].text, sizeof seg[0].text, "%.0f/%.0f online", online, total);
+    seg[n] = (panes_seg){.prio = 5};
     panes_fmt(rps, "", b, sizeof b);
-    snprintf(seg[n++], sizeof seg[0], "%s req/s", b);
+    snprintf(seg[n++].text, sizeof seg[0].text, "%s req/s", b);
+    seg[n] = (panes_seg){.prio = 3};
     panes_fmt(cpu, "%", b, sizeof b);
-    snprintf(seg[n++], sizeof seg[0], "cpu %s", b);
+    snprintf(seg[n++].text, sizeof seg[0].text, "cpu %s", b);
+    seg[n] = (panes_seg){.prio = 6};
     columns_bytes(mem, b, sizeof b);
-    snprintf(seg[n++], sizeof seg[0], "mem %s", b);
+    snprintf(seg[n++].text, sizeof seg[0].text, "mem %s", b);
+    if (json_is_object(host)) {
+        seg[n] = (panes_seg){.prio = 2};
+        panes_fmt(console_model_num(host, "cpu_pct"), "%", b, sizeof b);
+        snprintf(seg[n++].text, sizeof seg[0].text, "host cpu %s", b);
+        seg[n] = (panes_seg){.prio = 7};
+        columns_bytes(console_model_num(host, "mem_used_bytes"), b, sizeof b);
+        columns_bytes(console_model_num(host, "mem_total_bytes"), b2, sizeof b2);
+        snprintf(seg[n++].text, sizeof seg[0].text, "host mem %s/%s", b, b2);
+        json_t *load = json_object_get(host, "load");
+        double l[3];
+        for (int i = 0; i < 3; i++) {
+            json_t *v = json_array_get(load, (size_t)i);
+            l[i] = json_is_number(v) ? json_number_value(v) : NAN;
+        }
+        seg[n] = (panes_seg){.prio = 4};
+        if (isnan(l[0]) || isnan(l[1]) || isnan(l[2]))
+            snprintf(seg[n++].text, sizeof seg[0].text, "load -");
+        else
+            snprintf(seg[n++].text, sizeof seg[0].text, "load %.2f %.2f %.2f", l[0], l[1], l[2]);
+    }
+    seg[n] = (panes_seg){.prio = 8};
     panes_fmt(console_model_num(json_object_get(m->snap, "hub"), "dropped_total"), "", b, sizeof b);
-    snprintf(seg[n++], sizeof seg[0], "%s dropped", b);
+    snprintf(seg[n++].text, sizeof seg[0].text, "%s dropped", b);
     return n;
 }
 
-/* The header: title, hub totals, connection state. */
+/*
+ * Marks in keep the figures shown in room cells (each takes its width plus
+ * two blanks): the most important first, a figure that does not fit is
+ * dropped whole and the next ones are still tried.
+ */
+static void panes_totals_fit(const panes_seg *seg, int n, int room, bool *keep)
+{
+    for (int i = 0; i < n; i++)
+        keep[i] = false;
+    for (int prio = 1; prio <= n + 8; prio++)
+        for (int i = 0; i < n; i++)
+            if (seg[i].prio == prio && (int)strlen(seg[i].text) + 2 <= room) {
+                keep[i] = true;
+                room -= (int)strlen(seg[i].text) + 2;
+            }
+}
+
+/* The header: title, hub totals and the host's figures that fit, connection state. */
 static void panes_header(const panes_ctx *p, const char *title, int y, int w)
 {
     const console_model *m = p->m;
@@ -97,7 +151,8 @@ static void panes_header(const panes_ctx *p, const char *title, int y, int w)
     if (right < 0)
         right = 0;
 
-    char seg[6][48];
+    panes_seg seg[10];
+    bool keep[10];
     int nseg = panes_totals(m, seg);
     /* "connected" is the normal case: it gives way to the figures on a
      * narrow terminal, while any other state takes precedence over them */
@@ -105,12 +160,13 @@ static void panes_header(const panes_ctx *p, const char *title, int y, int w)
     int limit = up ? w - 1 : right - 1;
     int x = 1;
     x += draw_put(d, y, x, limit - x, t, d->a_header | A_BOLD);
+    panes_totals_fit(seg, nseg, limit - x, keep);
     for (int i = 0; i < nseg; i++) {
-        int len = (int)strlen(seg[i]);
-        if (x + 2 + len > limit)
-            break;   /* the rest does not fit: drop it whole rather than cut a figure */
+        if (!keep[i])
+            continue;
+        int len = (int)strlen(seg[i].text);
         x += 2;
-        x += draw_put(d, y, x, len, seg[i], d->a_header);
+        x += draw_put(d, y, x, len, seg[i].text, d->a_header);
     }
     if (!up || x + 2 <= right)
         draw_put(d, y, right, w - right, conn, conn_a);
