@@ -85,19 +85,24 @@ static double k_err(const json_t *w)      { return col_num(w, "err_total"); }
 static double k_lag(const json_t *w)      { return col_num(w, "lag_p99_ms"); }
 
 const column columns_table[] = {
-    {"app",      "APP",      14, false, f_app,      NULL},
-    {"id",       "ID",        3, true,  f_id,       k_id},
-    {"pid",      "PID",       8, true,  f_pid,      k_pid},
-    {"state",    "STATE",     8, false, f_state,    NULL},
-    {"uptime",   "UPTIME",    6, true,  f_uptime,   k_uptime},
-    {"restarts", "RST",       4, true,  f_restarts, k_restarts},
-    {"cpu",      "CPU%",      6, true,  f_cpu,      k_cpu},
-    {"mem",      "MEM",       7, true,  f_mem,      k_mem},
-    {"rps",      "REQ/S",     8, true,  f_rps,      k_rps},
-    {"errors",   "ERR",       6, true,  f_err,      k_err},
-    {"lag",      "LAG99ms",   7, true,  f_lag,      k_lag},
-    {NULL, NULL, 0, false, NULL, NULL},
+    {"app",      "APP",      14, false, f_app,      NULL, false},
+    {"id",       "ID",        3, true,  f_id,       k_id, true},
+    {"pid",      "PID",       8, true,  f_pid,      k_pid, true},
+    {"state",    "STATE",     8, false, f_state,    NULL, false},
+    {"uptime",   "UPTIME",    6, true,  f_uptime,   k_uptime, false},
+    {"restarts", "RST",       4, true,  f_restarts, k_restarts, false},
+    {"cpu",      "CPU%",      6, true,  f_cpu,      k_cpu, false},
+    {"mem",      "MEM",       7, true,  f_mem,      k_mem, false},
+    {"rps",      "REQ/S",     8, true,  f_rps,      k_rps, false},
+    {"errors",   "ERR",       6, true,  f_err,      k_err, false},
+    {"lag",      "LAG99ms",   7, true,  f_lag,      k_lag, false},
+    {NULL, NULL, 0, false, NULL, NULL, false},
 };
+
+bool columns_sort_ascending(const column *col, bool reversed)
+{
+    return col->ascending != reversed;
+}
 
 const column *columns_find(const char *name)
 {

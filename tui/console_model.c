@@ -274,6 +274,21 @@ static int console_model_cmp_view(const void *a, const void *b)
     return (x->key > y->key) - (x->key < y->key);
 }
 
+/* The same order with the sort key reversed (unknown values still last, ties still by id). */
+static int console_model_cmp_view_rev(const void *a, const void *b)
+{
+    const console_worker *x = *(console_worker *const *)a, *y = *(console_worker *const *)b;
+    int r = strcmp(x->app, y->app);
+    if (r)
+        return r;
+    bool xn = isnan(x->sortv), yn = isnan(y->sortv);
+    if (xn != yn)
+        return xn ? 1 : -1;
+    if (!xn && x->sortv != y->sortv)
+        return x->sortv < y->sortv ? -1 : 1;
+    return console_model_cmp_view(a, b);
+}
+
 /* Orders workers by key (for lookups across snapshots). */
 static int console_model_cmp_key(const void *a, const void *b)
 {
@@ -393,7 +408,7 @@ void console_model_rebuild(console_model *m)
         w->sortv = col->sort_key ? col->sort_key(w->obj) : NAN;
         m->view[nv++] = w;
     }
-    qsort(m->view, nv, sizeof *m->view, console_model_cmp_view);
+    qsort(m->view, nv, sizeof *m->view, m->sort_rev ? console_model_cmp_view_rev : console_model_cmp_view);
     if (!console_model_group(m, nv)) {
         m->sel = -1;
         return;
@@ -429,13 +444,34 @@ bool console_model_select_move(console_model *m, int delta)
 /* See console_model.h. */
 const char *console_model_sort_next(console_model *m)
 {
-    int i = m->sort_col;
-    do {
-        i = columns_table[i + 1].name ? i + 1 : 0;
-    } while (!columns_table[i].sort_key && i != m->sort_col);
-    m->sort_col = i;
+    if (m->sort_picked && !m->sort_rev) {
+        m->sort_rev = true;
+    } else {
+        int i = m->sort_col;
+        do {
+            i = columns_table[i + 1].name ? i + 1 : 0;
+        } while (!columns_table[i].sort_key && i != m->sort_col);
+        m->sort_col = i;
+        m->sort_rev = false;
+    }
+    m->sort_picked = true;
     console_model_rebuild(m);
-    return columns_table[i].title;
+    return columns_table[m->sort_col].title;
+}
+
+/* See console_model.h. */
+bool console_model_sort_by(console_model *m, int col)
+{
+    int n = 0;
+    while (columns_table[n].name)
+        n++;
+    if (col < 0 || col >= n || !columns_table[col].sort_key)
+        return false;
+    m->sort_rev = col == m->sort_col ? !m->sort_rev : false;
+    m->sort_col = col;
+    m->sort_picked = true;
+    console_model_rebuild(m);
+    return true;
 }
 
 /* ---- applying hub messages -------------------------------------------------------- */

@@ -89,6 +89,8 @@ typedef struct {
     int        sel_id;
     long       list_top;        /* first row shown (the list pane keeps the selection visible) */
     int        sort_col;        /* index into columns_table */
+    bool       sort_rev;        /* the column's order reversed (it was selected again) */
+    bool       sort_picked;     /* the user chose sort_col (the default ID is left by the first s) */
     char       filter[CONSOLE_FILTER_MAX];
 
     /* logs */
@@ -171,8 +173,21 @@ void console_model_rebuild(console_model *m);
  */
 bool console_model_select_move(console_model *m, int delta);
 
-/* Sorts by the next column that has a sort key; returns that column's title. */
+/*
+ * The s key: sorts by the current column reversed when the user chose it
+ * and it is not reversed yet, else by the next column that has a sort key
+ * (in its own order). Each column is
+ * thus selected twice in a row, the second time reversed. Returns the
+ * column's title.
+ */
 const char *console_model_sort_next(console_model *m);
+
+/*
+ * Sorts by column col (an index into columns_table with a sort key; else
+ * nothing changes): selected again, its order reverses. Returns false when
+ * col cannot sort.
+ */
+bool console_model_sort_by(console_model *m, int col);
 
 /* ---- logs --------------------------------------------------------------------- */
 

@@ -73,7 +73,8 @@ static const char *draw_ascii_for(uint32_t cp)
     case 0x00B7: case 0x2022: case 0x25CF: return "*";
     case 0x2192: return "->";
     case 0x2191: return "^";
-    case 0x2193: return "v";
+    case 0x2193: case 0x25BC: return "v";
+    case 0x25B2: return "^";
     case 0x2502: return "|";
     default: return NULL;
     }

@@ -146,11 +146,20 @@ static const char *keys_app_logs_text(const keys_state *k, const keys_entry *e, 
     return hint ? (k->m->log_app ? "worker logs" : "app logs") : NULL;
 }
 
-/* Sorts by the next column. */
+/* Says in the status line how the list is sorted now. */
+static void keys_sort_said(keys_state *k)
+{
+    const column *col = &columns_table[k->m->sort_col];
+    console_model_status(k->m, false, "sorted by %s, %s", col->title,
+                         columns_sort_ascending(col, k->m->sort_rev) ? "ascending" : "descending");
+}
+
+/* The current column reversed, or the next column (each is offered twice). */
 static void keys_sort(keys_state *k, const keys_entry *e, int key)
 {
     (void)e, (void)key;
-    console_model_status(k->m, false, "sorted by %s", console_model_sort_next(k->m));
+    console_model_sort_next(k->m);
+    keys_sort_said(k);
 }
 
 /* The help line of s: it names the column sorted by now. */
@@ -159,7 +168,9 @@ static const char *keys_sort_text(const keys_state *k, const keys_entry *e, bool
     (void)e;
     if (hint)
         return NULL;
-    snprintf(buf, cap, "sort by the next column (now %s)", columns_table[k->m->sort_col].title);
+    snprintf(buf, cap, "sort: the same column reversed, then the next (now %s %s)",
+             columns_table[k->m->sort_col].title,
+             columns_sort_ascending(&columns_table[k->m->sort_col], k->m->sort_rev) ? "ascending" : "descending");
     return buf;
 }
 

@@ -251,11 +251,14 @@ static void panes_list_title(const panes_ctx *p, const panes_list_layout *l, int
     for (int i = 0; i < l->ncol; i++) {
         const column *col = &columns_table[l->cols[i]];
         if (l->cols[i] == p->m->sort_col) {
+            /* the marker goes in the blank beside the title: inside the cell when
+             * the title is shorter, else in the separator (UPTIME, LAG99ms) */
             int tl = (int)strlen(col->title);
             int tx = col->right ? at + col->width - tl : at;
+            bool up = columns_sort_ascending(col, p->m->sort_rev);
             draw_put(d, y, tx, tl, col->title, ta | A_UNDERLINE | A_BOLD);
-            if (tl < col->width)
-                draw_put(d, y, col->right ? tx - 1 : tx + tl, 1, d->utf8 ? "\u25BC" : "v", ta | A_BOLD);
+            draw_put(d, y, col->right ? tx - 1 : tx + tl, 1,
+                     d->utf8 ? (up ? "\u25B2" : "\u25BC") : (up ? "^" : "v"), ta | A_BOLD);
         }
         at += col->width + 1;
     }

@@ -14,6 +14,7 @@
 
 #include "proto/control.h"
 #include "tui/console_model.h"
+#include "tui/columns.h"
 #include "tui/human.h"
 #include "tui/keys.h"
 
@@ -252,7 +253,7 @@ static void test_help_and_hints_come_from_the_table(void **st)
     bool kill = false, sort = false;
     for (int i = 0; i < n; i++) {
         kill |= strncmp(lines[i], "x F9\tkill: ", 11) == 0 && strstr(lines[i], "(asks y/n)");
-        sort |= strcmp(lines[i], "s\tsort by the next column (now ID)") == 0;
+        sort |= strcmp(lines[i], "s\tsort: the same column reversed, then the next (now ID ascending)") == 0;
     }
     assert_true(kill);
     assert_true(sort);
@@ -271,6 +272,31 @@ static void test_help_and_hints_come_from_the_table(void **st)
     keys_hints(&f->k, true, h, 32);
     assert_string_equal(h[2].key, "\u2191\u2193");
     assert_string_equal(h[9].text, "worker logs");
+}
+
+/* s offers each column twice: the second time reversed (pids in the other order). */
+static void test_sort_same_column_again_reverses(void **st)
+{
+    fixture *f = *st;
+    assert_string_equal(console_model_sort_next(&f->m), "PID");
+    assert_false(f->m.sort_rev);
+    assert_int_equal(f->m.rows[1].w->pid, 100);   /* row 0 is the app header */
+    assert_int_equal(f->m.rows[2].w->pid, 101);
+    press(f, 's');
+    assert_true(f->m.sort_rev);
+    assert_int_equal(f->m.rows[1].w->pid, 101);
+    assert_int_equal(f->m.rows[2].w->pid, 100);
+    assert_non_null(strstr(f->m.status, "PID, descending"));
+    press(f, 's');                                /* then the next column, in its own order */
+    assert_false(f->m.sort_rev);
+    assert_string_not_equal(columns_table[f->m.sort_col].name, "pid");
+    /* a column chosen directly (a click on its title): again reverses */
+    int pid_col = (int)(columns_find("pid") - columns_table);
+    assert_true(console_model_sort_by(&f->m, pid_col));
+    assert_false(f->m.sort_rev);
+    assert_true(console_model_sort_by(&f->m, pid_col));
+    assert_true(f->m.sort_rev);
+    assert_false(console_model_sort_by(&f->m, 0));   /* APP has no sort key */
 }
 
 /* human_format of v on scale, as a string to compare. */
@@ -355,6 +381,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_filter_narrows_and_esc_clears, setup, teardown),
         cmocka_unit_test_setup_teardown(test_quit_keys, setup, teardown),
         cmocka_unit_test_setup_teardown(test_help_and_hints_come_from_the_table, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sort_same_column_again_reverses, setup, teardown),
         cmocka_unit_test(test_human_format),
         cmocka_unit_test(test_spark_levels_scale_from_zero),
     };
