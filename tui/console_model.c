@@ -43,6 +43,21 @@ const char *console_model_str(const json_t *obj, const char *key, const char *df
 }
 
 /* See console_model.h. */
+void console_model_exit_text(const char *last_exit, char *out, size_t cap)
+{
+    int v;
+    const char *abbrev;
+    if (last_exit && sscanf(last_exit, "exit %d", &v) == 1)
+        snprintf(out, cap, "status %d", v);
+    else if (last_exit && sscanf(last_exit, "signal %d", &v) == 1 && v > 0 && v < 65 && (abbrev = sigabbrev_np(v)))
+        snprintf(out, cap, "signal %s", abbrev);
+    else if (last_exit && *last_exit)
+        snprintf(out, cap, "%.40s", last_exit);
+    else
+        snprintf(out, cap, "-");
+}
+
+/* See console_model.h. */
 void console_model_status(console_model *m, bool err, const char *fmt, ...)
 {
     va_list ap;
@@ -610,15 +625,50 @@ static int console_model_on_reply(console_model *m, const json_t *msg)
     return -1;
 }
 
+/* True when a worker of app (every app when "") is starting in the latest snapshot. */
+static bool console_model_app_starting(const console_model *m, const char *app)
+{
+    for (size_t i = 0; i < m->nw; i++)
+        if ((!app[0] || strcmp(m->w[i].app, app) == 0) && strcmp(m->w[i].state, "starting") == 0)
+            return true;
+    return false;
+}
+
+/*
+ * After a snapshot: shows the held outcome once the list agrees with it (no
+ * worker of its app starting), or when it has waited CONSOLE_DONE_WAIT
+ * snapshots (then it says what the list still shows).
+ */
+static void console_model_done_check(console_model *m)
+{
+    if (m->done_wait <= 0)
+        return;
+    bool starting = console_model_app_starting(m, m->done_app);
+    if (starting && --m->done_wait > 0)
+        return;
+    m->done_wait = 0;
+    console_model_status(m, false, "%s%s", m->done_text, starting ? " (a worker is still starting)" : "");
+}
+
 /*
  * An event: its human line goes to the status line. The fields (kind, phase,
  * app…) are what a view matches on; an event this version does not know
- * still has its line shown.
+ * still has its line shown. An outcome that says done is held until the
+ * list shows it (the state message that does follows the event).
  */
 static void console_model_on_event(console_model *m, const json_t *msg)
 {
     ctl_event e;
-    const char *text = ctl_event_parse(msg, &e) == 0 ? e.text : console_model_str(msg, "text", "");
+    bool known = ctl_event_parse(msg, &e) == 0;
+    const char *text = known ? e.text : console_model_str(msg, "text", "");
+    if (known && e.phase == CTL_PHASE_DONE && (e.kind == CTL_EV_RELOAD || e.kind == CTL_EV_REPLACE)) {
+        snprintf(m->done_text, sizeof m->done_text, "%s", text);
+        snprintf(m->done_app, sizeof m->done_app, "%s", e.app ? e.app : "");
+        m->done_wait = CONSOLE_DONE_WAIT;   /* shown by the next snapshot that agrees */
+        return;
+    }
+    if (m->done_wait > 0 && known && e.kind == CTL_EV_RELOAD && e.phase == CTL_PHASE_STARTED)
+        m->done_wait = 0;   /* a new reload: the held outcome is stale */
     console_model_status(m, false, "%s", text);
 }
 
@@ -628,6 +678,7 @@ int console_model_apply(console_model *m, const json_t *msg)
     const char *type = console_model_str(msg, "type", "");
     if (strcmp(type, "state") == 0) {
         console_model_apply_snapshot(m, msg, false);
+        console_model_done_check(m);
     } else if (strcmp(type, "log") == 0) {
         /* lines pushed before the reply to our latest logs request are for
          * the previous target; the reply carries the new one's history */

@@ -24,6 +24,7 @@
 #define CONSOLE_LOG_LINE_MAX  1024   /* bytes kept of one log line */
 #define CONSOLE_LOGS_DELAY_MS 120    /* selection must rest this long before re-asking logs */
 #define CONSOLE_FILTER_MAX    64
+#define CONSOLE_DONE_WAIT     10     /* snapshots an outcome waits for the list to agree */
 
 /* The series of the sparklines, in the order the detail pane shows them. */
 enum { CONSOLE_SER_CPU, CONSOLE_SER_MEM, CONSOLE_SER_RPS, CONSOLE_SER_LAG, CONSOLE_SER_N };
@@ -107,6 +108,11 @@ typedef struct {
     char       status[320];
     bool       status_err;
     time_t     status_at;
+    /* an outcome ("reload web: done") held until the list shows it: until a
+     * snapshot has no worker of the app starting (or CONSOLE_DONE_WAIT of them) */
+    char       done_text[320];
+    char       done_app[64];
+    int        done_wait;         /* snapshots left to wait; 0: nothing held */
 
     bool       dirty;             /* something shown changed: the screen needs a redraw */
 } console_model;
@@ -125,6 +131,12 @@ long console_model_int(const json_t *obj, const char *key, long dflt);
 
 /* A string from obj[key] (borrowed); dflt when absent. */
 const char *console_model_str(const json_t *obj, const char *key, const char *dflt);
+
+/*
+ * How a worker's last exit reads for people, from the protocol's last_exit
+ * ("exit 0", "signal 9", null): "status 0", "signal KILL", "-" for none.
+ */
+void console_model_exit_text(const char *last_exit, char *out, size_t cap);
 
 /* Sets the status line (printf-style) and its time; err marks it as a failure. */
 __attribute__((format(printf, 3, 4)))

@@ -358,7 +358,8 @@ static const keys_entry keys_base[] = {
      .help = "select a worker (logs pane focused: scroll a line)",
      .prio = 3, .hint_key = "\u2191\u2193", .hint_key_ascii = "j/k", .hint = "select"},
     {.in = KEYS_IN_LIST, .keys = "Down j", .fn = keys_select, .arg = 1},
-    {.in = KEYS_IN_LOGS, .keys = "Up k", .fn = keys_scroll, .arg = 1},
+    {.in = KEYS_IN_LOGS, .keys = "Up k", .fn = keys_scroll, .arg = 1,
+     .prio = 3, .hint_key = "\u2191\u2193", .hint_key_ascii = "j/k", .hint = "scroll logs"},
     {.in = KEYS_IN_LOGS, .keys = "Down j", .fn = keys_scroll, .arg = -1},
     {.in = KEYS_IN_NORMAL, .keys = "Tab BTab", .fn = keys_focus_swap, .label = "Tab",
      .help = "move the focus between the worker list and the logs", .prio = 9, .hint = "pane"},
@@ -540,14 +541,17 @@ static const char *keys_text(const keys_state *k, const keys_entry *e, bool hint
     return t ? t : hint ? e->hint : e->help;
 }
 
-/* See keys.h. */
+/* See keys.h. Only the entries of the current context (the focused pane) give hints. */
 int keys_hints(const keys_state *k, bool utf8, keys_hint *out, int cap)
 {
     size_t n;
     const keys_entry *t = keys_table(&n);
+    unsigned in = keys_context(k);
+    if (in & KEYS_IN_NORMAL)
+        in = k->focus == KEYS_FOCUS_LOGS ? KEYS_IN_LOGS : KEYS_IN_LIST;
     int count = 0;
     for (size_t i = 0; i < n && count < cap; i++) {
-        if (!t[i].prio)
+        if (!t[i].prio || !(t[i].in & in))
             continue;
         /* by prio, in table order among equals (an insertion sort: a few entries) */
         int at = count;

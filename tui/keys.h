@@ -70,8 +70,9 @@ typedef struct {
 } keys_hint;
 
 /*
- * The normal mode's footer hints, most important first (a narrow footer
- * shows a prefix). Returns how many were written to out (at most cap).
+ * The normal mode's footer hints for the focused pane, most important first
+ * (a narrow footer shows a prefix): with the logs focused, j/k say they
+ * scroll the logs. Returns how many were written to out (at most cap).
  */
 int keys_hints(const keys_state *k, bool utf8, keys_hint *out, int cap);
 

@@ -429,10 +429,11 @@ typedef struct {
 /* Fills t for worker wk. */
 static void panes_detail_texts(const console_worker *wk, panes_detail_text *t)
 {
-    char up[16];
+    char up[16], ex[48];
     columns_duration(console_model_num(wk->obj, "uptime_s"), up, sizeof up);
-    snprintf(t->more, sizeof t->more, "up %s  restarts %.0f  last exit %s  agent %s  ready %s", up,
-             console_model_num(wk->obj, "restarts"), console_model_str(wk->obj, "last_exit", "-"),
+    console_model_exit_text(console_model_str(wk->obj, "last_exit", NULL), ex, sizeof ex);
+    snprintf(t->more, sizeof t->more, "up %s  restarts %.0f  last exit: %s  agent %s  ready %s", up,
+             console_model_num(wk->obj, "restarts"), ex,
              json_is_true(json_object_get(wk->obj, "agent")) ? "yes" : "no",
              json_is_true(json_object_get(wk->obj, "ready")) ? "yes" : "no");
     char b1[24], b2[24], b3[24], b4[24];

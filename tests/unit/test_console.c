@@ -299,6 +299,58 @@ static void test_sort_same_column_again_reverses(void **st)
     assert_false(console_model_sort_by(&f->m, 0));   /* APP has no sort key */
 }
 
+/* "done" shows only once the list shows it: held while a worker of the app is starting. */
+static void test_done_waits_for_the_list(void **st)
+{
+    fixture *f = *st;
+    json_t *starting = json_pack("{s:s, s:[{s:I, s:s, s:i, s:i, s:s}], s:[]}", "type", "state", "workers",
+                                 "key", (json_int_t)12, "app", "web", "id", 0, "pid", 102, "state", "starting",
+                                 "apps");
+    console_model_apply(&f->m, starting);
+    ctl_event e = ctl_event_make(CTL_EV_RELOAD, CTL_PHASE_DONE, "web", -1, 0);
+    e.text = "reload web: done, 2/2 replaced";
+    json_t *msg = ctl_event_json(&e);
+    console_model_apply(&f->m, msg);
+    json_decref(msg);
+    assert_null(strstr(f->m.status, "done"));
+    console_model_apply(&f->m, starting);      /* the list still says starting */
+    assert_null(strstr(f->m.status, "done"));
+    json_decref(starting);
+    json_t *online = state_msg();
+    console_model_apply(&f->m, online);        /* now it agrees */
+    json_decref(online);
+    assert_string_equal(f->m.status, "reload web: done, 2/2 replaced");
+}
+
+/* How the last exit reads, and what j/k say with the logs focused. */
+static void test_exit_text_and_log_focus_hint(void **st)
+{
+    fixture *f = *st;
+    char b[48];
+    console_model_exit_text("exit 0", b, sizeof b);
+    assert_string_equal(b, "status 0");
+    console_model_exit_text("signal 9", b, sizeof b);
+    assert_string_equal(b, "signal KILL");
+    console_model_exit_text(NULL, b, sizeof b);
+    assert_string_equal(b, "-");
+    keys_hint h[32];
+    int n = keys_hints(&f->k, false, h, 32);
+    bool sel = false, scroll = false;
+    for (int i = 0; i < n; i++) {
+        sel |= strcmp(h[i].text, "select") == 0;
+        scroll |= strcmp(h[i].text, "scroll logs") == 0;
+    }
+    assert_true(sel && !scroll);
+    press(f, '\t');
+    n = keys_hints(&f->k, false, h, 32);
+    sel = scroll = false;
+    for (int i = 0; i < n; i++) {
+        sel |= strcmp(h[i].text, "select") == 0;
+        scroll |= strcmp(h[i].text, "scroll logs") == 0;
+    }
+    assert_true(scroll && !sel);
+}
+
 /* human_format of v on scale, as a string to compare. */
 static const char *human(double v, human_scale sc)
 {
@@ -382,6 +434,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_quit_keys, setup, teardown),
         cmocka_unit_test_setup_teardown(test_help_and_hints_come_from_the_table, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sort_same_column_again_reverses, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_done_waits_for_the_list, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_exit_text_and_log_focus_hint, setup, teardown),
         cmocka_unit_test(test_human_format),
         cmocka_unit_test(test_spark_levels_scale_from_zero),
     };
