@@ -8,6 +8,7 @@
 #include "tui/human.h"
 
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -15,6 +16,7 @@
 #define PANES_DETAIL_W  56    /* width of the side detail pane in the wide layout */
 #define PANES_WIDE_W    150   /* from this width the detail pane goes beside the list */
 #define PANES_COLS_MAX  32    /* list columns considered */
+#define PANES_FIELDS_MAX 40   /* fields of one line fitted by priority */
 
 /* What every pane draws from. */
 typedef struct {
@@ -116,20 +118,48 @@ static int panes_totals(const console_model *m, panes_seg *seg)
 }
 
 /*
- * Marks in keep the figures shown in room cells (each takes its width plus
- * two blanks): the most important first, a figure that does not fit is
- * dropped whole and the next ones are still tried.
+ * Marks in keep the fields shown in room cells (each takes its width plus
+ * two blanks): the most important first; a field that does not fit is
+ * dropped whole (never cut mid-word) and the next ones are still tried.
  */
-static void panes_totals_fit(const panes_seg *seg, int n, int room, bool *keep)
+static void panes_fit(const draw_ctx *d, const panes_seg *seg, int n, int room, bool *keep)
 {
-    for (int i = 0; i < n; i++)
+    int maxp = 0;
+    for (int i = 0; i < n; i++) {
         keep[i] = false;
-    for (int prio = 1; prio <= n + 8; prio++)
-        for (int i = 0; i < n; i++)
-            if (seg[i].prio == prio && (int)strlen(seg[i].text) + 2 <= room) {
+        if (seg[i].prio > maxp)
+            maxp = seg[i].prio;
+    }
+    for (int prio = 1; prio <= maxp; prio++)
+        for (int i = 0; i < n; i++) {
+            int len = draw_width(d, seg[i].text);
+            if (seg[i].prio == prio && len + 2 <= room) {
                 keep[i] = true;
-                room -= (int)strlen(seg[i].text) + 2;
+                room -= len + 2;
             }
+        }
+}
+
+/*
+ * Draws the fields of seg that fit in w cells from (y, x), chosen by
+ * priority (panes_fit), in their own order, two blanks apart; returns the
+ * columns used.
+ */
+static int panes_put_fields(const draw_ctx *d, int y, int x, int w, const panes_seg *seg, int n, attr_t a)
+{
+    bool keep[PANES_FIELDS_MAX];
+    if (n > PANES_FIELDS_MAX)
+        n = PANES_FIELDS_MAX;
+    panes_fit(d, seg, n, w + 2, keep);
+    int at = 0;
+    for (int i = 0; i < n; i++) {
+        if (!keep[i])
+            continue;
+        if (at)
+            at += 2;
+        at += draw_put(d, y, x + at, w - at, seg[i].text, a);
+    }
+    return at;
 }
 
 /* The header: title, hub totals and the host's figures that fit, connection state. */
@@ -160,7 +190,7 @@ static void panes_header(const panes_ctx *p, const char *title, int y, int w)
     int limit = up ? w - 1 : right - 1;
     int x = 1;
     x += draw_put(d, y, x, limit - x, t, d->a_header | A_BOLD);
-    panes_totals_fit(seg, nseg, limit - x, keep);
+    panes_fit(d, seg, nseg, limit - x, keep);
     for (int i = 0; i < nseg; i++) {
         if (!keep[i])
             continue;
@@ -401,47 +431,65 @@ static void panes_series(const panes_ctx *p, int y, int x, int w, const console_
     }
 }
 
-/* Writes "k v  k v" of the worker's custom metrics into out. */
-static void panes_metrics_text(const console_worker *wk, char *out, size_t cap)
-{
-    const char *k;
-    json_t *v;
-    size_t o = 0;
-    out[0] = '\0';
-    json_object_foreach(json_object_get(wk->obj, "metrics"), k, v) {
-        if (o + 8 >= cap)
-            break;
-        char num[32];
-        human_format(json_is_number(v) ? json_number_value(v) : NAN, HUMAN_SI, num, sizeof num);
-        int n = snprintf(out + o, cap - o, "%s%s %s", o ? "  " : "", k, num);
-        if (n < 0 || (size_t)n >= cap - o)
-            break;
-        o += (size_t)n;
-    }
-}
-
-/* The texts of the detail pane: the identity's rest, the latency line. */
+/* The fields of the detail pane's lines, each kept whole or dropped by priority on a narrow terminal. */
 typedef struct {
-    char more[160];   /* up, restarts, last exit, agent, ready */
-    char lat[256];    /* latency, inflight, errors */
+    panes_seg ident[4];      /* app:id, pid, state */
+    int       nident;
+    panes_seg more[6];       /* up, restarts, last exit, agent, ready */
+    int       nmore;
+    panes_seg lat[PANES_FIELDS_MAX];   /* latency, errors, inflight, then each custom metric */
+    int       nlat;
 } panes_detail_text;
 
-/* Fills t for worker wk. */
+/* Appends one field (printf-style) with priority prio to seg[*n] when there is room (cap). */
+__attribute__((format(printf, 5, 6)))
+static void panes_field(panes_seg *seg, int *n, int cap, int prio, const char *fmt, ...)
+{
+    if (*n >= cap)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(seg[*n].text, sizeof seg[*n].text, fmt, ap);
+    va_end(ap);
+    seg[(*n)++].prio = prio;
+}
+
+/* Fills t for worker wk: every figure humanized, the last exit as people read it. */
 static void panes_detail_texts(const console_worker *wk, panes_detail_text *t)
 {
-    char up[16], ex[48];
+    t->nident = t->nmore = t->nlat = 0;
+    panes_field(t->ident, &t->nident, 4, 1, "%.60s:%d", wk->app, wk->id);
+    if (wk->pid > 0)
+        panes_field(t->ident, &t->nident, 4, 2, "pid %ld", wk->pid);
+    else
+        panes_field(t->ident, &t->nident, 4, 2, "pid -");
+    panes_field(t->ident, &t->nident, 4, 1, "%.20s", wk->state);
+
+    char up[16], ex[48], b[32];
     columns_duration(console_model_num(wk->obj, "uptime_s"), up, sizeof up);
     console_model_exit_text(console_model_str(wk->obj, "last_exit", NULL), ex, sizeof ex);
-    snprintf(t->more, sizeof t->more, "up %s  restarts %.0f  last exit: %s  agent %s  ready %s", up,
-             console_model_num(wk->obj, "restarts"), ex,
-             json_is_true(json_object_get(wk->obj, "agent")) ? "yes" : "no",
-             json_is_true(json_object_get(wk->obj, "ready")) ? "yes" : "no");
-    char b1[24], b2[24], b3[24], b4[24];
-    panes_fmt(console_model_num(wk->obj, "lat_p50_ms"), "ms", b1, sizeof b1);
+    panes_field(t->more, &t->nmore, 6, 4, "up %s", up);
+    panes_field(t->more, &t->nmore, 6, 5, "restarts %.0f", console_model_num(wk->obj, "restarts"));
+    panes_field(t->more, &t->nmore, 6, 3, "last exit: %s", ex);
+    panes_field(t->more, &t->nmore, 6, 7, "agent %s", json_is_true(json_object_get(wk->obj, "agent")) ? "yes" : "no");
+    panes_field(t->more, &t->nmore, 6, 6, "ready %s", json_is_true(json_object_get(wk->obj, "ready")) ? "yes" : "no");
+
+    char b2[32];
+    panes_fmt(console_model_num(wk->obj, "lat_p50_ms"), "ms", b, sizeof b);
     panes_fmt(console_model_num(wk->obj, "lat_p99_ms"), "ms", b2, sizeof b2);
-    panes_fmt(console_model_num(wk->obj, "inflight"), "", b3, sizeof b3);
-    panes_fmt(console_model_num(wk->obj, "err_total"), "", b4, sizeof b4);
-    snprintf(t->lat, sizeof t->lat, "latency p50 %s p99 %s  inflight %s  errors %s", b1, b2, b3, b4);
+    panes_field(t->lat, &t->nlat, PANES_FIELDS_MAX, 1, "latency p50 %s p99 %s", b, b2);
+    panes_fmt(console_model_num(wk->obj, "err_total"), "", b, sizeof b);
+    panes_field(t->lat, &t->nlat, PANES_FIELDS_MAX, 2, "errors %s", b);
+    panes_fmt(console_model_num(wk->obj, "inflight"), "", b, sizeof b);
+    panes_field(t->lat, &t->nlat, PANES_FIELDS_MAX, 3, "inflight %s", b);
+    const char *k;
+    json_t *v;
+    int i = 0;
+    json_object_foreach(json_object_get(wk->obj, "metrics"), k, v) {
+        human_format(json_is_number(v) ? json_number_value(v) : NAN, HUMAN_SI, b, sizeof b);
+        panes_field(t->lat, &t->nlat, PANES_FIELDS_MAX, 4 + i, "%.60s %s", k, b);
+        i++;
+    }
 }
 
 /* The tall detail below its title: the rest of the identity, one series per line, latency, metrics. */
@@ -449,22 +497,26 @@ static void panes_detail_tall(const panes_ctx *p, const console_worker *wk, cons
                               int y, int x, int w, int h)
 {
     const draw_ctx *d = p->d;
-    draw_put(d, y + 1, x + 1, w - 2, t->more, A_NORMAL);
+    panes_put_fields(d, y + 1, x + 1, w - 2, t->more, t->nmore, A_NORMAL);
     int yy = y + 2;
     for (int s = 0; s < CONSOLE_SER_N && yy < y + h; s++, yy++)
         panes_series(p, yy, x + 1, w - 2, wk, s);
+    int nfixed = t->nlat < 3 ? t->nlat : 3;   /* latency, errors, inflight: one line */
     if (yy < y + h)
-        draw_put(d, yy++, x + 1, w - 2, t->lat, A_NORMAL);
-    /* metrics one per line when there is room */
+        panes_put_fields(d, yy++, x + 1, w - 2, t->lat, nfixed, A_NORMAL);
+    /* metrics one per line when there is room: the value whole, the name cut if it must be */
     const char *k;
     json_t *v;
     json_object_foreach(json_object_get(wk->obj, "metrics"), k, v) {
         if (yy >= y + h)
             break;
-        char mline[160], num[32];
+        char num[32];
         human_format(json_is_number(v) ? json_number_value(v) : NAN, HUMAN_SI, num, sizeof num);
-        snprintf(mline, sizeof mline, "%-20.60s %s", k, num);
-        draw_put(d, yy++, x + 1, w - 2, mline, A_NORMAL);
+        int nw = (int)strlen(num), name_w = w - 2 - nw - 1;
+        if (name_w > 20)
+            name_w = 20;
+        draw_put(d, yy, x + 1, name_w, k, A_NORMAL);
+        draw_put(d, yy++, x + 1 + name_w + 1, nw, num, A_NORMAL);
     }
 }
 
@@ -481,12 +533,8 @@ static void panes_detail_compact(const panes_ctx *p, const console_worker *wk, c
         panes_series(p, y + 2, x + 1, half - 1, wk, CONSOLE_SER_RPS);
         panes_series(p, y + 2, x + 1 + half, half - 1, wk, CONSOLE_SER_LAG);
     }
-    if (h >= 4) {
-        char met[512], both[800];
-        panes_metrics_text(wk, met, sizeof met);
-        snprintf(both, sizeof both, "%s%s%s", t->lat, met[0] ? "   metrics: " : "", met);
-        draw_put(p->d, y + 3, x + 1, w - 2, both, A_NORMAL);
-    }
+    if (h >= 4)
+        panes_put_fields(p->d, y + 3, x + 1, w - 2, t->lat, t->nlat, A_NORMAL);
 }
 
 /* The detail pane of the selected worker: identity, sparklines, latency, metrics. */
@@ -503,14 +551,15 @@ static void panes_detail(const panes_ctx *p, int y, int x, int w, int h)
     }
     panes_detail_text t;
     panes_detail_texts(wk, &t);
-    char pid[24] = "-";
-    if (wk->pid > 0)
-        snprintf(pid, sizeof pid, "%ld", wk->pid);
     bool tall = h >= 8;
-    char title[256];
-    snprintf(title, sizeof title, "%.60s:%d  pid %s  %s%s%s", wk->app, wk->id, pid, wk->state, tall ? "" : "  ",
-             tall ? "" : t.more);
-    draw_put(d, y, x + 1, w - 1, title, d->a_bar | A_BOLD);
+    /* the title: the identity, and in the compact layout the rest after it */
+    panes_seg title[10];
+    int n = 0;
+    for (int i = 0; i < t.nident; i++)
+        title[n++] = t.ident[i];
+    for (int i = 0; !tall && i < t.nmore; i++)
+        title[n++] = t.more[i];
+    panes_put_fields(d, y, x + 1, w - 2, title, n, d->a_bar | A_BOLD);
     if (tall)
         panes_detail_tall(p, wk, &t, y, x, w, h);
     else
@@ -600,7 +649,22 @@ static void panes_status(const panes_ctx *p, int y, int w)
     if (localtime_r(&m->status_at, &tm))
         strftime(ts, sizeof ts, "%H:%M:%S", &tm);
     int x = draw_put(d, y, 1, 9, ts, d->a_dim) + 2;
-    draw_put(d, y, x, w - x - 1, m->status, m->status_err ? d->a_err | A_BOLD : A_BOLD);
+    int room = w - x - 1;
+    char msg[sizeof m->status + 4];
+    snprintf(msg, sizeof msg, "%s", m->status);
+    if (draw_width(d, msg) > room) {
+        /* too long: cut at a word and say so, never mid-word */
+        const char *ell = d->utf8 ? "\u2026" : "...";
+        while (draw_width(d, msg) + draw_width(d, ell) > room) {
+            char *sp = strrchr(msg, ' ');
+            if (!sp)
+                break;
+            *sp = '\0';
+        }
+        size_t l = strlen(msg);
+        snprintf(msg + l, sizeof msg - l, "%s", ell);
+    }
+    draw_put(d, y, x, room, msg, m->status_err ? d->a_err | A_BOLD : A_BOLD);
 }
 
 /* The footer: the prompt of the current mode, or the key hints that fit, most important first. */
@@ -628,7 +692,7 @@ static void panes_footer(const panes_ctx *p, int y, int w)
     for (int i = 0; i < n; i++) {
         int kl = draw_width(d, hints[i].key), ll = (int)strlen(hints[i].text);
         if (x + kl + ll + 1 > w)
-            break;
+            continue;   /* dropped whole; a later, shorter hint may still fit (? lists them all) */
         x += draw_put(d, y, x, kl, hints[i].key, d->a_key) + 1;
         x += draw_put(d, y, x, ll, hints[i].text, A_NORMAL) + 2;
     }
