@@ -89,6 +89,7 @@ void console_model_init(console_model *m)
     memset(m, 0, sizeof *m);
     m->sel = -1;
     m->sel_id = -1;
+    m->search_line = -1;
     m->sub_req = m->logs_req = -1;
     m->follow = true;
     m->dirty = true;
@@ -159,6 +160,7 @@ static void console_model_log_clear(console_model *m)
     }
     m->log_head = m->log_n = 0;
     m->log_scroll = 0;
+    m->search_line = -1;
     m->dirty = true;
 }
 
@@ -185,6 +187,8 @@ static void console_model_log_add(console_model *m, const json_t *msg)
         l = &m->log[m->log_head];
         free(l->text);
         m->log_head = (m->log_head + 1) % CONSOLE_LOG_MAX;
+        if (m->search_line >= 0)
+            m->search_line--;   /* indices count from the oldest line, which just went */
     } else {
         l = &m->log[(m->log_head + m->log_n) % CONSOLE_LOG_MAX];
         m->log_n++;
@@ -268,6 +272,69 @@ void console_model_log_scroll(console_model *m, long delta)
 int console_model_log_page(const console_model *m)
 {
     return m->log_rows > 2 ? m->log_rows - 1 : 1;
+}
+
+/* See console_model.h. */
+bool console_model_search_hit(const console_model *m, const char *text)
+{
+    return m->search[0] && text && strcasestr(text, m->search) != NULL;
+}
+
+/* The text of the log line i lines from the oldest. */
+static const char *console_model_log_text(const console_model *m, size_t i)
+{
+    return m->log[(m->log_head + i) % CONSOLE_LOG_MAX].text;
+}
+
+/* Scrolls the log pane so line i (from the oldest) shows, with a few lines of context below it. */
+static void console_model_log_show(console_model *m, size_t i)
+{
+    long rows = m->log_rows > 0 ? m->log_rows : 1;
+    long bottom = (long)m->log_n - (long)m->log_scroll;   /* one past the last line shown */
+    long top = bottom - rows;
+    if ((long)i < top || (long)i >= bottom) {
+        long ctx = rows > 6 ? 3 : 0;
+        long want_bottom = (long)i + 1 + ctx;
+        if (want_bottom > (long)m->log_n)
+            want_bottom = (long)m->log_n;
+        m->log_scroll = (size_t)((long)m->log_n - want_bottom);
+    }
+    m->follow = m->log_scroll == 0;
+    m->dirty = true;
+}
+
+/* See console_model.h. */
+bool console_model_search_step(console_model *m, int dir)
+{
+    if (!m->search[0] || m->log_n == 0)
+        return false;
+    long from;
+    if (dir == 0 || m->search_line < 0) {
+        from = (long)m->log_n - (long)m->log_scroll - 1;   /* the bottom of the view, going up */
+        dir = dir < 0 ? -1 : 1;
+        if (dir < 0)
+            return false;
+    } else {
+        from = m->search_line + (dir > 0 ? -1 : 1);
+    }
+    for (long i = from; i >= 0 && i < (long)m->log_n; i += dir > 0 ? -1 : 1) {
+        if (console_model_search_hit(m, console_model_log_text(m, (size_t)i))) {
+            m->search_line = i;
+            console_model_log_show(m, (size_t)i);
+            return true;
+        }
+    }
+    m->dirty = true;
+    return false;
+}
+
+/* See console_model.h. */
+size_t console_model_search_count(const console_model *m)
+{
+    size_t n = 0;
+    for (size_t i = 0; m->search[0] && i < m->log_n; i++)
+        n += console_model_search_hit(m, console_model_log_text(m, i));
+    return n;
 }
 
 /* ---- sorting, filtering, selection ---------------------------------------------- */

@@ -102,6 +102,8 @@ typedef struct {
     bool       follow;
     bool       log_app;           /* the a-toggle: the whole app's logs */
     char       log_target[80];    /* what the pane shows / asked for ("" = all) */
+    char       search[CONSOLE_FILTER_MAX];   /* the log pane's search ("" = none): lines highlighted */
+    long       search_line;       /* the current match, index from the oldest line; -1 none */
     bool       logs_ready;        /* the reply for log_target arrived */
 
     /* status line */
@@ -225,5 +227,19 @@ void console_model_log_scroll(console_model *m, long delta);
 
 /* A page of the log pane: its height at the last redraw, less one line of context. */
 int console_model_log_page(const console_model *m);
+
+/* True when text matches the log search (case-insensitive substring); false with no search. */
+bool console_model_search_hit(const console_model *m, const char *text);
+
+/*
+ * Moves to a line that matches the search and scrolls the pane to show it:
+ * dir 0 the newest match at or above the bottom of the view (the search
+ * text changed), 1 the next older one (n), -1 the next newer one (N).
+ * Returns false, leaving the view, when there is none that way.
+ */
+bool console_model_search_step(console_model *m, int dir);
+
+/* Counts the lines of the pane that match the search. */
+size_t console_model_search_count(const console_model *m);
 
 #endif

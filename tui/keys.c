@@ -23,8 +23,10 @@ enum {
     KEYS_IN_QUIT     = 1 << 4,
     KEYS_IN_HELP     = 1 << 5,
     KEYS_IN_STOPPING = 1 << 6,
+    KEYS_IN_SEARCH   = 1 << 7,
     KEYS_IN_NORMAL   = KEYS_IN_LIST | KEYS_IN_LOGS,
-    KEYS_IN_ANY      = (1 << 7) - 1,
+    KEYS_IN_EDIT     = KEYS_IN_FILTER | KEYS_IN_SEARCH,   /* typing a line of text */
+    KEYS_IN_ANY      = (1 << 8) - 1,
 };
 
 typedef struct keys_entry keys_entry;
@@ -278,69 +280,115 @@ static void keys_confirm_yes(keys_state *k, const keys_entry *e, int key)
     k->confirm_cmd = NULL;
 }
 
-/* ---- handlers: typing the filter ------------------------------------------------- */
+/* ---- handlers: typing the filter or the log search ------------------------------- */
 
-/* The filter changed: narrow as you type (rows are cheap to rebuild); the logs follow the selection. */
-static void keys_filter_changed(keys_state *k)
+/* The text being typed: the filter, or the log search. */
+static char *keys_edit_buf(keys_state *k, size_t *cap)
 {
-    console_model_rebuild(k->m);
-    k->logs_in_ms = console_model_logs_retarget(k->m, false);
+    switch (k->mode) {
+    case KEYS_MODE_SEARCH:
+        *cap = sizeof k->m->search;
+        return k->m->search;
+    default:
+        *cap = sizeof k->m->filter;
+        return k->m->filter;
+    }
 }
 
-/* Esc: clear the filter and stop typing. */
+/*
+ * The text changed: the filter narrows the list as you type (rows are cheap
+ * to rebuild; the logs follow the selection); the search moves to the newest
+ * matching line.
+ */
+static void keys_edit_changed(keys_state *k)
+{
+    switch (k->mode) {
+    case KEYS_MODE_SEARCH:
+        k->m->search_line = -1;
+        k->m->dirty = true;
+        if (k->m->search[0] && !console_model_search_step(k->m, 0))
+            console_model_status(k->m, false, "no log line matches '%s'", k->m->search);
+        break;
+    default:
+        console_model_rebuild(k->m);
+        k->logs_in_ms = console_model_logs_retarget(k->m, false);
+        break;
+    }
+}
+
+/* Esc: clear the text and stop typing. */
 static void keys_filter_drop(keys_state *k, const keys_entry *e, int key)
 {
     (void)e, (void)key;
-    k->m->filter[0] = '\0';
+    size_t cap;
+    keys_edit_buf(k, &cap)[0] = '\0';
+    keys_edit_changed(k);
     k->mode = KEYS_MODE_NORMAL;
-    keys_filter_changed(k);
 }
 
-/* Enter: keep the filter and stop typing. */
+/* Enter: keep the text and stop typing. */
 static void keys_filter_keep(keys_state *k, const keys_entry *e, int key)
 {
     (void)e, (void)key;
+    if (k->mode == KEYS_MODE_SEARCH && k->m->search[0])
+        console_model_status(k->m, false, "search '%s': %zu matching log lines (n: older, N: newer)",
+                             k->m->search, console_model_search_count(k->m));
+    else
+        keys_edit_changed(k);
     k->mode = KEYS_MODE_NORMAL;
-    keys_filter_changed(k);
+    k->m->dirty = true;
 }
 
 /* Backspace: erase the last (UTF-8) character. */
 static void keys_filter_erase(keys_state *k, const keys_entry *e, int key)
 {
     (void)e, (void)key;
-    char *f = k->m->filter;
+    size_t cap;
+    char *f = keys_edit_buf(k, &cap);
     size_t len = strlen(f);
     while (len > 0 && ((unsigned char)f[len - 1] & 0xC0) == 0x80)
         len--;   /* a whole UTF-8 character */
     if (len > 0)
         len--;
     f[len] = '\0';
-    keys_filter_changed(k);
+    keys_edit_changed(k);
 }
 
-/* Ctrl-U: empty the filter and keep typing. */
+/* Ctrl-U: empty the text and keep typing. */
 static void keys_filter_clear(keys_state *k, const keys_entry *e, int key)
 {
     (void)e, (void)key;
-    k->m->filter[0] = '\0';
-    keys_filter_changed(k);
+    size_t cap;
+    keys_edit_buf(k, &cap)[0] = '\0';
+    keys_edit_changed(k);
 }
 
-/* A character typed into the filter (dropped when it does not fit). */
+/* A character typed (dropped when it does not fit). */
 static void keys_filter_insert(keys_state *k, const keys_entry *e, int key)
 {
     (void)e;
-    char *f = k->m->filter;
+    size_t cap;
+    char *f = keys_edit_buf(k, &cap);
     size_t len = strlen(f);
     char mb[MB_LEN_MAX];
     mbstate_t st;
     memset(&st, 0, sizeof st);
     size_t n = key < 0x80 ? (mb[0] = (char)key, 1) : wcrtomb(mb, (wchar_t)key, &st);
-    if (n != (size_t)-1 && len + n < sizeof k->m->filter) {
+    if (n != (size_t)-1 && len + n < cap) {
         memcpy(f + len, mb, n);
         f[len + n] = '\0';
     }
-    keys_filter_changed(k);
+    keys_edit_changed(k);
+}
+
+/* n / N: the next older (e->arg 1) or newer (-1) log line that matches the search. */
+static void keys_search_step(keys_state *k, const keys_entry *e, int key)
+{
+    (void)key;
+    if (!k->m->search[0])
+        console_model_status(k->m, false, "no search: / in the logs pane searches them");
+    else if (!console_model_search_step(k->m, (int)e->arg))
+        console_model_status(k->m, false, "no %s line matches '%s'", e->arg > 0 ? "older" : "newer", k->m->search);
 }
 
 /* ---- the table ----------------------------------------------------------------------- */
@@ -373,8 +421,15 @@ static const keys_entry keys_base[] = {
      .prio = 8, .hint = "follow"},
     {.in = KEYS_IN_NORMAL, .keys = "a", .fn = keys_app_logs,
      .help = "logs of the whole app / of the selected worker", .prio = 7, .text = keys_app_logs_text},
-    {.in = KEYS_IN_NORMAL, .keys = "/", .fn = keys_set_mode, .arg = KEYS_MODE_FILTER,
-     .help = "filter on app, app:id, pid or state (Enter keeps, Esc clears)", .prio = 5, .hint = "filter"},
+    {.in = KEYS_IN_LIST, .keys = "/", .fn = keys_set_mode, .arg = KEYS_MODE_FILTER,
+     .help = "list: filter on app, app:id, pid or state (Enter keeps, Esc clears)", .prio = 5, .hint = "filter"},
+    {.in = KEYS_IN_LOGS, .keys = "/", .fn = keys_set_mode, .arg = KEYS_MODE_SEARCH, .label = "/ (logs)",
+     .help = "logs: search, matches highlighted (Enter keeps, Esc clears)", .prio = 5, .hint_key = "/",
+     .hint = "search"},
+    {.in = KEYS_IN_LOGS, .keys = "n", .fn = keys_search_step, .arg = 1, .label = "n/N",
+     .help = "logs: the next older / newer line that matches the search", .prio = 6, .hint_key = "n/N",
+     .hint = "next"},
+    {.in = KEYS_IN_LOGS, .keys = "N", .fn = keys_search_step, .arg = -1},
     {.in = KEYS_IN_NORMAL, .keys = "s", .fn = keys_sort, .text = keys_sort_text, .prio = 6, .hint = "sort"},
     {.in = KEYS_IN_NORMAL, .commands = true, .prio = 4},
     {.in = KEYS_IN_NORMAL, .keys = "?", .fn = keys_set_mode, .arg = KEYS_MODE_HELP, .help = "this help (any key closes it)",
@@ -390,11 +445,11 @@ static const keys_entry keys_base[] = {
     {.in = KEYS_IN_QUIT, .keys = "c C Esc q", .fn = keys_set_mode, .arg = KEYS_MODE_NORMAL},
     {.in = KEYS_IN_STOPPING, .keys = "q Esc", .fn = keys_quit_as, .arg = KEYS_QUIT_GIVE_UP},
 
-    {.in = KEYS_IN_FILTER, .keys = "Esc", .fn = keys_filter_drop},
-    {.in = KEYS_IN_FILTER, .keys = "Enter", .fn = keys_filter_keep},
-    {.in = KEYS_IN_FILTER, .keys = "Backspace", .fn = keys_filter_erase},
-    {.in = KEYS_IN_FILTER, .keys = "C-u", .fn = keys_filter_clear},
-    {.in = KEYS_IN_FILTER, .keys = "Text", .fn = keys_filter_insert},
+    {.in = KEYS_IN_EDIT, .keys = "Esc", .fn = keys_filter_drop},
+    {.in = KEYS_IN_EDIT, .keys = "Enter", .fn = keys_filter_keep},
+    {.in = KEYS_IN_EDIT, .keys = "Backspace", .fn = keys_filter_erase},
+    {.in = KEYS_IN_EDIT, .keys = "C-u", .fn = keys_filter_clear},
+    {.in = KEYS_IN_EDIT, .keys = "Text", .fn = keys_filter_insert},
 };
 
 #define KEYS_BASE_N (sizeof keys_base / sizeof keys_base[0])
@@ -487,6 +542,7 @@ static unsigned keys_context(const keys_state *k)
     switch (k->mode) {
     case KEYS_MODE_NORMAL:   return k->focus == KEYS_FOCUS_LOGS ? KEYS_IN_LOGS : KEYS_IN_LIST;
     case KEYS_MODE_FILTER:   return KEYS_IN_FILTER;
+    case KEYS_MODE_SEARCH:   return KEYS_IN_SEARCH;
     case KEYS_MODE_CONFIRM:  return KEYS_IN_CONFIRM;
     case KEYS_MODE_QUIT:     return KEYS_IN_QUIT;
     case KEYS_MODE_HELP:     return KEYS_IN_HELP;

@@ -23,7 +23,8 @@
 
 typedef enum {
     KEYS_MODE_NORMAL,
-    KEYS_MODE_FILTER,     /* typing the filter */
+    KEYS_MODE_FILTER,     /* typing the filter (the list focused) */
+    KEYS_MODE_SEARCH,     /* typing the log search (the logs focused) */
     KEYS_MODE_CONFIRM,    /* asking y/n before a command */
     KEYS_MODE_QUIT,       /* asking whether to stop the hub on quit */
     KEYS_MODE_HELP,       /* the `?` overlay */

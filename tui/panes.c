@@ -576,7 +576,11 @@ static void panes_logs_title(const panes_ctx *p, int y, int x, int w, attr_t ta)
     const char *what = m->log_target[0] ? m->log_target : "every app";
     const char *kind = !m->log_target[0] ? "" : m->log_app ? " (app)" : " (worker)";
     char t[256];
-    if (!m->logs_ready && m->conn == CONSOLE_UP)
+    if (m->search[0] && (m->logs_ready || m->conn != CONSOLE_UP))
+        snprintf(t, sizeof t, "%s logs %s%s   %s   search '%.40s': %zu matching (n/N)", mark, what, kind,
+                 m->follow && m->log_scroll == 0 ? "following" : "paused", m->search,
+                 console_model_search_count(m));
+    else if (!m->logs_ready && m->conn == CONSOLE_UP)
         snprintf(t, sizeof t, "%s logs %s%s   loading...", mark, what, kind);
     else if (m->follow && m->log_scroll == 0)
         snprintf(t, sizeof t, "%s logs %s%s   following   (a: %s, f: pause)", mark, what, kind,
@@ -587,9 +591,13 @@ static void panes_logs_title(const panes_ctx *p, int y, int x, int w, attr_t ta)
     draw_put(p->d, y, x, w, t, ta);
 }
 
-/* One log line at row y: its time when wide enough, its worker when several are shown, its text. */
+/*
+ * One log line at row y: its time when wide enough, its worker when several
+ * are shown, its text, with the search's matches reversed (current: the
+ * line n/N moved to).
+ */
 static void panes_log_line(const panes_ctx *p, const console_logline *l, int y, int x, int w, bool stamp,
-                           bool label)
+                           bool label, bool current)
 {
     const draw_ctx *d = p->d;
     int xx = x;
@@ -608,7 +616,28 @@ static void panes_log_line(const panes_ctx *p, const console_logline *l, int y, 
         snprintf(lb, sizeof lb, "[%s%s]", l->label, l->err ? "!" : "");
         xx += draw_put(d, y, xx, x + w - xx, lb, d->a_dim) + 1;
     }
-    draw_put(d, y, xx, x + w - xx, l->text, l->err ? d->a_stderr : A_NORMAL);
+    attr_t a = l->err ? d->a_stderr : A_NORMAL;
+    const char *hit = p->m->search[0] ? strcasestr(l->text, p->m->search) : NULL;
+    if (!hit) {
+        draw_put(d, y, xx, x + w - xx, l->text, a);
+        return;
+    }
+    /* a matching line: the whole line bold (the current match underlined too), each match reversed */
+    a |= A_BOLD | (current ? A_UNDERLINE : 0);
+    const char *s = l->text;
+    size_t ql = strlen(p->m->search);
+    char part[CONSOLE_LOG_LINE_MAX + 1];
+    while (xx < x + w) {
+        size_t pre = hit ? (size_t)(hit - s) : strlen(s);
+        snprintf(part, sizeof part, "%.*s", (int)pre, s);
+        xx += draw_put(d, y, xx, x + w - xx, part, a);
+        if (!hit)
+            break;
+        snprintf(part, sizeof part, "%.*s", (int)ql, hit);
+        xx += draw_put(d, y, xx, x + w - xx, part, a | A_REVERSE);
+        s = hit + ql;
+        hit = strcasestr(s, p->m->search);
+    }
 }
 
 /* The log pane: a title bar, then the newest lines that fit (or a scrolled-back page). */
@@ -632,7 +661,7 @@ static void panes_logs(const panes_ctx *p, int y, int x, int w, int h)
     bool stamp = w >= 60;
     for (size_t i = 0; i < shown; i++)
         panes_log_line(p, &m->log[(m->log_head + first + i) % CONSOLE_LOG_MAX], y + 1 + (int)i, x, w, stamp,
-                       label);
+                       label, (long)(first + i) == m->search_line);
 }
 
 /* ---- status line, footer, overlays ---------------------------------------------------------- */
@@ -672,9 +701,11 @@ static void panes_footer(const panes_ctx *p, int y, int w)
 {
     const draw_ctx *d = p->d;
     w -= 1;   /* never write the bottom-right cell: some terminals scroll */
-    if (p->k->mode == KEYS_MODE_FILTER) {
-        char f[160];
-        snprintf(f, sizeof f, "filter: %s_   (Enter keeps it, Esc clears it)", p->m->filter);
+    if (p->k->mode == KEYS_MODE_FILTER || p->k->mode == KEYS_MODE_SEARCH) {
+        char f[200];
+        bool search = p->k->mode == KEYS_MODE_SEARCH;
+        snprintf(f, sizeof f, "%s: %s_   (Enter keeps it, Esc clears it%s)", search ? "search logs" : "filter",
+                 search ? p->m->search : p->m->filter, search ? "; then n/N" : "");
         draw_put(d, y, 0, w, f, d->a_key);
         return;
     }

@@ -351,6 +351,40 @@ static void test_exit_text_and_log_focus_hint(void **st)
     assert_true(scroll && !sel);
 }
 
+/* / with the logs focused searches them; n and N step through the matches. */
+static void test_search_in_logs(void **st)
+{
+    fixture *f = *st;
+    console_model_logs_retarget(&f->m, true);
+    f->m.logs_req = 5;
+    json_t *reply = json_pack("{s:s, s:i, s:b, s:[{s:s}, {s:s}, {s:s}, {s:s}]}", "type", "reply", "id", 5, "ok", 1,
+                              "lines", "text", "alpha one", "text", "beta", "text", "Alpha two", "text", "gamma");
+    console_model_apply(&f->m, reply);
+    json_decref(reply);
+    f->m.log_rows = 2;
+    press(f, '\t');
+    press(f, '/');
+    assert_int_equal(f->k.mode, KEYS_MODE_SEARCH);
+    for (const char *c = "alpha"; *c; c++)
+        press(f, *c);
+    assert_int_equal(f->m.search_line, 2);        /* the newest match, case-insensitive */
+    assert_int_equal(console_model_search_count(&f->m), 2);
+    press(f, '\r');
+    assert_int_equal(f->k.mode, KEYS_MODE_NORMAL);
+    press(f, 'n');
+    assert_int_equal(f->m.search_line, 0);        /* older */
+    assert_true(f->m.log_scroll >= 2);            /* scrolled to show it, paused */
+    assert_false(f->m.follow);
+    press(f, 'n');
+    assert_non_null(strstr(f->m.status, "no older line"));
+    press(f, 'N');
+    assert_int_equal(f->m.search_line, 2);
+    assert_string_equal(f->m.filter, "");         /* the list's filter untouched */
+    press(f, '/');
+    press(f, 27);                                 /* Esc clears the search */
+    assert_string_equal(f->m.search, "");
+}
+
 /* human_format of v on scale, as a string to compare. */
 static const char *human(double v, human_scale sc)
 {
@@ -436,6 +470,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_sort_same_column_again_reverses, setup, teardown),
         cmocka_unit_test_setup_teardown(test_done_waits_for_the_list, setup, teardown),
         cmocka_unit_test_setup_teardown(test_exit_text_and_log_focus_hint, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_search_in_logs, setup, teardown),
         cmocka_unit_test(test_human_format),
         cmocka_unit_test(test_spark_levels_scale_from_zero),
     };
