@@ -20,6 +20,7 @@ typedef struct {
     const char  *ctl_path;   /* the hub's ctl.sock */
     console_quit on_quit;
     const char  *title;      /* e.g. "drover — default"; NULL for a default */
+    bool         no_mouse;   /* --no-mouse: leave the mouse to the terminal (no clicks, no wheel) */
 } console_options;
 
 /*

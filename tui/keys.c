@@ -176,6 +176,78 @@ static const char *keys_sort_text(const keys_state *k, const keys_entry *e, bool
     return buf;
 }
 
+/* ---- handlers: the mouse ------------------------------------------------------------ */
+
+/* Which part of the screen a mouse event hit. */
+typedef enum { KEYS_HIT_NONE, KEYS_HIT_TITLE, KEYS_HIT_ROW, KEYS_HIT_LOGS } keys_hit;
+
+/* Where (y, x) falls in the panes drawn last; *row gets the list row, *col the column's table index. */
+static keys_hit keys_mouse_hit(const keys_state *k, int y, int x, long *row, int *col)
+{
+    const keys_geom *g = &k->geom;
+    bool in_list = x >= g->list_x && x < g->list_x + g->list_w;
+    if (in_list && g->list_h > 0 && y == g->list_y) {
+        *col = -1;
+        for (int i = 0; i < g->ncols; i++)
+            /* the title's cells, and the blank before it (where its marker may be) */
+            if (x >= g->col_x[i] - 1 && x < g->col_x[i] + g->col_w[i])
+                *col = g->col_index[i];
+        return KEYS_HIT_TITLE;
+    }
+    if (in_list && y > g->list_y && y < g->list_y + g->list_h) {
+        *row = k->m->list_top + (y - g->list_y - 1);
+        return KEYS_HIT_ROW;
+    }
+    if (g->logs_h > 0 && y >= g->logs_y && y < g->logs_y + g->logs_h)
+        return KEYS_HIT_LOGS;
+    return KEYS_HIT_NONE;
+}
+
+/*
+ * A mouse event, as htop: a click on a worker selects it (and focuses the
+ * list), on a column title sorts by it (again: reversed), in the logs
+ * focuses them; the wheel moves the selection over the list and scrolls the
+ * logs over them.
+ */
+static void keys_mouse(keys_state *k, const keys_entry *e, int key)
+{
+    (void)e, (void)key;
+    long row = -1;
+    int col = -1;
+    keys_hit hit = keys_mouse_hit(k, k->mouse.y, k->mouse.x, &row, &col);
+    unsigned long b = k->mouse.bstate;
+    bool click = b & (BUTTON1_PRESSED | BUTTON1_CLICKED);
+    int wheel = (b & BUTTON4_PRESSED) ? -1 : (b & BUTTON5_PRESSED) ? 1 : 0;
+    switch (hit) {
+    case KEYS_HIT_TITLE:
+        if (click && col >= 0 && console_model_sort_by(k->m, col))
+            keys_sort_said(k);
+        else if (wheel)
+            keys_select(k, &(keys_entry){.arg = wheel}, 0);
+        break;
+    case KEYS_HIT_ROW:
+        if (wheel) {
+            keys_select(k, &(keys_entry){.arg = wheel * 3}, 0);
+        } else if (click && row >= 0 && row < (long)k->m->nrows && k->m->rows[row].w) {
+            k->focus = KEYS_FOCUS_LIST;
+            k->m->sel = row;
+            if (console_model_select_move(k->m, 0))   /* a move of 0: remembers the selection */
+                k->logs_in_ms = console_model_logs_retarget(k->m, false);
+        }
+        break;
+    case KEYS_HIT_LOGS:
+        if (wheel)
+            console_model_log_scroll(k->m, -3L * wheel);
+        else if (click) {
+            k->focus = KEYS_FOCUS_LOGS;
+            k->m->dirty = true;
+        }
+        break;
+    case KEYS_HIT_NONE:
+        break;
+    }
+}
+
 /* ---- handlers: commands ------------------------------------------------------------ */
 
 /* Says that c was not sent, the hub being away. */
@@ -436,6 +508,9 @@ static const keys_entry keys_base[] = {
      .prio = 1, .hint = "help"},
     {.in = KEYS_IN_NORMAL, .keys = "q", .fn = keys_quit_as, .arg = KEYS_QUIT_KEY, .help = "quit", .prio = 2, .hint = "quit"},
     {.in = KEYS_IN_NORMAL, .keys = "C-l", .fn = keys_repaint},
+    {.in = KEYS_IN_NORMAL, .keys = "Mouse", .fn = keys_mouse, .label = "mouse",
+     .help = "click: select a worker, sort by a column title (again: reversed), focus the logs; "
+             "wheel: select / scroll (off with --no-mouse)"},
 
     {.in = KEYS_IN_HELP, .keys = "Any", .fn = keys_set_mode, .arg = KEYS_MODE_NORMAL},
     {.in = KEYS_IN_CONFIRM, .keys = "y Y", .fn = keys_confirm_yes},
@@ -498,7 +573,7 @@ static bool keys_name_is(const char *p, size_t len, int key, bool fkey)
     } named[] = {
         {"Up", KEY_UP, true}, {"Down", KEY_DOWN, true}, {"PgUp", KEY_PPAGE, true}, {"PgDn", KEY_NPAGE, true},
         {"Home", KEY_HOME, true}, {"End", KEY_END, true}, {"BTab", KEY_BTAB, true},
-        {"Resize", KEY_RESIZE, true}, {"Enter", KEY_ENTER, true}, {"Enter", '\r', false},
+        {"Resize", KEY_RESIZE, true}, {"Mouse", KEY_MOUSE, true}, {"Enter", KEY_ENTER, true}, {"Enter", '\r', false},
         {"Enter", '\n', false}, {"Backspace", KEY_BACKSPACE, true}, {"Backspace", 127, false},
         {"Backspace", 8, false}, {"Tab", '\t', false}, {"Esc", 27, false},
     };

@@ -374,6 +374,19 @@ static void panes_list(const panes_ctx *p, int y, int x, int w, int h)
     l.ncol = panes_list_columns(w, l.cols, &l.used);
     l.bar_w = w - l.used >= 12 ? (w - l.used - 1 > 22 ? 22 : w - l.used - 1) : 0;
     panes_list_title(p, &l, y, x, w);
+    /* where the list is, for the mouse */
+    keys_geom *g = &p->k->geom;
+    g->list_y = y;
+    g->list_h = h;
+    g->list_x = x;
+    g->list_w = w;
+    g->ncols = 0;
+    for (int i = 0, at = x + 2; i < l.ncol && g->ncols < 32; i++) {
+        g->col_x[g->ncols] = at;
+        g->col_w[g->ncols] = columns_table[l.cols[i]].width;
+        g->col_index[g->ncols++] = l.cols[i];
+        at += columns_table[l.cols[i]].width + 1;
+    }
 
     int rows_h = h - 1;
     if (m->nrows == 0) {
@@ -648,6 +661,8 @@ static void panes_logs(const panes_ctx *p, int y, int x, int w, int h)
     console_model *m = p->m;
     attr_t ta = p->k->focus == KEYS_FOCUS_LOGS ? p->d->a_bar_focus : p->d->a_bar;
     draw_fill(y, x, w, ta);
+    p->k->geom.logs_y = y;
+    p->k->geom.logs_h = h;
     int rows_h = h - 1;
     m->log_rows = rows_h;
     size_t max_scroll = m->log_n > (size_t)rows_h ? m->log_n - (size_t)rows_h : 0;
@@ -795,6 +810,7 @@ void panes_draw(keys_state *k, const draw_ctx *d, const char *title)
 {
     panes_ctx p = {k, k->m, d};
     erase();
+    memset(&k->geom, 0, sizeof k->geom);   /* a pane not drawn is not hit */
     int H = LINES, W = COLS;
     if (H < 10 || W < 40) {
         draw_put(d, 0, 0, W, "terminal too small", A_BOLD);
