@@ -11,7 +11,7 @@
 #include <stdbool.h>
 
 typedef enum {
-    CONSOLE_QUIT_ASK,      /* `drover run` in a terminal: ask whether to stop the workers */
+    CONSOLE_QUIT_ASK,      /* `drover run` or `drover attach` in a terminal: ask whether to stop the hub */
     CONSOLE_QUIT_LEAVE,    /* `drover monit` attached to a running hub: leave it running */
     CONSOLE_QUIT_STOP,     /* `drover monit` that started its own monitor-only hub: stop it */
 } console_quit;

@@ -469,7 +469,8 @@ static int cmd_attach(int argc, char **argv)
     o.master = (pid_t)pid;
     if (o.background || headless || !launch_is_terminal())
         return hub_run(&o);
-    return hub_and_console(&o, argc, argv, false, CONSOLE_QUIT_STOP);
+    /* as a run console: q asks whether to stop the hub (the master is never stopped) */
+    return hub_and_console(&o, argc, argv, false, CONSOLE_QUIT_ASK);
 }
 
 int main(int argc, char **argv)

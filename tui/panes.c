@@ -761,7 +761,11 @@ static void panes_overlay(const panes_ctx *p)
     if (p->k->mode == KEYS_MODE_HELP) {
         panes_help(p);
     } else if (p->k->mode == KEYS_MODE_QUIT) {
-        const char *l[] = {"Stop the workers and the hub?", "", "[y]es / [n]o, leave it running / [c]ancel"};
+        /* an attach hub stops alone: the master it watches keeps its workers */
+        bool attach = strcmp(p->m->hub_mode, "attach") == 0;
+        const char *l[] = {attach ? "Stop the hub? (the master and its workers keep running)"
+                                  : "Stop the workers and the hub?",
+                           "", "[y]es / [n]o, leave it running / [c]ancel"};
         draw_box(p->d, " quit ", l, 3);
     } else if (p->k->mode == KEYS_MODE_CONFIRM) {
         const char *l[] = {p->k->confirm_text};
