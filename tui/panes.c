@@ -190,7 +190,13 @@ static void panes_header(const panes_ctx *p, const char *title, int y, int w)
     int limit = up ? w - 1 : right - 1;
     int x = 1;
     x += draw_put(d, y, x, limit - x, t, d->a_header | A_BOLD);
-    panes_fit(d, seg, nseg, limit - x, keep);
+    /* "connected" keeps its place unless a figure of the first four would be dropped for it */
+    panes_fit(d, seg, nseg, right - 1 - x, keep);
+    for (int i = 0; up && i < nseg; i++)
+        if (!keep[i] && seg[i].prio <= 4) {
+            panes_fit(d, seg, nseg, limit - x, keep);
+            break;
+        }
     for (int i = 0; i < nseg; i++) {
         if (!keep[i])
             continue;
