@@ -268,38 +268,111 @@ static void draw_frame(const draw_ctx *d, int by, int bx, int bw, int bh)
     }
 }
 
+/*
+ * Cuts the text s to at most w columns at a word: into out (cap bytes), and
+ * *rest points at what is left (NULL when all of it fits). A word longer
+ * than w is cut where it must be.
+ */
+static void draw_word_cut(const draw_ctx *d, const char *s, int w, char *out, size_t cap, const char **rest)
+{
+    snprintf(out, cap, "%s", s);
+    *rest = NULL;
+    if (draw_width(d, out) <= w)
+        return;
+    size_t keep = 0;
+    for (size_t i = 0; out[i]; i++) {
+        if (out[i] != ' ')
+            continue;
+        char save = out[i];
+        out[i] = '\0';
+        bool fits = draw_width(d, out) <= w;
+        out[i] = save;
+        if (!fits)
+            break;
+        keep = i;
+    }
+    if (keep == 0) {
+        /* one long word: cut by columns (draw_put does) */
+        *rest = NULL;
+        return;
+    }
+    out[keep] = '\0';
+    *rest = s + keep + 1;
+}
+
+/* One row of a box as shown: its key (bold) and text, or a text alone. */
+typedef struct {
+    bool tabbed;        /* in the key column layout */
+    char key[32];
+    char text[256];
+} draw_box_row;
+
+/*
+ * Lays the n lines out in rows of text_w columns: a text too wide wraps at a
+ * word under its key when wrap, else ends at a word with an ellipsis. Returns
+ * how many rows were written to out (at most cap).
+ */
+static int draw_box_layout(const draw_ctx *d, const char *const *lines, int n, int text_w, int keycol, bool wrap,
+                           draw_box_row *out, int cap)
+{
+    int rows = 0;
+    for (int i = 0; i < n && rows < cap; i++) {
+        const char *tab = strchr(lines[i], '\t');
+        const char *rest = tab ? tab + 1 : lines[i];
+        int tw = tab ? text_w - keycol : text_w;
+        for (bool first = true; rest && rows < cap; first = false) {
+            draw_box_row *r = &out[rows++];
+            r->tabbed = tab != NULL;
+            snprintf(r->key, sizeof r->key, "%.*s", tab && first ? (int)(tab - lines[i]) : 0, lines[i]);
+            const char *next;
+            draw_word_cut(d, rest, tw, r->text, sizeof r->text, &next);
+            if (next && !wrap) {
+                const char *ell = d->utf8 ? "\u2026" : "...";
+                draw_word_cut(d, rest, tw - draw_width(d, ell), r->text, sizeof r->text, &next);
+                size_t l = strlen(r->text);
+                snprintf(r->text + l, sizeof r->text - l, "%s", ell);
+                next = NULL;
+            }
+            rest = next;
+        }
+    }
+    return rows;
+}
+
 /* See draw.h. */
 void draw_box(const draw_ctx *d, const char *title, const char *const *lines, int n)
 {
-    enum { KEYCOL = 13 };
+    enum { KEYCOL = 13, ROWS_MAX = 80 };
     int bw = 0;
     for (int i = 0; i < n; i++) {
         const char *tab = strchr(lines[i], '\t');
-        int l = tab ? KEYCOL + (int)strlen(tab + 1) : (int)strlen(lines[i]);   /* texts are ASCII */
+        int l = tab ? KEYCOL + draw_width(d, tab + 1) : draw_width(d, lines[i]);
         if (l > bw)
             bw = l;
     }
     bw += 4;
     if (bw > COLS - 2)
         bw = COLS - 2;
-    int bh = n + 2;
+    draw_box_row rows[ROWS_MAX];
+    /* wrapped when the box has the rows for it, else one row per line */
+    int nr = draw_box_layout(d, lines, n, bw - 4, KEYCOL, true, rows, ROWS_MAX);
+    if (nr + 2 > LINES - 2)
+        nr = draw_box_layout(d, lines, n, bw - 4, KEYCOL, false, rows, ROWS_MAX);
+    int bh = nr + 2;
     if (bh > LINES - 2)
         bh = LINES - 2;
     int bx = (COLS - bw) / 2, by = (LINES - bh) / 2;
     for (int r = 0; r < bh; r++)
         draw_fill(by + r, bx, bw, d->a_header);
     draw_frame(d, by, bx, bw, bh);
-    int tl = (int)strlen(title);
+    int tl = draw_width(d, title);
     draw_put(d, by, bx + (bw - tl) / 2, bw - 2, title, d->a_header | A_BOLD);
-    for (int i = 0; i < n && i < bh - 2; i++) {
-        const char *tab = strchr(lines[i], '\t');
-        if (!tab) {
-            draw_put(d, by + 1 + i, bx + 2, bw - 4, lines[i], d->a_header);
+    for (int i = 0; i < nr && i < bh - 2; i++) {
+        if (!rows[i].tabbed) {
+            draw_put(d, by + 1 + i, bx + 2, bw - 4, rows[i].text, d->a_header);
             continue;
         }
-        char key[32];
-        snprintf(key, sizeof key, "%.*s", (int)(tab - lines[i]), lines[i]);
-        draw_put(d, by + 1 + i, bx + 2, KEYCOL - 1, key, d->a_header | A_BOLD);
-        draw_put(d, by + 1 + i, bx + 2 + KEYCOL, bw - 4 - KEYCOL, tab + 1, d->a_header);
+        draw_put(d, by + 1 + i, bx + 2, KEYCOL - 1, rows[i].key, d->a_header | A_BOLD);
+        draw_put(d, by + 1 + i, bx + 2 + KEYCOL, bw - 4 - KEYCOL, rows[i].text, d->a_header);
     }
 }

@@ -170,7 +170,7 @@ static const char *keys_sort_text(const keys_state *k, const keys_entry *e, bool
     (void)e;
     if (hint)
         return NULL;
-    snprintf(buf, cap, "sort: the same column reversed, then the next (now %s %s)",
+    snprintf(buf, cap, "sort: this column reversed, then the next (now %s %s)",
              columns_table[k->m->sort_col].title,
              columns_sort_ascending(&columns_table[k->m->sort_col], k->m->sort_rev) ? "ascending" : "descending");
     return buf;
@@ -494,12 +494,12 @@ static const keys_entry keys_base[] = {
     {.in = KEYS_IN_NORMAL, .keys = "a", .fn = keys_app_logs,
      .help = "logs of the whole app / of the selected worker", .prio = 7, .text = keys_app_logs_text},
     {.in = KEYS_IN_LIST, .keys = "/", .fn = keys_set_mode, .arg = KEYS_MODE_FILTER,
-     .help = "list: filter on app, app:id, pid or state (Enter keeps, Esc clears)", .prio = 5, .hint = "filter"},
+     .help = "list: filter by app:id, pid or state (Enter keeps, Esc clears)", .prio = 5, .hint = "filter"},
     {.in = KEYS_IN_LOGS, .keys = "/", .fn = keys_set_mode, .arg = KEYS_MODE_SEARCH, .label = "/ (logs)",
-     .help = "logs: search, matches highlighted (Enter keeps, Esc clears)", .prio = 5, .hint_key = "/",
+     .help = "logs: search and highlight (Enter keeps, Esc clears)", .prio = 5, .hint_key = "/",
      .hint = "search"},
     {.in = KEYS_IN_LOGS, .keys = "n", .fn = keys_search_step, .arg = 1, .label = "n/N",
-     .help = "logs: the next older / newer line that matches the search", .prio = 6, .hint_key = "n/N",
+     .help = "logs: the next older / newer match of the search", .prio = 6, .hint_key = "n/N",
      .hint = "next"},
     {.in = KEYS_IN_LOGS, .keys = "N", .fn = keys_search_step, .arg = -1},
     {.in = KEYS_IN_NORMAL, .keys = "s", .fn = keys_sort, .text = keys_sort_text, .prio = 6, .hint = "sort"},
@@ -509,8 +509,7 @@ static const keys_entry keys_base[] = {
     {.in = KEYS_IN_NORMAL, .keys = "q", .fn = keys_quit_as, .arg = KEYS_QUIT_KEY, .help = "quit", .prio = 2, .hint = "quit"},
     {.in = KEYS_IN_NORMAL, .keys = "C-l", .fn = keys_repaint},
     {.in = KEYS_IN_NORMAL, .keys = "Mouse", .fn = keys_mouse, .label = "mouse",
-     .help = "click: select a worker, sort by a column title (again: reversed), focus the logs; "
-             "wheel: select / scroll (off with --no-mouse)"},
+     .help = "click a worker, a column title (sorts) or the logs; wheel scrolls; --no-mouse: off"},
 
     {.in = KEYS_IN_HELP, .keys = "Any", .fn = keys_set_mode, .arg = KEYS_MODE_NORMAL},
     {.in = KEYS_IN_CONFIRM, .keys = "y Y", .fn = keys_confirm_yes},

@@ -253,7 +253,7 @@ static void test_help_and_hints_come_from_the_table(void **st)
     bool kill = false, sort = false;
     for (int i = 0; i < n; i++) {
         kill |= strncmp(lines[i], "x F9\tkill: ", 11) == 0 && strstr(lines[i], "(asks y/n)");
-        sort |= strcmp(lines[i], "s\tsort: the same column reversed, then the next (now ID ascending)") == 0;
+        sort |= strcmp(lines[i], "s\tsort: this column reversed, then the next (now ID ascending)") == 0;
     }
     assert_true(kill);
     assert_true(sort);
