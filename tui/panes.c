@@ -124,20 +124,21 @@ static int panes_totals(const console_model *m, panes_seg *seg)
  */
 static void panes_fit(const draw_ctx *d, const panes_seg *seg, int n, int room, bool *keep)
 {
-    int maxp = 0;
+    int maxp = 0, len[PANES_FIELDS_MAX];
+    if (n > PANES_FIELDS_MAX)
+        n = PANES_FIELDS_MAX;
     for (int i = 0; i < n; i++) {
         keep[i] = false;
+        len[i] = draw_width(d, seg[i].text);
         if (seg[i].prio > maxp)
             maxp = seg[i].prio;
     }
     for (int prio = 1; prio <= maxp; prio++)
-        for (int i = 0; i < n; i++) {
-            int len = draw_width(d, seg[i].text);
-            if (seg[i].prio == prio && len + 2 <= room) {
+        for (int i = 0; i < n; i++)
+            if (seg[i].prio == prio && len[i] + 2 <= room) {
                 keep[i] = true;
-                room -= len + 2;
+                room -= len[i] + 2;
             }
-        }
 }
 
 /*
