@@ -362,6 +362,7 @@ void state_apply_hub_sample(state *s, const proc_sample *ps, double now)
     s->hub_sampled = true;
 }
 
+/* See state.h: a failed read makes every figure unknown, not stale. */
 void state_apply_host_sample(state *s, const host_sample *hs)
 {
     host_figures *h = &s->c.host;

@@ -99,6 +99,7 @@ const column columns_table[] = {
     {NULL, NULL, 0, false, NULL, NULL, false},
 };
 
+/* See columns.h. */
 bool columns_sort_ascending(const column *col, bool reversed)
 {
     return col->ascending != reversed;
