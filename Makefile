@@ -117,7 +117,7 @@ $(B)/tests/%: tests/unit/%.c $(PROTO_OBJ) $(AGENT_OBJ) $(HUB_OBJ)
 	$(CC) $(CPPFLAGS) $(ALLCFLAGS) $(PC_CFLAGS) -o $@ $< $(PROTO_OBJ) $(AGENT_OBJ) $(HUB_OBJ) $(PC_LIBS) $(CMOCKA_LIBS) -lm
 
 # The console's model and key table draw nothing: tested without a terminal.
-CONSOLE_UNIT_OBJ := $(B)/tui/console_model.o $(B)/tui/keys.o $(B)/tui/columns.o
+CONSOLE_UNIT_OBJ := $(B)/tui/console_model.o $(B)/tui/keys.o $(B)/tui/columns.o $(B)/tui/human.o
 $(B)/tests/test_console: tests/unit/test_console.c $(CONSOLE_UNIT_OBJ) $(PROTO_OBJ) $(AGENT_OBJ) $(HUB_OBJ)
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(ALLCFLAGS) $(PC_CFLAGS) -o $@ $< $(CONSOLE_UNIT_OBJ) $(PROTO_OBJ) $(AGENT_OBJ) $(HUB_OBJ) $(PC_LIBS) $(CMOCKA_LIBS) -lm

@@ -152,6 +152,20 @@ static int headless_ndjson(FILE *out, const worker_view *v, size_t n, const app_
     return headless_emit(out, headless_hub_json(c, ts));
 }
 
+/*
+ * The host object of a snapshot (views only; the headless lines do not
+ * carry it): {"cpu_pct","mem_used_bytes","mem_total_bytes","load":[1,5,15],"cpus"}.
+ */
+static json_t *headless_host_json(const host_figures *h)
+{
+    json_t *load = json_array();
+    for (int i = 0; i < 3; i++)
+        json_array_append_new(load, jreal(h->load[i], 2));
+    return json_pack("{s:o, s:o, s:o, s:o, s:o}", "cpu_pct", jreal(h->cpu_pct, 2),
+                     "mem_used_bytes", jint(h->mem_used_bytes), "mem_total_bytes", jint(h->mem_total_bytes),
+                     "load", load, "cpus", jint(h->ncpu));
+}
+
 /* Describes a waitpid status for views: "exit 1", "signal 9". */
 static json_t *headless_exit_json(const worker_view *w)
 {
@@ -185,7 +199,8 @@ json_t *headless_snapshot(const worker_view *v, size_t n, const hub_counters *c,
         json_array_append_new(as, headless_app_json(&apps[i], ts));
     if (apps != stack_apps)
         free(apps);
-    return json_pack("{s:o, s:o, s:o}", "workers", ws, "apps", as, "hub", headless_hub_json(c, ts));
+    return json_pack("{s:o, s:o, s:o, s:o}", "workers", ws, "apps", as, "hub", headless_hub_json(c, ts),
+                     "host", headless_host_json(&c->host));
 }
 
 /* ---- Prometheus text ---------------------------------------------------- */

@@ -248,6 +248,7 @@ static void hub_on_sample(void *ctx, const sampler_result *r)
     for (size_t i = 0; i < r->n; i++)
         state_apply_sample(h->st, &r->s[i], r->at);
     state_apply_hub_sample(h->st, r->self, r->at);
+    state_apply_host_sample(h->st, r->host);
     if (h->at) {
         if (!r->parent_alive) {
             fprintf(stderr, "drover: the master (pid %d) has exited\n", (int)h->o->master);
@@ -294,6 +295,7 @@ static void hub_on_first_sample(void *ctx, const sampler_result *r)
 {
     hub *h = ctx;
     state_apply_hub_sample(h->st, r->self, r->at);
+    state_apply_host_sample(h->st, r->host);
     if (h->at && r->parent_alive)
         attach_on_children(h->at, r->children, r->nchildren);
 }

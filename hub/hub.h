@@ -23,6 +23,7 @@ typedef struct {
     headless_format format;     /* --format */
     bool        quiet;          /* print nothing on stdout (a hub serving a console) */
     bool        background;     /* once set up, send stdout/stderr to hub.log (run) or /dev/null */
+    bool        no_mouse;       /* --no-mouse: for the console that goes with the hub (the hub ignores it) */
 
     /* drover run */
     const char *app;            /* -n, or derived from the command */

@@ -9,7 +9,10 @@
 #include "hub/sampler.h"
 
 #include <errno.h>
+#include <libproc2/meminfo.h>
+#include <libproc2/misc.h>
 #include <libproc2/pids.h>
+#include <libproc2/stat.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,6 +38,9 @@ struct sampler {
     uv_work_t  work;
     struct pids_info *info;
     struct pids_info *all;      /* for listing children: every process, few items */
+    struct stat_info *stat;     /* /proc/stat, opened at the first host read */
+    struct meminfo_info *mem;   /* /proc/meminfo, likewise */
+    host_sample host;
     pid_t      parent;          /* 0: none watched */
     pid_t     *children;
     size_t     nchildren, children_cap;
@@ -141,10 +147,34 @@ static void sampler_children(sampler *sm)
     }
 }
 
+/*
+ * See sampler.h. The select calls read their file every time (the _get
+ * calls would serve a value up to a second old).
+ */
+void sampler_read_host(sampler *sm, host_sample *out)
+{
+    static enum stat_item stat_items[] = {STAT_TIC_SUM_TOTAL, STAT_TIC_SUM_IDLE};
+    static enum meminfo_item mem_items[] = {MEMINFO_MEM_TOTAL, MEMINFO_MEM_USED};
+    memset(out, 0, sizeof *out);
+    if ((!sm->stat && procps_stat_new(&sm->stat) < 0) || (!sm->mem && procps_meminfo_new(&sm->mem) < 0))
+        return;
+    struct stat_stack *st = procps_stat_select(sm->stat, stat_items, 2);
+    struct meminfo_stack *ms = procps_meminfo_select(sm->mem, mem_items, 2);
+    if (!st || !ms || procps_loadavg(&out->load[0], &out->load[1], &out->load[2]) < 0)
+        return;
+    out->cpu_total_ticks = STAT_VAL(0, ull_int, st, sm->stat);
+    out->cpu_idle_ticks = STAT_VAL(1, ull_int, st, sm->stat);
+    out->mem_total_bytes = (uint64_t)MEMINFO_VAL(0, ul_int, ms, sm->mem) * 1024;   /* KiB */
+    out->mem_used_bytes = (uint64_t)MEMINFO_VAL(1, ul_int, ms, sm->mem) * 1024;
+    out->ncpu = procps_cpu_count();
+    out->ok = out->mem_total_bytes > 0;
+}
+
 static void sampler_work(uv_work_t *w)
 {
     sampler *sm = w->data;
     sm->at = sampler_now();
+    sampler_read_host(sm, &sm->host);
     sampler_children(sm);
     if (sampler_read(sm, sm->pids, sm->n + 1, sm->out) != 0)
         for (size_t i = 0; i <= sm->n; i++)
@@ -169,6 +199,10 @@ static void sampler_free_now(sampler *sm)
     procps_pids_unref(&sm->info);
     if (sm->all)
         procps_pids_unref(&sm->all);
+    if (sm->stat)
+        procps_stat_unref(&sm->stat);
+    if (sm->mem)
+        procps_meminfo_unref(&sm->mem);
     free(sm->children);
     free(sm->pids);
     free(sm->out);
@@ -187,6 +221,7 @@ static void sampler_after(uv_work_t *w, int status)
         sampler_result r = {
             .s = sm->out, .n = sm->n, .self = &sm->out[sm->n], .at = sm->at,
             .children = sm->children, .nchildren = sm->nchildren, .parent_alive = sm->parent_alive,
+            .host = &sm->host,
         };
         sm->cb(sm->ctx, &r);
     }

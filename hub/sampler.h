@@ -1,5 +1,7 @@
 /*
- * sampler.h — reads processes from /proc with libproc2, off the loop thread.
+ * sampler.h — reads processes from /proc with libproc2, off the loop thread,
+ * and the host beside them (libproc2's system readers: /proc/stat,
+ * /proc/meminfo, /proc/loadavg).
  */
 #ifndef DROVER_HUB_SAMPLER_H
 #define DROVER_HUB_SAMPLER_H
@@ -23,6 +25,7 @@ typedef struct {
     const pid_t *children;      /* live children of the watched parent (sampler_watch) */
     size_t       nchildren;
     bool         parent_alive;  /* the watched parent exists (true when none is watched) */
+    const host_sample *host;    /* the machine: CPU ticks, memory, load (host->ok false: unread) */
 } sampler_result;
 
 /* Called on the loop thread when a sample round ends. */
@@ -48,6 +51,9 @@ int sampler_read(sampler *sm, const pid_t *pids, size_t n, proc_sample *out);
  * every process in /proc), so `drover attach` sees a master's replacements.
  */
 void sampler_watch(sampler *sm, pid_t parent);
+
+/* Reads the host's CPU ticks, memory and load into out (out->ok false when a read failed). */
+void sampler_read_host(sampler *sm, host_sample *out);
 
 /* Frees the sampler; if a round is in flight it is freed when that round ends. */
 void sampler_free(sampler *sm);

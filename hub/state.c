@@ -85,6 +85,7 @@ struct state {
     proc_sample hub_prev;
     double    hub_prev_at;
     bool      hub_sampled;
+    host_sample host_prev;      /* the last host sample (ok false: none) */
 };
 
 const char *state_name(worker_state ws)
@@ -96,7 +97,11 @@ const char *state_name(worker_state ws)
 
 state *state_new(void)
 {
-    return calloc(1, sizeof(state));
+    state *s = calloc(1, sizeof(state));
+    if (s)
+        s->c.host = (host_figures){.cpu_pct = NAN, .mem_total_bytes = -1, .mem_used_bytes = -1,
+                                   .load = {NAN, NAN, NAN}, .ncpu = -1};
+    return s;
 }
 
 void state_free(state *s)
@@ -355,6 +360,28 @@ void state_apply_hub_sample(state *s, const proc_sample *ps, double now)
     s->hub_prev = *ps;
     s->hub_prev_at = now;
     s->hub_sampled = true;
+}
+
+/* See state.h: a failed read makes every figure unknown, not stale. */
+void state_apply_host_sample(state *s, const host_sample *hs)
+{
+    host_figures *h = &s->c.host;
+    if (!hs->ok) {
+        *h = (host_figures){.cpu_pct = NAN, .mem_total_bytes = -1, .mem_used_bytes = -1,
+                            .load = {NAN, NAN, NAN}, .ncpu = -1};
+        s->host_prev.ok = false;
+        return;
+    }
+    const host_sample *p = &s->host_prev;
+    uint64_t dt = hs->cpu_total_ticks - p->cpu_total_ticks, di = hs->cpu_idle_ticks - p->cpu_idle_ticks;
+    h->cpu_pct = p->ok && hs->cpu_total_ticks > p->cpu_total_ticks && di <= dt
+        ? 100.0 * (double)(dt - di) / (double)dt : NAN;
+    h->mem_total_bytes = (int64_t)hs->mem_total_bytes;
+    h->mem_used_bytes = (int64_t)hs->mem_used_bytes;
+    for (int i = 0; i < 3; i++)
+        h->load[i] = hs->load[i];
+    h->ncpu = hs->ncpu > 0 ? hs->ncpu : -1;
+    s->host_prev = *hs;
 }
 
 /* ---- interval ----------------------------------------------------------- */

@@ -41,6 +41,26 @@ typedef struct {
     char     comm[32];          /* process name */
 } proc_sample;
 
+/* The host as read from /proc/stat, /proc/meminfo and /proc/loadavg by the sampler. */
+typedef struct {
+    bool     ok;                /* false: the read failed (every figure unknown) */
+    uint64_t cpu_total_ticks;   /* every core, every state, since boot */
+    uint64_t cpu_idle_ticks;    /* idle + iowait */
+    uint64_t mem_total_bytes;
+    uint64_t mem_used_bytes;    /* total - available */
+    double   load[3];           /* 1, 5 and 15 minute load averages */
+    long     ncpu;              /* online cores */
+} host_sample;
+
+/* The host's figures for views (the snapshot's `host` object); unknown: NAN / -1. */
+typedef struct {
+    double  cpu_pct;            /* all cores busy = 100, over the last interval */
+    int64_t mem_total_bytes;
+    int64_t mem_used_bytes;
+    double  load[3];
+    int64_t ncpu;
+} host_figures;
+
 /*
  * A worker as views see it. Unknown values: integers -1, doubles NAN,
  * strings "" (printers turn them into null).
@@ -79,6 +99,7 @@ typedef struct {
     uint64_t spoofed_total;     /* pid key differs from the kernel's SCM_CREDENTIALS pid */
     double   cpu_pct;           /* the hub process, % of one core over the last interval */
     int64_t  rss_bytes;         /* the hub process */
+    host_figures host;          /* the machine the hub runs on */
 } hub_counters;
 
 typedef struct state state;
@@ -120,6 +141,13 @@ void state_apply_sample(state *s, const proc_sample *ps, double now);
 
 /* Records the hub's own /proc sample for the hub counters. */
 void state_apply_hub_sample(state *s, const proc_sample *ps, double now);
+
+/*
+ * Records the host's sample: memory and load as read, CPU % from the ticks
+ * since the previous sample (unknown after the first, or when the read
+ * failed).
+ */
+void state_apply_host_sample(state *s, const host_sample *hs);
 
 /*
  * Ends an interval at monotonic time now: pushes one point per series into

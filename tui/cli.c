@@ -190,8 +190,8 @@ static void cli_ls_print(const cli_options *co, json_t *r)
 {
     json_t *ws = json_object_get(r, "workers");
     if (co->json) {
-        json_t *out = json_pack("{s:O, s:O, s:O}", "workers", ws, "apps", json_object_get(r, "apps"),
-                                "hub", json_object_get(r, "hub"));
+        json_t *out = json_pack("{s:O, s:O, s:O, s:O?}", "workers", ws, "apps", json_object_get(r, "apps"),
+                                "hub", json_object_get(r, "hub"), "host", json_object_get(r, "host"));
         json_dumpf(out, stdout, JSON_COMPACT | JSON_REAL_PRECISION(15));
         putchar('\n');
         json_decref(out);

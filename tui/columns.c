@@ -3,6 +3,8 @@
  */
 #include "tui/columns.h"
 
+#include "tui/human.h"
+
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -16,14 +18,7 @@ static double col_num(const json_t *w, const char *key)
 
 void columns_bytes(double v, char *out, size_t cap)
 {
-    if (isnan(v) || v < 0)
-        snprintf(out, cap, "-");
-    else if (v >= 1024.0 * 1024 * 1024)
-        snprintf(out, cap, "%.1fG", v / (1024.0 * 1024 * 1024));
-    else if (v >= 1024.0 * 1024)
-        snprintf(out, cap, "%.1fM", v / (1024.0 * 1024));
-    else
-        snprintf(out, cap, "%.0fK", v / 1024.0);
+    human_format(v, HUMAN_BYTES, out, cap);
 }
 
 void columns_duration(double s, char *out, size_t cap)
@@ -40,13 +35,19 @@ void columns_duration(double s, char *out, size_t cap)
         snprintf(out, cap, "%.0fd", s / 86400);
 }
 
-/* Writes v with the given decimals, or "-" when unknown. */
-static void col_fmt_num(double v, int decimals, char *out, size_t cap)
+/* Writes a count or id v as a whole number, or "-" when unknown. */
+static void col_fmt_int(double v, char *out, size_t cap)
 {
     if (isnan(v))
         snprintf(out, cap, "-");
     else
-        snprintf(out, cap, "%.*f", decimals, v);
+        snprintf(out, cap, "%.0f", v);
+}
+
+/* Writes a measured figure humanized ("12.5", "1.2k"), or "-" when unknown. */
+static void col_fmt_human(double v, char *out, size_t cap)
+{
+    human_format(v, HUMAN_SI, out, cap);
 }
 
 static void f_app(const json_t *w, char *o, size_t c)
@@ -54,11 +55,11 @@ static void f_app(const json_t *w, char *o, size_t c)
     const char *s = json_string_value(json_object_get(w, "app"));
     snprintf(o, c, "%s", s ? s : "-");
 }
-static void f_id(const json_t *w, char *o, size_t c)      { col_fmt_num(col_num(w, "id"), 0, o, c); }
+static void f_id(const json_t *w, char *o, size_t c)      { col_fmt_int(col_num(w, "id"), o, c); }
 static void f_pid(const json_t *w, char *o, size_t c)
 {
     double p = col_num(w, "pid");
-    col_fmt_num(p > 0 ? p : NAN, 0, o, c);
+    col_fmt_int(p > 0 ? p : NAN, o, c);
 }
 static void f_state(const json_t *w, char *o, size_t c)
 {
@@ -66,12 +67,12 @@ static void f_state(const json_t *w, char *o, size_t c)
     snprintf(o, c, "%s", s ? s : "-");
 }
 static void f_uptime(const json_t *w, char *o, size_t c)  { columns_duration(col_num(w, "uptime_s"), o, c); }
-static void f_restarts(const json_t *w, char *o, size_t c) { col_fmt_num(col_num(w, "restarts"), 0, o, c); }
-static void f_cpu(const json_t *w, char *o, size_t c)     { col_fmt_num(col_num(w, "cpu_pct"), 1, o, c); }
+static void f_restarts(const json_t *w, char *o, size_t c) { col_fmt_int(col_num(w, "restarts"), o, c); }
+static void f_cpu(const json_t *w, char *o, size_t c)     { col_fmt_human(col_num(w, "cpu_pct"), o, c); }
 static void f_mem(const json_t *w, char *o, size_t c)     { columns_bytes(col_num(w, "rss_bytes"), o, c); }
-static void f_rps(const json_t *w, char *o, size_t c)     { col_fmt_num(col_num(w, "req_per_s"), 1, o, c); }
-static void f_err(const json_t *w, char *o, size_t c)     { col_fmt_num(col_num(w, "err_total"), 0, o, c); }
-static void f_lag(const json_t *w, char *o, size_t c)     { col_fmt_num(col_num(w, "lag_p99_ms"), 1, o, c); }
+static void f_rps(const json_t *w, char *o, size_t c)     { col_fmt_human(col_num(w, "req_per_s"), o, c); }
+static void f_err(const json_t *w, char *o, size_t c)     { col_fmt_human(col_num(w, "err_total"), o, c); }
+static void f_lag(const json_t *w, char *o, size_t c)     { col_fmt_human(col_num(w, "lag_p99_ms"), o, c); }
 
 static double k_id(const json_t *w)       { return -col_num(w, "id"); }
 static double k_pid(const json_t *w)      { return -col_num(w, "pid"); }
@@ -84,19 +85,25 @@ static double k_err(const json_t *w)      { return col_num(w, "err_total"); }
 static double k_lag(const json_t *w)      { return col_num(w, "lag_p99_ms"); }
 
 const column columns_table[] = {
-    {"app",      "APP",      14, false, f_app,      NULL},
-    {"id",       "ID",        3, true,  f_id,       k_id},
-    {"pid",      "PID",       8, true,  f_pid,      k_pid},
-    {"state",    "STATE",     8, false, f_state,    NULL},
-    {"uptime",   "UPTIME",    6, true,  f_uptime,   k_uptime},
-    {"restarts", "RST",       4, true,  f_restarts, k_restarts},
-    {"cpu",      "CPU%",      6, true,  f_cpu,      k_cpu},
-    {"mem",      "MEM",       7, true,  f_mem,      k_mem},
-    {"rps",      "REQ/S",     8, true,  f_rps,      k_rps},
-    {"errors",   "ERR",       6, true,  f_err,      k_err},
-    {"lag",      "LAG99ms",   7, true,  f_lag,      k_lag},
-    {NULL, NULL, 0, false, NULL, NULL},
+    {"app",      "APP",      14, false, f_app,      NULL, false},
+    {"id",       "ID",        3, true,  f_id,       k_id, true},
+    {"pid",      "PID",       8, true,  f_pid,      k_pid, true},
+    {"state",    "STATE",     8, false, f_state,    NULL, false},
+    {"uptime",   "UPTIME",    6, true,  f_uptime,   k_uptime, false},
+    {"restarts", "RST",       4, true,  f_restarts, k_restarts, false},
+    {"cpu",      "CPU%",      6, true,  f_cpu,      k_cpu, false},
+    {"mem",      "MEM",       7, true,  f_mem,      k_mem, false},
+    {"rps",      "REQ/S",     8, true,  f_rps,      k_rps, false},
+    {"errors",   "ERR",       6, true,  f_err,      k_err, false},
+    {"lag",      "LAG99ms",   7, true,  f_lag,      k_lag, false},
+    {NULL, NULL, 0, false, NULL, NULL, false},
 };
+
+/* See columns.h. */
+bool columns_sort_ascending(const column *col, bool reversed)
+{
+    return col->ascending != reversed;
+}
 
 const column *columns_find(const char *name)
 {

@@ -19,6 +19,8 @@ typedef struct {
     void      (*format)(const json_t *w, char *out, size_t cap);
     /* Sort key: larger first for numbers; NAN when unknown (sorted last). */
     double    (*sort_key)(const json_t *w);
+    /* Larger keys first shows the smallest values first (ids and pids: the key is negated). */
+    bool        ascending;
 } column;
 
 /* The table, ended by an entry whose name is NULL. */
@@ -27,8 +29,14 @@ extern const column columns_table[];
 /* The column named name, or NULL. */
 const column *columns_find(const char *name);
 
-/* Formats a byte count as "12.3M", "950K"; "-" when negative. */
+/* Formats a byte count as "12.3M", "950K"; "-" when negative (human_format, HUMAN_BYTES). */
 void columns_bytes(double v, char *out, size_t cap);
+
+/*
+ * True when sorting by col (reversed or not) shows the smallest values
+ * first: the marker a view draws beside its title (up for ascending).
+ */
+bool columns_sort_ascending(const column *col, bool reversed);
 
 /* Formats seconds as "45s", "12m", "3h", "2d"; "-" when unknown. */
 void columns_duration(double s, char *out, size_t cap);

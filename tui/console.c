@@ -329,6 +329,12 @@ static void console_on_input(uv_poll_t *p, int status, int events)
     int r;
     while (n < CONSOLE_KEYS_PER_POLL && !c->quitting && (r = get_wch(&ch)) != ERR) {
         n++;
+        if (r == KEY_CODE_YES && ch == KEY_MOUSE) {
+            MEVENT ev;
+            if (getmouse(&ev) != OK)
+                continue;   /* a sequence ncurses could not read: nothing to do */
+            c->k.mouse = (keys_mouse_ev){.y = ev.y, .x = ev.x, .bstate = (unsigned long)ev.bstate};
+        }
         console_key(c, (int)ch, r == KEY_CODE_YES);
     }
     if (n > 0) {
@@ -458,6 +464,11 @@ static int console_term_open(console *c)
     nodelay(stdscr, TRUE);
     set_escdelay(25);   /* Esc must feel immediate; sequences arrive in one read anyway */
     curs_set(0);
+    if (!c->o->no_mouse) {
+        /* as htop: clicks and the wheel; presses at once (no click resolution delay) */
+        mousemask(BUTTON1_PRESSED | BUTTON1_CLICKED | BUTTON4_PRESSED | BUTTON5_PRESSED, NULL);
+        mouseinterval(0);
+    }
     draw_setup(&c->d);
     return 0;
 }

@@ -11,7 +11,7 @@
 #include <stdbool.h>
 
 typedef enum {
-    CONSOLE_QUIT_ASK,      /* `drover run` in a terminal: ask whether to stop the workers */
+    CONSOLE_QUIT_ASK,      /* `drover run` or `drover attach` in a terminal: ask whether to stop the hub */
     CONSOLE_QUIT_LEAVE,    /* `drover monit` attached to a running hub: leave it running */
     CONSOLE_QUIT_STOP,     /* `drover monit` that started its own monitor-only hub: stop it */
 } console_quit;
@@ -20,6 +20,7 @@ typedef struct {
     const char  *ctl_path;   /* the hub's ctl.sock */
     console_quit on_quit;
     const char  *title;      /* e.g. "drover — default"; NULL for a default */
+    bool         no_mouse;   /* --no-mouse: leave the mouse to the terminal (no clicks, no wheel) */
 } console_options;
 
 /*

@@ -43,6 +43,21 @@ const char *console_model_str(const json_t *obj, const char *key, const char *df
 }
 
 /* See console_model.h. */
+void console_model_exit_text(const char *last_exit, char *out, size_t cap)
+{
+    int v;
+    const char *abbrev;
+    if (last_exit && sscanf(last_exit, "exit %d", &v) == 1)
+        snprintf(out, cap, "status %d", v);
+    else if (last_exit && sscanf(last_exit, "signal %d", &v) == 1 && v > 0 && v < 65 && (abbrev = sigabbrev_np(v)))
+        snprintf(out, cap, "signal %s", abbrev);
+    else if (last_exit && *last_exit)
+        snprintf(out, cap, "%.40s", last_exit);
+    else
+        snprintf(out, cap, "-");
+}
+
+/* See console_model.h. */
 void console_model_status(console_model *m, bool err, const char *fmt, ...)
 {
     va_list ap;
@@ -74,6 +89,7 @@ void console_model_init(console_model *m)
     memset(m, 0, sizeof *m);
     m->sel = -1;
     m->sel_id = -1;
+    m->search_line = -1;
     m->sub_req = m->logs_req = -1;
     m->follow = true;
     m->dirty = true;
@@ -144,6 +160,7 @@ static void console_model_log_clear(console_model *m)
     }
     m->log_head = m->log_n = 0;
     m->log_scroll = 0;
+    m->search_line = -1;
     m->dirty = true;
 }
 
@@ -170,6 +187,8 @@ static void console_model_log_add(console_model *m, const json_t *msg)
         l = &m->log[m->log_head];
         free(l->text);
         m->log_head = (m->log_head + 1) % CONSOLE_LOG_MAX;
+        if (m->search_line >= 0)
+            m->search_line--;   /* indices count from the oldest line, which just went */
     } else {
         l = &m->log[(m->log_head + m->log_n) % CONSOLE_LOG_MAX];
         m->log_n++;
@@ -255,6 +274,69 @@ int console_model_log_page(const console_model *m)
     return m->log_rows > 2 ? m->log_rows - 1 : 1;
 }
 
+/* See console_model.h. */
+bool console_model_search_hit(const console_model *m, const char *text)
+{
+    return m->search[0] && text && strcasestr(text, m->search) != NULL;
+}
+
+/* The text of the log line i lines from the oldest. */
+static const char *console_model_log_text(const console_model *m, size_t i)
+{
+    return m->log[(m->log_head + i) % CONSOLE_LOG_MAX].text;
+}
+
+/* Scrolls the log pane so line i (from the oldest) shows, with a few lines of context below it. */
+static void console_model_log_show(console_model *m, size_t i)
+{
+    long rows = m->log_rows > 0 ? m->log_rows : 1;
+    long bottom = (long)m->log_n - (long)m->log_scroll;   /* one past the last line shown */
+    long top = bottom - rows;
+    if ((long)i < top || (long)i >= bottom) {
+        long ctx = rows > 6 ? 3 : 0;
+        long want_bottom = (long)i + 1 + ctx;
+        if (want_bottom > (long)m->log_n)
+            want_bottom = (long)m->log_n;
+        m->log_scroll = (size_t)((long)m->log_n - want_bottom);
+    }
+    m->follow = m->log_scroll == 0;
+    m->dirty = true;
+}
+
+/* See console_model.h. */
+bool console_model_search_step(console_model *m, int dir)
+{
+    if (!m->search[0] || m->log_n == 0)
+        return false;
+    long from;
+    if (dir == 0 || m->search_line < 0) {
+        from = (long)m->log_n - (long)m->log_scroll - 1;   /* the bottom of the view, going up */
+        dir = dir < 0 ? -1 : 1;
+        if (dir < 0)
+            return false;
+    } else {
+        from = m->search_line + (dir > 0 ? -1 : 1);
+    }
+    for (long i = from; i >= 0 && i < (long)m->log_n; i += dir > 0 ? -1 : 1) {
+        if (console_model_search_hit(m, console_model_log_text(m, (size_t)i))) {
+            m->search_line = i;
+            console_model_log_show(m, (size_t)i);
+            return true;
+        }
+    }
+    m->dirty = true;
+    return false;
+}
+
+/* See console_model.h. */
+size_t console_model_search_count(const console_model *m)
+{
+    size_t n = 0;
+    for (size_t i = 0; m->search[0] && i < m->log_n; i++)
+        n += console_model_search_hit(m, console_model_log_text(m, i));
+    return n;
+}
+
 /* ---- sorting, filtering, selection ---------------------------------------------- */
 
 /* Orders workers by app, then the sort key (larger first, unknown last), then id. */
@@ -272,6 +354,21 @@ static int console_model_cmp_view(const void *a, const void *b)
     if (x->id != y->id)
         return x->id < y->id ? -1 : 1;
     return (x->key > y->key) - (x->key < y->key);
+}
+
+/* The same order with the sort key reversed (unknown values still last, ties still by id). */
+static int console_model_cmp_view_rev(const void *a, const void *b)
+{
+    const console_worker *x = *(console_worker *const *)a, *y = *(console_worker *const *)b;
+    int r = strcmp(x->app, y->app);
+    if (r)
+        return r;
+    bool xn = isnan(x->sortv), yn = isnan(y->sortv);
+    if (xn != yn)
+        return xn ? 1 : -1;
+    if (!xn && x->sortv != y->sortv)
+        return x->sortv < y->sortv ? -1 : 1;
+    return console_model_cmp_view(a, b);
 }
 
 /* Orders workers by key (for lookups across snapshots). */
@@ -393,7 +490,7 @@ void console_model_rebuild(console_model *m)
         w->sortv = col->sort_key ? col->sort_key(w->obj) : NAN;
         m->view[nv++] = w;
     }
-    qsort(m->view, nv, sizeof *m->view, console_model_cmp_view);
+    qsort(m->view, nv, sizeof *m->view, m->sort_rev ? console_model_cmp_view_rev : console_model_cmp_view);
     if (!console_model_group(m, nv)) {
         m->sel = -1;
         return;
@@ -429,13 +526,34 @@ bool console_model_select_move(console_model *m, int delta)
 /* See console_model.h. */
 const char *console_model_sort_next(console_model *m)
 {
-    int i = m->sort_col;
-    do {
-        i = columns_table[i + 1].name ? i + 1 : 0;
-    } while (!columns_table[i].sort_key && i != m->sort_col);
-    m->sort_col = i;
+    if (m->sort_picked && !m->sort_rev) {
+        m->sort_rev = true;
+    } else {
+        int i = m->sort_col;
+        do {
+            i = columns_table[i + 1].name ? i + 1 : 0;
+        } while (!columns_table[i].sort_key && i != m->sort_col);
+        m->sort_col = i;
+        m->sort_rev = false;
+    }
+    m->sort_picked = true;
     console_model_rebuild(m);
-    return columns_table[i].title;
+    return columns_table[m->sort_col].title;
+}
+
+/* See console_model.h. */
+bool console_model_sort_by(console_model *m, int col)
+{
+    int n = 0;
+    while (columns_table[n].name)
+        n++;
+    if (col < 0 || col >= n || !columns_table[col].sort_key)
+        return false;
+    m->sort_rev = col == m->sort_col ? !m->sort_rev : false;
+    m->sort_col = col;
+    m->sort_picked = true;
+    console_model_rebuild(m);
+    return true;
 }
 
 /* ---- applying hub messages -------------------------------------------------------- */
@@ -574,15 +692,50 @@ static int console_model_on_reply(console_model *m, const json_t *msg)
     return -1;
 }
 
+/* True when a worker of app (every app when "") is starting in the latest snapshot. */
+static bool console_model_app_starting(const console_model *m, const char *app)
+{
+    for (size_t i = 0; i < m->nw; i++)
+        if ((!app[0] || strcmp(m->w[i].app, app) == 0) && strcmp(m->w[i].state, "starting") == 0)
+            return true;
+    return false;
+}
+
+/*
+ * After a snapshot: shows the held outcome once the list agrees with it (no
+ * worker of its app starting), or when it has waited CONSOLE_DONE_WAIT
+ * snapshots (then it says what the list still shows).
+ */
+static void console_model_done_check(console_model *m)
+{
+    if (m->done_wait <= 0)
+        return;
+    bool starting = console_model_app_starting(m, m->done_app);
+    if (starting && --m->done_wait > 0)
+        return;
+    m->done_wait = 0;
+    console_model_status(m, false, "%s%s", m->done_text, starting ? " (a worker is still starting)" : "");
+}
+
 /*
  * An event: its human line goes to the status line. The fields (kind, phase,
  * app…) are what a view matches on; an event this version does not know
- * still has its line shown.
+ * still has its line shown. An outcome that says done is held until the
+ * list shows it (the state message that does follows the event).
  */
 static void console_model_on_event(console_model *m, const json_t *msg)
 {
     ctl_event e;
-    const char *text = ctl_event_parse(msg, &e) == 0 ? e.text : console_model_str(msg, "text", "");
+    bool known = ctl_event_parse(msg, &e) == 0;
+    const char *text = known ? e.text : console_model_str(msg, "text", "");
+    if (known && e.phase == CTL_PHASE_DONE && (e.kind == CTL_EV_RELOAD || e.kind == CTL_EV_REPLACE)) {
+        snprintf(m->done_text, sizeof m->done_text, "%s", text);
+        snprintf(m->done_app, sizeof m->done_app, "%s", e.app ? e.app : "");
+        m->done_wait = CONSOLE_DONE_WAIT;   /* shown by the next snapshot that agrees */
+        return;
+    }
+    if (m->done_wait > 0 && known && e.kind == CTL_EV_RELOAD && e.phase == CTL_PHASE_STARTED)
+        m->done_wait = 0;   /* a new reload: the held outcome is stale */
     console_model_status(m, false, "%s", text);
 }
 
@@ -592,6 +745,7 @@ int console_model_apply(console_model *m, const json_t *msg)
     const char *type = console_model_str(msg, "type", "");
     if (strcmp(type, "state") == 0) {
         console_model_apply_snapshot(m, msg, false);
+        console_model_done_check(m);
     } else if (strcmp(type, "log") == 0) {
         /* lines pushed before the reply to our latest logs request are for
          * the previous target; the reply carries the new one's history */

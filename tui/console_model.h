@@ -24,6 +24,7 @@
 #define CONSOLE_LOG_LINE_MAX  1024   /* bytes kept of one log line */
 #define CONSOLE_LOGS_DELAY_MS 120    /* selection must rest this long before re-asking logs */
 #define CONSOLE_FILTER_MAX    64
+#define CONSOLE_DONE_WAIT     10     /* snapshots an outcome waits for the list to agree */
 
 /* The series of the sparklines, in the order the detail pane shows them. */
 enum { CONSOLE_SER_CPU, CONSOLE_SER_MEM, CONSOLE_SER_RPS, CONSOLE_SER_LAG, CONSOLE_SER_N };
@@ -89,6 +90,8 @@ typedef struct {
     int        sel_id;
     long       list_top;        /* first row shown (the list pane keeps the selection visible) */
     int        sort_col;        /* index into columns_table */
+    bool       sort_rev;        /* the column's order reversed (it was selected again) */
+    bool       sort_picked;     /* the user chose sort_col (the default ID is left by the first s) */
     char       filter[CONSOLE_FILTER_MAX];
 
     /* logs */
@@ -99,12 +102,19 @@ typedef struct {
     bool       follow;
     bool       log_app;           /* the a-toggle: the whole app's logs */
     char       log_target[80];    /* what the pane shows / asked for ("" = all) */
+    char       search[CONSOLE_FILTER_MAX];   /* the log pane's search ("" = none): lines highlighted */
+    long       search_line;       /* the current match, index from the oldest line; -1 none */
     bool       logs_ready;        /* the reply for log_target arrived */
 
     /* status line */
     char       status[320];
     bool       status_err;
     time_t     status_at;
+    /* an outcome ("reload web: done") held until the list shows it: until a
+     * snapshot has no worker of the app starting (or CONSOLE_DONE_WAIT of them) */
+    char       done_text[320];
+    char       done_app[64];
+    int        done_wait;         /* snapshots left to wait; 0: nothing held */
 
     bool       dirty;             /* something shown changed: the screen needs a redraw */
 } console_model;
@@ -123,6 +133,12 @@ long console_model_int(const json_t *obj, const char *key, long dflt);
 
 /* A string from obj[key] (borrowed); dflt when absent. */
 const char *console_model_str(const json_t *obj, const char *key, const char *dflt);
+
+/*
+ * How a worker's last exit reads for people, from the protocol's last_exit
+ * ("exit 0", "signal 9", null): "status 0", "signal KILL", "-" for none.
+ */
+void console_model_exit_text(const char *last_exit, char *out, size_t cap);
 
 /* Sets the status line (printf-style) and its time; err marks it as a failure. */
 __attribute__((format(printf, 3, 4)))
@@ -171,8 +187,21 @@ void console_model_rebuild(console_model *m);
  */
 bool console_model_select_move(console_model *m, int delta);
 
-/* Sorts by the next column that has a sort key; returns that column's title. */
+/*
+ * The s key: sorts by the current column reversed when the user chose it
+ * and it is not reversed yet, else by the next column that has a sort key
+ * (in its own order). Each column is
+ * thus selected twice in a row, the second time reversed. Returns the
+ * column's title.
+ */
 const char *console_model_sort_next(console_model *m);
+
+/*
+ * Sorts by column col (an index into columns_table with a sort key; else
+ * nothing changes): selected again, its order reverses. Returns false when
+ * col cannot sort.
+ */
+bool console_model_sort_by(console_model *m, int col);
 
 /* ---- logs --------------------------------------------------------------------- */
 
@@ -198,5 +227,19 @@ void console_model_log_scroll(console_model *m, long delta);
 
 /* A page of the log pane: its height at the last redraw, less one line of context. */
 int console_model_log_page(const console_model *m);
+
+/* True when text matches the log search (case-insensitive substring); false with no search. */
+bool console_model_search_hit(const console_model *m, const char *text);
+
+/*
+ * Moves to a line that matches the search and scrolls the pane to show it:
+ * dir 0 the newest match at or above the bottom of the view (the search
+ * text changed), 1 the next older one (n), -1 the next newer one (N).
+ * Returns false, leaving the view, when there is none that way.
+ */
+bool console_model_search_step(console_model *m, int dir);
+
+/* Counts the lines of the pane that match the search. */
+size_t console_model_search_count(const console_model *m);
 
 #endif

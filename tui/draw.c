@@ -4,6 +4,7 @@
 #include "tui/draw.h"
 
 #include "proto/utf8.h"
+#include "tui/human.h"
 
 #include <math.h>
 #include <stdint.h>
@@ -72,7 +73,8 @@ static const char *draw_ascii_for(uint32_t cp)
     case 0x00B7: case 0x2022: case 0x25CF: return "*";
     case 0x2192: return "->";
     case 0x2191: return "^";
-    case 0x2193: return "v";
+    case 0x2193: case 0x25BC: return "v";
+    case 0x25B2: return "^";
     case 0x2502: return "|";
     default: return NULL;
     }
@@ -170,46 +172,31 @@ void draw_vline(const draw_ctx *d, int y, int x, int h)
 
 /* See draw.h. */
 void draw_spark(const draw_ctx *d, int y, int x, int w, const float *v, unsigned n, double floor_max,
-                bool relative)
+                double *lo, double *hi)
 {
     static const char *const blocks[] = {"\u2581", "\u2582", "\u2583", "\u2584",
                                          "\u2585", "\u2586", "\u2587", "\u2588"};
     static const char ascii[] = "_.-=#";
+    *lo = *hi = NAN;
     if (w <= 0)
         return;
     unsigned k = n < (unsigned)w ? n : (unsigned)w;
     if (k > DRAW_SPARK_MAX)
         k = DRAW_SPARK_MAX;
     v += n - k;   /* the newest k */
-    double mx = floor_max, mn = INFINITY;
-    for (unsigned i = 0; i < k; i++) {
-        if (!isnan(v[i]) && v[i] > mx)
-            mx = v[i];
-        if (!isnan(v[i]) && v[i] < mn)
-            mn = v[i];
-    }
-    if (!relative || mn == INFINITY)
-        mn = 0;
     int levels = d->utf8 ? 8 : 5;
+    int lv[DRAW_SPARK_MAX];
+    human_spark_levels(v, k, floor_max, levels, lv, lo, hi);
     char buf[DRAW_SPARK_MAX * 3 + 1];
     size_t o = 0;
     for (unsigned i = 0; i < k; i++) {
-        if (isnan(v[i])) {
+        if (lv[i] < 0) {
             buf[o++] = ' ';
-            continue;
-        }
-        int lv;
-        if (relative && mx - mn < mx * 0.01)
-            lv = levels / 2;   /* flat */
-        else
-            lv = (int)lround((v[i] < mn ? 0 : v[i] - mn) / (mx - mn) * (levels - 1));
-        if (lv >= levels)
-            lv = levels - 1;
-        if (d->utf8) {
-            memcpy(buf + o, blocks[lv], 3);
+        } else if (d->utf8) {
+            memcpy(buf + o, blocks[lv[i]], 3);
             o += 3;
         } else {
-            buf[o++] = ascii[lv];
+            buf[o++] = ascii[lv[i]];
         }
     }
     buf[o] = '\0';
@@ -281,38 +268,111 @@ static void draw_frame(const draw_ctx *d, int by, int bx, int bw, int bh)
     }
 }
 
+/*
+ * Cuts the text s to at most w columns at a word: into out (cap bytes), and
+ * *rest points at what is left (NULL when all of it fits). A word longer
+ * than w is cut where it must be.
+ */
+static void draw_word_cut(const draw_ctx *d, const char *s, int w, char *out, size_t cap, const char **rest)
+{
+    snprintf(out, cap, "%s", s);
+    *rest = NULL;
+    if (draw_width(d, out) <= w)
+        return;
+    size_t keep = 0;
+    for (size_t i = 0; out[i]; i++) {
+        if (out[i] != ' ')
+            continue;
+        char save = out[i];
+        out[i] = '\0';
+        bool fits = draw_width(d, out) <= w;
+        out[i] = save;
+        if (!fits)
+            break;
+        keep = i;
+    }
+    if (keep == 0) {
+        /* one long word: cut by columns (draw_put does) */
+        *rest = NULL;
+        return;
+    }
+    out[keep] = '\0';
+    *rest = s + keep + 1;
+}
+
+/* One row of a box as shown: its key (bold) and text, or a text alone. */
+typedef struct {
+    bool tabbed;        /* in the key column layout */
+    char key[32];
+    char text[256];
+} draw_box_row;
+
+/*
+ * Lays the n lines out in rows of text_w columns: a text too wide wraps at a
+ * word under its key when wrap, else ends at a word with an ellipsis. Returns
+ * how many rows were written to out (at most cap).
+ */
+static int draw_box_layout(const draw_ctx *d, const char *const *lines, int n, int text_w, int keycol, bool wrap,
+                           draw_box_row *out, int cap)
+{
+    int rows = 0;
+    for (int i = 0; i < n && rows < cap; i++) {
+        const char *tab = strchr(lines[i], '\t');
+        const char *rest = tab ? tab + 1 : lines[i];
+        int tw = tab ? text_w - keycol : text_w;
+        for (bool first = true; rest && rows < cap; first = false) {
+            draw_box_row *r = &out[rows++];
+            r->tabbed = tab != NULL;
+            snprintf(r->key, sizeof r->key, "%.*s", tab && first ? (int)(tab - lines[i]) : 0, lines[i]);
+            const char *next;
+            draw_word_cut(d, rest, tw, r->text, sizeof r->text, &next);
+            if (next && !wrap) {
+                const char *ell = d->utf8 ? "\u2026" : "...";
+                draw_word_cut(d, rest, tw - draw_width(d, ell), r->text, sizeof r->text, &next);
+                size_t l = strlen(r->text);
+                snprintf(r->text + l, sizeof r->text - l, "%s", ell);
+                next = NULL;
+            }
+            rest = next;
+        }
+    }
+    return rows;
+}
+
 /* See draw.h. */
 void draw_box(const draw_ctx *d, const char *title, const char *const *lines, int n)
 {
-    enum { KEYCOL = 13 };
+    enum { KEYCOL = 13, ROWS_MAX = 80 };
     int bw = 0;
     for (int i = 0; i < n; i++) {
         const char *tab = strchr(lines[i], '\t');
-        int l = tab ? KEYCOL + (int)strlen(tab + 1) : (int)strlen(lines[i]);   /* texts are ASCII */
+        int l = tab ? KEYCOL + draw_width(d, tab + 1) : draw_width(d, lines[i]);
         if (l > bw)
             bw = l;
     }
     bw += 4;
     if (bw > COLS - 2)
         bw = COLS - 2;
-    int bh = n + 2;
+    draw_box_row rows[ROWS_MAX];
+    /* wrapped when the box has the rows for it, else one row per line */
+    int nr = draw_box_layout(d, lines, n, bw - 4, KEYCOL, true, rows, ROWS_MAX);
+    if (nr + 2 > LINES - 2)
+        nr = draw_box_layout(d, lines, n, bw - 4, KEYCOL, false, rows, ROWS_MAX);
+    int bh = nr + 2;
     if (bh > LINES - 2)
         bh = LINES - 2;
     int bx = (COLS - bw) / 2, by = (LINES - bh) / 2;
     for (int r = 0; r < bh; r++)
         draw_fill(by + r, bx, bw, d->a_header);
     draw_frame(d, by, bx, bw, bh);
-    int tl = (int)strlen(title);
+    int tl = draw_width(d, title);
     draw_put(d, by, bx + (bw - tl) / 2, bw - 2, title, d->a_header | A_BOLD);
-    for (int i = 0; i < n && i < bh - 2; i++) {
-        const char *tab = strchr(lines[i], '\t');
-        if (!tab) {
-            draw_put(d, by + 1 + i, bx + 2, bw - 4, lines[i], d->a_header);
+    for (int i = 0; i < nr && i < bh - 2; i++) {
+        if (!rows[i].tabbed) {
+            draw_put(d, by + 1 + i, bx + 2, bw - 4, rows[i].text, d->a_header);
             continue;
         }
-        char key[32];
-        snprintf(key, sizeof key, "%.*s", (int)(tab - lines[i]), lines[i]);
-        draw_put(d, by + 1 + i, bx + 2, KEYCOL - 1, key, d->a_header | A_BOLD);
-        draw_put(d, by + 1 + i, bx + 2 + KEYCOL, bw - 4 - KEYCOL, tab + 1, d->a_header);
+        draw_put(d, by + 1 + i, bx + 2, KEYCOL - 1, rows[i].key, d->a_header | A_BOLD);
+        draw_put(d, by + 1 + i, bx + 2 + KEYCOL, bw - 4 - KEYCOL, rows[i].text, d->a_header);
     }
 }

@@ -43,12 +43,14 @@ void draw_vline(const draw_ctx *d, int y, int x, int h);
 
 /*
  * Draws a sparkline of the n points v (oldest first, NAN unknown) right-
- * aligned in w cells, scaled from 0 to their maximum (at least floor_max), or
- * with relative from their minimum (for memory: a steady RSS would otherwise
- * be a wall of full blocks that hides a slow leak).
+ * aligned in w cells, scaled from 0 to their maximum (at least floor_max):
+ * quantities are drawn honestly, a series moving from 1.8M to 2.0M is not a
+ * full-height swing (human_spark_levels). *lo and *hi get the minimum and
+ * maximum of the points drawn (NAN when none is known), for the caller to
+ * print beside the spark.
  */
 void draw_spark(const draw_ctx *d, int y, int x, int w, const float *v, unsigned n, double floor_max,
-                bool relative);
+                double *lo, double *hi);
 
 /* Draws a percentage bar of w cells (brackets included without UTF-8), coloured by level. */
 void draw_bar(const draw_ctx *d, int y, int x, int w, double pct);

@@ -23,8 +23,10 @@ enum {
     KEYS_IN_QUIT     = 1 << 4,
     KEYS_IN_HELP     = 1 << 5,
     KEYS_IN_STOPPING = 1 << 6,
+    KEYS_IN_SEARCH   = 1 << 7,
     KEYS_IN_NORMAL   = KEYS_IN_LIST | KEYS_IN_LOGS,
-    KEYS_IN_ANY      = (1 << 7) - 1,
+    KEYS_IN_EDIT     = KEYS_IN_FILTER | KEYS_IN_SEARCH,   /* typing a line of text */
+    KEYS_IN_ANY      = (1 << 8) - 1,
 };
 
 typedef struct keys_entry keys_entry;
@@ -146,11 +148,20 @@ static const char *keys_app_logs_text(const keys_state *k, const keys_entry *e, 
     return hint ? (k->m->log_app ? "worker logs" : "app logs") : NULL;
 }
 
-/* Sorts by the next column. */
+/* Says in the status line how the list is sorted now. */
+static void keys_sort_said(keys_state *k)
+{
+    const column *col = &columns_table[k->m->sort_col];
+    console_model_status(k->m, false, "sorted by %s, %s", col->title,
+                         columns_sort_ascending(col, k->m->sort_rev) ? "ascending" : "descending");
+}
+
+/* The current column reversed, or the next column (each is offered twice). */
 static void keys_sort(keys_state *k, const keys_entry *e, int key)
 {
     (void)e, (void)key;
-    console_model_status(k->m, false, "sorted by %s", console_model_sort_next(k->m));
+    console_model_sort_next(k->m);
+    keys_sort_said(k);
 }
 
 /* The help line of s: it names the column sorted by now. */
@@ -159,8 +170,82 @@ static const char *keys_sort_text(const keys_state *k, const keys_entry *e, bool
     (void)e;
     if (hint)
         return NULL;
-    snprintf(buf, cap, "sort by the next column (now %s)", columns_table[k->m->sort_col].title);
+    snprintf(buf, cap, "sort: this column reversed, then the next (now %s %s)",
+             columns_table[k->m->sort_col].title,
+             columns_sort_ascending(&columns_table[k->m->sort_col], k->m->sort_rev) ? "ascending" : "descending");
     return buf;
+}
+
+/* ---- handlers: the mouse ------------------------------------------------------------ */
+
+/* Which part of the screen a mouse event hit. */
+typedef enum { KEYS_HIT_NONE, KEYS_HIT_TITLE, KEYS_HIT_ROW, KEYS_HIT_LOGS } keys_hit;
+
+/* Where (y, x) falls in the panes drawn last; *row gets the list row, *col the column's table index. */
+static keys_hit keys_mouse_hit(const keys_state *k, int y, int x, long *row, int *col)
+{
+    const keys_geom *g = &k->geom;
+    bool in_list = x >= g->list_x && x < g->list_x + g->list_w;
+    if (in_list && g->list_h > 0 && y == g->list_y) {
+        *col = -1;
+        for (int i = 0; i < g->ncols; i++)
+            /* the title's cells, and the blank before it (where its marker may be) */
+            if (x >= g->col_x[i] - 1 && x < g->col_x[i] + g->col_w[i])
+                *col = g->col_index[i];
+        return KEYS_HIT_TITLE;
+    }
+    if (in_list && y > g->list_y && y < g->list_y + g->list_h) {
+        *row = k->m->list_top + (y - g->list_y - 1);
+        return KEYS_HIT_ROW;
+    }
+    if (g->logs_h > 0 && y >= g->logs_y && y < g->logs_y + g->logs_h)
+        return KEYS_HIT_LOGS;
+    return KEYS_HIT_NONE;
+}
+
+/*
+ * A mouse event, as htop: a click on a worker selects it (and focuses the
+ * list), on a column title sorts by it (again: reversed), in the logs
+ * focuses them; the wheel moves the selection over the list and scrolls the
+ * logs over them.
+ */
+static void keys_mouse(keys_state *k, const keys_entry *e, int key)
+{
+    (void)e, (void)key;
+    long row = -1;
+    int col = -1;
+    keys_hit hit = keys_mouse_hit(k, k->mouse.y, k->mouse.x, &row, &col);
+    unsigned long b = k->mouse.bstate;
+    bool click = b & (BUTTON1_PRESSED | BUTTON1_CLICKED);
+    int wheel = (b & BUTTON4_PRESSED) ? -1 : (b & BUTTON5_PRESSED) ? 1 : 0;
+    switch (hit) {
+    case KEYS_HIT_TITLE:
+        if (click && col >= 0 && console_model_sort_by(k->m, col))
+            keys_sort_said(k);
+        else if (wheel)
+            keys_select(k, &(keys_entry){.arg = wheel}, 0);
+        break;
+    case KEYS_HIT_ROW:
+        if (wheel) {
+            keys_select(k, &(keys_entry){.arg = wheel * 3}, 0);
+        } else if (click && row >= 0 && row < (long)k->m->nrows && k->m->rows[row].w) {
+            k->focus = KEYS_FOCUS_LIST;
+            k->m->sel = row;
+            if (console_model_select_move(k->m, 0))   /* a move of 0: remembers the selection */
+                k->logs_in_ms = console_model_logs_retarget(k->m, false);
+        }
+        break;
+    case KEYS_HIT_LOGS:
+        if (wheel)
+            console_model_log_scroll(k->m, -3L * wheel);
+        else if (click) {
+            k->focus = KEYS_FOCUS_LOGS;
+            k->m->dirty = true;
+        }
+        break;
+    case KEYS_HIT_NONE:
+        break;
+    }
 }
 
 /* ---- handlers: commands ------------------------------------------------------------ */
@@ -267,69 +352,115 @@ static void keys_confirm_yes(keys_state *k, const keys_entry *e, int key)
     k->confirm_cmd = NULL;
 }
 
-/* ---- handlers: typing the filter ------------------------------------------------- */
+/* ---- handlers: typing the filter or the log search ------------------------------- */
 
-/* The filter changed: narrow as you type (rows are cheap to rebuild); the logs follow the selection. */
-static void keys_filter_changed(keys_state *k)
+/* The text being typed: the filter, or the log search. */
+static char *keys_edit_buf(keys_state *k, size_t *cap)
 {
-    console_model_rebuild(k->m);
-    k->logs_in_ms = console_model_logs_retarget(k->m, false);
+    switch (k->mode) {
+    case KEYS_MODE_SEARCH:
+        *cap = sizeof k->m->search;
+        return k->m->search;
+    default:
+        *cap = sizeof k->m->filter;
+        return k->m->filter;
+    }
 }
 
-/* Esc: clear the filter and stop typing. */
+/*
+ * The text changed: the filter narrows the list as you type (rows are cheap
+ * to rebuild; the logs follow the selection); the search moves to the newest
+ * matching line.
+ */
+static void keys_edit_changed(keys_state *k)
+{
+    switch (k->mode) {
+    case KEYS_MODE_SEARCH:
+        k->m->search_line = -1;
+        k->m->dirty = true;
+        if (k->m->search[0] && !console_model_search_step(k->m, 0))
+            console_model_status(k->m, false, "no log line matches '%s'", k->m->search);
+        break;
+    default:
+        console_model_rebuild(k->m);
+        k->logs_in_ms = console_model_logs_retarget(k->m, false);
+        break;
+    }
+}
+
+/* Esc: clear the text and stop typing. */
 static void keys_filter_drop(keys_state *k, const keys_entry *e, int key)
 {
     (void)e, (void)key;
-    k->m->filter[0] = '\0';
+    size_t cap;
+    keys_edit_buf(k, &cap)[0] = '\0';
+    keys_edit_changed(k);
     k->mode = KEYS_MODE_NORMAL;
-    keys_filter_changed(k);
 }
 
-/* Enter: keep the filter and stop typing. */
+/* Enter: keep the text and stop typing. */
 static void keys_filter_keep(keys_state *k, const keys_entry *e, int key)
 {
     (void)e, (void)key;
+    if (k->mode == KEYS_MODE_SEARCH && k->m->search[0])
+        console_model_status(k->m, false, "search '%s': %zu matching log lines (n: older, N: newer)",
+                             k->m->search, console_model_search_count(k->m));
+    else
+        keys_edit_changed(k);
     k->mode = KEYS_MODE_NORMAL;
-    keys_filter_changed(k);
+    k->m->dirty = true;
 }
 
 /* Backspace: erase the last (UTF-8) character. */
 static void keys_filter_erase(keys_state *k, const keys_entry *e, int key)
 {
     (void)e, (void)key;
-    char *f = k->m->filter;
+    size_t cap;
+    char *f = keys_edit_buf(k, &cap);
     size_t len = strlen(f);
     while (len > 0 && ((unsigned char)f[len - 1] & 0xC0) == 0x80)
         len--;   /* a whole UTF-8 character */
     if (len > 0)
         len--;
     f[len] = '\0';
-    keys_filter_changed(k);
+    keys_edit_changed(k);
 }
 
-/* Ctrl-U: empty the filter and keep typing. */
+/* Ctrl-U: empty the text and keep typing. */
 static void keys_filter_clear(keys_state *k, const keys_entry *e, int key)
 {
     (void)e, (void)key;
-    k->m->filter[0] = '\0';
-    keys_filter_changed(k);
+    size_t cap;
+    keys_edit_buf(k, &cap)[0] = '\0';
+    keys_edit_changed(k);
 }
 
-/* A character typed into the filter (dropped when it does not fit). */
+/* A character typed (dropped when it does not fit). */
 static void keys_filter_insert(keys_state *k, const keys_entry *e, int key)
 {
     (void)e;
-    char *f = k->m->filter;
+    size_t cap;
+    char *f = keys_edit_buf(k, &cap);
     size_t len = strlen(f);
     char mb[MB_LEN_MAX];
     mbstate_t st;
     memset(&st, 0, sizeof st);
     size_t n = key < 0x80 ? (mb[0] = (char)key, 1) : wcrtomb(mb, (wchar_t)key, &st);
-    if (n != (size_t)-1 && len + n < sizeof k->m->filter) {
+    if (n != (size_t)-1 && len + n < cap) {
         memcpy(f + len, mb, n);
         f[len + n] = '\0';
     }
-    keys_filter_changed(k);
+    keys_edit_changed(k);
+}
+
+/* n / N: the next older (e->arg 1) or newer (-1) log line that matches the search. */
+static void keys_search_step(keys_state *k, const keys_entry *e, int key)
+{
+    (void)key;
+    if (!k->m->search[0])
+        console_model_status(k->m, false, "no search: / in the logs pane searches them");
+    else if (!console_model_search_step(k->m, (int)e->arg))
+        console_model_status(k->m, false, "no %s line matches '%s'", e->arg > 0 ? "older" : "newer", k->m->search);
 }
 
 /* ---- the table ----------------------------------------------------------------------- */
@@ -347,7 +478,8 @@ static const keys_entry keys_base[] = {
      .help = "select a worker (logs pane focused: scroll a line)",
      .prio = 3, .hint_key = "\u2191\u2193", .hint_key_ascii = "j/k", .hint = "select"},
     {.in = KEYS_IN_LIST, .keys = "Down j", .fn = keys_select, .arg = 1},
-    {.in = KEYS_IN_LOGS, .keys = "Up k", .fn = keys_scroll, .arg = 1},
+    {.in = KEYS_IN_LOGS, .keys = "Up k", .fn = keys_scroll, .arg = 1,
+     .prio = 3, .hint_key = "\u2191\u2193", .hint_key_ascii = "j/k", .hint = "scroll logs"},
     {.in = KEYS_IN_LOGS, .keys = "Down j", .fn = keys_scroll, .arg = -1},
     {.in = KEYS_IN_NORMAL, .keys = "Tab BTab", .fn = keys_focus_swap, .label = "Tab",
      .help = "move the focus between the worker list and the logs", .prio = 9, .hint = "pane"},
@@ -361,14 +493,23 @@ static const keys_entry keys_base[] = {
      .prio = 8, .hint = "follow"},
     {.in = KEYS_IN_NORMAL, .keys = "a", .fn = keys_app_logs,
      .help = "logs of the whole app / of the selected worker", .prio = 7, .text = keys_app_logs_text},
-    {.in = KEYS_IN_NORMAL, .keys = "/", .fn = keys_set_mode, .arg = KEYS_MODE_FILTER,
-     .help = "filter on app, app:id, pid or state (Enter keeps, Esc clears)", .prio = 5, .hint = "filter"},
+    {.in = KEYS_IN_LIST, .keys = "/", .fn = keys_set_mode, .arg = KEYS_MODE_FILTER,
+     .help = "list: filter by app:id, pid or state (Enter keeps, Esc clears)", .prio = 5, .hint = "filter"},
+    {.in = KEYS_IN_LOGS, .keys = "/", .fn = keys_set_mode, .arg = KEYS_MODE_SEARCH, .label = "/ (logs)",
+     .help = "logs: search and highlight (Enter keeps, Esc clears)", .prio = 5, .hint_key = "/",
+     .hint = "search"},
+    {.in = KEYS_IN_LOGS, .keys = "n", .fn = keys_search_step, .arg = 1, .label = "n/N",
+     .help = "logs: the next older / newer match of the search", .prio = 6, .hint_key = "n/N",
+     .hint = "next"},
+    {.in = KEYS_IN_LOGS, .keys = "N", .fn = keys_search_step, .arg = -1},
     {.in = KEYS_IN_NORMAL, .keys = "s", .fn = keys_sort, .text = keys_sort_text, .prio = 6, .hint = "sort"},
     {.in = KEYS_IN_NORMAL, .commands = true, .prio = 4},
     {.in = KEYS_IN_NORMAL, .keys = "?", .fn = keys_set_mode, .arg = KEYS_MODE_HELP, .help = "this help (any key closes it)",
      .prio = 1, .hint = "help"},
     {.in = KEYS_IN_NORMAL, .keys = "q", .fn = keys_quit_as, .arg = KEYS_QUIT_KEY, .help = "quit", .prio = 2, .hint = "quit"},
     {.in = KEYS_IN_NORMAL, .keys = "C-l", .fn = keys_repaint},
+    {.in = KEYS_IN_NORMAL, .keys = "Mouse", .fn = keys_mouse, .label = "mouse",
+     .help = "click a worker, a column title (sorts) or the logs; wheel scrolls; --no-mouse: off"},
 
     {.in = KEYS_IN_HELP, .keys = "Any", .fn = keys_set_mode, .arg = KEYS_MODE_NORMAL},
     {.in = KEYS_IN_CONFIRM, .keys = "y Y", .fn = keys_confirm_yes},
@@ -378,11 +519,11 @@ static const keys_entry keys_base[] = {
     {.in = KEYS_IN_QUIT, .keys = "c C Esc q", .fn = keys_set_mode, .arg = KEYS_MODE_NORMAL},
     {.in = KEYS_IN_STOPPING, .keys = "q Esc", .fn = keys_quit_as, .arg = KEYS_QUIT_GIVE_UP},
 
-    {.in = KEYS_IN_FILTER, .keys = "Esc", .fn = keys_filter_drop},
-    {.in = KEYS_IN_FILTER, .keys = "Enter", .fn = keys_filter_keep},
-    {.in = KEYS_IN_FILTER, .keys = "Backspace", .fn = keys_filter_erase},
-    {.in = KEYS_IN_FILTER, .keys = "C-u", .fn = keys_filter_clear},
-    {.in = KEYS_IN_FILTER, .keys = "Text", .fn = keys_filter_insert},
+    {.in = KEYS_IN_EDIT, .keys = "Esc", .fn = keys_filter_drop},
+    {.in = KEYS_IN_EDIT, .keys = "Enter", .fn = keys_filter_keep},
+    {.in = KEYS_IN_EDIT, .keys = "Backspace", .fn = keys_filter_erase},
+    {.in = KEYS_IN_EDIT, .keys = "C-u", .fn = keys_filter_clear},
+    {.in = KEYS_IN_EDIT, .keys = "Text", .fn = keys_filter_insert},
 };
 
 #define KEYS_BASE_N (sizeof keys_base / sizeof keys_base[0])
@@ -431,7 +572,7 @@ static bool keys_name_is(const char *p, size_t len, int key, bool fkey)
     } named[] = {
         {"Up", KEY_UP, true}, {"Down", KEY_DOWN, true}, {"PgUp", KEY_PPAGE, true}, {"PgDn", KEY_NPAGE, true},
         {"Home", KEY_HOME, true}, {"End", KEY_END, true}, {"BTab", KEY_BTAB, true},
-        {"Resize", KEY_RESIZE, true}, {"Enter", KEY_ENTER, true}, {"Enter", '\r', false},
+        {"Resize", KEY_RESIZE, true}, {"Mouse", KEY_MOUSE, true}, {"Enter", KEY_ENTER, true}, {"Enter", '\r', false},
         {"Enter", '\n', false}, {"Backspace", KEY_BACKSPACE, true}, {"Backspace", 127, false},
         {"Backspace", 8, false}, {"Tab", '\t', false}, {"Esc", 27, false},
     };
@@ -475,6 +616,7 @@ static unsigned keys_context(const keys_state *k)
     switch (k->mode) {
     case KEYS_MODE_NORMAL:   return k->focus == KEYS_FOCUS_LOGS ? KEYS_IN_LOGS : KEYS_IN_LIST;
     case KEYS_MODE_FILTER:   return KEYS_IN_FILTER;
+    case KEYS_MODE_SEARCH:   return KEYS_IN_SEARCH;
     case KEYS_MODE_CONFIRM:  return KEYS_IN_CONFIRM;
     case KEYS_MODE_QUIT:     return KEYS_IN_QUIT;
     case KEYS_MODE_HELP:     return KEYS_IN_HELP;
@@ -529,14 +671,17 @@ static const char *keys_text(const keys_state *k, const keys_entry *e, bool hint
     return t ? t : hint ? e->hint : e->help;
 }
 
-/* See keys.h. */
+/* See keys.h. Only the entries of the current context (the focused pane) give hints. */
 int keys_hints(const keys_state *k, bool utf8, keys_hint *out, int cap)
 {
     size_t n;
     const keys_entry *t = keys_table(&n);
+    unsigned in = keys_context(k);
+    if (in & KEYS_IN_NORMAL)
+        in = k->focus == KEYS_FOCUS_LOGS ? KEYS_IN_LOGS : KEYS_IN_LIST;
     int count = 0;
     for (size_t i = 0; i < n && count < cap; i++) {
-        if (!t[i].prio)
+        if (!t[i].prio || !(t[i].in & in))
             continue;
         /* by prio, in table order among equals (an insertion sort: a few entries) */
         int at = count;

@@ -66,6 +66,9 @@ static const char output_options[] =
     "  --count N           exit after N intervals (run: stops the workers first)\n"
     "  --format FMT        ndjson (default) or prom (Prometheus text, one exposition\n"
     "                      per interval, each followed by an empty line)\n"
+    "  --no-mouse          the console leaves the mouse to the terminal (by default a\n"
+    "                      click selects a worker or sorts by a column title and the\n"
+    "                      wheel scrolls, as in htop)\n"
     "  -L NAME             hub namespace (default \"default\"), as tmux -L\n"
     "  --socket-dir DIR    put the hub's sockets in DIR instead of\n"
     "                      $XDG_RUNTIME_DIR/drover/NAME or /tmp/drover-UID/NAME\n";
@@ -199,7 +202,7 @@ static void derive_app(char *const *argv, char *out, size_t cap)
 enum {
     O_HEADLESS = 256, O_INTERVAL, O_COUNT, O_FORMAT, O_SOCKDIR, O_HELP,
     O_LISTEN, O_KILL_TIMEOUT, O_READY_TIMEOUT, O_MAX_MEMORY, O_LOG_DIR, O_NO_ECHO, O_NO_AGENT,
-    O_DETACH, O_BACKGROUND,
+    O_DETACH, O_BACKGROUND, O_NO_MOUSE,
 };
 
 /*
@@ -226,6 +229,7 @@ static int parse_options(const char *cmd, int argc, char **argv, hub_options *o,
         {"no-agent", no_argument, NULL, O_NO_AGENT},
         {"detach", no_argument, NULL, O_DETACH},
         {"background", no_argument, NULL, O_BACKGROUND},   /* internal: the hub half of a console */
+        {"no-mouse", no_argument, NULL, O_NO_MOUSE},
         {0, 0, 0, 0},
     };
     bool run = o->mode == HUB_RUN, att = o->mode == HUB_ATTACH;
@@ -312,6 +316,7 @@ static int parse_options(const char *cmd, int argc, char **argv, hub_options *o,
         case 'd':
         case O_DETACH: ok = run; *detach = true; break;
         case O_BACKGROUND: o->background = o->quiet = true; break;
+        case O_NO_MOUSE: o->no_mouse = true; break;
         case ':': return usage_error("option %s needs a value", argv[optind - 1]);
         default: return usage_error("unknown option '%s' for %s", argv[optind - 1], cmd);
         }
@@ -376,7 +381,7 @@ static int hub_and_console(const hub_options *o, int argc, char **argv, bool reu
         if (rc)
             return rc;
     }
-    console_options co = {.ctl_path = ctl, .on_quit = q};
+    console_options co = {.ctl_path = ctl, .on_quit = q, .no_mouse = o->no_mouse};
     return console_run(&co);
 }
 
@@ -464,7 +469,8 @@ static int cmd_attach(int argc, char **argv)
     o.master = (pid_t)pid;
     if (o.background || headless || !launch_is_terminal())
         return hub_run(&o);
-    return hub_and_console(&o, argc, argv, false, CONSOLE_QUIT_STOP);
+    /* as a run console: q asks whether to stop the hub (the master is never stopped) */
+    return hub_and_console(&o, argc, argv, false, CONSOLE_QUIT_ASK);
 }
 
 int main(int argc, char **argv)

@@ -5,8 +5,10 @@
 
 #include "tui/columns.h"
 #include "tui/console_model.h"
+#include "tui/human.h"
 
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -14,6 +16,7 @@
 #define PANES_DETAIL_W  56    /* width of the side detail pane in the wide layout */
 #define PANES_WIDE_W    150   /* from this width the detail pane goes beside the list */
 #define PANES_COLS_MAX  32    /* list columns considered */
+#define PANES_FIELDS_MAX 40   /* fields of one line fitted by priority */
 
 /* What every pane draws from. */
 typedef struct {
@@ -24,13 +27,10 @@ typedef struct {
 
 /* ---- helpers ------------------------------------------------------------------------ */
 
-/* Formats a number with decimals and a unit, or "-" when unknown. */
-static void panes_fmt(double v, int decimals, const char *unit, char *out, size_t cap)
+/* Formats a figure humanized (tui/human.h) with a unit, or "-" when unknown. */
+static void panes_fmt(double v, const char *unit, char *out, size_t cap)
 {
-    if (isnan(v))
-        snprintf(out, cap, "-");
-    else
-        snprintf(out, cap, "%.*f%s", decimals, v, unit);
+    human_format_unit(v, HUMAN_SI, unit, out, cap);
 }
 
 /* The attribute for a worker state. */
@@ -47,8 +47,19 @@ static attr_t panes_state_attr(const draw_ctx *d, const char *st)
 
 /* ---- header ---------------------------------------------------------------------------- */
 
-/* Writes the hub totals into seg (in order of importance); returns how many. */
-static int panes_totals(const console_model *m, char (*seg)[48])
+/* One figure of the header: its text, and its priority (1 is kept longest on a narrow terminal). */
+typedef struct {
+    char text[80];
+    int  prio;
+} panes_seg;
+
+/*
+ * Writes the header's figures into seg in display order: the workers' totals
+ * (online, req/s, CPU, memory), then the host's (CPU of every core, memory
+ * used/total, load average, from the snapshot's "host", which the hub reads),
+ * then the reports dropped. Returns how many.
+ */
+static int panes_totals(const console_model *m, panes_seg *seg)
 {
     if (!m->snap)
         return 0;
@@ -66,21 +77,93 @@ static int panes_totals(const console_model *m, char (*seg)[48])
         if (!isnan(v = console_model_num(a, "rss_bytes")))
             mem = (isnan(mem) ? 0 : mem) + v;
     }
-    char b[32];
+    const json_t *host = json_object_get(m->snap, "host");
+    char b[32], b2[32];
     int n = 0;
-    snprintf(seg[n++], sizeof seg[0], "%.0f/%.0f online", online, total);
-    panes_fmt(rps, 1, "", b, sizeof b);
-    snprintf(seg[n++], sizeof seg[0], "%s req/s", b);
-    panes_fmt(cpu, 1, "%", b, sizeof b);
-    snprintf(seg[n++], sizeof seg[0], "cpu %s", b);
+    seg[n] = (panes_seg){.prio = 1};
+    snprintf(seg[n++].text, sizeof seg[0].text, "%.0f/%.0f online", online, total);
+    seg[n] = (panes_seg){.prio = 5};
+    panes_fmt(rps, "", b, sizeof b);
+    snprintf(seg[n++].text, sizeof seg[0].text, "%s req/s", b);
+    seg[n] = (panes_seg){.prio = 3};
+    panes_fmt(cpu, "%", b, sizeof b);
+    snprintf(seg[n++].text, sizeof seg[0].text, "cpu %s", b);
+    seg[n] = (panes_seg){.prio = 6};
     columns_bytes(mem, b, sizeof b);
-    snprintf(seg[n++], sizeof seg[0], "mem %s", b);
-    panes_fmt(console_model_num(json_object_get(m->snap, "hub"), "dropped_total"), 0, "", b, sizeof b);
-    snprintf(seg[n++], sizeof seg[0], "%s dropped", b);
+    snprintf(seg[n++].text, sizeof seg[0].text, "mem %s", b);
+    if (json_is_object(host)) {
+        seg[n] = (panes_seg){.prio = 2};
+        panes_fmt(console_model_num(host, "cpu_pct"), "%", b, sizeof b);
+        snprintf(seg[n++].text, sizeof seg[0].text, "host cpu %s", b);
+        seg[n] = (panes_seg){.prio = 7};
+        columns_bytes(console_model_num(host, "mem_used_bytes"), b, sizeof b);
+        columns_bytes(console_model_num(host, "mem_total_bytes"), b2, sizeof b2);
+        snprintf(seg[n++].text, sizeof seg[0].text, "host mem %s/%s", b, b2);
+        json_t *load = json_object_get(host, "load");
+        double l[3];
+        for (int i = 0; i < 3; i++) {
+            json_t *v = json_array_get(load, (size_t)i);
+            l[i] = json_is_number(v) ? json_number_value(v) : NAN;
+        }
+        seg[n] = (panes_seg){.prio = 4};
+        if (isnan(l[0]) || isnan(l[1]) || isnan(l[2]))
+            snprintf(seg[n++].text, sizeof seg[0].text, "load -");
+        else
+            snprintf(seg[n++].text, sizeof seg[0].text, "load %.2f %.2f %.2f", l[0], l[1], l[2]);
+    }
+    seg[n] = (panes_seg){.prio = 8};
+    panes_fmt(console_model_num(json_object_get(m->snap, "hub"), "dropped_total"), "", b, sizeof b);
+    snprintf(seg[n++].text, sizeof seg[0].text, "%s dropped", b);
     return n;
 }
 
-/* The header: title, hub totals, connection state. */
+/*
+ * Marks in keep the fields shown in room cells (each takes its width plus
+ * two blanks): the most important first; a field that does not fit is
+ * dropped whole (never cut mid-word) and the next ones are still tried.
+ */
+static void panes_fit(const draw_ctx *d, const panes_seg *seg, int n, int room, bool *keep)
+{
+    int maxp = 0, len[PANES_FIELDS_MAX];
+    if (n > PANES_FIELDS_MAX)
+        n = PANES_FIELDS_MAX;
+    for (int i = 0; i < n; i++) {
+        keep[i] = false;
+        len[i] = draw_width(d, seg[i].text);
+        if (seg[i].prio > maxp)
+            maxp = seg[i].prio;
+    }
+    for (int prio = 1; prio <= maxp; prio++)
+        for (int i = 0; i < n; i++)
+            if (seg[i].prio == prio && len[i] + 2 <= room) {
+                keep[i] = true;
+                room -= len[i] + 2;
+            }
+}
+
+/*
+ * Draws the fields of seg that fit in w cells from (y, x), chosen by
+ * priority (panes_fit), in their own order, two blanks apart; returns the
+ * columns used.
+ */
+static int panes_put_fields(const draw_ctx *d, int y, int x, int w, const panes_seg *seg, int n, attr_t a)
+{
+    bool keep[PANES_FIELDS_MAX];
+    if (n > PANES_FIELDS_MAX)
+        n = PANES_FIELDS_MAX;
+    panes_fit(d, seg, n, w + 2, keep);
+    int at = 0;
+    for (int i = 0; i < n; i++) {
+        if (!keep[i])
+            continue;
+        if (at)
+            at += 2;
+        at += draw_put(d, y, x + at, w - at, seg[i].text, a);
+    }
+    return at;
+}
+
+/* The header: title, hub totals and the host's figures that fit, connection state. */
 static void panes_header(const panes_ctx *p, const char *title, int y, int w)
 {
     const console_model *m = p->m;
@@ -99,7 +182,8 @@ static void panes_header(const panes_ctx *p, const char *title, int y, int w)
     if (right < 0)
         right = 0;
 
-    char seg[6][48];
+    panes_seg seg[10];
+    bool keep[10];
     int nseg = panes_totals(m, seg);
     /* "connected" is the normal case: it gives way to the figures on a
      * narrow terminal, while any other state takes precedence over them */
@@ -107,12 +191,19 @@ static void panes_header(const panes_ctx *p, const char *title, int y, int w)
     int limit = up ? w - 1 : right - 1;
     int x = 1;
     x += draw_put(d, y, x, limit - x, t, d->a_header | A_BOLD);
+    /* "connected" keeps its place unless a figure of the first four would be dropped for it */
+    panes_fit(d, seg, nseg, right - 1 - x, keep);
+    for (int i = 0; up && i < nseg; i++)
+        if (!keep[i] && seg[i].prio <= 4) {
+            panes_fit(d, seg, nseg, limit - x, keep);
+            break;
+        }
     for (int i = 0; i < nseg; i++) {
-        int len = (int)strlen(seg[i]);
-        if (x + 2 + len > limit)
-            break;   /* the rest does not fit: drop it whole rather than cut a figure */
+        if (!keep[i])
+            continue;
+        int len = (int)strlen(seg[i].text);
         x += 2;
-        x += draw_put(d, y, x, len, seg[i], d->a_header);
+        x += draw_put(d, y, x, len, seg[i].text, d->a_header);
     }
     if (!up || x + 2 <= right)
         draw_put(d, y, right, w - right, conn, conn_a);
@@ -197,11 +288,14 @@ static void panes_list_title(const panes_ctx *p, const panes_list_layout *l, int
     for (int i = 0; i < l->ncol; i++) {
         const column *col = &columns_table[l->cols[i]];
         if (l->cols[i] == p->m->sort_col) {
+            /* the marker goes in the blank beside the title: inside the cell when
+             * the title is shorter, else in the separator (UPTIME, LAG99ms) */
             int tl = (int)strlen(col->title);
             int tx = col->right ? at + col->width - tl : at;
+            bool up = columns_sort_ascending(col, p->m->sort_rev);
             draw_put(d, y, tx, tl, col->title, ta | A_UNDERLINE | A_BOLD);
-            if (tl < col->width)
-                draw_put(d, y, col->right ? tx - 1 : tx + tl, 1, d->utf8 ? "\u25BC" : "v", ta | A_BOLD);
+            draw_put(d, y, col->right ? tx - 1 : tx + tl, 1,
+                     d->utf8 ? (up ? "\u25B2" : "\u25BC") : (up ? "^" : "v"), ta | A_BOLD);
         }
         at += col->width + 1;
     }
@@ -237,8 +331,8 @@ static void panes_list_app(const panes_ctx *p, const console_row *row, int y, in
 {
     char hd[256], b1[32], b2[32], b3[32];
     const json_t *a = row->appobj;
-    panes_fmt(console_model_num(a, "req_per_s"), 1, "", b1, sizeof b1);
-    panes_fmt(console_model_num(a, "cpu_pct"), 1, "%", b2, sizeof b2);
+    panes_fmt(console_model_num(a, "req_per_s"), "", b1, sizeof b1);
+    panes_fmt(console_model_num(a, "cpu_pct"), "%", b2, sizeof b2);
     columns_bytes(console_model_num(a, "rss_bytes"), b3, sizeof b3);
     snprintf(hd, sizeof hd, "%.60s   %.0f/%.0f online   %s req/s   cpu %s   mem %s", row->app,
              console_model_num(a, "online"), console_model_num(a, "workers"), b1, b2, b3);
@@ -287,6 +381,19 @@ static void panes_list(const panes_ctx *p, int y, int x, int w, int h)
     l.ncol = panes_list_columns(w, l.cols, &l.used);
     l.bar_w = w - l.used >= 12 ? (w - l.used - 1 > 22 ? 22 : w - l.used - 1) : 0;
     panes_list_title(p, &l, y, x, w);
+    /* where the list is, for the mouse */
+    keys_geom *g = &p->k->geom;
+    g->list_y = y;
+    g->list_h = h;
+    g->list_x = x;
+    g->list_w = w;
+    g->ncols = 0;
+    for (int i = 0, at = x + 2; i < l.ncol && g->ncols < 32; i++) {
+        g->col_x[g->ncols] = at;
+        g->col_w[g->ncols] = columns_table[l.cols[i]].width;
+        g->col_index[g->ncols++] = l.cols[i];
+        at += columns_table[l.cols[i]].width + 1;
+    }
 
     int rows_h = h - 1;
     if (m->nrows == 0) {
@@ -308,70 +415,101 @@ static void panes_list(const panes_ctx *p, int y, int x, int w, int h)
 
 /* ---- detail ----------------------------------------------------------------------------- */
 
-/* One sparkline with its label and current value, in w cells. */
+/*
+ * One sparkline in w cells: its label, the spark (scaled from zero), the
+ * current value, and the min-max of the points shown when there is room.
+ */
 static void panes_series(const panes_ctx *p, int y, int x, int w, const console_worker *wk, int s)
 {
     static const char *const label[CONSOLE_SER_N] = {"CPU", "MEM", "REQ/S", "LAG99"};
+    static const char *const unit[CONSOLE_SER_N] = {"%", "", "", "ms"};
     static const double floor_max[CONSOLE_SER_N] = {1.0, 1024.0 * 1024, 1.0, 1.0};
+    const human_scale scale = s == CONSOLE_SER_MEM ? HUMAN_BYTES : HUMAN_SI;
     const draw_ctx *d = p->d;
     char val[32];
-    double v = console_model_num(wk->obj, console_model_series_key[s]);
-    if (s == CONSOLE_SER_MEM)
-        columns_bytes(v, val, sizeof val);
-    else
-        panes_fmt(v, 1, s == CONSOLE_SER_CPU ? "%" : s == CONSOLE_SER_LAG ? "ms" : "", val, sizeof val);
+    human_format_unit(console_model_num(wk->obj, console_model_series_key[s]), scale, unit[s], val, sizeof val);
     draw_put(d, y, x, 6, label[s], A_BOLD);
-    int vw = 8;
-    int sw = w - 6 - vw - 1;
+    enum { VW = 8, RW = 14 };   /* the value; the range "6.27M-6.31M" */
+    bool range = w - 6 - VW - RW - 2 >= 8;
+    int sw = w - 6 - VW - 1 - (range ? RW + 1 : 0);
     if (sw > CONSOLE_HIST)
         sw = CONSOLE_HIST;
+    double lo = NAN, hi = NAN;
     if (sw > 0) {
         float pts[CONSOLE_HIST];
         unsigned n = console_model_hist_last(wk->h, s, (unsigned)sw, pts);
-        draw_spark(d, y, x + 6, sw, pts, n, floor_max[s], s == CONSOLE_SER_MEM);
+        draw_spark(d, y, x + 6, sw, pts, n, floor_max[s], &lo, &hi);
     }
-    draw_put(d, y, x + 6 + sw + 1, vw, val, A_NORMAL);
-}
-
-/* Writes "k v  k v" of the worker's custom metrics into out. */
-static void panes_metrics_text(const console_worker *wk, char *out, size_t cap)
-{
-    const char *k;
-    json_t *v;
-    size_t o = 0;
-    out[0] = '\0';
-    json_object_foreach(json_object_get(wk->obj, "metrics"), k, v) {
-        if (o + 8 >= cap)
-            break;
-        int n = json_is_number(v) ? snprintf(out + o, cap - o, "%s%s %g", o ? "  " : "", k, json_number_value(v))
-                                  : snprintf(out + o, cap - o, "%s%s -", o ? "  " : "", k);
-        if (n < 0 || (size_t)n >= cap - o)
-            break;
-        o += (size_t)n;
+    int vx = x + 6 + (sw > 0 ? sw : 0) + 1;
+    draw_put(d, y, vx, VW, val, A_NORMAL);
+    if (range && !isnan(lo)) {
+        char a[16], b[16], r[40];
+        human_format(lo, scale, a, sizeof a);
+        human_format(hi, scale, b, sizeof b);
+        snprintf(r, sizeof r, "%s\u2013%s", a, b);
+        draw_put(d, y, vx + VW + 1, RW, r, d->a_dim);
     }
 }
 
-/* The texts of the detail pane: the identity's rest, the latency line. */
+/* The fields of the detail pane's lines, each kept whole or dropped by priority on a narrow terminal. */
 typedef struct {
-    char more[160];   /* up, restarts, last exit, agent, ready */
-    char lat[256];    /* latency, inflight, errors */
+    panes_seg ident[4];      /* app:id, pid, state */
+    int       nident;
+    panes_seg more[6];       /* up, restarts, last exit, agent, ready */
+    int       nmore;
+    panes_seg lat[PANES_FIELDS_MAX];   /* latency, errors, inflight, then each custom metric */
+    int       nlat;
 } panes_detail_text;
 
-/* Fills t for worker wk. */
+/* Appends one field (printf-style) with priority prio to seg[*n] when there is room (cap). */
+__attribute__((format(printf, 5, 6)))
+static void panes_field(panes_seg *seg, int *n, int cap, int prio, const char *fmt, ...)
+{
+    if (*n >= cap)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(seg[*n].text, sizeof seg[*n].text, fmt, ap);
+    va_end(ap);
+    seg[(*n)++].prio = prio;
+}
+
+/* Fills t for worker wk: every figure humanized, the last exit as people read it. */
 static void panes_detail_texts(const console_worker *wk, panes_detail_text *t)
 {
-    char up[16];
+    t->nident = t->nmore = t->nlat = 0;
+    panes_field(t->ident, &t->nident, 4, 1, "%.60s:%d", wk->app, wk->id);
+    if (wk->pid > 0)
+        panes_field(t->ident, &t->nident, 4, 2, "pid %ld", wk->pid);
+    else
+        panes_field(t->ident, &t->nident, 4, 2, "pid -");
+    panes_field(t->ident, &t->nident, 4, 1, "%.20s", wk->state);
+
+    char up[16], ex[48], b[32];
     columns_duration(console_model_num(wk->obj, "uptime_s"), up, sizeof up);
-    snprintf(t->more, sizeof t->more, "up %s  restarts %.0f  last exit %s  agent %s  ready %s", up,
-             console_model_num(wk->obj, "restarts"), console_model_str(wk->obj, "last_exit", "-"),
-             json_is_true(json_object_get(wk->obj, "agent")) ? "yes" : "no",
-             json_is_true(json_object_get(wk->obj, "ready")) ? "yes" : "no");
-    char b1[24], b2[24], b3[24], b4[24];
-    panes_fmt(console_model_num(wk->obj, "lat_p50_ms"), 1, "ms", b1, sizeof b1);
-    panes_fmt(console_model_num(wk->obj, "lat_p99_ms"), 1, "ms", b2, sizeof b2);
-    panes_fmt(console_model_num(wk->obj, "inflight"), 0, "", b3, sizeof b3);
-    panes_fmt(console_model_num(wk->obj, "err_total"), 0, "", b4, sizeof b4);
-    snprintf(t->lat, sizeof t->lat, "latency p50 %s p99 %s  inflight %s  errors %s", b1, b2, b3, b4);
+    console_model_exit_text(console_model_str(wk->obj, "last_exit", NULL), ex, sizeof ex);
+    panes_field(t->more, &t->nmore, 6, 4, "up %s", up);
+    panes_field(t->more, &t->nmore, 6, 5, "restarts %.0f", console_model_num(wk->obj, "restarts"));
+    panes_field(t->more, &t->nmore, 6, 3, "last exit: %s", ex);
+    panes_field(t->more, &t->nmore, 6, 7, "agent %s", json_is_true(json_object_get(wk->obj, "agent")) ? "yes" : "no");
+    panes_field(t->more, &t->nmore, 6, 6, "ready %s", json_is_true(json_object_get(wk->obj, "ready")) ? "yes" : "no");
+
+    char b2[32];
+    panes_fmt(console_model_num(wk->obj, "lat_p50_ms"), "ms", b, sizeof b);
+    panes_fmt(console_model_num(wk->obj, "lat_p99_ms"), "ms", b2, sizeof b2);
+    panes_field(t->lat, &t->nlat, PANES_FIELDS_MAX, 1, "latency p50 %s p99 %s", b, b2);
+    panes_fmt(console_model_num(wk->obj, "err_total"), "", b, sizeof b);
+    panes_field(t->lat, &t->nlat, PANES_FIELDS_MAX, 2, "errors %s", b);
+    panes_fmt(console_model_num(wk->obj, "inflight"), "", b, sizeof b);
+    panes_field(t->lat, &t->nlat, PANES_FIELDS_MAX, 3, "inflight %s", b);
+    const char *k;
+    json_t *v;
+    int i = 0;
+    json_object_foreach(json_object_get(wk->obj, "metrics"), k, v) {
+        human_format(json_is_number(v) ? json_number_value(v) : NAN, HUMAN_SI, b, sizeof b);
+        panes_field(t->lat, &t->nlat, PANES_FIELDS_MAX, 4 + i, "%.60s %s", k, b);
+        i++;
+    }
 }
 
 /* The tall detail below its title: the rest of the identity, one series per line, latency, metrics. */
@@ -379,24 +517,26 @@ static void panes_detail_tall(const panes_ctx *p, const console_worker *wk, cons
                               int y, int x, int w, int h)
 {
     const draw_ctx *d = p->d;
-    draw_put(d, y + 1, x + 1, w - 2, t->more, A_NORMAL);
+    panes_put_fields(d, y + 1, x + 1, w - 2, t->more, t->nmore, A_NORMAL);
     int yy = y + 2;
     for (int s = 0; s < CONSOLE_SER_N && yy < y + h; s++, yy++)
         panes_series(p, yy, x + 1, w - 2, wk, s);
+    int nfixed = t->nlat < 3 ? t->nlat : 3;   /* latency, errors, inflight: one line */
     if (yy < y + h)
-        draw_put(d, yy++, x + 1, w - 2, t->lat, A_NORMAL);
-    /* metrics one per line when there is room */
+        panes_put_fields(d, yy++, x + 1, w - 2, t->lat, nfixed, A_NORMAL);
+    /* metrics one per line when there is room: the value whole, the name cut if it must be */
     const char *k;
     json_t *v;
     json_object_foreach(json_object_get(wk->obj, "metrics"), k, v) {
         if (yy >= y + h)
             break;
-        char mline[160];
-        if (json_is_number(v))
-            snprintf(mline, sizeof mline, "%-20.60s %g", k, json_number_value(v));
-        else
-            snprintf(mline, sizeof mline, "%-20.60s -", k);
-        draw_put(d, yy++, x + 1, w - 2, mline, A_NORMAL);
+        char num[32];
+        human_format(json_is_number(v) ? json_number_value(v) : NAN, HUMAN_SI, num, sizeof num);
+        int nw = (int)strlen(num), name_w = w - 2 - nw - 1;
+        if (name_w > 20)
+            name_w = 20;
+        draw_put(d, yy, x + 1, name_w, k, A_NORMAL);
+        draw_put(d, yy++, x + 1 + name_w + 1, nw, num, A_NORMAL);
     }
 }
 
@@ -413,12 +553,8 @@ static void panes_detail_compact(const panes_ctx *p, const console_worker *wk, c
         panes_series(p, y + 2, x + 1, half - 1, wk, CONSOLE_SER_RPS);
         panes_series(p, y + 2, x + 1 + half, half - 1, wk, CONSOLE_SER_LAG);
     }
-    if (h >= 4) {
-        char met[512], both[800];
-        panes_metrics_text(wk, met, sizeof met);
-        snprintf(both, sizeof both, "%s%s%s", t->lat, met[0] ? "   metrics: " : "", met);
-        draw_put(p->d, y + 3, x + 1, w - 2, both, A_NORMAL);
-    }
+    if (h >= 4)
+        panes_put_fields(p->d, y + 3, x + 1, w - 2, t->lat, t->nlat, A_NORMAL);
 }
 
 /* The detail pane of the selected worker: identity, sparklines, latency, metrics. */
@@ -435,14 +571,15 @@ static void panes_detail(const panes_ctx *p, int y, int x, int w, int h)
     }
     panes_detail_text t;
     panes_detail_texts(wk, &t);
-    char pid[24] = "-";
-    if (wk->pid > 0)
-        snprintf(pid, sizeof pid, "%ld", wk->pid);
     bool tall = h >= 8;
-    char title[256];
-    snprintf(title, sizeof title, "%.60s:%d  pid %s  %s%s%s", wk->app, wk->id, pid, wk->state, tall ? "" : "  ",
-             tall ? "" : t.more);
-    draw_put(d, y, x + 1, w - 1, title, d->a_bar | A_BOLD);
+    /* the title: the identity, and in the compact layout the rest after it */
+    panes_seg title[10];
+    int n = 0;
+    for (int i = 0; i < t.nident; i++)
+        title[n++] = t.ident[i];
+    for (int i = 0; !tall && i < t.nmore; i++)
+        title[n++] = t.more[i];
+    panes_put_fields(d, y, x + 1, w - 2, title, n, d->a_bar | A_BOLD);
     if (tall)
         panes_detail_tall(p, wk, &t, y, x, w, h);
     else
@@ -459,7 +596,11 @@ static void panes_logs_title(const panes_ctx *p, int y, int x, int w, attr_t ta)
     const char *what = m->log_target[0] ? m->log_target : "every app";
     const char *kind = !m->log_target[0] ? "" : m->log_app ? " (app)" : " (worker)";
     char t[256];
-    if (!m->logs_ready && m->conn == CONSOLE_UP)
+    if (m->search[0] && (m->logs_ready || m->conn != CONSOLE_UP))
+        snprintf(t, sizeof t, "%s logs %s%s   %s   search '%.40s': %zu matching (n/N)", mark, what, kind,
+                 m->follow && m->log_scroll == 0 ? "following" : "paused", m->search,
+                 console_model_search_count(m));
+    else if (!m->logs_ready && m->conn == CONSOLE_UP)
         snprintf(t, sizeof t, "%s logs %s%s   loading...", mark, what, kind);
     else if (m->follow && m->log_scroll == 0)
         snprintf(t, sizeof t, "%s logs %s%s   following   (a: %s, f: pause)", mark, what, kind,
@@ -470,9 +611,13 @@ static void panes_logs_title(const panes_ctx *p, int y, int x, int w, attr_t ta)
     draw_put(p->d, y, x, w, t, ta);
 }
 
-/* One log line at row y: its time when wide enough, its worker when several are shown, its text. */
+/*
+ * One log line at row y: its time when wide enough, its worker when several
+ * are shown, its text, with the search's matches reversed (current: the
+ * line n/N moved to).
+ */
 static void panes_log_line(const panes_ctx *p, const console_logline *l, int y, int x, int w, bool stamp,
-                           bool label)
+                           bool label, bool current)
 {
     const draw_ctx *d = p->d;
     int xx = x;
@@ -491,7 +636,28 @@ static void panes_log_line(const panes_ctx *p, const console_logline *l, int y, 
         snprintf(lb, sizeof lb, "[%s%s]", l->label, l->err ? "!" : "");
         xx += draw_put(d, y, xx, x + w - xx, lb, d->a_dim) + 1;
     }
-    draw_put(d, y, xx, x + w - xx, l->text, l->err ? d->a_stderr : A_NORMAL);
+    attr_t a = l->err ? d->a_stderr : A_NORMAL;
+    const char *hit = p->m->search[0] ? strcasestr(l->text, p->m->search) : NULL;
+    if (!hit) {
+        draw_put(d, y, xx, x + w - xx, l->text, a);
+        return;
+    }
+    /* a matching line: the whole line bold (the current match underlined too), each match reversed */
+    a |= A_BOLD | (current ? A_UNDERLINE : 0);
+    const char *s = l->text;
+    size_t ql = strlen(p->m->search);
+    char part[CONSOLE_LOG_LINE_MAX + 1];
+    while (xx < x + w) {
+        size_t pre = hit ? (size_t)(hit - s) : strlen(s);
+        snprintf(part, sizeof part, "%.*s", (int)pre, s);
+        xx += draw_put(d, y, xx, x + w - xx, part, a);
+        if (!hit)
+            break;
+        snprintf(part, sizeof part, "%.*s", (int)ql, hit);
+        xx += draw_put(d, y, xx, x + w - xx, part, a | A_REVERSE);
+        s = hit + ql;
+        hit = strcasestr(s, p->m->search);
+    }
 }
 
 /* The log pane: a title bar, then the newest lines that fit (or a scrolled-back page). */
@@ -502,6 +668,8 @@ static void panes_logs(const panes_ctx *p, int y, int x, int w, int h)
     console_model *m = p->m;
     attr_t ta = p->k->focus == KEYS_FOCUS_LOGS ? p->d->a_bar_focus : p->d->a_bar;
     draw_fill(y, x, w, ta);
+    p->k->geom.logs_y = y;
+    p->k->geom.logs_h = h;
     int rows_h = h - 1;
     m->log_rows = rows_h;
     size_t max_scroll = m->log_n > (size_t)rows_h ? m->log_n - (size_t)rows_h : 0;
@@ -515,7 +683,7 @@ static void panes_logs(const panes_ctx *p, int y, int x, int w, int h)
     bool stamp = w >= 60;
     for (size_t i = 0; i < shown; i++)
         panes_log_line(p, &m->log[(m->log_head + first + i) % CONSOLE_LOG_MAX], y + 1 + (int)i, x, w, stamp,
-                       label);
+                       label, (long)(first + i) == m->search_line);
 }
 
 /* ---- status line, footer, overlays ---------------------------------------------------------- */
@@ -532,7 +700,22 @@ static void panes_status(const panes_ctx *p, int y, int w)
     if (localtime_r(&m->status_at, &tm))
         strftime(ts, sizeof ts, "%H:%M:%S", &tm);
     int x = draw_put(d, y, 1, 9, ts, d->a_dim) + 2;
-    draw_put(d, y, x, w - x - 1, m->status, m->status_err ? d->a_err | A_BOLD : A_BOLD);
+    int room = w - x - 1;
+    char msg[sizeof m->status + 4];
+    snprintf(msg, sizeof msg, "%s", m->status);
+    if (draw_width(d, msg) > room) {
+        /* too long: cut at a word and say so, never mid-word */
+        const char *ell = d->utf8 ? "\u2026" : "...";
+        while (draw_width(d, msg) + draw_width(d, ell) > room) {
+            char *sp = strrchr(msg, ' ');
+            if (!sp)
+                break;
+            *sp = '\0';
+        }
+        size_t l = strlen(msg);
+        snprintf(msg + l, sizeof msg - l, "%s", ell);
+    }
+    draw_put(d, y, x, room, msg, m->status_err ? d->a_err | A_BOLD : A_BOLD);
 }
 
 /* The footer: the prompt of the current mode, or the key hints that fit, most important first. */
@@ -540,9 +723,11 @@ static void panes_footer(const panes_ctx *p, int y, int w)
 {
     const draw_ctx *d = p->d;
     w -= 1;   /* never write the bottom-right cell: some terminals scroll */
-    if (p->k->mode == KEYS_MODE_FILTER) {
-        char f[160];
-        snprintf(f, sizeof f, "filter: %s_   (Enter keeps it, Esc clears it)", p->m->filter);
+    if (p->k->mode == KEYS_MODE_FILTER || p->k->mode == KEYS_MODE_SEARCH) {
+        char f[200];
+        bool search = p->k->mode == KEYS_MODE_SEARCH;
+        snprintf(f, sizeof f, "%s: %s_   (Enter keeps it, Esc clears it%s)", search ? "search logs" : "filter",
+                 search ? p->m->search : p->m->filter, search ? "; then n/N" : "");
         draw_put(d, y, 0, w, f, d->a_key);
         return;
     }
@@ -560,7 +745,7 @@ static void panes_footer(const panes_ctx *p, int y, int w)
     for (int i = 0; i < n; i++) {
         int kl = draw_width(d, hints[i].key), ll = (int)strlen(hints[i].text);
         if (x + kl + ll + 1 > w)
-            break;
+            continue;   /* dropped whole; a later, shorter hint may still fit (? lists them all) */
         x += draw_put(d, y, x, kl, hints[i].key, d->a_key) + 1;
         x += draw_put(d, y, x, ll, hints[i].text, A_NORMAL) + 2;
     }
@@ -583,7 +768,11 @@ static void panes_overlay(const panes_ctx *p)
     if (p->k->mode == KEYS_MODE_HELP) {
         panes_help(p);
     } else if (p->k->mode == KEYS_MODE_QUIT) {
-        const char *l[] = {"Stop the workers and the hub?", "", "[y]es / [n]o, leave it running / [c]ancel"};
+        /* an attach hub stops alone: the master it watches keeps its workers */
+        bool attach = strcmp(p->m->hub_mode, "attach") == 0;
+        const char *l[] = {attach ? "Stop the hub? (the master and its workers keep running)"
+                                  : "Stop the workers and the hub?",
+                           "", "[y]es / [n]o, leave it running / [c]ancel"};
         draw_box(p->d, " quit ", l, 3);
     } else if (p->k->mode == KEYS_MODE_CONFIRM) {
         const char *l[] = {p->k->confirm_text};
@@ -632,6 +821,7 @@ void panes_draw(keys_state *k, const draw_ctx *d, const char *title)
 {
     panes_ctx p = {k, k->m, d};
     erase();
+    memset(&k->geom, 0, sizeof k->geom);   /* a pane not drawn is not hit */
     int H = LINES, W = COLS;
     if (H < 10 || W < 40) {
         draw_put(d, 0, 0, W, "terminal too small", A_BOLD);

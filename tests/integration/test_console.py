@@ -16,12 +16,13 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 import uuid
 
 import pytest
 
-from conftest import (DROVER, CtlSession, WORKER, RunHub, alive, descendants, kill_survivors, require_binary,
+from conftest import (DROVER, MASTER, CtlSession, WORKER, RunHub, alive, descendants, kill_survivors, require_binary,
                       run_argv, wait_until)
 
 TMUX = shutil.which("tmux")
@@ -539,3 +540,170 @@ def test_monit_without_a_hub_stops_its_own_on_quit(consoles, sockdir, background
     con.keys("q")
     con.wait_text("[console exited rc=0]")
     wait_until(lambda: not alive(pid), what="its own hub to exit")
+
+
+# ---- the console, polished (issue 17) ---------------------------------------------
+
+def x10_click(con, x, y, button=0):
+    """A mouse press and release at (x, y), 0-based, as the terminal reports them to the
+    console in the mode it asked for (xterm X10 encoding: ESC [ M, button, x, y, each + 32,
+    coordinates 1-based)."""
+    for b in (button, 3):   # 3: release
+        con.tmux("send-keys", "-l", "\x1b[M" + chr(32 + b) + chr(33 + x) + chr(33 + y))
+
+
+def row_line(screen, wid):
+    """The screen line (0-based) of the worker row with id wid, or None."""
+    for i, line in enumerate(screen.splitlines()):
+        m = ROW.match(line)
+        if m and int(m.group(1)) == wid:
+            return i
+    return None
+
+
+def test_custom_metric_is_humanized(start_hub, start_py_sender, consoles, sockdir):
+    h = start_hub()
+    h.wait_socket()
+    start_py_sender(h.sock, name="rep", metrics={"cache_bytes": 6266880, "hit_ratio": 0.899}, period=0.2)
+    con = consoles(sockdir)
+    s = con.wait(lambda s: "cache_bytes" in s and s, what="the custom metric in the detail pane")
+    assert re.search(r"cache_bytes 6\.27?M\b", s), s
+    assert "hit_ratio 0.899" in s, s
+    assert "e+" not in s, s
+
+
+def test_header_shows_the_host(hub, consoles, sockdir):
+    hub(2)
+    con = consoles(sockdir, 160, 40)
+    head = con.wait(lambda s: "load" in s.splitlines()[0] and s.splitlines()[0], what="the host in the header")
+    assert re.search(r"\bload \d+\.\d\d \d+\.\d\d \d+\.\d\d\b", head), head
+    assert re.search(r"\bhost mem \d[\d.]*[KMGT]/\d[\d.]*[KMGT]\b", head), head
+    assert re.search(r"\bhost cpu (\d[\d.]*%|-)", head), head
+    # the hub sends it: the snapshot carries it (the console reads nothing itself)
+    host = ctl(sockdir, {"cmd": "ls"})["host"]
+    assert host["mem_total_bytes"] > host["mem_used_bytes"] > 0 and len(host["load"]) == 3
+
+
+def test_sort_twice_on_the_same_column_reverses(hub, consoles, sockdir):
+    hub(3)
+    pids = pids_by_id(sockdir)
+    con = consoles(sockdir)
+    con.wait(rows_with_pids(pids), what="workers on screen")
+    con.keys("s")
+    s = con.wait(lambda s: "sorted by PID, ascending" in s and s, what="sorted by PID")
+    up = [p for _, p, _ in con.rows(s)]
+    assert up == sorted(pids.values()), s
+    assert "▲PID" in s, s
+    con.keys("s")                                    # the same column again: reversed
+    s = con.wait(lambda s: "sorted by PID, descending" in s and s, what="PID reversed")
+    s = con.wait(lambda s: [p for _, p, _ in con.rows(s)] == sorted(pids.values(), reverse=True) and s,
+                 what="pids in the other order")
+    assert "▼PID" in s, s
+    # a title that fills its width still shows the marker (UPTIME)
+    con.keys("s")
+    s = con.wait(lambda s: "sorted by UPTIME" in s and s, what="sorted by UPTIME")
+    title = [l for l in s.splitlines() if "PID STATE" in l][0]
+    assert re.search(r"[▲▼]UPTIME", title), title
+
+
+def test_reload_done_is_never_ahead_of_the_list(hub, consoles, sockdir):
+    hub(4, cmd=[WORKER, "--rate", "200"])
+    pids = pids_by_id(sockdir)
+    con = consoles(sockdir)
+    con.wait(rows_with_pids(pids), what="workers on screen")
+    con.keys("R")
+    screens = []
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        s = con.screen()
+        screens.append(s)
+        lines = s.splitlines()
+        status = lines[-2] if len(lines) >= 2 else ""
+        if "done" in status:
+            if len(screens) > 3 and all(st == "online" for _, _, st in con.rows(s)):
+                break
+        time.sleep(0.03)
+    done = [s for s in screens if "done" in s.splitlines()[-2]]
+    assert done, "the reload never said done:\n" + screens[-1]
+    for s in done:
+        assert not any(st == "starting" for _, _, st in con.rows(s)), "status says done, a row starting:\n" + s
+
+
+def test_80x24_footer_and_detail_end_on_whole_words(hub, consoles, sockdir):
+    hub(3)
+    pids = pids_by_id(sockdir)
+    con = consoles(sockdir, 80, 24)
+    s = con.wait(lambda s: rows_with_pids(pids)(s) and s, what="workers on screen")
+    lines = s.splitlines()
+    footer = lines[-1].rstrip()
+    hints = ("help", "quit", "select", "kill", "restart", "reload", "scale", "filter", "sort", "app logs",
+             "follow", "pane")
+    assert len(footer) <= 80 and footer.endswith(hints), footer
+    detail = next(l for l in lines if l.startswith(" web:0  pid")).rstrip()
+    assert re.search(r"(ready|agent) (yes|no)$|restarts \d+$|up \S+$|last exit: (-|status \d+|signal \w+)$",
+                     detail), detail
+    # with the logs focused, the footer says what j/k do
+    con.keys("Tab")
+    con.wait(lambda s: "scroll logs" in s.splitlines()[-1], what="j/k scroll the logs, says the footer")
+
+
+def test_click_selects_a_worker_and_sorts_by_a_title(hub, consoles, sockdir):
+    hub(3)
+    pids = pids_by_id(sockdir)
+    con = consoles(sockdir)
+    s = con.wait(lambda s: rows_with_pids(pids)(s) and s, what="workers on screen")
+    assert f"web:0  pid {pids[0]}" in s
+    x10_click(con, 10, row_line(s, 1))
+    con.wait_text(f"web:1  pid {pids[1]}")
+    title_y = next(i for i, l in enumerate(s.splitlines()) if "PID STATE" in l)
+    title_x = s.splitlines()[title_y].index("PID") + 1
+    x10_click(con, title_x, title_y)
+    con.wait_text("sorted by PID, ascending")
+    x10_click(con, title_x, title_y)
+    con.wait_text("sorted by PID, descending")
+
+
+def test_no_mouse_leaves_clicks_alone(hub, consoles, sockdir):
+    hub(2)
+    pids = pids_by_id(sockdir)
+    con = consoles(sockdir, argv=console_argv(sockdir) + ["--no-mouse"])
+    s = con.wait(lambda s: rows_with_pids(pids)(s) and s, what="workers on screen")
+    x10_click(con, 10, row_line(s, 1))
+    time.sleep(1.0)
+    assert f"web:0  pid {pids[0]}" in con.screen()
+    r = subprocess.run([DROVER, "monit", "--help"], capture_output=True, text=True, timeout=10)
+    assert "--no-mouse" in r.stdout
+
+
+def test_search_in_the_log_pane_highlights_a_line(hub, consoles, sockdir):
+    script = f'echo "alpha line"; echo "needle-17 here"; echo "omega line"; exec {WORKER} --rate 20'
+    hub(1, cmd=["/bin/sh", "-c", script])
+    con = consoles(sockdir)
+    con.wait_text("needle-17 here")
+    con.keys("Tab", "/")
+    con.wait_text("search logs:")
+    con.keys(*"needle")
+    con.keys("Enter")
+    con.wait_text("search 'needle': 1 matching")
+    raw = con.tmux("capture-pane", "-p", "-e")
+    line = next(l for l in raw.splitlines() if "here" in l and "needle" in l)
+    # the match is drawn in reverse video (SGR 7), the line bold
+    assert re.search(r"\x1b\[[0-9;]*\b7m(\x1b\[[0-9;]*m)*needle", line), repr(line)
+    other = next(l for l in raw.splitlines() if "alpha line" in l)
+    assert not re.search(r"\x1b\[[0-9;]*\b7m", other), repr(other)
+    con.keys("n")
+    con.wait_text("no older line matches 'needle'")
+
+
+def test_quitting_an_attach_console_asks(procs, consoles, sockdir, background_hubs):
+    master = procs.spawn([sys.executable, "-c", MASTER])
+    con = consoles(sockdir, argv=[DROVER, "attach", str(master.pid), "--socket-dir", sockdir, "-n", "cluster"])
+    pid = wait_until(lambda: hub_pid(sockdir), what="the background attach hub", diag=con.screen)
+    background_hubs.append(pid)
+    con.wait(lambda s: len([r for r in con.rows(s) if r[2] == "online"]) == 3, what="3 children")
+    con.keys("q")
+    con.wait_text("Stop the hub? (the master and its workers keep running)")
+    con.keys("y")
+    con.wait_text("[console exited rc=0]")
+    wait_until(lambda: not alive(pid), what="the attach hub to exit")
+    assert master.poll() is None, "the master was stopped"

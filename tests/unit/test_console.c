@@ -9,10 +9,13 @@
 #include <setjmp.h>
 #include <cmocka.h>
 #include <curses.h>
+#include <math.h>
 #include <string.h>
 
 #include "proto/control.h"
 #include "tui/console_model.h"
+#include "tui/columns.h"
+#include "tui/human.h"
 #include "tui/keys.h"
 
 /* A state message with workers web:0 (pid 100) and web:1 (pid 101), keys 10 and 11. */
@@ -250,7 +253,7 @@ static void test_help_and_hints_come_from_the_table(void **st)
     bool kill = false, sort = false;
     for (int i = 0; i < n; i++) {
         kill |= strncmp(lines[i], "x F9\tkill: ", 11) == 0 && strstr(lines[i], "(asks y/n)");
-        sort |= strcmp(lines[i], "s\tsort by the next column (now ID)") == 0;
+        sort |= strcmp(lines[i], "s\tsort: this column reversed, then the next (now ID ascending)") == 0;
     }
     assert_true(kill);
     assert_true(sort);
@@ -271,6 +274,185 @@ static void test_help_and_hints_come_from_the_table(void **st)
     assert_string_equal(h[9].text, "worker logs");
 }
 
+/* s offers each column twice: the second time reversed (pids in the other order). */
+static void test_sort_same_column_again_reverses(void **st)
+{
+    fixture *f = *st;
+    assert_string_equal(console_model_sort_next(&f->m), "PID");
+    assert_false(f->m.sort_rev);
+    assert_int_equal(f->m.rows[1].w->pid, 100);   /* row 0 is the app header */
+    assert_int_equal(f->m.rows[2].w->pid, 101);
+    press(f, 's');
+    assert_true(f->m.sort_rev);
+    assert_int_equal(f->m.rows[1].w->pid, 101);
+    assert_int_equal(f->m.rows[2].w->pid, 100);
+    assert_non_null(strstr(f->m.status, "PID, descending"));
+    press(f, 's');                                /* then the next column, in its own order */
+    assert_false(f->m.sort_rev);
+    assert_string_not_equal(columns_table[f->m.sort_col].name, "pid");
+    /* a column chosen directly (a click on its title): again reverses */
+    int pid_col = (int)(columns_find("pid") - columns_table);
+    assert_true(console_model_sort_by(&f->m, pid_col));
+    assert_false(f->m.sort_rev);
+    assert_true(console_model_sort_by(&f->m, pid_col));
+    assert_true(f->m.sort_rev);
+    assert_false(console_model_sort_by(&f->m, 0));   /* APP has no sort key */
+}
+
+/* "done" shows only once the list shows it: held while a worker of the app is starting. */
+static void test_done_waits_for_the_list(void **st)
+{
+    fixture *f = *st;
+    json_t *starting = json_pack("{s:s, s:[{s:I, s:s, s:i, s:i, s:s}], s:[]}", "type", "state", "workers",
+                                 "key", (json_int_t)12, "app", "web", "id", 0, "pid", 102, "state", "starting",
+                                 "apps");
+    console_model_apply(&f->m, starting);
+    ctl_event e = ctl_event_make(CTL_EV_RELOAD, CTL_PHASE_DONE, "web", -1, 0);
+    e.text = "reload web: done, 2/2 replaced";
+    json_t *msg = ctl_event_json(&e);
+    console_model_apply(&f->m, msg);
+    json_decref(msg);
+    assert_null(strstr(f->m.status, "done"));
+    console_model_apply(&f->m, starting);      /* the list still says starting */
+    assert_null(strstr(f->m.status, "done"));
+    json_decref(starting);
+    json_t *online = state_msg();
+    console_model_apply(&f->m, online);        /* now it agrees */
+    json_decref(online);
+    assert_string_equal(f->m.status, "reload web: done, 2/2 replaced");
+}
+
+/* How the last exit reads, and what j/k say with the logs focused. */
+static void test_exit_text_and_log_focus_hint(void **st)
+{
+    fixture *f = *st;
+    char b[48];
+    console_model_exit_text("exit 0", b, sizeof b);
+    assert_string_equal(b, "status 0");
+    console_model_exit_text("signal 9", b, sizeof b);
+    assert_string_equal(b, "signal KILL");
+    console_model_exit_text(NULL, b, sizeof b);
+    assert_string_equal(b, "-");
+    keys_hint h[32];
+    int n = keys_hints(&f->k, false, h, 32);
+    bool sel = false, scroll = false;
+    for (int i = 0; i < n; i++) {
+        sel |= strcmp(h[i].text, "select") == 0;
+        scroll |= strcmp(h[i].text, "scroll logs") == 0;
+    }
+    assert_true(sel && !scroll);
+    press(f, '\t');
+    n = keys_hints(&f->k, false, h, 32);
+    sel = scroll = false;
+    for (int i = 0; i < n; i++) {
+        sel |= strcmp(h[i].text, "select") == 0;
+        scroll |= strcmp(h[i].text, "scroll logs") == 0;
+    }
+    assert_true(scroll && !sel);
+}
+
+/* / with the logs focused searches them; n and N step through the matches. */
+static void test_search_in_logs(void **st)
+{
+    fixture *f = *st;
+    console_model_logs_retarget(&f->m, true);
+    f->m.logs_req = 5;
+    json_t *reply = json_pack("{s:s, s:i, s:b, s:[{s:s}, {s:s}, {s:s}, {s:s}]}", "type", "reply", "id", 5, "ok", 1,
+                              "lines", "text", "alpha one", "text", "beta", "text", "Alpha two", "text", "gamma");
+    console_model_apply(&f->m, reply);
+    json_decref(reply);
+    f->m.log_rows = 2;
+    press(f, '\t');
+    press(f, '/');
+    assert_int_equal(f->k.mode, KEYS_MODE_SEARCH);
+    for (const char *c = "alpha"; *c; c++)
+        press(f, *c);
+    assert_int_equal(f->m.search_line, 2);        /* the newest match, case-insensitive */
+    assert_int_equal(console_model_search_count(&f->m), 2);
+    press(f, '\r');
+    assert_int_equal(f->k.mode, KEYS_MODE_NORMAL);
+    press(f, 'n');
+    assert_int_equal(f->m.search_line, 0);        /* older */
+    assert_true(f->m.log_scroll >= 2);            /* scrolled to show it, paused */
+    assert_false(f->m.follow);
+    press(f, 'n');
+    assert_non_null(strstr(f->m.status, "no older line"));
+    press(f, 'N');
+    assert_int_equal(f->m.search_line, 2);
+    assert_string_equal(f->m.filter, "");         /* the list's filter untouched */
+    press(f, '/');
+    press(f, 27);                                 /* Esc clears the search */
+    assert_string_equal(f->m.search, "");
+}
+
+/* human_format of v on scale, as a string to compare. */
+static const char *human(double v, human_scale sc)
+{
+    static char buf[32];
+    human_format(v, sc, buf, sizeof buf);
+    return buf;
+}
+
+/* Figures a person reads at a glance: three digits and a suffix, never an exponent. */
+static void test_human_format(void **st)
+{
+    (void)st;
+    assert_string_equal(human(6266880, HUMAN_SI), "6.27M");
+    assert_string_equal(human(0.899, HUMAN_SI), "0.899");
+    assert_string_equal(human(1200, HUMAN_SI), "1.2k");
+    assert_string_equal(human(12, HUMAN_SI), "12");
+    assert_string_equal(human(12.34, HUMAN_SI), "12.3");
+    assert_string_equal(human(999.4, HUMAN_SI), "999");
+    assert_string_equal(human(999.6, HUMAN_SI), "1k");
+    assert_string_equal(human(0, HUMAN_SI), "0");
+    assert_string_equal(human(-2500, HUMAN_SI), "-2.5k");
+    assert_string_equal(human(0.00012, HUMAN_SI), "120u");
+    assert_string_equal(human(3.2e12, HUMAN_SI), "3.2T");
+    assert_null(strchr(human(1e300, HUMAN_SI), 'e'));
+    assert_null(strchr(human(6.26688e+06, HUMAN_SI), 'e'));
+    assert_string_equal(human(NAN, HUMAN_SI), "-");
+    /* bytes: the memory column's ladder */
+    assert_string_equal(human(950 * 1024.0, HUMAN_BYTES), "950K");
+    assert_string_equal(human(12.3 * 1024 * 1024, HUMAN_BYTES), "12.3M");
+    assert_string_equal(human(1.5 * 1024 * 1024 * 1024, HUMAN_BYTES), "1.5G");
+    assert_string_equal(human(-1, HUMAN_BYTES), "-");
+    char b[32];
+    human_format_unit(45.26, HUMAN_SI, "%", b, sizeof b);
+    assert_string_equal(b, "45.3%");
+    human_format_unit(NAN, HUMAN_SI, "ms", b, sizeof b);
+    assert_string_equal(b, "-");
+    /* never longer than 7 characters */
+    for (double v = 1e-12; v < 1e300; v *= 1.7) {
+        assert_true(strlen(human(v, HUMAN_SI)) <= 7);
+        assert_true(strlen(human(-v, HUMAN_SI)) <= 7);
+        assert_true(strlen(human(v, HUMAN_BYTES)) <= 7);
+    }
+}
+
+/* Sparklines scale quantities from zero and report the series' range. */
+static void test_spark_levels_scale_from_zero(void **st)
+{
+    (void)st;
+    float v[] = {1.8e6f, 1.9e6f, NAN, 2.0e6f};
+    int lv[4];
+    double lo, hi;
+    assert_int_equal(human_spark_levels(v, 4, 1.0, 8, lv, &lo, &hi), 3);
+    assert_int_equal(lv[2], -1);
+    assert_int_equal(lv[3], 7);
+    assert_true(lv[0] >= 6);          /* 1.8M of 2.0M: nearly full, not the bottom */
+    assert_true(lo > 1.79e6 && lo < 1.81e6);
+    assert_true(hi > 1.99e6 && hi < 2.01e6);
+    /* a quiet series under the floor stays low */
+    float q[] = {0.1f, 0.2f};
+    human_spark_levels(q, 2, 100.0, 8, lv, &lo, &hi);
+    assert_int_equal(lv[0], 0);
+    assert_int_equal(lv[1], 0);
+    /* nothing known */
+    float u[] = {NAN};
+    assert_int_equal(human_spark_levels(u, 1, 1.0, 8, lv, &lo, &hi), 0);
+    assert_true(isnan(lo) && isnan(hi));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -285,6 +467,12 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_filter_narrows_and_esc_clears, setup, teardown),
         cmocka_unit_test_setup_teardown(test_quit_keys, setup, teardown),
         cmocka_unit_test_setup_teardown(test_help_and_hints_come_from_the_table, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sort_same_column_again_reverses, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_done_waits_for_the_list, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_exit_text_and_log_focus_hint, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_search_in_logs, setup, teardown),
+        cmocka_unit_test(test_human_format),
+        cmocka_unit_test(test_spark_levels_scale_from_zero),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -207,6 +207,33 @@ static void test_state_many_workers(void **st)
     state_free(s);
 }
 
+/* The host's figures: CPU % of every core from the ticks between two samples, memory and load as read. */
+static void test_state_host_sample(void **st)
+{
+    (void)st;
+    state *s = state_new();
+    hub_counters c = state_counters(s);
+    assert_true(isnan(c.host.cpu_pct));
+    assert_int_equal(c.host.mem_total_bytes, -1);
+    host_sample h = {.ok = true, .cpu_total_ticks = 1000, .cpu_idle_ticks = 800, .mem_total_bytes = 4096,
+                     .mem_used_bytes = 1024, .load = {0.52, 0.40, 0.33}, .ncpu = 2};
+    state_apply_host_sample(s, &h);
+    c = state_counters(s);
+    assert_true(isnan(c.host.cpu_pct));          /* one sample: no interval yet */
+    assert_int_equal(c.host.mem_used_bytes, 1024);
+    assert_true(fabs(c.host.load[0] - 0.52) < 1e-9);
+    h.cpu_total_ticks = 1200;                    /* 200 ticks, 50 of them idle: 75 % */
+    h.cpu_idle_ticks = 850;
+    state_apply_host_sample(s, &h);
+    c = state_counters(s);
+    assert_true(fabs(c.host.cpu_pct - 75.0) < 1e-9);
+    h.ok = false;                                /* a failed read: unknown, not stale */
+    state_apply_host_sample(s, &h);
+    c = state_counters(s);
+    assert_true(isnan(c.host.cpu_pct) && c.host.mem_total_bytes == -1 && isnan(c.host.load[2]));
+    state_free(s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -219,6 +246,7 @@ int main(void)
         cmocka_unit_test(test_state_notify_ready),
         cmocka_unit_test(test_state_snapshot_sorted),
         cmocka_unit_test(test_state_many_workers),
+        cmocka_unit_test(test_state_host_sample),
     };
     return cmocka_run_group_tests_name("state", tests, NULL, NULL);
 }
