@@ -23,6 +23,7 @@
  */
 #include "hub/logs.h"
 #include "hub/paths.h"
+#include "proto/control.h"
 #include "proto/utf8.h"
 
 #include <errno.h>
@@ -167,21 +168,6 @@ static double logs_clock(void)
 /* Rounds n up to a multiple of 8 (ring records stay aligned for the header). */
 static size_t logs_pad8(size_t n) { return (n + 7) & ~(size_t)7; }
 
-
-/* Returns true if app can be part of a file name: 1-64 printable bytes
- * without '/' or whitespace, not starting with '.'. */
-static bool logs_valid_app(const char *app)
-{
-    size_t n = strlen(app);
-    if (n == 0 || n > LOGS_APP_MAX || app[0] == '.')
-        return false;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)app[i];
-        if (c <= ' ' || c == '/' || c == 0x7f)
-            return false;
-    }
-    return true;
-}
 
 /* ---- files ------------------------------------------------------------- */
 
@@ -1246,8 +1232,8 @@ logs_stream *logs_stream_get(logs *lg, const char *app, int id, char *err, size_
     for (logs_stream *st = lg->streams; st; st = st->next)
         if (st->id == id && strcmp(st->app, app) == 0)
             return st;
-    if (!logs_valid_app(app) || id < 0) {
-        snprintf(err, errcap, "cannot name log files for app '%s' worker %d: use 1-64 bytes without '/' or spaces, not starting with '.'",
+    if (!ctl_app_name_ok(app) || id < 0) {
+        snprintf(err, errcap, "cannot name log files for app '%s' worker %d: app names are " CTL_APP_NAME_RULE,
                  app, id);
         return NULL;
     }

@@ -109,6 +109,41 @@ bad:
     return -1;
 }
 
+/* ---- app names ------------------------------------------------------------- */
+
+/* True for a byte an app name may hold anywhere. */
+static bool ctl_name_byte(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
+           c == '-' || c == '.';
+}
+
+bool ctl_app_name_ok(const char *name)
+{
+    size_t n = name ? strlen(name) : 0;
+    if (n == 0 || n >= CTL_APP_MAX || name[0] == '.' || name[0] == '-')
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (!ctl_name_byte(name[i]))
+            return false;
+    return true;
+}
+
+void ctl_app_name_make(const char *from, char *out, size_t cap)
+{
+    size_t n = 0;
+    if (cap == 0)
+        return;
+    for (const char *p = from ? from : ""; *p && n + 1 < cap && n + 1 < CTL_APP_MAX; p++) {
+        if (n == 0 && (*p == '.' || *p == '-'))
+            continue;
+        out[n++] = ctl_name_byte(*p) ? *p : '_';
+    }
+    out[n] = '\0';
+    if (n == 0)
+        snprintf(out, cap, "app");
+}
+
 /* ---- requests ------------------------------------------------------------ */
 
 /* Reads key as an integer within [lo, hi] (64-bit, before narrowing). */

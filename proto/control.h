@@ -94,6 +94,23 @@ typedef struct {
  */
 int ctl_target_parse(const char *s, ctl_target *t, char *err, size_t errcap);
 
+/* ---- app names ------------------------------------------------------------- */
+
+/* The rule for names of apps a hub runs (`run -n`, `attach -n`, derived from
+ * a command): they become log file names and labels, and ':' separates a
+ * worker id. (Names reporters give themselves are shown, sanitized, as sent.) */
+#define CTL_APP_NAME_RULE "1-63 letters, digits, '_', '-' or '.', the first a letter, digit or '_'"
+
+/* True if name follows CTL_APP_NAME_RULE. */
+bool ctl_app_name_ok(const char *name);
+
+/*
+ * Makes a name that follows the rule from any text (a command's base name):
+ * other bytes become '_', leading '.' and '-' are dropped, it is cut to 63
+ * bytes; "app" when nothing is left. out holds at least CTL_APP_MAX bytes.
+ */
+void ctl_app_name_make(const char *from, char *out, size_t cap);
+
 /* ---- requests ------------------------------------------------------------ */
 
 /* The headless output formats a `stream` request may ask for. */

@@ -175,7 +175,8 @@ static bool parse_size(const char *s, uint64_t *out)
     return true;
 }
 
-/* Derives an app name from a command: the script for interpreters, else the program. */
+/* Derives an app name from a command: the script for interpreters, else the
+ * program, without its extension, made to follow the app name rule. */
 static void derive_app(char *const *argv, char *out, size_t cap)
 {
     static const char *interp[] = {"node", "nodejs", "python", "python3", "ruby", "perl",
@@ -189,14 +190,12 @@ static void derive_app(char *const *argv, char *out, size_t cap)
             pick = pick ? pick + 1 : argv[1];
             break;
         }
-    snprintf(out, cap, "%s", pick);
-    char *dot = strrchr(out, '.');
-    if (dot && dot != out)
-        *dot = '\0';
-    /* App names end up in file names and labels: keep them plain. */
-    for (char *c = out; *c; c++)
-        if (!isalnum((unsigned char)*c) && *c != '_' && *c != '-' && *c != '.')
-            *c = '_';
+    char tmp[CTL_APP_MAX];
+    snprintf(tmp, sizeof tmp, "%s", pick);
+    char *dot = strrchr(tmp, '.');
+    if (dot && dot != tmp && dot[1])
+        *dot = '\0';   /* "server.js" → "server"; ".run.sh" → ".run" → "run" below */
+    ctl_app_name_make(tmp, out, cap);
 }
 
 enum {
@@ -284,8 +283,8 @@ static int parse_options(const char *cmd, int argc, char **argv, hub_options *o,
             break;
         case 'n':
             ok = run || att;
-            if (ok && (!*optarg || strlen(optarg) >= 64 || strpbrk(optarg, "/: \t\n")))
-                return usage_error("-n takes an app name of 1-63 characters without '/', ':' or spaces, not '%s'", optarg);
+            if (ok && !ctl_app_name_ok(optarg))
+                return usage_error("-n takes an app name of " CTL_APP_NAME_RULE ", not '%s'", optarg);
             o->app = optarg;
             break;
         case O_LISTEN:

@@ -325,6 +325,24 @@ def test_scale_1024_answers_meanwhile_and_sigterm_stops_the_scale(procs, sockdir
     wait_until(lambda: not _procs_with_cmdline(cmd), 10, what="every worker gone")
 
 
+# ---- 9. app names that cannot be file names ---------------------------------------------
+
+def test_app_name_starting_with_a_dot_is_refused_or_derived_to_one_that_keeps_output(procs, sockdir, private_dir):
+    r = subprocess.run([DROVER, "run", "--headless", "--socket-dir", sockdir, "--log-dir", private_dir,
+                        "-n", ".hidden", "--", "true"], capture_output=True, text=True, timeout=10)
+    assert r.returncode == 2 and "app name of 1-63 letters" in r.stderr, r
+    script = os.path.join(private_dir, ".run.sh")
+    with open(script, "w") as f:
+        f.write("#!/bin/sh\necho from-the-dot-script\nexec sleep 60\n")
+    os.chmod(script, 0o755)
+    h = start(procs, sockdir, private_dir, ["--no-echo"], [script])
+    online(h, 1, "run")   # derived from ./.run.sh: "run", a name whose files can be written
+    r = wait_until(lambda: (lambda r: r if "from-the-dot-script" in r.stdout else None)(cli(sockdir, "logs", "run")),
+                   10, what="the script's line in drover logs")
+    assert "not captured" not in h.stderr()
+    assert os.path.exists(os.path.join(private_dir, "run-0.out.log"))
+
+
 # ---- 4. integers are validated before narrowing ------------------------------------------
 
 def test_scale_by_int_max_is_refused_not_wrapped(procs, sockdir, private_dir):
