@@ -288,6 +288,11 @@ static void spawn_guard_send(int32_t rec)
 void spawn_guard_add(pid_t pgid) { spawn_guard_send((int32_t)pgid); }
 void spawn_guard_del(pid_t pgid) { spawn_guard_send(-(int32_t)pgid); }
 
+pid_t spawn_guard_pid(void)
+{
+    return guard_pid;
+}
+
 void spawn_guard_stop(void)
 {
     if (guard_fd < 0)

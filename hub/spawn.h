@@ -50,6 +50,9 @@ int spawn_guard_start(char *err, size_t errcap);
 void spawn_guard_add(pid_t pgid);
 void spawn_guard_del(pid_t pgid);
 
+/* The guard's pid (0 when none): a child of the hub that is not a worker. */
+pid_t spawn_guard_pid(void);
+
 /* Ends the guard normally (after the hub stopped every worker itself) and reaps it. */
 void spawn_guard_stop(void);
 

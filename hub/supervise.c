@@ -18,6 +18,7 @@
 #include "hub/slot.h"
 #include "hub/spawn.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -100,6 +101,10 @@ struct supervise {
     app        *apps;
     bool        stopping_all;
     uv_idle_t  *grow;          /* runs sup_grow_turn while an app is growing */
+    uv_timer_t *sweep;         /* while stopping: ends the descendants we adopted */
+    uint64_t    stop_ms;       /* when stop_all began */
+    pid_t       termed[SUPERVISE_ADOPTED_MAX]; /* adopted pids already sent SIGTERM */
+    size_t      ntermed;
     void      (*stop_done)(void *);
     void       *stop_ctx;
 };
@@ -770,6 +775,14 @@ supervise *supervise_new(uv_loop_t *loop, state *st, supervise_event_fn ev, void
     }
     uv_idle_init(loop, sv->grow);
     sv->grow->data = sv;
+    sv->sweep = malloc(sizeof *sv->sweep);
+    if (!sv->sweep) {
+        uv_close((uv_handle_t *)sv->grow, sup_free_handle_cb);
+        free(sv);
+        return NULL;
+    }
+    uv_timer_init(loop, sv->sweep);
+    sv->sweep->data = sv;
     return sv;
 }
 
@@ -1150,12 +1163,98 @@ size_t supervise_alive(const supervise *sv)
     return n;
 }
 
+/*
+ * Lists the hub's children that are neither workers nor the guard: the
+ * descendants of workers that the hub adopted as their subreaper (a
+ * worker's child that called setsid() and outlived it). Read from
+ * /proc/self/task/TID/children, the kernel's own list of each thread's
+ * children (libproc2 would scan every process of the host for the same).
+ * Returns how many pids were put in out (at most cap).
+ */
+static size_t sup_adopted(supervise *sv, pid_t *out, size_t cap)
+{
+    size_t n = 0;
+    DIR *d = opendir("/proc/self/task");
+    if (!d)
+        return 0;
+    struct dirent *e;
+    while ((e = readdir(d)) && n < cap) {
+        if (e->d_name[0] < '0' || e->d_name[0] > '9')
+            continue;
+        char path[64];
+        snprintf(path, sizeof path, "/proc/self/task/%.20s/children", e->d_name);
+        FILE *f = fopen(path, "re");
+        if (!f)
+            continue;
+        long pid;
+        while (n < cap && fscanf(f, "%ld", &pid) == 1) {
+            if (pid <= 0 || pid > INT32_MAX || (pid_t)pid == spawn_guard_pid() || sup_find_pid(sv, (pid_t)pid))
+                continue;
+            out[n++] = (pid_t)pid;
+        }
+        fclose(f);
+    }
+    closedir(d);
+    return n;
+}
+
+/* The longest kill timeout of any app: how long adopted descendants get too. */
+static uint64_t sup_kill_timeout_ms(const supervise *sv)
+{
+    uint64_t ms = 0;
+    for (const app *a = sv->apps; a; a = a->next)
+        if (a->kill_timeout_ms > ms)
+            ms = a->kill_timeout_ms;
+    return ms;
+}
+
+/*
+ * One sweep while stopping: SIGTERM to each adopted descendant (once), and
+ * SIGKILL once the kill timeout since the stop began has passed. Returns
+ * how many were found alive (reaping is supervise_reap's, as for workers).
+ */
+static size_t sup_sweep_adopted(supervise *sv)
+{
+    pid_t pids[SUPERVISE_ADOPTED_MAX];
+    size_t n = sup_adopted(sv, pids, SUPERVISE_ADOPTED_MAX);
+    bool late = sup_now_ms(sv) - sv->stop_ms >= sup_kill_timeout_ms(sv);
+    for (size_t i = 0; i < n; i++) {
+        bool termed = false;
+        for (size_t k = 0; k < sv->ntermed && !termed; k++)
+            termed = sv->termed[k] == pids[i];
+        if (late) {
+            kill(pids[i], SIGKILL);
+        } else if (!termed) {
+            kill(pids[i], SIGTERM);
+            if (sv->ntermed < SUPERVISE_ADOPTED_MAX)
+                sv->termed[sv->ntermed++] = pids[i];
+        }
+    }
+    return n;
+}
+
+static void sup_on_sweep(uv_timer_t *t)
+{
+    sup_check_stopped_all(t->data);
+}
+
+/*
+ * Ends stop_all once every worker is reaped and no adopted descendant is
+ * left; until then, sweeps the adopted ones every SUPERVISE_SWEEP_MS (more
+ * appear as workers die and their children are reparented to the hub).
+ */
 static void sup_check_stopped_all(supervise *sv)
 {
-    if (sv->stopping_all && sv->stop_done && supervise_alive(sv) == 0) {
+    if (!sv->stopping_all || !sv->stop_done)
+        return;
+    size_t adopted = sup_sweep_adopted(sv);
+    if (supervise_alive(sv) == 0 && adopted == 0) {
+        uv_timer_stop(sv->sweep);
         void (*done)(void *) = sv->stop_done;
         sv->stop_done = NULL;
         done(sv->stop_ctx);
+    } else if (!uv_is_active((uv_handle_t *)sv->sweep)) {
+        uv_timer_start(sv->sweep, sup_on_sweep, SUPERVISE_SWEEP_MS, SUPERVISE_SWEEP_MS);
     }
 }
 
@@ -1164,6 +1263,7 @@ void supervise_stop_all(supervise *sv, void (*done)(void *ctx), void *ctx)
     sv->stopping_all = true;
     sv->stop_done = done;
     sv->stop_ctx = ctx;
+    sv->stop_ms = sup_now_ms(sv);
     for (app *a = sv->apps; a; a = a->next) {
         a->rl.active = false;
         sup_grow_end(a, "the hub is stopping");
@@ -1177,6 +1277,7 @@ void supervise_stop_all(supervise *sv, void (*done)(void *ctx), void *ctx)
 
 void supervise_hurry(supervise *sv)
 {
+    sv->stop_ms = 0;   /* adopted descendants get SIGKILL at the next sweep too */
     for (app *a = sv->apps; a; a = a->next) {
         for (int i = 0; i < a->nslots; i++) {
             proc *ps[2] = {a->slots[i]->cur, a->slots[i]->repl};
@@ -1216,6 +1317,8 @@ void supervise_free(supervise *sv)
     }
     uv_idle_stop(sv->grow);
     uv_close((uv_handle_t *)sv->grow, sup_free_handle_cb);
+    uv_timer_stop(sv->sweep);
+    uv_close((uv_handle_t *)sv->sweep, sup_free_handle_cb);
     free(sv);
 }
 

@@ -26,6 +26,8 @@
 #define SUPERVISE_STABLE_MS     10000  /* a process that lived this long resets the backoff */
 #define SUPERVISE_MAX_WORKERS   CTL_SCALE_MAX /* per app */
 #define SUPERVISE_GROW_BUDGET_MS 10    /* spawning per loop turn, so the loop answers meanwhile */
+#define SUPERVISE_ADOPTED_MAX   256    /* adopted descendants handled per sweep */
+#define SUPERVISE_SWEEP_MS      100    /* while stopping: how often they are looked for */
 #define SUPERVISE_PROGRESS_MS   250    /* at most one scale progress event this often */
 #define SUPERVISE_MAX_FAILS     16     /* consecutive quick failures before `errored` */
 

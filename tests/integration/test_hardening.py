@@ -343,6 +343,22 @@ def test_app_name_starting_with_a_dot_is_refused_or_derived_to_one_that_keeps_ou
     assert os.path.exists(os.path.join(private_dir, "run-0.out.log"))
 
 
+# ---- 10. descendants that left the worker's process group ---------------------------------
+
+def test_setsid_grandchild_ignoring_sigterm_does_not_survive_stop(procs, sockdir, private_dir):
+    orphan = ["sleep", "617"]
+    # the worker starts a grandchild in a session of its own that ignores SIGTERM
+    worker = "setsid sh -c 'trap \"\" TERM; exec sleep 617' & exec sleep 60"
+    h = start(procs, sockdir, private_dir, ["-n", "gc", "--no-echo", "--kill-timeout", "500"], ["sh", "-c", worker])
+    online(h, 1, "gc")
+    pids = wait_until(lambda: _procs_with_cmdline(orphan), 10, what="the grandchild")
+    assert cli(sockdir, "stop").returncode == 0
+    h.proc.wait(timeout=15)
+    left = [p for p in pids if os.path.exists(f"/proc/{p}") and
+            open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"]
+    assert not left, f"{left} outlived drover stop"
+
+
 # ---- 4. integers are validated before narrowing ------------------------------------------
 
 def test_scale_by_int_max_is_refused_not_wrapped(procs, sockdir, private_dir):
