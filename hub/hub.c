@@ -408,7 +408,7 @@ static void hub_on_signal(uv_signal_t *s, int signum)
     case SIGHUP:
         /* Rolling reload; a monitor has nothing to reload, and must never
          * die of a hangup either way. */
-        if (h->sv && supervise_reload(h->sv, NULL, msg, sizeof msg) != 0)
+        if (h->sv && supervise_reload_soon(h->sv, msg, sizeof msg) != 0)
             hub_on_note(h, CTL_EV_ERROR, NULL, msg);
         if (h->at && attach_reload(h->at, msg, sizeof msg) != 0)
             hub_on_note(h, CTL_EV_ERROR, NULL, msg);

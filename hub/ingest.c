@@ -211,7 +211,12 @@ ingest *ingest_start(uv_loop_t *loop, const char *path, ingest_cb cb, void *ctx,
     }
     /* The caller holds the namespace lock, so whatever file is here is stale. */
     unlink(path);
-    if (bind(in->fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
+    /* Its mode is set, not left to the umask (0777 under umask 000): the
+     * hub's user and root write reports here; workers run as that user. */
+    mode_t um = umask(0177);
+    int brc = bind(in->fd, (struct sockaddr *)&sa, sizeof sa);
+    umask(um);
+    if (brc < 0 || chmod(path, 0600) != 0) {
         snprintf(err, errcap, "cannot bind %s: %s", path, strerror(errno));
         goto fail;
     }

@@ -96,7 +96,11 @@ int paths_dir(const char *socket_dir, const char *name, bool create,
     struct stat st;
     /* In /tmp another user could create /tmp/drover-UID first and later swap
      * the namespace directory inside it: the parent must be ours too. */
-    if (parent[0] && (lstat(parent, &st) != 0 || !S_ISDIR(st.st_mode) || st.st_uid != getuid())) {
+    if (parent[0] && lstat(parent, &st) != 0) {
+        snprintf(err, errcap, "%s: %s", parent, strerror(errno));   /* "No such file or directory" */
+        return -1;
+    }
+    if (parent[0] && (!S_ISDIR(st.st_mode) || st.st_uid != getuid())) {
         snprintf(err, errcap, "%s is not a directory owned by you (uid %u); remove it or use --socket-dir DIR",
                  parent, (unsigned)getuid());
         return -1;

@@ -85,6 +85,7 @@ struct app {
     int         nslots;
     proc       *retiring;
     reload_state rl;
+    bool        rl_again;      /* a SIGHUP came during rl: one more reload after it */
     int         want;          /* workers wanted; above sup_live while growing */
     int         grow_from;     /* live count when the current growth began */
     bool        growing;       /* slots are still to be added (sup_grow_turn) */
@@ -124,6 +125,7 @@ static void sup_stop_proc(proc *p);
 static void sup_reload_next(app *a);
 static void sup_check_stopped_all(supervise *sv);
 static void sup_grow_start(app *a, bool announce);
+static void sup_reload_begin(app *a);
 static void sup_grow_end(app *a, const char *why);
 
 /* ---- helpers ------------------------------------------------------------ */
@@ -255,6 +257,11 @@ static void sup_reload_abort(app *a, const char *why)
         sup_event(a->sv, sup_reload_event(a, CTL_PHASE_ABORTED, why),
                   "reload %s aborted after %d/%d replaced: %s; the old workers keep serving",
                   a->name, a->rl.replaced, a->rl.total, why);
+    if (a->rl_again) {
+        a->rl_again = false;
+        sup_event(a->sv, ctl_event_make(CTL_EV_RELOAD, CTL_PHASE_NONE, a->name, -1, 0),
+                  "reload %s: the reload asked for (SIGHUP) during the aborted one is not started", a->name);
+    }
 }
 
 /* Deadline of a starting process: grace (silent → online), then ready-timeout. */
@@ -953,6 +960,24 @@ static void sup_reload_next(app *a)
     a->rl.active = false;
     sup_event(a->sv, sup_reload_event(a, CTL_PHASE_DONE, NULL), "reload %s: done, %d/%d replaced in %.2f s", a->name, a->rl.replaced,
               a->rl.total, (sup_now_ms(a->sv) - a->rl.started_ms) / 1000.0);
+    if (a->rl_again && !a->sv->stopping_all) {
+        a->rl_again = false;
+        sup_event(a->sv, ctl_event_make(CTL_EV_RELOAD, CTL_PHASE_NONE, a->name, -1, 0),
+                  "reload %s: once more, as asked (SIGHUP) during the last one", a->name);
+        sup_reload_begin(a);
+    }
+}
+
+/* Starts a reload of app a (none running): its in-service workers, one at a time. */
+static void sup_reload_begin(app *a)
+{
+    int total = 0;
+    for (int i = 0; i < a->nslots; i++)
+        total += slot_in_service(&a->slots[i]->fsm);
+    a->rl = (reload_state){.active = true, .total = total, .started_ms = sup_now_ms(a->sv)};
+    sup_event(a->sv, sup_reload_event(a, CTL_PHASE_STARTED, NULL), "reload %s: replacing %d workers one at a time",
+              a->name, total);
+    sup_reload_next(a);
 }
 
 int supervise_reload(supervise *sv, const char *name, char *msg, size_t cap)
@@ -961,28 +986,46 @@ int supervise_reload(supervise *sv, const char *name, char *msg, size_t cap)
         snprintf(msg, cap, "drover is stopping");
         return -1;
     }
-    int started = 0;
+    int found = 0;
     for (app *a = sv->apps; a; a = a->next) {
         if (name && strcmp(a->name, name) != 0)
             continue;
-        started++;
+        found++;
         if (a->rl.active) {
             snprintf(msg, cap, "a reload of %s is already running", a->name);
             return -1;
         }
-        int total = 0;
-        for (int i = 0; i < a->nslots; i++)
-            total += slot_in_service(&a->slots[i]->fsm);
-        a->rl = (reload_state){.active = true, .total = total, .started_ms = sup_now_ms(sv)};
-        sup_event(sv, sup_reload_event(a, CTL_PHASE_STARTED, NULL), "reload %s: replacing %d workers one at a time",
-                  a->name, total);
-        sup_reload_next(a);
     }
-    if (!started) {
+    if (!found) {
         snprintf(msg, cap, "no app named '%s'", name ? name : "");
         return -1;
     }
+    for (app *a = sv->apps; a; a = a->next)
+        if (!name || strcmp(a->name, name) == 0)
+            sup_reload_begin(a);
     snprintf(msg, cap, "reloading %s", name ? name : "every app");
+    return 0;
+}
+
+int supervise_reload_soon(supervise *sv, char *msg, size_t cap)
+{
+    if (sv->stopping_all) {
+        snprintf(msg, cap, "drover is stopping");
+        return -1;
+    }
+    int queued = 0;
+    for (app *a = sv->apps; a; a = a->next) {
+        if (a->rl.active) {
+            queued += !a->rl_again;
+            a->rl_again = true;
+        } else {
+            sup_reload_begin(a);
+        }
+    }
+    if (queued)
+        snprintf(msg, cap, "a reload is running: one more reload follows it");
+    else
+        snprintf(msg, cap, "reloading every app");
     return 0;
 }
 
@@ -1266,6 +1309,7 @@ void supervise_stop_all(supervise *sv, void (*done)(void *ctx), void *ctx)
     sv->stop_ms = sup_now_ms(sv);
     for (app *a = sv->apps; a; a = a->next) {
         a->rl.active = false;
+        a->rl_again = false;
         sup_grow_end(a, "the hub is stopping");
         for (int i = 0; i < a->nslots; i++)
             sup_slot_step(a->slots[i], SLOT_IN_KILL, NULL);

@@ -83,6 +83,14 @@ void supervise_tick(supervise *sv);
 int supervise_kill(supervise *sv, const char *app, int id, char *msg, size_t cap);
 int supervise_restart(supervise *sv, const char *app, int id, char *msg, size_t cap);
 int supervise_reload(supervise *sv, const char *app, char *msg, size_t cap);
+
+/*
+ * A reload of every app for SIGHUP: an app whose reload (or replacement)
+ * is running gets one more reload once it is done, however many SIGHUPs
+ * came meanwhile (dropped if it is aborted). Returns 0 with a note in msg,
+ * or -1 while stopping.
+ */
+int supervise_reload_soon(supervise *sv, char *msg, size_t cap);
 int supervise_scale(supervise *sv, const char *app, int n, char *msg, size_t cap);
 int supervise_scale_by(supervise *sv, const char *app, int delta, char *msg, size_t cap);
 

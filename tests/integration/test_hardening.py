@@ -162,6 +162,38 @@ def test_scaled_away_workers_log_files_are_closed(procs, sockdir, private_dir):
     assert len(os.listdir(f"/proc/{h.pid}/fd")) <= base, "descriptors grew over the rounds"
 
 
+def test_sighup_storm_during_a_reload_is_one_more_reload(procs, sockdir, private_dir):
+    h = start(procs, sockdir, private_dir, ["-i", "2", "-n", "hup", "--no-echo"], ["sleep", "60"])
+    online(h, 2, "hup")
+    for _ in range(50):   # 50 in half a second, the first starts a reload
+        os.kill(h.pid, signal.SIGHUP)
+        time.sleep(0.01)
+    h.wait_stderr(r"once more, as asked", timeout=15)
+    wait_until(lambda: h.stderr().count("reload hup: done") == 2, 20, what="the second reload done",
+               diag=h.stderr)
+    time.sleep(0.5)
+    err = h.stderr()
+    assert err.count("reload hup: replacing") == 2, err
+    assert "already running" not in err, err
+
+
+def test_sockets_have_mode_0600_under_umask_000(procs, sockdir, private_dir):
+    argv = ["sh", "-c", 'umask 000; exec "$@"', "sh", DROVER, "run", "--headless", "--interval", str(IV_MS),
+            "--socket-dir", sockdir, "--log-dir", private_dir, "-n", "um", "--no-echo", "--", "sleep", "60"]
+    h = RunHub(procs, sockdir, argv)
+    online(h, 1, "um")
+    for name in ("agent.sock", "ctl.sock"):
+        mode = stat.S_IMODE(os.stat(os.path.join(sockdir, name)).st_mode)
+        assert mode == 0o600, f"{name} has mode {mode:o}"
+
+
+def test_missing_socket_directory_is_reported_as_missing():
+    r = subprocess.run([DROVER, "ls"], capture_output=True, text=True, timeout=10,
+                       env={**os.environ, "XDG_RUNTIME_DIR": "/nonexistent-drover-test"})
+    assert r.returncode != 0 and "No such file or directory" in r.stderr, r
+    assert "not a directory owned by you" not in r.stderr, r
+
+
 # ---- item 6: a full disk ------------------------------------------------------------
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="mounts a tmpfs")
