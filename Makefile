@@ -37,9 +37,10 @@ UV_CFLAGS = $(shell pkg-config --cflags libuv 2>/dev/null)
 UV_LIBS   = $(shell pkg-config --libs libuv 2>/dev/null)
 CMOCKA_LIBS = $(shell pkg-config --libs cmocka 2>/dev/null)
 
-# proto/control.c (the control protocol, jansson) belongs to the hub and the
-# views only; the agent carries the report encoder and nothing else.
-CTL_SRC   := proto/control.c
+# proto/control.c (the control protocol, jansson) and proto/text.c (text made
+# safe for a terminal) belong to the hub and the views only; the agent
+# carries the report encoder and nothing else.
+CTL_SRC   := proto/control.c proto/text.c
 PROTO_SRC := $(filter-out $(CTL_SRC),$(wildcard proto/*.c))
 AGENT_SRC := $(wildcard agent/*.c)
 HUB_SRC   := $(wildcard hub/*.c) $(CTL_SRC)

@@ -24,6 +24,7 @@
 #include "hub/logs.h"
 #include "hub/paths.h"
 #include "proto/control.h"
+#include "proto/text.h"
 #include "proto/utf8.h"
 
 #include <errno.h>
@@ -135,6 +136,7 @@ struct logs {
     logs_echo_mode emode;
     int          efd;
     bool         esock;         /* efd is a stream socket: send(MSG_DONTWAIT) */
+    bool         etty;          /* fd 2 is a terminal: lines are made safe for it first */
     bool         epoll_init, epoll_active;
     uv_poll_t    epoll;
     char        *ebuf;
@@ -742,17 +744,29 @@ static void logs_echo_copy(logs *lg, const char *s, size_t len)
  */
 static bool logs_echo_reserve(logs *lg, const logs_stream *st, logs_fd which, size_t len, bool force)
 {
-    size_t need = st->pfxlen[which] + len + 1;
+    size_t need = st->pfxlen[which] + (lg->etty ? TEXT_SAFE_MAX(len) : len) + 1;
     if (logs_echo_room(lg) >= need)
         return true;
     logs_echo_flush(lg, force ? lg->deadline : 0);
     return force || logs_echo_room(lg) >= need;
 }
 
-/* Queues "[app:id] line\n" (or "[app:id!] …" for stderr) when there is room. */
+/*
+ * Queues "[app:id] line\n" (or "[app:id!] …" for stderr) when there is
+ * room. On a terminal the line is made safe first (^[ for ESC, \xNN for a
+ * byte that is not UTF-8), so a worker cannot drive the operator's
+ * terminal; a pipe, socket or file gets the exact bytes, as the log file.
+ */
 static void logs_echo_put(logs *lg, const logs_stream *st, logs_fd which, const char *s, size_t len)
 {
-    if (lg->emode == LOGS_ECHO_OFF || logs_echo_room(lg) < st->pfxlen[which] + len + 1)
+    static char safe[TEXT_SAFE_MAX(LOGS_LINE_MAX)];   /* the loop is single-threaded */
+    if (lg->emode == LOGS_ECHO_OFF)
+        return;
+    if (lg->etty) {
+        len = text_escape_into(s, len, safe, sizeof safe);
+        s = safe;
+    }
+    if (logs_echo_room(lg) < st->pfxlen[which] + len + 1)
         return;
     logs_echo_copy(lg, st->pfx[which], st->pfxlen[which]);
     logs_echo_copy(lg, s, len);
@@ -779,7 +793,8 @@ static void logs_echo_open(logs *lg)
     lg->efd = -1;
     if (fstat(STDERR_FILENO, &sb) != 0)
         return;   /* no stderr at all: nobody to echo to */
-    if (isatty(STDERR_FILENO)) {
+    lg->etty = isatty(STDERR_FILENO);
+    if (lg->etty) {
         char name[PATH_MAX];
         if (ttyname_r(STDERR_FILENO, name, sizeof name) == 0)
             fd = open(name, O_WRONLY | O_NOCTTY | O_CLOEXEC | O_NONBLOCK);

@@ -8,7 +8,7 @@
 #include "hub/paths.h"
 #include "tui/client.h"
 #include "tui/columns.h"
-#include "tui/text.h"
+#include "proto/text.h"
 
 #include <errno.h>
 #include <getopt.h>

@@ -45,7 +45,7 @@ function sourceRoot() {
 
 /* The agent's share of proto/: the report encoder and sd_notify text, not the
  * control protocol (proto/control.c, which needs jansson and is the hub's). */
-const NOT_AGENT = new Set(['control.c']);
+const NOT_AGENT = new Set(['control.c', 'text.c']);
 
 /* Returns the .c files of dir (sorted), less those the agent does not use. */
 function cFiles(dir) {

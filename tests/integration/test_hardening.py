@@ -433,3 +433,30 @@ def test_escape_sequences_in_names_and_lines_never_reach_the_terminal(procs, soc
                      what="the reporter in drover ls")
     assert "\x1b" not in out, repr(out)
     assert "ev^[[2Jil^Jrow"[:10] in out
+
+
+def test_headless_echo_to_a_terminal_shows_escapes_and_a_pipe_gets_the_bytes(procs, sockdir, private_dir):
+    import pty
+    import select
+    script = ("import sys, time\nsys.stdout.write('\\x1b]0;PWNED\\x07 title\\n'); sys.stdout.flush()\n"
+              "time.sleep(60)")
+    master, slave = pty.openpty()
+    argv = [DROVER, "run", "--headless", "--interval", str(IV_MS), "--socket-dir", sockdir,
+            "--log-dir", private_dir, "-n", "tty", "--", sys.executable, "-c", script]
+    procs.spawn(argv, stdout=subprocess.DEVNULL, stderr=slave, start_new_session=True)
+    os.close(slave)
+    data, end = b"", time.monotonic() + 10
+    try:
+        while b"title" not in data and time.monotonic() < end:
+            if select.select([master], [], [], 0.2)[0]:
+                data += os.read(master, 65536)
+    finally:
+        os.close(master)
+    assert b"title" in data, data
+    assert b"\x1b]0;PWNED" not in data and b"\x07" not in data, data
+    assert b"[tty:0] ^[]0;PWNED^G title" in data, data
+    # the same echo into a pipe or file (journald, a log collector) keeps the exact bytes
+    other = os.path.join(private_dir, "sock2")
+    os.mkdir(other, 0o700)
+    h = start(procs, other, private_dir, ["-n", "raw"], [sys.executable, "-c", script])
+    h.wait_stderr(r"\[raw:0\] \x1b\]0;PWNED\x07 title")

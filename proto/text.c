@@ -1,7 +1,7 @@
 /*
  * text.c — escaping what workers wrote before a terminal sees it.
  */
-#include "tui/text.h"
+#include "proto/text.h"
 
 #include "proto/utf8.h"
 
@@ -54,22 +54,28 @@ void text_print_safe(FILE *out, const char *s, size_t len)
     }
 }
 
-void text_sanitize(const char *s, char *out, size_t cap)
+size_t text_escape_into(const char *s, size_t len, char *out, size_t cap)
 {
-    if (cap == 0)
-        return;
-    size_t o = 0, len = s ? strlen(s) : 0;
+    size_t o = 0;
     const unsigned char *p = (const unsigned char *)s;
     for (size_t i = 0; i < len;) {
         char e[5];
         size_t k = text_printable(p + i, len - i);
         const char *from = k ? (const char *)p + i : e;
         size_t w = k ? k : text_escape(p[i], e);
-        if (o + w + 1 > cap)
+        if (o + w > cap)
             break;
         memcpy(out + o, from, w);
         o += w;
         i += k ? k : 1;
     }
-    out[o] = '\0';
+    return o;
+}
+
+void text_sanitize(const char *s, char *out, size_t cap)
+{
+    if (cap == 0)
+        return;
+    size_t n = text_escape_into(s ? s : "", s ? strlen(s) : 0, out, cap - 1);
+    out[n] = '\0';
 }
