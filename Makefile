@@ -147,9 +147,15 @@ $(B)/fuzz/fuzz_report: tests/fuzz/fuzz_report.c $(PROTO_SRC)
 	@mkdir -p $(dir $@)
 	clang $(CPPFLAGS) -g -O1 -fsanitize=fuzzer,address,undefined $(MSGPACK_CFLAGS) -o $@ $^ $(MSGPACK_LIBS)
 
-fuzz: $(B)/fuzz/fuzz_report
-	@mkdir -p $(B)/fuzz/corpus
+$(B)/fuzz/fuzz_control: tests/fuzz/fuzz_control.c $(CTL_SRC)
+	@mkdir -p $(dir $@)
+	clang $(CPPFLAGS) -g -O1 -fsanitize=fuzzer,address,undefined $(PC_CFLAGS) -o $@ $^ -ljansson
+
+# Each fuzzer runs FUZZ_SECONDS: the report socket's parsers, then the control socket's.
+fuzz: $(B)/fuzz/fuzz_report $(B)/fuzz/fuzz_control
+	@mkdir -p $(B)/fuzz/corpus $(B)/fuzz/control_corpus
 	$(B)/fuzz/fuzz_report -max_total_time=$(FUZZ_SECONDS) -max_len=8192 -rss_limit_mb=512 -malloc_limit_mb=64 $(B)/fuzz/corpus tests/fuzz/seeds
+	$(B)/fuzz/fuzz_control -max_total_time=$(FUZZ_SECONDS) -max_len=8192 -rss_limit_mb=512 -malloc_limit_mb=64 $(B)/fuzz/control_corpus tests/fuzz/control_seeds
 
 # ---- benchmarks ----------------------------------------------------------
 $(B)/bench/%: bench/%.c $(LIBA) $(PROTO_OBJ)
