@@ -13,6 +13,7 @@
 #include "hub/ingest.h"
 #include "hub/listen.h"
 #include "hub/logs.h"
+#include "hub/metrics.h"
 #include "hub/paths.h"
 #include "hub/sampler.h"
 #include "hub/spawn.h"
@@ -52,6 +53,8 @@ typedef struct {
     attach     *at;
     logs       *lg;
     control    *ctl;
+    metrics    *mx;             /* --metrics: the HTTP endpoint, or NULL */
+    bool        textfile_failed; /* --metrics-textfile: its failure was said once */
     char        logdir[4096];   /* run: where worker logs (and a background hub's own) go */
     int         listen_fd;
     bool        draining;       /* stopping every worker before exit */
@@ -179,6 +182,40 @@ static double hub_wall(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
+/*
+ * Renders the interval as Prometheus text once for the HTTP endpoint and
+ * the text file (not at all when neither is asked for).
+ */
+static void hub_publish_metrics(hub *h, size_t n, const hub_counters *c)
+{
+    if (!h->mx && !h->o->metrics_textfile)
+        return;
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    if (!f)
+        return;
+    int rc = headless_print(f, HEADLESS_PROM, h->cmds.views, n, c, hub_wall());
+    if (fclose(f) != 0 || rc != 0 || !text) {
+        free(text);
+        return;
+    }
+    while (len > 1 && text[len - 1] == '\n' && text[len - 2] == '\n')
+        len--;   /* the empty line that separates expositions on stdout */
+    metrics_publish(h->mx, text, len);
+    char err[512];
+    if (h->o->metrics_textfile) {
+        if (metrics_textfile(h->o->metrics_textfile, text, len, err, sizeof err) != 0) {
+            if (!h->textfile_failed)
+                fprintf(stderr, "drover: %s (said once; retried every interval)\n", err);
+            h->textfile_failed = true;
+        } else {
+            h->textfile_failed = false;
+        }
+    }
+    free(text);
+}
+
 /* Prints the interval that the last sample round completed, and publishes it. */
 static void hub_print(hub *h)
 {
@@ -191,6 +228,7 @@ static void hub_print(hub *h)
     hub_counters c = state_counters(h->st);
     if (h->ctl)
         control_publish_state(h->ctl);
+    hub_publish_metrics(h, (size_t)n, &c);
     if (!h->o->quiet && headless_print(stdout, h->o->format, h->cmds.views, (size_t)n, &c, hub_wall()) != 0) {
         hub_stop(h, 0);   /* the reader went away (| head): a normal end */
         return;
@@ -237,6 +275,8 @@ static int hub_setup_control(hub *h, const char *dir, char *err, size_t errcap)
                              .stop_hub = hub_stop_soon, .ctx = h};
     control_hooks hooks = hub_commands_hooks(&h->cmds);
     h->ctl = control_start(&h->loop, path, h->cmds.kind, hello, &hooks, err, errcap);
+    if (h->ctl && h->o->metrics && !(h->mx = metrics_start(&h->loop, h->o->metrics, err, errcap)))
+        return -1;
     return h->ctl ? 0 : -1;
 }
 
@@ -338,6 +378,8 @@ static void hub_stop(hub *h, int code)
         control_stop(h->ctl);
         h->ctl = NULL;
     }
+    metrics_stop(h->mx);
+    h->mx = NULL;
     if (h->sv) {
         supervise_free(h->sv);
         h->sv = h->cmds.sv = NULL;
@@ -602,6 +644,7 @@ int hub_run(const hub_options *o)
             ingest_stop(h.in);
         if (h.ctl)
             control_stop(h.ctl);
+        metrics_stop(h.mx);
         if (h.sv)
             supervise_free(h.sv);
         if (h.lg)

@@ -24,6 +24,8 @@ typedef struct {
     bool        quiet;          /* print nothing on stdout (a hub serving a console) */
     bool        background;     /* once set up, send stdout/stderr to hub.log (run) or /dev/null */
     bool        no_mouse;       /* --no-mouse: for the console that goes with the hub (the hub ignores it) */
+    const char *metrics;        /* --metrics [HOST:]PORT, or NULL */
+    const char *metrics_textfile; /* --metrics-textfile PATH, or NULL */
 
     /* drover run */
     const char *app;            /* -n, or derived from the command */

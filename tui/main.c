@@ -7,6 +7,7 @@
  */
 #include "hub/hub.h"
 #include "hub/listen.h"
+#include "hub/metrics.h"
 #include "hub/paths.h"
 #include "proto/control.h"
 #include "tui/cli.h"
@@ -69,6 +70,11 @@ static const char output_options[] =
     "  --no-mouse          the console leaves the mouse to the terminal (by default a\n"
     "                      click selects a worker or sorts by a column title and the\n"
     "                      wheel scrolls, as in htop)\n"
+    "  --metrics [HOST:]PORT  serve GET /metrics (Prometheus text, this interval's\n"
+    "                      figures) and /healthz over HTTP; a bare port binds\n"
+    "                      127.0.0.1 (default: off)\n"
+    "  --metrics-textfile PATH  write the same text to PATH (write + rename) every\n"
+    "                      interval, for node_exporter's textfile collector (*.prom)\n"
     "  -L NAME             hub namespace (default \"default\"), as tmux -L\n"
     "  --socket-dir DIR    put the hub's sockets in DIR instead of\n"
     "                      $XDG_RUNTIME_DIR/drover/NAME or /tmp/drover-UID/NAME\n";
@@ -201,7 +207,7 @@ static void derive_app(char *const *argv, char *out, size_t cap)
 enum {
     O_HEADLESS = 256, O_INTERVAL, O_COUNT, O_FORMAT, O_SOCKDIR, O_HELP,
     O_LISTEN, O_KILL_TIMEOUT, O_READY_TIMEOUT, O_MAX_MEMORY, O_LOG_DIR, O_NO_ECHO, O_NO_AGENT,
-    O_DETACH, O_BACKGROUND, O_NO_MOUSE,
+    O_DETACH, O_BACKGROUND, O_NO_MOUSE, O_METRICS, O_METRICS_TEXTFILE,
 };
 
 /*
@@ -229,6 +235,8 @@ static int parse_options(const char *cmd, int argc, char **argv, hub_options *o,
         {"detach", no_argument, NULL, O_DETACH},
         {"background", no_argument, NULL, O_BACKGROUND},   /* internal: the hub half of a console */
         {"no-mouse", no_argument, NULL, O_NO_MOUSE},
+        {"metrics", required_argument, NULL, O_METRICS},
+        {"metrics-textfile", required_argument, NULL, O_METRICS_TEXTFILE},
         {0, 0, 0, 0},
     };
     bool run = o->mode == HUB_RUN, att = o->mode == HUB_ATTACH;
@@ -316,6 +324,18 @@ static int parse_options(const char *cmd, int argc, char **argv, hub_options *o,
         case O_DETACH: ok = run; *detach = true; break;
         case O_BACKGROUND: o->background = o->quiet = true; break;
         case O_NO_MOUSE: o->no_mouse = true; break;
+        case O_METRICS: {
+            struct sockaddr_storage sa;
+            if (metrics_parse_addr(optarg, &sa, lerr, sizeof lerr) != 0)
+                return usage_error("%s", lerr);
+            o->metrics = optarg;
+            break;
+        }
+        case O_METRICS_TEXTFILE:
+            if (!*optarg)
+                return usage_error("--metrics-textfile takes a file path");
+            o->metrics_textfile = optarg;
+            break;
         case ':': return usage_error("option %s needs a value", argv[optind - 1]);
         default: return usage_error("unknown option '%s' for %s", argv[optind - 1], cmd);
         }

@@ -1,0 +1,352 @@
+/*
+ * metrics.c — /metrics over HTTP with libmicrohttpd in the hub's loop, and
+ * the text-file route.
+ *
+ * libmicrohttpd runs without threads of its own (MHD_USE_EPOLL): its epoll
+ * descriptor is one uv_poll in our loop, and its timeouts one uv_timer, so
+ * every callback runs on the loop thread and needs no lock. Responses are
+ * reference-counted by libmicrohttpd: each interval's body is one response
+ * object (plus its gzip'd twin) queued on every scrape; a connection still
+ * sending an older body keeps that one alive until it is done.
+ */
+#include "hub/metrics.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <microhttpd.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#define METRICS_CONTENT_TYPE "text/plain; version=0.0.4; charset=utf-8"
+
+struct metrics {
+    struct MHD_Daemon   *d;
+    uv_poll_t            poll;
+    uv_timer_t           timer;
+    int                  handles;     /* open uv handles; m is freed when 0 after stop */
+    struct MHD_Response *plain, *gz;  /* the last interval's body; NULL before the first */
+    struct MHD_Response *health, *notfound, *notallowed, *notyet;
+    char                 lasterr[256];
+};
+
+/* ---- addresses ---------------------------------------------------------- */
+
+int metrics_parse_addr(const char *spec, struct sockaddr_storage *out, char *err, size_t errcap)
+{
+    char host[64] = "127.0.0.1";
+    const char *port = spec;
+    const char *colon = strrchr(spec, ':');
+    memset(out, 0, sizeof *out);
+    if (colon) {
+        size_t n = (size_t)(colon - spec);
+        const char *h = spec;
+        if (n >= 2 && h[0] == '[' && h[n - 1] == ']') {   /* [IPv6]:PORT */
+            h++;
+            n -= 2;
+        }
+        if (n == 0 || n >= sizeof host)
+            goto bad;
+        memcpy(host, h, n);
+        host[n] = '\0';
+        port = colon + 1;
+    }
+    char *end;
+    errno = 0;
+    long p = strtol(port, &end, 10);
+    if (port[0] < '0' || port[0] > '9' || *end || errno || p < 1 || p > 65535)
+        goto bad;
+    struct sockaddr_in *v4 = (struct sockaddr_in *)out;
+    struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)out;
+    if (inet_pton(AF_INET, host, &v4->sin_addr) == 1) {
+        v4->sin_family = AF_INET;
+        v4->sin_port = htons((uint16_t)p);
+        return 0;
+    }
+    if (inet_pton(AF_INET6, host, &v6->sin6_addr) == 1) {
+        v6->sin6_family = AF_INET6;
+        v6->sin6_port = htons((uint16_t)p);
+        return 0;
+    }
+bad:
+    snprintf(err, errcap, "--metrics takes [HOST:]PORT (HOST an IPv4 address or [IPv6], PORT 1-65535), not '%s'",
+             spec);
+    return -1;
+}
+
+/* ---- requests ----------------------------------------------------------- */
+
+/*
+ * True if an Accept-Encoding value accepts gzip: a "gzip" (or "x-gzip")
+ * coding whose q is not 0. "*" is not taken as gzip (it is optional).
+ */
+static bool metrics_accepts_gzip(const char *v)
+{
+    while (v && *v) {
+        while (*v == ' ' || *v == '\t' || *v == ',')
+            v++;
+        const char *tok = v;
+        while (*v && *v != ',' && *v != ';' && *v != ' ' && *v != '\t')
+            v++;
+        size_t n = (size_t)(v - tok);
+        bool gzip = (n == 4 && strncasecmp(tok, "gzip", 4) == 0) || (n == 6 && strncasecmp(tok, "x-gzip", 6) == 0);
+        double q = 1.0;
+        while (*v && *v != ',') {
+            if (*v == ';') {
+                v++;
+                while (*v == ' ' || *v == '\t')
+                    v++;
+                if ((v[0] == 'q' || v[0] == 'Q') && v[1] == '=')
+                    q = strtod(v + 2, NULL);
+            } else {
+                v++;
+            }
+        }
+        if (gzip && q > 0)
+            return true;
+    }
+    return false;
+}
+
+/* libmicrohttpd's request callback: one answer per request, on its first call. */
+static enum MHD_Result metrics_on_request(void *cls, struct MHD_Connection *c, const char *url,
+                                         const char *method, const char *version, const char *upload,
+                                         size_t *upload_size, void **con_cls)
+{
+    metrics *m = cls;
+    (void)version;
+    (void)upload;
+    (void)upload_size;
+    (void)con_cls;
+    if (strcmp(method, MHD_HTTP_METHOD_GET) != 0 && strcmp(method, MHD_HTTP_METHOD_HEAD) != 0)
+        return MHD_queue_response(c, MHD_HTTP_METHOD_NOT_ALLOWED, m->notallowed);
+    if (strcmp(url, "/healthz") == 0)
+        return MHD_queue_response(c, MHD_HTTP_OK, m->health);
+    if (strcmp(url, "/metrics") != 0)
+        return MHD_queue_response(c, MHD_HTTP_NOT_FOUND, m->notfound);
+    if (!m->plain)
+        return MHD_queue_response(c, MHD_HTTP_SERVICE_UNAVAILABLE, m->notyet);
+    const char *ae = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_ACCEPT_ENCODING);
+    bool gz = m->gz && metrics_accepts_gzip(ae);
+    return MHD_queue_response(c, MHD_HTTP_OK, gz ? m->gz : m->plain);
+}
+
+/* ---- the loop ----------------------------------------------------------- */
+
+static void metrics_on_timer(uv_timer_t *t);
+
+/* Lets libmicrohttpd do what is ready, then arms the timer for its next timeout. */
+static void metrics_run(metrics *m)
+{
+    MHD_run(m->d);
+    MHD_UNSIGNED_LONG_LONG ms;
+    if (MHD_get_timeout(m->d, &ms) == MHD_YES)
+        uv_timer_start(&m->timer, metrics_on_timer, ms, 0);
+    else
+        uv_timer_stop(&m->timer);
+}
+
+static void metrics_on_timer(uv_timer_t *t)
+{
+    metrics_run(t->data);
+}
+
+static void metrics_on_poll(uv_poll_t *p, int status, int events)
+{
+    (void)status;
+    (void)events;
+    metrics_run(p->data);
+}
+
+/* libmicrohttpd's error messages: the last one is kept for metrics_start's err. */
+static void metrics_log(void *cls, const char *fmt, va_list ap)
+{
+    metrics *m = cls;
+    vsnprintf(m->lasterr, sizeof m->lasterr, fmt, ap);
+    size_t n = strlen(m->lasterr);
+    while (n && (m->lasterr[n - 1] == '\n' || m->lasterr[n - 1] == '.'))
+        m->lasterr[--n] = '\0';
+}
+
+/* A small response that lives as long as the server. */
+static struct MHD_Response *metrics_fixed(const char *text, const char *allow)
+{
+    struct MHD_Response *r = MHD_create_response_from_buffer(strlen(text), (void *)text, MHD_RESPMEM_PERSISTENT);
+    if (r) {
+        MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "text/plain; charset=utf-8");
+        if (allow)
+            MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, allow);
+    }
+    return r;
+}
+
+/* Releases the responses m holds (connections still sending one keep it). */
+static void metrics_drop_responses(metrics *m)
+{
+    struct MHD_Response **rs[] = {&m->plain, &m->gz, &m->health, &m->notfound, &m->notallowed, &m->notyet};
+    for (size_t i = 0; i < sizeof rs / sizeof *rs; i++)
+        if (*rs[i]) {
+            MHD_destroy_response(*rs[i]);
+            *rs[i] = NULL;
+        }
+}
+
+metrics *metrics_start(uv_loop_t *loop, const char *spec, char *err, size_t errcap)
+{
+    struct sockaddr_storage sa;
+    if (metrics_parse_addr(spec, &sa, err, errcap) != 0)
+        return NULL;
+    metrics *m = calloc(1, sizeof *m);
+    if (!m) {
+        snprintf(err, errcap, "out of memory");
+        return NULL;
+    }
+    m->health = metrics_fixed("ok\n", NULL);
+    m->notfound = metrics_fixed("not found: try /metrics or /healthz\n", NULL);
+    m->notallowed = metrics_fixed("method not allowed: GET or HEAD\n", "GET, HEAD");
+    m->notyet = metrics_fixed("no interval yet: try again in a moment\n", NULL);
+    unsigned flags = MHD_USE_EPOLL | MHD_USE_ERROR_LOG | MHD_USE_SUPPRESS_DATE_NO_CLOCK;
+    if (sa.ss_family == AF_INET6)
+        flags |= MHD_USE_IPv6;
+    m->d = MHD_start_daemon(flags, 0, NULL, NULL, metrics_on_request, m,
+                            MHD_OPTION_EXTERNAL_LOGGER, metrics_log, m,
+                            MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
+                            MHD_OPTION_CONNECTION_LIMIT, (unsigned)METRICS_CONN_MAX,
+                            MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)METRICS_CONN_MEM,
+                            MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)METRICS_IDLE_S,
+                            MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned)METRICS_CONN_MAX,
+                            MHD_OPTION_END);
+    const union MHD_DaemonInfo *info = m->d ? MHD_get_daemon_info(m->d, MHD_DAEMON_INFO_EPOLL_FD) : NULL;
+    if (!m->health || !m->notfound || !m->notallowed || !m->notyet || !info ||
+        uv_poll_init(loop, &m->poll, info->epoll_fd) != 0) {
+        snprintf(err, errcap, "cannot serve metrics on %s: %s", spec, m->lasterr[0] ? m->lasterr : strerror(errno));
+        if (m->d)
+            MHD_stop_daemon(m->d);
+        metrics_drop_responses(m);
+        free(m);
+        return NULL;
+    }
+    uv_timer_init(loop, &m->timer);
+    m->poll.data = m->timer.data = m;
+    m->handles = 2;
+    uv_poll_start(&m->poll, UV_READABLE, metrics_on_poll);
+    metrics_run(m);
+    return m;
+}
+
+/*
+ * The gzip form of text as a response, or NULL (then only plain is
+ * served). zlib's deflate with a gzip header (windowBits 15 + 16).
+ */
+static struct MHD_Response *metrics_gzip(const char *text, size_t len)
+{
+    z_stream z = {0};
+    if (deflateInit2(&z, Z_DEFAULT_COMPRESSION, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) != Z_OK)
+        return NULL;
+    uLong cap = deflateBound(&z, (uLong)len);
+    unsigned char *out = malloc(cap);
+    struct MHD_Response *r = NULL;
+    if (out) {
+        z.next_in = (Bytef *)text;
+        z.avail_in = (uInt)len;
+        z.next_out = out;
+        z.avail_out = (uInt)cap;
+        if (deflate(&z, Z_FINISH) == Z_STREAM_END)
+            r = MHD_create_response_from_buffer(z.total_out, out, MHD_RESPMEM_MUST_FREE);
+        if (!r)
+            free(out);
+    }
+    deflateEnd(&z);
+    if (r) {
+        MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, METRICS_CONTENT_TYPE);
+        MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_ENCODING, "gzip");
+        MHD_add_response_header(r, MHD_HTTP_HEADER_VARY, MHD_HTTP_HEADER_ACCEPT_ENCODING);
+    }
+    return r;
+}
+
+void metrics_publish(metrics *m, const char *text, size_t len)
+{
+    if (!m || len > UINT32_MAX)
+        return;
+    struct MHD_Response *plain = MHD_create_response_from_buffer(len, (void *)text, MHD_RESPMEM_MUST_COPY);
+    if (!plain)
+        return;   /* out of memory: the last body stays */
+    MHD_add_response_header(plain, MHD_HTTP_HEADER_CONTENT_TYPE, METRICS_CONTENT_TYPE);
+    MHD_add_response_header(plain, MHD_HTTP_HEADER_VARY, MHD_HTTP_HEADER_ACCEPT_ENCODING);
+    struct MHD_Response *gz = metrics_gzip(text, len);
+    if (m->plain)
+        MHD_destroy_response(m->plain);
+    if (m->gz)
+        MHD_destroy_response(m->gz);
+    m->plain = plain;
+    m->gz = gz;
+}
+
+static void metrics_on_closed(uv_handle_t *h)
+{
+    metrics *m = h->data;
+    if (--m->handles == 0)
+        free(m);
+}
+
+void metrics_stop(metrics *m)
+{
+    if (!m)
+        return;
+    /* libuv lets go of the epoll descriptor before libmicrohttpd closes it. */
+    uv_poll_stop(&m->poll);
+    uv_timer_stop(&m->timer);
+    uv_close((uv_handle_t *)&m->poll, metrics_on_closed);
+    uv_close((uv_handle_t *)&m->timer, metrics_on_closed);
+    MHD_stop_daemon(m->d);
+    m->d = NULL;
+    metrics_drop_responses(m);
+}
+
+/* ---- the text-file route ----------------------------------------------- */
+
+int metrics_textfile(const char *path, const char *text, size_t len, char *err, size_t errcap)
+{
+    char tmp[4096];
+    if (snprintf(tmp, sizeof tmp, "%s.tmp-%ld", path, (long)getpid()) >= (int)sizeof tmp) {
+        snprintf(err, errcap, "metrics text file path too long: %s", path);
+        return -1;
+    }
+    /* O_EXCL|O_NOFOLLOW: a file or link planted at the temporary name is
+     * removed (unlink acts on the link itself), never written through. */
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+    if (fd < 0 && errno == EEXIST && unlink(tmp) == 0)
+        fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        snprintf(err, errcap, "cannot write %s: %s", tmp, strerror(errno));
+        return -1;
+    }
+    size_t off = 0;
+    while (off < len) {
+        ssize_t w = write(fd, text + off, len - off);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0) {
+            snprintf(err, errcap, "cannot write %s: %s", tmp, w < 0 ? strerror(errno) : "short write");
+            close(fd);
+            unlink(tmp);
+            return -1;
+        }
+        off += (size_t)w;
+    }
+    if (close(fd) != 0 || rename(tmp, path) != 0) {
+        snprintf(err, errcap, "cannot replace %s: %s", path, strerror(errno));
+        unlink(tmp);
+        return -1;
+    }
+    return 0;
+}
