@@ -16,6 +16,7 @@
 #include "hub/metrics.h"
 #include "hub/paths.h"
 #include "hub/sampler.h"
+#include "hub/service.h"
 #include "hub/spawn.h"
 #include "hub/state.h"
 #include "hub/supervise.h"
@@ -54,6 +55,7 @@ typedef struct {
     logs       *lg;
     control    *ctl;
     metrics    *mx;             /* --metrics: the HTTP endpoint, or NULL */
+    service    *svc;            /* systemd's notify socket and watchdog, or NULL */
     bool        textfile_failed; /* --metrics-textfile: its failure was said once */
     char        logdir[4096];   /* run: where worker logs (and a background hub's own) go */
     int         listen_fd;
@@ -216,6 +218,49 @@ static void hub_publish_metrics(hub *h, size_t n, const hub_counters *c)
     free(text);
 }
 
+/* The status line systemd shows: "2/2 online, 310 req/s". */
+static void hub_service_line(hub *h, size_t n, char *out, size_t cap)
+{
+    int online = 0, total = 0;
+    double rps = 0;
+    for (size_t i = 0; i < n; i++) {
+        const worker_view *w = &h->cmds.views[i];
+        if (w->state == WS_GONE)
+            continue;
+        total++;
+        online += w->state == WS_ONLINE;
+        if (!isnan(w->req_per_s))
+            rps += w->req_per_s;
+    }
+    snprintf(out, cap, "%d/%d online, %.0f req/s", online, total, rps);
+}
+
+/*
+ * Each interval under systemd: READY=1 once the initial workers are all
+ * online (a supervising hub whose worker gave up before that exits 1, so
+ * the unit fails rather than waits), then the status line.
+ */
+static void hub_service_interval(hub *h, size_t n)
+{
+    if (!h->svc)
+        return;
+    char line[128];
+    hub_service_line(h, n, line, sizeof line);
+    if (!service_was_ready(h->svc) && h->sv) {
+        int online, wanted, errored;
+        supervise_count(h->sv, &online, &wanted, &errored);
+        if (errored > 0) {
+            fprintf(stderr, "drover: the initial start failed: a worker gave up (errored) before every worker was online\n");
+            hub_stop(h, 1);
+            return;
+        }
+        if (online >= wanted)
+            service_ready(h->svc, line);
+        return;
+    }
+    service_status(h->svc, line);
+}
+
 /* Prints the interval that the last sample round completed, and publishes it. */
 static void hub_print(hub *h)
 {
@@ -229,6 +274,7 @@ static void hub_print(hub *h)
     if (h->ctl)
         control_publish_state(h->ctl);
     hub_publish_metrics(h, (size_t)n, &c);
+    hub_service_interval(h, (size_t)n);
     if (!h->o->quiet && headless_print(stdout, h->o->format, h->cmds.views, (size_t)n, &c, hub_wall()) != 0) {
         hub_stop(h, 0);   /* the reader went away (| head): a normal end */
         return;
@@ -352,6 +398,8 @@ static void hub_stop(hub *h, int code)
 {
     if (h->stopping)
         return;
+    if (!h->draining)
+        service_stopping(h->svc);
     if (h->sv && !h->draining) {
         /* Workers first: the loop must keep running (SIGCHLD, timers, pipes)
          * until the last one is reaped; hub_on_drained comes back here. */
@@ -380,6 +428,8 @@ static void hub_stop(hub *h, int code)
     }
     metrics_stop(h->mx);
     h->mx = NULL;
+    service_stop(h->svc);
+    h->svc = NULL;
     if (h->sv) {
         supervise_free(h->sv);
         h->sv = h->cmds.sv = NULL;
@@ -415,6 +465,12 @@ static void hub_on_event(void *ctx, const ctl_event *e)
 {
     hub *h = ctx;
     fprintf(stderr, "drover: %s\n", e->text);
+    if (h->svc && e->kind == CTL_EV_RELOAD && service_was_ready(h->svc)) {
+        if (e->phase == CTL_PHASE_STARTED)
+            service_reloading(h->svc);
+        else if ((e->phase == CTL_PHASE_DONE || e->phase == CTL_PHASE_ABORTED) && h->sv && !supervise_reloading(h->sv))
+            service_ready(h->svc, NULL);
+    }
     if (h->ctl)
         control_publish_event(h->ctl, e);
 }
@@ -659,6 +715,10 @@ int hub_run(const hub_options *o)
         close(h.lock_fd);
         return 1;
     }
+
+    h.svc = service_start(&h.loop);
+    if (o->mode != HUB_RUN)
+        service_ready(h.svc, o->mode == HUB_ATTACH ? "attached" : "monitoring");
 
     if (o->background) {
         /* Set up without error: from now on nobody watches our terminal

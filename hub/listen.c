@@ -4,7 +4,10 @@
 #include "hub/listen.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <systemd/sd-daemon.h>
 #include <netdb.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -82,8 +85,76 @@ static int listen_split(const char *spec, char *host, size_t hcap, const char **
     return 0;
 }
 
+/*
+ * Checks an "fd:N" / "fd:NAME" spec: N a descriptor from 3 on, NAME a
+ * LISTEN_FDNAMES name (1-255 printable bytes, no ':'). Returns 0, or -1
+ * with a usage message.
+ */
+static int listen_check_fd(const char *spec, char *err, size_t errcap)
+{
+    const char *v = spec + 3;
+    size_t n = strlen(v);
+    if (v[0] >= '0' && v[0] <= '9') {
+        char *end;
+        errno = 0;
+        long fd = strtol(v, &end, 10);
+        if (!*end && !errno && fd >= SD_LISTEN_FDS_START && fd <= 65535)
+            return 0;
+    } else if (n >= 1 && n <= 255 && !strchr(v, ':')) {
+        bool ok = true;
+        for (size_t i = 0; i < n && ok; i++)
+            ok = (unsigned char)v[i] > ' ' && (unsigned char)v[i] < 0x7f;
+        if (ok)
+            return 0;
+    }
+    snprintf(err, errcap, "--listen fd:N takes an inherited descriptor N >= 3 or a LISTEN_FDNAMES name, not '%s'",
+             spec);
+    return -1;
+}
+
+/*
+ * The descriptor spec ("fd:N" / "fd:NAME") names among those systemd (or
+ * systemd-socket-activate) passed (LISTEN_FDS, LISTEN_PID, LISTEN_FDNAMES;
+ * read once, and the variables removed so workers never see them). It must
+ * be a listening stream socket; it is made close-on-exec like our own.
+ */
+static int listen_inherited(const char *spec, char *err, size_t errcap)
+{
+    static int n = -1;
+    static char **names;
+    if (n < 0) {
+        n = sd_listen_fds_with_names(1, &names);
+        if (n < 0)
+            n = 0;
+    }
+    const char *v = spec + 3;
+    int fd = -1;
+    if (v[0] >= '0' && v[0] <= '9') {
+        long want = strtol(v, NULL, 10);
+        if (want < SD_LISTEN_FDS_START + n)
+            fd = (int)want;
+    } else {
+        for (int i = 0; i < n && fd < 0; i++)
+            if (names && names[i] && strcmp(names[i], v) == 0)
+                fd = SD_LISTEN_FDS_START + i;
+    }
+    if (fd < 0) {
+        snprintf(err, errcap, "--listen %s: no such inherited socket (%d passed in LISTEN_FDS%s)", spec, n,
+                 n ? ", named in LISTEN_FDNAMES" : "; is the hub started by systemd or systemd-socket-activate?");
+        return -1;
+    }
+    if (sd_is_socket(fd, AF_UNSPEC, SOCK_STREAM, 1) <= 0) {
+        snprintf(err, errcap, "--listen %s: descriptor %d is not a listening stream socket", spec, fd);
+        return -1;
+    }
+    fcntl(fd, F_SETFD, FD_CLOEXEC);
+    return fd;
+}
+
 int listen_check(const char *spec, char *err, size_t errcap)
 {
+    if (strncmp(spec, "fd:", 3) == 0)
+        return listen_check_fd(spec, err, errcap);
     if (strncmp(spec, "unix:", 5) == 0) {
         size_t n = strlen(spec + 5);
         if (n == 0 || n >= sizeof ((struct sockaddr_un *)0)->sun_path) {
@@ -102,6 +173,8 @@ int listen_open(const char *spec, char *err, size_t errcap)
 {
     if (listen_check(spec, err, errcap) != 0)
         return -1;
+    if (strncmp(spec, "fd:", 3) == 0)
+        return listen_inherited(spec, err, errcap);
     if (strncmp(spec, "unix:", 5) == 0)
         return listen_unix(spec + 5, err, errcap);
 

@@ -10,7 +10,8 @@
 
 /*
  * Opens a listening socket for spec: "PORT", "HOST:PORT", "[V6]:PORT" (TCP;
- * without HOST, all interfaces) or "unix:PATH". The fd is close-on-exec (the
+ * without HOST, all interfaces) or "unix:PATH"; or takes "fd:N" / "fd:NAME",
+ * a socket inherited by systemd's socket activation (LISTEN_FDS). The fd is close-on-exec (the
  * spawner hands it over as fd 3). Returns the fd, or -1 with a one-line
  * message in err.
  */

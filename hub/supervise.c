@@ -1286,6 +1286,26 @@ static void sup_on_sweep(uv_timer_t *t)
  * left; until then, sweeps the adopted ones every SUPERVISE_SWEEP_MS (more
  * appear as workers die and their children are reparented to the hub).
  */
+void supervise_count(const supervise *sv, int *online, int *wanted, int *errored)
+{
+    *online = *wanted = *errored = 0;
+    for (const app *a = sv->apps; a; a = a->next) {
+        *wanted += sup_wanted(a);
+        for (int i = 0; i < a->nslots; i++) {
+            *online += a->slots[i]->fsm.state == SLOT_ONLINE;
+            *errored += a->slots[i]->fsm.state == SLOT_ERRORED;
+        }
+    }
+}
+
+bool supervise_reloading(const supervise *sv)
+{
+    for (const app *a = sv->apps; a; a = a->next)
+        if (a->rl.active && !a->rl.one_slot)
+            return true;
+    return false;
+}
+
 static void sup_check_stopped_all(supervise *sv)
 {
     if (!sv->stopping_all || !sv->stop_done)

@@ -112,6 +112,12 @@ bool supervise_has_app(const supervise *sv, const char *name);
 /* Number of worker processes alive (started and not yet reaped). */
 size_t supervise_alive(const supervise *sv);
 
+/* Workers online, wanted (every app's target) and errored, over every app. */
+void supervise_count(const supervise *sv, int *online, int *wanted, int *errored);
+
+/* True while a rolling reload of some app runs (not a single replacement). */
+bool supervise_reloading(const supervise *sv);
+
 /* Frees the supervisor; call after stop_all completed, then run the loop once. */
 void supervise_free(supervise *sv);
 
