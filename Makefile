@@ -136,10 +136,12 @@ test: all unit integration
 VALGRIND = valgrind -q --leak-check=full --errors-for-leak-kinds=definite,indirect \
            --error-exitcode=99 --suppressions=$(abspath tests/valgrind.supp)
 VALGRIND_TESTS ?= tests/integration/test_report_path.py tests/integration/test_cli.py \
-           tests/integration/test_supervisor.py
+           tests/integration/test_supervisor.py tests/integration/test_metrics.py \
+           tests/integration/test_hardening.py
 test-valgrind: all
 	DROVER_BUILD=$(abspath $(B)) DROVER_WRAP="$(VALGRIND)" $(PYTHON) -m pytest -q \
-	    -k "not wrk and not crash_loop and not footprint and not max_memory" $(VALGRIND_TESTS)
+	    -k "not wrk and not crash_loop and not footprint and not max_memory and not 300_never and not scale_1024" \
+	    $(VALGRIND_TESTS)
 
 # ---- fuzz ----------------------------------------------------------------
 FUZZ_SECONDS ?= 30
