@@ -1,5 +1,8 @@
 /*
  * columns.c — the worker columns shared by `drover ls` and the console.
+ * Each formatter reads only keys that worker and app objects share where
+ * they can (cpu_pct, rss_bytes, req_per_s, lat_*, lag_*), so `drover ls`
+ * prints its app rows from the same table.
  */
 #include "tui/columns.h"
 
@@ -72,6 +75,9 @@ static void f_mem(const json_t *w, char *o, size_t c)     { columns_bytes(col_nu
 static void f_rps(const json_t *w, char *o, size_t c)     { col_fmt_num(col_num(w, "req_per_s"), 1, o, c); }
 static void f_err(const json_t *w, char *o, size_t c)     { col_fmt_num(col_num(w, "err_total"), 0, o, c); }
 static void f_lag(const json_t *w, char *o, size_t c)     { col_fmt_num(col_num(w, "lag_p99_ms"), 1, o, c); }
+static void f_lagmax(const json_t *w, char *o, size_t c)  { col_fmt_num(col_num(w, "lag_max_ms"), 1, o, c); }
+static void f_p50(const json_t *w, char *o, size_t c)     { col_fmt_num(col_num(w, "lat_p50_ms"), 1, o, c); }
+static void f_p99(const json_t *w, char *o, size_t c)     { col_fmt_num(col_num(w, "lat_p99_ms"), 1, o, c); }
 
 static double k_id(const json_t *w)       { return -col_num(w, "id"); }
 static double k_pid(const json_t *w)      { return -col_num(w, "pid"); }
@@ -82,6 +88,9 @@ static double k_mem(const json_t *w)      { return col_num(w, "rss_bytes"); }
 static double k_rps(const json_t *w)      { return col_num(w, "req_per_s"); }
 static double k_err(const json_t *w)      { return col_num(w, "err_total"); }
 static double k_lag(const json_t *w)      { return col_num(w, "lag_p99_ms"); }
+static double k_lagmax(const json_t *w)   { return col_num(w, "lag_max_ms"); }
+static double k_p50(const json_t *w)      { return col_num(w, "lat_p50_ms"); }
+static double k_p99(const json_t *w)      { return col_num(w, "lat_p99_ms"); }
 
 const column columns_table[] = {
     {"app",      "APP",      14, false, f_app,      NULL},
@@ -94,7 +103,10 @@ const column columns_table[] = {
     {"mem",      "MEM",       7, true,  f_mem,      k_mem},
     {"rps",      "REQ/S",     8, true,  f_rps,      k_rps},
     {"errors",   "ERR",       6, true,  f_err,      k_err},
+    {"p50",      "P50ms",     7, true,  f_p50,      k_p50},
+    {"p99",      "P99ms",     7, true,  f_p99,      k_p99},
     {"lag",      "LAG99ms",   7, true,  f_lag,      k_lag},
+    {"lagmax",   "LAGMAXms",  8, true,  f_lagmax,   k_lagmax},
     {NULL, NULL, 0, false, NULL, NULL},
 };
 
