@@ -13,8 +13,8 @@
  *     the hub every DROVER_INTERVAL_MS by the agent's own thread;
  *   - counts HTTP requests, 5xx errors and latency from the http server's
  *     diagnostics_channel events (http.js);
- *   - samples event-loop lag with perf_hooks.monitorEventLoopDelay, and heap
- *     and active handles (lag.js);
+ *   - measures event-loop lag once per turn of the loop (no timer: an idle
+ *     worker costs nothing), and heap and active handles (lag.js);
  *   - under `drover run --listen`, serves the app's listen() on the drover
  *     port from the inherited socket at fd 3, and reports readiness when a
  *     server listens (listen.js);
@@ -118,7 +118,7 @@ function start() {
   const intervalMs = envInt(env, ENV.interval, 1000, 10, 3600000);
   const cfg = {
     intervalMs,
-    /* The sampling window: lag handover, metrics, request batches. */
+    /* The window: request batches are handed to the C agent this often while busy. */
     windowMs: Math.min(250, Math.max(50, Math.floor(intervalMs / 4))),
     drain: !/^(0|false|no|off)$/i.test(env[ENV.drain] || ''),
     drainTimeoutMs: envInt(env, ENV.drainTimeout, 10000, 0, 3600000),
@@ -168,16 +168,34 @@ function start() {
   if (http) state.flushers.push(http.flush);
   tryPart('lag', () => require('./lag').install(state));
 
-  /* One unref'd timer drives every part's periodic work. */
-  const timer = setInterval(() => {
+  /*
+   * One unref'd timer drives every part's periodic work: every window
+   * (<= 250 ms) while requests come or are in flight, every report interval
+   * while the app is idle, so an idle worker wakes once a second, not four
+   * times. The first requests after an idle spell reach the C agent up to one
+   * interval late; the hub loses none of them (the counts are cumulative).
+   */
+  let timer = null;
+  const schedule = () => {
+    let busy = false;
+    for (const p of parts) {
+      try {
+        if (typeof p.busy === 'function' && p.busy()) busy = true;
+      } catch (_) { /* never throw into the app */ }
+    }
+    timer = setTimeout(onTimer, busy ? cfg.windowMs : cfg.intervalMs);
+    timer.unref();
+  };
+  function onTimer() {
     for (const p of parts) {
       if (typeof p.tick !== 'function') continue;
       try {
         p.tick();
       } catch (_) { /* never throw into the app */ }
     }
-  }, cfg.windowMs);
-  timer.unref();
+    schedule();
+  }
+  schedule();
 
   /* Exit: say bye with the final counters (the C agent never blocks doing it). */
   try {
