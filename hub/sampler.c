@@ -19,14 +19,14 @@
 /* libproc2 accepts at most this many pids per procps_pids_select() call. */
 #define SAMPLER_CHUNK 255
 
-/* Items from /proc/PID/stat, and VmRSS from /proc/PID/status: stat's RSS
+/* Items from /proc/PID/stat, and RSS from /proc/PID/statm: stat's RSS
  * reads up to 15 % low on small processes (the kernel's per-CPU counters
- * are not summed for it), VmRSS is the figure `ps` and `top` agree on. CPU
- * comes from the process CPU clock (sampler_cpu_ns); the stat ticks are the
- * fallback. */
+ * are not summed for it), while statm's resident count is VmRSS exactly,
+ * without generating all of /proc/PID/status. CPU comes from the process CPU
+ * clock (sampler_cpu_ns); the stat ticks are the fallback. */
 enum { I_PID, I_STATE, I_BEGAN, I_TICS, I_RSS, I_ELAPSED, I_CMD };
 static enum pids_item sampler_items[] = {
-    PIDS_ID_PID, PIDS_STATE, PIDS_TICS_BEGAN, PIDS_TICS_ALL, PIDS_VM_RSS,
+    PIDS_ID_PID, PIDS_STATE, PIDS_TICS_BEGAN, PIDS_TICS_ALL, PIDS_MEM_RES,
     PIDS_TIME_ELAPSED, PIDS_CMD,
 };
 
@@ -102,7 +102,7 @@ static void sampler_fill(struct pids_stack *st, proc_sample *ps)
     ps->start_ticks = PIDS_VAL(I_BEGAN, ull_int, st, NULL);
     ps->cpu_ticks = PIDS_VAL(I_TICS, ull_int, st, NULL);
     ps->has_cpu_ns = ps->alive && sampler_cpu_ns(ps->pid, &ps->cpu_ns);
-    ps->rss_bytes = (uint64_t)PIDS_VAL(I_RSS, ul_int, st, NULL) * 1024u;  /* VmRSS is in KiB */
+    ps->rss_bytes = (uint64_t)PIDS_VAL(I_RSS, ul_int, st, NULL) * 1024u;  /* statm pages, as KiB */
     ps->elapsed_s = PIDS_VAL(I_ELAPSED, real, st, NULL);
     const char *cmd = PIDS_VAL(I_CMD, str, st, NULL);
     snprintf(ps->comm, sizeof ps->comm, "%s", cmd ? cmd : "");
