@@ -619,21 +619,29 @@ static void ring_push(ring *r, double v)
 
 /*
  * The interval's quantiles of one histogram: iv = cur - base, then base =
- * cur. p50/p99 (µs → ms, p50 may be NULL) are NAN when no sample came; the
- * upper bucket edges are clamped to the interval's exact max when known.
+ * cur. p50/p99 (µs → ms, p50 may be NULL) are NAN when no sample came.
+ * *max (µs, *has_max) is the max over the interval's reports; it clamps the
+ * upper bucket edges when it covers the highest sample. When it does not (a
+ * report, and its max, was lost, or none was sent) it is replaced by the
+ * upper edge of the highest bucket: never low, < 6.25 % high, like the
+ * quantiles.
  */
-static bool state_close_hist(state_hist *cur, state_hist *base, state_hist *iv, bool has_max,
-                             uint64_t max, double *p50, double *p99)
+static bool state_close_hist(state_hist *cur, state_hist *base, state_hist *iv, bool *has_max,
+                             uint64_t *max, double *p50, double *p99)
 {
-    if (sh_delta(iv, cur, base) != 0 || iv->n == 0) {
-        sh_set(base, cur->idx, cur->count, cur->n);
-        return false;
-    }
+    int rc = sh_delta(iv, cur, base);
     sh_set(base, cur->idx, cur->count, cur->n);
-    uint64_t clamp = has_max ? max : 0;
+    if (rc != 0 || iv->n == 0)
+        return false;
+    unsigned top = iv->idx[iv->n - 1];
+    uint64_t lo = top ? hist_bucket_upper(top - 1) + 1 : 0;
+    if (!*has_max || *max < lo || *max > hist_bucket_upper(top)) {
+        *max = hist_bucket_upper(top);
+        *has_max = true;
+    }
     if (p50)
-        *p50 = (double)hist_quantile_sparse(iv->idx, iv->count, iv->n, 5000, clamp) / 1000.0;
-    *p99 = (double)hist_quantile_sparse(iv->idx, iv->count, iv->n, 9900, clamp) / 1000.0;
+        *p50 = (double)hist_quantile_sparse(iv->idx, iv->count, iv->n, 5000, *max) / 1000.0;
+    *p99 = (double)hist_quantile_sparse(iv->idx, iv->count, iv->n, 9900, *max) / 1000.0;
     return true;
 }
 
@@ -652,15 +660,15 @@ static void state_close_interval(worker *w)
         w->ts_base = w->ts_now;
     }
     if (w->has_lat_base)
-        w->has_lat_iv = state_close_hist(&w->lat_cur, &w->lat_base, &w->lat_iv, w->iv_has_lat_max,
-                                         w->iv_lat_max, &w->lat_p50_ms, &w->lat_p99_ms);
+        w->has_lat_iv = state_close_hist(&w->lat_cur, &w->lat_base, &w->lat_iv, &w->iv_has_lat_max,
+                                         &w->iv_lat_max, &w->lat_p50_ms, &w->lat_p99_ms);
     else if (w->iv_has_v1_lat) {
         w->lat_p50_ms = (double)w->iv_lat_p50 / 1000.0;
         w->lat_p99_ms = (double)w->iv_lat_p99 / 1000.0;
     }
     if (w->has_lag_base)
-        w->has_lag_iv = state_close_hist(&w->lag_cur, &w->lag_base, &w->lag_iv, w->iv_has_lag_max,
-                                         w->iv_lag_max, NULL, &w->lag_p99_ms);
+        w->has_lag_iv = state_close_hist(&w->lag_cur, &w->lag_base, &w->lag_iv, &w->iv_has_lag_max,
+                                         &w->iv_lag_max, NULL, &w->lag_p99_ms);
     else if (w->iv_has_v1_lag)
         w->lag_p99_ms = (double)w->iv_lag_p99 / 1000.0;
     if (w->iv_has_lat_max)

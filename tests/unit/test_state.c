@@ -311,6 +311,15 @@ static void test_state_two_reports_one_interval(void **st)
     assert_int_equal(v[0].lag_h->n, 1);
     assert_int_equal(v[0].lag_h->count[0], 8);
     assert_float_equal(v[0].lag_p99_ms, 50.0, 1e-9);
+
+    /* A max that does not cover the interval's highest sample (its report was
+     * lost) is replaced by that bucket's upper edge: never low. */
+    r = lagrep(300, 7, 4500, 11, 2, 8, 1000);    /* seq 6 with the 200 ms sample lost */
+    state_apply_report(s, &r, 4.5);
+    state_tick(s, 5.0, 1.0);
+    state_snapshot(s, v, 1, 5.0, 1.0);
+    assert_true(v[0].lag_max_ms >= 200.0 && v[0].lag_max_ms < 200.0 * (1 + 1.0 / HIST_SUB));
+    assert_true(v[0].lag_p99_ms >= 200.0);
     state_free(s);
 }
 
@@ -324,14 +333,14 @@ static void test_state_histogram_reset(void **st)
     r = lagrep(301, 1, 1000, 0, 100, 0, 200000);
     state_apply_report(s, &r, 0.9);
     state_tick(s, 1.0, 1.0);
-    r = lagrep(301, 0, 1900, 3, 0, 0, 700);
+    r = lagrep(301, 0, 1900, 3, 0, 0, 990);
     state_apply_report(s, &r, 1.9);
     state_tick(s, 2.0, 1.0);
     worker_view v[1];
     state_snapshot(s, v, 1, 2.0, 1.0);
     assert_non_null(v[0].lag_h);
     assert_int_equal(v[0].lag_h->count[0], 3);
-    assert_float_equal(v[0].lag_p99_ms, 0.7, 1e-9);     /* clamped to the exact max */
+    assert_float_equal(v[0].lag_p99_ms, 0.99, 1e-9);    /* clamped to the exact max */
     state_free(s);
 }
 
