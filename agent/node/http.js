@@ -108,6 +108,7 @@ function install(state) {
   /* Channel `http.server.request.start`: one more request in flight. */
   function onStart(msg) {
     try {
+      if (begun === 0 && ndone === 0 && inflight.size === 0) state.kick();
       const res = msg.response;
       res[kStart] = performance.now();
       inflight.add(res);

@@ -136,6 +136,7 @@ function start() {
     draining: false,
     stopped: false,
     flushers: [],          // called before `bye` so the final counters are complete
+    kick() {},             // set below: wakes the parts' timer when work starts
     /* Flushes what the parts buffered, then sends `bye` (once). */
     stopAgent() {
       if (state.stopped) return;
@@ -170,20 +171,26 @@ function start() {
 
   /*
    * One unref'd timer drives every part's periodic work: every window
-   * (<= 250 ms) while requests come or are in flight, every report interval
-   * while the app is idle, so an idle worker wakes once a second, not four
-   * times. The first requests after an idle spell reach the C agent up to one
-   * interval late; the hub loses none of them (the counts are cumulative).
+   * (<= 250 ms) while requests come or are in flight; while the app is idle,
+   * every IDLE_TICK_MS (10 intervals, at most 10 s), so an idle worker's
+   * JavaScript wakes once in 10 s (each wake-up costs ~0.02 % of a core at
+   * 1 Hz). The first request after an idle spell kicks the timer back to the
+   * window (state.kick), so no count waits for the long tick; heap and
+   * handle metrics are up to one idle tick old while nothing happens.
    */
+  const idleTickMs = Math.max(cfg.intervalMs, Math.min(10000, 10 * cfg.intervalMs));
   let timer = null;
+  let idleMode = false;
+  let ticks = 0;
   const schedule = () => {
-    let busy = false;
+    let busy = ticks++ === 0;           // the first tick comes after one interval (metrics after start-up)
     for (const p of parts) {
       try {
         if (typeof p.busy === 'function' && p.busy()) busy = true;
       } catch (_) { /* never throw into the app */ }
     }
-    timer = setTimeout(onTimer, busy ? cfg.windowMs : cfg.intervalMs);
+    idleMode = !busy;
+    timer = setTimeout(onTimer, ticks === 1 ? cfg.intervalMs : busy ? cfg.windowMs : idleTickMs);
     timer.unref();
   };
   function onTimer() {
@@ -195,6 +202,14 @@ function start() {
     }
     schedule();
   }
+  /* Called by a part when work starts: back to the short window if the timer is on its idle tick. */
+  state.kick = () => {
+    if (!idleMode || !timer) return;
+    idleMode = false;
+    clearTimeout(timer);
+    timer = setTimeout(onTimer, cfg.windowMs);
+    timer.unref();
+  };
   schedule();
 
   /* Exit: say bye with the final counters (the C agent never blocks doing it). */

@@ -13,7 +13,7 @@
  * cumulatively with the max since the previous report (PROTOCOL.md §1).
  *
  * Custom metrics (the report's `m` map), refreshed at most once per report
- * interval, from index.js's timer:
+ * interval from index.js's timer (every 10 s while the app is idle):
  *   heap_used_bytes, heap_total_bytes   v8.getHeapStatistics()
  *   active_handles                      process._getActiveHandles().length:
  *                                       handles keeping the loop alive
