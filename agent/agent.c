@@ -377,13 +377,19 @@ static void agent_sock_repair(void)
 /*
  * Numbers, encodes and sends r using buf (REPORT_MAX_BYTES). Every attempt
  * takes the next seq; any failure (no hub: ENOENT or ECONNREFUSED, full queue:
- * EAGAIN, a lost fd…) is counted in drops and not retried. Returns true when
+ * EAGAIN, a lost fd…) is counted in drops and not retried. A report that does
+ * not fit (two full histograms of large counts beside 32 long metric names)
+ * is sent without its custom metrics (PROTOCOL.md §1.3.1). Returns true when
  * the kernel accepted the datagram.
  */
 static bool agent_send(report *r, unsigned char *buf)
 {
     r->seq = atomic_fetch_add_explicit(&agent_seq, 1, memory_order_relaxed);
     size_t n = report_encode(r, buf, REPORT_MAX_BYTES);
+    if (n == 0 && (r->has & REPORT_HAS_METRICS)) {
+        r->has &= ~(uint32_t)REPORT_HAS_METRICS;
+        n = report_encode(r, buf, REPORT_MAX_BYTES);
+    }
     int fd = n ? agent_sock_checked() : -1;
     if (fd < 0 || sendto(fd, buf, n, AGENT_SEND_FLAGS, (const struct sockaddr *)&agent_cfg.addr,
                          agent_cfg.addrlen) < 0) {
