@@ -369,7 +369,7 @@ def main():
                     print(f"| {name} | {q} | {fmt_int(x['attempted'])} | {fmt_int(x['accepted'])} | "
                           f"{x['eagain_pct']:.1f} % | {fmt_int(x['hub_dropped'])} |")
             print()
-            print(f"'aligned': every sender fires at the same instant each second (agents jitter ±10 %, "
+            print(f"'aligned': every sender fires at the same instant each second (agents shorten each interval by a random 0-20 %, "
                   f"so this is the worst case: a fleet's burst arriving faster than the hub's ingest thread "
                   f"is scheduled). The queue length is read when a socket is created, so each row starts "
                   f"a fresh hub; the original value ({qlen0}) was restored.")
