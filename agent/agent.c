@@ -113,8 +113,9 @@ static _Alignas(64) _Atomic uint64_t agent_seq;
 static _Atomic uint64_t agent_drops;
 static _Atomic bool     agent_ready_flag;
 
-static hist agent_lat;                  /* request latency, µs */
-static hist agent_lag;                  /* event-loop lag, µs */
+static hist agent_lat;                  /* request latency, µs (cumulative) */
+static hist agent_lag;                  /* event-loop lag, µs (cumulative) */
+static uint64_t agent_lat_seen, agent_lag_seen; /* totals at the last report (reporter only) */
 
 /* Custom metrics: open addressing on the name's hash, no deletion. */
 static struct {
@@ -186,14 +187,20 @@ static uint64_t agent_random(void)
     return x * 0x2545f4914f6cdd1du;
 }
 
-/* Returns the report interval in ns with ±10 % jitter, so a fleet started together drifts apart. */
+/*
+ * Returns the gap to the next report in ns: the interval shortened by a
+ * random 0..20 % (mean 0.9×), so a fleet started together drifts apart and
+ * yet a hub with the same interval gets at least one report in each of its
+ * intervals (a gap never exceeds one interval). Two reports in one hub
+ * interval cost nothing: the histograms are cumulative.
+ */
 static uint64_t agent_jittered_interval_ns(void)
 {
     uint64_t base = (uint64_t)agent_cfg.interval_ms * 1000000u;
     uint64_t span = base / 5;                        /* 20 % of the interval */
     if (span == 0)
         return base;
-    return base - span / 2 + agent_random() % (span + 1);
+    return base - agent_random() % (span + 1);
 }
 
 /*
@@ -370,13 +377,19 @@ static void agent_sock_repair(void)
 /*
  * Numbers, encodes and sends r using buf (REPORT_MAX_BYTES). Every attempt
  * takes the next seq; any failure (no hub: ENOENT or ECONNREFUSED, full queue:
- * EAGAIN, a lost fd…) is counted in drops and not retried. Returns true when
+ * EAGAIN, a lost fd…) is counted in drops and not retried. A report that does
+ * not fit (two full histograms of large counts beside 32 long metric names)
+ * is sent without its custom metrics (PROTOCOL.md §1.3.1). Returns true when
  * the kernel accepted the datagram.
  */
 static bool agent_send(report *r, unsigned char *buf)
 {
     r->seq = atomic_fetch_add_explicit(&agent_seq, 1, memory_order_relaxed);
     size_t n = report_encode(r, buf, REPORT_MAX_BYTES);
+    if (n == 0 && (r->has & REPORT_HAS_METRICS)) {
+        r->has &= ~(uint32_t)REPORT_HAS_METRICS;
+        n = report_encode(r, buf, REPORT_MAX_BYTES);
+    }
     int fd = n ? agent_sock_checked() : -1;
     if (fd < 0 || sendto(fd, buf, n, AGENT_SEND_FLAGS, (const struct sockaddr *)&agent_cfg.addr,
                          agent_cfg.addrlen) < 0) {
@@ -453,8 +466,9 @@ static void agent_fill_metrics(report *r)
 
 /*
  * Fills r as a full `t` datagram: identity, CPU, RSS, counters, readiness,
- * drops, metrics and — when take_hists — the latency and lag of the interval
- * just ended (the LAT/LAG keys are left out when it had no samples).
+ * drops, metrics and — when take_hists — the cumulative latency and lag
+ * histograms (left out while empty) with the largest value since the
+ * previous report (left out when no sample came since).
  */
 static void agent_fill_report(report *r, report_type t, bool take_hists)
 {
@@ -478,21 +492,27 @@ static void agent_fill_report(report *r, report_type t, bool take_hists)
     r->has |= REPORT_HAS_REQ | REPORT_HAS_ERR | REPORT_HAS_INFLIGHT;
 
     if (take_hists) {
-        hist_summary s;
-        hist_take(&agent_lat, &s);
-        if (s.count) {
-            r->lat_p50 = s.p50;
-            r->lat_p99 = s.p99;
-            r->lat_max = s.max;
-            r->has |= REPORT_HAS_LAT;
+        /* Cumulative counts always (the hub differences them at its own
+         * interval boundaries); the max only when samples came since the
+         * previous report, as it covers just that span. */
+        uint64_t max, total = hist_snapshot(&agent_lat, &r->lat_h, &max);
+        if (total) {
+            r->has |= REPORT_HAS_LAT_H;
+            if (total != agent_lat_seen) {
+                r->lat_max = max;
+                r->has |= REPORT_HAS_LAT_MAX;
+            }
         }
-        hist_take(&agent_lag, &s);
-        if (s.count) {
-            r->lag_mean = (uint64_t)(s.mean + 0.5);
-            r->lag_p99 = s.p99;
-            r->lag_max = s.max;
-            r->has |= REPORT_HAS_LAG;
+        agent_lat_seen = total;
+        total = hist_snapshot(&agent_lag, &r->lag_h, &max);
+        if (total) {
+            r->has |= REPORT_HAS_LAG_H;
+            if (total != agent_lag_seen) {
+                r->lag_max = max;
+                r->has |= REPORT_HAS_LAG_MAX;
+            }
         }
+        agent_lag_seen = total;
     }
 
     r->ready = atomic_load_explicit(&agent_ready_flag, memory_order_relaxed);
@@ -649,6 +669,7 @@ static void agent_atfork_child(void)
     atomic_store(&agent_ctr.inflight, 0);
     hist_init(&agent_lat);
     hist_init(&agent_lag);
+    agent_lat_seen = agent_lag_seen = 0;
     for (unsigned i = 0; i < AGENT_LOG_SLOTS; i++)
         atomic_store(&agent_logs[i].busy, false);
     for (unsigned i = 0; i < AGENT_METRIC_SLOTS; i++) {

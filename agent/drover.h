@@ -31,7 +31,9 @@
  *     DROVER_NAME         app name (default: none; the hub uses the process name)
  *     DROVER_WORKER_ID    worker index, a decimal integer
  *     DROVER_INTERVAL_MS  report interval, default 1000, 10..3600000; each
- *                         interval is jittered by ±10 % so fleets do not align
+ *                         interval is shortened by a random 0-20 % so fleets do not
+ *                         align and a hub with the same interval hears from
+ *                         each worker in every one of its intervals
  *     DROVER_AGENT=0      disables the agent (also "false", "no", "off"):
  *                         drover_start() returns 0 and nothing is ever sent
  */

@@ -38,7 +38,8 @@ done
 # Kills everything this script started: tmux servers, then processes by pid.
 cleanup() {
     for s in "${TMUX_SOCKS[@]}"; do
-        "$TMUX_BIN" -L "$s" kill-server 2>/dev/null
+        "$TMUX_BIN" -S "$TMP/tmux-$s" kill-server 2>/dev/null
+        rm -f "$TMP/tmux-$s"
     done
     if [ -n "$PM2" ]; then
         PM2_HOME=$TMP/pm2home timeout 20 "$PM2" kill >/dev/null 2>&1
@@ -63,26 +64,24 @@ cleanup() {
 trap 'cleanup; rm -rf "$TMP"' EXIT
 trap 'exit 130' INT TERM
 
-# cpu_ticks PID: user+system clock ticks so far.
-cpu_ticks() { sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | awk '{print $12 + $13}'; }
+PY=/usr/bin/python3; [ -x "$PY" ] || PY=python3
+# cpu_ns PID: CPU time so far, ns, from the process CPU clock (procstat.py).
+cpu_ns() { "$PY" "$(dirname "$0")/procstat.py" cpu_ns "$1" 2>/dev/null; }
 # rss_kib PID
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status" 2>/dev/null; }
 
 # measure PID SECONDS [KEYS_FN]: prints "CPU% RSS_MiB" over SECONDS; calls KEYS_FN every second.
 measure() {
     local pid=$1 secs=$2 fn=${3:-} t0 t1 c0 c1
-    c0=$(cpu_ticks "$pid"); t0=$(date +%s.%N)
+    c0=$(cpu_ns "$pid"); t0=$(date +%s.%N)
     for _ in $(seq "$secs"); do
         sleep 1
         [ -n "$fn" ] && $fn
     done
-    c1=$(cpu_ticks "$pid"); t1=$(date +%s.%N)
+    c1=$(cpu_ns "$pid"); t1=$(date +%s.%N)
     if [ -z "$c0" ] || [ -z "$c1" ]; then echo "- -"; return 1; fi
-    # no tick at all in the window: below the clock's resolution (1 tick / SECONDS)
-    awk -v c0="$c0" -v c1="$c1" -v t0="$t0" -v t1="$t1" -v hz="$CLK" -v rss="$(rss_kib "$pid")" \
-        'BEGIN { cpu = (c1 - c0) / hz / (t1 - t0) * 100;
-                 if (c1 == c0) printf "<%.2f %.1f\n", 100 / hz / (t1 - t0), rss / 1024;
-                 else printf "%.2f %.1f\n", cpu, rss / 1024 }'
+    awk -v c0="$c0" -v c1="$c1" -v t0="$t0" -v t1="$t1" -v rss="$(rss_kib "$pid")" \
+        'BEGIN { printf "%.2f %.1f\n", (c1 - c0) / 1e9 / (t1 - t0) * 100, rss / 1024 }'
 }
 
 # tmux_open NAME CMD [VAR=VALUE...]: a detached 120x40 session running CMD (exec'd); prints the pane pid.
@@ -91,14 +90,14 @@ tmux_open() {
     local name=$1 cmd=$2; shift 2
     local envs=(-e LANG=C.UTF-8 -e TERM=xterm-256color)
     for kv in "$@"; do envs+=(-e "$kv"); done
-    LANG=C.UTF-8 "$TMUX_BIN" -L "$name" -f /dev/null new-session -d -x 120 -y 40 "${envs[@]}" "exec $cmd" || return 1
-    "$TMUX_BIN" -L "$name" display-message -p '#{pane_pid}'
+    LANG=C.UTF-8 "$TMUX_BIN" -S "$TMP/tmux-$name" -f /dev/null new-session -d -x 120 -y 40 "${envs[@]}" "exec $cmd" || return 1
+    "$TMUX_BIN" -S "$TMP/tmux-$name" display-message -p '#{pane_pid}'
 }
 
 # wait_screen NAME TEXT SECONDS: polls capture-pane until TEXT shows.
 wait_screen() {
     for _ in $(seq $(( $3 * 10 ))); do
-        "$TMUX_BIN" -L "$1" capture-pane -p 2>/dev/null | grep -qF -- "$2" && return 0
+        "$TMUX_BIN" -S "$TMP/tmux-$1" capture-pane -p 2>/dev/null | grep -qF -- "$2" && return 0
         sleep 0.1
     done
     return 1
@@ -132,7 +131,7 @@ C16=$(tmux_open cb16 "$DROVER monit --socket-dir $D1" DROVER_CONSOLE_STATS="$TMP
 if [ -n "$C16" ] && wait_screen cb16 "16/16 online" 15; then
     sleep 1
     read -r cpu16 rss16 < <(measure "$C16" "$MEASURE_S")
-    "$TMUX_BIN" -L cb16 send-keys q
+    "$TMUX_BIN" -S "$TMP/tmux-cb16" send-keys q
     wait_file "$TMP/stats16" 5
     ls16=$(ms_per_run 20 "$DROVER" ls --socket-dir "$D1")
     lsjson16=$(ms_per_run 20 "$DROVER" ls --json --socket-dir "$D1")
@@ -157,12 +156,12 @@ n1000=$(workers_seen)
 TMUX_SOCKS+=(cb1k)
 C1K=$(tmux_open cb1k "$DROVER monit --socket-dir $D2" DROVER_CONSOLE_STATS="$TMP/stats1k")
 keys_1k() {
-    "$TMUX_BIN" -L cb1k send-keys s j j j C-l 2>/dev/null
+    "$TMUX_BIN" -S "$TMP/tmux-cb1k" send-keys s j j j C-l 2>/dev/null
 }
 if [ -n "$C1K" ] && wait_screen cb1k "bench" 20; then
     sleep 2
     read -r cpu1k rss1k < <(measure "$C1K" "$MEASURE_S" keys_1k)
-    "$TMUX_BIN" -L cb1k send-keys q
+    "$TMUX_BIN" -S "$TMP/tmux-cb1k" send-keys q
     wait_file "$TMP/stats1k" 5
 else
     echo "console_bench: the console did not show the 1000 reporters" >&2

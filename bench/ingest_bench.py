@@ -17,9 +17,11 @@ Prints markdown tables:
 3. net.unix.max_dgram_qlen raised to 512 (root only; the original value is
    restored in a finally): 64 senders flat out, and 64 / 256 senders at 1 Hz
    all firing at the same instant (bursts), each beside the default.
-4. Hub footprint: RSS and CPU % of `drover monit --headless` serving 64
-   example workers reporting at 1 Hz (DROVER_INTERVAL_MS=1000, --rate 5),
-   read from /proc/PID/stat and /proc/PID/status over 20 s; targets beside.
+4. Footprint of a monitor-only hub: RSS and CPU % of `drover monit
+   --headless` (it supervises nothing; bench/supervisor_bench.py measures a
+   supervising `drover run` hub) serving 64 example workers reporting at 1 Hz
+   (DROVER_INTERVAL_MS=1000, --rate 5) over 20 s; CPU from the process CPU
+   clock (ns, procstat.py), RSS from /proc/PID/status.
 
 Only the standard library is used, so any python3 runs it. Every process it
 starts is killed by pid on exit (also on SIGINT/SIGTERM). Exit status: 0 when
@@ -35,6 +37,9 @@ import sys
 import tempfile
 import threading
 import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import procstat  # noqa: E402  (beside this file)
 
 QLEN_PATH = "/proc/sys/net/unix/max_dgram_qlen"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -220,23 +225,17 @@ def write_qlen(v):
 # ---- footprint --------------------------------------------------------------
 
 def proc_cpu_ticks(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        s = f.read()
-    fields = s[s.rindex(")") + 2:].split()
-    return int(fields[11]) + int(fields[12])        # utime + stime (fields 14, 15)
+    """CPU time of pid in ns (procstat.py: the process CPU clock)."""
+    return procstat.cpu_ns(pid)
 
 
 def proc_status_kib(pid, key):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-    return 0
+    return procstat.status_kib(pid, key)
 
 
 def footprint(build, misses):
     worker = os.path.join(build, "examples", "worker")
-    print(f"## Hub footprint: {FOOTPRINT_WORKERS} example workers reporting at 1 Hz")
+    print(f"## Footprint of a monitor-only hub (`drover monit`): {FOOTPRINT_WORKERS} example workers reporting at 1 Hz")
     print()
     if not os.access(worker, os.X_OK):
         print(f"not run: {worker} is not built (run `make`).")
@@ -284,31 +283,31 @@ def footprint(build, misses):
                 w.wait(timeout=5)
         hub.stop()
 
-    hub_cpu = 100.0 * (c1 - c0) / CLK_TCK / wall
-    workers_cpu = 100.0 * (w1 - w0) / CLK_TCK / wall
-    rss_mb = rss_max / 1024.0
+    hub_cpu = 100.0 * (c1 - c0) / 1e9 / wall
+    workers_cpu = 100.0 * (w1 - w0) / 1e9 / wall
+    rss_mb = rss_max / 1024.0                       # MiB
     accepted = end["reports_total"] - base["reports_total"]
     dropped = end["dropped_total"] - base["dropped_total"]
-    ok_rss, ok_cpu = rss_mb <= 6.0, hub_cpu <= 0.5
+    ok_rss, ok_cpu = rss_max * 1024 <= 6e6, hub_cpu <= 0.5
     print("| figure | measured | target |")
     print("|---|---:|---:|")
     print(f"| workers reporting (agent true) | {seen} of {FOOTPRINT_WORKERS} | {FOOTPRINT_WORKERS} |")
-    print(f"| hub RSS, max over {wall:.0f} s (VmRSS) | {rss_mb:.2f} MB | ≤ 6 MB {'✓' if ok_rss else '✗'} |")
-    print(f"| hub peak RSS (VmHWM) | {hwm / 1024.0:.2f} MB | |")
+    print(f"| hub RSS, max over {wall:.0f} s (VmRSS) | {rss_mb:.1f} MiB | ≤ 6 MB {'✓' if ok_rss else '✗'} |")
+    print(f"| hub peak RSS (VmHWM) | {hwm / 1024.0:.1f} MiB | |")
     print(f"| hub CPU, % of one core | {hub_cpu:.2f} % | ≤ 0.5 % {'✓' if ok_cpu else '✗'} |")
     print(f"| the {FOOTPRINT_WORKERS} workers' total CPU, % of one core | {workers_cpu:.1f} % | (context) |")
     print(f"| reports accepted / dropped during the window | {fmt_int(accepted)} / {fmt_int(dropped)} | "
           f"≈ {FOOTPRINT_WORKERS * FOOTPRINT_SECONDS} / 0 |")
     print()
-    print(f"CPU from utime+stime in /proc/PID/stat (1 tick = {1000 // CLK_TCK} ms, so ±{100.0 / CLK_TCK / wall:.2f} %); "
+    print(f"CPU from the processes' CPU clocks (ns; procstat.py); "
           f"hub at --interval 1000, workers at DROVER_INTERVAL_MS=1000 --rate 5; {alive} workers still alive at the end.")
     print()
     if seen != FOOTPRINT_WORKERS:
         misses.append(f"only {seen} of {FOOTPRINT_WORKERS} workers seen reporting")
     if not ok_rss:
-        misses.append(f"hub RSS {rss_mb:.2f} MB > 6 MB at {FOOTPRINT_WORKERS} workers")
+        misses.append(f"monitor-only hub RSS {rss_max * 1024 / 1e6:.1f} MB > 6 MB at {FOOTPRINT_WORKERS} workers")
     if not ok_cpu:
-        misses.append(f"hub CPU {hub_cpu:.2f} % > 0.5 % of a core at {FOOTPRINT_WORKERS} workers × 1 Hz")
+        misses.append(f"monitor-only hub CPU {hub_cpu:.2f} % > 0.5 % of a core at {FOOTPRINT_WORKERS} workers × 1 Hz")
     if dropped:
         misses.append(f"{dropped} reports dropped at {FOOTPRINT_WORKERS} example workers × 1 Hz")
 
@@ -370,7 +369,7 @@ def main():
                     print(f"| {name} | {q} | {fmt_int(x['attempted'])} | {fmt_int(x['accepted'])} | "
                           f"{x['eagain_pct']:.1f} % | {fmt_int(x['hub_dropped'])} |")
             print()
-            print(f"'aligned': every sender fires at the same instant each second (agents jitter ±10 %, "
+            print(f"'aligned': every sender fires at the same instant each second (agents shorten each interval by a random 0-20 %, "
                   f"so this is the worst case: a fleet's burst arriving faster than the hub's ingest thread "
                   f"is scheduled). The queue length is read when a socket is created, so each row starts "
                   f"a fresh hub; the original value ({qlen0}) was restored.")

@@ -74,15 +74,26 @@ static tally sender(const char *path, int index, double seconds, double hz, bool
     }
     static report r;
     r.has = REPORT_HAS_TS | REPORT_HAS_NAME | REPORT_HAS_WID | REPORT_HAS_CPU | REPORT_HAS_RSS |
-            REPORT_HAS_REQ | REPORT_HAS_ERR | REPORT_HAS_INFLIGHT | REPORT_HAS_LAT |
-            REPORT_HAS_LAG | REPORT_HAS_READY | REPORT_HAS_DROPS;
+            REPORT_HAS_REQ | REPORT_HAS_ERR | REPORT_HAS_INFLIGHT | REPORT_HAS_LAT_H |
+            REPORT_HAS_LAT_MAX | REPORT_HAS_LAG_H | REPORT_HAS_LAG_MAX | REPORT_HAS_READY | REPORT_HAS_DROPS;
     r.type = REPORT_T_REPORT;
     r.pid = (uint32_t)getpid();
     snprintf(r.name, sizeof r.name, "bench");
     r.wid = (uint64_t)index;
     r.rss = 5u << 20;
-    r.lat_p50 = 2000; r.lat_p99 = 9000; r.lat_max = 15000;
-    r.lag_mean = 100; r.lag_p99 = 900; r.lag_max = 2000;
+    r.lat_max = 15000;
+    r.lag_max = 2000;
+    /* cumulative histograms of a typical size: 30 latency and 12 lag buckets */
+    for (unsigned i = 0; i < 30; i++) {
+        r.lat_h.idx[i] = (uint16_t)(160 + i * 2);
+        r.lat_h.count[i] = 10000u + i;
+    }
+    r.lat_h.n = 30;
+    for (unsigned i = 0; i < 12; i++) {
+        r.lag_h.idx[i] = (uint16_t)(10 + i * 4);
+        r.lag_h.count[i] = 500u + i;
+    }
+    r.lag_h.n = 12;
     r.ready = true;
     unsigned char buf[REPORT_MAX_BYTES];
 

@@ -14,9 +14,14 @@
 #      temporary directory (PM2_HOME there too; bounded time); without
 #      network that part is skipped.
 #
-# Needs node, wrk, npm (part 2) and a build with the Node agent (make).
-# Takes about 2-3 minutes; everything it starts is stopped by pid on exit.
-# Exits 1 if a part could not run.
+#   3. bench/idle_bench.py: the Node agent's idle cost per worker (with and
+#      without it, one run), and the whole host idle (supervisor + workers),
+#      drover vs PM2, 4 and 16 workers, 60 s windows (IDLE_S).
+#
+# CPU figures come from the processes' CPU clocks (ns; bench/procstat.py).
+# Needs bash (it uses /dev/tcp and <<<), node, wrk, npm (parts 2, 3) and a
+# build with the Node agent (make). Takes about 6 minutes; everything it
+# starts is stopped by pid on exit. Exits 1 if a part could not run.
 set -u
 HERE=$(cd "$(dirname "$0")" && pwd)
 B=$(cd "${1:-$HERE/../build}" && pwd) || { echo "node_bench: no build directory ${1:-}" >&2; exit 1; }
@@ -73,7 +78,9 @@ EOF
 
 free_port() { "$NODE" -e "const s=require('net').createServer().listen(0,'127.0.0.1',()=>{console.log(s.address().port);s.close()})"; }
 now() { date +%s.%N; }
-cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+PY=/usr/bin/python3; [ -x "$PY" ] || PY=python3
+# CPU time of a process in ns, from its CPU clock (procstat.py); 0 when it is gone.
+cpu_ns() { "$PY" "$HERE/procstat.py" cpu_ns "$1" 2>/dev/null || echo 0; }
 rss_kib() { awk '/^VmRSS:/{print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
 median() { sort -g | awk '{a[NR]=$1} END{if(NR==0){print "nan"}else if(NR%2){print a[(NR+1)/2]}else{print (a[NR/2]+a[NR/2+1])/2}}'; }
 # wrk output -> "total errors non2xx"
@@ -123,13 +130,13 @@ for r in $(seq 1 "$RUNS"); do
         APP=$!; PIDS="$PIDS $APP"
         if ! wait_port "$PORT" 10; then echo "node_bench: the app did not listen" >&2; status=1; kill "$APP"; break 2; fi
         $PIN_WRK "$WRK" -t1 -c16 -d1s "http://127.0.0.1:$PORT/" > /dev/null 2>&1     # warm-up (JIT)
-        c0=$(cpu_ticks "$APP")
+        c0=$(cpu_ns "$APP")
         $PIN_WRK "$WRK" -t1 -c16 -d"${SECS}s" "http://127.0.0.1:$PORT/" > "$TMP/wrk.out" 2>&1
-        c1=$(cpu_ticks "$APP")
+        c1=$(cpu_ns "$APP")
         kill -TERM "$APP"; wait "$APP" 2>/dev/null
         rps=$(awk '/Requests\/sec/{print $2}' "$TMP/wrk.out")
         n=$(wrk_sum "$TMP/wrk.out" | cut -d' ' -f1)
-        us=$(awk -v a="$c0" -v b="$c1" -v n="$n" -v hz="$(getconf CLK_TCK)" 'BEGIN{ if (n>0) printf "%.2f", (b-a)*1e6/hz/n; else print "nan" }')
+        us=$(awk -v a="$c0" -v b="$c1" -v n="$n" 'BEGIN{ if (n>0) printf "%.2f", (b-a)/1e3/n; else print "nan" }')
         echo "$rps" >> "$TMP/$mode"; echo "$us" >> "$TMP/$mode.cpu"
         line="$line | ${rps:-?}"
         cpus="$cpus | $us"
@@ -187,12 +194,11 @@ fi
 
 # -- idle: memory and CPU of the two supervisors over the same 10 s
 sleep 2
-h0=$(cpu_ticks "$HUB"); p0=$(cpu_ticks "${PM2D:-0}"); t0=$(now)
+h0=$(cpu_ns "$HUB"); p0=$(cpu_ns "${PM2D:-0}"); t0=$(now)
 sleep 10
-h1=$(cpu_ticks "$HUB"); p1=$(cpu_ticks "${PM2D:-0}"); t1=$(now)
-hz=$(getconf CLK_TCK)
-d_cpu=$(awk -v a="$h0" -v b="$h1" -v s="$t0" -v e="$t1" -v hz="$hz" 'BEGIN{printf "%.2f", (b-a)/hz/(e-s)*100}')
-p_cpu=$(awk -v a="$p0" -v b="$p1" -v s="$t0" -v e="$t1" -v hz="$hz" 'BEGIN{printf "%.2f", (b-a)/hz/(e-s)*100}')
+h1=$(cpu_ns "$HUB"); p1=$(cpu_ns "${PM2D:-0}"); t1=$(now)
+d_cpu=$(awk -v a="$h0" -v b="$h1" -v s="$t0" -v e="$t1" 'BEGIN{printf "%.2f", (b-a)/1e9/(e-s)*100}')
+p_cpu=$(awk -v a="$p0" -v b="$p1" -v s="$t0" -v e="$t1" 'BEGIN{printf "%.2f", (b-a)/1e9/(e-s)*100}')
 d_rss=$(awk -v k="$(rss_kib "$HUB")" 'BEGIN{printf "%.1f", k/1024}')
 p_rss=$(awk -v k="$(rss_kib "${PM2D:-0}")" 'BEGIN{printf "%.1f", k/1024}')
 
@@ -237,4 +243,12 @@ echo
 awk -v d="$d_rss" -v p="$p_rss" 'BEGIN{ if (p>0) printf "drover hub memory is 1/%.0f of the PM2 daemon'"'"'s (target: at most 1/10).\n", p/d }'
 awk -v d="$d_rss" -v p="$p_rss" 'BEGIN{exit !(d*10 > p)}' && echo "MISSED: drover hub RSS above 1/10 of PM2's"
 [ "$d_err" = 0 ] && [ "$d_non" = 0 ] || echo "MISSED: drover reload lost requests"
+echo
+
+# Stop part 2's supervisors before the idle windows: only what they measure should run.
+kill -TERM "$HUB" 2>/dev/null; wait "$HUB" 2>/dev/null
+timeout 30 "$PM2" delete web > /dev/null 2>&1
+
+# ---- 3. idle: the agent's cost, and the whole host, drover vs PM2 -------------------
+"$PY" "$HERE/idle_bench.py" "$B" "$PM2" || status=1
 exit $status

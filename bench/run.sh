@@ -7,10 +7,11 @@
 #   bench/supervisor_bench.py     rolling reload under wrk, start time, hub footprint
 #   bench/httpd_bench.sh          the agent's overhead on the example HTTP server
 #   bench/console_bench.sh        the console's CPU, memory and redraw time (vs pm2 monit)
-#   bench/node_bench.sh           the Node agent's overhead; drover vs PM2 on a Node app
+#   bench/node_bench.sh           the Node agent's overhead; drover vs PM2 on a Node app;
+#                                 bench/idle_bench.py: the agent's idle cost, the whole host idle
 #
 # BENCH_ONLY="ingest supervisor" runs a subset.
-# Takes about 1-2 minutes. Raising net.unix.max_dgram_qlen needs root; the
+# Takes about 15 minutes (60 s idle windows). Raising net.unix.max_dgram_qlen needs root; the
 # original value is restored. Exits 1 if a benchmark could not run; missed
 # targets are listed in the output.
 set -u
@@ -55,7 +56,9 @@ fi
 want() { [ -z "${BENCH_ONLY:-}" ] || case " $BENCH_ONLY " in *" $1 "*) return 0;; *) return 1;; esac; }
 want ingest && { run "$PY" "$HERE/ingest_bench.py" "$B" || status=1; echo; }
 want supervisor && { run "$PY" "$HERE/supervisor_bench.py" "$B" || status=1; echo; }
+# Each script by the shell it is written for (its #! line): node_bench.sh
+# and console_bench.sh need bash (/dev/tcp, <<<), httpd_bench.sh is POSIX sh.
 want httpd && [ -f "$HERE/httpd_bench.sh" ] && { run sh "$HERE/httpd_bench.sh" "$B" || status=1; echo; }
 want console && [ -f "$HERE/console_bench.sh" ] && { run bash "$HERE/console_bench.sh" "$B" || status=1; echo; }
-want node && [ -f "$HERE/node_bench.sh" ] && { run sh "$HERE/node_bench.sh" "$B" || status=1; echo; }
+want node && [ -f "$HERE/node_bench.sh" ] && { run bash "$HERE/node_bench.sh" "$B" || status=1; echo; }
 exit $status

@@ -18,8 +18,19 @@ typedef struct {
     const char *app;
     int64_t workers, online;
     double  req_per_s, cpu_pct;  /* NAN when no worker has the figure */
+    int     cpu_decimals;        /* the coarsest of its workers' */
     int64_t rss_bytes;           /* -1 when none */
+    /* From the sum of the workers' histograms of the last interval (never an
+     * average of their quantiles); NAN when no worker sent one. */
+    double  lat_p50_ms, lat_p99_ms, lag_p99_ms;
+    double  lat_max_ms, lag_max_ms;  /* max over the workers */
 } app_sum;
+
+/* The histograms being summed for the app being folded. */
+typedef struct {
+    uint64_t lat[HIST_NBUCKETS], lag[HIST_NBUCKETS];
+    bool     has_lat, has_lag;
+} app_hists;
 
 /* Adds b to a sum that starts unknown (NAN); unknown addends are skipped. */
 static double headless_addf(double a, double b)
@@ -29,13 +40,66 @@ static double headless_addf(double a, double b)
     return isnan(a) ? b : a + b;
 }
 
-/* Folds sorted views into per-app sums; returns the number of apps in out (cap ≥ n). */
+/* Returns the larger of a and b, where NAN is unknown. */
+static double headless_maxf(double a, double b)
+{
+    if (isnan(b))
+        return a;
+    return isnan(a) || b > a ? b : a;
+}
+
+/* Adds a worker's sparse histogram of the interval into the app's dense sum. */
+static void headless_hist_add(uint64_t *sum, const state_hist *h)
+{
+    for (uint32_t i = 0; i < h->n; i++)
+        if (h->idx[i] < HIST_NBUCKETS)
+            sum[h->idx[i]] = h->count[i] > UINT64_MAX - sum[h->idx[i]] ? UINT64_MAX
+                                                                        : sum[h->idx[i]] + h->count[i];
+}
+
+/* Converts a max in ms (NAN: unknown) to the µs clamp hist_quantile() takes (0: none). */
+static uint64_t headless_clamp_us(double max_ms)
+{
+    return isnan(max_ms) ? 0 : (uint64_t)llround(max_ms * 1000.0);
+}
+
+/* Sets the app's quantiles from the summed histograms and empties them for the next app. */
+static void headless_app_close(app_sum *a, app_hists *h, bool lat_clamp, bool lag_clamp)
+{
+    if (h->has_lat) {
+        uint64_t clamp = lat_clamp ? headless_clamp_us(a->lat_max_ms) : 0;
+        a->lat_p50_ms = (double)hist_quantile(h->lat, 5000, clamp) / 1000.0;
+        a->lat_p99_ms = (double)hist_quantile(h->lat, 9900, clamp) / 1000.0;
+        memset(h->lat, 0, sizeof h->lat);
+    }
+    if (h->has_lag) {
+        a->lag_p99_ms = (double)hist_quantile(h->lag, 9900, lag_clamp ? headless_clamp_us(a->lag_max_ms) : 0)
+                        / 1000.0;
+        memset(h->lag, 0, sizeof h->lag);
+    }
+    h->has_lat = h->has_lag = false;
+}
+
+/*
+ * Folds sorted views into per-app sums; returns the number of apps in out
+ * (cap ≥ n). Quantiles come from the sum of the workers' histograms of the
+ * interval: 8 KiB of counts, summed for one app at a time. A max clamps the
+ * app's quantiles only when every worker with samples also sent its max.
+ */
 static size_t headless_apps(const worker_view *v, size_t n, app_sum *out)
 {
+    static app_hists h;     /* printers run on the loop thread only */
+    bool lat_clamp = true, lag_clamp = true;
     size_t k = 0;
     for (size_t i = 0; i < n; i++) {
-        if (k == 0 || strcmp(out[k - 1].app, v[i].app) != 0)
-            out[k++] = (app_sum){.app = v[i].app, .req_per_s = NAN, .cpu_pct = NAN, .rss_bytes = -1};
+        if (k == 0 || strcmp(out[k - 1].app, v[i].app) != 0) {
+            if (k > 0)
+                headless_app_close(&out[k - 1], &h, lat_clamp, lag_clamp);
+            lat_clamp = lag_clamp = true;
+            out[k++] = (app_sum){.app = v[i].app, .req_per_s = NAN, .cpu_pct = NAN, .cpu_decimals = 2,
+                                 .rss_bytes = -1, .lat_p50_ms = NAN, .lat_p99_ms = NAN,
+                                 .lag_p99_ms = NAN, .lat_max_ms = NAN, .lag_max_ms = NAN};
+        }
         app_sum *a = &out[k - 1];
         if (v[i].state == WS_GONE)
             continue;
@@ -43,9 +107,25 @@ static size_t headless_apps(const worker_view *v, size_t n, app_sum *out)
         a->online += v[i].state == WS_ONLINE;
         a->req_per_s = headless_addf(a->req_per_s, v[i].req_per_s);
         a->cpu_pct = headless_addf(a->cpu_pct, v[i].cpu_pct);
+        if (!isnan(v[i].cpu_pct) && v[i].cpu_decimals < a->cpu_decimals)
+            a->cpu_decimals = v[i].cpu_decimals;
         if (v[i].rss_bytes >= 0)
             a->rss_bytes = (a->rss_bytes < 0 ? 0 : a->rss_bytes) + v[i].rss_bytes;
+        a->lat_max_ms = headless_maxf(a->lat_max_ms, v[i].lat_max_ms);
+        a->lag_max_ms = headless_maxf(a->lag_max_ms, v[i].lag_max_ms);
+        if (v[i].lat_h) {
+            headless_hist_add(h.lat, v[i].lat_h);
+            h.has_lat = true;
+            lat_clamp &= !isnan(v[i].lat_max_ms);
+        }
+        if (v[i].lag_h) {
+            headless_hist_add(h.lag, v[i].lag_h);
+            h.has_lag = true;
+            lag_clamp &= !isnan(v[i].lag_max_ms);
+        }
     }
+    if (k > 0)
+        headless_app_close(&out[k - 1], &h, lat_clamp, lag_clamp);
     return k;
 }
 
@@ -92,7 +172,7 @@ static json_t *headless_worker_json(const worker_view *w, double ts)
             json_object_set_new(m, w->metrics[i].key, jreal(w->metrics[i].value, 6));
     }
     return json_pack("{s:s, s:o, s:o, s:o, s:o, s:s, s:b, s:o, s:o, s:o, s:o, s:o, s:o, s:o,"
-                     " s:o, s:o, s:o, s:o, s:o, s:o, s:o}",
+                     " s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o}",
                      "type", "worker",
                      "ts", jreal(ts, 3),
                      "app", jstr(w->app),
@@ -102,7 +182,7 @@ static json_t *headless_worker_json(const worker_view *w, double ts)
                      "agent", w->agent,
                      "restarts", jint(w->restarts),
                      "uptime_s", jreal(w->uptime_s, 2),
-                     "cpu_pct", jreal(w->cpu_pct, 2),
+                     "cpu_pct", jreal(w->cpu_pct, w->cpu_decimals),
                      "rss_bytes", jint(w->rss_bytes),
                      "req_total", jint(w->req_total),
                      "req_per_s", jreal(w->req_per_s, 2),
@@ -110,6 +190,7 @@ static json_t *headless_worker_json(const worker_view *w, double ts)
                      "inflight", jint(w->inflight),
                      "lat_p50_ms", jreal(w->lat_p50_ms, 3),
                      "lat_p99_ms", jreal(w->lat_p99_ms, 3),
+                     "lat_max_ms", jreal(w->lat_max_ms, 3),
                      "lag_p99_ms", jreal(w->lag_p99_ms, 3),
                      "lag_max_ms", jreal(w->lag_max_ms, 3),
                      "ready", w->ready < 0 ? json_null() : json_boolean(w->ready),
@@ -118,18 +199,23 @@ static json_t *headless_worker_json(const worker_view *w, double ts)
 
 static json_t *headless_app_json(const app_sum *a, double ts)
 {
-    return json_pack("{s:s, s:o, s:o, s:I, s:I, s:o, s:o, s:o}",
+    return json_pack("{s:s, s:o, s:o, s:I, s:I, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o}",
                      "type", "app", "ts", jreal(ts, 3), "app", jstr(a->app),
                      "workers", (json_int_t)a->workers,
                      "online", (json_int_t)a->online,
                      "req_per_s", jreal(a->req_per_s, 2),
-                     "cpu_pct", jreal(a->cpu_pct, 2),
-                     "rss_bytes", jint(a->rss_bytes));
+                     "cpu_pct", jreal(a->cpu_pct, a->cpu_decimals),
+                     "rss_bytes", jint(a->rss_bytes),
+                     "lat_p50_ms", jreal(a->lat_p50_ms, 3),
+                     "lat_p99_ms", jreal(a->lat_p99_ms, 3),
+                     "lat_max_ms", jreal(a->lat_max_ms, 3),
+                     "lag_p99_ms", jreal(a->lag_p99_ms, 3),
+                     "lag_max_ms", jreal(a->lag_max_ms, 3));
 }
 
 static json_t *headless_hub_json(const hub_counters *c, double ts)
 {
-    return json_pack("{s:s, s:o, s:I, s:I, s:I, s:I, s:I, s:o, s:o}",
+    return json_pack("{s:s, s:o, s:I, s:I, s:I, s:I, s:I, s:o, s:o, s:o}",
                      "type", "hub", "ts", jreal(ts, 3),
                      "workers", (json_int_t)c->workers,
                      "reports_total", (json_int_t)c->reports_total,
@@ -137,6 +223,7 @@ static json_t *headless_hub_json(const hub_counters *c, double ts)
                      "bad_total", (json_int_t)c->bad_total,
                      "spoofed_total", (json_int_t)c->spoofed_total,
                      "cpu_pct", jreal(c->cpu_pct, 2),
+                     "cpu_window_s", jreal(c->cpu_window_s, 1),
                      "rss_bytes", jint(c->rss_bytes));
 }
 
@@ -274,6 +361,7 @@ static double g_err(const worker_view *w)      { return w->err_total < 0 ? NAN :
 static double g_inflight(const worker_view *w) { return w->inflight < 0 ? NAN : (double)w->inflight; }
 static double g_lat50(const worker_view *w)    { return w->lat_p50_ms / 1000.0; }
 static double g_lat99(const worker_view *w)    { return w->lat_p99_ms / 1000.0; }
+static double g_latmax(const worker_view *w)   { return w->lat_max_ms / 1000.0; }
 static double g_lag99(const worker_view *w)    { return w->lag_p99_ms / 1000.0; }
 static double g_lagmax(const worker_view *w)   { return w->lag_max_ms / 1000.0; }
 static double g_ready(const worker_view *w)    { return w->ready < 0 ? NAN : (double)w->ready; }
@@ -294,20 +382,46 @@ static const struct {
     {"drover_worker_inflight_requests", "gauge", "Requests in progress", g_inflight},
     {"drover_worker_latency_p50_seconds", "gauge", "Median request latency over the last interval", g_lat50},
     {"drover_worker_latency_p99_seconds", "gauge", "99th percentile request latency over the last interval", g_lat99},
+    {"drover_worker_latency_max_seconds", "gauge", "Largest request latency over the last interval", g_latmax},
     {"drover_worker_event_loop_lag_p99_seconds", "gauge", "99th percentile event-loop lag over the last interval", g_lag99},
     {"drover_worker_event_loop_lag_max_seconds", "gauge", "Largest event-loop lag over the last interval", g_lagmax},
     {"drover_worker_ready", "gauge", "1 if the worker said it is ready to serve", g_ready},
 };
 
+typedef double (*prom_app_get)(const app_sum *a);
+static double ga_workers(const app_sum *a) { return (double)a->workers; }
+static double ga_online(const app_sum *a)  { return (double)a->online; }
+static double ga_rps(const app_sum *a)     { return a->req_per_s; }
+static double ga_cpu(const app_sum *a)     { return a->cpu_pct / 100.0; }
+static double ga_rss(const app_sum *a)     { return a->rss_bytes < 0 ? NAN : (double)a->rss_bytes; }
+static double ga_lat50(const app_sum *a)   { return a->lat_p50_ms / 1000.0; }
+static double ga_lat99(const app_sum *a)   { return a->lat_p99_ms / 1000.0; }
+static double ga_lag99(const app_sum *a)   { return a->lag_p99_ms / 1000.0; }
+static double ga_lagmax(const app_sum *a)  { return a->lag_max_ms / 1000.0; }
+
+static const struct {
+    const char *name, *help;
+    prom_app_get get;
+} prom_app_table[] = {
+    {"drover_app_workers", "Workers of the app", ga_workers},
+    {"drover_app_online_workers", "Workers of the app that are online", ga_online},
+    {"drover_app_request_rate", "Requests per second, all workers", ga_rps},
+    {"drover_app_cpu_ratio", "CPU of all workers, in cores", ga_cpu},
+    {"drover_app_resident_memory_bytes", "Resident memory of all workers", ga_rss},
+    {"drover_app_latency_p50_seconds", "Median request latency over the last interval, all workers' samples", ga_lat50},
+    {"drover_app_latency_p99_seconds", "99th percentile request latency over the last interval, all workers' samples", ga_lat99},
+    {"drover_app_event_loop_lag_p99_seconds", "99th percentile event-loop lag over the last interval, all workers' samples", ga_lag99},
+    {"drover_app_event_loop_lag_max_seconds", "Largest event-loop lag of any worker over the last interval", ga_lagmax},
+};
+
+/* One app gauge family from a row of prom_app_table. */
 static void prom_app_gauge(FILE *out, const app_sum *apps, size_t napps, const char *name,
-                           const char *help, int which)
+                           const char *help, prom_app_get get)
 {
     prom_family(out, name, "gauge", help);
     for (size_t i = 0; i < napps; i++) {
         const app_sum *a = &apps[i];
-        double x = which == 0 ? (double)a->workers : which == 1 ? (double)a->online
-                 : which == 2 ? a->req_per_s : which == 3 ? a->cpu_pct / 100.0
-                 : a->rss_bytes < 0 ? NAN : (double)a->rss_bytes;
+        double x = get(a);
         if (isnan(x))
             continue;
         fprintf(out, "%s{app=\"", name);
@@ -335,11 +449,8 @@ static void headless_prom(FILE *out, const worker_view *v, size_t n, const app_s
         }
     }
 
-    prom_app_gauge(out, apps, napps, "drover_app_workers", "Workers of the app", 0);
-    prom_app_gauge(out, apps, napps, "drover_app_online_workers", "Workers of the app that are online", 1);
-    prom_app_gauge(out, apps, napps, "drover_app_request_rate", "Requests per second, all workers", 2);
-    prom_app_gauge(out, apps, napps, "drover_app_cpu_ratio", "CPU of all workers, in cores", 3);
-    prom_app_gauge(out, apps, napps, "drover_app_resident_memory_bytes", "Resident memory of all workers", 4);
+    for (size_t f = 0; f < sizeof prom_app_table / sizeof prom_app_table[0]; f++)
+        prom_app_gauge(out, apps, napps, prom_app_table[f].name, prom_app_table[f].help, prom_app_table[f].get);
 
     prom_family(out, "drover_hub_workers", "gauge", "Workers known to the hub");
     fprintf(out, "drover_hub_workers %llu\n", (unsigned long long)c->workers);

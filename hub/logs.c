@@ -32,6 +32,7 @@
 #include <limits.h>
 #include <poll.h>
 #include <stdio.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -1094,11 +1095,15 @@ static int logs_pipe_new(logs_stream *st, logs_fd which, int fd)
     /* Later workers must not inherit our read ends: a pipe whose reader is
      * also elsewhere never gives its writer EPIPE when we close it. */
     fcntl(fd, F_SETFD, FD_CLOEXEC);
-    logs_pipe *p = calloc(1, sizeof *p);
+    /* malloc and clear the header only: calloc would zero (and so make
+     * resident) the 16 KiB buffer of every pipe, 2 MiB for 64 idle workers;
+     * the buffer's bytes are only read below p->len. */
+    logs_pipe *p = malloc(sizeof *p);
     if (!p) {
         close(fd);
         return UV_ENOMEM;
     }
+    memset(p, 0, offsetof(logs_pipe, buf));
     p->st = st;
     p->which = which;
     int rc = uv_pipe_init(lg->loop, &p->h, 0);

@@ -22,11 +22,14 @@
 /* libproc2 accepts at most this many pids per procps_pids_select() call. */
 #define SAMPLER_CHUNK 255
 
-/* Every item comes from /proc/PID/stat (RSS too: PIDS_RSS, in pages, rather
- * than PIDS_MEM_RES, which would read statm as well): one file per pid. */
+/* Items from /proc/PID/stat, and RSS from /proc/PID/statm: stat's RSS
+ * reads up to 15 % low on small processes (the kernel's per-CPU counters
+ * are not summed for it), while statm's resident count is VmRSS exactly,
+ * without generating all of /proc/PID/status. CPU comes from the process CPU
+ * clock (sampler_cpu_ns); the stat ticks are the fallback. */
 enum { I_PID, I_STATE, I_BEGAN, I_TICS, I_RSS, I_ELAPSED, I_CMD };
 static enum pids_item sampler_items[] = {
-    PIDS_ID_PID, PIDS_STATE, PIDS_TICS_BEGAN, PIDS_TICS_ALL, PIDS_RSS,
+    PIDS_ID_PID, PIDS_STATE, PIDS_TICS_BEGAN, PIDS_TICS_ALL, PIDS_MEM_RES,
     PIDS_TIME_ELAPSED, PIDS_CMD,
 };
 
@@ -80,6 +83,23 @@ sampler *sampler_new(uv_loop_t *loop, char *err, size_t errcap)
     return sm;
 }
 
+/*
+ * Reads the CPU time of every thread of pid, in ns, from its process CPU
+ * clock (clock_getcpuclockid: the scheduler's sum_exec_runtime summed over
+ * the thread group, dead threads included — what /proc/PID/schedstat gives
+ * for one thread only). Returns false when the clock cannot be read (the
+ * process is gone, or a kernel without it); the caller falls back to ticks.
+ */
+static bool sampler_cpu_ns(pid_t pid, uint64_t *ns)
+{
+    clockid_t clk;
+    struct timespec ts;
+    if (clock_getcpuclockid(pid, &clk) != 0 || clock_gettime(clk, &ts) != 0 || ts.tv_sec < 0)
+        return false;
+    *ns = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+    return true;
+}
+
 /* Fills one sample from a libproc2 result stack. */
 static void sampler_fill(struct pids_stack *st, proc_sample *ps)
 {
@@ -87,10 +107,8 @@ static void sampler_fill(struct pids_stack *st, proc_sample *ps)
     ps->alive = pstate != 'Z' && pstate != 'X';
     ps->start_ticks = PIDS_VAL(I_BEGAN, ull_int, st, NULL);
     ps->cpu_ticks = PIDS_VAL(I_TICS, ull_int, st, NULL);
-    static long page;
-    if (!page)
-        page = sysconf(_SC_PAGESIZE);
-    ps->rss_bytes = (uint64_t)PIDS_VAL(I_RSS, ul_int, st, NULL) * (uint64_t)page;
+    ps->has_cpu_ns = ps->alive && sampler_cpu_ns(ps->pid, &ps->cpu_ns);
+    ps->rss_bytes = (uint64_t)PIDS_VAL(I_RSS, ul_int, st, NULL) * 1024u;  /* statm pages, as KiB */
     ps->elapsed_s = PIDS_VAL(I_ELAPSED, real, st, NULL);
     const char *cmd = PIDS_VAL(I_CMD, str, st, NULL);
     snprintf(ps->comm, sizeof ps->comm, "%s", cmd ? cmd : "");

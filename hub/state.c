@@ -11,6 +11,7 @@
 #include "hub/rate.h"
 
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -48,24 +49,46 @@ typedef struct {
 
     /* from the agent */
     bool     has_report;        /* at least one hello/report seen */
+    bool     saw_hello;         /* this hub saw the process's hello: its counts start at 0 */
     double   last_report_at;    /* monotonic s */
     char     name[REPORT_NAME_MAX];
     int64_t  wid;
     uint64_t last_seq;
     bool     has_seq;
-    report   last;              /* latest `report` datagram */
-    bool     has_last;
-    uint64_t prev_req, prev_ts; /* previous report carrying req and ts, for the rate */
-    bool     has_prev_req;
-    double   req_per_s;
+    bool     has_last;          /* a `report` came from this process */
+    uint32_t last_has;          /* REPORT_HAS_* of the latest report */
+    uint64_t req, err, inflight;/* from the latest report */
+    uint32_t nmetrics;
+    report_metric metrics[REPORT_METRICS_MAX];
     int      ready;             /* -1 unknown */
+
+    /* the current interval (state_tick() closes it) */
+    uint32_t iv_reports;        /* reports applied in it */
+    uint64_t iv_lat_max, iv_lag_max;      /* µs, max over its reports */
+    bool     iv_has_lat_max, iv_has_lag_max;
+    uint64_t iv_lat_p50, iv_lat_p99, iv_lag_p99;  /* v1 senders: latest p50, largest p99s */
+    bool     iv_has_v1_lat, iv_has_v1_lag;
+    uint64_t req_now, ts_now;   /* latest report with req and ts */
+    uint64_t req_base, ts_base; /* the same at the previous boundary */
+    bool     has_req_now, has_req_base;
+    state_hist lat_cur, lag_cur;    /* latest cumulative histograms */
+    state_hist lat_base, lag_base;  /* the same at the previous boundary */
+    bool     has_lat_base, has_lag_base;
+
+    /* the last completed interval: what views show */
+    double   req_per_s, lat_p50_ms, lat_p99_ms, lat_max_ms, lag_p99_ms, lag_max_ms;
+    state_hist lat_iv, lag_iv;      /* its samples (cur - base) */
+    bool     has_lat_iv, has_lag_iv;
 
     /* from /proc */
     bool     sampled;
     uint64_t start_ticks;
     uint64_t cpu_ticks;
+    uint64_t cpu_ns;
+    bool     has_cpu_ns;
     double   sampled_at;
     double   cpu_pct;
+    int      cpu_decimals;
     int64_t  rss_bytes;
     double   elapsed_s;
     char     comm[32];
@@ -82,9 +105,10 @@ struct state {
     uint32_t  next_key;
     state_ready_fn on_ready;
     void     *on_ready_ctx;
-    proc_sample hub_prev;
-    double    hub_prev_at;
-    bool      hub_sampled;
+    /* the hub's own samples, oldest first once full: CPU % over the window */
+    proc_sample hub_win[STATE_HUB_CPU_WINDOW];
+    double    hub_win_at[STATE_HUB_CPU_WINDOW];
+    uint32_t  hub_win_head, hub_win_len;
     host_sample host_prev;      /* the last host sample (ok false: none) */
 };
 
@@ -93,6 +117,89 @@ const char *state_name(worker_state ws)
     static const char *names[] = {"starting", "online", "stopping", "stopped",
                                   "backoff", "errored", "gone"};
     return (unsigned)ws < sizeof names / sizeof names[0] ? names[ws] : "unknown";
+}
+
+/* ---- sparse histograms -------------------------------------------------- */
+
+/* Frees h's storage and empties it. */
+static void sh_free(state_hist *h)
+{
+    free(h->idx);
+    free(h->count);
+    *h = (state_hist){0};
+}
+
+/*
+ * Makes room for n buckets (n <= HIST_NBUCKETS). Returns 0, or -1 when out
+ * of memory (h is then unchanged).
+ */
+static int sh_reserve(state_hist *h, uint32_t n)
+{
+    if (n <= h->cap)
+        return 0;
+    uint32_t cap = h->cap ? h->cap : 16;
+    while (cap < n)
+        cap *= 2;
+    if (cap > HIST_NBUCKETS)
+        cap = HIST_NBUCKETS;
+    uint16_t *ni = realloc(h->idx, cap * sizeof *ni);
+    if (!ni)
+        return -1;
+    h->idx = ni;
+    uint64_t *nc = realloc(h->count, cap * sizeof *nc);
+    if (!nc)
+        return -1;
+    h->count = nc;
+    h->cap = cap;
+    return 0;
+}
+
+/* Copies n buckets into h. Returns 0, or -1 when out of memory (h is then empty). */
+static int sh_set(state_hist *h, const uint16_t *idx, const uint64_t *count, uint32_t n)
+{
+    if (sh_reserve(h, n) != 0) {
+        h->n = 0;
+        return -1;
+    }
+    if (n) {
+        memcpy(h->idx, idx, n * sizeof *idx);
+        memcpy(h->count, count, n * sizeof *count);
+    }
+    h->n = n;
+    return 0;
+}
+
+/*
+ * Sets d to cur - base, bucket by bucket (both rising). A bucket of base that
+ * cur lacks or holds fewer samples in means the counts started again (a new
+ * agent in the same pid): d is then all of cur. Returns 0 or -1 (out of
+ * memory, d empty).
+ */
+static int sh_delta(state_hist *d, const state_hist *cur, const state_hist *base)
+{
+    if (sh_reserve(d, cur->n) != 0) {
+        d->n = 0;
+        return -1;
+    }
+    uint32_t j = 0, k = 0;
+    for (uint32_t i = 0; i < cur->n; i++) {
+        uint64_t b = 0;
+        if (j < base->n && base->idx[j] < cur->idx[i])
+            return sh_set(d, cur->idx, cur->count, cur->n);   /* a base bucket cur lacks */
+        if (j < base->n && base->idx[j] == cur->idx[i])
+            b = base->count[j++];
+        if (b > cur->count[i])
+            return sh_set(d, cur->idx, cur->count, cur->n);   /* fewer than before */
+        if (cur->count[i] > b) {
+            d->idx[k] = cur->idx[i];
+            d->count[k] = cur->count[i] - b;
+            k++;
+        }
+    }
+    if (j < base->n)
+        return sh_set(d, cur->idx, cur->count, cur->n);       /* base buckets past cur's */
+    d->n = k;
+    return 0;
 }
 
 state *state_new(void)
@@ -104,12 +211,24 @@ state *state_new(void)
     return s;
 }
 
+/* Frees a worker and its histograms. */
+static void worker_free(worker *w)
+{
+    sh_free(&w->lat_cur);
+    sh_free(&w->lag_cur);
+    sh_free(&w->lat_base);
+    sh_free(&w->lag_base);
+    sh_free(&w->lat_iv);
+    sh_free(&w->lag_iv);
+    free(w);
+}
+
 void state_free(state *s)
 {
     if (!s)
         return;
     for (size_t i = 0; i < s->n; i++)
-        free(s->w[i]);
+        worker_free(s->w[i]);
     free(s->w);
     free(s->index);
     free(s);
@@ -167,20 +286,44 @@ static worker *state_find(const state *s, pid_t pid)
     return NULL;
 }
 
-/* Forgets everything learnt from the previous process of a worker. */
+/* Ends the current interval's accumulation (its figures were taken or are dropped). */
+static void state_iv_clear(worker *w)
+{
+    w->iv_reports = 0;
+    w->iv_has_lat_max = w->iv_has_lag_max = false;
+    w->iv_has_v1_lat = w->iv_has_v1_lag = false;
+    w->iv_lat_max = w->iv_lag_max = 0;
+}
+
+/* Sets every figure of the last completed interval to unknown. */
+static void state_figures_unknown(worker *w)
+{
+    w->req_per_s = w->lat_p50_ms = w->lat_p99_ms = w->lat_max_ms = NAN;
+    w->lag_p99_ms = w->lag_max_ms = NAN;
+    w->has_lat_iv = w->has_lag_iv = false;
+}
+
+/* Forgets everything learnt from the previous process of a worker (keeps histogram storage). */
 static void state_reset_process(worker *w)
 {
     w->spoke = false;
     w->has_report = false;
+    w->saw_hello = false;
     w->name[0] = '\0';
     w->wid = -1;
     w->has_seq = false;
     w->has_last = false;
-    w->has_prev_req = false;
-    w->req_per_s = NAN;
+    w->last_has = 0;
+    w->nmetrics = 0;
+    state_iv_clear(w);
+    state_figures_unknown(w);
+    w->has_req_now = w->has_req_base = false;
+    w->lat_cur.n = w->lag_cur.n = 0;
+    w->has_lat_base = w->has_lag_base = false;
     w->ready = -1;
     w->sampled = false;
     w->cpu_pct = NAN;
+    w->cpu_decimals = 2;
     w->rss_bytes = -1;
     w->elapsed_s = NAN;
     w->comm[0] = '\0';
@@ -225,6 +368,81 @@ static void state_mark_gone(state *s, worker *w, double now)
 }
 
 /* ---- ingest ------------------------------------------------------------- */
+
+/*
+ * Takes the cumulative histogram h of a report into cur; the first one from
+ * a process also sets the base it is differenced against: empty when this
+ * hub saw the process's hello (its counts started at zero under our eyes),
+ * else the histogram itself (a hub that joined late shows what comes next,
+ * not everything since the agent started).
+ */
+static void state_take_hist(worker *w, const report_hist *h, state_hist *cur, state_hist *base,
+                            bool *has_base)
+{
+    if (!*has_base) {
+        if (w->saw_hello)
+            base->n = 0;
+        else
+            sh_set(base, h->idx, h->count, h->n);
+        *has_base = true;
+    }
+    sh_set(cur, h->idx, h->count, h->n);
+}
+
+/*
+ * Applies the figures of a `report` or `bye`: counters and metrics as the
+ * latest values; the interval's maxima over every report; v1 quantiles; the
+ * cumulative histograms and request count that state_tick() differences.
+ */
+static void state_apply_figures(worker *w, const report *r)
+{
+    w->has_last = true;
+    w->last_has = r->has;
+    w->req = r->req;
+    w->err = r->err;
+    w->inflight = r->inflight;
+    w->nmetrics = r->nmetrics <= REPORT_METRICS_MAX ? r->nmetrics : 0;
+    if (w->nmetrics)
+        memcpy(w->metrics, r->metrics, w->nmetrics * sizeof r->metrics[0]);
+    w->iv_reports++;
+
+    if (r->has & REPORT_HAS_LAT_MAX) {
+        if (!w->iv_has_lat_max || r->lat_max > w->iv_lat_max)
+            w->iv_lat_max = r->lat_max;
+        w->iv_has_lat_max = true;
+    }
+    if (r->has & REPORT_HAS_LAG_MAX) {
+        if (!w->iv_has_lag_max || r->lag_max > w->iv_lag_max)
+            w->iv_lag_max = r->lag_max;
+        w->iv_has_lag_max = true;
+    }
+    if (r->has & REPORT_HAS_LAT) {
+        w->iv_lat_p50 = r->lat_p50;
+        if (!w->iv_has_v1_lat || r->lat_p99 > w->iv_lat_p99)
+            w->iv_lat_p99 = r->lat_p99;
+        w->iv_has_v1_lat = true;
+    }
+    if (r->has & REPORT_HAS_LAG) {
+        if (!w->iv_has_v1_lag || r->lag_p99 > w->iv_lag_p99)
+            w->iv_lag_p99 = r->lag_p99;
+        w->iv_has_v1_lag = true;
+    }
+    if (r->has & REPORT_HAS_LAT_H)
+        state_take_hist(w, &r->lat_h, &w->lat_cur, &w->lat_base, &w->has_lat_base);
+    if (r->has & REPORT_HAS_LAG_H)
+        state_take_hist(w, &r->lag_h, &w->lag_cur, &w->lag_base, &w->has_lag_base);
+
+    if ((r->has & REPORT_HAS_REQ) && (r->has & REPORT_HAS_TS)) {
+        w->req_now = r->req;
+        w->ts_now = r->ts;
+        w->has_req_now = true;
+        if (!w->has_req_base) {
+            w->req_base = r->req;
+            w->ts_base = r->ts;
+            w->has_req_base = true;
+        }
+    }
+}
 
 /* Sets readiness and tells the hook when a process becomes ready. */
 static void state_set_ready(state *s, worker *w, bool ready)
@@ -272,20 +490,11 @@ void state_apply_report(state *s, const report *r, double now)
     if (r->has & REPORT_HAS_READY)
         state_set_ready(s, w, r->ready);
 
-    if (r->type != REPORT_T_REPORT)
+    if (r->type == REPORT_T_HELLO && r->seq == 0)
+        w->saw_hello = true;            /* counts from here start at zero */
+    if (r->type != REPORT_T_REPORT && r->type != REPORT_T_BYE)
         return;
-    if ((r->has & REPORT_HAS_REQ) && (r->has & REPORT_HAS_TS)) {
-        if (w->has_prev_req) {
-            double rate = rate_per_s(w->prev_req, r->req, w->prev_ts, r->ts);
-            if (!isnan(rate))
-                w->req_per_s = rate;
-        }
-        w->prev_req = r->req;
-        w->prev_ts = r->ts;
-        w->has_prev_req = true;
-    }
-    w->last = *r;
-    w->has_last = true;
+    state_apply_figures(w, r);
 }
 
 void state_apply_notify(state *s, pid_t pid, const notify_msg *m, double now)
@@ -316,15 +525,34 @@ size_t state_pids(const state *s, pid_t *out, size_t cap)
     return k;
 }
 
-/* CPU % of one core between two samples of the same process. */
-static double state_cpu_pct(uint64_t prev_ticks, uint64_t ticks, double prev_at, double now)
+/*
+ * CPU % of one core between two samples of the same process: from the
+ * process CPU clock (ns, every thread) when both samples have it, else from
+ * /proc/PID/stat's clock ticks. *decimals gets the decimals the source's
+ * resolution allows over this span: 2 for the ns clock, else the digits of
+ * one tick (1/HZ s) as a percentage of the span (at HZ=100 and 1 s: 1 % →
+ * 0 decimals; 10 s: 0.1 % → 1).
+ */
+static double state_cpu_pct(const proc_sample *prev, const proc_sample *cur, double prev_at, double now,
+                            int *decimals)
 {
     static long hz;
     if (!hz)
         hz = sysconf(_SC_CLK_TCK);
-    if (now <= prev_at || ticks < prev_ticks || hz <= 0)
+    *decimals = 2;
+    if (now <= prev_at)
         return NAN;
-    return (double)(ticks - prev_ticks) / (double)hz / (now - prev_at) * 100.0;
+    double span = now - prev_at;
+    if (prev->has_cpu_ns && cur->has_cpu_ns && cur->cpu_ns >= prev->cpu_ns)
+        return (double)(cur->cpu_ns - prev->cpu_ns) / 1e9 / span * 100.0;
+    if (cur->cpu_ticks < prev->cpu_ticks || hz <= 0)
+        return NAN;
+    double tick_pct = 100.0 / (double)hz / span;     /* one tick, in % */
+    int d = 0;
+    while (d < 2 && tick_pct < 1.0 / pow(10, d) - 1e-12)
+        d++;
+    *decimals = d;
+    return (double)(cur->cpu_ticks - prev->cpu_ticks) / (double)hz / span * 100.0;
 }
 
 void state_apply_sample(state *s, const proc_sample *ps, double now)
@@ -340,11 +568,15 @@ void state_apply_sample(state *s, const proc_sample *ps, double now)
             state_mark_gone(s, w, now);
         return;
     }
-    if (w->sampled)
-        w->cpu_pct = state_cpu_pct(w->cpu_ticks, ps->cpu_ticks, w->sampled_at, now);
+    if (w->sampled) {
+        proc_sample prev = {.cpu_ticks = w->cpu_ticks, .cpu_ns = w->cpu_ns, .has_cpu_ns = w->has_cpu_ns};
+        w->cpu_pct = state_cpu_pct(&prev, ps, w->sampled_at, now, &w->cpu_decimals);
+    }
     w->sampled = true;
     w->start_ticks = ps->start_ticks;
     w->cpu_ticks = ps->cpu_ticks;
+    w->cpu_ns = ps->cpu_ns;
+    w->has_cpu_ns = ps->has_cpu_ns;
     w->sampled_at = now;
     w->rss_bytes = (int64_t)ps->rss_bytes;
     w->elapsed_s = ps->elapsed_s;
@@ -352,14 +584,32 @@ void state_apply_sample(state *s, const proc_sample *ps, double now)
     w->comm[sizeof w->comm - 1] = '\0';
 }
 
+/*
+ * Keeps the hub's last STATE_HUB_CPU_WINDOW samples; its CPU % is taken
+ * between the oldest and the newest, so one interval's few hundred µs are
+ * not printed as 0 or one whole tick.
+ */
 void state_apply_hub_sample(state *s, const proc_sample *ps, double now)
 {
-    s->c.cpu_pct = s->hub_sampled
-        ? state_cpu_pct(s->hub_prev.cpu_ticks, ps->cpu_ticks, s->hub_prev_at, now) : NAN;
+    uint32_t cap = STATE_HUB_CPU_WINDOW;
+    uint32_t oldest = (s->hub_win_head + cap - s->hub_win_len) % cap;
+    if (s->hub_win_len == cap) {
+        s->hub_win_len--;                       /* the oldest slot is overwritten below */
+        oldest = (oldest + 1) % cap;
+    }
+    s->hub_win[s->hub_win_head] = *ps;
+    s->hub_win_at[s->hub_win_head] = now;
+    s->hub_win_head = (s->hub_win_head + 1) % cap;
+    s->hub_win_len++;
+    int dec;
+    if (s->hub_win_len >= 2) {
+        s->c.cpu_pct = state_cpu_pct(&s->hub_win[oldest], ps, s->hub_win_at[oldest], now, &dec);
+        s->c.cpu_window_s = now - s->hub_win_at[oldest];
+    } else {
+        s->c.cpu_pct = NAN;
+        s->c.cpu_window_s = NAN;
+    }
     s->c.rss_bytes = (int64_t)ps->rss_bytes;
-    s->hub_prev = *ps;
-    s->hub_prev_at = now;
-    s->hub_sampled = true;
 }
 
 /* See state.h: a failed read makes every figure unknown, not stale. */
@@ -394,6 +644,67 @@ static void ring_push(ring *r, double v)
         r->len++;
 }
 
+/*
+ * The interval's quantiles of one histogram: iv = cur - base, then base =
+ * cur. p50/p99 (µs → ms, p50 may be NULL) are NAN when no sample came.
+ * *max (µs, *has_max) is the max over the interval's reports; it clamps the
+ * upper bucket edges when it covers the highest sample. When it does not (a
+ * report, and its max, was lost, or none was sent) it is replaced by the
+ * upper edge of the highest bucket: never low, < 6.25 % high, like the
+ * quantiles.
+ */
+static bool state_close_hist(state_hist *cur, state_hist *base, state_hist *iv, bool *has_max,
+                             uint64_t *max, double *p50, double *p99)
+{
+    int rc = sh_delta(iv, cur, base);
+    sh_set(base, cur->idx, cur->count, cur->n);
+    if (rc != 0 || iv->n == 0)
+        return false;
+    unsigned top = iv->idx[iv->n - 1];
+    uint64_t lo = top ? hist_bucket_upper(top - 1) + 1 : 0;
+    if (!*has_max || *max < lo || *max > hist_bucket_upper(top)) {
+        *max = hist_bucket_upper(top);
+        *has_max = true;
+    }
+    if (p50)
+        *p50 = (double)hist_quantile_sparse(iv->idx, iv->count, iv->n, 5000, *max) / 1000.0;
+    *p99 = (double)hist_quantile_sparse(iv->idx, iv->count, iv->n, 9900, *max) / 1000.0;
+    return true;
+}
+
+/*
+ * Closes a worker's interval: its figures from what arrived in it (all NAN
+ * when no report came), then the bases move to the latest values.
+ */
+static void state_close_interval(worker *w)
+{
+    state_figures_unknown(w);
+    if (w->iv_reports == 0)
+        return;
+    if (w->has_req_now && w->has_req_base) {
+        w->req_per_s = rate_per_s(w->req_base, w->req_now, w->ts_base, w->ts_now);
+        w->req_base = w->req_now;
+        w->ts_base = w->ts_now;
+    }
+    if (w->has_lat_base)
+        w->has_lat_iv = state_close_hist(&w->lat_cur, &w->lat_base, &w->lat_iv, &w->iv_has_lat_max,
+                                         &w->iv_lat_max, &w->lat_p50_ms, &w->lat_p99_ms);
+    else if (w->iv_has_v1_lat) {
+        w->lat_p50_ms = (double)w->iv_lat_p50 / 1000.0;
+        w->lat_p99_ms = (double)w->iv_lat_p99 / 1000.0;
+    }
+    if (w->has_lag_base)
+        w->has_lag_iv = state_close_hist(&w->lag_cur, &w->lag_base, &w->lag_iv, &w->iv_has_lag_max,
+                                         &w->iv_lag_max, NULL, &w->lag_p99_ms);
+    else if (w->iv_has_v1_lag)
+        w->lag_p99_ms = (double)w->iv_lag_p99 / 1000.0;
+    if (w->iv_has_lat_max)
+        w->lat_max_ms = (double)w->iv_lat_max / 1000.0;
+    if (w->iv_has_lag_max)
+        w->lag_max_ms = (double)w->iv_lag_max / 1000.0;
+    state_iv_clear(w);
+}
+
 void state_tick(state *s, double now, double interval_s)
 {
     size_t k = 0;
@@ -403,16 +714,16 @@ void state_tick(state *s, double now, double interval_s)
         /* "+ 0.5" so a worker gone just before a tick is still shown on the
          * STATE_GONE_INTERVALS-th tick after it, whatever the phase. */
         if (w->ws == WS_GONE && now - w->gone_at > (STATE_GONE_INTERVALS - 0.5) * interval_s) {
-            free(w);
+            worker_free(w);
             removed = true;
             continue;
         }
         if (w->ws != WS_GONE) {
+            state_close_interval(w);
             ring_push(&w->hist[SERIES_CPU], w->cpu_pct);
             ring_push(&w->hist[SERIES_RSS], (double)w->rss_bytes);
             ring_push(&w->hist[SERIES_RPS], w->req_per_s);
-            ring_push(&w->hist[SERIES_LAG], w->has_last && (w->last.has & REPORT_HAS_LAG)
-                      ? (double)w->last.lag_p99 / 1000.0 : NAN);
+            ring_push(&w->hist[SERIES_LAG], w->lag_p99_ms);
         }
         s->w[k++] = w;
     }
@@ -445,31 +756,30 @@ static void state_view(const worker *w, worker_view *v, double now, double inter
     v->uptime_s = running ? w->elapsed_s : NAN;
     v->cpu_pct = running ? w->cpu_pct : NAN;
     v->rss_bytes = running ? w->rss_bytes : -1;
+    v->cpu_decimals = w->cpu_decimals;
     v->ready = w->ready;
     v->req_total = v->err_total = v->inflight = -1;
-    v->req_per_s = v->lat_p50_ms = v->lat_p99_ms = v->lag_p99_ms = v->lag_max_ms = NAN;
+    v->req_per_s = v->lat_p50_ms = v->lat_p99_ms = v->lat_max_ms = NAN;
+    v->lag_p99_ms = v->lag_max_ms = NAN;
     if (!w->has_last || !running)
         return;
-    const report *r = &w->last;
-    if (r->has & REPORT_HAS_REQ) {
-        v->req_total = (int64_t)r->req;
-        v->req_per_s = w->req_per_s;
-    }
-    if (r->has & REPORT_HAS_ERR)
-        v->err_total = (int64_t)r->err;
-    if (r->has & REPORT_HAS_INFLIGHT)
-        v->inflight = (int64_t)r->inflight;
-    if (r->has & REPORT_HAS_LAT) {
-        v->lat_p50_ms = (double)r->lat_p50 / 1000.0;
-        v->lat_p99_ms = (double)r->lat_p99 / 1000.0;
-    }
-    if (r->has & REPORT_HAS_LAG) {
-        v->lag_p99_ms = (double)r->lag_p99 / 1000.0;
-        v->lag_max_ms = (double)r->lag_max / 1000.0;
-    }
+    if (w->last_has & REPORT_HAS_REQ)
+        v->req_total = (int64_t)(w->req <= INT64_MAX ? w->req : INT64_MAX);
+    if (w->last_has & REPORT_HAS_ERR)
+        v->err_total = (int64_t)(w->err <= INT64_MAX ? w->err : INT64_MAX);
+    if (w->last_has & REPORT_HAS_INFLIGHT)
+        v->inflight = (int64_t)(w->inflight <= INT64_MAX ? w->inflight : INT64_MAX);
+    v->req_per_s = w->req_per_s;
+    v->lat_p50_ms = w->lat_p50_ms;
+    v->lat_p99_ms = w->lat_p99_ms;
+    v->lat_max_ms = w->lat_max_ms;
+    v->lag_p99_ms = w->lag_p99_ms;
+    v->lag_max_ms = w->lag_max_ms;
+    v->lat_h = w->has_lat_iv ? &w->lat_iv : NULL;
+    v->lag_h = w->has_lag_iv ? &w->lag_iv : NULL;
     v->has_metrics = true;
-    v->nmetrics = r->nmetrics;
-    memcpy(v->metrics, r->metrics, r->nmetrics * sizeof r->metrics[0]);
+    v->nmetrics = w->nmetrics;
+    memcpy(v->metrics, w->metrics, w->nmetrics * sizeof w->metrics[0]);
 }
 
 /* Orders views by app, then id (unknown last), then pid. */
@@ -581,7 +891,7 @@ void state_sup_remove(state *s, uint32_t key)
 {
     for (size_t i = 0; i < s->n; i++) {
         if (s->w[i]->key == key) {
-            free(s->w[i]);
+            worker_free(s->w[i]);
             memmove(&s->w[i], &s->w[i + 1], (s->n - i - 1) * sizeof s->w[0]);
             s->n--;
             state_reindex(s);

@@ -19,6 +19,7 @@
 #define STATE_HISTORY 120      /* samples kept per series for sparklines */
 #define STATE_GONE_INTERVALS 3 /* a gone worker is shown this many intervals, then dropped */
 #define STATE_AGENT_INTERVALS 3 /* `agent` is true if a report came within this many intervals */
+#define STATE_HUB_CPU_WINDOW 10 /* the hub's own CPU % is averaged over this many samples */
 
 typedef enum {
     WS_STARTING = 0,
@@ -35,8 +36,10 @@ typedef struct {
     pid_t    pid;
     bool     alive;             /* false: no such process (exited) or a zombie */
     uint64_t start_ticks;       /* start time since boot, clock ticks: detects pid reuse */
-    uint64_t cpu_ticks;         /* utime + stime */
-    uint64_t rss_bytes;
+    uint64_t cpu_ticks;         /* utime + stime (/proc/PID/stat), the fallback */
+    uint64_t cpu_ns;            /* CPU time of every thread, ns (the process CPU clock) */
+    bool     has_cpu_ns;        /* false: the clock could not be read; use cpu_ticks */
+    uint64_t rss_bytes;         /* VmRSS */
     double   elapsed_s;         /* seconds since the process started */
     char     comm[32];          /* process name */
 } proc_sample;
@@ -62,6 +65,17 @@ typedef struct {
 } host_figures;
 
 /*
+ * A sparse histogram the model owns: n buckets (layout of proto/buckets.h),
+ * indices rising, counts > 0; storage grows to the buckets used, never past
+ * HIST_NBUCKETS.
+ */
+typedef struct {
+    uint32_t  n, cap;
+    uint16_t *idx;
+    uint64_t *count;
+} state_hist;
+
+/*
  * A worker as views see it. Unknown values: integers -1, doubles NAN,
  * strings "" (printers turn them into null).
  */
@@ -77,13 +91,18 @@ typedef struct {
     int      last_status;
     double   uptime_s;
     double   cpu_pct;
+    int      cpu_decimals;      /* decimals the CPU clock's resolution allows */
     int64_t  rss_bytes;
     int64_t  req_total;
+    /* Figures of the last completed interval; NAN when no report came in it. */
     double   req_per_s;
     int64_t  err_total;
     int64_t  inflight;
-    double   lat_p50_ms, lat_p99_ms;
+    double   lat_p50_ms, lat_p99_ms, lat_max_ms;
     double   lag_p99_ms, lag_max_ms;
+    /* The last interval's samples (NULL: none, or a v1 sender). They point
+     * into the model: valid until the next call that changes it. */
+    const state_hist *lat_h, *lag_h;
     int      ready;             /* 1, 0, or -1 unknown */
     bool     has_metrics;       /* false: no agent report yet (metrics null) */
     uint32_t nmetrics;
@@ -97,7 +116,8 @@ typedef struct {
     uint64_t dropped_total;     /* reports missed: sequence gaps + hub queue overflow */
     uint64_t bad_total;         /* datagrams refused by the decoder */
     uint64_t spoofed_total;     /* pid key differs from the kernel's SCM_CREDENTIALS pid */
-    double   cpu_pct;           /* the hub process, % of one core over the last interval */
+    double   cpu_pct;           /* the hub process, % of one core over the last cpu_window_s */
+    double   cpu_window_s;      /* the window cpu_pct is averaged over (STATE_HUB_CPU_WINDOW samples) */
     int64_t  rss_bytes;         /* the hub process */
     host_figures host;          /* the machine the hub runs on */
 } hub_counters;
@@ -115,8 +135,9 @@ const char *state_name(worker_state ws);
 
 /*
  * Applies one decoded datagram whose pid the kernel has confirmed. Creates the
- * worker on first contact (state online), updates counters, rates (from the
- * report timestamps, with counter-reset detection) and sequence-gap counts.
+ * worker on first contact (state online), updates counters, the cumulative
+ * histograms, the interval's maxima and sequence-gap counts. Interval
+ * figures are computed at the interval's end, by state_tick().
  * now is the hub's monotonic time in seconds.
  */
 void state_apply_report(state *s, const report *r, double now);
@@ -150,9 +171,14 @@ void state_apply_hub_sample(state *s, const proc_sample *ps, double now);
 void state_apply_host_sample(state *s, const host_sample *hs);
 
 /*
- * Ends an interval at monotonic time now: pushes one point per series into
- * the history rings, and drops workers gone for more than
- * STATE_GONE_INTERVALS intervals of interval_s.
+ * Ends an interval at monotonic time now. Per worker: computes the interval's
+ * figures from what arrived in it — the request rate between the last
+ * reports before this boundary and the previous one, the latency and lag
+ * quantiles from the difference of the cumulative histograms at the two
+ * boundaries (exact however many reports came: 0, 1 or 3), the maxima over
+ * every report in it — or NAN for all of them when no report came; pushes
+ * one point per series into the history rings; drops workers gone for more
+ * than STATE_GONE_INTERVALS intervals of interval_s.
  */
 void state_tick(state *s, double now, double interval_s);
 

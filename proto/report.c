@@ -119,11 +119,47 @@ static size_t report_field_len(const char *field, size_t cap)
 }
 
 /*
+ * True when h is a valid sparse histogram for the wire: n <= REPORT_HIST_MAX,
+ * indices strictly rising and below HIST_NBUCKETS, every count at least 1.
+ */
+static bool report_hist_ok(const report_hist *h)
+{
+    if (h->n > REPORT_HIST_MAX)
+        return false;
+    for (uint32_t i = 0; i < h->n; i++) {
+        if (h->idx[i] >= HIST_NBUCKETS || h->count[i] == 0)
+            return false;
+        if (i > 0 && h->idx[i] <= h->idx[i - 1])
+            return false;
+    }
+    return true;
+}
+
+/*
+ * Packs key k with the histogram h as an array of (skip, count) pairs: the
+ * bucket index of each pair is the previous pair's index + 1 + skip (the
+ * first pair's previous index is -1), so runs of buckets cost one byte each
+ * for the skip. h is valid (report_hist_ok).
+ */
+static void report_pack_kv_hist(msgpack_packer *pk, const char *k, const report_hist *h)
+{
+    report_pack_key(pk, k);
+    msgpack_pack_array(pk, 2 * (size_t)h->n);
+    int prev = -1;
+    for (uint32_t i = 0; i < h->n; i++) {
+        msgpack_pack_uint64(pk, (uint64_t)(h->idx[i] - prev - 1));
+        msgpack_pack_uint64(pk, h->count[i]);
+        prev = h->idx[i];
+    }
+}
+
+/*
  * Encodes r into buf (capacity cap). Returns the byte count, or 0 when the
  * datagram would not fit in cap (or in REPORT_MAX_BYTES), or when r could not
  * be decoded by report_decode() — unknown type, pid outside 1..INT32_MAX, a
  * string field without its NUL, more than REPORT_METRICS_MAX metrics, an empty
- * metric name — so an agent never sends what the hub would count as bad.
+ * metric name, a histogram that is not sparse — so an agent never sends what
+ * the hub would count as bad.
  */
 size_t report_encode(const report *r, void *buf, size_t cap)
 {
@@ -154,13 +190,19 @@ size_t report_encode(const report *r, void *buf, size_t cap)
         }
     }
 
+    if ((r->has & REPORT_HAS_LAT_H) && !report_hist_ok(&r->lat_h))
+        return 0;
+    if ((r->has & REPORT_HAS_LAG_H) && !report_hist_ok(&r->lag_h))
+        return 0;
+
     /* Count the map's pairs first: a msgpack map header carries its size. */
     static const struct { uint32_t bit; unsigned pairs; } counts[] = {
         { REPORT_HAS_TS, 1 },       { REPORT_HAS_NAME, 1 },    { REPORT_HAS_WID, 1 },
         { REPORT_HAS_CPU, 1 },      { REPORT_HAS_RSS, 1 },     { REPORT_HAS_REQ, 1 },
-        { REPORT_HAS_ERR, 1 },      { REPORT_HAS_INFLIGHT, 1 },{ REPORT_HAS_LAT, 3 },
-        { REPORT_HAS_LAG, 3 },      { REPORT_HAS_READY, 1 },   { REPORT_HAS_DROPS, 1 },
-        { REPORT_HAS_METRICS, 1 },  { REPORT_HAS_LOG, 2 },
+        { REPORT_HAS_ERR, 1 },      { REPORT_HAS_INFLIGHT, 1 },{ REPORT_HAS_LAT, 2 },
+        { REPORT_HAS_LAG, 2 },      { REPORT_HAS_READY, 1 },   { REPORT_HAS_DROPS, 1 },
+        { REPORT_HAS_METRICS, 1 },  { REPORT_HAS_LOG, 2 },     { REPORT_HAS_LAT_MAX, 1 },
+        { REPORT_HAS_LAG_MAX, 1 },  { REPORT_HAS_LAT_H, 1 },   { REPORT_HAS_LAG_H, 1 },
     };
     size_t npairs = 4; /* v, t, pid, seq */
     for (size_t i = 0; i < sizeof counts / sizeof counts[0]; i++)
@@ -191,13 +233,15 @@ size_t report_encode(const report *r, void *buf, size_t cap)
     if (h & REPORT_HAS_LAT) {
         report_pack_kv_u64(&pk, "lat_p50", r->lat_p50);
         report_pack_kv_u64(&pk, "lat_p99", r->lat_p99);
-        report_pack_kv_u64(&pk, "lat_max", r->lat_max);
     }
+    if (h & REPORT_HAS_LAT_MAX)  report_pack_kv_u64(&pk, "lat_max", r->lat_max);
+    if (h & REPORT_HAS_LAT_H)    report_pack_kv_hist(&pk, "lat_h", &r->lat_h);
     if (h & REPORT_HAS_LAG) {
         report_pack_kv_u64(&pk, "lag_mean", r->lag_mean);
         report_pack_kv_u64(&pk, "lag_p99", r->lag_p99);
-        report_pack_kv_u64(&pk, "lag_max", r->lag_max);
     }
+    if (h & REPORT_HAS_LAG_MAX)  report_pack_kv_u64(&pk, "lag_max", r->lag_max);
+    if (h & REPORT_HAS_LAG_H)    report_pack_kv_hist(&pk, "lag_h", &r->lag_h);
     if (h & REPORT_HAS_READY) {
         report_pack_key(&pk, "ready");
         if (r->ready)
@@ -428,6 +472,37 @@ static report_error report_get_metrics(const msgpack_object *o, report *out)
     return REPORT_OK;
 }
 
+/*
+ * Fills *h from a `lat_h`/`lag_h` array of (skip, count) pairs (PROTOCOL.md
+ * §1.3). Every integer is checked before it is narrowed or added: an even
+ * number of uints, at most REPORT_HIST_MAX pairs, each skip small enough that
+ * the index stays below HIST_NBUCKETS, each count at least 1. Anything else
+ * is REPORT_E_TYPE.
+ */
+static report_error report_get_hist(const msgpack_object *o, report_hist *h)
+{
+    if (o->type != MSGPACK_OBJECT_ARRAY || o->via.array.size % 2 != 0 ||
+        o->via.array.size / 2 > REPORT_HIST_MAX)
+        return REPORT_E_TYPE;
+    memset(h, 0, sizeof *h);            /* a repeated key leaves nothing of the earlier value */
+    uint32_t n = o->via.array.size / 2;
+    uint64_t next = 0;                  /* lowest index the next pair may name */
+    for (uint32_t i = 0; i < n; i++) {
+        const msgpack_object *sk = &o->via.array.ptr[2 * i];
+        const msgpack_object *ct = &o->via.array.ptr[2 * i + 1];
+        if (sk->type != MSGPACK_OBJECT_POSITIVE_INTEGER || ct->type != MSGPACK_OBJECT_POSITIVE_INTEGER)
+            return REPORT_E_TYPE;
+        if (sk->via.u64 >= HIST_NBUCKETS - next || ct->via.u64 == 0)
+            return REPORT_E_TYPE;
+        uint64_t idx = next + sk->via.u64;  /* < HIST_NBUCKETS: checked above */
+        h->idx[i] = (uint16_t)idx;
+        h->count[i] = ct->via.u64;
+        next = idx + 1;
+    }
+    h->n = n;
+    return REPORT_OK;
+}
+
 /* Which required keys were seen (bits for the decode's bookkeeping only). */
 enum { REPORT_REQ_T = 1, REPORT_REQ_PID = 2, REPORT_REQ_SEQ = 4 };
 
@@ -454,10 +529,10 @@ static report_error report_apply(const msgpack_object *k, const msgpack_object *
         { "inflight", offsetof(report, inflight), REPORT_HAS_INFLIGHT },
         { "lat_p50",  offsetof(report, lat_p50),  REPORT_HAS_LAT },
         { "lat_p99",  offsetof(report, lat_p99),  REPORT_HAS_LAT },
-        { "lat_max",  offsetof(report, lat_max),  REPORT_HAS_LAT },
+        { "lat_max",  offsetof(report, lat_max),  REPORT_HAS_LAT_MAX },
         { "lag_mean", offsetof(report, lag_mean), REPORT_HAS_LAG },
         { "lag_p99",  offsetof(report, lag_p99),  REPORT_HAS_LAG },
-        { "lag_max",  offsetof(report, lag_max),  REPORT_HAS_LAG },
+        { "lag_max",  offsetof(report, lag_max),  REPORT_HAS_LAG_MAX },
         { "drops",    offsetof(report, drops),    REPORT_HAS_DROPS },
     };
     report_error e;
@@ -516,6 +591,14 @@ static report_error report_apply(const msgpack_object *k, const msgpack_object *
         out->has |= REPORT_HAS_METRICS;
         return REPORT_OK;
     }
+    /* Histograms exist from v2 on; in a v1 datagram they are unknown keys. */
+    if (out->v >= 2 && (report_str_is(k, "lat_h") || report_str_is(k, "lag_h"))) {
+        bool lat = report_str_is(k, "lat_h");
+        if ((e = report_get_hist(v, lat ? &out->lat_h : &out->lag_h)))
+            return e;
+        out->has |= lat ? REPORT_HAS_LAT_H : REPORT_HAS_LAG_H;
+        return REPORT_OK;
+    }
     if (report_str_is(k, "lvl")) {
         if ((e = report_get_str(v, out->lvl, sizeof out->lvl)))
             return e;
@@ -534,7 +617,7 @@ static report_error report_apply(const msgpack_object *k, const msgpack_object *
 /*
  * Maps a validated top-level msgpack object into out (already zeroed).
  * `v` is checked before anything else, because a future version may change
- * what the other keys mean: a v=2 datagram is a version error, not a type
+ * what the other keys mean: a v=3 datagram is a version error, not a type
  * error on whichever key changed.
  */
 static report_error report_from_object(const msgpack_object *root, report *out)
@@ -555,8 +638,9 @@ static report_error report_from_object(const msgpack_object *root, report *out)
         return REPORT_E_MISSING;
     if (ver->type != MSGPACK_OBJECT_POSITIVE_INTEGER)
         return REPORT_E_TYPE;
-    if (ver->via.u64 != REPORT_VERSION)
+    if (ver->via.u64 < REPORT_VERSION_MIN || ver->via.u64 > REPORT_VERSION)
         return REPORT_E_VERSION;
+    out->v = (uint32_t)ver->via.u64;   /* in 1..REPORT_VERSION: checked above */
 
     unsigned req = 0;
     for (uint32_t i = 0; i < m->size; i++) {

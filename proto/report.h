@@ -12,7 +12,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define REPORT_VERSION      1
+#include "proto/buckets.h"
+
+#define REPORT_VERSION      2     /* what report_encode() writes */
+#define REPORT_VERSION_MIN  1     /* the oldest version report_decode() accepts */
+#define REPORT_HIST_MAX     HIST_NBUCKETS /* non-zero buckets per histogram on the wire */
 #define REPORT_MAX_BYTES    8192  /* largest datagram either end accepts */
 #define REPORT_NAME_MAX     64    /* app name incl. NUL */
 #define REPORT_LVL_MAX      16    /* log level incl. NUL */
@@ -38,13 +42,28 @@ enum {
     REPORT_HAS_REQ      = 1u << 5,
     REPORT_HAS_ERR      = 1u << 6,
     REPORT_HAS_INFLIGHT = 1u << 7,
-    REPORT_HAS_LAT      = 1u << 8,   /* lat_p50, lat_p99, lat_max (any of them) */
-    REPORT_HAS_LAG      = 1u << 9,   /* lag_mean, lag_p99, lag_max (any of them) */
+    REPORT_HAS_LAT      = 1u << 8,   /* lat_p50, lat_p99 (either; v1 senders) */
+    REPORT_HAS_LAG      = 1u << 9,   /* lag_mean, lag_p99 (either; v1 senders) */
     REPORT_HAS_READY    = 1u << 10,
     REPORT_HAS_DROPS    = 1u << 11,
     REPORT_HAS_METRICS  = 1u << 12,
     REPORT_HAS_LOG      = 1u << 13,  /* lvl and/or msg */
+    REPORT_HAS_LAT_MAX  = 1u << 14,  /* lat_max */
+    REPORT_HAS_LAG_MAX  = 1u << 15,  /* lag_max */
+    REPORT_HAS_LAT_H    = 1u << 16,  /* lat_h (v2) */
+    REPORT_HAS_LAG_H    = 1u << 17,  /* lag_h (v2) */
 };
+
+/*
+ * A cumulative histogram on the wire (`lat_h`, `lag_h`; layout in
+ * proto/buckets.h): the n non-zero buckets, indices strictly rising and
+ * below HIST_NBUCKETS, each count at least 1.
+ */
+typedef struct {
+    uint32_t n;
+    uint16_t idx[REPORT_HIST_MAX];
+    uint64_t count[REPORT_HIST_MAX];
+} report_hist;
 
 typedef struct {
     char   key[REPORT_METRIC_KEY_MAX];
@@ -53,6 +72,7 @@ typedef struct {
 
 typedef struct {
     uint32_t    has;        /* REPORT_HAS_* bits for the optional keys below */
+    uint32_t    v;          /* version decoded (report_encode() always writes REPORT_VERSION) */
     report_type type;
     uint32_t    pid;
     uint64_t    seq;
@@ -62,8 +82,9 @@ typedef struct {
     uint64_t    cpu_us;
     uint64_t    rss;        /* bytes */
     uint64_t    req, err, inflight;
-    uint64_t    lat_p50, lat_p99, lat_max;    /* µs */
-    uint64_t    lag_mean, lag_p99, lag_max;   /* µs */
+    uint64_t    lat_p50, lat_p99, lat_max;    /* µs; p50/p99 from v1 senders only */
+    uint64_t    lag_mean, lag_p99, lag_max;   /* µs; mean/p99 from v1 senders only */
+    report_hist lat_h, lag_h;                 /* cumulative since the agent started (v2) */
     bool        ready;
     uint64_t    drops;
     uint32_t    nmetrics;
@@ -81,7 +102,7 @@ typedef enum {
     REPORT_E_NOT_MAP,     /* top level is not a map */
     REPORT_E_MISSING,     /* a required key (v, t, pid, seq) is absent */
     REPORT_E_TYPE,        /* a known key carries the wrong type or an out-of-range value */
-    REPORT_E_VERSION,     /* v is not REPORT_VERSION */
+    REPORT_E_VERSION,     /* v is not in REPORT_VERSION_MIN..REPORT_VERSION */
 } report_error;
 
 /* Returns a short static description of an error code, e.g. "wrong type". */
@@ -105,7 +126,9 @@ size_t report_encode(const report *r, void *buf, size_t cap);
  * size ≤ REPORT_MAX_BYTES, a single top-level map with no trailing bytes,
  * every container count bounded by the bytes left before anything is
  * allocated, nesting ≤ REPORT_MAX_DEPTH, required keys present, known keys of
- * the right type. Unknown keys are skipped. Strings longer than their field
+ * the right type. `v` may be REPORT_VERSION_MIN..REPORT_VERSION (out->v
+ * says which); `lat_h`/`lag_h` are read from v2 on and skipped as unknown
+ * keys of a v1 datagram. Unknown keys are skipped. Strings longer than their field
  * or holding a NUL byte are a type error, as are more than REPORT_METRICS_MAX
  * metrics.
  * On any error *out is all zero and the caller must drop the datagram.

@@ -220,6 +220,26 @@ static void cli_ls_print(const cli_options *co, json_t *r)
         }
         putchar('\n');
     }
+    /* One row per app from the same columns: figures of all its workers,
+     * latency and lag from their merged histograms. */
+    json_t *apps = json_object_get(r, "apps");
+    for (size_t i = 0; i < json_array_size(apps); i++) {
+        json_t *a = json_array_get(apps, i);
+        for (const column *col = columns_table; col->name; col++) {
+            char cell[128], safe[128];
+            if (!strcmp(col->name, "state"))
+                snprintf(cell, sizeof cell, "%lld/%lld", (long long)json_integer_value(json_object_get(a, "online")),
+                         (long long)json_integer_value(json_object_get(a, "workers")));
+            else if (!strcmp(col->name, "id"))
+                snprintf(cell, sizeof cell, "*");
+            else
+                col->format(a, cell, sizeof cell);
+            text_sanitize(cell, safe, sizeof safe);
+            printf("%s%*.*s", col == columns_table ? "" : " ", col->right ? col->width : -col->width,
+                   col->width, safe);
+        }
+        putchar('\n');
+    }
     json_t *hub = json_object_get(r, "hub");
     printf("%lld workers, %lld reports, %lld dropped\n",
            (long long)json_integer_value(json_object_get(hub, "workers")),

@@ -1,5 +1,8 @@
 /*
  * columns.c — the worker columns shared by `drover ls` and the console.
+ * Each formatter reads only keys that worker and app objects share where
+ * they can (cpu_pct, rss_bytes, req_per_s, lat_*, lag_*), so `drover ls`
+ * prints its app rows from the same table.
  */
 #include "tui/columns.h"
 
@@ -73,6 +76,9 @@ static void f_mem(const json_t *w, char *o, size_t c)     { columns_bytes(col_nu
 static void f_rps(const json_t *w, char *o, size_t c)     { col_fmt_human(col_num(w, "req_per_s"), o, c); }
 static void f_err(const json_t *w, char *o, size_t c)     { col_fmt_human(col_num(w, "err_total"), o, c); }
 static void f_lag(const json_t *w, char *o, size_t c)     { col_fmt_human(col_num(w, "lag_p99_ms"), o, c); }
+static void f_lagmax(const json_t *w, char *o, size_t c)  { col_fmt_human(col_num(w, "lag_max_ms"), o, c); }
+static void f_p50(const json_t *w, char *o, size_t c)     { col_fmt_human(col_num(w, "lat_p50_ms"), o, c); }
+static void f_p99(const json_t *w, char *o, size_t c)     { col_fmt_human(col_num(w, "lat_p99_ms"), o, c); }
 
 static double k_id(const json_t *w)       { return -col_num(w, "id"); }
 static double k_pid(const json_t *w)      { return -col_num(w, "pid"); }
@@ -83,6 +89,9 @@ static double k_mem(const json_t *w)      { return col_num(w, "rss_bytes"); }
 static double k_rps(const json_t *w)      { return col_num(w, "req_per_s"); }
 static double k_err(const json_t *w)      { return col_num(w, "err_total"); }
 static double k_lag(const json_t *w)      { return col_num(w, "lag_p99_ms"); }
+static double k_lagmax(const json_t *w)   { return col_num(w, "lag_max_ms"); }
+static double k_p50(const json_t *w)      { return col_num(w, "lat_p50_ms"); }
+static double k_p99(const json_t *w)      { return col_num(w, "lat_p99_ms"); }
 
 const column columns_table[] = {
     {"app",      "APP",      14, false, f_app,      NULL, false},
@@ -95,7 +104,10 @@ const column columns_table[] = {
     {"mem",      "MEM",       7, true,  f_mem,      k_mem, false},
     {"rps",      "REQ/S",     8, true,  f_rps,      k_rps, false},
     {"errors",   "ERR",       6, true,  f_err,      k_err, false},
+    {"p50",      "P50ms",     7, true,  f_p50,      k_p50, false},
+    {"p99",      "P99ms",     7, true,  f_p99,      k_p99, false},
     {"lag",      "LAG99ms",   7, true,  f_lag,      k_lag, false},
+    {"lagmax",   "LAGMAXms",  8, true,  f_lagmax,   k_lagmax, false},
     {NULL, NULL, 0, false, NULL, NULL, false},
 };
 

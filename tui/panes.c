@@ -212,7 +212,8 @@ static void panes_header(const panes_ctx *p, const char *title, int y, int w)
 /* ---- worker list ----------------------------------------------------------------------- */
 
 /* Column names dropped first when the list is narrow (the app is in the group header). */
-static const char *const panes_drop_order[] = {"errors", "restarts", "lag", "uptime", "rps", "mem", NULL};
+static const char *const panes_drop_order[] = {"lagmax", "p50", "errors", "restarts", "p99", "lag", "uptime",
+                                               "rps", "mem", NULL};
 
 /* Chooses the list columns that fit in w cells; returns how many (indices in out), their width in *used. */
 static int panes_list_columns(int w, int *out, int *used)
@@ -329,13 +330,23 @@ static void panes_list_scroll(console_model *m, int rows_h)
 /* An app's group header: its name and totals. */
 static void panes_list_app(const panes_ctx *p, const console_row *row, int y, int x, int w)
 {
-    char hd[256], b1[32], b2[32], b3[32];
+    char hd[320], b1[32], b2[32], b3[32], l[4][16];
     const json_t *a = row->appobj;
     panes_fmt(console_model_num(a, "req_per_s"), "", b1, sizeof b1);
     panes_fmt(console_model_num(a, "cpu_pct"), "%", b2, sizeof b2);
     columns_bytes(console_model_num(a, "rss_bytes"), b3, sizeof b3);
-    snprintf(hd, sizeof hd, "%.60s   %.0f/%.0f online   %s req/s   cpu %s   mem %s", row->app,
-             console_model_num(a, "online"), console_model_num(a, "workers"), b1, b2, b3);
+    /* latency and lag of all the app's samples (merged histograms), from the column table */
+    static const char *const lcols[4] = {"p50", "p99", "lag", "lagmax"};
+    for (int i = 0; i < 4; i++) {
+        const column *c = columns_find(lcols[i]);
+        if (c)
+            c->format(a, l[i], sizeof l[i]);
+        else
+            snprintf(l[i], sizeof l[i], "-");
+    }
+    snprintf(hd, sizeof hd, "%.60s   %.0f/%.0f online   %s req/s   cpu %s   mem %s   p50 %s p99 %s ms"
+             "   lag99 %s max %s ms", row->app, console_model_num(a, "online"),
+             console_model_num(a, "workers"), b1, b2, b3, l[0], l[1], l[2], l[3]);
     draw_put(p->d, y, x, w, hd, p->d->a_app);
 }
 

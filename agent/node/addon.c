@@ -17,6 +17,7 @@
  *   requests(begun, f64array, n)   a batch: begun × drover_request_begin(), then
  *                             drover_request_done() for each of n latencies
  *   lag(f64array, npairs)     drover_lag_observe() for (value µs, repeat) pairs
+ *   lagStart() -> bool        measures event-loop lag on the loop itself (below)
  *   ready(bool)               drover_ready()
  *   metric(name, value) -> int drover_metric_set()
  *   log(lvl, msg)             drover_log()
@@ -30,6 +31,7 @@
 #define NAPI_VERSION 8
 
 #include <node_api.h>
+#include <uv.h>
 
 #include "agent/drover.h"
 
@@ -262,6 +264,56 @@ static napi_value addon_lag(napi_env env, napi_callback_info info)
     return NULL;
 }
 
+/*
+ * Event-loop lag without a timer. A prepare handle runs once per turn of the
+ * loop, just before it polls; between two runs the loop either waited in
+ * the poll (idle: libuv's UV_METRICS_IDLE_TIME counter, which Node keeps for
+ * eventLoopUtilization) or ran callbacks. The busy part of each turn is one
+ * lag sample: the longest any timer or I/O event that became due at the
+ * start of the turn waited — a 200 ms block is one 200 ms sample. An idle
+ * loop has no turns and so costs nothing: there is no timer to wake it
+ * (monitorEventLoopDelay woke it every 10 ms, ~0.9 % of a core). The handle
+ * is unref'd: it never keeps the process alive.
+ */
+static uv_prepare_t addon_lag_prep;
+static bool         addon_lag_on;
+static uint64_t     addon_lag_last_ns, addon_lag_last_idle;
+
+/* Once per turn: records the busy time since the previous turn (µs). */
+static void addon_lag_prepare_cb(uv_prepare_t *h)
+{
+    uint64_t now = uv_hrtime();
+    uint64_t idle = uv_metrics_idle_time(h->loop);
+    if (addon_lag_last_ns && now >= addon_lag_last_ns) {
+        uint64_t wall = now - addon_lag_last_ns;
+        uint64_t waited = idle >= addon_lag_last_idle ? idle - addon_lag_last_idle : 0;
+        drover_lag_observe((wall > waited ? wall - waited : 0) / 1000u);
+    }
+    addon_lag_last_ns = now;
+    addon_lag_last_idle = idle;
+}
+
+/* lagStart(): starts the prepare handle on this thread's loop, once. Returns true when running. */
+static napi_value addon_lag_start(napi_env env, napi_callback_info info)
+{
+    (void)info;
+    napi_value out;
+    if (!addon_lag_on) {
+        uv_loop_t *loop = NULL;
+        if (napi_get_uv_event_loop(env, &loop) == napi_ok && loop &&
+            uv_loop_configure(loop, UV_METRICS_IDLE_TIME) == 0 &&
+            uv_prepare_init(loop, &addon_lag_prep) == 0) {
+            if (uv_prepare_start(&addon_lag_prep, addon_lag_prepare_cb) == 0) {
+                uv_unref((uv_handle_t *)&addon_lag_prep);
+                addon_lag_on = true;
+            }
+        }
+    }
+    if (napi_get_boolean(env, addon_lag_on, &out) != napi_ok)
+        return NULL;
+    return out;
+}
+
 /* ready(flag): sets readiness; a change is reported within milliseconds. */
 static napi_value addon_ready(napi_env env, napi_callback_info info)
 {
@@ -430,6 +482,7 @@ NAPI_MODULE_INIT()
         {"requestDone", addon_request_done},
         {"requests", addon_requests},
         {"lag", addon_lag},
+        {"lagStart", addon_lag_start},
         {"ready", addon_ready},
         {"metric", addon_metric},
         {"log", addon_log},

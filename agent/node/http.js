@@ -73,7 +73,8 @@ function appHandlesSigterm(self) {
  * The hot path stays in JavaScript: each event only bumps a counter or
  * stores a latency in a Float64Array, and one addon call per window
  * (requests()) applies the batch — two N-API calls per request saved.
- * Counters therefore reach the C agent up to one window (<= 250 ms) late.
+ * Counters therefore reach the C agent up to one window (<= 250 ms) late,
+ * or one report interval after an idle spell (index.js's timer).
  */
 function install(state) {
   const { addon, debug } = state;
@@ -82,6 +83,7 @@ function install(state) {
   const done = new Float64Array(BATCH); // finished: latency µs, or -(µs)-1 when 5xx
   let ndone = 0;
   let begun = 0;                        // started since the last flush
+  let busySince = false;                // requests came in the window before the last tick
   let onIdle = null;                    // drain: called when inflight empties
 
   /* Hands the buffered request events to the C agent. */
@@ -106,6 +108,7 @@ function install(state) {
   /* Channel `http.server.request.start`: one more request in flight. */
   function onStart(msg) {
     try {
+      if (begun === 0 && ndone === 0 && inflight.size === 0) state.kick();
       const res = msg.response;
       res[kStart] = performance.now();
       inflight.add(res);
@@ -261,11 +264,17 @@ function install(state) {
 
   /* Every window (index.js's timer): release dead requests, hand the batch over. */
   function tick() {
+    busySince = begun > 0 || ndone > 0;
     sweep();
     flush();
   }
 
-  return { tick, flush, installDrain, inflight };
+  /* True when requests came since the last tick or are in flight: index.js ticks every window then. */
+  function busy() {
+    return busySince || inflight.size > 0;
+  }
+
+  return { tick, flush, installDrain, inflight, busy };
 }
 
 module.exports = { install };

@@ -13,8 +13,8 @@
  *     the hub every DROVER_INTERVAL_MS by the agent's own thread;
  *   - counts HTTP requests, 5xx errors and latency from the http server's
  *     diagnostics_channel events (http.js);
- *   - samples event-loop lag with perf_hooks.monitorEventLoopDelay, and heap
- *     and active handles (lag.js);
+ *   - measures event-loop lag once per turn of the loop (no timer: an idle
+ *     worker costs nothing), and heap and active handles (lag.js);
  *   - under `drover run --listen`, serves the app's listen() on the drover
  *     port from the inherited socket at fd 3, and reports readiness when a
  *     server listens (listen.js);
@@ -118,7 +118,7 @@ function start() {
   const intervalMs = envInt(env, ENV.interval, 1000, 10, 3600000);
   const cfg = {
     intervalMs,
-    /* The sampling window: lag handover, metrics, request batches. */
+    /* The window: request batches are handed to the C agent this often while busy. */
     windowMs: Math.min(250, Math.max(50, Math.floor(intervalMs / 4))),
     drain: !/^(0|false|no|off)$/i.test(env[ENV.drain] || ''),
     drainTimeoutMs: envInt(env, ENV.drainTimeout, 10000, 0, 3600000),
@@ -136,6 +136,7 @@ function start() {
     draining: false,
     stopped: false,
     flushers: [],          // called before `bye` so the final counters are complete
+    kick() {},             // set below: wakes the parts' timer when work starts
     /* Flushes what the parts buffered, then sends `bye` (once). */
     stopAgent() {
       if (state.stopped) return;
@@ -168,16 +169,48 @@ function start() {
   if (http) state.flushers.push(http.flush);
   tryPart('lag', () => require('./lag').install(state));
 
-  /* One unref'd timer drives every part's periodic work. */
-  const timer = setInterval(() => {
+  /*
+   * One unref'd timer drives every part's periodic work: every window
+   * (<= 250 ms) while requests come or are in flight; while the app is idle,
+   * every IDLE_TICK_MS (10 intervals, at most 10 s), so an idle worker's
+   * JavaScript wakes once in 10 s (each wake-up costs ~0.02 % of a core at
+   * 1 Hz). The first request after an idle spell kicks the timer back to the
+   * window (state.kick), so no count waits for the long tick; heap and
+   * handle metrics are up to one idle tick old while nothing happens.
+   */
+  const idleTickMs = Math.max(cfg.intervalMs, Math.min(10000, 10 * cfg.intervalMs));
+  let timer = null;
+  let idleMode = false;
+  let ticks = 0;
+  const schedule = () => {
+    let busy = ticks++ === 0;           // the first tick comes after one interval (metrics after start-up)
+    for (const p of parts) {
+      try {
+        if (typeof p.busy === 'function' && p.busy()) busy = true;
+      } catch (_) { /* never throw into the app */ }
+    }
+    idleMode = !busy;
+    timer = setTimeout(onTimer, ticks === 1 ? cfg.intervalMs : busy ? cfg.windowMs : idleTickMs);
+    timer.unref();
+  };
+  function onTimer() {
     for (const p of parts) {
       if (typeof p.tick !== 'function') continue;
       try {
         p.tick();
       } catch (_) { /* never throw into the app */ }
     }
-  }, cfg.windowMs);
-  timer.unref();
+    schedule();
+  }
+  /* Called by a part when work starts: back to the short window if the timer is on its idle tick. */
+  state.kick = () => {
+    if (!idleMode || !timer) return;
+    idleMode = false;
+    clearTimeout(timer);
+    timer = setTimeout(onTimer, cfg.windowMs);
+    timer.unref();
+  };
+  schedule();
 
   /* Exit: say bye with the final counters (the C agent never blocks doing it). */
   try {

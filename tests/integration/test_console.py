@@ -172,6 +172,12 @@ class Console:
         pids = [self.pane_pid] + descendants(self.pane_pid)
         subprocess.run(self.base + ["kill-server"], env=self.senv, capture_output=True, timeout=10)
         kill_survivors(pids, 3)
+        # kill-server leaves the socket file behind: remove ours (tmux -L NAME's path)
+        tmpdir = self.senv.get("TMUX_TMPDIR") or "/tmp"
+        try:
+            os.unlink(os.path.join(tmpdir, f"tmux-{os.getuid()}", self.name))
+        except OSError:
+            pass
 
 
 def screen_rows(screen):

@@ -225,7 +225,7 @@ def garbage_datagrams():
     g["metric value str"] = packb(dict(good, m={"k": "str"}))
     g["33 metrics"] = packb(dict(good, m={f"k{i}": i for i in range(33)}))
     g["int key"] = packb({**good, 1: 2})
-    g["version 2"] = packb(dict(good, v=2))
+    g["version 3"] = packb(dict(good, v=3))      # 1 and 2 are accepted
     g["text no ="] = b"hello world"
     g["notify with bad line"] = b"READY=1\nnot an assignment"
     g["notify lowercase key"] = b"ready=1"

@@ -31,6 +31,7 @@
 #include "agent/drover.h"
 #include "agent/drover_uv.h"
 #include "proto/report.h"
+#include "proto/buckets.h"
 
 #define WAIT_MS 3000     /* generous: sanitizer builds are slow */
 
@@ -378,7 +379,7 @@ static void test_hello_reports_bye(void **state)
 static bool has_lat(const report *r, void *arg)
 {
     (void)arg;
-    return r->type == REPORT_T_REPORT && (r->has & REPORT_HAS_LAT);
+    return r->type == REPORT_T_REPORT && (r->has & REPORT_HAS_LAT_H);
 }
 
 /* Latency percentiles of one interval: 1..1000 µs → p50 ≈ 500, p99 ≈ 990, max 1000. */
@@ -394,10 +395,19 @@ static void test_latency_percentiles(void **state)
     for (uint64_t v = 1; v <= 1000; v++)
         drover_observe_latency(v);
     assert_true(hub_wait(hub_fd, WAIT_MS, &r, has_lat, NULL));
+    assert_true(r.has & REPORT_HAS_LAT_MAX);
     assert_int_equal(r.lat_max, 1000);
-    assert_true(r.lat_p50 >= 500 && r.lat_p50 < 500 + 500 / 16 + 1);
-    assert_true(r.lat_p99 >= 990 && r.lat_p99 < 990 + 990 / 16 + 1);
-    assert_false(r.has & REPORT_HAS_LAG);
+    /* The histogram is cumulative; these are the only samples so far. */
+    uint64_t p50 = hist_quantile_sparse(r.lat_h.idx, r.lat_h.count, r.lat_h.n, 5000, r.lat_max);
+    uint64_t p99 = hist_quantile_sparse(r.lat_h.idx, r.lat_h.count, r.lat_h.n, 9900, r.lat_max);
+    assert_true(p50 >= 500 && p50 < 500 + 500 / 16 + 1);
+    assert_true(p99 >= 990 && p99 < 990 + 990 / 16 + 1);
+    assert_false(r.has & (REPORT_HAS_LAG_H | REPORT_HAS_LAG_MAX | REPORT_HAS_LAT | REPORT_HAS_LAG));
+    assert_int_equal(r.v, REPORT_VERSION);
+    /* The next report has the same counts and no max (no sample since). */
+    assert_true(hub_wait(hub_fd, WAIT_MS, &r, is_type, &t));
+    assert_true(r.has & REPORT_HAS_LAT_H);
+    assert_false(r.has & REPORT_HAS_LAT_MAX);
     drover_stop();
 }
 
@@ -692,7 +702,7 @@ static void test_fork(void **state)
 
 static bool lag_at_least(const report *r, void *arg)
 {
-    return r->type == REPORT_T_REPORT && (r->has & REPORT_HAS_LAG) && r->lag_max >= *(uint64_t *)arg;
+    return r->type == REPORT_T_REPORT && (r->has & REPORT_HAS_LAG_MAX) && r->lag_max >= *(uint64_t *)arg;
 }
 
 /* timerfd lag: a loop that blocks 50 ms before servicing records ≥ 40 ms. */

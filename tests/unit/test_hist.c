@@ -1,5 +1,6 @@
 /*
- * test_hist.c — the agent's lock-free histogram (agent/hist.h).
+ * test_hist.c — the agent's lock-free cumulative histogram (agent/hist.h)
+ * and the shared bucket layout and quantiles (proto/buckets.h).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -13,6 +14,33 @@
 #include <stdlib.h>
 
 #include "agent/hist.h"
+#include "proto/buckets.h"
+
+/* What the tests read from one span between two snapshots (as the hub does). */
+typedef struct {
+    uint64_t count, p50, p99, max;
+} summ;
+
+/*
+ * Takes a snapshot of h and summarises the samples since the previous one,
+ * whose dense counts are in prev (updated): the hub's difference of two
+ * cumulative histograms, quantiles clamped to the span's max.
+ */
+static void take(hist *h, uint64_t *prev, summ *s)
+{
+    static report_hist snap;
+    uint64_t d[HIST_NBUCKETS] = {0}, max;
+    hist_snapshot(h, &snap, &max);
+    s->count = 0;
+    for (uint32_t i = 0; i < snap.n; i++) {
+        d[snap.idx[i]] = snap.count[i] - prev[snap.idx[i]];
+        prev[snap.idx[i]] = snap.count[i];
+        s->count += d[snap.idx[i]];
+    }
+    s->max = s->count ? max : 0;
+    s->p50 = hist_quantile(d, 5000, s->max);
+    s->p99 = hist_quantile(d, 9900, s->max);
+}
 
 /* The bound documented in hist.h: t <= reported < t * (1 + 1/16). */
 static void assert_within_bound(uint64_t reported, uint64_t truth)
@@ -30,11 +58,10 @@ static void test_uniform_1_to_1000(void **state)
     for (uint64_t v = 1; v <= 1000; v++)
         hist_record(&h, v);
 
-    hist_summary s;
-    hist_take(&h, &s);
+    static uint64_t prev[HIST_NBUCKETS];
+    summ s;
+    take(&h, prev, &s);
     assert_int_equal(s.count, 1000);
-    assert_int_equal(s.sum, 500500);
-    assert_true(s.mean > 500.49 && s.mean < 500.51);
     assert_int_equal(s.max, 1000);
     assert_within_bound(s.p50, 500);
     assert_within_bound(s.p99, 990);
@@ -50,29 +77,27 @@ static void test_single_sample(void **state)
     static hist h;
     hist_init(&h);
     hist_record(&h, 12345);
-    hist_summary s;
-    hist_take(&h, &s);
+    static uint64_t prev[HIST_NBUCKETS];
+    summ s;
+    take(&h, prev, &s);
     assert_int_equal(s.count, 1);
-    assert_int_equal(s.sum, 12345);
     assert_int_equal(s.p50, 12345);
     assert_int_equal(s.p99, 12345);
     assert_int_equal(s.max, 12345);
-    assert_true(s.mean == 12345.0);
 }
 
-/* Nothing recorded: an all-zero summary. A static histogram starts empty. */
+/* Nothing recorded: an empty snapshot. A static histogram starts empty. */
 static void test_empty(void **state)
 {
     (void)state;
     static hist h; /* zero-filled, not hist_init()ed on purpose */
-    hist_summary s;
-    hist_take(&h, &s);
+    static uint64_t prev[HIST_NBUCKETS];
+    summ s;
+    take(&h, prev, &s);
     assert_int_equal(s.count, 0);
-    assert_int_equal(s.sum, 0);
     assert_int_equal(s.p50, 0);
     assert_int_equal(s.p99, 0);
     assert_int_equal(s.max, 0);
-    assert_true(s.mean == 0.0);
 }
 
 /* Zero is a valid sample (a timer that fired on time). */
@@ -82,8 +107,9 @@ static void test_zero_sample(void **state)
     static hist h;
     for (int i = 0; i < 10; i++)
         hist_record(&h, 0);
-    hist_summary s;
-    hist_take(&h, &s);
+    static uint64_t prev[HIST_NBUCKETS];
+    summ s;
+    take(&h, prev, &s);
     assert_int_equal(s.count, 10);
     assert_int_equal(s.max, 0);
     assert_int_equal(s.p99, 0);
@@ -98,32 +124,33 @@ static void test_huge_values(void **state)
         hist_record(&h, UINT64_MAX);
     hist_record(&h, HIST_VALUE_MAX);
     hist_record(&h, 5);
-    hist_summary s;
-    hist_take(&h, &s);
+    static uint64_t prev[HIST_NBUCKETS];
+    summ s;
+    take(&h, prev, &s);
     assert_int_equal(s.count, 1002);
     assert_int_equal(s.max, HIST_VALUE_MAX);
     assert_int_equal(s.p50, HIST_VALUE_MAX);
     assert_int_equal(s.p99, HIST_VALUE_MAX);
-    assert_int_equal(s.sum, 1001 * HIST_VALUE_MAX + 5);
     assert_int_equal(hist_bucket_of(UINT64_MAX), HIST_NBUCKETS - 1);
     assert_int_equal(hist_bucket_upper(HIST_NBUCKETS - 1), HIST_VALUE_MAX);
 }
 
-/* A take drains: the next take sees only what was recorded after it. */
+/* Counts are cumulative: the difference of two snapshots is what came between them. */
 static void test_take_drains(void **state)
 {
     (void)state;
     static hist h;
     for (uint64_t v = 100; v < 200; v++)
         hist_record(&h, v);
-    hist_summary s;
-    hist_take(&h, &s);
+    static uint64_t prev[HIST_NBUCKETS];
+    summ s;
+    take(&h, prev, &s);
     assert_int_equal(s.count, 100);
-    hist_take(&h, &s);
+    take(&h, prev, &s);
     assert_int_equal(s.count, 0);
     assert_int_equal(s.max, 0);
     hist_record(&h, 7);
-    hist_take(&h, &s);
+    take(&h, prev, &s);
     assert_int_equal(s.count, 1);
     assert_int_equal(s.max, 7);
     assert_int_equal(s.p50, 7);
@@ -195,19 +222,19 @@ static void *mt_recorder(void *arg)
 /* Keeps taking while the recorders run, accumulating what it drained. */
 static void *mt_taker(void *arg)
 {
-    uint64_t *tot = arg; /* [0] count, [1] sum, [2] max */
+    uint64_t *tot = arg; /* [0] count, [1] unused, [2] max */
+    static uint64_t prev[HIST_NBUCKETS];
     while (!atomic_load(&mt_done)) {
-        hist_summary s;
-        hist_take(&mt_hist, &s);
+        summ s;
+        take(&mt_hist, prev, &s);
         tot[0] += s.count;
-        tot[1] += s.sum;
         if (s.max > tot[2])
             tot[2] = s.max;
     }
     return NULL;
 }
 
-/* 4 recording threads and a concurrent taker: totals over all takes are exact. */
+/* 4 recording threads and a concurrent snapshotter: the final counts and the max are exact. */
 static void test_multithreaded_exact(void **state)
 {
     (void)state;
@@ -224,19 +251,13 @@ static void test_multithreaded_exact(void **state)
     atomic_store(&mt_done, true);
     pthread_join(taker, NULL);
 
-    hist_summary s;
-    hist_take(&mt_hist, &s);
-    tot[0] += s.count;
-    tot[1] += s.sum;
-    if (s.max > tot[2])
-        tot[2] = s.max;
-
-    uint64_t want_sum = 0;
-    for (uint64_t t = 0; t < MT_THREADS; t++)
-        for (uint64_t i = 0; i < MT_PER; i++)
-            want_sum += t * 1000 + i % 1000;
-    assert_int_equal(tot[0], (uint64_t)MT_THREADS * MT_PER);
-    assert_int_equal(tot[1], want_sum);
+    /* The last snapshot holds every sample (counts are cumulative). */
+    static report_hist snap;
+    uint64_t max, total = hist_snapshot(&mt_hist, &snap, &max);
+    if (max > tot[2])
+        tot[2] = max;
+    assert_int_equal(total, (uint64_t)MT_THREADS * MT_PER);
+    assert_true(tot[0] <= total);
     assert_int_equal(tot[2], (MT_THREADS - 1) * 1000 + 999);
 }
 
@@ -250,8 +271,9 @@ static void test_multithreaded_single_take(void **state)
         assert_int_equal(pthread_create(&rec[t], NULL, mt_recorder, (void *)t), 0);
     for (int t = 0; t < MT_THREADS; t++)
         pthread_join(rec[t], NULL);
-    hist_summary s;
-    hist_take(&mt_hist, &s);
+    static uint64_t prev[HIST_NBUCKETS];
+    summ s;
+    take(&mt_hist, prev, &s);
     assert_int_equal(s.count, (uint64_t)MT_THREADS * MT_PER);
     assert_int_equal(s.max, 3999);
     /* Values are uniform over 0..3999: p50 = 1999.5 → rank value 1999. */

@@ -227,7 +227,8 @@ static void mp_required(mp *m, const char *omit, uint32_t extra)
 static void fill_full(report *r)
 {
     memset(r, 0, sizeof *r);
-    r->has = (REPORT_HAS_LOG << 1) - 1;
+    r->has = (REPORT_HAS_LAG_H << 1) - 1;
+    r->v = REPORT_VERSION;
     r->type = REPORT_T_REPORT;
     r->pid = 4242;
     r->seq = UINT64_MAX - 1;
@@ -245,6 +246,16 @@ static void fill_full(report *r)
     r->lag_mean = 300;
     r->lag_p99 = 1200;
     r->lag_max = 5000;
+    /* Sparse cumulative histograms: first bucket, a run, a gap, the last bucket. */
+    static const uint16_t li[] = { 0, 40, 41, 42, 300, HIST_NBUCKETS - 1 };
+    r->lat_h.n = sizeof li / sizeof li[0];
+    for (uint32_t i = 0; i < r->lat_h.n; i++) {
+        r->lat_h.idx[i] = li[i];
+        r->lat_h.count[i] = i == 3 ? UINT64_MAX : 1 + i * 1000;
+    }
+    r->lag_h.n = 1;
+    r->lag_h.idx[0] = 7;
+    r->lag_h.count[0] = 12;
     r->ready = true;
     r->drops = 5;
     r->nmetrics = 4;
@@ -294,8 +305,9 @@ static void test_roundtrip_each_bit(void **state)
     static report full, in, out;
     unsigned char buf[REPORT_MAX_BYTES];
     fill_full(&full);
-    for (uint32_t bit = 1; bit <= REPORT_HAS_LOG; bit <<= 1) {
+    for (uint32_t bit = 1; bit <= REPORT_HAS_LAG_H; bit <<= 1) {
         memset(&in, 0, sizeof in);
+        in.v = REPORT_VERSION;
         in.type = full.type;
         in.pid = full.pid;
         in.seq = full.seq;
@@ -310,12 +322,12 @@ static void test_roundtrip_each_bit(void **state)
         case REPORT_HAS_REQ:      in.req = full.req; break;
         case REPORT_HAS_ERR:      in.err = full.err; break;
         case REPORT_HAS_INFLIGHT: in.inflight = full.inflight; break;
-        case REPORT_HAS_LAT:
-            in.lat_p50 = full.lat_p50; in.lat_p99 = full.lat_p99; in.lat_max = full.lat_max;
-            break;
-        case REPORT_HAS_LAG:
-            in.lag_mean = full.lag_mean; in.lag_p99 = full.lag_p99; in.lag_max = full.lag_max;
-            break;
+        case REPORT_HAS_LAT:      in.lat_p50 = full.lat_p50; in.lat_p99 = full.lat_p99; break;
+        case REPORT_HAS_LAG:      in.lag_mean = full.lag_mean; in.lag_p99 = full.lag_p99; break;
+        case REPORT_HAS_LAT_MAX:  in.lat_max = full.lat_max; break;
+        case REPORT_HAS_LAG_MAX:  in.lag_max = full.lag_max; break;
+        case REPORT_HAS_LAT_H:    in.lat_h = full.lat_h; break;
+        case REPORT_HAS_LAG_H:    in.lag_h = full.lag_h; break;
         case REPORT_HAS_READY:    in.ready = full.ready; break;
         case REPORT_HAS_DROPS:    in.drops = full.drops; break;
         case REPORT_HAS_METRICS:
@@ -370,14 +382,18 @@ static void test_minimal(void **state)
     static report r;
     expect_ok(dg, sizeof dg, &r);
     assert_int_equal(r.has, 0);
+    assert_int_equal(r.v, 1);               /* a v1 sender is still accepted */
     assert_int_equal(r.type, REPORT_T_HELLO);
     assert_int_equal(r.pid, 12345);
     assert_int_equal(r.seq, 0);
 
-    unsigned char buf[64];
+    /* The encoder writes the current version, else the same bytes. */
+    unsigned char buf[64], want[sizeof dg];
+    memcpy(want, dg, sizeof dg);
+    want[3] = REPORT_VERSION;
     size_t n = report_encode(&r, buf, sizeof buf);
     assert_int_equal(n, sizeof dg);
-    assert_memory_equal(buf, dg, sizeof dg);
+    assert_memory_equal(buf, want, sizeof dg);
 }
 
 /*
@@ -664,6 +680,128 @@ static void test_missing_required(void **state)
     expect_err(empty_map, sizeof empty_map, REPORT_E_MISSING);
 }
 
+/* Builds {v:V, t:report, pid:100, seq:1, lat_h:[elems…]} into m (mp_end frees it). */
+static void mp_hist(mp *m, uint64_t v, const uint64_t *elems, uint32_t n)
+{
+    mp_begin(m);
+    msgpack_pack_map(&m->pk, 5);
+    mp_str(m, "v"); mp_uint(m, v);
+    mp_str(m, "t"); mp_str(m, "report");
+    mp_str(m, "pid"); mp_uint(m, 100);
+    mp_str(m, "seq"); mp_uint(m, 1);
+    mp_str(m, "lat_h");
+    msgpack_pack_array(&m->pk, n);
+    for (uint32_t i = 0; i < n; i++)
+        mp_uint(m, elems[i]);
+}
+
+/*
+ * Histograms on the wire: (skip, count) pairs decode to rising indices; every
+ * integer is checked before it is narrowed (odd length, too many pairs, an
+ * index past the last bucket, a skip that would wrap, a zero count, a
+ * non-integer are type errors); a v1 datagram's lat_h is an unknown key.
+ */
+static void test_histograms(void **state)
+{
+    (void)state;
+    static report r;
+    mp m;
+
+    static const uint64_t ok[] = { 3, 10, 0, 20, 100, UINT64_MAX };
+    mp_hist(&m, 2, ok, 6);
+    expect_ok(m.sb.data, m.sb.size, &r);
+    mp_end(&m);
+    assert_true(r.has & REPORT_HAS_LAT_H);
+    assert_int_equal(r.lat_h.n, 3);
+    assert_int_equal(r.lat_h.idx[0], 3);
+    assert_int_equal(r.lat_h.idx[1], 4);
+    assert_int_equal(r.lat_h.idx[2], 105);
+    assert_int_equal(r.lat_h.count[2], UINT64_MAX);
+
+    /* The last bucket is reachable; one past it is not. */
+    const uint64_t last[] = { HIST_NBUCKETS - 1, 1 };
+    mp_hist(&m, 2, last, 2);
+    expect_ok(m.sb.data, m.sb.size, &r);
+    mp_end(&m);
+    assert_int_equal(r.lat_h.idx[0], HIST_NBUCKETS - 1);
+
+    static const struct { const char *what; uint64_t e[4]; uint32_t n; } bad[] = {
+        { "odd length",            { 1, 1, 2 }, 3 },
+        { "index past the end",    { HIST_NBUCKETS, 1 }, 2 },
+        { "skip past the end",     { 500, 1, HIST_NBUCKETS - 501, 1 }, 4 },
+        { "skip that would wrap",  { 1, 1, UINT64_MAX, 1 }, 4 },
+        { "zero count",            { 1, 0 }, 2 },
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        mp_hist(&m, 2, bad[i].e, bad[i].n);
+        expect_err_at(m.sb.data, m.sb.size, REPORT_E_TYPE, bad[i].what);
+        mp_end(&m);
+    }
+    /* More pairs than buckets (each a skip of 0 would pass the index check
+     * only up to the last bucket; the count bound refuses it first). */
+    static uint64_t many[2 * (HIST_NBUCKETS + 1)];
+    for (size_t i = 0; i < sizeof many / sizeof many[0]; i++)
+        many[i] = i % 2 ? 1 : 0;
+    mp_hist(&m, 2, many, 2 * (HIST_NBUCKETS + 1));
+    expect_err_at(m.sb.data, m.sb.size, REPORT_E_TYPE, "too many pairs");
+    mp_end(&m);
+    /* Exactly HIST_NBUCKETS pairs: every bucket. */
+    mp_hist(&m, 2, many, 2 * HIST_NBUCKETS);
+    expect_ok(m.sb.data, m.sb.size, &r);
+    mp_end(&m);
+    assert_int_equal(r.lat_h.n, HIST_NBUCKETS);
+
+    /* A negative integer and a map are type errors. */
+    mp_begin(&m);
+    msgpack_pack_map(&m.pk, 5);
+    mp_str(&m, "v"); mp_uint(&m, 2);
+    mp_str(&m, "t"); mp_str(&m, "report");
+    mp_str(&m, "pid"); mp_uint(&m, 100);
+    mp_str(&m, "seq"); mp_uint(&m, 1);
+    mp_str(&m, "lag_h");
+    msgpack_pack_array(&m.pk, 2);
+    msgpack_pack_int64(&m.pk, -1);
+    mp_uint(&m, 1);
+    expect_err_at(m.sb.data, m.sb.size, REPORT_E_TYPE, "negative skip");
+    mp_end(&m);
+
+    /* In v1 the key is unknown: ignored whatever it holds. */
+    mp_hist(&m, 1, bad[0].e, bad[0].n);
+    expect_ok(m.sb.data, m.sb.size, &r);
+    mp_end(&m);
+    assert_false(r.has & REPORT_HAS_LAT_H);
+    assert_int_equal(r.v, 1);
+
+    /* The encoder refuses what the decoder would: indices not rising, a zero count. */
+    static report in;
+    unsigned char buf[REPORT_MAX_BYTES];
+    memset(&in, 0, sizeof in);
+    in.type = REPORT_T_REPORT;
+    in.pid = 1;
+    in.has = REPORT_HAS_LAT_H;
+    in.lat_h.n = 2;
+    in.lat_h.idx[0] = 5; in.lat_h.count[0] = 1;
+    in.lat_h.idx[1] = 5; in.lat_h.count[1] = 1;
+    assert_int_equal(report_encode(&in, buf, sizeof buf), 0);
+    in.lat_h.idx[1] = 6; in.lat_h.count[1] = 0;
+    assert_int_equal(report_encode(&in, buf, sizeof buf), 0);
+    in.lat_h.count[1] = 1;
+    assert_true(report_encode(&in, buf, sizeof buf) > 0);
+    /* A full histogram of large counts plus 32 long metrics does not fit: refused, not cut. */
+    in.has |= REPORT_HAS_LAG_H | REPORT_HAS_METRICS;
+    in.lat_h.n = in.lag_h.n = HIST_NBUCKETS;
+    for (unsigned i = 0; i < HIST_NBUCKETS; i++) {
+        in.lat_h.idx[i] = in.lag_h.idx[i] = (uint16_t)i;
+        in.lat_h.count[i] = in.lag_h.count[i] = UINT64_MAX;
+    }
+    in.nmetrics = REPORT_METRICS_MAX;
+    for (unsigned i = 0; i < REPORT_METRICS_MAX; i++) {
+        memset(in.metrics[i].key, 'k', REPORT_METRIC_KEY_MAX - 1);
+        in.metrics[i].key[0] = (char)('A' + i);
+    }
+    assert_int_equal(report_encode(&in, buf, sizeof buf), 0);
+}
+
 /* Values out of range for their key, and version errors. */
 static void test_bad_values(void **state)
 {
@@ -674,7 +812,7 @@ static void test_bad_values(void **state)
         report_error want;
     } cases[] = {
         { "v",   0,                       REPORT_E_VERSION },
-        { "v",   2,                       REPORT_E_VERSION },
+        { "v",   REPORT_VERSION + 1,      REPORT_E_VERSION },
         { "v",   UINT64_MAX,              REPORT_E_VERSION },
         { "pid", 0,                       REPORT_E_TYPE },
         { "pid", (uint64_t)INT32_MAX + 1, REPORT_E_TYPE },
@@ -689,11 +827,11 @@ static void test_bad_values(void **state)
         mp_end(&m);
     }
 
-    /* v=2 wins over a type error elsewhere: a future version may retype keys. */
+    /* v=3 wins over a type error elsewhere: a future version may retype keys. */
     mp m;
     mp_required(&m, "v", 2);
-    mp_str(&m, "req"); mp_str(&m, "a string in v2");
-    mp_str(&m, "v"); mp_uint(&m, 2);
+    mp_str(&m, "req"); mp_str(&m, "a string in v3");
+    mp_str(&m, "v"); mp_uint(&m, REPORT_VERSION + 1);
     expect_err(m.sb.data, m.sb.size, REPORT_E_VERSION);
     mp_end(&m);
 
@@ -874,7 +1012,7 @@ static void test_hostile_table(void **state)
         { "bin key \"v\"",                 B(0x81, 0xc4, 0x01, 'v', 0x01), REPORT_E_TYPE },
         { "no v",                          B(0x81, 0xa1, 'x', 0x01), REPORT_E_MISSING },
         { "only v",                        B(0x81, 0xa1, 'v', 0x01), REPORT_E_MISSING },
-        { "v = 2, nothing else",           B(0x81, 0xa1, 'v', 0x02), REPORT_E_VERSION },
+        { "v = 3, nothing else",           B(0x81, 0xa1, 'v', 0x03), REPORT_E_VERSION },
         { "v = -1",                        B(0x81, 0xa1, 'v', 0xff), REPORT_E_TYPE },
         { "v = true",                      B(0x81, 0xa1, 'v', 0xc3), REPORT_E_TYPE },
         { "v = 1.0",                       B(0x81, 0xa1, 'v', 0xcb, 0x3f, 0xf0, 0, 0, 0, 0, 0, 0), REPORT_E_TYPE },
@@ -1142,6 +1280,7 @@ int main(void)
         cmocka_unit_test(test_bad_values),
         cmocka_unit_test(test_string_limits),
         cmocka_unit_test(test_metrics_rules),
+        cmocka_unit_test(test_histograms),
         cmocka_unit_test(test_hostile_table),
         cmocka_unit_test(test_hostile_rss),
         cmocka_unit_test(test_watch_catches_msgpack_c),
