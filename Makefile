@@ -12,7 +12,10 @@
 
 PREFIX   ?= /usr/local
 VERSION  := 0.1.0
-PKGS     := ncursesw libproc2 msgpack libuv jansson libmicrohttpd zlib libsystemd
+PKGS     := ncursesw libproc2 msgpack libuv jansson zlib libsystemd
+# libmicrohttpd: headers only; hub/metrics.c loads it with dlopen for --metrics
+# (its GnuTLS stack would cost every hub ~2 MiB of resident pages).
+DLPKGS   := libmicrohttpd
 CC       ?= cc
 PYTHON   ?= /usr/bin/python3
 SAN      ?= 0
@@ -29,7 +32,7 @@ WARN     := -Wall -Wextra -Wshadow -Wformat=2 -Werror
 CFLAGS   ?= -O2 -g
 CPPFLAGS += -D_GNU_SOURCE -DDROVER_VERSION=\"$(VERSION)\" -DDROVER_LIBDIR=\"$(PREFIX)/lib/drover\" -I.
 ALLCFLAGS = -std=c11 $(WARN) $(CFLAGS) $(SANFLAGS) -pthread -MMD -MP
-PC_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PC_CFLAGS = $(shell pkg-config --cflags $(PKGS) $(DLPKGS) 2>/dev/null)
 PC_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 MSGPACK_CFLAGS = $(shell pkg-config --cflags msgpack 2>/dev/null)
 MSGPACK_LIBS   = $(shell pkg-config --libs msgpack 2>/dev/null)
@@ -71,7 +74,7 @@ help:
 
 # Fail early with one clear line instead of a page of missing-header errors.
 check-deps:
-	@pkg-config --exists $(PKGS) cmocka || { echo "drover: missing build dependencies; run 'make deps' (installs Debian packages, needs root or sudo)" >&2; exit 1; }
+	@pkg-config --exists $(PKGS) $(DLPKGS) cmocka || { echo "drover: missing build dependencies; run 'make deps' (installs Debian packages, needs root or sudo)" >&2; exit 1; }
 
 deps:
 	@sh tools/install-deps.sh

@@ -5,6 +5,7 @@
 #   bench/ingest_bench.py         report-socket ingest and the hub's footprint
 #                                 (uses BUILD_DIR/bench/ingest_sender, drover, examples/worker)
 #   bench/supervisor_bench.py     rolling reload under wrk, start time, hub footprint
+#   bench/metrics_bench.py        /metrics: scrape latency and size, a scraped hub's footprint
 #   bench/httpd_bench.sh          the agent's overhead on the example HTTP server
 #   bench/console_bench.sh        the console's CPU, memory and redraw time (vs pm2 monit)
 #   bench/node_bench.sh           the Node agent's overhead; drover vs PM2 on a Node app;
@@ -56,6 +57,7 @@ fi
 want() { [ -z "${BENCH_ONLY:-}" ] || case " $BENCH_ONLY " in *" $1 "*) return 0;; *) return 1;; esac; }
 want ingest && { run "$PY" "$HERE/ingest_bench.py" "$B" || status=1; echo; }
 want supervisor && { run "$PY" "$HERE/supervisor_bench.py" "$B" || status=1; echo; }
+want metrics && { run "$PY" "$HERE/metrics_bench.py" "$B" || status=1; echo; }
 # Each script by the shell it is written for (its #! line): node_bench.sh
 # and console_bench.sh need bash (/dev/tcp, <<<), httpd_bench.sh is POSIX sh.
 want httpd && [ -f "$HERE/httpd_bench.sh" ] && { run sh "$HERE/httpd_bench.sh" "$B" || status=1; echo; }

@@ -4,6 +4,7 @@
  * attach, snapshots and log tails for views.
  */
 #include "hub/commands.h"
+#include "hub/prom.h"
 
 #include "hub/headless.h"
 #include "hub/sampler.h"
@@ -29,6 +30,8 @@ ssize_t hub_commands_views(hub_commands *hc, double now)
 
 void hub_commands_free(hub_commands *hc)
 {
+    prom_free(hc->prom);
+    hc->prom = NULL;
     free(hc->views);
     hc->views = NULL;
     hc->views_cap = 0;
@@ -285,7 +288,7 @@ static char *commands_render(void *ctx, ctl_format fmt)
     if (!f)
         return NULL;
     int rc = headless_print(f, fmt == CTL_FORMAT_PROM ? HEADLESS_PROM : HEADLESS_NDJSON, hc->views, (size_t)n, &c,
-                            commands_wall());
+                            commands_wall(), hc->prom);
     if (fclose(f) != 0 || rc != 0) {
         free(text);
         return NULL;

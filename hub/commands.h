@@ -13,6 +13,7 @@
 
 #include "hub/attach.h"
 #include "hub/control.h"
+#include "hub/headless.h"
 #include "hub/logs.h"
 #include "hub/state.h"
 #include "hub/supervise.h"
@@ -32,6 +33,7 @@ typedef struct {
     void        *ctx;
     worker_view *views;
     size_t       views_cap;
+    prom        *prom;         /* the Prometheus exposition's counters (hub/prom.h) */
 } hub_commands;
 
 /* The control hooks that act on hc (which must outlive the control server). */

@@ -2,10 +2,10 @@
  * headless.c — the headless printers.
  *
  * NDJSON goes through jansson (no hand-written escaping). Unknown values are
- * JSON null, never omitted. Prometheus text has no null: an unknown value is
- * simply not exported for that series.
+ * JSON null, never omitted. Prometheus text is hub/prom.c's.
  */
 #include "hub/headless.h"
+#include "hub/prom.h"
 
 #include <jansson.h>
 #include <math.h>
@@ -13,18 +13,6 @@
 #include <string.h>
 #include <sys/wait.h>
 
-/* Aggregates of one app over its workers. */
-typedef struct {
-    const char *app;
-    int64_t workers, online;
-    double  req_per_s, cpu_pct;  /* NAN when no worker has the figure */
-    int     cpu_decimals;        /* the coarsest of its workers' */
-    int64_t rss_bytes;           /* -1 when none */
-    /* From the sum of the workers' histograms of the last interval (never an
-     * average of their quantiles); NAN when no worker sent one. */
-    double  lat_p50_ms, lat_p99_ms, lag_p99_ms;
-    double  lat_max_ms, lag_max_ms;  /* max over the workers */
-} app_sum;
 
 /* The histograms being summed for the app being folded. */
 typedef struct {
@@ -86,7 +74,7 @@ static void headless_app_close(app_sum *a, app_hists *h, bool lat_clamp, bool la
  * interval: 8 KiB of counts, summed for one app at a time. A max clamps the
  * app's quantiles only when every worker with samples also sent its max.
  */
-static size_t headless_apps(const worker_view *v, size_t n, app_sum *out)
+size_t headless_app_sums(const worker_view *v, size_t n, app_sum *out)
 {
     static app_hists h;     /* printers run on the loop thread only */
     bool lat_clamp = true, lag_clamp = true;
@@ -274,7 +262,7 @@ json_t *headless_snapshot(const worker_view *v, size_t n, const hub_counters *c,
     app_sum *apps = n <= 64 ? stack_apps : malloc(n * sizeof *apps);
     if (!apps)
         return NULL;
-    size_t napps = headless_apps(v, n, apps);
+    size_t napps = headless_app_sums(v, n, apps);
     json_t *ws = json_array(), *as = json_array();
     for (size_t i = 0; i < n; i++) {
         json_t *w = headless_worker_json(&v[i], ts);
@@ -290,200 +278,23 @@ json_t *headless_snapshot(const worker_view *v, size_t n, const hub_counters *c,
                      "host", headless_host_json(&c->host));
 }
 
-/* ---- Prometheus text ---------------------------------------------------- */
-
-/* Writes s as a label value: backslash, double quote and newline escaped. */
-static void prom_label(FILE *out, const char *s)
-{
-    for (; *s; s++) {
-        if (*s == '\\' || *s == '"')
-            fprintf(out, "\\%c", *s);
-        else if (*s == '\n')
-            fputs("\\n", out);
-        else
-            fputc(*s, out);
-    }
-}
-
-/* Writes a sample value; Prometheus spells the non-finite ones NaN, +Inf, -Inf. */
-static void prom_value(FILE *out, double x)
-{
-    if (isnan(x))
-        fputs(" NaN\n", out);
-    else if (isinf(x))
-        fputs(x > 0 ? " +Inf\n" : " -Inf\n", out);
-    else
-        fprintf(out, " %.17g\n", x);
-}
-
-static void prom_family(FILE *out, const char *name, const char *type, const char *help)
-{
-    fprintf(out, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
-}
-
-/* Worker labels: app, worker (id, "" when unknown), pid. */
-static void prom_worker_labels(FILE *out, const worker_view *w)
-{
-    fputs("{app=\"", out);
-    prom_label(out, w->app);
-    if (w->id >= 0)
-        fprintf(out, "\",worker=\"%lld\",pid=\"%d\"", (long long)w->id, (int)w->pid);
-    else
-        fprintf(out, "\",worker=\"\",pid=\"%d\"", (int)w->pid);
-}
-
-/* One gauge/counter family over all workers; get returns NAN for "no sample". */
-typedef double (*prom_get)(const worker_view *w);
-
-static void prom_worker_family(FILE *out, const worker_view *v, size_t n, const char *name,
-                               const char *type, const char *help, prom_get get)
-{
-    prom_family(out, name, type, help);
-    for (size_t i = 0; i < n; i++) {
-        double x = get(&v[i]);
-        if (isnan(x))
-            continue;
-        fputs(name, out);
-        prom_worker_labels(out, &v[i]);
-        fprintf(out, "} %.17g\n", x);
-    }
-}
-
-static double g_up(const worker_view *w)       { return w->state == WS_ONLINE; }
-static double g_agent(const worker_view *w)    { return w->agent; }
-static double g_restarts(const worker_view *w) { return w->restarts < 0 ? NAN : (double)w->restarts; }
-static double g_uptime(const worker_view *w)   { return w->uptime_s; }
-static double g_cpu(const worker_view *w)      { return w->cpu_pct / 100.0; }
-static double g_rss(const worker_view *w)      { return w->rss_bytes < 0 ? NAN : (double)w->rss_bytes; }
-static double g_req(const worker_view *w)      { return w->req_total < 0 ? NAN : (double)w->req_total; }
-static double g_rps(const worker_view *w)      { return w->req_per_s; }
-static double g_err(const worker_view *w)      { return w->err_total < 0 ? NAN : (double)w->err_total; }
-static double g_inflight(const worker_view *w) { return w->inflight < 0 ? NAN : (double)w->inflight; }
-static double g_lat50(const worker_view *w)    { return w->lat_p50_ms / 1000.0; }
-static double g_lat99(const worker_view *w)    { return w->lat_p99_ms / 1000.0; }
-static double g_latmax(const worker_view *w)   { return w->lat_max_ms / 1000.0; }
-static double g_lag99(const worker_view *w)    { return w->lag_p99_ms / 1000.0; }
-static double g_lagmax(const worker_view *w)   { return w->lag_max_ms / 1000.0; }
-static double g_ready(const worker_view *w)    { return w->ready < 0 ? NAN : (double)w->ready; }
-
-static const struct {
-    const char *name, *type, *help;
-    prom_get get;
-} prom_worker_table[] = {
-    {"drover_worker_up", "gauge", "1 if the worker is online", g_up},
-    {"drover_worker_agent_reporting", "gauge", "1 if the worker's agent reported in the last 3 intervals", g_agent},
-    {"drover_worker_restarts_total", "counter", "Restarts of this worker slot by drover", g_restarts},
-    {"drover_worker_uptime_seconds", "gauge", "Seconds since the worker process started", g_uptime},
-    {"drover_worker_cpu_ratio", "gauge", "CPU used over the last interval, in cores (1 = one full core)", g_cpu},
-    {"drover_worker_resident_memory_bytes", "gauge", "Resident memory of the worker process", g_rss},
-    {"drover_worker_requests_total", "counter", "Requests handled, as reported by the agent", g_req},
-    {"drover_worker_request_rate", "gauge", "Requests per second over the last report interval", g_rps},
-    {"drover_worker_errors_total", "counter", "Errors, as reported by the agent", g_err},
-    {"drover_worker_inflight_requests", "gauge", "Requests in progress", g_inflight},
-    {"drover_worker_latency_p50_seconds", "gauge", "Median request latency over the last interval", g_lat50},
-    {"drover_worker_latency_p99_seconds", "gauge", "99th percentile request latency over the last interval", g_lat99},
-    {"drover_worker_latency_max_seconds", "gauge", "Largest request latency over the last interval", g_latmax},
-    {"drover_worker_event_loop_lag_p99_seconds", "gauge", "99th percentile event-loop lag over the last interval", g_lag99},
-    {"drover_worker_event_loop_lag_max_seconds", "gauge", "Largest event-loop lag over the last interval", g_lagmax},
-    {"drover_worker_ready", "gauge", "1 if the worker said it is ready to serve", g_ready},
-};
-
-typedef double (*prom_app_get)(const app_sum *a);
-static double ga_workers(const app_sum *a) { return (double)a->workers; }
-static double ga_online(const app_sum *a)  { return (double)a->online; }
-static double ga_rps(const app_sum *a)     { return a->req_per_s; }
-static double ga_cpu(const app_sum *a)     { return a->cpu_pct / 100.0; }
-static double ga_rss(const app_sum *a)     { return a->rss_bytes < 0 ? NAN : (double)a->rss_bytes; }
-static double ga_lat50(const app_sum *a)   { return a->lat_p50_ms / 1000.0; }
-static double ga_lat99(const app_sum *a)   { return a->lat_p99_ms / 1000.0; }
-static double ga_lag99(const app_sum *a)   { return a->lag_p99_ms / 1000.0; }
-static double ga_lagmax(const app_sum *a)  { return a->lag_max_ms / 1000.0; }
-
-static const struct {
-    const char *name, *help;
-    prom_app_get get;
-} prom_app_table[] = {
-    {"drover_app_workers", "Workers of the app", ga_workers},
-    {"drover_app_online_workers", "Workers of the app that are online", ga_online},
-    {"drover_app_request_rate", "Requests per second, all workers", ga_rps},
-    {"drover_app_cpu_ratio", "CPU of all workers, in cores", ga_cpu},
-    {"drover_app_resident_memory_bytes", "Resident memory of all workers", ga_rss},
-    {"drover_app_latency_p50_seconds", "Median request latency over the last interval, all workers' samples", ga_lat50},
-    {"drover_app_latency_p99_seconds", "99th percentile request latency over the last interval, all workers' samples", ga_lat99},
-    {"drover_app_event_loop_lag_p99_seconds", "99th percentile event-loop lag over the last interval, all workers' samples", ga_lag99},
-    {"drover_app_event_loop_lag_max_seconds", "Largest event-loop lag of any worker over the last interval", ga_lagmax},
-};
-
-/* One app gauge family from a row of prom_app_table. */
-static void prom_app_gauge(FILE *out, const app_sum *apps, size_t napps, const char *name,
-                           const char *help, prom_app_get get)
-{
-    prom_family(out, name, "gauge", help);
-    for (size_t i = 0; i < napps; i++) {
-        const app_sum *a = &apps[i];
-        double x = get(a);
-        if (isnan(x))
-            continue;
-        fprintf(out, "%s{app=\"", name);
-        prom_label(out, a->app);
-        fprintf(out, "\"} %.17g\n", x);
-    }
-}
-
-static void headless_prom(FILE *out, const worker_view *v, size_t n, const app_sum *apps,
-                          size_t napps, const hub_counters *c)
-{
-    for (size_t f = 0; f < sizeof prom_worker_table / sizeof prom_worker_table[0]; f++)
-        prom_worker_family(out, v, n, prom_worker_table[f].name, prom_worker_table[f].type,
-                           prom_worker_table[f].help, prom_worker_table[f].get);
-
-    prom_family(out, "drover_worker_metric", "gauge", "Custom metrics set by the worker's agent");
-    for (size_t i = 0; i < n; i++) {
-        for (uint32_t k = 0; k < v[i].nmetrics; k++) {
-            fputs("drover_worker_metric", out);
-            prom_worker_labels(out, &v[i]);
-            fputs(",name=\"", out);
-            prom_label(out, v[i].metrics[k].key);
-            fputs("\"}", out);
-            prom_value(out, v[i].metrics[k].value);
-        }
-    }
-
-    for (size_t f = 0; f < sizeof prom_app_table / sizeof prom_app_table[0]; f++)
-        prom_app_gauge(out, apps, napps, prom_app_table[f].name, prom_app_table[f].help, prom_app_table[f].get);
-
-    prom_family(out, "drover_hub_workers", "gauge", "Workers known to the hub");
-    fprintf(out, "drover_hub_workers %llu\n", (unsigned long long)c->workers);
-    prom_family(out, "drover_hub_reports_total", "counter", "Valid datagrams applied");
-    fprintf(out, "drover_hub_reports_total %llu\n", (unsigned long long)c->reports_total);
-    prom_family(out, "drover_hub_dropped_reports_total", "counter", "Reports missed (sequence gaps, queue overflow)");
-    fprintf(out, "drover_hub_dropped_reports_total %llu\n", (unsigned long long)c->dropped_total);
-    prom_family(out, "drover_hub_bad_datagrams_total", "counter", "Datagrams refused as malformed");
-    fprintf(out, "drover_hub_bad_datagrams_total %llu\n", (unsigned long long)c->bad_total);
-    prom_family(out, "drover_hub_spoofed_datagrams_total", "counter", "Datagrams whose pid differed from the sender's");
-    fprintf(out, "drover_hub_spoofed_datagrams_total %llu\n", (unsigned long long)c->spoofed_total);
-    prom_family(out, "drover_hub_cpu_ratio", "gauge", "CPU of the hub process, in cores");
-    if (!isnan(c->cpu_pct))
-        fprintf(out, "drover_hub_cpu_ratio %.17g\n", c->cpu_pct / 100.0);
-    prom_family(out, "drover_hub_resident_memory_bytes", "gauge", "Resident memory of the hub process");
-    if (c->rss_bytes >= 0)
-        fprintf(out, "drover_hub_resident_memory_bytes %lld\n", (long long)c->rss_bytes);
-    fputc('\n', out);
-}
-
 int headless_print(FILE *out, headless_format fmt, const worker_view *v, size_t n,
-                   const hub_counters *c, double ts)
+                   const hub_counters *c, double ts, prom *p)
 {
     app_sum stack_apps[64];
     app_sum *apps = n <= 64 ? stack_apps : malloc(n * sizeof *apps);
     if (!apps)
         return -1;
-    size_t napps = headless_apps(v, n, apps);
+    size_t napps = headless_app_sums(v, n, apps);
     int rc = 0;
     if (fmt == HEADLESS_NDJSON)
         rc = headless_ndjson(out, v, n, apps, napps, c, ts);
-    else
-        headless_prom(out, v, n, apps, napps, c);
+    else if (p) {
+        prom_print(p, out, v, n, apps, napps, c);
+        fputc('\n', out);   /* expositions on a stream are separated by an empty line */
+    } else {
+        rc = -1;
+    }
     if (apps != stack_apps)
         free(apps);
     if (fflush(out) != 0 || ferror(out))

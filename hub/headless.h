@@ -12,15 +12,37 @@
 
 typedef enum { HEADLESS_NDJSON, HEADLESS_PROM } headless_format;
 
+/* Aggregates of one app over its workers. */
+typedef struct {
+    const char *app;
+    int64_t workers, online;
+    double  req_per_s, cpu_pct;  /* NAN when no worker has the figure */
+    int     cpu_decimals;        /* the coarsest of its workers' */
+    int64_t rss_bytes;           /* -1 when none */
+    /* From the sum of the workers' histograms of the last interval (never an
+     * average of their quantiles); NAN when no worker sent one. */
+    double  lat_p50_ms, lat_p99_ms, lag_p99_ms;
+    double  lat_max_ms, lag_max_ms;  /* max over the workers */
+} app_sum;
+
+/*
+ * Folds views sorted by app into per-app sums; returns the number of apps
+ * in out (cap >= n). Quantiles come from the sum of the workers' interval
+ * histograms.
+ */
+size_t headless_app_sums(const worker_view *v, size_t n, app_sum *out);
+
+typedef struct prom prom;   /* hub/prom.h */
+
 /*
  * Prints one interval: a `worker` line per view (views sorted by app), an
  * `app` line per app, then the `hub` line, each one JSON object per line for
- * NDJSON; or one complete Prometheus text exposition followed by an empty
- * line for prom. ts is wall-clock Unix seconds. Flushes out. Returns 0, or -1
- * if writing failed (e.g. the reader went away).
+ * NDJSON; or, with p, one complete Prometheus text exposition (prom_print)
+ * followed by an empty line. ts is wall-clock Unix seconds. Flushes out.
+ * Returns 0, or -1 if writing failed (e.g. the reader went away).
  */
 int headless_print(FILE *out, headless_format fmt, const worker_view *v, size_t n,
-                   const hub_counters *c, double ts);
+                   const hub_counters *c, double ts, prom *p);
 
 /*
  * The same figures as one JSON object for the control socket:

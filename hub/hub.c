@@ -15,6 +15,7 @@
 #include "hub/logs.h"
 #include "hub/metrics.h"
 #include "hub/paths.h"
+#include "hub/prom.h"
 #include "hub/sampler.h"
 #include "hub/service.h"
 #include "hub/spawn.h"
@@ -197,7 +198,7 @@ static void hub_publish_metrics(hub *h, size_t n, const hub_counters *c)
     FILE *f = open_memstream(&text, &len);
     if (!f)
         return;
-    int rc = headless_print(f, HEADLESS_PROM, h->cmds.views, n, c, hub_wall());
+    int rc = headless_print(f, HEADLESS_PROM, h->cmds.views, n, c, hub_wall(), h->cmds.prom);
     if (fclose(f) != 0 || rc != 0 || !text) {
         free(text);
         return;
@@ -271,11 +272,13 @@ static void hub_print(hub *h)
         return;
     }
     hub_counters c = state_counters(h->st);
+    if (prom_fold(h->cmds.prom, h->cmds.views, (size_t)n) != 0)
+        fprintf(stderr, "drover: out of memory: this interval is left out of the Prometheus counters\n");
     if (h->ctl)
         control_publish_state(h->ctl);
     hub_publish_metrics(h, (size_t)n, &c);
     hub_service_interval(h, (size_t)n);
-    if (!h->o->quiet && headless_print(stdout, h->o->format, h->cmds.views, (size_t)n, &c, hub_wall()) != 0) {
+    if (!h->o->quiet && headless_print(stdout, h->o->format, h->cmds.views, (size_t)n, &c, hub_wall(), h->cmds.prom) != 0) {
         hub_stop(h, 0);   /* the reader went away (| head): a normal end */
         return;
     }
@@ -318,7 +321,13 @@ static int hub_setup_control(hub *h, const char *dir, char *err, size_t errcap)
                               "mode", ctl_hub_name(kinds[h->o->mode]), "interval_ms", (int)h->o->interval_ms,
                               "drover", DROVER_VERSION);
     h->cmds = (hub_commands){.st = h->st, .kind = kinds[h->o->mode], .interval_s = h->o->interval_ms / 1000.0,
+                             .prom = prom_new(),
                              .stop_hub = hub_stop_soon, .ctx = h};
+    if (!h->cmds.prom) {
+        json_decref(hello);
+        snprintf(err, errcap, "out of memory");
+        return -1;
+    }
     control_hooks hooks = hub_commands_hooks(&h->cmds);
     h->ctl = control_start(&h->loop, path, h->cmds.kind, hello, &hooks, err, errcap);
     if (h->ctl && h->o->metrics && !(h->mx = metrics_start(&h->loop, h->o->metrics, err, errcap)))
@@ -465,6 +474,8 @@ static void hub_on_event(void *ctx, const ctl_event *e)
 {
     hub *h = ctx;
     fprintf(stderr, "drover: %s\n", e->text);
+    if (e->kind == CTL_EV_RELOAD && e->app && (e->phase == CTL_PHASE_DONE || e->phase == CTL_PHASE_ABORTED))
+        prom_count_reload(h->cmds.prom, e->app, e->phase == CTL_PHASE_DONE);
     if (h->svc && e->kind == CTL_EV_RELOAD && service_was_ready(h->svc)) {
         if (e->phase == CTL_PHASE_STARTED)
             service_reloading(h->svc);
@@ -632,6 +643,7 @@ static int hub_setup_run(hub *h, const char *sock, char *err, size_t errcap)
         .max_memory = o->max_memory, .agent_socket = sock, .interval_ms = o->interval_ms,
         .lg = h->lg,
     };
+    prom_set_max_memory(h->cmds.prom, o->app, o->max_memory);
     return supervise_add_app(h->sv, &spec, err, errcap);
 }
 

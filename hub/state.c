@@ -49,6 +49,7 @@ typedef struct {
 
     /* from the agent */
     bool     has_report;        /* at least one hello/report seen */
+    uint32_t report_v;          /* the wire version of its last report */
     bool     saw_hello;         /* this hub saw the process's hello: its counts start at 0 */
     double   last_report_at;    /* monotonic s */
     char     name[REPORT_NAME_MAX];
@@ -482,6 +483,7 @@ void state_apply_report(state *s, const report *r, double now)
 
     w->spoke = true;
     w->has_report = true;
+    w->report_v = r->v;
     w->last_report_at = now;
     if (r->has & REPORT_HAS_NAME)
         memcpy(w->name, r->name, sizeof w->name);
@@ -747,6 +749,7 @@ static void state_view(const worker *w, worker_view *v, double now, double inter
     v->id = w->id >= 0 ? w->id : w->wid;
     v->pid = w->pid;
     v->state = w->ws;
+    v->agent_v = w->has_report ? (int)w->report_v : 0;
     v->agent = w->has_report && w->ws != WS_GONE && w->pid > 0 &&
                now - w->last_report_at <= STATE_AGENT_INTERVALS * interval_s;
     v->restarts = w->restarts;

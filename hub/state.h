@@ -29,6 +29,7 @@ typedef enum {
     WS_BACKOFF,
     WS_ERRORED,
     WS_GONE,
+    WS_N
 } worker_state;
 
 /* One process as read from /proc by the sampler. */
@@ -86,6 +87,7 @@ typedef struct {
     pid_t    pid;               /* 0: no process now (backoff, stopped, errored) */
     worker_state state;
     bool     agent;
+    int      agent_v;           /* report protocol version its agent speaks; 0: no report yet */
     int64_t  restarts;
     bool     has_exit;          /* last_status is the waitpid status of the last exit */
     int      last_status;

@@ -17,6 +17,7 @@ import tempfile
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 
 import pytest
@@ -233,3 +234,86 @@ def test_grafana_dashboard_queries_parse_in_promtool(tmp_path):
     # its panels read the recording rules, so a query is as cheap as the rule
     recorded = {"app:drover_requests:rate1m", "app:drover_request_duration_seconds:p99_1m"}
     assert recorded <= set(exprs)
+
+
+# ---- a real Prometheus ------------------------------------------------------------------
+
+class Prometheus:
+    """Debian's prometheus server on a loopback port, scraping targets every second."""
+
+    def __init__(self, procs, tmp_path, targets):
+        self.port = free_port()
+        cfg = tmp_path / "prometheus.yml"
+        cfg.write_text("global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
+                       "scrape_configs:\n  - job_name: drover\n    static_configs:\n"
+                       f"      - targets: [{', '.join(repr(t) for t in targets)}]\n")
+        self.p = procs.spawn(["prometheus", f"--config.file={cfg}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                              f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_until(lambda: self.value('up{job="drover"}') == 1, 30, interval=0.2, what="Prometheus scraping the hub")
+
+    def query(self, expr):
+        q = urllib.parse.urlencode({"query": expr})
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/api/v1/query?{q}", timeout=5) as r:
+                d = json.load(r)
+        except OSError:
+            return None
+        return d["data"]["result"] if d.get("status") == "success" else None
+
+    def value(self, expr):
+        """The single value expr gives now, or None."""
+        r = self.query(expr)
+        return float(r[0]["value"][1]) if r and len(r) == 1 else None
+
+
+def test_real_prometheus_counts_exactly_merges_p99_and_keeps_series_across_a_restart(procs, sockdir,
+                                                                                      logdir_private, tmp_path):
+    import http.client
+    import urllib.parse  # noqa: F401  (Prometheus.query)
+    web, mport = free_port(), free_port()
+    h = hub_with_metrics(procs, sockdir, logdir_private, mport, "-i", "2", "--listen", f"127.0.0.1:{web}",
+                         "-n", "web", "--no-echo", cmd=[HTTPD])
+    online(h, 2, "web")
+    prom = Prometheus(procs, tmp_path, [f"127.0.0.1:{mport}"])
+    total = 'sum(drover_worker_requests_total{app="web"})'
+    wait_until(lambda: prom.value(f'count(drover_worker_requests_total{{app="web"}})') == 2, 20,
+               what="both workers' request counters in Prometheus")
+
+    def settled():
+        a = prom.value(total)
+        time.sleep(1.5)
+        return (a,) if a is not None and a == prom.value(total) else None
+    base = wait_until(settled, 20, interval=0, what="a settled request total")[0]
+    # the client counts its own 200s and times them: 90 at 10 ms, 10 at 100 ms (9:1, on both workers)
+    lat, ok = [], 0
+    for i in range(100):
+        c = http.client.HTTPConnection("127.0.0.1", web, timeout=10)
+        t0 = time.monotonic()
+        c.request("GET", "/slow?ms=100" if i % 10 == 9 else "/slow?ms=10")
+        r = c.getresponse()
+        r.read()
+        lat.append(time.monotonic() - t0)
+        ok += r.status == 200
+        c.close()
+    assert ok == 100
+    wait_until(lambda: prom.value(total) == base + ok, 20,
+               what=f"Prometheus's total to rise by exactly {ok}", diag=lambda: f"{base} -> {prom.value(total)}")
+    q = 'histogram_quantile({}, sum by (le) (increase(drover_worker_request_duration_seconds_bucket{{app="web"}}[1m])))'
+    p99, p50 = prom.value(q.format(0.99)), prom.value(q.format(0.5))
+    lat.sort()
+    print(f"client p50 {lat[49] * 1000:.1f} ms p99 {lat[98] * 1000:.1f} ms; Prometheus p50 {p50 * 1000:.1f} ms "
+          f"p99 {p99 * 1000:.1f} ms")
+    # merged, never averaged: the p99 is in the bucket of the 100 ms requests (2^16..2^17 µs), the
+    # p50 in the 10 ms one (2^13..2^14 µs), as the client measured them
+    assert 0.065536 <= lat[98] <= 0.131072 and 0.065536 <= p99 <= 0.131072, (lat[98], p99)
+    assert 0.008192 <= lat[49] <= 0.016384 and 0.008192 <= p50 <= 0.016384, (lat[49], p50)
+    # a worker killed: its restarts counter rises, and its series stays the same one
+    w0 = [w for w in h.next_interval().workers if w["app"] == "web" and w["id"] == 0][0]
+    os.kill(w0["pid"], signal.SIGKILL)
+    wait_until(lambda: prom.value('drover_worker_restarts_total{app="web",worker="0"}') == 1, 20,
+               what="worker 0's restart in Prometheus")
+    online(h, 2, "web")
+    time.sleep(2.5)
+    assert prom.value('count(drover_worker_requests_total{app="web"})') == 2
+    assert prom.value('count(count by (worker) (drover_worker_info{app="web"}))') == 2

@@ -495,8 +495,13 @@ def test_prom_format_passes_promtool(sockdir, procs, start_py_sender):
         assert r.returncode == 0, (f"promtool check metrics failed on exposition {i + 1}:\n"
                                    f"{r.stdout.decode()}{r.stderr.decode()}\n---\n{b}")
     last = blocks[-1]
-    assert re.search(r'^drover_worker_requests_total\{app="we\\"ird\\\\app",worker="0",pid="\d+"\} \d',
+    assert re.search(r'^drover_worker_requests_total\{app="we\\"ird\\\\app",worker="0"\} \d',
                      last, re.M), last
+    # the pid is in the info series only, so a restart continues the same series
+    assert re.search(r'^drover_worker_info\{app="we\\"ird\\\\app",worker="0",pid="\d+",agent_version="\d"\} 1$',
+                     last, re.M), last
+    assert re.search(r'^drover_worker_info\{app="[^"]*",worker="pid-\d+",pid="\d+",agent_version=""\} 1$',
+                     last, re.M), last   # the notify-only process: no id, no agent report
     assert re.search(r'^drover_worker_metric\{.*name="queue_depth"\} 3$', last, re.M), last
     assert re.search(r'^drover_worker_ready\{.*\} 1$', last, re.M), last
     assert re.search(r'^drover_hub_reports_total \d+$', last, re.M), last

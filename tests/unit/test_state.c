@@ -398,7 +398,7 @@ static char *print_ndjson(state *s, double now)
     size_t len = 0;
     FILE *f = open_memstream(&text, &len);
     assert_non_null(f);
-    assert_int_equal(headless_print(f, HEADLESS_NDJSON, v, n, &c, 1.0), 0);
+    assert_int_equal(headless_print(f, HEADLESS_NDJSON, v, n, &c, 1.0, NULL), 0);
     fclose(f);
     return text;
 }
