@@ -1,0 +1,389 @@
+/*
+ * lgroup.c — the SO_REUSEPORT group of --balance reuseport.
+ *
+ * Data: the anchor (bound, never listening), the members (one record per
+ * socket, reused once closed, each with its drain timer), and order[], the
+ * mirror of the kernel's group array (member numbers by kernel index).
+ */
+#include "hub/lgroup.h"
+#include "hub/listen.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#ifndef SO_ATTACH_REUSEPORT_CBPF
+#define SO_ATTACH_REUSEPORT_CBPF 51
+#endif
+#ifndef SO_DETACH_REUSEPORT_BPF
+#define SO_DETACH_REUSEPORT_BPF 68
+#endif
+
+typedef struct {
+    lgroup      *g;
+    int          m;            /* its number */
+    int          fd;           /* -1 once closed */
+    lsock_state  st;           /* set by lgroup_step only */
+    uv_timer_t   watch;        /* draining: reads the accept queue */
+    uint64_t     drain_ms;     /* when it was steered away */
+    unsigned     timeout_ms;
+    lgroup_drained_fn done;
+    void        *ctx;
+} member;
+
+struct lgroup {
+    uv_loop_t  *loop;
+    int         anchor;
+    member    **mem;
+    size_t      nmem;
+    int         order[LGROUP_MAX];  /* the kernel's socks[]: member numbers */
+    size_t      norder;
+    bool        prog_on;            /* a steering program is attached */
+    bool        steer_failed;       /* said once */
+};
+
+/* ---- the pure parts ----------------------------------------------------- */
+
+/* One row of a socket's machine: in state, on input, go to next doing act. */
+typedef struct {
+    unsigned     from;        /* bit set of states it applies in */
+    lsock_input  in;
+    lsock_state  next;
+    lsock_action act;
+} lsock_row;
+
+#define S(x) (1u << (x))
+static const lsock_row lsock_table[] = {
+    {S(LSOCK_OPEN),                      LSOCK_IN_PARK,    LSOCK_PARKED,   LSOCK_DO_STEER},
+    {S(LSOCK_PARKED),                    LSOCK_IN_SERVE,   LSOCK_OPEN,     LSOCK_DO_STEER},
+    {S(LSOCK_OPEN) | S(LSOCK_PARKED),    LSOCK_IN_DRAIN,   LSOCK_DRAINING, LSOCK_DO_DRAIN},
+    {S(LSOCK_DRAINING),                  LSOCK_IN_DRAINED, LSOCK_DRAINED,  LSOCK_DO_REPORT},
+    {S(LSOCK_OPEN) | S(LSOCK_PARKED) | S(LSOCK_DRAINING) | S(LSOCK_DRAINED),
+                                         LSOCK_IN_CLOSE,   LSOCK_CLOSED,   LSOCK_DO_CLOSE},
+};
+#undef S
+
+lsock_decision lsock_next(lsock_state s, lsock_input in)
+{
+    for (size_t i = 0; i < sizeof lsock_table / sizeof lsock_table[0]; i++)
+        if ((lsock_table[i].from & (1u << s)) && lsock_table[i].in == in)
+            return (lsock_decision){lsock_table[i].next, lsock_table[i].act};
+    return (lsock_decision){s, LSOCK_DO_NOTHING};
+}
+
+const char *lsock_name(lsock_state s)
+{
+    static const char *const names[] = {"open", "parked", "draining", "drained", "closed"};
+    return (unsigned)s < sizeof names / sizeof names[0] ? names[s] : "?";
+}
+
+void lgroup_order_remove(int *order, size_t *n, int m)
+{
+    for (size_t i = 0; i < *n; i++)
+        if (order[i] == m) {
+            order[i] = order[--*n];
+            return;
+        }
+}
+
+/* Appends one instruction if it fits; returns the new count (cap+1 marks overflow). */
+static size_t lgroup_emit(struct sock_filter *out, size_t n, size_t cap, struct sock_filter ins)
+{
+    if (n < cap)
+        out[n] = ins;
+    return n + 1;
+}
+
+size_t lgroup_prog(const unsigned *keep, size_t nkeep, struct sock_filter *out, size_t cap)
+{
+    if (nkeep == 0)
+        return 0;
+    const uint32_t net = (uint32_t)SKF_NET_OFF;
+    size_t n = 0;
+    /* A = IP version */
+    n = lgroup_emit(out, n, cap, (struct sock_filter)BPF_STMT(BPF_LD | BPF_B | BPF_ABS, net));
+    n = lgroup_emit(out, n, cap, (struct sock_filter)BPF_STMT(BPF_ALU | BPF_RSH | BPF_K, 4));
+    /* IPv6: skip the 7 IPv4 instructions */
+    n = lgroup_emit(out, n, cap, (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 6, 7, 0));
+    /* IPv4: M[0] = source address; X = header length; A = source port ^ M[0] */
+    n = lgroup_emit(out, n, cap, (struct sock_filter)BPF_STMT(BPF_LD | BPF_W | BPF_ABS, net + 12));
+    n = lgroup_emit(out, n, cap, (struct sock_filter)BPF_STMT(BPF_ST, 0));
+    n = lgroup_emit(out, n, cap, (struct sock_filter)BPF_STMT(BPF_LDX | BPF_B | BPF_MSH, net));
+    n = lgroup_emit(out, n, cap, (struct sock_filter)BPF_STMT(BPF_LD | BPF_H | BPF_IND, net));
+    n = lgroup_emit(out, n, cap, (struct sock_filter)BPF_STMT(BPF_LDX | BPF_MEM, 0));
+    n = lgroup_emit(out, n, cap, (struct sock_filter)BPF_STMT(BPF_ALU | BPF_XOR | BPF_X, 0));
+    n = lgroup_emit(out, n, cap, (struct sock_filter)BPF_STMT(BPF_JMP | BPF_JA, 5));
+    /* IPv6 (no extension headers): the address's last word, the port at 40 */
+    n = lgroup_emit(out, n, cap, (struct sock_filter)BPF_STMT(BPF_LD | BPF_W | BPF_ABS, net + 20));
+    n = lgroup_emit(out, n, cap, (struct sock_filter)BPF_STMT(BPF_ST, 0));
+    n = lgroup_emit(out, n, cap, (struct sock_filter)BPF_STMT(BPF_LD | BPF_H | BPF_ABS, net + 40));
+    n = lgroup_emit(out, n, cap, (struct sock_filter)BPF_STMT(BPF_LDX | BPF_MEM, 0));
+    n = lgroup_emit(out, n, cap, (struct sock_filter)BPF_STMT(BPF_ALU | BPF_XOR | BPF_X, 0));
+    /* fold the high half in, then pick among the sockets in rotation */
+    n = lgroup_emit(out, n, cap, (struct sock_filter)BPF_STMT(BPF_MISC | BPF_TAX, 0));
+    n = lgroup_emit(out, n, cap, (struct sock_filter)BPF_STMT(BPF_ALU | BPF_RSH | BPF_K, 16));
+    n = lgroup_emit(out, n, cap, (struct sock_filter)BPF_STMT(BPF_ALU | BPF_XOR | BPF_X, 0));
+    n = lgroup_emit(out, n, cap, (struct sock_filter)BPF_STMT(BPF_ALU | BPF_MOD | BPF_K, (uint32_t)nkeep));
+    for (size_t i = 0; i + 1 < nkeep; i++) {
+        n = lgroup_emit(out, n, cap, (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (uint32_t)i, 0, 1));
+        n = lgroup_emit(out, n, cap, (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, keep[i]));
+    }
+    n = lgroup_emit(out, n, cap, (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, keep[nkeep - 1]));
+    return n <= cap ? n : 0;
+}
+
+/* ---- sockets ------------------------------------------------------------ */
+
+bool lgroup_applies(const char *spec)
+{
+    return strncmp(spec, "unix:", 5) != 0 && strncmp(spec, "fd:", 3) != 0;
+}
+
+lgroup *lgroup_open(uv_loop_t *loop, const char *spec, char *err, size_t errcap)
+{
+    lgroup *g = calloc(1, sizeof *g);
+    if (!g) {
+        snprintf(err, errcap, "out of memory");
+        return NULL;
+    }
+    g->loop = loop;
+    g->anchor = listen_tcp(spec, true, true, err, errcap);
+    if (g->anchor < 0) {
+        free(g);
+        return NULL;
+    }
+    return g;
+}
+
+/* Member m's record, or NULL. */
+static member *lgroup_mem(const lgroup *g, int m)
+{
+    return m >= 0 && (size_t)m < g->nmem ? g->mem[m] : NULL;
+}
+
+/* A socket of the group to set options on (any member still open), or -1. */
+static int lgroup_any_fd(const lgroup *g)
+{
+    return g->norder ? g->mem[g->order[0]]->fd : -1;
+}
+
+/*
+ * Makes the kernel pick only sockets in rotation (OPEN): with all of them,
+ * no program (the kernel's own hash); else a program over their indices.
+ */
+static void lgroup_steer(lgroup *g)
+{
+    unsigned keep[LGROUP_MAX];
+    size_t nkeep = 0;
+    for (size_t i = 0; i < g->norder; i++)
+        if (g->mem[g->order[i]]->st == LSOCK_OPEN)
+            keep[nkeep++] = (unsigned)i;
+    int fd = lgroup_any_fd(g);
+    if (fd < 0)
+        return;
+    if (nkeep == g->norder || nkeep == 0) {
+        /* everyone (or no one) in rotation: the kernel's hash over all */
+        if (g->prog_on && setsockopt(fd, SOL_SOCKET, SO_DETACH_REUSEPORT_BPF, &(int){0}, sizeof(int)) == 0) {
+            g->prog_on = false;
+            return;
+        }
+        if (!g->prog_on)
+            return;
+        /* no detach on this kernel: a program over every index instead */
+        nkeep = g->norder;
+        for (size_t i = 0; i < nkeep; i++)
+            keep[i] = (unsigned)i;
+    }
+    static struct sock_filter code[2 * LGROUP_MAX + 32];
+    size_t len = lgroup_prog(keep, nkeep, code, sizeof code / sizeof code[0]);
+    struct sock_fprog prog = {.len = (unsigned short)len, .filter = code};
+    if (len && setsockopt(fd, SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, &prog, sizeof prog) == 0) {
+        g->prog_on = true;
+    } else if (!g->steer_failed) {
+        g->steer_failed = true;
+        fprintf(stderr, "drover: cannot steer connections in the reuseport group (%s): "
+                "a socket being drained may still get new connections\n", strerror(errno));
+    }
+}
+
+int lgroup_add(lgroup *g, char *err, size_t errcap)
+{
+    if (g->norder >= LGROUP_MAX) {
+        snprintf(err, errcap, "more than %d listening sockets", LGROUP_MAX);
+        return -1;
+    }
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    int v6only = 0;
+    socklen_t vl = sizeof v6only;
+    if (getsockname(g->anchor, (struct sockaddr *)&ss, &sl) != 0) {
+        snprintf(err, errcap, "cannot read the listening address: %s", strerror(errno));
+        return -1;
+    }
+    int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int one = 1;
+    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 ||
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0 ||
+        (ss.ss_family == AF_INET6 &&
+         (getsockopt(g->anchor, IPPROTO_IPV6, IPV6_V6ONLY, &v6only, &vl) != 0 ||
+          setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &v6only, sizeof v6only) != 0)) ||
+        bind(fd, (struct sockaddr *)&ss, sl) != 0 || listen(fd, SOMAXCONN) != 0) {
+        snprintf(err, errcap, "cannot open a listening socket for the slot: %s", strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    member *mm = NULL;
+    for (size_t i = 0; i < g->nmem && !mm; i++)
+        if (g->mem[i]->st == LSOCK_CLOSED)
+            mm = g->mem[i];
+    if (!mm) {
+        member **nm = realloc(g->mem, (g->nmem + 1) * sizeof *nm);
+        if (nm)
+            g->mem = nm;
+        mm = nm ? calloc(1, sizeof *mm) : NULL;
+        if (!mm) {
+            close(fd);
+            snprintf(err, errcap, "out of memory");
+            return -1;
+        }
+        mm->g = g;
+        mm->m = (int)g->nmem;
+        uv_timer_init(g->loop, &mm->watch);
+        mm->watch.data = mm;
+        g->mem[g->nmem++] = mm;
+    }
+    mm->fd = fd;
+    mm->st = LSOCK_OPEN;
+    mm->done = NULL;
+    g->order[g->norder++] = mm->m;
+    if (g->prog_on)
+        lgroup_steer(g);   /* the program must know the new index */
+    return mm->m;
+}
+
+int lgroup_fd(const lgroup *g, int m)
+{
+    member *mm = lgroup_mem(g, m);
+    return mm ? mm->fd : -1;
+}
+
+lsock_state lgroup_state(const lgroup *g, int m)
+{
+    member *mm = lgroup_mem(g, m);
+    return mm ? mm->st : LSOCK_CLOSED;
+}
+
+int lgroup_queued(const lgroup *g, int m)
+{
+    member *mm = lgroup_mem(g, m);
+    struct tcp_info ti;
+    socklen_t tl = sizeof ti;
+    if (!mm || mm->fd < 0 || getsockopt(mm->fd, IPPROTO_TCP, TCP_INFO, &ti, &tl) != 0)
+        return -1;
+    return (int)ti.tcpi_unacked;   /* a listener's accept queue (sk_ack_backlog) */
+}
+
+static void lgroup_on_watch(uv_timer_t *t);
+
+/* Feeds input in to member mm's machine and performs the action decided. */
+static void lgroup_step(member *mm, lsock_input in, unsigned left)
+{
+    lgroup *g = mm->g;
+    lsock_decision d = lsock_next(mm->st, in);
+    mm->st = d.next;
+    switch (d.act) {
+    case LSOCK_DO_NOTHING:
+        break;
+    case LSOCK_DO_STEER:
+        lgroup_steer(g);
+        break;
+    case LSOCK_DO_DRAIN:
+        lgroup_steer(g);
+        uv_update_time(g->loop);
+        mm->drain_ms = uv_now(g->loop);
+        uv_timer_start(&mm->watch, lgroup_on_watch, LGROUP_POLL_MS, LGROUP_POLL_MS);
+        break;
+    case LSOCK_DO_REPORT: {
+        uv_timer_stop(&mm->watch);
+        lgroup_drained_fn done = mm->done;
+        mm->done = NULL;
+        if (done)
+            done(mm->ctx, mm->m, left);
+        break;
+    }
+    case LSOCK_DO_CLOSE:
+        uv_timer_stop(&mm->watch);
+        mm->done = NULL;
+        /* shutdown leaves the kernel's group now, whoever else holds the socket */
+        shutdown(mm->fd, SHUT_RDWR);
+        close(mm->fd);
+        mm->fd = -1;
+        lgroup_order_remove(g->order, &g->norder, mm->m);
+        lgroup_steer(g);
+        break;
+    }
+}
+
+/* A draining socket's watch: drained once its queue is empty after the settle time, or at the timeout. */
+static void lgroup_on_watch(uv_timer_t *t)
+{
+    member *mm = t->data;
+    uv_update_time(mm->g->loop);
+    uint64_t waited = uv_now(mm->g->loop) - mm->drain_ms;
+    int q = lgroup_queued(mm->g, mm->m);
+    if (waited >= mm->timeout_ms || (waited >= LGROUP_SETTLE_MS && q <= 0))
+        lgroup_step(mm, LSOCK_IN_DRAINED, q > 0 ? (unsigned)q : 0);
+}
+
+void lgroup_serve(lgroup *g, int m, bool serving)
+{
+    member *mm = lgroup_mem(g, m);
+    if (mm)
+        lgroup_step(mm, serving ? LSOCK_IN_SERVE : LSOCK_IN_PARK, 0);
+}
+
+int lgroup_drain(lgroup *g, int m, unsigned timeout_ms, lgroup_drained_fn done, void *ctx)
+{
+    member *mm = lgroup_mem(g, m);
+    if (!mm || lsock_next(mm->st, LSOCK_IN_DRAIN).act != LSOCK_DO_DRAIN)
+        return -1;
+    mm->timeout_ms = timeout_ms;
+    mm->done = done;
+    mm->ctx = ctx;
+    lgroup_step(mm, LSOCK_IN_DRAIN, 0);
+    return 0;
+}
+
+void lgroup_close(lgroup *g, int m)
+{
+    member *mm = lgroup_mem(g, m);
+    if (mm)
+        lgroup_step(mm, LSOCK_IN_CLOSE, 0);
+}
+
+static void lgroup_free_member_cb(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+void lgroup_free(lgroup *g)
+{
+    if (!g)
+        return;
+    for (size_t i = 0; i < g->nmem; i++) {
+        member *mm = g->mem[i];
+        if (mm->fd >= 0)
+            close(mm->fd);
+        uv_timer_stop(&mm->watch);
+        uv_close((uv_handle_t *)&mm->watch, lgroup_free_member_cb);
+    }
+    free(g->mem);
+    close(g->anchor);
+    free(g);
+}
