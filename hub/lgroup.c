@@ -9,12 +9,14 @@
 #include "hub/listen.h"
 
 #include <errno.h>
+#include <linux/bpf.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #ifndef SO_ATTACH_REUSEPORT_CBPF
@@ -23,6 +25,12 @@
 #ifndef SO_DETACH_REUSEPORT_BPF
 #define SO_DETACH_REUSEPORT_BPF 68
 #endif
+#ifndef SO_ATTACH_REUSEPORT_EBPF
+#define SO_ATTACH_REUSEPORT_EBPF 52
+#endif
+
+/* How new connections are steered: round-robin (eBPF, needs CAP_BPF), else a hash (classic BPF). */
+typedef enum { STEER_UNTRIED, STEER_ROUND_ROBIN, STEER_HASH } steer_kind;
 
 typedef struct {
     lgroup      *g;
@@ -45,6 +53,10 @@ struct lgroup {
     size_t      norder;
     bool        prog_on;            /* a steering program is attached */
     bool        steer_failed;       /* said once */
+    steer_kind  steer;
+    int         socks_map;          /* round-robin: REUSEPORT_SOCKARRAY of the sockets in rotation */
+    int         ctr_map;            /* round-robin: one u32, the next turn */
+    size_t      nsocks_map;         /* entries set in socks_map */
 };
 
 /* ---- the pure parts ----------------------------------------------------- */
@@ -124,10 +136,10 @@ size_t lgroup_prog(const unsigned *keep, size_t nkeep, struct sock_filter *out, 
     n = lgroup_emit(out, n, cap, (struct sock_filter)BPF_STMT(BPF_LD | BPF_H | BPF_ABS, net + 40));
     n = lgroup_emit(out, n, cap, (struct sock_filter)BPF_STMT(BPF_LDX | BPF_MEM, 0));
     n = lgroup_emit(out, n, cap, (struct sock_filter)BPF_STMT(BPF_ALU | BPF_XOR | BPF_X, 0));
-    /* fold the high half in, then pick among the sockets in rotation */
-    n = lgroup_emit(out, n, cap, (struct sock_filter)BPF_STMT(BPF_MISC | BPF_TAX, 0));
+    /* Fibonacci hashing (Knuth): keys in a row (a client's ports) land evenly, then pick
+     * among the sockets in rotation */
+    n = lgroup_emit(out, n, cap, (struct sock_filter)BPF_STMT(BPF_ALU | BPF_MUL | BPF_K, 0x9E3779B1u));
     n = lgroup_emit(out, n, cap, (struct sock_filter)BPF_STMT(BPF_ALU | BPF_RSH | BPF_K, 16));
-    n = lgroup_emit(out, n, cap, (struct sock_filter)BPF_STMT(BPF_ALU | BPF_XOR | BPF_X, 0));
     n = lgroup_emit(out, n, cap, (struct sock_filter)BPF_STMT(BPF_ALU | BPF_MOD | BPF_K, (uint32_t)nkeep));
     for (size_t i = 0; i + 1 < nkeep; i++) {
         n = lgroup_emit(out, n, cap, (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (uint32_t)i, 0, 1));
@@ -135,6 +147,102 @@ size_t lgroup_prog(const unsigned *keep, size_t nkeep, struct sock_filter *out, 
     }
     n = lgroup_emit(out, n, cap, (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, keep[nkeep - 1]));
     return n <= cap ? n : 0;
+}
+
+/* ---- round-robin: an eBPF program of type SK_REUSEPORT ------------------- */
+
+#define INS(c, d, s, o, i) ((struct bpf_insn){.code = (c), .dst_reg = (d), .src_reg = (s), .off = (o), .imm = (i)})
+
+size_t lgroup_rr_prog(int ctr_map, int socks_map, unsigned nkeep, struct bpf_insn *out, size_t cap)
+{
+    const struct bpf_insn prog[] = {
+        INS(BPF_ALU64 | BPF_MOV | BPF_X, 6, 1, 0, 0),              /* r6 = ctx */
+        INS(BPF_ST | BPF_MEM | BPF_W, 10, 0, -4, 0),               /* key 0 at fp-4 */
+        INS(BPF_ALU64 | BPF_MOV | BPF_X, 2, 10, 0, 0),
+        INS(BPF_ALU64 | BPF_ADD | BPF_K, 2, 0, 0, -4),             /* r2 = &key */
+        INS(BPF_LD | BPF_DW | BPF_IMM, 1, BPF_PSEUDO_MAP_FD, 0, ctr_map),
+        INS(0, 0, 0, 0, 0),
+        INS(BPF_JMP | BPF_CALL, 0, 0, 0, BPF_FUNC_map_lookup_elem),
+        INS(BPF_JMP | BPF_JEQ | BPF_K, 0, 0, 11, 0),               /* no counter: the kernel's hash */
+        INS(BPF_ALU64 | BPF_MOV | BPF_K, 1, 0, 0, 1),
+        INS(BPF_STX | BPF_ATOMIC | BPF_W, 0, 1, 0, BPF_ADD | BPF_FETCH), /* r1 = turn++ */
+        INS(BPF_ALU | BPF_MOD | BPF_K, 1, 0, 0, (int)nkeep),       /* r1 = turn % nkeep */
+        INS(BPF_STX | BPF_MEM | BPF_W, 10, 1, -8, 0),
+        INS(BPF_ALU64 | BPF_MOV | BPF_X, 1, 6, 0, 0),
+        INS(BPF_LD | BPF_DW | BPF_IMM, 2, BPF_PSEUDO_MAP_FD, 0, socks_map),
+        INS(0, 0, 0, 0, 0),
+        INS(BPF_ALU64 | BPF_MOV | BPF_X, 3, 10, 0, 0),
+        INS(BPF_ALU64 | BPF_ADD | BPF_K, 3, 0, 0, -8),
+        INS(BPF_ALU64 | BPF_MOV | BPF_K, 4, 0, 0, 0),
+        INS(BPF_JMP | BPF_CALL, 0, 0, 0, BPF_FUNC_sk_select_reuseport),
+        INS(BPF_ALU64 | BPF_MOV | BPF_K, 0, 0, 0, SK_PASS),        /* selected, or the kernel's hash */
+        INS(BPF_JMP | BPF_EXIT, 0, 0, 0, 0),
+    };
+    size_t n = sizeof prog / sizeof prog[0];
+    if (n > cap || nkeep == 0)
+        return 0;
+    memcpy(out, prog, sizeof prog);
+    return n;
+}
+
+static long lgroup_bpf(int cmd, union bpf_attr *attr)
+{
+    return syscall(SYS_bpf, cmd, attr, sizeof *attr);
+}
+
+/* Creates the round-robin maps. Returns 0, or -1 (no CAP_BPF, old kernel). */
+static int lgroup_rr_maps(lgroup *g)
+{
+    union bpf_attr a = {.map_type = BPF_MAP_TYPE_REUSEPORT_SOCKARRAY, .key_size = 4, .value_size = 8,
+                        .max_entries = LGROUP_MAX};
+    g->socks_map = (int)lgroup_bpf(BPF_MAP_CREATE, &a);
+    a = (union bpf_attr){.map_type = BPF_MAP_TYPE_ARRAY, .key_size = 4, .value_size = 4, .max_entries = 1};
+    g->ctr_map = g->socks_map >= 0 ? (int)lgroup_bpf(BPF_MAP_CREATE, &a) : -1;
+    if (g->ctr_map < 0) {
+        if (g->socks_map >= 0)
+            close(g->socks_map);
+        g->socks_map = -1;
+        return -1;
+    }
+    return 0;
+}
+
+/*
+ * Round-robin over the sockets in rotation (fds[0..n-1]): puts them in the
+ * socket array and attaches a program taking turns over n through fd.
+ * Returns 0, or -1 (the caller falls back to the hash).
+ */
+static int lgroup_rr_steer(lgroup *g, const int *fds, size_t n, int fd)
+{
+    /* A socket can be in the array once only (EBUSY): empty it, then fill
+     * it; meanwhile a failed selection falls back to the kernel's hash. */
+    for (size_t i = 0; i < g->nsocks_map; i++) {
+        uint32_t k = (uint32_t)i;
+        union bpf_attr a = {.map_fd = (uint32_t)g->socks_map, .key = (uint64_t)(uintptr_t)&k};
+        lgroup_bpf(BPF_MAP_DELETE_ELEM, &a);
+    }
+    g->nsocks_map = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t k = (uint32_t)i;
+        uint64_t v = (uint64_t)fds[i];
+        union bpf_attr a = {.map_fd = (uint32_t)g->socks_map, .key = (uint64_t)(uintptr_t)&k,
+                            .value = (uint64_t)(uintptr_t)&v, .flags = BPF_ANY};
+        if (lgroup_bpf(BPF_MAP_UPDATE_ELEM, &a) != 0)
+            return -1;
+        g->nsocks_map = i + 1;
+    }
+    struct bpf_insn code[32];
+    size_t len = lgroup_rr_prog(g->ctr_map, g->socks_map, (unsigned)n, code, 32);
+    static const char license[] = "Dual MIT/GPL";
+    union bpf_attr a = {.prog_type = BPF_PROG_TYPE_SK_REUSEPORT, .insn_cnt = (uint32_t)len,
+                        .insns = (uint64_t)(uintptr_t)code, .license = (uint64_t)(uintptr_t)license,
+                        .expected_attach_type = BPF_SK_REUSEPORT_SELECT};
+    int prog = len ? (int)lgroup_bpf(BPF_PROG_LOAD, &a) : -1;
+    if (prog < 0)
+        return -1;
+    int rc = setsockopt(fd, SOL_SOCKET, SO_ATTACH_REUSEPORT_EBPF, &prog, sizeof prog);
+    close(prog);   /* the group holds it */
+    return rc;
 }
 
 /* ---- sockets ------------------------------------------------------------ */
@@ -152,6 +260,7 @@ lgroup *lgroup_open(uv_loop_t *loop, const char *spec, char *err, size_t errcap)
         return NULL;
     }
     g->loop = loop;
+    g->socks_map = g->ctr_map = -1;
     g->anchor = listen_tcp(spec, true, true, err, errcap);
     if (g->anchor < 0) {
         free(g);
@@ -173,29 +282,40 @@ static int lgroup_any_fd(const lgroup *g)
 }
 
 /*
- * Makes the kernel pick only sockets in rotation (OPEN): with all of them,
- * no program (the kernel's own hash); else a program over their indices.
+ * Makes the kernel pick only sockets in rotation (OPEN), by a program over
+ * their indices; with none in rotation, the kernel's own hash over all.
  */
 static void lgroup_steer(lgroup *g)
 {
     unsigned keep[LGROUP_MAX];
+    int fds[LGROUP_MAX];
     size_t nkeep = 0;
     for (size_t i = 0; i < g->norder; i++)
-        if (g->mem[g->order[i]]->st == LSOCK_OPEN)
+        if (g->mem[g->order[i]]->st == LSOCK_OPEN) {
+            fds[nkeep] = g->mem[g->order[i]]->fd;
             keep[nkeep++] = (unsigned)i;
+        }
     int fd = lgroup_any_fd(g);
     if (fd < 0)
         return;
-    if (nkeep == g->norder || nkeep == 0) {
-        /* everyone (or no one) in rotation: the kernel's hash over all */
+    if (g->steer == STEER_UNTRIED)
+        g->steer = lgroup_rr_maps(g) == 0 ? STEER_ROUND_ROBIN : STEER_HASH;
+    if (g->steer == STEER_ROUND_ROBIN && nkeep > 0) {
+        if (lgroup_rr_steer(g, fds, nkeep, fd) == 0) {
+            g->prog_on = true;
+            return;
+        }
+        g->steer = STEER_HASH;   /* e.g. a kernel without SK_REUSEPORT programs: hash from now on */
+    }
+    if (nkeep == 0) {
+        /* no one in rotation (every slot parked): better served late than never */
         if (g->prog_on && setsockopt(fd, SOL_SOCKET, SO_DETACH_REUSEPORT_BPF, &(int){0}, sizeof(int)) == 0) {
             g->prog_on = false;
             return;
         }
         if (!g->prog_on)
             return;
-        /* no detach on this kernel: a program over every index instead */
-        nkeep = g->norder;
+        nkeep = g->norder;   /* no detach on this kernel: a program over every index */
         for (size_t i = 0; i < nkeep; i++)
             keep[i] = (unsigned)i;
     }
@@ -262,8 +382,7 @@ int lgroup_add(lgroup *g, char *err, size_t errcap)
     mm->st = LSOCK_OPEN;
     mm->done = NULL;
     g->order[g->norder++] = mm->m;
-    if (g->prog_on)
-        lgroup_steer(g);   /* the program must know the new index */
+    lgroup_steer(g);   /* the program must know the new index */
     return mm->m;
 }
 
@@ -384,6 +503,10 @@ void lgroup_free(lgroup *g)
         uv_close((uv_handle_t *)&mm->watch, lgroup_free_member_cb);
     }
     free(g->mem);
+    if (g->socks_map >= 0)
+        close(g->socks_map);
+    if (g->ctr_map >= 0)
+        close(g->ctr_map);
     close(g->anchor);
     free(g);
 }

@@ -11,12 +11,14 @@
  *
  * Steering. The kernel picks a listener by index in its group array
  * (reuse->socks[]: appended at listen(), a removed socket's place taken by
- * the last one). The group mirrors that array (lgroup_order_*) and, while a
- * socket must get no new connection (draining or parked), attaches a
- * classic BPF program (SO_ATTACH_REUSEPORT_CBPF) that hashes the client's
- * address and port over the indices still in rotation only. With every
- * socket in rotation the program is detached and the kernel's own hash is
- * used. A socket leaves the kernel's group only by lgroup_close (shutdown
+ * the last one). The group mirrors that array (lgroup_order_*) and attaches
+ * a classic BPF program (SO_ATTACH_REUSEPORT_CBPF), rebuilt whenever the
+ * set changes, that hashes the client's address and port over the indices
+ * of the sockets in rotation only: a socket draining or parked gets no new
+ * connection. The program's Fibonacci hash also spreads one client's
+ * ports in a row (a proxy's connection pool, wrk) evenly, where the
+ * kernel's own hash (used only if the program cannot be attached, or no
+ * socket is in rotation) leaves random lumps. A socket leaves the kernel's group only by lgroup_close (shutdown
  * then close, by the hub, after its slot's processes are gone), so the
  * mirror is exact.
  *
@@ -36,6 +38,7 @@
 #ifndef DROVER_HUB_LGROUP_H
 #define DROVER_HUB_LGROUP_H
 
+#include <linux/bpf.h>
 #include <linux/filter.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -76,11 +79,21 @@ void lgroup_order_remove(int *order, size_t *n, int m);
 /*
  * Builds the steering program into out (cap instructions): the client's
  * source address (IPv4, or an IPv6 address's last 32 bits) xor its source
- * port, modulo nkeep, picks one of the kernel indices keep[0..nkeep-1].
+ * port, Fibonacci-hashed (× 0x9E3779B1, >> 16), modulo nkeep, picks one of
+ * the kernel indices keep[0..nkeep-1].
  * Returns the number of instructions, or 0 when nkeep is 0 or the program
  * does not fit. Pure.
  */
 size_t lgroup_prog(const unsigned *keep, size_t nkeep, struct sock_filter *out, size_t cap);
+
+/*
+ * Builds the round-robin program (eBPF, BPF_PROG_TYPE_SK_REUSEPORT) into
+ * out: each new connection takes the next turn of the one-entry array
+ * ctr_map (an atomic fetch-add) modulo nkeep, and selects that entry of
+ * the REUSEPORT_SOCKARRAY socks_map, which holds the sockets in rotation.
+ * Returns the number of instructions, or 0 (nkeep 0, cap too small). Pure.
+ */
+size_t lgroup_rr_prog(int ctr_map, int socks_map, unsigned nkeep, struct bpf_insn *out, size_t cap);
 
 typedef struct lgroup lgroup;
 

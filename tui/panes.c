@@ -212,7 +212,7 @@ static void panes_header(const panes_ctx *p, const char *title, int y, int w)
 /* ---- worker list ----------------------------------------------------------------------- */
 
 /* Column names dropped first when the list is narrow (the app is in the group header). */
-static const char *const panes_drop_order[] = {"errors", "restarts", "lag", "uptime", "rps", "mem", NULL};
+static const char *const panes_drop_order[] = {"errors", "restarts", "lag", "uptime", "share", "rps", "mem", NULL};
 
 /* Chooses the list columns that fit in w cells; returns how many (indices in out), their width in *used. */
 static int panes_list_columns(int w, int *out, int *used)
@@ -329,13 +329,14 @@ static void panes_list_scroll(console_model *m, int rows_h)
 /* An app's group header: its name and totals. */
 static void panes_list_app(const panes_ctx *p, const console_row *row, int y, int x, int w)
 {
-    char hd[256], b1[32], b2[32], b3[32];
+    char hd[256], b1[32], b2[32], b3[32], b4[64];
     const json_t *a = row->appobj;
     panes_fmt(console_model_num(a, "req_per_s"), "", b1, sizeof b1);
     panes_fmt(console_model_num(a, "cpu_pct"), "%", b2, sizeof b2);
     columns_bytes(console_model_num(a, "rss_bytes"), b3, sizeof b3);
-    snprintf(hd, sizeof hd, "%.60s   %.0f/%.0f online   %s req/s   cpu %s   mem %s", row->app,
-             console_model_num(a, "online"), console_model_num(a, "workers"), b1, b2, b3);
+    columns_spread(a, b4, sizeof b4);
+    snprintf(hd, sizeof hd, "%.60s   %.0f/%.0f online   %s req/s   %s   cpu %s   mem %s", row->app,
+             console_model_num(a, "online"), console_model_num(a, "workers"), b1, b4, b2, b3);
     draw_put(p->d, y, x, w, hd, p->d->a_app);
 }
 

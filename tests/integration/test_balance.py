@@ -6,6 +6,7 @@ worker's agent (`drover ls --json`, req_total), and what a change of workers
 """
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -71,7 +72,19 @@ def test_keepalive_shares_per_mode(run_hub, sockdir, mode):
     online(h, 4, "web")
     assert listeners(port) == (4 if mode == "reuseport" else 1)
     before = settled_counts(sockdir, 4)
-    out, _ = wrk(port, 32, 10).communicate(timeout=40)
+    w = wrk(port, 32, 10)
+    time.sleep(4)
+    # mid-run, ls shows each worker's share and the app's spread
+    snap = ls_json(sockdir)
+    shares_now = [x["req_share_pct"] for x in snap["workers"] if x["app"] == "web"]
+    assert all(x is not None for x in shares_now) and abs(sum(shares_now) - 100) < 1, snap
+    app = [a for a in snap["apps"] if a["app"] == "web"][0]
+    assert app["req_share_min_pct"] == min(shares_now) and app["req_share_max_pct"] == max(shares_now), app
+    text = subprocess.run([DROVER, "ls", "--socket-dir", sockdir], capture_output=True, text=True,
+                          timeout=10).stdout
+    assert "SHARE" in text.splitlines()[0], text
+    assert re.search(r"^web: 4/4 online, spread (inf|\d+\.\dx) \(\d+-\d+%\)$", text, re.M), text
+    out, _ = w.communicate(timeout=40)
     total, errs, non2xx = parse_wrk(out)
     assert total > 1000 and errs == 0 and non2xx == 0, out
     after = settled_counts(sockdir, 4)
