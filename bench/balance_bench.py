@@ -10,7 +10,7 @@ smallest and largest share and the total rate. Then, per mode, the errors
 wrk counts (connect + read + write + timeout) during a rolling reload
 (wrk -c32 keep-alive) and during a scale 4 -> 2 (wrk -c64 Connection: close).
 
-    DROVER_BUILD=build python3 bench/balance_bench.py [DURATION]
+    python3 bench/balance_bench.py [BUILD_DIR [DURATION]]    (default: $DROVER_BUILD or build, 10 s)
 
 Targets: reuseport keep-alive shares 15-35 % with 4 workers (ideal 25 %);
 0 errors during reload and scale-down in reuseport. On a shared 2-core box
@@ -28,7 +28,8 @@ import tempfile
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BUILD = os.path.abspath(os.environ.get("DROVER_BUILD") or os.path.join(REPO, "build"))
+BUILD = os.path.abspath((sys.argv[1] if len(sys.argv) > 1 else None) or os.environ.get("DROVER_BUILD")
+                        or os.path.join(REPO, "build"))
 DROVER = os.path.join(BUILD, "drover")
 HTTPD = os.path.join(BUILD, "examples", "httpd")
 
@@ -148,7 +149,7 @@ def during(mode, what, secs):
 
 
 def main():
-    secs = int(sys.argv[1]) if len(sys.argv) > 1 else 10
+    secs = int(sys.argv[2]) if len(sys.argv) > 2 else 10
     modes = ("shared", "reuseport")
     print(f"Per-worker share of requests, wrk -t2 -c32 {secs}s against 127.0.0.1, examples/httpd")
     print("(target: reuseport keep-alive 4 workers, every share 15-35 %)\n")
