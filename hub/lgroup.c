@@ -185,6 +185,7 @@ size_t lgroup_rr_prog(int ctr_map, int socks_map, unsigned nkeep, struct bpf_ins
     return n;
 }
 
+/* The bpf(2) system call (no libbpf): returns its result, -1 with errno on failure. */
 static long lgroup_bpf(int cmd, union bpf_attr *attr)
 {
     return syscall(SYS_bpf, cmd, attr, sizeof *attr);
@@ -486,6 +487,7 @@ void lgroup_close(lgroup *g, int m)
         lgroup_step(mm, LSOCK_IN_CLOSE, 0);
 }
 
+/* Close callback of a member's watch: the member record goes with it. */
 static void lgroup_free_member_cb(uv_handle_t *h)
 {
     free(h->data);

@@ -25,7 +25,8 @@
  * A socket's life, one machine (lsock_next):
  *
  *  state     input    next      action
- *  OPEN      PARK     PARKED    STEER   (its slot has no process for good: killed, errored)
+ *  OPEN      PARK     PARKED    STEER   (its slot has no process to come soon: backoff,
+ *                                        killed, errored)
  *  PARKED    SERVE    OPEN      STEER   (its slot starts again)
  *  OPEN,     DRAIN    DRAINING  DRAIN   (scale-down: steer away, watch its accept queue)
  *   PARKED

@@ -443,9 +443,9 @@ static void sup_slot_set(slot *sl, const slot_fsm *next)
 {
     state *st = sl->a->sv->st;
     sl->fsm = *next;
-    if (sl->lsock >= 0)   /* a slot without a process for good gets no new connection */
-        lgroup_serve(sl->a->group, sl->lsock, next->state != SLOT_STOPPED && next->state != SLOT_ERRORED &&
-                     next->state != SLOT_GONE);
+    if (sl->lsock >= 0)   /* only a slot with a process to come gets new connections */
+        lgroup_serve(sl->a->group, sl->lsock, next->state == SLOT_STARTING || next->state == SLOT_ONLINE ||
+                     next->state == SLOT_RESTARTING);
     if (next->state == SLOT_GONE) {
         state_sup_remove(st, sl->key);
         return;

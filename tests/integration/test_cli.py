@@ -65,7 +65,8 @@ def test_ls_table(hub3, sockdir):
     rows = [l.split() for l in lines[1:4]]
     assert [row[1] for row in rows] == ["0", "1", "2"]
     assert all(row[0] == "sh3" and row[3] == "online" for row in rows)
-    assert re.match(r"3 workers, \d+ reports, 0 dropped", lines[4])
+    assert lines[4] == "sh3: 3/3 online, spread -"      # no requests: no spread
+    assert re.match(r"3 workers, \d+ reports, 0 dropped", lines[5])
 
 
 def test_logs_n_shows_known_output(hub3, sockdir):
