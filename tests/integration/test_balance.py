@@ -10,6 +10,7 @@ import re
 import signal
 import socket
 import subprocess
+import shutil
 import time
 
 import pytest
@@ -201,3 +202,29 @@ def test_balance_usage_error(sockdir):
                        timeout=10)
     assert r.returncode == 2
     assert "--balance is shared or reuseport, not 'random'" in r.stderr
+
+
+def test_reuseport_without_cap_bpf_hashes_and_still_drains(procs, sockdir, logdir):
+    """Without CAP_BPF the hub cannot load the round-robin program: it hashes
+    with classic BPF, which still steers new connections away from a socket
+    being drained on scale-down."""
+    require_binary(HTTPD)
+    setpriv = shutil.which("setpriv")
+    if os.geteuid() != 0 or not setpriv:
+        pytest.skip("needs root and setpriv to run a hub without CAP_BPF")
+    port = free_port()
+    argv = [setpriv, "--bounding-set", "-bpf,-sys_admin", "--inh-caps", "-bpf,-sys_admin", "--",
+            *run_argv(sockdir, logdir, "-i", 4, "-n", "web", "--balance", "reuseport", "--listen",
+                      f"127.0.0.1:{port}", "--no-echo", "--", HTTPD)]
+    h = RunHub(procs, sockdir, argv)
+    online(h, 4, "web")
+    w = wrk(port, 64, 5, "-H", "Connection: close")
+    time.sleep(1.5)
+    r = subprocess.run([DROVER, "scale", "web", "2", "--socket-dir", sockdir], capture_output=True,
+                       text=True, timeout=10)
+    assert r.returncode == 0, r.stderr
+    out, _ = w.communicate(timeout=30)
+    total, errs, non2xx = parse_wrk(out)
+    assert total > 1000 and errs == 0 and non2xx == 0, out
+    assert "cannot steer" not in h.stderr(), h.stderr()
+    online(h, 2, "web")
