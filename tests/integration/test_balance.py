@@ -40,6 +40,11 @@ def counts(sockdir, app="web"):
             if w["app"] == app and w["state"] == "online"}
 
 
+def fd3(pid):
+    """What a worker's fd 3 is ("socket:[INODE]")."""
+    return os.readlink(f"/proc/{pid}/fd/3")
+
+
 def listeners(port):
     return sum(1 for st, lp, _, _ in tcp_sockets() if st == "LISTEN" and lp == port)
 
@@ -104,12 +109,18 @@ def test_reuseport_rolling_reload_under_wrk_loses_nothing(run_hub):
     port = free_port()
     h = run_hub(["-i", 4, "-n", "web", "--balance", "reuseport", "--listen", f"127.0.0.1:{port}",
                  "--no-echo"], [HTTPD])
-    online(h, 4, "web")
+    iv = online(h, 4, "web")
+    socks = {w["id"]: fd3(w["pid"]) for w in h.workers(iv, "web")}
+    assert len(set(socks.values())) == 4       # a socket per slot
     out, total, errs, non2xx = wrk_during_reload(h, port, 5, 1.0, r"reload web: done, 4/4 replaced")
     assert total > 1000, out
     assert errs == 0, out
     assert non2xx == 0, out
-    assert listeners(port) == 4   # each slot kept its socket
+    assert listeners(port) == 4
+    h.drain()
+    iv = h.wait_for(lambda iv: len(h.workers(iv, "web")) == 4
+                    and all(w["state"] == "online" for w in h.workers(iv, "web")), what="4 online after reload")
+    assert {w["id"]: fd3(w["pid"]) for w in h.workers(iv, "web")} == socks   # each slot kept its socket
 
 
 def test_reuseport_restart_of_one_slot_under_wrk_loses_nothing(run_hub, sockdir):
@@ -119,6 +130,7 @@ def test_reuseport_restart_of_one_slot_under_wrk_loses_nothing(run_hub, sockdir)
                  "--no-echo"], [HTTPD])
     iv = online(h, 4, "web")
     old = {w["id"]: w["pid"] for w in h.workers(iv, "web")}
+    sock1 = fd3(old[1])
     w = wrk(port, 32, 5)
     time.sleep(1.5)
     r = subprocess.run([DROVER, "restart", "web:1", "--socket-dir", sockdir], capture_output=True,
@@ -132,6 +144,7 @@ def test_reuseport_restart_of_one_slot_under_wrk_loses_nothing(run_hub, sockdir)
                                    for x in h.workers(iv, "web")), what="web:1 restarted")
     new = {x["id"]: x["pid"] for x in h.workers(iv, "web")}
     assert new[1] != old[1] and all(new[i] == old[i] for i in (0, 2, 3)), (old, new)
+    assert fd3(new[1]) == sock1                # the new process accepts from the slot's socket
     assert listeners(port) == 4
 
 
