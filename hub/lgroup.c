@@ -253,6 +253,31 @@ bool lgroup_applies(const char *spec)
     return strncmp(spec, "unix:", 5) != 0 && strncmp(spec, "fd:", 3) != 0;
 }
 
+/*
+ * A TCP socket with SO_REUSEPORT bound to ss (IPV6_V6ONLY as like's, for
+ * IPv6), listening unless bind_only. Returns the fd, or -1 with errno.
+ */
+static int lgroup_socket(const struct sockaddr_storage *ss, socklen_t sl, int like, bool bind_only)
+{
+    int v6only = 0;
+    socklen_t vl = sizeof v6only;
+    int fd = socket(ss->ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int one = 1;
+    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 ||
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0 ||
+        (ss->ss_family == AF_INET6 &&
+         (getsockopt(like, IPPROTO_IPV6, IPV6_V6ONLY, &v6only, &vl) != 0 ||
+          setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &v6only, sizeof v6only) != 0)) ||
+        bind(fd, (const struct sockaddr *)ss, sl) != 0 || (!bind_only && listen(fd, SOMAXCONN) != 0)) {
+        int e = errno;
+        if (fd >= 0)
+            close(fd);
+        errno = e;
+        return -1;
+    }
+    return fd;
+}
+
 lgroup *lgroup_open(uv_loop_t *loop, const char *spec, char *err, size_t errcap)
 {
     lgroup *g = calloc(1, sizeof *g);
@@ -262,11 +287,21 @@ lgroup *lgroup_open(uv_loop_t *loop, const char *spec, char *err, size_t errcap)
     }
     g->loop = loop;
     g->socks_map = g->ctr_map = -1;
-    g->anchor = listen_tcp(spec, true, true, err, errcap);
-    if (g->anchor < 0) {
+    /* First without SO_REUSEPORT: a port another group (another hub of
+     * ours) listens on is in use, not a group to join. */
+    int probe = listen_tcp(spec, false, true, err, errcap);
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    if (probe < 0 || getsockname(probe, (struct sockaddr *)&ss, &sl) != 0 ||
+        (g->anchor = lgroup_socket(&ss, sl, probe, true)) < 0) {
+        if (probe >= 0)
+            snprintf(err, errcap, "cannot listen on %s: %s", spec, strerror(errno));
+        if (probe >= 0)
+            close(probe);
         free(g);
         return NULL;
     }
+    close(probe);
     return g;
 }
 
@@ -340,23 +375,13 @@ int lgroup_add(lgroup *g, char *err, size_t errcap)
     }
     struct sockaddr_storage ss;
     socklen_t sl = sizeof ss;
-    int v6only = 0;
-    socklen_t vl = sizeof v6only;
     if (getsockname(g->anchor, (struct sockaddr *)&ss, &sl) != 0) {
         snprintf(err, errcap, "cannot read the listening address: %s", strerror(errno));
         return -1;
     }
-    int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    int one = 1;
-    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 ||
-        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0 ||
-        (ss.ss_family == AF_INET6 &&
-         (getsockopt(g->anchor, IPPROTO_IPV6, IPV6_V6ONLY, &v6only, &vl) != 0 ||
-          setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &v6only, sizeof v6only) != 0)) ||
-        bind(fd, (struct sockaddr *)&ss, sl) != 0 || listen(fd, SOMAXCONN) != 0) {
+    int fd = lgroup_socket(&ss, sl, g->anchor, false);
+    if (fd < 0) {
         snprintf(err, errcap, "cannot open a listening socket for the slot: %s", strerror(errno));
-        if (fd >= 0)
-            close(fd);
         return -1;
     }
     member *mm = NULL;

@@ -109,8 +109,10 @@ bool lgroup_applies(const char *spec);
 
 /*
  * Binds the anchor for TCP spec (listen_check'ed) with SO_REUSEPORT: the
- * address is taken (a port in use fails here, with the usual message) but
- * nothing listens yet. Returns the group, or NULL with a message in err.
+ * address is taken (a port in use fails here, with the usual message, even
+ * when another hub's group listens on it: a probe binds without
+ * SO_REUSEPORT first) but nothing listens yet. Returns the group, or NULL
+ * with a message in err.
  */
 lgroup *lgroup_open(uv_loop_t *loop, const char *spec, char *err, size_t errcap);
 

@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import shutil
+import tempfile
 import time
 
 import pytest
@@ -164,8 +165,8 @@ def test_reuseport_scale_down_under_connection_close_loses_nothing(run_hub, sock
     assert total > 1000, out
     assert errs == 0, out         # the removed sockets' queues were served, not reset
     assert non2xx == 0, out
-    iv = online(h, 2, "web")
-    assert sorted(x["id"] for x in h.workers(iv, "web")) == [0, 1]
+    h.wait_for(lambda iv: sorted(x["id"] for x in h.workers(iv, "web")) == [0, 1]
+               and all(x["state"] == "online" for x in h.workers(iv, "web")), what="workers 0 and 1 left")
     wait_until(lambda: listeners(port) == 2, timeout=5, what="two listening sockets left")
     # scaling up again adds sockets to the group; all four serve
     subprocess.run([DROVER, "scale", "web", "4", "--socket-dir", sockdir], capture_output=True, timeout=10)
@@ -241,3 +242,20 @@ def test_reuseport_without_cap_bpf_hashes_and_still_drains(procs, sockdir, logdi
     assert total > 1000 and errs == 0 and non2xx == 0, out
     assert "cannot steer" not in h.stderr(), h.stderr()
     online(h, 2, "web")
+
+
+def test_reuseport_port_of_another_hub_is_in_use(run_hub, procs, logdir):
+    """A second hub on the same port fails as before (it must not join the first one's group)."""
+    require_binary(HTTPD)
+    port = free_port()
+    h = run_hub(["-i", 2, "-n", "web", "--listen", f"127.0.0.1:{port}", "--no-echo"], [HTTPD])
+    online(h, 2, "web")
+    other = tempfile.mkdtemp(prefix="drv-it-", dir="/tmp")
+    try:
+        r = subprocess.run(run_argv(other, logdir, "-i", 1, "--listen", f"127.0.0.1:{port}", "--", HTTPD),
+                           capture_output=True, text=True, timeout=15)
+    finally:
+        shutil.rmtree(other, ignore_errors=True)
+    assert r.returncode == 1, r.stderr
+    assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in r.stderr, r.stderr
+    assert listeners(port) == 2
