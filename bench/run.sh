@@ -10,6 +10,7 @@
 #   bench/console_bench.sh        the console's CPU, memory and redraw time (vs pm2 monit)
 #   bench/node_bench.sh           the Node agent's overhead; drover vs PM2 on a Node app;
 #                                 bench/idle_bench.py: the agent's idle cost, the whole host idle
+#   bench/balance_bench.py        --balance shared vs reuseport: shares, req/s, errors (~5 min)
 #
 # BENCH_ONLY="ingest supervisor" runs a subset.
 # Takes about 15 minutes (60 s idle windows). Raising net.unix.max_dgram_qlen needs root; the
@@ -63,4 +64,5 @@ want metrics && { run "$PY" "$HERE/metrics_bench.py" "$B" || status=1; echo; }
 want httpd && [ -f "$HERE/httpd_bench.sh" ] && { run sh "$HERE/httpd_bench.sh" "$B" || status=1; echo; }
 want console && [ -f "$HERE/console_bench.sh" ] && { run bash "$HERE/console_bench.sh" "$B" || status=1; echo; }
 want node && [ -f "$HERE/node_bench.sh" ] && { run bash "$HERE/node_bench.sh" "$B" || status=1; echo; }
+want balance && { run "$PY" "$HERE/balance_bench.py" "$B" || status=1; echo; }
 exit $status

@@ -57,6 +57,8 @@
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
+#include <sched.h>
+#include <sys/epoll.h>
 #include <uv.h>
 
 /* ------------------------------------------------------------------------ */
@@ -71,6 +73,7 @@
 #define LINGER_MS       2000u              /* graceful close: wait this long for the client's FIN */
 #define LISTEN_BACKLOG  511
 #define LAG_PERIOD_MS   10u
+#define ACCEPT_BATCH_DEFAULT 4             /* --accept-batch: connections per wakeup on fd 3 */
 
 static struct {
     const char   *host;          /* --host (default 127.0.0.1) */
@@ -83,7 +86,8 @@ static struct {
     bool          never_ready;
     bool          ignore_term;
     bool          log_requests;
-} opt = {.host = "127.0.0.1", .port = -1, .drain_ms = 10000};
+    unsigned long accept_batch;  /* --accept-batch: 0 = libuv's uv_listen */
+} opt = {.host = "127.0.0.1", .port = -1, .drain_ms = 10000, .accept_batch = ACCEPT_BATCH_DEFAULT};
 
 /* ------------------------------------------------------------------------ */
 /* Connections                                                              */
@@ -851,24 +855,16 @@ static void on_reject_closed(uv_handle_t *h)
     reject_busy = false;
 }
 
-static void on_connection(uv_stream_t *server, int status)
+/*
+ * A new connection record (handle and timer initialized, linked, counted);
+ * its socket is attached by the caller (uv_accept or uv_*_open). NULL when
+ * out of memory.
+ */
+static struct conn *conn_new(void)
 {
-    if (status < 0)
-        return;                     /* e.g. EMFILE: libuv keeps listening */
     struct conn *c = calloc(1, sizeof *c);
-    if (!c) {
-        /* Out of memory: accept and close, or libuv stops polling the listener. */
-        if (reject_busy)
-            return;
-        if (listener_is_pipe)
-            uv_pipe_init(loop, &reject.pipe, 0);
-        else
-            uv_tcp_init(loop, &reject.tcp);
-        reject_busy = true;
-        uv_accept(server, &reject.stream);
-        uv_close(&reject.handle, on_reject_closed);
-        return;
-    }
+    if (!c)
+        return NULL;
     if (listener_is_pipe)
         uv_pipe_init(loop, &c->h.pipe, 0);
     else
@@ -884,6 +880,27 @@ static void on_connection(uv_stream_t *server, int status)
     conns = c;
     n_conns++;
     drover_metric_set("connections", (double)n_conns);
+    return c;
+}
+
+static void on_connection(uv_stream_t *server, int status)
+{
+    if (status < 0)
+        return;                     /* e.g. EMFILE: libuv keeps listening */
+    struct conn *c = conn_new();
+    if (!c) {
+        /* Out of memory: accept and close, or libuv stops polling the listener. */
+        if (reject_busy)
+            return;
+        if (listener_is_pipe)
+            uv_pipe_init(loop, &reject.pipe, 0);
+        else
+            uv_tcp_init(loop, &reject.tcp);
+        reject_busy = true;
+        uv_accept(server, &reject.stream);
+        uv_close(&reject.handle, on_reject_closed);
+        return;
+    }
     if (uv_accept(server, &c->h.stream) != 0) {
         conn_close(c);
         return;
@@ -891,6 +908,71 @@ static void on_connection(uv_stream_t *server, int status)
     if (!listener_is_pipe)
         uv_tcp_nodelay(&c->h.tcp, 1);
     conn_read(c, true);
+}
+
+/*
+ * Fair accepting on the shared fd 3 (--accept-batch N > 0). libuv's
+ * uv_listen accepts until EAGAIN on every wakeup, so when a burst of
+ * connections arrives (wrk opening 32 at once) the first worker to wake
+ * takes them all and keeps them for their whole keep-alive life. Instead:
+ * fd 3 goes into an epoll instance of our own with EPOLLEXCLUSIVE (libuv
+ * has no flag for it), that epoll fd is watched by a uv_poll, and each
+ * wakeup accepts at most N connections; what is left stays queued
+ * (level-triggered) for the other workers or for our next loop turn.
+ */
+static int        accept_epfd = -1;
+static uv_poll_t  accept_poll;
+static bool       accept_polling;
+
+/* The epoll fd is readable: take at most opt.accept_batch connections from fd 3. */
+static void on_accept_ready(uv_poll_t *h, int status, int events)
+{
+    (void)h;
+    (void)events;
+    struct epoll_event ev;
+    if (status < 0)
+        return;
+    /* consume the readiness: level-triggered, it comes back while fd 3 has a queue */
+    while (epoll_wait(accept_epfd, &ev, 1, 0) < 0 && errno == EINTR)
+        ;
+    for (unsigned long i = 0; i < opt.accept_batch && !draining; i++) {
+        int fd = accept4(3, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EINTR || errno == ECONNABORTED)
+                continue;
+            return;                 /* EAGAIN: another worker took it; EMFILE: later */
+        }
+        if (i + 1 == opt.accept_batch)
+            sched_yield();          /* a full batch: let the other woken workers take the rest */
+        struct conn *c = conn_new();
+        if (!c) {
+            close(fd);
+            continue;
+        }
+        int rc = listener_is_pipe ? uv_pipe_open(&c->h.pipe, fd) : uv_tcp_open(&c->h.tcp, fd);
+        if (rc != 0) {
+            close(fd);
+            conn_close(c);
+            continue;
+        }
+        if (!listener_is_pipe)
+            uv_tcp_nodelay(&c->h.tcp, 1);
+        conn_read(c, true);
+    }
+}
+
+/* Starts fair accepting on fd 3 (listening already). Returns 0 or a libuv error. */
+static int accept_fair_start(void)
+{
+    accept_epfd = epoll_create1(EPOLL_CLOEXEC);
+    struct epoll_event ev = {.events = EPOLLIN | EPOLLEXCLUSIVE};
+    if (accept_epfd < 0 || epoll_ctl(accept_epfd, EPOLL_CTL_ADD, 3, &ev) != 0)
+        return -errno;
+    int rc = uv_poll_init(loop, &accept_poll, accept_epfd);
+    if (rc == 0)
+        rc = uv_poll_start(&accept_poll, UV_READABLE, on_accept_ready);
+    accept_polling = rc == 0;
+    return rc;
 }
 
 /*
@@ -947,7 +1029,7 @@ static void listen_inherited(void)
     listener_open = true;
     /* listen() again on a listening socket only adjusts its backlog. */
     if (rc == 0)
-        rc = uv_listen(&listener.stream, LISTEN_BACKLOG, on_connection);
+        rc = opt.accept_batch ? accept_fair_start() : uv_listen(&listener.stream, LISTEN_BACKLOG, on_connection);
     if (rc != 0) {
         fprintf(stderr, "httpd: cannot serve on fd 3: %s\n", uv_strerror(rc));
         exit(1);
@@ -1065,6 +1147,12 @@ static void on_signal(uv_signal_t *s, int signum)
     draining = true;
     drover_ready(false);
     uv_timer_stop(&ready_timer);
+    if (accept_polling) {
+        accept_polling = false;
+        uv_poll_stop(&accept_poll);
+        uv_close((uv_handle_t *)&accept_poll, NULL);
+        close(accept_epfd);
+    }
     if (listener_open) {
         listener_open = false;
         uv_close(&listener.handle, NULL);   /* our copy of fd 3 only */
@@ -1096,6 +1184,10 @@ static void usage(FILE *f)
 "      --drain-timeout MS on SIGTERM, close connections still waiting for their\n"
 "                         client after MS ms (default 10000)\n"
 "      --log-requests     print one line per request on stdout\n"
+"      --accept-batch N   on an inherited socket, accept at most N connections per\n"
+"                         wakeup, through an epoll of its own with EPOLLEXCLUSIVE,\n"
+"                         so that workers sharing it get even shares (default %d;\n"
+"                         0: libuv's uv_listen, which accepts until EAGAIN)\n"
 "  -h, --help             print this help and exit\n"
 "\n"
 "Test modes (for the supervisor's tests):\n"
@@ -1121,7 +1213,7 @@ static void usage(FILE *f)
 "The agent reads DROVER_SOCKET, DROVER_NAME, DROVER_WORKER_ID, DROVER_INTERVAL_MS\n"
 "and DROVER_AGENT=0 (see drover.h); without a hub it does nothing.\n"
 "Exit status: 0 after a drain, 1 on a failure, 2 on a usage error.\n",
-            HEAD_MAX);
+            ACCEPT_BATCH_DEFAULT, HEAD_MAX);
 }
 
 static _Noreturn void usage_error(const char *fmt_what, const char *arg)
@@ -1145,13 +1237,14 @@ static unsigned long ms_arg(const char *name, const char *arg)
 
 static void parse_args(int argc, char **argv)
 {
-    enum { O_HOST = 256, O_DELAY, O_DRAIN, O_LOG, O_NEVER, O_READY, O_IGNORE, O_CRASH };
+    enum { O_HOST = 256, O_DELAY, O_DRAIN, O_LOG, O_NEVER, O_READY, O_IGNORE, O_CRASH, O_BATCH };
     static const struct option longopts[] = {
         {"port", required_argument, NULL, 'p'},
         {"host", required_argument, NULL, O_HOST},
         {"delay", required_argument, NULL, O_DELAY},
         {"drain-timeout", required_argument, NULL, O_DRAIN},
         {"log-requests", no_argument, NULL, O_LOG},
+        {"accept-batch", required_argument, NULL, O_BATCH},
         {"never-ready", no_argument, NULL, O_NEVER},
         {"ready-delay", required_argument, NULL, O_READY},
         {"ignore-term", no_argument, NULL, O_IGNORE},
@@ -1179,6 +1272,11 @@ static void parse_args(int argc, char **argv)
         case O_READY:  opt.ready_ms = ms_arg("--ready-delay", optarg); break;
         case O_CRASH:  opt.crash_ms = ms_arg("--crash-after", optarg); opt.crash = true; break;
         case O_LOG:    opt.log_requests = true; break;
+        case O_BATCH:
+            if (!parse_ulong(optarg, strlen(optarg), 1024, &v))
+                usage_error("--accept-batch takes a number 0..1024, not", optarg);
+            opt.accept_batch = v;
+            break;
         case O_NEVER:  opt.never_ready = true; break;
         case O_IGNORE: opt.ignore_term = true; break;
         case 'h':

@@ -114,7 +114,35 @@ size_t headless_app_sums(const worker_view *v, size_t n, app_sum *out)
     }
     if (k > 0)
         headless_app_close(&out[k - 1], &h, lat_clamp, lag_clamp);
+    /* second pass: every online worker's share of its app's requests */
+    for (size_t j = 0, i = 0; j < k; j++) {
+        app_sum *a = &out[j];
+        a->share_min = a->share_max = NAN;
+        for (; i < n && strcmp(v[i].app, a->app) == 0; i++) {
+            if (v[i].state != WS_ONLINE || !(a->req_per_s > 0))
+                continue;
+            double sh = isnan(v[i].req_per_s) ? 0 : 100.0 * v[i].req_per_s / a->req_per_s;
+            a->share_min = isnan(a->share_min) || sh < a->share_min ? sh : a->share_min;
+            a->share_max = isnan(a->share_max) || sh > a->share_max ? sh : a->share_max;
+        }
+    }
     return k;
+}
+
+/*
+ * Worker w's share of its app's requests per second, in % (apps from
+ * headless_apps over the same views); NAN when the app has no traffic or
+ * w is not alive.
+ */
+static double headless_share(const worker_view *w, const app_sum *apps, size_t napps)
+{
+    if (w->state == WS_GONE)
+        return NAN;
+    for (size_t i = 0; i < napps; i++)
+        if (strcmp(apps[i].app, w->app) == 0)
+            return apps[i].req_per_s > 0 ? 100.0 * (isnan(w->req_per_s) ? 0 : w->req_per_s) / apps[i].req_per_s
+                                         : NAN;
+    return NAN;
 }
 
 /* ---- NDJSON ------------------------------------------------------------- */
@@ -151,7 +179,8 @@ static int headless_emit(FILE *out, json_t *obj)
     return 0;
 }
 
-static json_t *headless_worker_json(const worker_view *w, double ts)
+/* The worker object (PROTOCOL.md §4.4); share: its share of the app's requests (headless_share). */
+static json_t *headless_worker_json(const worker_view *w, double ts, double share)
 {
     json_t *m = json_null();
     if (w->has_metrics) {
@@ -159,7 +188,7 @@ static json_t *headless_worker_json(const worker_view *w, double ts)
         for (uint32_t i = 0; i < w->nmetrics; i++)
             json_object_set_new(m, w->metrics[i].key, jreal(w->metrics[i].value, 6));
     }
-    return json_pack("{s:s, s:o, s:o, s:o, s:o, s:s, s:b, s:o, s:o, s:o, s:o, s:o, s:o, s:o,"
+    json_t *o = json_pack("{s:s, s:o, s:o, s:o, s:o, s:s, s:b, s:o, s:o, s:o, s:o, s:o, s:o, s:o,"
                      " s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o}",
                      "type", "worker",
                      "ts", jreal(ts, 3),
@@ -183,11 +212,16 @@ static json_t *headless_worker_json(const worker_view *w, double ts)
                      "lag_max_ms", jreal(w->lag_max_ms, 3),
                      "ready", w->ready < 0 ? json_null() : json_boolean(w->ready),
                      "metrics", m);
+    if (o)
+        json_object_set_new(o, "req_share_pct", jreal(share, 1));
+    return o;
 }
 
 static json_t *headless_app_json(const app_sum *a, double ts)
 {
-    return json_pack("{s:s, s:o, s:o, s:I, s:I, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o}",
+    /* the spread: largest share over smallest (null with no traffic or an idle worker) */
+    double spread = a->share_min > 0 ? a->share_max / a->share_min : NAN;
+    return json_pack("{s:s, s:o, s:o, s:I, s:I, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o}",
                      "type", "app", "ts", jreal(ts, 3), "app", jstr(a->app),
                      "workers", (json_int_t)a->workers,
                      "online", (json_int_t)a->online,
@@ -198,7 +232,10 @@ static json_t *headless_app_json(const app_sum *a, double ts)
                      "lat_p99_ms", jreal(a->lat_p99_ms, 3),
                      "lat_max_ms", jreal(a->lat_max_ms, 3),
                      "lag_p99_ms", jreal(a->lag_p99_ms, 3),
-                     "lag_max_ms", jreal(a->lag_max_ms, 3));
+                     "lag_max_ms", jreal(a->lag_max_ms, 3),
+                     "req_share_min_pct", jreal(a->share_min, 1),
+                     "req_share_max_pct", jreal(a->share_max, 1),
+                     "req_spread", jreal(spread, 2));
 }
 
 static json_t *headless_hub_json(const hub_counters *c, double ts)
@@ -219,7 +256,7 @@ static int headless_ndjson(FILE *out, const worker_view *v, size_t n, const app_
                            size_t napps, const hub_counters *c, double ts)
 {
     for (size_t i = 0; i < n; i++)
-        if (headless_emit(out, headless_worker_json(&v[i], ts)) != 0)
+        if (headless_emit(out, headless_worker_json(&v[i], ts, headless_share(&v[i], apps, napps))) != 0)
             return -1;
     for (size_t i = 0; i < napps; i++)
         if (headless_emit(out, headless_app_json(&apps[i], ts)) != 0)
@@ -265,7 +302,7 @@ json_t *headless_snapshot(const worker_view *v, size_t n, const hub_counters *c,
     size_t napps = headless_app_sums(v, n, apps);
     json_t *ws = json_array(), *as = json_array();
     for (size_t i = 0; i < n; i++) {
-        json_t *w = headless_worker_json(&v[i], ts);
+        json_t *w = headless_worker_json(&v[i], ts, headless_share(&v[i], apps, napps));
         json_object_set_new(w, "key", json_integer(v[i].key));
         json_object_set_new(w, "last_exit", headless_exit_json(&v[i]));
         json_array_append_new(ws, w);

@@ -23,6 +23,7 @@ typedef struct {
      * average of their quantiles); NAN when no worker sent one. */
     double  lat_p50_ms, lat_p99_ms, lag_p99_ms;
     double  lat_max_ms, lag_max_ms;  /* max over the workers */
+    double  share_min, share_max; /* online workers' smallest and largest share of req_per_s, %; NAN: no traffic */
 } app_sum;
 
 /*

@@ -11,6 +11,7 @@
 #include "hub/commands.h"
 #include "hub/control.h"
 #include "hub/ingest.h"
+#include "hub/lgroup.h"
 #include "hub/listen.h"
 #include "hub/logs.h"
 #include "hub/metrics.h"
@@ -60,6 +61,7 @@ typedef struct {
     bool        textfile_failed; /* --metrics-textfile: its failure was said once */
     char        logdir[4096];   /* run: where worker logs (and a background hub's own) go */
     int         listen_fd;
+    lgroup     *group;          /* --balance reuseport: the per-slot sockets, or NULL */
     bool        draining;       /* stopping every worker before exit */
     bool        drained;        /* ... and the last one is gone */
     sampler    *sm;
@@ -443,6 +445,8 @@ static void hub_stop(hub *h, int code)
         supervise_free(h->sv);
         h->sv = h->cmds.sv = NULL;
     }
+    lgroup_free(h->group);   /* after the slots closed their sockets */
+    h->group = NULL;
     if (h->at) {
         attach_free(h->at);
         h->at = h->cmds.at = NULL;
@@ -607,7 +611,13 @@ static int hub_setup_run(hub *h, const char *sock, char *err, size_t errcap)
                  errno == ENOENT ? "command not found" : strerror(errno));
         return -1;
     }
-    if (o->listen) {
+    if (o->listen && o->balance != HUB_BALANCE_SHARED && lgroup_applies(o->listen)) {
+        h->group = lgroup_open(&h->loop, o->listen, err, errcap);
+        if (!h->group)
+            return -1;
+    } else if (o->listen) {
+        if (o->balance == HUB_BALANCE_REUSEPORT)
+            fprintf(stderr, "drover: --balance reuseport is for TCP addresses; every worker shares %s\n", o->listen);
         h->listen_fd = listen_open(o->listen, err, errcap);
         if (h->listen_fd < 0)
             return -1;
@@ -638,7 +648,7 @@ static int hub_setup_run(hub *h, const char *sock, char *err, size_t errcap)
     supervise_app_spec spec = {
         .listen_spec = o->listen, .node_agent = preload ? node_agent : NULL,
         .app = o->app, .path = path, .argv = o->argv, .instances = o->instances,
-        .listen_fd = h->listen_fd, .listen_name = o->app,
+        .listen_fd = h->listen_fd, .group = h->group, .listen_name = o->app,
         .kill_timeout_ms = o->kill_timeout_ms, .ready_timeout_ms = o->ready_timeout_ms,
         .max_memory = o->max_memory, .agent_socket = sock, .interval_ms = o->interval_ms,
         .lg = h->lg,
@@ -715,6 +725,7 @@ int hub_run(const hub_options *o)
         metrics_stop(h.mx);
         if (h.sv)
             supervise_free(h.sv);
+        lgroup_free(h.group);
         if (h.lg)
             logs_free(h.lg);
         sampler_free(h.sm);

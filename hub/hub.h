@@ -14,6 +14,13 @@
 
 typedef enum { HUB_MONIT, HUB_RUN, HUB_ATTACH } hub_mode;
 
+/* --balance: how a TCP --listen address is spread over the workers. */
+typedef enum {
+    HUB_BALANCE_DEFAULT,        /* not given: reuseport for TCP, shared otherwise */
+    HUB_BALANCE_SHARED,         /* one socket, fd 3 of every worker */
+    HUB_BALANCE_REUSEPORT,      /* a SO_REUSEPORT socket per slot (hub/lgroup.h) */
+} hub_balance;
+
 typedef struct {
     hub_mode    mode;
     const char *ns;             /* namespace name (-L), default "default" */
@@ -32,6 +39,7 @@ typedef struct {
     char *const *argv;          /* the command */
     int         instances;      /* -i */
     const char *listen;         /* --listen spec, or NULL */
+    hub_balance balance;        /* --balance */
     unsigned    kill_timeout_ms;
     unsigned    ready_timeout_ms;
     uint64_t    max_memory;     /* bytes, 0 = none */

@@ -169,15 +169,8 @@ int listen_check(const char *spec, char *err, size_t errcap)
     return listen_split(spec, host, sizeof host, &port, err, errcap);
 }
 
-int listen_open(const char *spec, char *err, size_t errcap)
+int listen_tcp(const char *spec, bool reuseport, bool bind_only, char *err, size_t errcap)
 {
-    if (listen_check(spec, err, errcap) != 0)
-        return -1;
-    if (strncmp(spec, "fd:", 3) == 0)
-        return listen_inherited(spec, err, errcap);
-    if (strncmp(spec, "unix:", 5) == 0)
-        return listen_unix(spec + 5, err, errcap);
-
     char host[256];
     const char *port;
     if (listen_split(spec, host, sizeof host, &port, err, errcap) != 0)
@@ -198,7 +191,8 @@ int listen_open(const char *spec, char *err, size_t errcap)
         }
         int one = 1;
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-        if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(fd, SOMAXCONN) == 0)
+        if ((!reuseport || setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) == 0) &&
+            bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && (bind_only || listen(fd, SOMAXCONN) == 0))
             break;
         last_errno = errno;
         close(fd);
@@ -208,4 +202,15 @@ int listen_open(const char *spec, char *err, size_t errcap)
     if (fd < 0)
         snprintf(err, errcap, "cannot listen on %s: %s", spec, strerror(last_errno));
     return fd;
+}
+
+int listen_open(const char *spec, char *err, size_t errcap)
+{
+    if (listen_check(spec, err, errcap) != 0)
+        return -1;
+    if (strncmp(spec, "fd:", 3) == 0)
+        return listen_inherited(spec, err, errcap);
+    if (strncmp(spec, "unix:", 5) == 0)
+        return listen_unix(spec + 5, err, errcap);
+    return listen_tcp(spec, false, false, err, errcap);
 }

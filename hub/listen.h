@@ -6,6 +6,7 @@
 #ifndef DROVER_HUB_LISTEN_H
 #define DROVER_HUB_LISTEN_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 /*
@@ -16,6 +17,14 @@
  * message in err.
  */
 int listen_open(const char *spec, char *err, size_t errcap);
+
+/*
+ * Opens a TCP socket for a "[HOST:]PORT" spec as listen_open does, with
+ * SO_REUSEPORT set before bind when reuseport (--balance reuseport), and
+ * only bound, not listening, when bind_only (the group's anchor). Returns
+ * the fd (close-on-exec), or -1 with a one-line message in err.
+ */
+int listen_tcp(const char *spec, bool reuseport, bool bind_only, char *err, size_t errcap);
 
 /*
  * Checks spec's syntax only (what a usage error is): a port 0-65535, a host

@@ -59,6 +59,8 @@ struct slot {
     uint64_t    mem_quiet_until; /* no memory-triggered replacement before this (ms) */
     uv_timer_t  backoff;
     logs_stream *ls;
+    int         lsock;         /* its socket in a->group (reuseport), or -1 */
+    bool        leaving;       /* scaled away: its socket drains, then it is removed */
 };
 
 typedef struct {
@@ -77,6 +79,7 @@ struct app {
     char      **env;           /* base environment, DROVER_WORKER_ID added per spawn */
     size_t      nenv;
     int         listen_fd;
+    lgroup     *group;         /* reuseport: a socket per slot, else NULL */
     char        listen_name[64];
     unsigned    kill_timeout_ms, ready_timeout_ms;
     uint64_t    max_memory;
@@ -347,7 +350,8 @@ static void sup_spawn(slot *sl, bool replacement)
     }
     spawn_spec spec = {
         .path = a->path, .argv = a->argv, .envp = a->env,
-        .listen_fd = a->listen_fd, .listen_name = a->listen_name,
+        .listen_fd = sl->lsock >= 0 ? lgroup_fd(a->group, sl->lsock) : a->listen_fd,
+        .listen_name = a->listen_name,
         .out_fd = outp[1], .err_fd = errp[1],
     };
     pid_t pid = spawn_start(&spec, err, sizeof err);
@@ -439,6 +443,9 @@ static void sup_slot_set(slot *sl, const slot_fsm *next)
 {
     state *st = sl->a->sv->st;
     sl->fsm = *next;
+    if (sl->lsock >= 0)   /* only a slot with a process to come gets new connections */
+        lgroup_serve(sl->a->group, sl->lsock, next->state == SLOT_STARTING || next->state == SLOT_ONLINE ||
+                     next->state == SLOT_RESTARTING);
     if (next->state == SLOT_GONE) {
         state_sup_remove(st, sl->key);
         return;
@@ -463,6 +470,8 @@ static void sup_slot_remove(slot *sl)
             break;
         }
     }
+    if (sl->lsock >= 0)   /* its processes are gone: the socket leaves the group */
+        lgroup_close(a->group, sl->lsock);
     uv_timer_stop(&sl->backoff);
     sl->backoff.data = sl;
     uv_close((uv_handle_t *)&sl->backoff, sup_slot_free_cb);
@@ -745,6 +754,18 @@ static slot *sup_slot_new(app *a, int id)
     sl->id = id;
     sl->key = state_sup_add(a->sv->st, a->name, id);
     sl->fsm = slot_fsm_new();
+    sl->lsock = -1;
+    if (a->group) {
+        char err[256];
+        sl->lsock = lgroup_add(a->group, err, sizeof err);
+        if (sl->lsock < 0) {
+            sup_event(a->sv, ctl_event_make(CTL_EV_ERROR, CTL_PHASE_NONE, a->name, id, 0), "%s:%d: %s",
+                      a->name, id, err);
+            state_sup_remove(a->sv->st, sl->key);
+            free(sl);
+            return NULL;
+        }
+    }
     uv_timer_init(a->sv->loop, &sl->backoff);
     sl->backoff.data = sl;
     if (a->lg) {
@@ -805,6 +826,7 @@ int supervise_add_app(supervise *sv, const supervise_app_spec *spec, char *err, 
     snprintf(a->path, sizeof a->path, "%s", spec->path);
     snprintf(a->listen_name, sizeof a->listen_name, "%s", spec->listen_name ? spec->listen_name : spec->app);
     a->listen_fd = spec->listen_fd;
+    a->group = spec->group;
     a->kill_timeout_ms = spec->kill_timeout_ms;
     a->ready_timeout_ms = spec->ready_timeout_ms;
     a->max_memory = spec->max_memory;
@@ -1034,8 +1056,40 @@ static int sup_live(const app *a)
 {
     int live = 0;
     for (int i = 0; i < a->nslots; i++)
-        live += a->slots[i]->fsm.state != SLOT_REMOVING;
+        live += a->slots[i]->fsm.state != SLOT_REMOVING && !a->slots[i]->leaving;
     return live;
+}
+
+/*
+ * A leaving slot's socket is drained (left: connections still queued when
+ * the drain timed out): now its processes stop and the slot goes.
+ */
+static void sup_on_drained(void *ctx, int member, unsigned left)
+{
+    slot *sl = ctx;
+    app *a = sl->a;
+    (void)member;
+    if (left)
+        sup_event(a->sv, ctl_event_make(CTL_EV_SCALE, CTL_PHASE_PROGRESS, a->name, sl->id, 0),
+                  "scale %s: %s:%d's socket still had %u connections queued after %u ms; closing it",
+                  a->name, a->name, sl->id, left, a->kill_timeout_ms);
+    sup_slot_step(sl, SLOT_IN_REMOVE, NULL);
+}
+
+/*
+ * Scales slot sl away. With a socket of its own (reuseport) and a process
+ * to accept what is queued on it, new connections are steered away from
+ * it first and the slot is removed once the queue is empty
+ * (sup_on_drained); otherwise it is removed at once.
+ */
+static void sup_slot_leave(slot *sl)
+{
+    app *a = sl->a;
+    sl->leaving = true;
+    if (sl->lsock >= 0 && sl->cur && (sl->fsm.state == SLOT_ONLINE || sl->fsm.state == SLOT_STARTING) &&
+        lgroup_drain(a->group, sl->lsock, a->kill_timeout_ms, sup_on_drained, sl) == 0)
+        return;
+    sup_slot_step(sl, SLOT_IN_REMOVE, NULL);
 }
 
 /* ---- growing, a bounded batch per loop turn ----------------------------- */
@@ -1104,7 +1158,7 @@ static void sup_grow_turn(uv_idle_t *h)
         }
         while (sup_live(a) < a->want && uv_hrtime() - t0 < SUPERVISE_GROW_BUDGET_MS * 1000000ull) {
             if (sup_grow_one(a) != 0) {
-                sup_grow_end(a, "out of memory");
+                sup_grow_end(a, "a worker's slot could not be made");
                 break;
             }
         }
@@ -1167,10 +1221,10 @@ int supervise_scale(supervise *sv, const char *name, int n, char *msg, size_t ca
      * loop turn. */
     for (int i = a->nslots - 1; i >= 0 && live > n; i--) {
         slot *sl = a->slots[i];
-        if (sl->fsm.state == SLOT_REMOVING)
+        if (sl->fsm.state == SLOT_REMOVING || sl->leaving)
             continue;
         live--;
-        sup_slot_step(sl, SLOT_IN_REMOVE, NULL);
+        sup_slot_leave(sl);
     }
     if (live < n) {
         sup_grow_start(a, true);
@@ -1365,6 +1419,8 @@ void supervise_free(supervise *sv)
         for (int i = 0; i < a->nslots; i++) {
             slot *sl = a->slots[i];
             /* stop_all has run: no process is left, only handles to close */
+            if (sl->lsock >= 0)
+                lgroup_close(a->group, sl->lsock);
             uv_timer_stop(&sl->backoff);
             sl->backoff.data = sl;
             uv_close((uv_handle_t *)&sl->backoff, sup_slot_free_cb);

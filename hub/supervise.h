@@ -16,6 +16,7 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "hub/lgroup.h"
 #include "hub/logs.h"
 #include "hub/state.h"
 #include "proto/control.h"
@@ -37,6 +38,8 @@ typedef struct {
     char *const *argv;           /* command and arguments */
     int          instances;      /* workers to run */
     int          listen_fd;      /* shared listening socket, or -1 */
+    lgroup      *group;          /* --balance reuseport: a socket of this group per slot
+                                    (instead of listen_fd), or NULL */
     const char  *listen_name;    /* LISTEN_FDNAMES */
     const char  *listen_spec;    /* the --listen value, given to workers as DROVER_LISTEN */
     const char  *node_agent;     /* path of the Node agent to preload into node commands, or NULL */

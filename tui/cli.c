@@ -35,7 +35,7 @@ const char *cli_options_help(const ctl_command *cmd)
     switch (cmd->cmd) {
     case CTL_LS:
         return "  --json              the hub's snapshot as one JSON object\n"
-               "  --sort COL          sort by COL: id pid uptime restarts cpu mem rps errors lag\n";
+               "  --sort COL          sort by COL: id pid uptime restarts cpu mem rps share errors lag\n";
     case CTL_LOGS:
         return "  -n, --lines N       the last N lines (default 20)\n"
                "  -f, --follow        then keep printing new lines\n";
@@ -111,7 +111,7 @@ static int cli_parse(const ctl_command *cmd, int argc, char **argv, cli_options 
             if (!ls)
                 return cli_usage(cmd, "option '--sort' does not apply to %s", cmd->name);
             if (!columns_find(optarg) || !columns_find(optarg)->sort_key)
-                return cli_usage(cmd, "cannot sort by '%s': use id, pid, uptime, restarts, cpu, mem, rps, errors or lag",
+                return cli_usage(cmd, "cannot sort by '%s': use id, pid, uptime, restarts, cpu, mem, rps, share, errors or lag",
                                  optarg);
             co->sort = optarg;
             break;
@@ -239,6 +239,16 @@ static void cli_ls_print(const cli_options *co, json_t *r)
                    col->width, safe);
         }
         putchar('\n');
+    }
+    /* Then how evenly each app's requests are spread over its workers. */
+    for (size_t i = 0; i < json_array_size(apps); i++) {
+        json_t *a = json_array_get(apps, i);
+        const char *name = json_string_value(json_object_get(a, "app"));
+        char spread[64], safe[128];
+        columns_spread(a, spread, sizeof spread);
+        text_sanitize(name ? name : "-", safe, sizeof safe);
+        printf("%s: %lld/%lld online, %s\n", safe, (long long)json_integer_value(json_object_get(a, "online")),
+               (long long)json_integer_value(json_object_get(a, "workers")), spread);
     }
     json_t *hub = json_object_get(r, "hub");
     printf("%lld workers, %lld reports, %lld dropped\n",

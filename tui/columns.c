@@ -74,6 +74,14 @@ static void f_restarts(const json_t *w, char *o, size_t c) { col_fmt_int(col_num
 static void f_cpu(const json_t *w, char *o, size_t c)     { col_fmt_human(col_num(w, "cpu_pct"), o, c); }
 static void f_mem(const json_t *w, char *o, size_t c)     { columns_bytes(col_num(w, "rss_bytes"), o, c); }
 static void f_rps(const json_t *w, char *o, size_t c)     { col_fmt_human(col_num(w, "req_per_s"), o, c); }
+static void f_share(const json_t *w, char *o, size_t c)
+{
+    double v = col_num(w, "req_share_pct");
+    if (isnan(v))
+        snprintf(o, c, "-");
+    else
+        snprintf(o, c, "%.0f%%", v);
+}
 static void f_err(const json_t *w, char *o, size_t c)     { col_fmt_human(col_num(w, "err_total"), o, c); }
 static void f_lag(const json_t *w, char *o, size_t c)     { col_fmt_human(col_num(w, "lag_p99_ms"), o, c); }
 static void f_lagmax(const json_t *w, char *o, size_t c)  { col_fmt_human(col_num(w, "lag_max_ms"), o, c); }
@@ -87,6 +95,7 @@ static double k_restarts(const json_t *w) { return col_num(w, "restarts"); }
 static double k_cpu(const json_t *w)      { return col_num(w, "cpu_pct"); }
 static double k_mem(const json_t *w)      { return col_num(w, "rss_bytes"); }
 static double k_rps(const json_t *w)      { return col_num(w, "req_per_s"); }
+static double k_share(const json_t *w)    { return col_num(w, "req_share_pct"); }
 static double k_err(const json_t *w)      { return col_num(w, "err_total"); }
 static double k_lag(const json_t *w)      { return col_num(w, "lag_p99_ms"); }
 static double k_lagmax(const json_t *w)   { return col_num(w, "lag_max_ms"); }
@@ -103,6 +112,7 @@ const column columns_table[] = {
     {"cpu",      "CPU%",      6, true,  f_cpu,      k_cpu, false},
     {"mem",      "MEM",       7, true,  f_mem,      k_mem, false},
     {"rps",      "REQ/S",     8, true,  f_rps,      k_rps, false},
+    {"share",    "SHARE",     5, true,  f_share,    k_share, false},
     {"errors",   "ERR",       6, true,  f_err,      k_err, false},
     {"p50",      "P50ms",     7, true,  f_p50,      k_p50, false},
     {"p99",      "P99ms",     7, true,  f_p99,      k_p99, false},
@@ -110,6 +120,17 @@ const column columns_table[] = {
     {"lagmax",   "LAGMAXms",  8, true,  f_lagmax,   k_lagmax, false},
     {NULL, NULL, 0, false, NULL, NULL, false},
 };
+
+void columns_spread(const json_t *app, char *out, size_t cap)
+{
+    double lo = col_num(app, "req_share_min_pct"), hi = col_num(app, "req_share_max_pct");
+    if (isnan(lo) || isnan(hi))
+        snprintf(out, cap, "spread -");
+    else if (lo <= 0)
+        snprintf(out, cap, "spread inf (%.0f-%.0f%%)", lo, hi);
+    else
+        snprintf(out, cap, "spread %.1fx (%.0f-%.0f%%)", hi / lo, lo, hi);
+}
 
 /* See columns.h. */
 bool columns_sort_ascending(const column *col, bool reversed)

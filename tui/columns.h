@@ -38,6 +38,13 @@ void columns_bytes(double v, char *out, size_t cap);
  */
 bool columns_sort_ascending(const column *col, bool reversed);
 
+/*
+ * Formats an app object's spread of requests over its online workers:
+ * "spread 1.3x (21-28%)" (largest share over smallest, then both), "spread
+ * inf (0-52%)" when a worker gets none, "spread -" without traffic.
+ */
+void columns_spread(const json_t *app, char *out, size_t cap);
+
 /* Formats seconds as "45s", "12m", "3h", "2d"; "-" when unknown. */
 void columns_duration(double s, char *out, size_t cap);
 

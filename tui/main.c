@@ -43,6 +43,10 @@ static const char run_options[] =
     "  -n NAME             app name (default: the command's or script's name)\n"
     "  --listen SPEC       open [HOST:]PORT or unix:PATH once and give it to every\n"
     "                      worker as fd 3 (LISTEN_FDS=1, LISTEN_PID=its own pid)\n"
+    "  --balance MODE      reuseport (default for TCP): a SO_REUSEPORT socket per\n"
+    "                      worker as its fd 3, new connections dealt evenly; shared:\n"
+    "                      one socket for all (even only if the server accepts\n"
+    "                      fairly); unix: and fd: listeners are always shared\n"
     "  --kill-timeout MS   SIGKILL a worker this long after SIGTERM (default 5000)\n"
     "  --ready-timeout MS  a replacement must be ready within this (default 10000)\n"
     "  --max-memory SIZE   replace a worker whose RSS exceeds SIZE (K, M, G suffixes)\n"
@@ -207,7 +211,7 @@ static void derive_app(char *const *argv, char *out, size_t cap)
 enum {
     O_HEADLESS = 256, O_INTERVAL, O_COUNT, O_FORMAT, O_SOCKDIR, O_HELP,
     O_LISTEN, O_KILL_TIMEOUT, O_READY_TIMEOUT, O_MAX_MEMORY, O_LOG_DIR, O_NO_ECHO, O_NO_AGENT,
-    O_DETACH, O_BACKGROUND, O_NO_MOUSE, O_METRICS, O_METRICS_TEXTFILE,
+    O_DETACH, O_BACKGROUND, O_NO_MOUSE, O_METRICS, O_METRICS_TEXTFILE, O_BALANCE,
 };
 
 /*
@@ -226,6 +230,7 @@ static int parse_options(const char *cmd, int argc, char **argv, hub_options *o,
         {"socket-dir", required_argument, NULL, O_SOCKDIR},
         {"help", no_argument, NULL, O_HELP},
         {"listen", required_argument, NULL, O_LISTEN},
+        {"balance", required_argument, NULL, O_BALANCE},
         {"kill-timeout", required_argument, NULL, O_KILL_TIMEOUT},
         {"ready-timeout", required_argument, NULL, O_READY_TIMEOUT},
         {"max-memory", required_argument, NULL, O_MAX_MEMORY},
@@ -300,6 +305,17 @@ static int parse_options(const char *cmd, int argc, char **argv, hub_options *o,
             if (ok && listen_check(optarg, lerr, sizeof lerr) != 0)
                 return usage_error("%s", lerr);
             o->listen = optarg;
+            break;
+        case O_BALANCE:
+            ok = run;
+            if (!ok)
+                break;
+            if (strcmp(optarg, "shared") == 0)
+                o->balance = HUB_BALANCE_SHARED;
+            else if (strcmp(optarg, "reuseport") == 0)
+                o->balance = HUB_BALANCE_REUSEPORT;
+            else
+                return usage_error("--balance is shared or reuseport, not '%s'", optarg);
             break;
         case O_KILL_TIMEOUT:
         case O_READY_TIMEOUT:

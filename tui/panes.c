@@ -213,7 +213,7 @@ static void panes_header(const panes_ctx *p, const char *title, int y, int w)
 
 /* Column names dropped first when the list is narrow (the app is in the group header). */
 static const char *const panes_drop_order[] = {"lagmax", "p50", "errors", "restarts", "p99", "lag", "uptime",
-                                               "rps", "mem", NULL};
+                                               "share", "rps", "mem", NULL};
 
 /* Chooses the list columns that fit in w cells; returns how many (indices in out), their width in *used. */
 static int panes_list_columns(int w, int *out, int *used)
@@ -330,7 +330,7 @@ static void panes_list_scroll(console_model *m, int rows_h)
 /* An app's group header: its name and totals. */
 static void panes_list_app(const panes_ctx *p, const console_row *row, int y, int x, int w)
 {
-    char hd[320], b1[32], b2[32], b3[32], l[4][16];
+    char hd[384], b1[32], b2[32], b3[32], b4[64], l[4][16];
     const json_t *a = row->appobj;
     panes_fmt(console_model_num(a, "req_per_s"), "", b1, sizeof b1);
     panes_fmt(console_model_num(a, "cpu_pct"), "%", b2, sizeof b2);
@@ -344,9 +344,10 @@ static void panes_list_app(const panes_ctx *p, const console_row *row, int y, in
         else
             snprintf(l[i], sizeof l[i], "-");
     }
-    snprintf(hd, sizeof hd, "%.60s   %.0f/%.0f online   %s req/s   cpu %s   mem %s   p50 %s p99 %s ms"
+    columns_spread(a, b4, sizeof b4);
+    snprintf(hd, sizeof hd, "%.60s   %.0f/%.0f online   %s req/s   %s   cpu %s   mem %s   p50 %s p99 %s ms"
              "   lag99 %s max %s ms", row->app, console_model_num(a, "online"),
-             console_model_num(a, "workers"), b1, b2, b3, l[0], l[1], l[2], l[3]);
+             console_model_num(a, "workers"), b1, b4, b2, b3, l[0], l[1], l[2], l[3]);
     draw_put(p->d, y, x, w, hd, p->d->a_app);
 }
 

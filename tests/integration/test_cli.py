@@ -67,7 +67,8 @@ def test_ls_table(hub3, sockdir):
     assert all(row[0] == "sh3" and row[3] == "online" for row in rows)
     app = lines[4].split()                  # the app's row: the same columns, all its workers
     assert app[:4] == ["sh3", "*", "-", "3/3"], lines[4]
-    assert re.match(r"3 workers, \d+ reports, 0 dropped", lines[5])
+    assert lines[5] == "sh3: 3/3 online, spread -"      # no requests: no spread
+    assert re.match(r"3 workers, \d+ reports, 0 dropped", lines[6])
 
 
 def test_logs_n_shows_known_output(hub3, sockdir):

@@ -37,7 +37,10 @@ static void take(hist *h, uint64_t *prev, summ *s)
         prev[snap.idx[i]] = snap.count[i];
         s->count += d[snap.idx[i]];
     }
-    s->max = s->count ? max : 0;
+    /* The max since the last take, even when its sample's count was not yet
+     * visible to this snapshot (the recorder's two relaxed updates): it is
+     * taken once, so dropping it here would lose it. */
+    s->max = max;
     s->p50 = hist_quantile(d, 5000, s->max);
     s->p99 = hist_quantile(d, 9900, s->max);
 }

@@ -1,0 +1,261 @@
+"""
+--balance shared|reuseport (issue 16): how evenly the workers of one app share
+its --listen address, measured with wrk against 127.0.0.1 and counted by each
+worker's agent (`drover ls --json`, req_total), and what a change of workers
+(reload, restart, scale-down) costs wrk in reuseport: nothing.
+"""
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import shutil
+import tempfile
+import time
+
+import pytest
+
+from conftest import (DROVER, HTTPD, RunHub, free_port, http_get, online, parse_wrk, require_binary,
+                      require_wrk, run_argv, tcp_sockets, wait_until, wrk_during_reload)
+
+
+@pytest.fixture
+def run_hub(procs, sockdir, logdir):
+    """Factory: run_hub(run_args, cmd) -> RunHub for `drover run RUN_ARGS -- CMD`."""
+    def start(run_args, cmd):
+        return RunHub(procs, sockdir, run_argv(sockdir, logdir, *run_args, "--", *cmd))
+    return start
+
+
+def ls_json(sockdir):
+    out = subprocess.run([DROVER, "ls", "--json", "--socket-dir", sockdir], capture_output=True,
+                         text=True, timeout=10)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def counts(sockdir, app="web"):
+    """{worker id: req_total} of app's online workers, from `drover ls --json`."""
+    return {w["id"]: w["req_total"] or 0 for w in ls_json(sockdir)["workers"]
+            if w["app"] == app and w["state"] == "online"}
+
+
+def fd3(pid):
+    """What a worker's fd 3 is ("socket:[INODE]")."""
+    return os.readlink(f"/proc/{pid}/fd/3")
+
+
+def listeners(port):
+    return sum(1 for st, lp, _, _ in tcp_sockets() if st == "LISTEN" and lp == port)
+
+
+def wrk(port, conns, secs, *extra, host="127.0.0.1"):
+    return subprocess.Popen([require_wrk(), "-t2", f"-c{conns}", f"-d{secs}s", "--timeout", "2s", *extra,
+                             f"http://{host}:{port}/"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+
+
+def settled_counts(sockdir, n):
+    """Counts once every agent has reported what wrk sent (two equal readings in a row)."""
+    last = {}
+
+    def stable():
+        nonlocal last
+        now = counts(sockdir)
+        same = now == last and len(now) == n
+        last = now
+        return same
+    wait_until(stable, timeout=5, interval=0.5, what="the agents' final counts")
+    return last
+
+
+@pytest.mark.parametrize("mode", ["shared", "reuseport"])
+def test_keepalive_shares_per_mode(run_hub, sockdir, mode):
+    require_binary(HTTPD)
+    port = free_port()
+    h = run_hub(["-i", 4, "-n", "web", "--balance", mode, "--listen", f"127.0.0.1:{port}", "--no-echo"],
+                [HTTPD])
+    online(h, 4, "web")
+    assert listeners(port) == (4 if mode == "reuseport" else 1)
+    before = settled_counts(sockdir, 4)
+    w = wrk(port, 32, 10)
+    time.sleep(4)
+    # mid-run, ls shows each worker's share and the app's spread
+    snap = ls_json(sockdir)
+    shares_now = [x["req_share_pct"] for x in snap["workers"] if x["app"] == "web"]
+    assert all(x is not None for x in shares_now) and abs(sum(shares_now) - 100) < 1, snap
+    app = [a for a in snap["apps"] if a["app"] == "web"][0]
+    assert app["req_share_min_pct"] == min(shares_now) and app["req_share_max_pct"] == max(shares_now), app
+    text = subprocess.run([DROVER, "ls", "--socket-dir", sockdir], capture_output=True, text=True,
+                          timeout=10).stdout
+    assert "SHARE" in text.splitlines()[0], text
+    assert re.search(r"^web: 4/4 online, spread (inf|\d+\.\dx) \(\d+-\d+%\)$", text, re.M), text
+    out, _ = w.communicate(timeout=40)
+    total, errs, non2xx = parse_wrk(out)
+    assert total > 1000 and errs == 0 and non2xx == 0, out
+    after = settled_counts(sockdir, 4)
+    per = {i: after[i] - before.get(i, 0) for i in after}
+    served = sum(per.values())
+    # the agents' counts are an independent instrument of wrk's: they agree
+    assert abs(served - total) <= 32 + total // 1000, (per, total)
+    shares = {i: 100.0 * v / served for i, v in per.items()}
+    print(f"{mode}: shares {shares}")
+    if mode == "reuseport":
+        assert all(15 <= s <= 35 for s in shares.values()), (shares, out)
+
+
+def test_reuseport_rolling_reload_under_wrk_loses_nothing(run_hub):
+    require_binary(HTTPD)
+    port = free_port()
+    h = run_hub(["-i", 4, "-n", "web", "--balance", "reuseport", "--listen", f"127.0.0.1:{port}",
+                 "--no-echo"], [HTTPD])
+    iv = online(h, 4, "web")
+    socks = {w["id"]: fd3(w["pid"]) for w in h.workers(iv, "web")}
+    assert len(set(socks.values())) == 4       # a socket per slot
+    out, total, errs, non2xx = wrk_during_reload(h, port, 5, 1.0, r"reload web: done, 4/4 replaced")
+    assert total > 1000, out
+    assert errs == 0, out
+    assert non2xx == 0, out
+    assert listeners(port) == 4
+    h.drain()
+    iv = h.wait_for(lambda iv: len(h.workers(iv, "web")) == 4
+                    and all(w["state"] == "online" for w in h.workers(iv, "web")), what="4 online after reload")
+    assert {w["id"]: fd3(w["pid"]) for w in h.workers(iv, "web")} == socks   # each slot kept its socket
+
+
+def test_reuseport_restart_of_one_slot_under_wrk_loses_nothing(run_hub, sockdir):
+    require_binary(HTTPD)
+    port = free_port()
+    h = run_hub(["-i", 4, "-n", "web", "--balance", "reuseport", "--listen", f"127.0.0.1:{port}",
+                 "--no-echo"], [HTTPD])
+    iv = online(h, 4, "web")
+    old = {w["id"]: w["pid"] for w in h.workers(iv, "web")}
+    sock1 = fd3(old[1])
+    w = wrk(port, 32, 5)
+    time.sleep(1.5)
+    r = subprocess.run([DROVER, "restart", "web:1", "--socket-dir", sockdir], capture_output=True,
+                       text=True, timeout=10)
+    assert r.returncode == 0, r.stderr
+    out, _ = w.communicate(timeout=30)
+    total, errs, non2xx = parse_wrk(out)
+    assert total > 1000 and errs == 0 and non2xx == 0, out
+    h.drain()
+    iv = h.wait_for(lambda iv: any(x["id"] == 1 and x["pid"] != old[1] and x["state"] == "online"
+                                   for x in h.workers(iv, "web")), what="web:1 restarted")
+    new = {x["id"]: x["pid"] for x in h.workers(iv, "web")}
+    assert new[1] != old[1] and all(new[i] == old[i] for i in (0, 2, 3)), (old, new)
+    assert fd3(new[1]) == sock1                # the new process accepts from the slot's socket
+    assert listeners(port) == 4
+
+
+def test_reuseport_scale_down_under_connection_close_loses_nothing(run_hub, sockdir):
+    require_binary(HTTPD)
+    port = free_port()
+    h = run_hub(["-i", 4, "-n", "web", "--balance", "reuseport", "--listen", f"127.0.0.1:{port}",
+                 "--no-echo"], [HTTPD])
+    online(h, 4, "web")
+    w = wrk(port, 64, 6, "-H", "Connection: close")
+    time.sleep(1.5)
+    r = subprocess.run([DROVER, "scale", "web", "2", "--socket-dir", sockdir], capture_output=True,
+                       text=True, timeout=10)
+    assert r.returncode == 0, r.stderr
+    out, _ = w.communicate(timeout=30)
+    total, errs, non2xx = parse_wrk(out)
+    assert total > 1000, out
+    assert errs == 0, out         # the removed sockets' queues were served, not reset
+    assert non2xx == 0, out
+    h.wait_for(lambda iv: sorted(x["id"] for x in h.workers(iv, "web")) == [0, 1]
+               and all(x["state"] == "online" for x in h.workers(iv, "web")), what="workers 0 and 1 left")
+    wait_until(lambda: listeners(port) == 2, timeout=5, what="two listening sockets left")
+    # scaling up again adds sockets to the group; all four serve
+    subprocess.run([DROVER, "scale", "web", "4", "--socket-dir", sockdir], capture_output=True, timeout=10)
+    online(h, 4, "web")
+    assert listeners(port) == 4
+    before = settled_counts(sockdir, 4)
+    out, _ = wrk(port, 32, 3).communicate(timeout=30)
+    after = settled_counts(sockdir, 4)
+    assert all(after[i] > before.get(i, 0) for i in after), (before, after)
+
+
+def test_reuseport_ipv6(run_hub, sockdir):
+    require_binary(HTTPD)
+    try:
+        socket.socket(socket.AF_INET6).bind(("::1", 0))
+    except OSError:
+        pytest.skip("no IPv6 loopback")
+    port = free_port()
+    h = run_hub(["-i", 2, "-n", "web", "--balance", "reuseport", "--listen", f"[::1]:{port}", "--no-echo"],
+                [HTTPD])
+    online(h, 2, "web")
+    assert listeners(port) == 2
+    before = settled_counts(sockdir, 2)
+    out, _ = wrk(port, 16, 2, host="[::1]").communicate(timeout=30)
+    total, errs, _ = parse_wrk(out)
+    assert total > 100 and errs == 0, out
+    after = settled_counts(sockdir, 2)
+    assert all(after[i] > before.get(i, 0) for i in after), (before, after)
+
+
+def test_reuseport_on_a_unix_socket_stays_shared(run_hub, logdir):
+    require_binary(HTTPD)
+    path = os.path.join(logdir, "web.sock")
+    h = run_hub(["-i", 2, "-n", "web", "--balance", "reuseport", "--listen", f"unix:{path}", "--no-echo"],
+                [HTTPD])
+    online(h, 2, "web")
+    h.wait_stderr(r"--balance reuseport is for TCP addresses; every worker shares unix:")
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(path)
+    s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert s.recv(100).startswith(b"HTTP/1.1 200")
+    s.close()
+
+
+def test_balance_usage_error(sockdir):
+    r = subprocess.run([DROVER, "run", "--balance", "random", "--", "true"], capture_output=True, text=True,
+                       timeout=10)
+    assert r.returncode == 2
+    assert "--balance is shared or reuseport, not 'random'" in r.stderr
+
+
+def test_reuseport_without_cap_bpf_hashes_and_still_drains(procs, sockdir, logdir):
+    """Without CAP_BPF the hub cannot load the round-robin program: it hashes
+    with classic BPF, which still steers new connections away from a socket
+    being drained on scale-down."""
+    require_binary(HTTPD)
+    setpriv = shutil.which("setpriv")
+    if os.geteuid() != 0 or not setpriv:
+        pytest.skip("needs root and setpriv to run a hub without CAP_BPF")
+    port = free_port()
+    argv = [setpriv, "--bounding-set", "-bpf,-sys_admin", "--inh-caps", "-bpf,-sys_admin", "--",
+            *run_argv(sockdir, logdir, "-i", 4, "-n", "web", "--balance", "reuseport", "--listen",
+                      f"127.0.0.1:{port}", "--no-echo", "--", HTTPD)]
+    h = RunHub(procs, sockdir, argv)
+    online(h, 4, "web")
+    w = wrk(port, 64, 5, "-H", "Connection: close")
+    time.sleep(1.5)
+    r = subprocess.run([DROVER, "scale", "web", "2", "--socket-dir", sockdir], capture_output=True,
+                       text=True, timeout=10)
+    assert r.returncode == 0, r.stderr
+    out, _ = w.communicate(timeout=30)
+    total, errs, non2xx = parse_wrk(out)
+    assert total > 1000 and errs == 0 and non2xx == 0, out
+    assert "cannot steer" not in h.stderr(), h.stderr()
+    online(h, 2, "web")
+
+
+def test_reuseport_port_of_another_hub_is_in_use(run_hub, procs, logdir):
+    """A second hub on the same port fails as before (it must not join the first one's group)."""
+    require_binary(HTTPD)
+    port = free_port()
+    h = run_hub(["-i", 2, "-n", "web", "--listen", f"127.0.0.1:{port}", "--no-echo"], [HTTPD])
+    online(h, 2, "web")
+    other = tempfile.mkdtemp(prefix="drv-it-", dir="/tmp")
+    try:
+        r = subprocess.run(run_argv(other, logdir, "-i", 1, "--listen", f"127.0.0.1:{port}", "--", HTTPD),
+                           capture_output=True, text=True, timeout=15)
+    finally:
+        shutil.rmtree(other, ignore_errors=True)
+    assert r.returncode == 1, r.stderr
+    assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in r.stderr, r.stderr
+    assert listeners(port) == 2
