@@ -12,7 +12,7 @@
 
 PREFIX   ?= /usr/local
 VERSION  := 0.1.0
-PKGS     := ncursesw libproc2 msgpack libuv jansson
+PKGS     := ncursesw libproc2 msgpack libuv jansson inih
 CC       ?= cc
 PYTHON   ?= /usr/bin/python3
 SAN      ?= 0

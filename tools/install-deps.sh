@@ -3,7 +3,7 @@
 # skipping those already installed. Needs root or sudo when something is missing.
 set -eu
 
-BUILD="build-essential pkg-config libncurses-dev libproc2-dev libmsgpack-dev libuv1-dev libjansson-dev libcmocka-dev"
+BUILD="build-essential pkg-config libncurses-dev libproc2-dev libmsgpack-dev libuv1-dev libjansson-dev libcmocka-dev libinih-dev"
 TEST="python3 python3-pytest python3-msgpack prometheus clang libclang-rt-14-dev tmux wrk valgrind procps"
 PKGS="$BUILD"
 [ -n "${DROVER_DEPS_BUILD_ONLY:-}" ] || PKGS="$BUILD $TEST"
