@@ -158,6 +158,19 @@ static int commands_run(hub_commands *hc, const ctl_request *r, json_t *reply, c
         if (r->has_delta)
             return supervise_scale_by(hc->sv, app, (int)r->delta, msg, cap);
         return supervise_scale(hc->sv, app, (int)r->n, msg, cap);
+    case CTL_APPLY:
+        return hc->apply(hc->ctx, r->file, reply, msg, cap);
+    case CTL_DESCRIBE: {
+        json_t *d = supervise_describe(hc->sv, app, r->env);
+        if (!d) {
+            snprintf(msg, cap, "no app named '%s'", app);
+            return -1;
+        }
+        json_object_set_new(d, "log_dir", hc->log_dir ? json_string(hc->log_dir) : json_null());
+        json_object_set_new(reply, "app", d);
+        snprintf(msg, cap, "%s", app);
+        return 0;
+    }
     default:
         break;
     }

@@ -5,6 +5,7 @@
  * running hub are the protocol's command table (proto/control.h) and live
  * in tui/cli.c.
  */
+#include "hub/config.h"
 #include "hub/hub.h"
 #include "hub/listen.h"
 #include "hub/paths.h"
@@ -54,6 +55,14 @@ static const char run_options[] =
     "  --no-agent          do not preload the Node.js agent into node commands\n"
     "                      (by default NODE_OPTIONS gets --require <drover>/node/index.js)\n";
 
+static const char up_options[] =
+    "  -f FILE             the config file (default ./drover.conf)\n"
+    "  -d, --detach        start the hub in the background and return\n"
+    "  --log-dir DIR       worker output files, unless the file's [hub] log_dir says\n"
+    "  --no-echo           do not copy worker output to stderr as \"[app:id] line\"\n"
+    "  --no-agent          do not preload the Node.js agent into node commands\n"
+    "  --keys              print every key the file takes, with its default, and exit\n";
+
 static const char attach_options[] =
     "  -n NAME             app name (default: the master's process name)\n"
     "  --kill-timeout MS   SIGKILL a child this long after SIGTERM (default 5000)\n"
@@ -85,6 +94,7 @@ typedef struct cli_entry {
 static int cmd_run(int argc, char **argv);
 static int cmd_attach(int argc, char **argv);
 static int cmd_monit(int argc, char **argv);
+static int cmd_up(int argc, char **argv);
 
 static const hub_entry hub_entries[] = {
     {"run", "run [OPTIONS] -- CMD [ARGS...]",
@@ -92,6 +102,15 @@ static const hub_entry hub_entries[] = {
      "one on SIGHUP. In a terminal the hub goes to the background and the console\n"
      "opens; otherwise (or with --headless) figures stream to stdout",
      run_options, cmd_run},
+    {"up", "up [-f FILE] [-d] [--headless] [OPTIONS]",
+     "run every app of a config file (INI: [hub] and [app NAME] sections; 'drover up\n"
+     "--keys' lists the keys). With no hub in the namespace, start one, as run does;\n"
+     "beside a running hub, apply the file to it and print what changed, app by app:\n"
+     "new apps start, removed apps stop gracefully, changed apps get a rolling\n"
+     "reload with their new settings, instances alone is a scale. A bad file\n"
+     "changes nothing (FILE:LINE: what is wrong). Exit 1 if any part failed\n"
+     "(an aborted reload), 2 on usage errors",
+     up_options, cmd_up},
     {"attach", "attach PID [OPTIONS]",
      "monitor the children of a cluster master drover did not start (SIGHUP to\n"
      "drover restarts them one by one)",
@@ -201,7 +220,7 @@ static void derive_app(char *const *argv, char *out, size_t cap)
 enum {
     O_HEADLESS = 256, O_INTERVAL, O_COUNT, O_FORMAT, O_SOCKDIR, O_HELP,
     O_LISTEN, O_KILL_TIMEOUT, O_READY_TIMEOUT, O_MAX_MEMORY, O_LOG_DIR, O_NO_ECHO, O_NO_AGENT,
-    O_DETACH, O_BACKGROUND, O_NO_MOUSE,
+    O_DETACH, O_BACKGROUND, O_NO_MOUSE, O_KEYS,
 };
 
 /*
@@ -229,9 +248,11 @@ static int parse_options(const char *cmd, int argc, char **argv, hub_options *o,
         {"detach", no_argument, NULL, O_DETACH},
         {"background", no_argument, NULL, O_BACKGROUND},   /* internal: the hub half of a console */
         {"no-mouse", no_argument, NULL, O_NO_MOUSE},
+        {"keys", no_argument, NULL, O_KEYS},
         {0, 0, 0, 0},
     };
-    bool run = o->mode == HUB_RUN, att = o->mode == HUB_ATTACH;
+    bool up = strcmp(cmd, "up") == 0;
+    bool run = o->mode == HUB_RUN && !up, att = o->mode == HUB_ATTACH;
     char lerr[256];
     long v;
     int c;
@@ -239,7 +260,7 @@ static int parse_options(const char *cmd, int argc, char **argv, hub_options *o,
     optind = 1;
     opterr = 0;
     /* run stops at the command; the others take options anywhere. */
-    while ((c = getopt_long(argc, argv, run ? "+:L:i:n:d" : ":L:i:n:", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, run ? "+:L:i:n:d" : up ? ":L:f:d" : ":L:i:n:", opts, NULL)) != -1) {
         bool ok = true;
         switch (c) {
         case O_HEADLESS: *headless = true; break;
@@ -309,11 +330,17 @@ static int parse_options(const char *cmd, int argc, char **argv, hub_options *o,
             if (ok && !parse_size(optarg, &o->max_memory))
                 return usage_error("--max-memory takes a size like 200M or 1G, not '%s'", optarg);
             break;
-        case O_LOG_DIR: ok = run; o->log_dir = optarg; break;
-        case O_NO_ECHO: ok = run; o->echo_logs = false; break;
-        case O_NO_AGENT: ok = run; o->no_agent = true; break;
+        case O_LOG_DIR: ok = run || up; o->log_dir = optarg; break;
+        case O_NO_ECHO: ok = run || up; o->echo_logs = false; break;
+        case O_NO_AGENT: ok = run || up; o->no_agent = true; break;
+        case 'f': ok = up; o->config_file = optarg; break;
+        case O_KEYS:
+            if (!up)
+                return usage_error("option '--keys' does not apply to %s", cmd);
+            config_print_keys(stdout);
+            return 0;
         case 'd':
-        case O_DETACH: ok = run; *detach = true; break;
+        case O_DETACH: ok = run || up; *detach = true; break;
         case O_BACKGROUND: o->background = o->quiet = true; break;
         case O_NO_MOUSE: o->no_mouse = true; break;
         case ':': return usage_error("option %s needs a value", argv[optind - 1]);
@@ -447,6 +474,58 @@ static int cmd_run(int argc, char **argv)
     if (rc == 0)
         printf("drover: %s runs in the background (namespace %s); 'drover monit%s' shows it, "
                "'drover stop%s' ends it\n", o.app, o.ns, hint, hint);
+    return rc;
+}
+
+/* drover up [-f FILE] [-d] [--headless] [output options] */
+static int cmd_up(int argc, char **argv)
+{
+    hub_options o = default_options(HUB_RUN);
+    bool headless = false, detach = false;
+    o.ns = NULL;          /* -L wins over the file's namespace */
+    o.interval_ms = 0;    /* --interval wins over the file's */
+    int rc = parse_options("up", argc, argv, &o, &headless, &detach);
+    if (rc >= 0)
+        return rc;
+    if (optind < argc)
+        return usage_error("unexpected argument '%s' for up", argv[optind]);
+    /* The whole file is checked here first: a bad one changes nothing. */
+    config cfg;
+    char err[1200], file[4096];
+    if (config_load(o.config_file ? o.config_file : CONFIG_DEFAULT_FILE, &cfg, err, sizeof err) != 0) {
+        fprintf(stderr, "drover: %s\n", err);
+        return 1;
+    }
+    snprintf(file, sizeof file, "%s", cfg.file);
+    o.config_file = file;
+    char ns[80];
+    snprintf(ns, sizeof ns, "%s", cfg.ns);
+    if (!o.ns)
+        o.ns = ns;
+    if (!o.interval_ms)
+        o.interval_ms = cfg.interval_ms;
+    char first[CTL_APP_MAX];
+    snprintf(first, sizeof first, "%s", cfg.apps[0].name);
+    o.app = first;        /* for signals that name one app (TTIN/TTOU) */
+    size_t napps = cfg.napps;
+    config_free(&cfg);
+
+    if (o.background)
+        return hub_run(&o);
+    char ctl[PATHS_MAX + 16], hint[PATHS_MAX + 64];
+    if (ns_ctl_path(&o, ctl, sizeof ctl) != 0)
+        return 1;
+    if (launch_ctl_alive(ctl))
+        return cli_apply(o.ns, o.socket_dir, file);
+    if (headless || (!detach && !launch_is_terminal()))
+        return hub_run(&o);
+    if (!detach)
+        return hub_and_console(&o, argc, argv, false, CONSOLE_QUIT_ASK);
+    ns_args(&o, hint, sizeof hint);
+    rc = launch_background_hub(argc, argv, ctl);
+    if (rc == 0)
+        printf("drover: %zu apps from %s run in the background (namespace %s); 'drover monit%s' shows them, "
+               "'drover up%s' applies the file again, 'drover stop%s' ends them\n", napps, file, o.ns, hint, hint, hint);
     return rc;
 }
 
