@@ -390,7 +390,7 @@ char *ctl_line(json_t *obj, size_t *len)
 static const char *const ctl_event_names[CTL_EV_N] = {
     [CTL_EV_RELOAD] = "reload", [CTL_EV_REPLACE] = "replace", [CTL_EV_EXIT] = "exit",
     [CTL_EV_KILL] = "kill", [CTL_EV_SCALE] = "scale", [CTL_EV_READY] = "ready",
-    [CTL_EV_ERROR] = "error",
+    [CTL_EV_ERROR] = "error", [CTL_EV_APPLY] = "apply",
 };
 
 static const char *const ctl_phase_names[CTL_PHASE_N] = {

@@ -195,6 +195,7 @@ typedef enum {
     CTL_EV_SCALE,      /* an app's number of workers changed */
     CTL_EV_READY,      /* a worker is (or is not, reason) ready */
     CTL_EV_ERROR,      /* something failed: reason */
+    CTL_EV_APPLY,      /* a config file applied: one per app changed (app set), then the summary */
     CTL_EV_N
 } ctl_event_kind;
 
