@@ -338,6 +338,9 @@ static char *config_reader(char *str, int num, void *stream)
     const char *p = c->buf;
     while (*p == ' ' || *p == '\t')
         p++;
+    if (p != c->buf && *p && *p != '\n' && *p != '\r' && *p != '#' && *p != ';' && *p != '[')
+        config_fail(c, c->line, "a line that starts with blanks would continue the previous value: "
+                                "start KEY = VALUE at the beginning of the line");
     if (*p == '[' && !c->err_line) {
         const char *close = strchr(p, ']');
         if (close) {

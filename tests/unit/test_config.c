@@ -237,6 +237,7 @@ static void test_config_refused(void **unused)
     expect_error("[hub]\ninterval = 10ms\n[app a]\ncommand = true\n", 2, "interval");
     expect_error("[hub]\ncommand = true\n", 2, "belongs in an [app NAME] section");
     expect_error("[hub]\n", 0, "no [app NAME] section");
+    expect_error("[app a]\ncommand = true\n  instances = 2\n", 3, "starts with blanks");
     expect_error("[app a]\ncommand = true\ncwd = /nonexistent-drover\n", 3, "cwd");
 }
 

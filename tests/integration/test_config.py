@@ -1,0 +1,311 @@
+"""
+`drover up`: many apps from a config file on one hub, and the file applied
+to the running hub (issue 10), with real processes: a live apply under wrk
+loses no request, a bad file changes nothing, readiness is learned, user
+drops privileges, an env_file change alone reloads, SIGHUP rereads.
+"""
+import json
+import os
+import pwd
+import signal
+import subprocess
+import textwrap
+import time
+
+import pytest
+
+from conftest import (DROVER, HTTPD, INTERVAL_MS, RunHub, free_port, http_get, parse_wrk,
+                      require_wrk, wait_until)
+
+
+def write(path, text):
+    with open(path, "w") as f:
+        f.write(textwrap.dedent(text).lstrip())
+
+
+def up_argv(sockdir, conf, logdir, *extra):
+    return [DROVER, "up", "--headless", "-f", conf, "--interval", str(INTERVAL_MS), "--socket-dir", sockdir,
+            "--log-dir", logdir, *extra]
+
+
+def drover(sockdir, *args, timeout=40):
+    """Runs a drover subcommand against the test's hub; (rc, stdout, stderr)."""
+    p = subprocess.run([DROVER, *args, "--socket-dir", sockdir], capture_output=True, text=True, timeout=timeout)
+    return p.returncode, p.stdout, p.stderr
+
+
+def rows(hub, iv, app):
+    return [w for w in iv.workers if w["app"] == app]
+
+
+def online_pids(hub, iv, app):
+    return sorted(w["pid"] for w in rows(hub, iv, app) if w["state"] == "online")
+
+
+def wait_online(hub, app, n, timeout=15):
+    return hub.wait_for(lambda iv: len(online_pids(hub, iv, app)) == n and len(rows(hub, iv, app)) == n,
+                        timeout=timeout, what=f"{n} online workers of {app}")
+
+
+@pytest.fixture
+def conf(tmp_path):
+    return str(tmp_path / "drover.conf")
+
+
+def two_apps(conf, port, greeting, extra=""):
+    write(conf, textwrap.dedent(f"""
+        ; two apps: an HTTP server on the shared socket, and a plain sleep
+        [app web]
+        command = {HTTPD}
+        instances = 2
+        listen = 127.0.0.1:{port}
+        env = GREETING={greeting}
+        kill_timeout = 3s
+        """) + extra)
+
+
+def test_apply_under_wrk_replaces_removes_adds_without_a_dropped_request(procs, sockdir, logdir, conf):
+    port = free_port()
+    two_apps(conf, port, "first", "[app sleeper]\ncommand = sleep 1000\n")
+    hub = RunHub(procs, sockdir, up_argv(sockdir, conf, logdir))
+    iv = wait_online(hub, "web", 2)
+    wait_online(hub, "sleeper", 1)
+    old_web = online_pids(hub, iv, "web")
+    status, _, body = http_get(port, "/greeting")
+    assert status == 200 and body.strip() == "first", body
+
+    wrk = require_wrk()
+    w = subprocess.Popen([wrk, "-t2", "-c16", "-d4s", "--timeout", "2s", f"http://127.0.0.1:{port}/"],
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        time.sleep(1.0)
+        two_apps(conf, port, "second", "[app extra]\ncommand = sleep 1001\ninstances = 2\n")
+        rc, out, err = drover(sockdir, "up", "-f", conf)
+        wout, _ = w.communicate(timeout=20)
+    finally:
+        if w.poll() is None:
+            w.kill()
+            w.wait()
+    assert rc == 0, (out, err)
+    assert "web: reload (env changed)" in out, out
+    assert "extra: start" in out, out
+    assert "sleeper: stop" in out, out
+    assert "reload web: done, 2/2 replaced" in out, out
+    assert "second" not in out + err, "an env value was printed"
+    total, errs, non2xx = parse_wrk(wout)
+    assert total > 100, wout
+    assert errs == 0 and non2xx == 0, wout
+
+    iv = hub.wait_for(lambda iv: len(online_pids(hub, iv, "web")) == 2 and not rows(hub, iv, "sleeper")
+                      and len(online_pids(hub, iv, "extra")) == 2, timeout=15,
+                      what="web replaced, sleeper gone, extra online")
+    assert not set(online_pids(hub, iv, "web")) & set(old_web), "a web worker was not replaced"
+    for _ in range(6):
+        status, _, body = http_get(port, "/greeting")
+        assert status == 200 and body.strip() == "second", body
+    assert "second" not in hub.stderr(), "an env value was logged"
+
+
+def test_bad_value_at_line_n_is_refused_and_changes_nothing(procs, sockdir, logdir, conf):
+    write(conf, """
+        [app a]
+        command = sleep 1000
+        instances = 2
+        """)
+    hub = RunHub(procs, sockdir, up_argv(sockdir, conf, logdir))
+    iv = wait_online(hub, "a", 2)
+    before = online_pids(hub, iv, "a")
+    bad = conf + ".bad"
+    write(bad, """
+        [app a]
+        command = sleep 1001
+        instances = 3
+
+        [app b]
+        command = sleep 1000
+        kill_timeout = soon
+        """)
+    rc, out, err = drover(sockdir, "up", "-f", bad)
+    assert rc == 1, (out, err)
+    assert f"{os.path.realpath(bad)}:7: kill_timeout" in err, err
+    # and the hub itself refuses it the same way (a file changed behind the CLI's back)
+    write(conf, open(bad).read())
+    os.kill(hub.pid, signal.SIGHUP)
+    hub.wait_stderr(r":7: kill_timeout takes a duration.*nothing was changed")
+    iv = hub.intervals(3)[-1]
+    assert online_pids(hub, iv, "a") == before
+    assert not rows(hub, iv, "b")
+
+
+def test_readiness_learned_aborts_a_reload_whose_replacement_never_signals(procs, sockdir, logdir, conf, tmp_path):
+    script = tmp_path / "gen.py"
+    write(str(script), """
+        import os, socket, time
+        if os.environ.get("GEN") == "1":
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            s.sendto(b"READY=1", os.environ["NOTIFY_SOCKET"])
+        time.sleep(1000)
+        """)
+    app = f"""
+        [app gen]
+        command = /usr/bin/python3 {script}
+        instances = 2
+        ready_timeout = 1500ms
+        kill_timeout = 1s
+        env = GEN={{}}
+        """
+    write(conf, app.format(1))
+    hub = RunHub(procs, sockdir, up_argv(sockdir, conf, logdir))
+    iv = wait_online(hub, "gen", 2)
+    before = online_pids(hub, iv, "gen")
+    rc, out, err = drover(sockdir, "describe", "gen", "--json")
+    assert rc == 0, err
+    d = json.loads(out)
+    assert d["ready"] == "auto" and d["ready_learned"] is True, d
+
+    write(conf, app.format(2))
+    t0 = time.monotonic()
+    rc, out, err = drover(sockdir, "up", "-f", conf)
+    assert rc == 1, (out, err)
+    assert "reload gen aborted" in out and "not ready within 1500 ms" in out, out
+    assert time.monotonic() - t0 >= 1.4
+    iv = hub.intervals(3)[-1]
+    assert online_pids(hub, iv, "gen") == before, "the old workers must keep serving"
+
+
+def test_silent_app_keeps_the_grace(procs, sockdir, logdir, conf):
+    write(conf, """
+        [app quiet]
+        command = sleep 1000
+        env = V=1
+        """)
+    hub = RunHub(procs, sockdir, up_argv(sockdir, conf, logdir))
+    wait_online(hub, "quiet", 1)
+    write(conf, """
+        [app quiet]
+        command = sleep 1000
+        env = V=2
+        """)
+    rc, out, err = drover(sockdir, "up", "-f", conf)
+    assert rc == 0, (out, err)
+    assert "reload quiet: done, 1/1 replaced" in out
+    rc, out, err = drover(sockdir, "describe", "quiet", "--json")
+    assert json.loads(out)["ready_learned"] is False
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="user = needs a hub running as root")
+def test_user_nobody_is_the_workers_real_uid(procs, sockdir, logdir, conf):
+    nobody = pwd.getpwnam("nobody")
+    write(conf, """
+        [app low]
+        command = sleep 1000
+        user = nobody
+        cwd = /
+        """)
+    hub = RunHub(procs, sockdir, up_argv(sockdir, conf, logdir))
+    iv = wait_online(hub, "low", 1)
+    pid = online_pids(hub, iv, "low")[0]
+    with open(f"/proc/{pid}/status") as f:
+        st = dict(line.split(":", 1) for line in f if ":" in line)
+    uids = st["Uid"].split()
+    gids = st["Gid"].split()
+    assert uids == [str(nobody.pw_uid)] * 4, uids
+    assert gids[0] == str(nobody.pw_gid), gids
+    assert os.readlink(f"/proc/{pid}/cwd") == "/"
+    rc, out, err = drover(sockdir, "describe", "low")
+    assert f"nobody (uid {nobody.pw_uid}" in out, out
+
+
+def test_env_file_change_alone_reloads_and_values_stay_hidden(procs, sockdir, logdir, conf, tmp_path):
+    envf = tmp_path / "app.env"
+    write(str(envf), "SECRET_TOKEN=alpha-123\n")
+    write(conf, """
+        [app e]
+        command = sleep 1000
+        env_file = app.env
+        """)
+    hub = RunHub(procs, sockdir, up_argv(sockdir, conf, logdir))
+    iv = wait_online(hub, "e", 1)
+    pid = online_pids(hub, iv, "e")[0]
+    with open(f"/proc/{pid}/environ", "rb") as f:
+        assert b"SECRET_TOKEN=alpha-123" in f.read().split(b"\0")
+    rc, out, err = drover(sockdir, "describe", "e")
+    assert rc == 0 and "SECRET_TOKEN" in out and "alpha-123" not in out, out
+    rc, out, err = drover(sockdir, "describe", "e", "--env")
+    assert "SECRET_TOKEN=alpha-123" in out, out
+
+    rc, out, err = drover(sockdir, "up", "-f", conf)       # nothing changed
+    assert rc == 0 and "e: unchanged" in out, out
+    write(str(envf), "SECRET_TOKEN=beta-456\n")
+    rc, out, err = drover(sockdir, "up", "-f", conf)
+    assert rc == 0, (out, err)
+    assert "e: reload (env_file changed)" in out, out
+    iv = hub.wait_for(lambda iv: online_pids(hub, iv, "e") and online_pids(hub, iv, "e")[0] != pid,
+                      timeout=10, what="e replaced")
+    with open(f"/proc/{online_pids(hub, iv, 'e')[0]}/environ", "rb") as f:
+        assert b"SECRET_TOKEN=beta-456" in f.read().split(b"\0")
+    assert "alpha-123" not in hub.stderr() and "beta-456" not in hub.stderr()
+
+
+def test_instances_alone_is_a_scale_and_sighup_rereads(procs, sockdir, logdir, conf):
+    write(conf, """
+        [app s]
+        command = sleep 1000
+        instances = 1
+        """)
+    hub = RunHub(procs, sockdir, up_argv(sockdir, conf, logdir))
+    iv = wait_online(hub, "s", 1)
+    first = online_pids(hub, iv, "s")
+    write(conf, """
+        [app s]
+        command = sleep 1000
+        instances = 3
+        """)
+    rc, out, err = drover(sockdir, "up", "-f", conf)
+    assert rc == 0 and "s: scale (instances changed)" in out, out
+    iv = wait_online(hub, "s", 3)
+    assert set(first) <= set(online_pids(hub, iv, "s")), "a scale must not replace workers"
+    write(conf, """
+        [app s]
+        command = sleep 1000
+        instances = 2
+        [app t]
+        command = sleep 1002
+        """)
+    os.kill(hub.pid, signal.SIGHUP)
+    hub.wait_stderr(r"applied .*: 1 started, 0 stopped, 0 reloading, 1 scaled")
+    wait_online(hub, "s", 2)
+    wait_online(hub, "t", 1)
+
+
+def test_restart_policy_and_stop_signal(procs, sockdir, logdir, conf, tmp_path):
+    marker = tmp_path / "got"
+    write(conf, f"""
+        [app once]
+        command = /bin/sh -c "sleep 0.3; exit 0"
+        restart = on-failure
+        [app fails]
+        command = /bin/sh -c "sleep 0.3; exit 3"
+        restart = never
+        [app trap]
+        command = /bin/sh -c "trap 'echo int > {marker}; exit 0' INT; while :; do sleep 0.1; done"
+        stop_signal = INT
+        """)
+    hub = RunHub(procs, sockdir, up_argv(sockdir, conf, logdir))
+    hub.wait_stderr(r"once:0 \(pid \d+\) ended with exit 0 .*not restarted \(restart = on-failure\)")
+    hub.wait_stderr(r"fails:0 \(pid \d+\) ended with exit 3 .*not restarted \(restart = never\)")
+    wait_online(hub, "trap", 1)
+    rc, out, err = drover(sockdir, "kill", "trap")
+    assert rc == 0, err
+    wait_until(lambda: marker.exists(), timeout=5, what="the trap app got SIGINT")
+    iv = hub.intervals(2)[-1]
+    assert all(w["state"] == "stopped" for w in rows(hub, iv, "once") + rows(hub, iv, "fails")), iv.summary()
+
+
+def test_up_usage_and_a_missing_file(tmp_path, sockdir):
+    p = subprocess.run([DROVER, "up", "--bogus"], capture_output=True, text=True, cwd=tmp_path)
+    assert p.returncode == 2
+    p = subprocess.run([DROVER, "up", "--socket-dir", sockdir], capture_output=True, text=True, cwd=tmp_path)
+    assert p.returncode == 1 and "drover.conf" in p.stderr, p.stderr
+    p = subprocess.run([DROVER, "up", "--keys"], capture_output=True, text=True)
+    assert p.returncode == 0 and "ready_timeout" in p.stdout and "[app NAME]" in p.stdout
