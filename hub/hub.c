@@ -550,10 +550,10 @@ static int hub_setup_config(hub *h, const char *sock, char *err, size_t errcap)
     char logdir[4096];
     if (config_load(o->config_file, &cfg, err, errcap) != 0)
         return -1;
-    if (cfg.log_dir)
-        snprintf(logdir, sizeof logdir, "%s", cfg.log_dir);
-    else if (o->log_dir)
+    if (o->log_dir)   /* the command line wins over the file */
         snprintf(logdir, sizeof logdir, "%s", o->log_dir);
+    else if (cfg.log_dir)
+        snprintf(logdir, sizeof logdir, "%s", cfg.log_dir);
     else
         hub_default_log_dir(o->ns, logdir, sizeof logdir);
     if (paths_mkdirs(logdir) != 0) {
@@ -563,7 +563,8 @@ static int hub_setup_config(hub *h, const char *sock, char *err, size_t errcap)
     }
     snprintf(h->logdir, sizeof h->logdir, "%s", logdir);
     logs_config lc = {.dir = logdir, .echo = o->echo_logs && !o->background, .max_bytes = cfg.log_max_size,
-                      .keep = cfg.log_keep};
+                      .keep = cfg.log_keep, .timestamps = cfg.log_timestamps,
+                      .json = cfg.log_format == CONFIG_LOG_JSON};
     h->lg = logs_new(&h->loop, &lc, err, errcap);
     h->sv = h->lg ? supervise_new(&h->loop, h->st, hub_on_event, h) : NULL;
     if (!h->sv) {

@@ -80,6 +80,7 @@ typedef struct {
     char    *name;              /* NAME, opened relative to lg->dirfd */
     char    *pend;              /* bytes not yet written because the disk was full */
     size_t   plen;              /* ... in order, written before anything newer */
+    double   last_ts;           /* the last timestamp written: they never go back in a file */
 } logs_file;
 
 typedef struct logs_pipe logs_pipe;
@@ -90,6 +91,7 @@ struct logs_pipe {
     logs_pipe   *next;          /* in st->pipes, oldest first */
     logs_pipe   *bnext;         /* in lg's blocked queue */
     logs_fd      which;
+    pid_t        pid;           /* the process writing to it (logs_stream_set_pid); 0 unknown */
     bool         eof;           /* the pipe reached EOF or an error; drain, then close */
     bool         blocked;       /* waiting for room in the echo queue, not reading */
     bool         closing;       /* uv_close called; every byte was emitted */
@@ -106,6 +108,7 @@ struct logs_stream {
     char         pfx[2][LOGS_APP_MAX + 32];   /* "[app:id] " / "[app:id!] " */
     size_t       pfxlen[2];
     logs_pipe   *pipes;
+    pid_t        pid;           /* the process attached last (logs_stream_set_pid) */
 
     /* The ring: byte positions only grow; each is taken modulo rcap. */
     char        *ring;
@@ -125,6 +128,10 @@ struct logs {
     size_t       ring_bytes;
     logs_stream *streams;
     double       now;           /* wall clock of the batch being split */
+
+    /* Decorated file lines (timestamps, json): fbuf holds one, ubuf its UTF-8 form. */
+    bool         timestamps, json;
+    char        *fbuf, *ubuf;
 
     /* File scratch: lines of one file, written with one write() per batch. */
     char        *wbuf;
@@ -818,11 +825,67 @@ static void logs_echo_open(logs *lg)
 
 /* ---- splitting --------------------------------------------------------- */
 
-/* Passes one line (without its newline) to the file, the ring and the echo. */
-static void logs_emit(logs_stream *st, logs_fd which, const char *s, size_t len)
+#define LOGS_FBUF (6 * LOGS_UTF8_CAP(LOGS_LINE_MAX) + 512)   /* a decorated line: escapes at most 6x */
+
+/*
+ * The file form of a line when the manager decorates them: "TS line" with
+ * timestamps, or {"ts","app","id","pid","stream","line"} with json (the line
+ * made valid UTF-8, then escaped). TS is the time the hub read the line,
+ * RFC 3339 in UTC with milliseconds, never earlier than the file's last one.
+ * Returns the length of the result in lg->fbuf.
+ */
+static size_t logs_decorate(logs *lg, logs_stream *st, logs_fd which, pid_t pid, const char *s, size_t len)
+{
+    logs_file *f = &st->file[which];
+    double ts = lg->now > f->last_ts ? lg->now : f->last_ts;
+    f->last_ts = ts;
+    time_t sec = (time_t)ts;
+    int ms = (int)((ts - (double)sec) * 1000.0);
+    ms = ms < 0 ? 0 : ms > 999 ? 999 : ms;
+    struct tm tm;
+    char t[48];
+    gmtime_r(&sec, &tm);
+    size_t tn = strftime(t, sizeof t, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(t + tn, sizeof t - tn, ".%03dZ", ms);
+    char *o = lg->fbuf;
+    if (!lg->json) {
+        size_t n = (size_t)snprintf(o, LOGS_FBUF, "%s ", t);
+        memcpy(o + n, s, len);
+        return n + len;
+    }
+    size_t n = (size_t)snprintf(o, LOGS_FBUF, "{\"ts\":\"%s\",\"app\":\"%s\",\"id\":%d,\"pid\":%ld,\"stream\":\"%s\",\"line\":\"",
+                                t, st->app, st->id, (long)pid, which == LOGS_ERR ? "err" : "out");
+    size_t u = logs_line_utf8(s, len, lg->ubuf, LOGS_UTF8_CAP(LOGS_LINE_MAX));
+    static const char hex[] = "0123456789abcdef";
+    for (size_t i = 0; i < u; i++) {
+        unsigned char c = (unsigned char)lg->ubuf[i];
+        if (c == '"' || c == '\\') {
+            o[n++] = '\\';
+            o[n++] = (char)c;
+        } else if (c < 0x20 || c == 0x7f) {
+            o[n++] = '\\';
+            o[n++] = 'u';
+            o[n++] = '0';
+            o[n++] = '0';
+            o[n++] = hex[c >> 4];
+            o[n++] = hex[c & 15];
+        } else {
+            o[n++] = (char)c;
+        }
+    }
+    o[n++] = '"';
+    o[n++] = '}';
+    return n;
+}
+
+/* Passes one line (without its newline) from pid to the file, the ring and the echo. */
+static void logs_emit(logs_stream *st, logs_fd which, pid_t pid, const char *s, size_t len)
 {
     logs *lg = st->lg;
-    logs_file_put(lg, &st->file[which], s, len);
+    if (lg->fbuf)
+        logs_file_put(lg, &st->file[which], lg->fbuf, logs_decorate(lg, st, which, pid, s, len));
+    else
+        logs_file_put(lg, &st->file[which], s, len);
     logs_ring_put(st, lg->now, which, s, len);
     logs_echo_put(lg, st, which, s, len);
     if (lg->on_line) {
@@ -869,7 +932,7 @@ static logs_drain_result logs_pipe_drain(logs_pipe *p, bool final, bool force)
             r = LOGS_DRAIN_BLOCKED;
             break;
         }
-        logs_emit(st, p->which, s, len);
+        logs_emit(st, p->which, p->pid, s, len);
         off += used;
     }
     memmove(p->buf, p->buf + off, p->len - off);
@@ -892,7 +955,7 @@ void logs_stream_line(logs_stream *st, logs_fd which, const char *s, size_t len)
         len = LOGS_LINE_MAX;
     lg->now = logs_clock();
     logs_echo_reserve(lg, st, which, len, true);
-    logs_emit(st, which, s, len);
+    logs_emit(st, which, st->pid, s, len);
     logs_file_flush(lg);
     logs_echo_flush(lg, 0);
     logs_stream_idle_close(st);
@@ -1135,6 +1198,8 @@ static void logs_destroy(logs *lg)
         close(lg->dirfd);
     free(lg->ebuf);
     free(lg->wbuf);
+    free(lg->fbuf);
+    free(lg->ubuf);
     free(lg->dir);
     free(lg);
 }
@@ -1193,6 +1258,23 @@ logs *logs_new(uv_loop_t *loop, const logs_config *cfg, char *err, size_t errcap
         free(lg);
         close(dirfd);
         return NULL;
+    }
+    if (cfg->timestamps || cfg->json) {
+        lg->fbuf = malloc(LOGS_FBUF);
+        lg->ubuf = malloc(LOGS_UTF8_CAP(LOGS_LINE_MAX));
+        if (!lg->fbuf || !lg->ubuf) {
+            snprintf(err, errcap, "out of memory for the log buffers");
+            free(lg->fbuf);
+            free(lg->ubuf);
+            free(lg->wbuf);
+            free(lg->ebuf);
+            free(lg->dir);
+            free(lg);
+            close(dirfd);
+            return NULL;
+        }
+        lg->timestamps = cfg->timestamps;
+        lg->json = cfg->json;
     }
     lg->dirfd = dirfd;
     lg->loop = loop;
@@ -1309,6 +1391,14 @@ int logs_stream_attach(logs_stream *st, int out_fd, int err_fd)
             rc = r;
     }
     return rc;
+}
+
+void logs_stream_set_pid(logs_stream *st, pid_t pid)
+{
+    st->pid = pid;
+    for (logs_pipe *p = st->pipes; p; p = p->next)
+        if (!p->pid && !p->closing)
+            p->pid = pid;
 }
 
 bool logs_stream_open(const logs_stream *st)

@@ -425,6 +425,8 @@ static void sup_spawn(slot *sl, bool replacement)
         sup_event(sv, ctl_event_make(CTL_EV_ERROR, CTL_PHASE_NONE, a->name, sl->id, pid),
                   "%s:%d: output of pid %d not captured (too many open pipes?)",
                   a->name, sl->id, pid);
+    if (sl->ls)
+        logs_stream_set_pid(sl->ls, pid);
 
     proc *p = calloc(1, sizeof *p);
     if (!p) {

@@ -58,7 +58,7 @@ static const char run_options[] =
 static const char up_options[] =
     "  -f FILE             the config file (default ./drover.conf)\n"
     "  -d, --detach        start the hub in the background and return\n"
-    "  --log-dir DIR       worker output files, unless the file's [hub] log_dir says\n"
+    "  --log-dir DIR       worker output files (wins over the file's [hub] log_dir)\n"
     "  --no-echo           do not copy worker output to stderr as \"[app:id] line\"\n"
     "  --no-agent          do not preload the Node.js agent into node commands\n"
     "  --keys              print every key the file takes, with its default, and exit\n";

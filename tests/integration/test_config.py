@@ -7,6 +7,8 @@ drops privileges, an env_file change alone reloads, SIGHUP rereads.
 import json
 import os
 import pwd
+import re
+import shutil
 import signal
 import subprocess
 import textwrap
@@ -309,3 +311,63 @@ def test_up_usage_and_a_missing_file(tmp_path, sockdir):
     assert p.returncode == 1 and "drover.conf" in p.stderr, p.stderr
     p = subprocess.run([DROVER, "up", "--keys"], capture_output=True, text=True)
     assert p.returncode == 0 and "ready_timeout" in p.stdout and "[app NAME]" in p.stdout
+
+
+def read_lines(path):
+    with open(path, "rb") as f:
+        return f.read().split(b"\n")[:-1]
+
+
+def test_json_logs_parse_with_jq(procs, sockdir, logdir, conf, tmp_path):
+    script = tmp_path / "say.sh"
+    write(str(script), r"""
+        printf 'plain line\n'
+        printf 'quote " and backslash \\ and tab\t end\n'
+        printf 'bad utf8 \377 byte\n'
+        printf 'to stderr\n' >&2
+        exec sleep 1000
+        """)
+    write(conf, f"""
+        [hub]
+        log_format = json
+        [app say]
+        command = /bin/sh {script}
+        """)
+    hub = RunHub(procs, sockdir, up_argv(sockdir, conf, logdir))
+    iv = wait_online(hub, "say", 1)
+    pid = online_pids(hub, iv, "say")[0]
+    out = os.path.join(logdir, "say-0.out.log")
+    wait_until(lambda: os.path.exists(out) and len(read_lines(out)) >= 3, timeout=5, what="3 lines in the file")
+    if not shutil.which("jq"):
+        pytest.fail("jq is not installed (Debian: apt-get install jq, or make deps)", pytrace=False)
+    with open(out, "rb") as f:
+        jq = subprocess.run(["jq", "-c", "."], stdin=f, capture_output=True)
+    assert jq.returncode == 0 and len(jq.stdout.splitlines()) == 3, jq.stderr
+    objs = [json.loads(l) for l in read_lines(out)]
+    assert [o["line"] for o in objs] == ["plain line", 'quote " and backslash \\ and tab\t end',
+                                         "bad utf8 \ufffd byte"], objs
+    for o in objs:
+        assert set(o) == {"ts", "app", "id", "pid", "stream", "line"}
+        assert o["app"] == "say" and o["id"] == 0 and o["pid"] == pid and o["stream"] == "out"
+        assert o["ts"].endswith("Z") and "T" in o["ts"] and len(o["ts"]) == 24, o["ts"]
+    err = os.path.join(logdir, "say-0.err.log")
+    wait_until(lambda: os.path.exists(err) and read_lines(err), timeout=5, what="a line in the err file")
+    assert json.loads(read_lines(err)[0])["stream"] == "err"
+
+
+def test_timestamps_are_monotonic_per_file(procs, sockdir, logdir, conf):
+    write(conf, """
+        [hub]
+        log_timestamps = true
+        [app tick]
+        command = /bin/sh -c "i=0; while [ $i -lt 400 ]; do echo line $i; i=$((i+1)); done; exec sleep 1000"
+        """)
+    hub = RunHub(procs, sockdir, up_argv(sockdir, conf, logdir))
+    wait_online(hub, "tick", 1)
+    out = os.path.join(logdir, "tick-0.out.log")
+    wait_until(lambda: os.path.exists(out) and len(read_lines(out)) >= 400, timeout=10, what="400 lines")
+    lines = read_lines(out)
+    stamps = [l.split(b" ", 1)[0].decode() for l in lines]
+    assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", s) for s in stamps), stamps[:3]
+    assert stamps == sorted(stamps), "timestamps went back"
+    assert [l.split(b" ", 1)[1] for l in lines[:2]] == [b"line 0", b"line 1"]
