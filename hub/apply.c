@@ -167,6 +167,23 @@ int apply_file(hub_apply *ap, const char *file, json_t *changes, json_t *reloadi
         apply_note(changes, old->name, "stop", NULL, line);
         rc ? failed++ : stopped++;
     }
+    /* [hub] keys shape the hub itself (its namespace, interval, log files):
+     * they take effect when it starts, which the report says. */
+    if (ap->have) {
+        const config *o = &ap->cur;
+        struct { const char *name; bool same; } hk[] = {
+            {"namespace", strcmp(o->ns, nc.ns) == 0}, {"interval", o->interval_ms == nc.interval_ms},
+            {"log_dir", (!o->log_dir && !nc.log_dir) || (o->log_dir && nc.log_dir && strcmp(o->log_dir, nc.log_dir) == 0)},
+            {"log_timestamps", o->log_timestamps == nc.log_timestamps}, {"log_format", o->log_format == nc.log_format},
+            {"log_max_size", o->log_max_size == nc.log_max_size}, {"log_keep", o->log_keep == nc.log_keep},
+        };
+        keys[0] = '\0';
+        for (size_t i = 0; i < sizeof hk / sizeof hk[0]; i++)
+            if (!hk[i].same)
+                snprintf(keys + strlen(keys), sizeof keys - strlen(keys), "%s%s", keys[0] ? ", " : "", hk[i].name);
+        if (keys[0])
+            apply_note(changes, "[hub]", "later", keys, "[hub] keys take effect when the hub is started again");
+    }
     free(fds);
     config_free(&ap->cur);
     ap->cur = nc;

@@ -46,7 +46,8 @@ int apply_start(hub_apply *ap, config *cfg, char *err, size_t errcap);
  * file is bad, a socket cannot be opened); msg gets one line either way.
  * changes (may be NULL) gets one object per app: {"app", "action":
  * "start"|"stop"|"reload"|"scale"|"unchanged", "keys": the changed keys,
- * "msg"}; reloading (may be NULL) gets the names of apps being reloaded,
+ * "msg"}, and {"app": "[hub]", "action": "later"} when [hub] keys changed
+ * (they take effect when the hub starts); reloading (may be NULL) gets the names of apps being reloaded,
  * whose outcome comes as reload events.
  */
 int apply_file(hub_apply *ap, const char *file, json_t *changes, json_t *reloading, char *msg, size_t cap);

@@ -419,7 +419,7 @@ static int hub_apply_file(hub *h, const char *file, json_t *reply, char *msg, si
                  keys ? " (" : "", keys ? keys : "", keys ? " changed)" : "",
                  json_string_value(json_object_get(c, "msg")));
         if (strcmp(json_string_value(json_object_get(c, "action")), "unchanged") != 0)
-            hub_on_note(h, CTL_EV_APPLY, app, line);
+            hub_on_note(h, CTL_EV_APPLY, strcmp(app, "[hub]") == 0 ? NULL : app, line);
     }
     hub_on_note(h, rc < 0 ? CTL_EV_ERROR : CTL_EV_APPLY, NULL, msg);
     if (reply) {
