@@ -54,8 +54,9 @@ typedef struct {
 } panes_seg;
 
 /*
- * Writes the header's figures into seg in display order: the workers' totals
- * (online, req/s, CPU, memory), then the host's (CPU of every core, memory
+ * Writes the header's figures into seg in display order: the apps whose
+ * every worker is online (of all apps), the workers' totals (online, req/s,
+ * CPU, memory), then the host's (CPU of every core, memory
  * used/total, load average, from the snapshot's "host", which the hub reads),
  * then the reports dropped. Returns how many.
  */
@@ -65,11 +66,13 @@ static int panes_totals(const console_model *m, panes_seg *seg)
         return 0;
     json_t *apps = json_object_get(m->snap, "apps");
     double online = 0, total = 0, rps = NAN, cpu = NAN, mem = NAN;
+    int apps_online = 0;   /* apps whose every worker is online */
     for (size_t i = 0; i < json_array_size(apps); i++) {
         json_t *a = json_array_get(apps, i);
-        double v;
+        double v, w;
         online += isnan(v = console_model_num(a, "online")) ? 0 : v;
-        total += isnan(v = console_model_num(a, "workers")) ? 0 : v;
+        total += isnan(w = console_model_num(a, "workers")) ? 0 : w;
+        apps_online += !isnan(v) && !isnan(w) && w > 0 && v == w;
         if (!isnan(v = console_model_num(a, "req_per_s")))
             rps = (isnan(rps) ? 0 : rps) + v;
         if (!isnan(v = console_model_num(a, "cpu_pct")))
@@ -80,6 +83,8 @@ static int panes_totals(const console_model *m, panes_seg *seg)
     const json_t *host = json_object_get(m->snap, "host");
     char b[32], b2[32];
     int n = 0;
+    seg[n] = (panes_seg){.prio = 1};
+    snprintf(seg[n++].text, sizeof seg[0].text, "apps %d/%zu online", apps_online, json_array_size(apps));
     seg[n] = (panes_seg){.prio = 1};
     snprintf(seg[n++].text, sizeof seg[0].text, "%.0f/%.0f online", online, total);
     seg[n] = (panes_seg){.prio = 5};
