@@ -1486,10 +1486,12 @@ static const char *sup_signame(int sig, char *buf, size_t cap)
     return buf;
 }
 
+/* Wire names of supervise_ready_mode. */
+static const char *const sup_ready_names[] = {"auto", "notify", "agent", "none"};
+
 json_t *supervise_describe(const supervise *sv, const char *name, bool with_values)
 {
     static const char *const restart_names[] = {"always", "on-failure", "never"};
-    static const char *const ready_names[] = {"auto", "notify", "agent", "none"};
     const app *a = NULL;
     for (const app *x = sv->apps; x; x = x->next)
         if (strcmp(x->name, name) == 0)
@@ -1510,7 +1512,7 @@ json_t *supervise_describe(const supervise *sv, const char *name, bool with_valu
     json_object_set_new(o, "gid", a->set_ids ? json_integer(a->gid) : json_null());
     json_object_set_new(o, "listen", a->listen_spec ? json_string(a->listen_spec) : json_null());
     json_object_set_new(o, "instances", json_integer(sup_wanted(a)));
-    json_object_set_new(o, "ready", json_string(ready_names[a->ready_mode]));
+    json_object_set_new(o, "ready", json_string(sup_ready_names[a->ready_mode]));
     json_object_set_new(o, "ready_learned", json_boolean(a->ready_learned));
     json_object_set_new(o, "ready_timeout_ms", json_integer(a->ready_timeout_ms));
     json_object_set_new(o, "kill_timeout_ms", json_integer(a->kill_timeout_ms));
@@ -1551,6 +1553,16 @@ size_t supervise_apps(const supervise *sv, const char **names, size_t cap)
         if (n < cap)
             names[n] = a->name;
     return n;
+}
+
+const char *supervise_app_ready(const supervise *sv, const char *name, bool *learned)
+{
+    for (const app *a = sv->apps; a; a = a->next)
+        if (strcmp(a->name, name) == 0) {
+            *learned = a->ready_learned;
+            return sup_ready_names[a->ready_mode];
+        }
+    return NULL;
 }
 
 int supervise_listen_fd(const supervise *sv, const char *name)

@@ -150,6 +150,13 @@ void supervise_hurry(supervise *sv);
 /* Fills names (up to cap) with the apps' names, in order; returns how many apps there are. */
 size_t supervise_apps(const supervise *sv, const char **names, size_t cap);
 
+/*
+ * App name's readiness mode ("auto", "notify", "agent", "none") and, for
+ * auto, whether it learned that its workers signal readiness; NULL when
+ * there is no such app.
+ */
+const char *supervise_app_ready(const supervise *sv, const char *name, bool *learned);
+
 /* The listening socket app name's workers get, or -1 (none, or no such app). */
 int supervise_listen_fd(const supervise *sv, const char *name);
 
