@@ -165,8 +165,8 @@ def test_readiness_learned_aborts_a_reload_whose_replacement_never_signals(procs
     d = json.loads(out)
     assert d["ready"] == "auto" and d["ready_learned"] is True, d
     rc, out, err = drover(sockdir, "ls", "--json")
-    app = [a for a in json.loads(out)["apps"] if a["app"] == "gen"][0]
-    assert app["ready_mode"] == "auto" and app["ready_learned"] is True, app
+    row = [a for a in json.loads(out)["apps"] if a["app"] == "gen"][0]
+    assert row["ready_mode"] == "auto" and row["ready_learned"] is True, row
 
     write(conf, app.format(2))
     t0 = time.monotonic()
