@@ -61,7 +61,8 @@ static const char up_options[] =
     "  --log-dir DIR       worker output files (wins over the file's [hub] log_dir)\n"
     "  --no-echo           do not copy worker output to stderr as \"[app:id] line\"\n"
     "  --no-agent          do not preload the Node.js agent into node commands\n"
-    "  --keys              print every key the file takes, with its default, and exit\n";
+    "  --keys              print every key the file takes, with its default, and exit\n"
+    "  --check             check the file (as an apply would), list its apps, and exit\n";
 
 static const char attach_options[] =
     "  -n NAME             app name (default: the master's process name)\n"
@@ -220,7 +221,7 @@ static void derive_app(char *const *argv, char *out, size_t cap)
 enum {
     O_HEADLESS = 256, O_INTERVAL, O_COUNT, O_FORMAT, O_SOCKDIR, O_HELP,
     O_LISTEN, O_KILL_TIMEOUT, O_READY_TIMEOUT, O_MAX_MEMORY, O_LOG_DIR, O_NO_ECHO, O_NO_AGENT,
-    O_DETACH, O_BACKGROUND, O_NO_MOUSE, O_KEYS,
+    O_DETACH, O_BACKGROUND, O_NO_MOUSE, O_KEYS, O_CHECK,
 };
 
 /*
@@ -228,6 +229,8 @@ enum {
  * belong to the command are refused). Returns -1 when parsing succeeded,
  * else the exit status to return (0 after --help, 2 on a usage error).
  */
+static bool up_check;   /* drover up --check */
+
 static int parse_options(const char *cmd, int argc, char **argv, hub_options *o, bool *headless,
                          bool *detach)
 {
@@ -249,6 +252,7 @@ static int parse_options(const char *cmd, int argc, char **argv, hub_options *o,
         {"background", no_argument, NULL, O_BACKGROUND},   /* internal: the hub half of a console */
         {"no-mouse", no_argument, NULL, O_NO_MOUSE},
         {"keys", no_argument, NULL, O_KEYS},
+        {"check", no_argument, NULL, O_CHECK},
         {0, 0, 0, 0},
     };
     bool up = strcmp(cmd, "up") == 0;
@@ -339,6 +343,7 @@ static int parse_options(const char *cmd, int argc, char **argv, hub_options *o,
                 return usage_error("option '--keys' does not apply to %s", cmd);
             config_print_keys(stdout);
             return 0;
+        case O_CHECK: ok = up; up_check = true; break;
         case 'd':
         case O_DETACH: ok = run || up; *detach = true; break;
         case O_BACKGROUND: o->background = o->quiet = true; break;
@@ -498,6 +503,14 @@ static int cmd_up(int argc, char **argv)
     }
     snprintf(file, sizeof file, "%s", cfg.file);
     o.config_file = file;
+    if (up_check) {
+        printf("%s: ok, %zu apps:", file, cfg.napps);
+        for (size_t i = 0; i < cfg.napps; i++)
+            printf(" %s", cfg.apps[i].name);
+        putchar('\n');
+        config_free(&cfg);
+        return 0;
+    }
     char ns[80];
     snprintf(ns, sizeof ns, "%s", cfg.ns);
     if (!o.ns)

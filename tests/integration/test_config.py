@@ -316,6 +316,18 @@ def test_up_usage_and_a_missing_file(tmp_path, sockdir):
     assert p.returncode == 0 and "ready_timeout" in p.stdout and "[app NAME]" in p.stdout
 
 
+def test_example_config_checks_and_the_readme_lists_every_key():
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    p = subprocess.run([DROVER, "up", "--check", "-f", os.path.join(repo, "examples", "drover.conf")],
+                       capture_output=True, text=True)
+    assert p.returncode == 0 and "2 apps: web consumer" in p.stdout, p.stderr
+    keys = subprocess.run([DROVER, "up", "--keys"], capture_output=True, text=True).stdout
+    names = [l.split()[0] for l in keys.splitlines() if l.startswith("  ")]
+    readme = open(os.path.join(repo, "README.md")).read()
+    for n in names:
+        assert f"| `{n}` |" in readme, f"README's key table lacks {n}"
+
+
 def read_lines(path):
     with open(path, "rb") as f:
         return f.read().split(b"\n")[:-1]
