@@ -8,6 +8,7 @@
 #   bench/httpd_bench.sh          the agent's overhead on the example HTTP server
 #   bench/console_bench.sh        the console's CPU, memory and redraw time (vs pm2 monit)
 #   bench/node_bench.sh           the Node agent's overhead; drover vs PM2 on a Node app
+#   bench/config_bench.py         drover up: 10 apps, an apply under wrk, hub RSS and idle CPU
 #
 # BENCH_ONLY="ingest supervisor" runs a subset.
 # Takes about 1-2 minutes. Raising net.unix.max_dgram_qlen needs root; the
@@ -58,4 +59,5 @@ want supervisor && { run "$PY" "$HERE/supervisor_bench.py" "$B" || status=1; ech
 want httpd && [ -f "$HERE/httpd_bench.sh" ] && { run sh "$HERE/httpd_bench.sh" "$B" || status=1; echo; }
 want console && [ -f "$HERE/console_bench.sh" ] && { run bash "$HERE/console_bench.sh" "$B" || status=1; echo; }
 want node && [ -f "$HERE/node_bench.sh" ] && { run sh "$HERE/node_bench.sh" "$B" || status=1; echo; }
+want config && [ -f "$HERE/config_bench.py" ] && { run "$PY" "$HERE/config_bench.py" "$B" || status=1; echo; }
 exit $status
