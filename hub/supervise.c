@@ -1467,11 +1467,10 @@ int supervise_update_app(supervise *sv, const supervise_app_spec *spec, char *ms
         supervise_scale(sv, a->name, spec->instances, sm, sizeof sm);
     /* Workers being started by the scale already run the new settings; the
      * reload replaces the others. */
+    /* The settings are the app's now (and its socket with them): whatever
+     * the reload answers, the update itself is done. */
     char rm[160];
-    if (supervise_reload(sv, a->name, rm, sizeof rm) != 0) {
-        snprintf(msg, cap, "%s", rm);
-        return -1;
-    }
+    supervise_reload(sv, a->name, rm, sizeof rm);
     snprintf(msg, cap, "%s%s%s", rm, sm[0] ? "; " : "", sm);
     return 0;
 }

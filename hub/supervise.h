@@ -99,7 +99,8 @@ int supervise_add_app(supervise *sv, const supervise_app_spec *spec, char *err, 
  * is ready, like a reload: replacements run the new settings. The old
  * listening socket, when spec's is another and the app owned it, is closed
  * once the settings are swapped (running workers hold their own copy).
- * Returns 0 with what it started in msg, or -1 with why not.
+ * Returns 0 with what it started in msg (spec's listen_fd is then the
+ * app's), or -1 with why not (nothing changed: the caller keeps the fd).
  */
 int supervise_update_app(supervise *sv, const supervise_app_spec *spec, char *msg, size_t cap);
 

@@ -10,6 +10,7 @@ import pwd
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import textwrap
 import time
@@ -386,3 +387,31 @@ def test_timestamps_are_monotonic_per_file(procs, sockdir, logdir, conf):
     assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", s) for s in stamps), stamps[:3]
     assert stamps == sorted(stamps), "timestamps went back"
     assert [l.split(b" ", 1)[1] for l in lines[:2]] == [b"line 0", b"line 1"]
+
+
+def test_changed_listen_gets_a_new_socket_and_unchanged_keeps_it(procs, sockdir, logdir, conf):
+    p1, p2 = free_port(), free_port()
+    tmpl = "[app web]\ncommand = {httpd}\ninstances = 2\nlisten = 127.0.0.1:{port}\nenv = GREETING={g}\n"
+    write(conf, tmpl.format(httpd=HTTPD, port=p1, g="a"))
+    hub = RunHub(procs, sockdir, up_argv(sockdir, conf, logdir))
+    wait_online(hub, "web", 2)
+    write(conf, tmpl.format(httpd=HTTPD, port=p1, g="b"))      # env only: the same socket
+    rc, out, err = drover(sockdir, "up", "-f", conf)
+    assert rc == 0 and "web: reload (env changed)" in out, out
+    assert http_get(p1, "/greeting")[2].strip() == "b"
+    write(conf, tmpl.format(httpd=HTTPD, port=p2, g="b"))      # listen: a new socket
+    rc, out, err = drover(sockdir, "up", "-f", conf)
+    assert rc == 0 and "web: reload (listen changed)" in out, out
+    assert http_get(p2, "/greeting")[2].strip() == "b"
+    rc, out, err = drover(sockdir, "describe", "web", "--json")
+    assert json.loads(out)["listen"] == f"127.0.0.1:{p2}"
+    # the old port is closed once its workers are gone: the hub let go of it
+    wait_until(lambda: not port_open(p1), timeout=10, what=f"port {p1} closed")
+
+
+def port_open(port):
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
