@@ -76,6 +76,8 @@ typedef struct {
     double      ts;            /* wall clock, Unix seconds */
     ctl_event_kind kind;
     char        reason[24];
+    const char *cause;         /* a worker ended or was replaced: crash, exit, max-memory, reload, manual; else NULL */
+    bool        command;       /* a command's note (kill, restart), not an event */
     char        text[232];
 } sup_note;
 
@@ -181,7 +183,28 @@ static void sup_note_event(supervise *sv, const ctl_event *e)
     n->ts = (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
     n->kind = e->kind;
     snprintf(n->reason, sizeof n->reason, "%s", e->reason ? e->reason : "");
+    /* what ended or replaced a worker, for describe's restarts */
+    n->cause = NULL;
+    n->command = false;
+    if (e->kind == CTL_EV_EXIT)
+        n->cause = e->reason && strcmp(e->reason, "stopped") == 0 ? "exit" : "crash";
+    else if (e->kind == CTL_EV_REPLACE && e->phase == CTL_PHASE_STARTED)
+        n->cause = "max-memory";
+    else if (e->kind == CTL_EV_RELOAD && (e->phase == CTL_PHASE_DONE || e->phase == CTL_PHASE_ABORTED))
+        n->cause = "reload";
+
     snprintf(n->text, sizeof n->text, "%s", e->text ? e->text : "");
+}
+
+/* Notes a command (kill, restart) on app a for describe, without an event (the reply says it). */
+static void sup_note_manual(app *a, int id, const char *text)
+{
+    ctl_event e = ctl_event_make(CTL_EV_KILL, CTL_PHASE_NONE, a->name, id, 0);
+    e.text = text;
+    sup_note_event(a->sv, &e);
+    sup_note *n = &a->notes[(a->nnotes - 1) % SUP_NOTES];
+    n->cause = "manual";
+    n->command = true;
 }
 
 /* supervise_emit for the supervisor's own events: also noted in the app (describe). */
@@ -1079,6 +1102,7 @@ int supervise_kill(supervise *sv, const char *name, int id, char *msg, size_t ca
         snprintf(msg, cap, "killing %s:%d", a->name, id);
     else
         snprintf(msg, cap, "killing %d workers of %s", n, a->name);
+    sup_note_manual(a, id, msg);
     return 0;
 }
 
@@ -1095,6 +1119,7 @@ int supervise_restart(supervise *sv, const char *name, int id, char *msg, size_t
         snprintf(msg, cap, "restarting %s:%d", a->name, id);
     else
         snprintf(msg, cap, "restarting every worker of %s", a->name);
+    sup_note_manual(a, id, msg);
     return 0;
 }
 
@@ -1538,8 +1563,9 @@ json_t *supervise_describe(const supervise *sv, const char *name, bool with_valu
     unsigned from = a->nnotes > SUP_NOTES ? a->nnotes - SUP_NOTES : 0;
     for (unsigned i = from; i < a->nnotes; i++) {
         const sup_note *n = &a->notes[i % SUP_NOTES];
-        json_array_append_new(notes, json_pack("{s:f, s:s, s:s?, s:s}", "ts", n->ts, "event", ctl_event_kind_name(n->kind),
-                                               "reason", n->reason[0] ? n->reason : NULL, "text", n->text));
+        json_array_append_new(notes, json_pack("{s:f, s:s, s:s?, s:s?, s:s}", "ts", n->ts, "event",
+                                               n->command ? "command" : ctl_event_kind_name(n->kind), "reason", n->reason[0] ? n->reason : NULL,
+                                               "cause", n->cause, "text", n->text));
     }
     json_object_set_new(o, "events", notes);
     return o;

@@ -382,16 +382,24 @@ static void cli_describe_print(const json_t *d, bool with_values)
         }
         printf("\n%-12s (values: describe --env)\n", "");
     }
-    printf("last events:\n");
-    json_array_foreach(json_object_get(d, "events"), i, v) {
-        time_t t = (time_t)json_real_value(json_object_get(v, "ts"));
-        struct tm tm;
-        char ts[32];
-        localtime_r(&t, &tm);
-        strftime(ts, sizeof ts, "%H:%M:%S", &tm);
-        printf("  %s ", ts);
-        text_print_safe(stdout, json_string_value(json_object_get(v, "text")), SIZE_MAX);
-        fputc('\n', stdout);
+    /* restarts first (what ended or replaced workers, and why), then every event */
+    for (int pass = 0; pass < 2; pass++) {
+        printf(pass ? "last events:\n" : "last restarts:\n");
+        json_array_foreach(json_object_get(d, "events"), i, v) {
+            const char *cause = json_string_value(json_object_get(v, "cause"));
+            if (!pass && !cause)
+                continue;
+            time_t t = (time_t)json_real_value(json_object_get(v, "ts"));
+            struct tm tm;
+            char ts[32];
+            localtime_r(&t, &tm);
+            strftime(ts, sizeof ts, "%H:%M:%S", &tm);
+            printf("  %s ", ts);
+            if (!pass)
+                printf("%-10s ", cause);
+            text_print_safe(stdout, json_string_value(json_object_get(v, "text")), SIZE_MAX);
+            fputc('\n', stdout);
+        }
     }
 }
 

@@ -304,6 +304,11 @@ def test_restart_policy_and_stop_signal(procs, sockdir, logdir, conf, tmp_path):
     rc, out, err = drover(sockdir, "kill", "trap")
     assert rc == 0, err
     wait_until(lambda: marker.exists(), timeout=5, what="the trap app got SIGINT")
+    rc, out, err = drover(sockdir, "describe", "trap", "--json")
+    causes = [e.get("cause") for e in json.loads(out)["events"]]
+    assert "manual" in causes, out
+    rc, out, err = drover(sockdir, "describe", "fails")
+    assert "last restarts:" in out and "exit " in out and "ended with exit 3" in out, out
     iv = hub.intervals(2)[-1]
     assert all(w["state"] == "stopped" for w in rows(hub, iv, "once") + rows(hub, iv, "fails")), iv.summary()
 
