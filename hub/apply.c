@@ -11,8 +11,7 @@
 #include <string.h>
 #include <unistd.h>
 
-/* The supervisor's settings for app a of a config; env (config_env) and listen_fd given. */
-static supervise_app_spec apply_spec(const hub_apply *ap, const config_app *a, char **env, int listen_fd)
+void apply_app_settings(const config_app *a, supervise_app_spec *spec)
 {
     static const supervise_restart_policy restart[] = {
         [CONFIG_RESTART_ALWAYS] = SUPERVISE_RESTART_ALWAYS, [CONFIG_RESTART_ON_FAILURE] = SUPERVISE_RESTART_ON_FAILURE,
@@ -20,16 +19,31 @@ static supervise_app_spec apply_spec(const hub_apply *ap, const config_app *a, c
     static const supervise_ready_mode ready[] = {
         [CONFIG_READY_AUTO] = SUPERVISE_READY_AUTO, [CONFIG_READY_NOTIFY] = SUPERVISE_READY_NOTIFY,
         [CONFIG_READY_AGENT] = SUPERVISE_READY_AGENT, [CONFIG_READY_NONE] = SUPERVISE_READY_NONE};
-    return (supervise_app_spec){
+    spec->cwd = a->cwd;
+    spec->set_ids = a->set_ids;
+    spec->uid = a->uid;
+    spec->gid = a->gid;
+    spec->groups = a->groups;
+    spec->ngroups = a->ngroups;
+    spec->user = a->user;
+    spec->restart = restart[a->restart];
+    spec->ready = ready[a->ready];
+    spec->stop_signal = a->stop_signal;
+}
+
+/* The supervisor's settings for app a of a config; env (config_env) and listen_fd given. */
+static supervise_app_spec apply_spec(const hub_apply *ap, const config_app *a, char **env, int listen_fd)
+{
+    supervise_app_spec spec = {
         .app = a->name, .path = a->path, .argv = a->argv, .instances = a->instances,
         .listen_fd = listen_fd, .listen_name = a->name, .listen_spec = a->listen,
         .node_agent = ap->node_agent && hub_is_node(a->argv[0]) ? ap->node_agent : NULL,
         .kill_timeout_ms = a->kill_timeout_ms, .ready_timeout_ms = a->ready_timeout_ms,
         .max_memory = a->max_memory, .agent_socket = ap->agent_socket, .interval_ms = ap->interval_ms,
-        .lg = ap->lg, .env = env, .cwd = a->cwd, .set_ids = a->set_ids, .uid = a->uid, .gid = a->gid,
-        .groups = a->groups, .ngroups = a->ngroups, .user = a->user, .restart = restart[a->restart],
-        .ready = ready[a->ready], .stop_signal = a->stop_signal, .own_listen = true,
+        .lg = ap->lg, .env = env, .own_listen = true,
     };
+    apply_app_settings(a, &spec);
+    return spec;
 }
 
 /* Starts app a of a config on the supervisor with listen_fd (taken). Returns 0, or -1 with err. */

@@ -52,6 +52,13 @@ int apply_start(hub_apply *ap, config *cfg, char *err, size_t errcap);
  */
 int apply_file(hub_apply *ap, const char *file, json_t *changes, json_t *reloading, char *msg, size_t cap);
 
+/*
+ * Sets in spec what app a says beyond `drover run`'s own options: cwd,
+ * credentials, restart policy, readiness mode, stop signal, user (env is
+ * the caller's: config_env). Pointers borrow from a.
+ */
+void apply_app_settings(const config_app *a, supervise_app_spec *spec);
+
 /* Frees the applied config (the supervisor's apps are the hub's to stop). */
 void apply_free(hub_apply *ap);
 

@@ -309,7 +309,9 @@ static int config_fail(config_ctx *c, int line, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    if (line > 0)
+    if (!c->cfg->file[0])   /* one app from the command line (config_app_set) */
+        snprintf(c->err, c->errcap, "%s", msg);
+    else if (line > 0)
         snprintf(c->err, c->errcap, "%s:%d: %s", c->cfg->file, line, msg);
     else
         snprintf(c->err, c->errcap, "%s: %s", c->cfg->file, msg);
@@ -722,8 +724,6 @@ static int config_finish_app(config_ctx *c, config_app *a)
         return config_fail(c, a->line, "app %s has no command", a->name);
     if (!a->cwd && !(a->cwd = strdup(c->cfg->dir)))
         return config_fail(c, a->line, "out of memory");
-    if (!a->env_file && 0)
-        return 0;
     if (a->env_file && !config_read_env_file(c, a))
         return 0;
     if (!config_ids(c, a))
@@ -793,20 +793,86 @@ int config_load(const char *file, config *out, char *err, size_t errcap)
     return 0;
 }
 
+void config_app_free(config_app *a)
+{
+    config_argv_free(a->argv);
+    config_argv_free(a->env_lines);
+    config_argv_free(a->file_env);
+    free(a->listen);
+    free(a->env_file);
+    free(a->cwd);
+    free(a->user);
+    free(a->group);
+    free(a->groups);
+    memset(a, 0, sizeof *a);
+}
+
+/* A context for one app outside a file: paths relative to the current directory, bare messages. */
+static config_ctx config_one_ctx(config *holder, char *err, size_t errcap)
+{
+    memset(holder, 0, sizeof *holder);
+    if (!getcwd(holder->dir, sizeof holder->dir))
+        snprintf(holder->dir, sizeof holder->dir, ".");
+    return (config_ctx){.cfg = holder, .err = err, .errcap = errcap};
+}
+
+void config_app_init(config_app *a, const char *name)
+{
+    config holder;
+    char err[64];
+    config_ctx c = config_one_ctx(&holder, err, sizeof err);
+    memset(a, 0, sizeof *a);
+    snprintf(a->name, sizeof a->name, "%s", name);
+    config_defaults(&c, SEC_APP, a);
+}
+
+int config_app_set(config_app *a, const char *key, const char *value, char *err, size_t errcap)
+{
+    config holder;
+    config_ctx c = config_one_ctx(&holder, err, errcap);
+    for (size_t i = 0; i < NKEYS; i++) {
+        const config_key *k = &config_keys[i];
+        if (k->sec == SEC_APP && strcmp(k->name, key) == 0) {
+            if (k->type == T_COMMAND)
+                break;
+            if (k->type != T_ENV && i < 32 && a->seen_line[i]) {
+                snprintf(err, errcap, "%s given twice", key);
+                return -1;
+            }
+            if (i < 32)
+                a->seen_line[i] = -1;
+            return config_set(&c, k, a, value, 0) ? 0 : -1;
+        }
+    }
+    snprintf(err, errcap, "no such setting: %s", key);
+    return -1;
+}
+
+int config_app_complete(config_app *a, char *const *argv, char *err, size_t errcap)
+{
+    config holder;
+    config_ctx c = config_one_ctx(&holder, err, errcap);
+    size_t n = 0;
+    while (argv[n])
+        n++;
+    config_argv_free(a->argv);
+    a->argv = calloc(n + 1, sizeof *a->argv);
+    for (size_t i = 0; a->argv && i < n; i++)
+        if (!(a->argv[i] = strdup(argv[i]))) {
+            config_argv_free(a->argv);
+            a->argv = NULL;
+        }
+    if (!a->argv) {
+        snprintf(err, errcap, "out of memory");
+        return -1;
+    }
+    return config_finish_app(&c, a) ? 0 : -1;
+}
+
 void config_free(config *cfg)
 {
-    for (size_t i = 0; i < cfg->napps; i++) {
-        config_app *a = &cfg->apps[i];
-        config_argv_free(a->argv);
-        config_argv_free(a->env_lines);
-        config_argv_free(a->file_env);
-        free(a->listen);
-        free(a->env_file);
-        free(a->cwd);
-        free(a->user);
-        free(a->group);
-        free(a->groups);
-    }
+    for (size_t i = 0; i < cfg->napps; i++)
+        config_app_free(&cfg->apps[i]);
     free(cfg->apps);
     free(cfg->ns);
     free(cfg->log_dir);

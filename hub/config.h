@@ -32,7 +32,7 @@ typedef enum { CONFIG_READY_AUTO, CONFIG_READY_NOTIFY, CONFIG_READY_AGENT, CONFI
 typedef enum { CONFIG_LOG_TEXT, CONFIG_LOG_JSON } config_log_format;
 
 /* One [app NAME] section, validated. Strings are owned (config_free). */
-typedef struct {
+typedef struct config_app {
     char        name[CTL_APP_MAX];
     int         line;            /* of its [app NAME] header */
     char      **argv;            /* command, split (shell-like quoting, no shell) */
@@ -87,6 +87,20 @@ int config_load(const char *file, config *out, char *err, size_t errcap);
 
 /* Frees what config_load allocated; cfg may be zeroed. */
 void config_free(config *cfg);
+
+/*
+ * One app outside a file (`drover run`'s options): config_app_init sets
+ * every default; config_app_set parses one [app] key through the same table
+ * (paths relative to the current directory; "command" is not one: the
+ * command is given to config_app_complete); config_app_complete checks and
+ * completes the app as config_load does (env_file read, user looked up,
+ * argv[0] resolved). Both return 0, or -1 with a message (no FILE:LINE).
+ * config_app_free frees what they allocated.
+ */
+void config_app_init(config_app *a, const char *name);
+int config_app_set(config_app *a, const char *key, const char *value, char *err, size_t errcap);
+int config_app_complete(config_app *a, char *const *argv, char *err, size_t errcap);
+void config_app_free(config_app *a);
 
 /* The app named name, or NULL. */
 const config_app *config_find(const config *cfg, const char *name);

@@ -630,7 +630,19 @@ static int hub_setup_run(hub *h, const char *sock, char *err, size_t errcap)
         .max_memory = o->max_memory, .agent_socket = sock, .interval_ms = o->interval_ms,
         .lg = h->lg,
     };
-    return supervise_add_app(h->sv, &spec, err, errcap);
+    if (!o->run_app)
+        return supervise_add_app(h->sv, &spec, err, errcap);
+    /* --env, --cwd, --user…: the same settings as a file's keys */
+    char **env = config_env(o->run_app);
+    if (!env) {
+        snprintf(err, errcap, "out of memory");
+        return -1;
+    }
+    apply_app_settings(o->run_app, &spec);
+    spec.env = env;
+    int rc = supervise_add_app(h->sv, &spec, err, errcap);
+    config_env_free(env);
+    return rc;
 }
 
 /* Sets up what `drover attach` adds: the master's children as workers. */

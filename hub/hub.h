@@ -37,6 +37,7 @@ typedef struct {
     bool        echo_logs;      /* copy worker output to stderr, prefixed */
     bool        no_agent;       /* --no-agent: do not preload the Node agent */
     const char *config_file;    /* drover up: the apps come from this file (absolute), not argv */
+    const struct config_app *run_app; /* drover run's file-like options (--env, --cwd…), completed; NULL: none given */
 
     /* drover attach */
     pid_t       master;

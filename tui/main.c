@@ -53,7 +53,16 @@ static const char run_options[] =
     "  --no-echo           do not copy worker output to stderr as \"[app:id] line\"\n"
     "  -d, --detach        start the hub in the background and return\n"
     "  --no-agent          do not preload the Node.js agent into node commands\n"
-    "                      (by default NODE_OPTIONS gets --require <drover>/node/index.js)\n";
+    "                      (by default NODE_OPTIONS gets --require <drover>/node/index.js)\n"
+    "  --env KEY=VALUE     set a variable for the workers (repeatable)\n"
+    "  --env-file FILE     variables from a file of KEY=VALUE lines\n"
+    "  --no-inherit-env    start from an empty environment, not the hub's\n"
+    "  --cwd DIR           the workers' working directory\n"
+    "  --user USER, --group GROUP  run the workers as them (the hub must run as root)\n"
+    "  --restart POLICY    always (default), on-failure (not after exit 0), never\n"
+    "  --stop-signal SIG   the signal that asks a worker to stop (default TERM)\n"
+    "  --ready MODE        auto (learned, default), notify, agent, none\n"
+    "                      (these are the keys of `drover up`'s file; see 'drover up --keys')\n";
 
 static const char up_options[] =
     "  -f FILE             the config file (default ./drover.conf)\n"
@@ -96,6 +105,7 @@ static int cmd_run(int argc, char **argv);
 static int cmd_attach(int argc, char **argv);
 static int cmd_monit(int argc, char **argv);
 static int cmd_up(int argc, char **argv);
+static int run_hub_or_console(const hub_options *op, int argc, char **argv, bool headless, bool detach);
 
 static const hub_entry hub_entries[] = {
     {"run", "run [OPTIONS] -- CMD [ARGS...]",
@@ -222,6 +232,7 @@ enum {
     O_HEADLESS = 256, O_INTERVAL, O_COUNT, O_FORMAT, O_SOCKDIR, O_HELP,
     O_LISTEN, O_KILL_TIMEOUT, O_READY_TIMEOUT, O_MAX_MEMORY, O_LOG_DIR, O_NO_ECHO, O_NO_AGENT,
     O_DETACH, O_BACKGROUND, O_NO_MOUSE, O_KEYS, O_CHECK,
+    O_APP_KEY,   /* --env, --cwd…: a key of the file's [app] table, by the option's name */
 };
 
 /*
@@ -230,6 +241,8 @@ enum {
  * else the exit status to return (0 after --help, 2 on a usage error).
  */
 static bool up_check;   /* drover up --check */
+static config_app run_app;   /* drover run's file-like options (O_APP_KEY) */
+static bool run_app_used;
 
 static int parse_options(const char *cmd, int argc, char **argv, hub_options *o, bool *headless,
                          bool *detach)
@@ -253,18 +266,27 @@ static int parse_options(const char *cmd, int argc, char **argv, hub_options *o,
         {"no-mouse", no_argument, NULL, O_NO_MOUSE},
         {"keys", no_argument, NULL, O_KEYS},
         {"check", no_argument, NULL, O_CHECK},
+        {"env", required_argument, NULL, O_APP_KEY},
+        {"env-file", required_argument, NULL, O_APP_KEY},
+        {"no-inherit-env", no_argument, NULL, O_APP_KEY},
+        {"cwd", required_argument, NULL, O_APP_KEY},
+        {"user", required_argument, NULL, O_APP_KEY},
+        {"group", required_argument, NULL, O_APP_KEY},
+        {"restart", required_argument, NULL, O_APP_KEY},
+        {"stop-signal", required_argument, NULL, O_APP_KEY},
+        {"ready", required_argument, NULL, O_APP_KEY},
         {0, 0, 0, 0},
     };
     bool up = strcmp(cmd, "up") == 0;
     bool run = o->mode == HUB_RUN && !up, att = o->mode == HUB_ATTACH;
     char lerr[256];
     long v;
-    int c;
+    int c, li = -1;
 
     optind = 1;
     opterr = 0;
     /* run stops at the command; the others take options anywhere. */
-    while ((c = getopt_long(argc, argv, run ? "+:L:i:n:d" : up ? ":L:f:d" : ":L:i:n:", opts, NULL)) != -1) {
+    while ((li = -1, c = getopt_long(argc, argv, run ? "+:L:i:n:d" : up ? ":L:f:d" : ":L:i:n:", opts, &li)) != -1) {
         bool ok = true;
         switch (c) {
         case O_HEADLESS: *headless = true; break;
@@ -344,6 +366,27 @@ static int parse_options(const char *cmd, int argc, char **argv, hub_options *o,
             config_print_keys(stdout);
             return 0;
         case O_CHECK: ok = up; up_check = true; break;
+        case O_APP_KEY: {
+            ok = run;
+            if (!ok || li < 0)
+                break;
+            /* the option's name is the key's, with '-' for '_' */
+            char key[32], kerr[300];
+            const char *name = opts[li].name, *value = optarg;
+            if (strcmp(name, "no-inherit-env") == 0) {
+                name = "inherit-env";
+                value = "false";
+            }
+            snprintf(key, sizeof key, "%s", name);
+            for (char *p = key; *p; p++)
+                *p = *p == '-' ? '_' : *p;
+            if (!run_app_used)
+                config_app_init(&run_app, "run");
+            run_app_used = true;
+            if (config_app_set(&run_app, key, value, kerr, sizeof kerr) != 0)
+                return usage_error("--%s: %s", opts[li].name, kerr);
+            break;
+        }
         case 'd':
         case O_DETACH: ok = run || up; *detach = true; break;
         case O_BACKGROUND: o->background = o->quiet = true; break;
@@ -461,6 +504,27 @@ static int cmd_run(int argc, char **argv)
         derive_app(o.argv, app, sizeof app);
         o.app = app;
     }
+    if (run_app_used) {
+        char err[1200];
+        int crc = config_app_complete(&run_app, o.argv, err, sizeof err);
+        if (crc != 0) {
+            config_app_free(&run_app);
+            fprintf(stderr, "drover: %s\n", err);
+            return 1;
+        }
+        o.run_app = &run_app;
+        rc = run_hub_or_console(&o, argc, argv, headless, detach);
+        config_app_free(&run_app);
+        return rc;
+    }
+    return run_hub_or_console(&o, argc, argv, headless, detach);
+}
+
+/* The rest of `drover run` once its options are parsed: the hub here, or in the background. */
+static int run_hub_or_console(const hub_options *op, int argc, char **argv, bool headless, bool detach)
+{
+    hub_options o = *op;
+    int rc;
     if (o.background || headless || (!detach && !launch_is_terminal()))
         return hub_run(&o);
 

@@ -420,3 +420,23 @@ def port_open(port):
         return True
     except OSError:
         return False
+
+
+def test_run_takes_the_same_settings_as_options(procs, sockdir, logdir, tmp_path):
+    envf = tmp_path / "run.env"
+    envf.write_text("FROM_FILE=1\n")
+    argv = [DROVER, "run", "--headless", "--interval", str(INTERVAL_MS), "--socket-dir", sockdir, "--log-dir", logdir,
+            "-n", "r", "--env", "FROM_LINE=2", "--env-file", str(envf), "--cwd", "/", "--restart", "never",
+            "--stop-signal", "INT", "--ready", "none", "--", "sleep", "1000"]
+    hub = RunHub(procs, sockdir, argv)
+    iv = wait_online(hub, "r", 1)
+    pid = online_pids(hub, iv, "r")[0]
+    with open(f"/proc/{pid}/environ", "rb") as f:
+        env = f.read().split(b"\0")
+    assert b"FROM_FILE=1" in env and b"FROM_LINE=2" in env
+    assert os.readlink(f"/proc/{pid}/cwd") == "/"
+    rc, out, err = drover(sockdir, "describe", "r", "--json")
+    d = json.loads(out)
+    assert (d["restart"], d["stop_signal"], d["ready"], d["cwd"]) == ("never", "INT", "none", "/"), d
+    p = subprocess.run([DROVER, "run", "--restart", "sometimes", "--", "true"], capture_output=True, text=True)
+    assert p.returncode == 2 and "always, on-failure, never" in p.stderr
