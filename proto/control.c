@@ -39,7 +39,7 @@ const ctl_command ctl_commands[CTL_CMD_N] = {
                    "up [-f FILE]", "apply a config file to the running hub: start, stop, reload, scale apps", ""},
     [CTL_DESCRIBE] = {CTL_DESCRIBE, "describe", CTL_TARGET_APP, CTL_ARG_ENV, CTL_HUB_RUN, true, false, false,
                       "describe APP [--env]",
-                      "an app's settings, readiness, env keys (values with --env) and last events", ""},
+                      "an app's settings, readiness, env keys (values with --env) and last events", "i"},
 };
 
 const ctl_command *ctl_command_find(const char *name)

@@ -733,3 +733,10 @@ def test_apps_from_a_file_grouped_with_totals_and_R_reloads_the_selected_app(pro
                        and a, what="alpha replaced")
     assert after.get("beta") == before["beta"], "R reloaded another app than the selected one"
     con.wait_text("reload alpha")
+    # i: the selected worker's app described, values of its environment never shown
+    con.keys("i")
+    s = con.wait(lambda s: "alpha (any key closes)" in s and "(the last, newest first)" in s and s, what="the describe overlay")
+    assert "sleep 1000" in s and re.search(r"reload +reload alpha: done", s), s
+    con.keys("x")   # any key closes it (and does nothing else)
+    con.wait(lambda s: "any key closes" not in s, what="the overlay closed")
+    assert by_app().get("alpha") == after["alpha"]
