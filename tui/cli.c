@@ -456,6 +456,12 @@ int cli_apply(const char *ns, const char *socket_dir, const char *file)
             if (ours && ctl_event_ends_reload(&e)) {
                 text_print_safe(stdout, e.text, SIZE_MAX);
                 fputc('\n', stdout);
+                if (e.phase == CTL_PHASE_ABORTED) {
+                    /* what the app is left with, and how to try again */
+                    printf("%s: the new settings are kept; its old workers keep serving until "
+                           "'drover reload %s' succeeds (a worker started meanwhile runs the new settings)\n",
+                           e.app, e.app);
+                }
                 fflush(stdout);
                 ended++;
                 rc |= e.phase == CTL_PHASE_ABORTED;

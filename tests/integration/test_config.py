@@ -174,6 +174,7 @@ def test_readiness_learned_aborts_a_reload_whose_replacement_never_signals(procs
     rc, out, err = drover(sockdir, "up", "-f", conf)
     assert rc == 1, (out, err)
     assert "reload gen aborted" in out and "not ready within 1500 ms" in out, out
+    assert "'drover reload gen' succeeds" in out, out
     assert time.monotonic() - t0 >= 1.4
     iv = hub.intervals(3)[-1]
     assert online_pids(hub, iv, "gen") == before, "the old workers must keep serving"
