@@ -441,3 +441,40 @@ def test_run_takes_the_same_settings_as_options(procs, sockdir, logdir, tmp_path
     assert (d["restart"], d["stop_signal"], d["ready"], d["cwd"]) == ("never", "INT", "none", "/"), d
     p = subprocess.run([DROVER, "run", "--restart", "sometimes", "--", "true"], capture_output=True, text=True)
     assert p.returncode == 2 and "always, on-failure, never" in p.stderr
+
+
+def test_up_detached_then_apply_then_stop(sockdir, logdir, conf):
+    write(conf, """
+        [app bg]
+        command = sleep 1000
+        instances = 2
+        """)
+    p = subprocess.run([DROVER, "up", "-d", "-f", conf, "--socket-dir", sockdir, "--log-dir", logdir],
+                       capture_output=True, text=True, timeout=20, stdin=subprocess.DEVNULL)
+    hub_pid = None
+    try:
+        assert p.returncode == 0, p.stderr
+        assert "1 apps from" in p.stdout and "run in the background" in p.stdout, p.stdout
+        with open(os.path.join(sockdir, "hub.lock")) as f:
+            hub_pid = int(f.read().strip())
+        wait_until(lambda: sum(1 for w in json.loads(drover(sockdir, "ls", "--json")[1] or '{"workers":[]}')["workers"]
+                               if w["state"] == "online") == 2, timeout=10, what="2 online")
+        write(conf, """
+            [app bg]
+            command = sleep 1000
+            instances = 1
+            """)
+        rc, out, err = drover(sockdir, "up", "-f", conf)
+        assert rc == 0 and "bg: scale (instances changed)" in out, (out, err)
+        rc, out, err = drover(sockdir, "stop")
+        assert rc == 0, err
+        wait_until(lambda: not os.path.exists(f"/proc/{hub_pid}") or
+                   open(f"/proc/{hub_pid}/stat").read().split(") ")[1].startswith("Z"),
+                   timeout=15, what="the background hub gone")
+        hub_pid = None
+    finally:
+        if hub_pid:
+            try:
+                os.kill(hub_pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
