@@ -31,9 +31,11 @@ void apply_app_settings(const config_app *a, supervise_app_spec *spec)
     spec->stop_signal = a->stop_signal;
 }
 
-/* The supervisor's settings for app a of a config; env (config_env) and listen_fd given. */
-static supervise_app_spec apply_spec(const hub_apply *ap, const config_app *a, char **env, int listen_fd)
+/* The supervisor's settings for app a of cfg; env (config_env) and listen_fd given. */
+static supervise_app_spec apply_spec(const hub_apply *ap, const config *cfg, const config_app *a, char **env,
+                                     int listen_fd)
 {
+    config_logs lo = config_app_logs(cfg, a);
     supervise_app_spec spec = {
         .app = a->name, .path = a->path, .argv = a->argv, .instances = a->instances,
         .listen_fd = listen_fd, .listen_name = a->name, .listen_spec = a->listen,
@@ -41,13 +43,15 @@ static supervise_app_spec apply_spec(const hub_apply *ap, const config_app *a, c
         .kill_timeout_ms = a->kill_timeout_ms, .ready_timeout_ms = a->ready_timeout_ms,
         .max_memory = a->max_memory, .agent_socket = ap->agent_socket, .interval_ms = ap->interval_ms,
         .lg = ap->lg, .env = env, .own_listen = true,
+        .log_set = true, .log_timestamps = lo.timestamps, .log_json = lo.json, .log_max_size = lo.max_size,
+        .log_keep = lo.keep,
     };
     apply_app_settings(a, &spec);
     return spec;
 }
 
 /* Starts app a of a config on the supervisor with listen_fd (taken). Returns 0, or -1 with err. */
-static int apply_add(hub_apply *ap, const config_app *a, int listen_fd, char *err, size_t errcap)
+static int apply_add(hub_apply *ap, const config *cfg, const config_app *a, int listen_fd, char *err, size_t errcap)
 {
     char **env = config_env(a);
     if (!env) {
@@ -56,7 +60,7 @@ static int apply_add(hub_apply *ap, const config_app *a, int listen_fd, char *er
             close(listen_fd);
         return -1;
     }
-    supervise_app_spec spec = apply_spec(ap, a, env, listen_fd);
+    supervise_app_spec spec = apply_spec(ap, cfg, a, env, listen_fd);
     int rc = supervise_add_app(ap->sv, &spec, err, errcap);
     config_env_free(env);
     if (rc != 0 && listen_fd >= 0)
@@ -74,7 +78,7 @@ int apply_start(hub_apply *ap, config *cfg, char *err, size_t errcap)
         int fd = -1;
         if (a->listen && (fd = listen_open(a->listen, err, errcap)) < 0)
             return -1;
-        if (apply_add(ap, a, fd, err, errcap) != 0)
+        if (apply_add(ap, &ap->cur, a, fd, err, errcap) != 0)
             return -1;
     }
     return 0;
@@ -131,7 +135,7 @@ int apply_file(hub_apply *ap, const char *file, json_t *changes, json_t *reloadi
         const config_app *a = &nc.apps[i];
         const config_app *old = ap->have ? config_find(&ap->cur, a->name) : NULL;
         if (!old) {
-            if (apply_add(ap, a, fds[i], err, sizeof err) != 0) {
+            if (apply_add(ap, &nc, a, fds[i], err, sizeof err) != 0) {
                 snprintf(line, sizeof line, "%s", err);
                 apply_note(changes, a->name, "start", NULL, line);
                 failed++;
@@ -147,7 +151,7 @@ int apply_file(hub_apply *ap, const char *file, json_t *changes, json_t *reloadi
             int fd = fds[i];
             if (fd == -2)   /* the running app's socket, unchanged */
                 fd = supervise_listen_fd(ap->sv, a->name);
-            supervise_app_spec spec = apply_spec(ap, a, env, fd);
+            supervise_app_spec spec = apply_spec(ap, &nc, a, env, fd);
             int rc = env ? supervise_update_app(ap->sv, &spec, line, sizeof line) : -1;
             if (!env)
                 snprintf(line, sizeof line, "out of memory");
@@ -164,14 +168,25 @@ int apply_file(hub_apply *ap, const char *file, json_t *changes, json_t *reloadi
             }
             continue;
         }
+        config_logs lo = config_app_logs(&ap->cur, old), ln = config_app_logs(&nc, a);
+        bool logs_changed = lo.timestamps != ln.timestamps || lo.json != ln.json || lo.max_size != ln.max_size ||
+                            lo.keep != ln.keep;
+        if (logs_changed) {
+            int rc = supervise_app_logs(ap->sv, a->name, ln.timestamps, ln.json, ln.max_size, ln.keep, line,
+                                        sizeof line);
+            apply_note(changes, a->name, "logs", "log keys", line);
+            rc ? failed++ : same++;
+        }
         if (old->instances != a->instances) {
             int rc = supervise_scale(ap->sv, a->name, a->instances, line, sizeof line);
             apply_note(changes, a->name, "scale", "instances", line);
             rc ? failed++ : scaled++;
             continue;
         }
-        apply_note(changes, a->name, "unchanged", NULL, "unchanged");
-        same++;
+        if (!logs_changed) {
+            apply_note(changes, a->name, "unchanged", NULL, "unchanged");
+            same++;
+        }
     }
     for (size_t i = 0; ap->have && i < ap->cur.napps; i++) {
         const config_app *old = &ap->cur.apps[i];
@@ -181,15 +196,14 @@ int apply_file(hub_apply *ap, const char *file, json_t *changes, json_t *reloadi
         apply_note(changes, old->name, "stop", NULL, line);
         rc ? failed++ : stopped++;
     }
-    /* [hub] keys shape the hub itself (its namespace, interval, log files):
-     * they take effect when it starts, which the report says. */
+    /* [hub] namespace, interval and log_dir shape the hub itself: they take
+     * effect when it starts, which the report says. (Its other log keys are
+     * every app's defaults: applied above, app by app.) */
     if (ap->have) {
         const config *o = &ap->cur;
         struct { const char *name; bool same; } hk[] = {
             {"namespace", strcmp(o->ns, nc.ns) == 0}, {"interval", o->interval_ms == nc.interval_ms},
             {"log_dir", (!o->log_dir && !nc.log_dir) || (o->log_dir && nc.log_dir && strcmp(o->log_dir, nc.log_dir) == 0)},
-            {"log_timestamps", o->log_timestamps == nc.log_timestamps}, {"log_format", o->log_format == nc.log_format},
-            {"log_max_size", o->log_max_size == nc.log_max_size}, {"log_keep", o->log_keep == nc.log_keep},
         };
         keys[0] = '\0';
         for (size_t i = 0; i < sizeof hk / sizeof hk[0]; i++)

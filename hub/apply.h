@@ -45,7 +45,8 @@ int apply_start(hub_apply *ap, config *cfg, char *err, size_t errcap);
  * some part failed (the rest was applied), -1 when nothing was changed (the
  * file is bad, a socket cannot be opened); msg gets one line either way.
  * changes (may be NULL) gets one object per app: {"app", "action":
- * "start"|"stop"|"reload"|"scale"|"unchanged", "keys": the changed keys,
+ * "start"|"stop"|"reload"|"logs"|"scale"|"unchanged" (an app may have
+ * "logs" and "scale" both), "keys": the changed keys,
  * "msg"}, and {"app": "[hub]", "action": "later"} when [hub] keys changed
  * (they take effect when the hub starts); reloading (may be NULL) gets the names of apps being reloaded,
  * whose outcome comes as reload events.

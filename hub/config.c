@@ -94,6 +94,10 @@ static const config_key config_keys[] = {
     {SEC_APP, "restart", T_ENUM, "always", A(restart), restart_names,
      "always, on-failure (not after exit 0), or never"},
     {SEC_APP, "stop_signal", T_SIGNAL, "TERM", A(stop_signal), NULL, "the signal that asks a worker to stop"},
+    {SEC_APP, "log_timestamps", T_BOOL, NULL, A(log_timestamps), NULL, "this app's files: as [hub] log_timestamps (default: [hub]'s)"},
+    {SEC_APP, "log_format", T_ENUM, NULL, A(log_format), log_format_names, "this app's files: text or json (default: [hub]'s)"},
+    {SEC_APP, "log_max_size", T_SIZE, NULL, A(log_max_size), NULL, "this app's files: rotation size (default: [hub]'s)"},
+    {SEC_APP, "log_keep", T_COUNT, NULL, A(log_keep), NULL, "this app's files: rotated files kept (default: [hub]'s)"},
 };
 #define NKEYS (sizeof config_keys / sizeof config_keys[0])
 
@@ -467,7 +471,7 @@ static int config_set(config_ctx *c, const config_key *k, void *base, const char
             u = 0;
         else if (!config_parse_size(value, &u))
             return config_fail(c, line, "%s takes a size like 512K, 200M or 1G, not '%s'", k->name, value);
-        if (u == 0 && k->off == H(log_max_size) && k->sec == SEC_HUB)
+        if (u == 0 && strcmp(k->name, "log_max_size") == 0)
             return config_fail(c, line, "log_max_size cannot be none");
         *(uint64_t *)field = u;
         break;
@@ -885,6 +889,25 @@ const config_app *config_find(const config *cfg, const char *name)
         if (strcmp(cfg->apps[i].name, name) == 0)
             return &cfg->apps[i];
     return NULL;
+}
+
+/* True when app a gave key name itself (an [app] key). */
+static bool config_app_given(const config_app *a, const char *name)
+{
+    for (size_t i = 0; i < NKEYS; i++)
+        if (config_keys[i].sec == SEC_APP && strcmp(config_keys[i].name, name) == 0)
+            return (a->seen & (2ull << i)) != 0;
+    return false;
+}
+
+config_logs config_app_logs(const config *cfg, const config_app *a)
+{
+    return (config_logs){
+        .timestamps = config_app_given(a, "log_timestamps") ? a->log_timestamps : cfg->log_timestamps,
+        .json = (config_app_given(a, "log_format") ? a->log_format : cfg->log_format) == CONFIG_LOG_JSON,
+        .max_size = config_app_given(a, "log_max_size") ? a->log_max_size : cfg->log_max_size,
+        .keep = config_app_given(a, "log_keep") ? a->log_keep : cfg->log_keep,
+    };
 }
 
 /* ---- environment -------------------------------------------------------- */

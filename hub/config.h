@@ -31,6 +31,14 @@ typedef enum { CONFIG_RESTART_ALWAYS, CONFIG_RESTART_ON_FAILURE, CONFIG_RESTART_
 typedef enum { CONFIG_READY_AUTO, CONFIG_READY_NOTIFY, CONFIG_READY_AGENT, CONFIG_READY_NONE } config_ready;
 typedef enum { CONFIG_LOG_TEXT, CONFIG_LOG_JSON } config_log_format;
 
+/* How an app's log files are written: its own log keys, else the [hub]'s. */
+typedef struct {
+    bool        timestamps;
+    bool        json;
+    uint64_t    max_size;
+    unsigned    keep;
+} config_logs;
+
 /* One [app NAME] section, validated. Strings are owned (config_free). */
 typedef struct config_app {
     char        name[CTL_APP_MAX];
@@ -58,6 +66,10 @@ typedef struct config_app {
     uint64_t    max_memory;      /* bytes; 0 = no limit */
     config_restart restart;
     int         stop_signal;
+    bool        log_timestamps;  /* these four: the [hub] value unless the app gives its own */
+    config_log_format log_format;
+    uint64_t    log_max_size;
+    unsigned    log_keep;
     uint64_t    seen;            /* bits of the keys given (duplicates, required) */
     int         seen_line[32];   /* line of each key given, by key index */
 } config_app;
@@ -101,6 +113,9 @@ void config_app_init(config_app *a, const char *name);
 int config_app_set(config_app *a, const char *key, const char *value, char *err, size_t errcap);
 int config_app_complete(config_app *a, char *const *argv, char *err, size_t errcap);
 void config_app_free(config_app *a);
+
+/* App a's log settings in cfg: each of its log keys if given, else [hub]'s. */
+config_logs config_app_logs(const config *cfg, const config_app *a);
 
 /* The app named name, or NULL. */
 const config_app *config_find(const config *cfg, const char *name);

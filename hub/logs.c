@@ -81,6 +81,8 @@ typedef struct {
     char    *pend;              /* bytes not yet written because the disk was full */
     size_t   plen;              /* ... in order, written before anything newer */
     double   last_ts;           /* the last timestamp written: they never go back in a file */
+    uint64_t max_bytes;         /* rotate past this (its stream's setting) */
+    unsigned keep;              /* rotated files kept */
 } logs_file;
 
 typedef struct logs_pipe logs_pipe;
@@ -109,6 +111,7 @@ struct logs_stream {
     size_t       pfxlen[2];
     logs_pipe   *pipes;
     pid_t        pid;           /* the process attached last (logs_stream_set_pid) */
+    bool         timestamps, json;   /* how its files' lines are written (logs_stream_format) */
 
     /* The ring: byte positions only grow; each is taken modulo rcap. */
     char        *ring;
@@ -497,8 +500,8 @@ static void logs_file_drop_oldest(logs *lg, const logs_file *f)
     if (!d)
         return;
     char oldest[LOGS_APP_MAX + 64];
-    snprintf(oldest, sizeof oldest, "%s.%u", f->name, lg->keep);
-    snprintf(d->name, sizeof d->name, "%s.%u.dropping-%u", f->name, lg->keep, seq++);
+    snprintf(oldest, sizeof oldest, "%s.%u", f->name, f->keep);
+    snprintf(d->name, sizeof d->name, "%s.%u.dropping-%u", f->name, f->keep, seq++);
     d->req.data = d;
     if (renameat(lg->dirfd, oldest, lg->dirfd, d->name) != 0 ||
         (d->dirfd = fcntl(lg->dirfd, F_DUPFD_CLOEXEC, 0)) < 0) {
@@ -521,7 +524,7 @@ static void logs_file_rotate(logs *lg, logs_file *f)
     logs_file_drop_oldest(lg, f);
     /* Relative to the directory fd: the names are resolved in the directory
      * that was checked, whatever happens to its path meanwhile. */
-    for (unsigned i = lg->keep; i >= 2; i--) {
+    for (unsigned i = f->keep; i >= 2; i--) {
         snprintf(from, sizeof from, "%s.%u", f->name, i - 1);
         snprintf(to, sizeof to, "%s.%u", f->name, i);
         renameat(lg->dirfd, from, lg->dirfd, to);   /* ENOENT while fewer than keep exist: fine */
@@ -549,7 +552,7 @@ static void logs_file_put(logs *lg, logs_file *f, const char *s, size_t len)
     uint64_t pending = f->size + f->plen + lg->wlen;
     /* Not while bytes are held: the held part of a line must follow its
      * start in the same file. */
-    if (pending > 0 && pending + len + 1 > lg->max_bytes && f->plen == 0) {
+    if (pending > 0 && pending + len + 1 > f->max_bytes && f->plen == 0) {
         logs_file_flush(lg);
         logs_file_rotate(lg, f);
     }
@@ -848,7 +851,7 @@ static size_t logs_decorate(logs *lg, logs_stream *st, logs_fd which, pid_t pid,
     size_t tn = strftime(t, sizeof t, "%Y-%m-%dT%H:%M:%S", &tm);
     snprintf(t + tn, sizeof t - tn, ".%03dZ", ms);
     char *o = lg->fbuf;
-    if (!lg->json) {
+    if (!st->json) {
         size_t n = (size_t)snprintf(o, LOGS_FBUF, "%s ", t);
         memcpy(o + n, s, len);
         return n + len;
@@ -882,7 +885,7 @@ static size_t logs_decorate(logs *lg, logs_stream *st, logs_fd which, pid_t pid,
 static void logs_emit(logs_stream *st, logs_fd which, pid_t pid, const char *s, size_t len)
 {
     logs *lg = st->lg;
-    if (lg->fbuf)
+    if (st->timestamps || st->json)
         logs_file_put(lg, &st->file[which], lg->fbuf, logs_decorate(lg, st, which, pid, s, len));
     else
         logs_file_put(lg, &st->file[which], s, len);
@@ -1329,6 +1332,12 @@ logs_stream *logs_stream_get(logs *lg, const char *app, int id, char *err, size_
     st->id = id;
     st->rcap = lg->ring_bytes;
     st->file[0].fd = st->file[1].fd = -1;   /* before any failure path closes them */
+    st->timestamps = lg->timestamps;
+    st->json = lg->json;
+    for (int i = 0; i < 2; i++) {
+        st->file[i].max_bytes = lg->max_bytes;
+        st->file[i].keep = lg->keep;
+    }
     snprintf(st->app, sizeof st->app, "%s", app);
     st->pfxlen[LOGS_OUT] = (size_t)snprintf(st->pfx[LOGS_OUT], sizeof st->pfx[0], "[%s:%d] ", app, id);
     st->pfxlen[LOGS_ERR] = (size_t)snprintf(st->pfx[LOGS_ERR], sizeof st->pfx[1], "[%s:%d!] ", app, id);
@@ -1391,6 +1400,28 @@ int logs_stream_attach(logs_stream *st, int out_fd, int err_fd)
             rc = r;
     }
     return rc;
+}
+
+int logs_stream_format(logs_stream *st, bool timestamps, bool json, uint64_t max_bytes, unsigned keep)
+{
+    logs *lg = st->lg;
+    if ((timestamps || json) && !lg->fbuf) {
+        char *f = malloc(LOGS_FBUF), *u = malloc(LOGS_UTF8_CAP(LOGS_LINE_MAX));
+        if (!f || !u) {
+            free(f);
+            free(u);
+            return -1;
+        }
+        lg->fbuf = f;
+        lg->ubuf = u;
+    }
+    st->timestamps = timestamps;
+    st->json = json;
+    for (int i = 0; i < 2; i++) {
+        st->file[i].max_bytes = max_bytes ? max_bytes : lg->max_bytes;
+        st->file[i].keep = keep ? keep : lg->keep;
+    }
+    return 0;
 }
 
 void logs_stream_set_pid(logs_stream *st, pid_t pid)

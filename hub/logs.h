@@ -165,6 +165,14 @@ logs_stream *logs_stream_find(logs *lg, const char *app, int id);
 size_t logs_line_utf8(const char *text, size_t len, char *out, size_t cap);
 
 /*
+ * Sets how the stream's files are written from its next line on: with
+ * timestamps and/or as JSON (logs_config's meaning), rotated past max_bytes
+ * keeping keep old files (0: the manager's). Returns 0, or -1 when out of
+ * memory (nothing changed).
+ */
+int logs_stream_format(logs_stream *st, bool timestamps, bool json, uint64_t max_bytes, unsigned keep);
+
+/*
  * Names pid as the process whose output the stream's pipes attached last
  * (and that have no pid yet) carry, and the pid of lines logged through
  * logs_stream_line: the "pid" of JSON log lines.

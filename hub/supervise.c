@@ -119,6 +119,10 @@ struct app {
     int         stop_signal;
     bool        own_listen;    /* listen_fd is the app's to close */
     bool        removing;      /* supervise_remove_app: freed once no process is left */
+    bool        log_set;       /* its streams are formatted as below (logs_stream_format) */
+    bool        log_timestamps, log_json;
+    uint64_t    log_max_size;
+    unsigned    log_keep;
     sup_note    notes[SUP_NOTES];
     unsigned    nnotes;        /* notes recorded ever; the last SUP_NOTES are kept */
 };
@@ -851,6 +855,10 @@ static slot *sup_slot_new(app *a, int id)
     if (a->lg) {
         char err[256];
         sl->ls = logs_stream_get(a->lg, a->name, id, err, sizeof err);
+        if (sl->ls && a->log_set &&
+            logs_stream_format(sl->ls, a->log_timestamps, a->log_json, a->log_max_size, a->log_keep) != 0)
+            sup_event(a->sv, ctl_event_make(CTL_EV_ERROR, CTL_PHASE_NONE, a->name, id, 0),
+                      "%s:%d: log format not set: out of memory", a->name, id);
         if (!sl->ls)
             sup_event(a->sv, ctl_event_make(CTL_EV_ERROR, CTL_PHASE_NONE, a->name, id, 0),
                       "%s:%d: output not captured: %s", a->name, id, err);
@@ -884,6 +892,37 @@ supervise *supervise_new(uv_loop_t *loop, state *st, supervise_event_fn ev, void
     uv_idle_init(loop, sv->grow);
     sv->grow->data = sv;
     return sv;
+}
+
+/* Sets app a's log format and applies it to the streams of its slots. Returns 0, or -1 (out of memory). */
+static int sup_app_logs_set(app *a, bool timestamps, bool json, uint64_t max_size, unsigned keep)
+{
+    a->log_set = true;
+    a->log_timestamps = timestamps;
+    a->log_json = json;
+    a->log_max_size = max_size;
+    a->log_keep = keep;
+    int rc = 0;
+    for (int i = 0; i < a->nslots; i++)
+        if (a->slots[i]->ls && logs_stream_format(a->slots[i]->ls, timestamps, json, max_size, keep) != 0)
+            rc = -1;
+    return rc;
+}
+
+int supervise_app_logs(supervise *sv, const char *name, bool timestamps, bool json, uint64_t max_size,
+                       unsigned keep, char *msg, size_t cap)
+{
+    app *a = sup_app(sv, name);
+    if (!a) {
+        snprintf(msg, cap, "no app named '%s'", name);
+        return -1;
+    }
+    if (sup_app_logs_set(a, timestamps, json, max_size, keep) != 0) {
+        snprintf(msg, cap, "out of memory for the log buffers");
+        return -1;
+    }
+    snprintf(msg, cap, "log files now %s%s", json ? "json" : "text", timestamps ? " with timestamps" : "");
+    return 0;
 }
 
 /* Frees a NULL-terminated vector of strings. */
@@ -1014,6 +1053,8 @@ static int sup_app_configure(app *a, const supervise_app_spec *spec, char *err, 
         a->ready_learned = false;
     a->ready_mode = spec->ready;
     a->stop_signal = spec->stop_signal ? spec->stop_signal : SIGTERM;
+    if (spec->log_set)
+        sup_app_logs_set(a, spec->log_timestamps, spec->log_json, spec->log_max_size, spec->log_keep);
     return 0;
 }
 

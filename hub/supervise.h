@@ -73,6 +73,10 @@ typedef struct {
     supervise_ready_mode ready;
     int          stop_signal;    /* 0 = SIGTERM */
     bool         own_listen;     /* the app closes listen_fd when it no longer needs it */
+    bool         log_set;        /* the files of its workers are written as below (else as lg's) */
+    bool         log_timestamps, log_json;
+    uint64_t     log_max_size;   /* 0: lg's */
+    unsigned     log_keep;       /* 0: lg's */
 } supervise_app_spec;
 
 typedef struct supervise supervise;
@@ -103,6 +107,14 @@ int supervise_add_app(supervise *sv, const supervise_app_spec *spec, char *err, 
  * app's), or -1 with why not (nothing changed: the caller keeps the fd).
  */
 int supervise_update_app(supervise *sv, const supervise_app_spec *spec, char *msg, size_t cap);
+
+/*
+ * Changes how app name's log files are written (logs_stream_format), for
+ * every worker, from the next line on; no worker is touched. Returns 0, or
+ * -1 with why not in msg.
+ */
+int supervise_app_logs(supervise *sv, const char *name, bool timestamps, bool json, uint64_t max_size,
+                       unsigned keep, char *msg, size_t cap);
 
 /*
  * Stops app name's workers gracefully (stop_signal, SIGKILL after its

@@ -478,3 +478,33 @@ def test_up_detached_then_apply_then_stop(sockdir, logdir, conf):
                 os.kill(hub_pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+
+
+def test_log_keys_per_app_and_changed_live(procs, sockdir, logdir, conf):
+    text = """
+        [hub]
+        log_format = json
+        [app j]
+        command = /bin/sh -c "while :; do echo tick; sleep 0.1; done"
+        [app t]
+        command = /bin/sh -c "while :; do echo tock; sleep 0.1; done"
+        log_format = text
+        """
+    write(conf, text)
+    hub = RunHub(procs, sockdir, up_argv(sockdir, conf, logdir))
+    iv = wait_online(hub, "j", 1)
+    jpid = online_pids(hub, iv, "j")[0]
+    jf, tf = os.path.join(logdir, "j-0.out.log"), os.path.join(logdir, "t-0.out.log")
+    wait_until(lambda: os.path.exists(jf) and os.path.exists(tf) and read_lines(jf) and read_lines(tf),
+               timeout=5, what="lines in both files")
+    assert json.loads(read_lines(jf)[0])["line"] == "tick"
+    assert read_lines(tf)[0] == b"tock"
+    # t switches to json, live: no worker replaced, the next lines are objects
+    write(conf, text.replace("log_format = text", "log_format = json\n        log_timestamps = true"))
+    rc, out, err = drover(sockdir, "up", "-f", conf)
+    assert rc == 0 and "t: logs (log keys changed)" in out and "j: unchanged" in out, out
+    n = len(read_lines(tf))
+    wait_until(lambda: len(read_lines(tf)) > n + 2, timeout=5, what="new lines in t's file")
+    assert json.loads(read_lines(tf)[-1])["line"] == "tock"
+    iv = hub.intervals(2)[-1]
+    assert online_pids(hub, iv, "j") == [jpid]

@@ -77,7 +77,9 @@ static void test_config_full_file(void **unused)
         "inherit_env = false\n"
         "\n"
         "[app worker]\n"
-        "command = sleep 1000\n");
+        "command = sleep 1000\n"
+        "log_format = text\n"
+        "log_keep = 2\n");
     config cfg;
     char err[1024];
     if (config_load(p, &cfg, err, sizeof err) != 0)
@@ -115,6 +117,9 @@ static void test_config_full_file(void **unused)
     assert_null(env[4]);
     config_env_free(env);
 
+    /* log keys: an app's own, else the [hub]'s */
+    config_logs lw = config_app_logs(&cfg, w);
+    assert_true(lw.json && lw.timestamps && lw.max_size == 1 << 20 && lw.keep == 5);
     const config_app *k = config_find(&cfg, "worker");
     assert_non_null(k);
     assert_int_equal(k->instances, 1);              /* defaults */
@@ -127,6 +132,8 @@ static void test_config_full_file(void **unused)
     assert_true(k->inherit_env);
     assert_null(k->listen);
     assert_true(strstr(k->path, "/sleep") != NULL);
+    config_logs lk = config_app_logs(&cfg, k);
+    assert_true(!lk.json && lk.timestamps && lk.max_size == 1 << 20 && lk.keep == 2);
     config_free(&cfg);
 }
 
@@ -239,6 +246,8 @@ static void test_config_refused(void **unused)
     expect_error("[hub]\n", 0, "no [app NAME] section");
     expect_error("[app a]\ncommand = true\n  instances = 2\n", 3, "starts with blanks");
     expect_error("[app a]\ncommand = true\ncwd = /nonexistent-drover\n", 3, "cwd");
+    expect_error("[app a]\ncommand = true\nlog_dir = /tmp\n", 3, "log_dir belongs in [hub]");
+    expect_error("[app a]\ncommand = true\nlog_max_size = none\n", 3, "cannot be none");
 }
 
 static void test_config_long_lines(void **unused)
