@@ -89,7 +89,7 @@ static const config_key config_keys[] = {
     {SEC_APP, "ready_timeout", T_DURATION, "10s", A(ready_timeout_ms), NULL,
      "a new worker must be ready within this"},
     {SEC_APP, "ready", T_ENUM, "auto", A(ready), ready_names,
-     "auto (learned), notify (READY=1), agent, or none (online after a 1 s grace)"},
+     "auto (learned), notify (sd_notify READY=1), agent (drover_ready), or none (1 s grace)"},
     {SEC_APP, "max_memory", T_SIZE, "none", A(max_memory), NULL, "replace a worker whose RSS exceeds this"},
     {SEC_APP, "restart", T_ENUM, "always", A(restart), restart_names,
      "always, on-failure (not after exit 0), or never"},

@@ -59,6 +59,7 @@ typedef struct {
     bool     has_prev_req;
     double   req_per_s;
     int      ready;             /* -1 unknown */
+    unsigned ready_by;          /* STATE_READY_* bits: which signals said ready */
 
     /* from /proc */
     bool     sampled;
@@ -179,6 +180,7 @@ static void state_reset_process(worker *w)
     w->has_prev_req = false;
     w->req_per_s = NAN;
     w->ready = -1;
+    w->ready_by = 0;
     w->sampled = false;
     w->cpu_pct = NAN;
     w->rss_bytes = -1;
@@ -227,11 +229,15 @@ static void state_mark_gone(state *s, worker *w, double now)
 /* ---- ingest ------------------------------------------------------------- */
 
 /* Sets readiness and tells the hook when a process becomes ready. */
-static void state_set_ready(state *s, worker *w, bool ready)
+static void state_set_ready(state *s, worker *w, bool ready, unsigned by)
 {
     int was = w->ready;
+    unsigned had = w->ready_by;
     w->ready = ready;
-    if (ready && was != 1 && s->on_ready)
+    if (ready)
+        w->ready_by |= by;
+    /* again when another kind of signal says it (a pinned readiness mode waits for its own) */
+    if (ready && (was != 1 || !(had & by)) && s->on_ready)
         s->on_ready(s->on_ready_ctx, w->key, w->pid);
 }
 
@@ -270,7 +276,7 @@ void state_apply_report(state *s, const report *r, double now)
     if (r->has & REPORT_HAS_WID)
         w->wid = (int64_t)r->wid;
     if (r->has & REPORT_HAS_READY)
-        state_set_ready(s, w, r->ready);
+        state_set_ready(s, w, r->ready, STATE_READY_AGENT);
 
     if (r->type != REPORT_T_REPORT)
         return;
@@ -297,7 +303,7 @@ void state_apply_notify(state *s, pid_t pid, const notify_msg *m, double now)
     s->c.reports_total++;
     w->spoke = true;
     if (m->ready)
-        state_set_ready(s, w, true);
+        state_set_ready(s, w, true, STATE_READY_NOTIFY);
     if (m->stopping && !w->supervised && w->ws != WS_GONE)
         w->ws = WS_STOPPING;
 }
@@ -567,6 +573,7 @@ void state_sup_exited(state *s, uint32_t key, int wstatus, worker_state ws)
     w->pid = 0;
     w->ws = ws;
     w->ready = -1;
+    w->ready_by = 0;
     state_reindex(s);
 }
 
@@ -594,6 +601,12 @@ int state_sup_ready(const state *s, uint32_t key)
 {
     worker *w = state_by_key(s, key);
     return w ? w->ready : -1;
+}
+
+unsigned state_sup_ready_by(const state *s, uint32_t key)
+{
+    worker *w = state_by_key(s, key);
+    return w ? w->ready_by : 0;
 }
 
 bool state_sup_spoke(const state *s, uint32_t key)

@@ -767,6 +767,11 @@ void supervise_on_ready(supervise *sv, uint32_t key, pid_t pid)
 {
     proc *p = sup_find_pid(sv, pid);
     if (p && p->key == key) {
+        /* a pinned mode waits for its own signal */
+        unsigned by = state_sup_ready_by(sv->st, key);
+        if ((p->a->ready_mode == SUPERVISE_READY_NOTIFY && !(by & STATE_READY_NOTIFY)) ||
+            (p->a->ready_mode == SUPERVISE_READY_AGENT && !(by & STATE_READY_AGENT)))
+            return;
         if (!p->a->ready_learned && p->a->ready_mode == SUPERVISE_READY_AUTO) {
             p->a->ready_learned = true;
             sup_event(sv, ctl_event_make(CTL_EV_READY, CTL_PHASE_NONE, p->a->name, p->sl ? p->sl->id : -1, pid),

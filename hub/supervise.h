@@ -38,9 +38,9 @@ typedef enum { SUPERVISE_RESTART_ALWAYS, SUPERVISE_RESTART_ON_FAILURE, SUPERVISE
  * How a new worker shows it is ready. AUTO: learned — once any worker of the
  * app signalled readiness (agent or sd_notify READY=1), every later worker
  * must, within ready_timeout; until then a silent worker is online after
- * SUPERVISE_GRACE_MS. NOTIFY and AGENT: it must signal it (either way; the
- * two names document what the app speaks). NONE: online after the grace,
- * whatever it says.
+ * SUPERVISE_GRACE_MS. NOTIFY: it must send sd_notify READY=1; AGENT: its
+ * agent must say ready (another signal is not enough). NONE: online after
+ * the grace, whatever it says.
  */
 typedef enum { SUPERVISE_READY_AUTO, SUPERVISE_READY_NOTIFY, SUPERVISE_READY_AGENT, SUPERVISE_READY_NONE } supervise_ready_mode;
 

@@ -508,3 +508,27 @@ def test_log_keys_per_app_and_changed_live(procs, sockdir, logdir, conf):
     assert json.loads(read_lines(tf)[-1])["line"] == "tock"
     iv = hub.intervals(2)[-1]
     assert online_pids(hub, iv, "j") == [jpid]
+
+
+def test_pinned_readiness_waits_for_its_own_signal(procs, sockdir, logdir, conf, tmp_path):
+    script = tmp_path / "notify.py"
+    write(str(script), """
+        import os, socket, time
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        s.sendto(b"READY=1", os.environ["NOTIFY_SOCKET"])
+        time.sleep(1000)
+        """)
+    write(conf, f"""
+        [app n]
+        command = /usr/bin/python3 {script}
+        ready = notify
+        [app a]
+        command = /usr/bin/python3 {script}
+        ready = agent
+        ready_timeout = 1500ms
+        """)
+    hub = RunHub(procs, sockdir, up_argv(sockdir, conf, logdir))
+    wait_online(hub, "n", 1)
+    hub.wait_stderr(r"a:0 \(pid \d+\) is running but not ready after 1500 ms")
+    iv = hub.intervals(2)[-1]
+    assert [w["state"] for w in rows(hub, iv, "a")] == ["starting"], iv.summary()
