@@ -129,7 +129,7 @@ int apply_file(hub_apply *ap, const char *file, json_t *changes, json_t *reloadi
         return -1;
     }
 
-    int failed = 0, started = 0, stopped = 0, reloaded = 0, scaled = 0, same = 0;
+    int failed = 0, started = 0, stopped = 0, reloaded = 0, scaled = 0, same = 0, logged = 0;
     char line[1100], keys[256];
     for (size_t i = 0; i < nc.napps; i++) {
         const config_app *a = &nc.apps[i];
@@ -175,7 +175,7 @@ int apply_file(hub_apply *ap, const char *file, json_t *changes, json_t *reloadi
             int rc = supervise_app_logs(ap->sv, a->name, ln.timestamps, ln.json, ln.max_size, ln.keep, line,
                                         sizeof line);
             apply_note(changes, a->name, "logs", "log keys", line);
-            rc ? failed++ : same++;
+            rc ? failed++ : logged++;
         }
         if (old->instances != a->instances) {
             int rc = supervise_scale(ap->sv, a->name, a->instances, line, sizeof line);
@@ -216,9 +216,13 @@ int apply_file(hub_apply *ap, const char *file, json_t *changes, json_t *reloadi
     config_free(&ap->cur);
     ap->cur = nc;
     ap->have = true;
-    snprintf(msg, cap, "applied %s: %d started, %d stopped, %d reloading, %d scaled, %d unchanged%s%.0d%s",
-             ap->cur.file, started, stopped, reloaded, scaled, same, failed ? ", " : "", failed,
-             failed ? " failed" : "");
+    char extra[64] = "";
+    if (logged)
+        snprintf(extra, sizeof extra, ", %d with new log settings", logged);
+    if (failed)
+        snprintf(extra + strlen(extra), sizeof extra - strlen(extra), ", %d failed", failed);
+    snprintf(msg, cap, "applied %s: %d started, %d stopped, %d reloading, %d scaled, %d unchanged%s", ap->cur.file,
+             started, stopped, reloaded, scaled, same, extra);
     return failed ? 1 : 0;
 }
 
