@@ -12,6 +12,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import textwrap
 import time
 
@@ -532,3 +533,25 @@ def test_pinned_readiness_waits_for_its_own_signal(procs, sockdir, logdir, conf,
     hub.wait_stderr(r"a:0 \(pid \d+\) is running but not ready after 1500 ms")
     iv = hub.intervals(2)[-1]
     assert [w["state"] for w in rows(hub, iv, "a")] == ["starting"], iv.summary()
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"), reason="needs root and setpriv")
+def test_user_is_refused_clearly_when_the_hub_is_not_root(tmp_path):
+    d = tempfile.mkdtemp(prefix="drv-nonroot-", dir="/tmp")
+    try:
+        os.chmod(d, 0o755)
+        conf = os.path.join(d, "drover.conf")
+        write(conf, """
+            [app low]
+            command = sleep 1000
+            user = root
+            """)
+        os.chmod(conf, 0o644)
+        nobody = pwd.getpwnam("nobody")
+        p = subprocess.run(["setpriv", f"--reuid={nobody.pw_uid}", f"--regid={nobody.pw_gid}", "--clear-groups",
+                            DROVER, "up", "--check", "-f", conf], capture_output=True, text=True, timeout=10)
+        assert p.returncode == 1, (p.stdout, p.stderr)
+        assert f"{conf}:3: user: only a hub running as root can run workers as another user or group" in p.stderr, \
+            p.stderr
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
