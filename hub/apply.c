@@ -132,12 +132,22 @@ int apply_file(hub_apply *ap, const char *file, json_t *changes, json_t *reloadi
     int failed = 0, started = 0, stopped = 0, reloaded = 0, scaled = 0, same = 0, logged = 0;
     char line[1100], keys[256];
     for (size_t i = 0; i < nc.napps; i++) {
-        const config_app *a = &nc.apps[i];
+        config_app *a = &nc.apps[i];
         const config_app *old = ap->have ? config_find(&ap->cur, a->name) : NULL;
+        if (old && old->not_running) {
+            old = NULL;   /* it could not be started last time: start it now */
+            if (fds[i] == -2) {   /* "its socket, unchanged": it has none yet */
+                fds[i] = -1;
+                if (a->listen && (fds[i] = listen_open(a->listen, err, sizeof err)) < 0)
+                    fds[i] = -3;
+            }
+        }
         if (!old) {
-            if (apply_add(ap, &nc, a, fds[i], err, sizeof err) != 0) {
+            int rc = fds[i] == -3 ? -1 : apply_add(ap, &nc, a, fds[i], err, sizeof err);
+            if (rc != 0) {
                 snprintf(line, sizeof line, "%s", err);
                 apply_note(changes, a->name, "start", NULL, line);
+                a->not_running = true;
                 failed++;
             } else {
                 snprintf(line, sizeof line, "started: %d workers", a->instances);
@@ -190,7 +200,7 @@ int apply_file(hub_apply *ap, const char *file, json_t *changes, json_t *reloadi
     }
     for (size_t i = 0; ap->have && i < ap->cur.napps; i++) {
         const config_app *old = &ap->cur.apps[i];
-        if (config_find(&nc, old->name))
+        if (config_find(&nc, old->name) || old->not_running)
             continue;
         int rc = supervise_remove_app(ap->sv, old->name, line, sizeof line);
         apply_note(changes, old->name, "stop", NULL, line);

@@ -70,6 +70,7 @@ typedef struct config_app {
     config_log_format log_format;
     uint64_t    log_max_size;
     unsigned    log_keep;
+    bool        not_running;     /* apply: it could not be started (the next apply starts it) */
     uint64_t    seen;            /* bits of the keys given (duplicates, required) */
     int         seen_line[32];   /* line of each key given, by key index */
 } config_app;

@@ -555,3 +555,26 @@ def test_user_is_refused_clearly_when_the_hub_is_not_root(tmp_path):
             p.stderr
     finally:
         shutil.rmtree(d, ignore_errors=True)
+
+
+def test_an_app_that_could_not_start_is_started_by_the_next_apply(procs, sockdir, logdir, conf):
+    stubborn = """
+        [app keep]
+        command = sleep 1000
+        [app slow]
+        command = /bin/sh -c "trap '' TERM; while :; do sleep 0.1; done"
+        kill_timeout = 2s
+        """
+    write(conf, stubborn)
+    hub = RunHub(procs, sockdir, up_argv(sockdir, conf, logdir))
+    wait_online(hub, "slow", 1)
+    write(conf, "[app keep]\ncommand = sleep 1000\n")
+    rc, out, err = drover(sockdir, "up", "-f", conf)          # slow: removed, 2 s to go
+    assert rc == 0 and "slow: stop" in out, out
+    write(conf, stubborn)
+    rc, out, err = drover(sockdir, "up", "-f", conf)          # back while still stopping
+    assert rc == 1 and "app slow is still stopping" in out, out
+    hub.wait_stderr(r"slow: removed, every worker stopped")
+    rc, out, err = drover(sockdir, "up", "-f", conf)          # the same file again: now it starts
+    assert rc == 0 and "slow: start: started" in out, out
+    wait_online(hub, "slow", 1)
