@@ -12,7 +12,7 @@
 
 PREFIX   ?= /usr/local
 VERSION  := 0.1.0
-PKGS     := ncursesw libproc2 msgpack libuv jansson zlib libsystemd
+PKGS     := ncursesw libproc2 msgpack libuv jansson zlib libsystemd inih
 # libmicrohttpd: headers only; hub/metrics.c loads it with dlopen for --metrics
 # (its GnuTLS stack would cost every hub ~2 MiB of resident pages).
 DLPKGS   := libmicrohttpd

@@ -102,7 +102,7 @@ enum conn_state {
     ST_CLOSING,   /* uv_close() called on both handles */
 };
 
-enum route { R_NONE, R_ROOT, R_SLOW, R_BLOCK, R_FAIL, R_PID, R_NOT_FOUND };
+enum route { R_NONE, R_ROOT, R_SLOW, R_BLOCK, R_FAIL, R_PID, R_GREETING, R_NOT_FOUND };
 
 struct conn {
     union {
@@ -322,6 +322,8 @@ static void route_request(struct conn *c, const char *method, size_t mlen, const
         c->route = R_FAIL;
     else if (plen == 4 && memcmp(t, "/pid", 4) == 0)
         c->route = R_PID;
+    else if (plen == 9 && memcmp(t, "/greeting", 9) == 0)
+        c->route = R_GREETING;
     else {
         c->route = R_NOT_FOUND;
         return;
@@ -711,6 +713,11 @@ static void respond(struct conn *c)
         case R_FAIL:  st = 500; b = "fail\n"; break;
         case R_PID:
             snprintf(body, sizeof body, "%ld\n", (long)my_pid);
+            st = 200;
+            b = body;
+            break;
+        case R_GREETING:   /* $GREETING (its first 30 bytes): which settings a worker runs */
+            snprintf(body, sizeof body, "%.30s\n", getenv("GREETING") ? getenv("GREETING") : "");
             st = 200;
             b = body;
             break;
@@ -1202,6 +1209,7 @@ static void usage(FILE *f)
 "  /block?ms=N    busy-blocks the event loop N ms, then 200 (event-loop lag)\n"
 "  /fail          500\n"
 "  /pid           200 with this process's pid\n"
+"  /greeting      200 with $GREETING (its first 30 bytes)\n"
 "  anything else  404\n"
 "Request heads are limited to %u bytes (431); Content-Length bodies are read and\n"
 "discarded; Transfer-Encoding is refused (411 for chunked, else 501).\n"

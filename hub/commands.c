@@ -56,6 +56,19 @@ static json_t *commands_snapshot(void *ctx, bool with_history)
     json_t *snap = headless_snapshot(hc->views, (size_t)n, &c, commands_wall());
     if (!snap)
         return json_object();
+    if (hc->sv) {
+        /* how each app's workers show readiness (pinned, or learned) */
+        size_t i;
+        json_t *a;
+        json_array_foreach(json_object_get(snap, "apps"), i, a) {
+            bool learned = false;
+            const char *mode = supervise_app_ready(hc->sv, json_string_value(json_object_get(a, "app")), &learned);
+            if (mode) {
+                json_object_set_new(a, "ready_mode", json_string(mode));
+                json_object_set_new(a, "ready_learned", json_boolean(learned));
+            }
+        }
+    }
     if (!with_history)
         return snap;
     static const char *names[STATE_SERIES_N] = {"cpu_pct", "rss_bytes", "req_per_s", "lag_p99_ms"};
@@ -161,6 +174,19 @@ static int commands_run(hub_commands *hc, const ctl_request *r, json_t *reply, c
         if (r->has_delta)
             return supervise_scale_by(hc->sv, app, (int)r->delta, msg, cap);
         return supervise_scale(hc->sv, app, (int)r->n, msg, cap);
+    case CTL_APPLY:
+        return hc->apply(hc->ctx, r->file, reply, msg, cap);
+    case CTL_DESCRIBE: {
+        json_t *d = supervise_describe(hc->sv, app, r->env);
+        if (!d) {
+            snprintf(msg, cap, "no app named '%s'", app);
+            return -1;
+        }
+        json_object_set_new(d, "log_dir", hc->log_dir ? json_string(hc->log_dir) : json_null());
+        json_object_set_new(reply, "app", d);
+        snprintf(msg, cap, "%s", app);
+        return 0;
+    }
     default:
         break;
     }

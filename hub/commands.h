@@ -28,8 +28,12 @@ typedef struct {
     attach      *at;           /* drover attach */
     logs        *lg;           /* captured output (run) */
     unsigned     kind;         /* CTL_HUB_* */
+    const char  *log_dir;      /* where worker output files go (run), or NULL */
     double       interval_s;
     void       (*stop_hub)(void *ctx);   /* `stop` with no target: ends the hub after the reply */
+    /* `apply FILE`: 0 when applied (reply gets "changes", "reloading",
+     * "failed"), -1 when nothing changed; msg says what. */
+    int        (*apply)(void *ctx, const char *file, json_t *reply, char *msg, size_t cap);
     void        *ctx;
     worker_view *views;
     size_t       views_cap;

@@ -420,6 +420,8 @@ static bool control_request(client *cl, const char *line, size_t len)
     case CTL_RELOAD:
     case CTL_STOP:
     case CTL_SCALE:
+    case CTL_APPLY:
+    case CTL_DESCRIBE:
     case CTL_CMD_N:
         if (c->hooks.command(c->hooks.ctx, &r, reply, msg, sizeof msg) == 0) {
             json_object_set_new(reply, "msg", json_string(msg));

@@ -7,6 +7,7 @@
  * supervisor check limits, end the interval in the model and print it.
  */
 #include "hub/hub.h"
+#include "hub/apply.h"
 #include "hub/attach.h"
 #include "hub/commands.h"
 #include "hub/control.h"
@@ -73,6 +74,8 @@ typedef struct {
     int         exit_code;
     bool        stopping;
     int         lock_fd;
+    hub_apply   ap;             /* drover up: the config file applied */
+    char        node_agent[4096];
 } hub;
 
 /* ---- namespace lock ----------------------------------------------------- */
@@ -310,6 +313,8 @@ static void hub_on_log_line(void *ctx, const char *app, int id, const logs_line 
         control_publish_log(h->ctl, app, id, line);
 }
 
+static int hub_on_apply(void *ctx, const char *file, json_t *reply, char *msg, size_t cap);
+
 /* Opens ctl.sock next to agent.sock. */
 static int hub_setup_control(hub *h, const char *dir, char *err, size_t errcap)
 {
@@ -324,7 +329,7 @@ static int hub_setup_control(hub *h, const char *dir, char *err, size_t errcap)
                               "drover", DROVER_VERSION);
     h->cmds = (hub_commands){.st = h->st, .kind = kinds[h->o->mode], .interval_s = h->o->interval_ms / 1000.0,
                              .prom = prom_new(),
-                             .stop_hub = hub_stop_soon, .ctx = h};
+                             .stop_hub = hub_stop_soon, .apply = hub_on_apply, .log_dir = h->logdir, .ctx = h};
     if (!h->cmds.prom) {
         json_decref(hello);
         snprintf(err, errcap, "out of memory");
@@ -447,6 +452,7 @@ static void hub_stop(hub *h, int code)
     }
     lgroup_free(h->group);   /* after the slots closed their sockets */
     h->group = NULL;
+    apply_free(&h->ap);
     if (h->at) {
         attach_free(h->at);
         h->at = h->cmds.at = NULL;
@@ -507,6 +513,50 @@ static void hub_on_ready(void *ctx, uint32_t key, pid_t pid)
         attach_on_ready(h->at, pid);
 }
 
+/*
+ * Applies file to the hub's apps: one line per app on stderr and to views
+ * (as events), the summary in msg. reply (may be NULL) gets "changes" and
+ * "reloading". Returns apply_file's result.
+ */
+static int hub_apply_file(hub *h, const char *file, json_t *reply, char *msg, size_t cap)
+{
+    json_t *changes = json_array(), *reloading = json_array();
+    int rc = apply_file(&h->ap, file, changes, reloading, msg, cap);
+    size_t i;
+    json_t *c;
+    json_array_foreach(changes, i, c) {
+        char line[640];
+        const char *app = json_string_value(json_object_get(c, "app"));
+        const char *keys = json_string_value(json_object_get(c, "keys"));
+        snprintf(line, sizeof line, "apply: %s: %s%s%s%s: %s", app, json_string_value(json_object_get(c, "action")),
+                 keys ? " (" : "", keys ? keys : "", keys ? " changed)" : "",
+                 json_string_value(json_object_get(c, "msg")));
+        if (strcmp(json_string_value(json_object_get(c, "action")), "unchanged") != 0)
+            hub_on_note(h, CTL_EV_APPLY, strcmp(app, "[hub]") == 0 ? NULL : app, line);
+    }
+    hub_on_note(h, rc < 0 ? CTL_EV_ERROR : CTL_EV_APPLY, NULL, msg);
+    if (reply) {
+        json_object_set_new(reply, "changes", changes);
+        json_object_set_new(reply, "reloading", reloading);
+        json_object_set_new(reply, "failed", json_boolean(rc != 0));
+    } else {
+        json_decref(changes);
+        json_decref(reloading);
+    }
+    return rc;
+}
+
+/* The `apply` command (hub_commands): the file named in the request. */
+static int hub_on_apply(void *ctx, const char *file, json_t *reply, char *msg, size_t cap)
+{
+    hub *h = ctx;
+    if (!h->ap.have) {
+        snprintf(msg, cap, "this hub was not started from a config file: start it with 'drover up'");
+        return -1;
+    }
+    return hub_apply_file(h, file, reply, msg, cap) < 0 ? -1 : 0;
+}
+
 static void hub_on_signal(uv_signal_t *s, int signum)
 {
     hub *h = s->data;
@@ -519,6 +569,11 @@ static void hub_on_signal(uv_signal_t *s, int signum)
             supervise_reap(h->sv);
         return;
     case SIGHUP:
+        /* A hub started from a file rereads and applies it. */
+        if (h->ap.have) {
+            hub_apply_file(h, h->ap.cur.file, NULL, msg, sizeof msg);
+            return;
+        }
         /* Rolling reload; a monitor has nothing to reload, and must never
          * die of a hangup either way. */
         if (h->sv && supervise_reload_soon(h->sv, msg, sizeof msg) != 0)
@@ -563,8 +618,7 @@ void hub_default_log_dir(const char *ns, char *out, size_t cap)
 }
 
 
-/* True if cmd runs Node.js (its program is node or nodejs). */
-static bool hub_is_node(const char *cmd)
+bool hub_is_node(const char *cmd)
 {
     const char *base = strrchr(cmd, '/');
     base = base ? base + 1 : cmd;
@@ -601,11 +655,53 @@ static int hub_node_agent(char *out, size_t cap)
     return access(out, R_OK);
 }
 
+/* Sets up what `drover up` adds: the file's logs settings, supervisor, every app. */
+static int hub_setup_config(hub *h, const char *sock, char *err, size_t errcap)
+{
+    const hub_options *o = h->o;
+    config cfg;
+    char logdir[4096];
+    if (config_load(o->config_file, &cfg, err, errcap) != 0)
+        return -1;
+    if (o->log_dir)   /* the command line wins over the file */
+        snprintf(logdir, sizeof logdir, "%s", o->log_dir);
+    else if (cfg.log_dir)
+        snprintf(logdir, sizeof logdir, "%s", cfg.log_dir);
+    else
+        hub_default_log_dir(o->ns, logdir, sizeof logdir);
+    if (paths_mkdirs(logdir) != 0) {
+        snprintf(err, errcap, "cannot create the log directory %.300s: %s", logdir, strerror(errno));
+        config_free(&cfg);
+        return -1;
+    }
+    snprintf(h->logdir, sizeof h->logdir, "%s", logdir);
+    logs_config lc = {.dir = logdir, .echo = o->echo_logs && !o->background, .max_bytes = cfg.log_max_size,
+                      .keep = cfg.log_keep, .timestamps = cfg.log_timestamps,
+                      .json = cfg.log_format == CONFIG_LOG_JSON};
+    h->lg = logs_new(&h->loop, &lc, err, errcap);
+    h->sv = h->lg ? supervise_new(&h->loop, h->st, hub_on_event, h) : NULL;
+    if (!h->sv) {
+        if (h->lg)
+            snprintf(err, errcap, "out of memory");
+        config_free(&cfg);
+        return -1;
+    }
+    logs_on_line(h->lg, hub_on_log_line, h);
+    h->cmds.lg = h->lg;
+    h->cmds.sv = h->sv;
+    h->ap = (hub_apply){.sv = h->sv, .lg = h->lg, .agent_socket = sock, .interval_ms = o->interval_ms,
+                        .node_agent = !o->no_agent && hub_node_agent(h->node_agent, sizeof h->node_agent) == 0
+                                          ? h->node_agent : NULL};
+    return apply_start(&h->ap, &cfg, err, errcap);
+}
+
 /* Sets up what `drover run` adds: listening socket, logs, supervisor, workers. */
 static int hub_setup_run(hub *h, const char *sock, char *err, size_t errcap)
 {
     const hub_options *o = h->o;
     char path[4096], logdir[4096];
+    if (o->config_file)
+        return hub_setup_config(h, sock, err, errcap);
     if (spawn_resolve(o->argv[0], path, sizeof path) != 0) {
         snprintf(err, errcap, "%s: %s", o->argv[0],
                  errno == ENOENT ? "command not found" : strerror(errno));
@@ -654,7 +750,19 @@ static int hub_setup_run(hub *h, const char *sock, char *err, size_t errcap)
         .lg = h->lg,
     };
     prom_set_max_memory(h->cmds.prom, o->app, o->max_memory);
-    return supervise_add_app(h->sv, &spec, err, errcap);
+    if (!o->run_app)
+        return supervise_add_app(h->sv, &spec, err, errcap);
+    /* --env, --cwd, --user…: the same settings as a file's keys */
+    char **env = config_env(o->run_app);
+    if (!env) {
+        snprintf(err, errcap, "out of memory");
+        return -1;
+    }
+    apply_app_settings(o->run_app, &spec);
+    spec.env = env;
+    int rc = supervise_add_app(h->sv, &spec, err, errcap);
+    config_env_free(env);
+    return rc;
 }
 
 /* Sets up what `drover attach` adds: the master's children as workers. */
@@ -726,6 +834,7 @@ int hub_run(const hub_options *o)
         if (h.sv)
             supervise_free(h.sv);
         lgroup_free(h.group);
+        apply_free(&h.ap);
         if (h.lg)
             logs_free(h.lg);
         sampler_free(h.sm);

@@ -46,6 +46,8 @@ typedef struct {
     const char *log_dir;        /* --log-dir, or NULL for the default */
     bool        echo_logs;      /* copy worker output to stderr, prefixed */
     bool        no_agent;       /* --no-agent: do not preload the Node agent */
+    const char *config_file;    /* drover up: the apps come from this file (absolute), not argv */
+    const struct config_app *run_app; /* drover run's file-like options (--env, --cwd…), completed; NULL: none given */
 
     /* drover attach */
     pid_t       master;
@@ -57,6 +59,9 @@ typedef struct {
  * errors as one line on stderr. Returns the process exit status.
  */
 int hub_run(const hub_options *o);
+
+/* True if cmd runs Node.js (its program is node or nodejs). */
+bool hub_is_node(const char *cmd);
 
 /*
  * Fills out with the default log directory for namespace ns:

@@ -82,6 +82,9 @@ typedef struct {
     char    *name;              /* NAME, opened relative to lg->dirfd */
     char    *pend;              /* bytes not yet written because the disk was full */
     size_t   plen;              /* ... in order, written before anything newer */
+    double   last_ts;           /* the last timestamp written: they never go back in a file */
+    uint64_t max_bytes;         /* rotate past this (its stream's setting) */
+    unsigned keep;              /* rotated files kept */
 } logs_file;
 
 typedef struct logs_pipe logs_pipe;
@@ -92,6 +95,7 @@ struct logs_pipe {
     logs_pipe   *next;          /* in st->pipes, oldest first */
     logs_pipe   *bnext;         /* in lg's blocked queue */
     logs_fd      which;
+    pid_t        pid;           /* the process writing to it (logs_stream_set_pid); 0 unknown */
     bool         eof;           /* the pipe reached EOF or an error; drain, then close */
     bool         blocked;       /* waiting for room in the echo queue, not reading */
     bool         closing;       /* uv_close called; every byte was emitted */
@@ -108,6 +112,8 @@ struct logs_stream {
     char         pfx[2][LOGS_APP_MAX + 32];   /* "[app:id] " / "[app:id!] " */
     size_t       pfxlen[2];
     logs_pipe   *pipes;
+    pid_t        pid;           /* the process attached last (logs_stream_set_pid) */
+    bool         timestamps, json;   /* how its files' lines are written (logs_stream_format) */
 
     /* The ring: byte positions only grow; each is taken modulo rcap. */
     char        *ring;
@@ -127,6 +133,10 @@ struct logs {
     size_t       ring_bytes;
     logs_stream *streams;
     double       now;           /* wall clock of the batch being split */
+
+    /* Decorated file lines (timestamps, json): fbuf holds one, ubuf its UTF-8 form. */
+    bool         timestamps, json;
+    char        *fbuf, *ubuf;
 
     /* File scratch: lines of one file, written with one write() per batch. */
     char        *wbuf;
@@ -493,8 +503,8 @@ static void logs_file_drop_oldest(logs *lg, const logs_file *f)
     if (!d)
         return;
     char oldest[LOGS_APP_MAX + 64];
-    snprintf(oldest, sizeof oldest, "%s.%u", f->name, lg->keep);
-    snprintf(d->name, sizeof d->name, "%s.%u.dropping-%u", f->name, lg->keep, seq++);
+    snprintf(oldest, sizeof oldest, "%s.%u", f->name, f->keep);
+    snprintf(d->name, sizeof d->name, "%s.%u.dropping-%u", f->name, f->keep, seq++);
     d->req.data = d;
     if (renameat(lg->dirfd, oldest, lg->dirfd, d->name) != 0 ||
         (d->dirfd = fcntl(lg->dirfd, F_DUPFD_CLOEXEC, 0)) < 0) {
@@ -517,7 +527,7 @@ static void logs_file_rotate(logs *lg, logs_file *f)
     logs_file_drop_oldest(lg, f);
     /* Relative to the directory fd: the names are resolved in the directory
      * that was checked, whatever happens to its path meanwhile. */
-    for (unsigned i = lg->keep; i >= 2; i--) {
+    for (unsigned i = f->keep; i >= 2; i--) {
         snprintf(from, sizeof from, "%s.%u", f->name, i - 1);
         snprintf(to, sizeof to, "%s.%u", f->name, i);
         renameat(lg->dirfd, from, lg->dirfd, to);   /* ENOENT while fewer than keep exist: fine */
@@ -545,7 +555,7 @@ static void logs_file_put(logs *lg, logs_file *f, const char *s, size_t len)
     uint64_t pending = f->size + f->plen + lg->wlen;
     /* Not while bytes are held: the held part of a line must follow its
      * start in the same file. */
-    if (pending > 0 && pending + len + 1 > lg->max_bytes && f->plen == 0) {
+    if (pending > 0 && pending + len + 1 > f->max_bytes && f->plen == 0) {
         logs_file_flush(lg);
         logs_file_rotate(lg, f);
     }
@@ -834,11 +844,67 @@ static void logs_echo_open(logs *lg)
 
 /* ---- splitting --------------------------------------------------------- */
 
-/* Passes one line (without its newline) to the file, the ring and the echo. */
-static void logs_emit(logs_stream *st, logs_fd which, const char *s, size_t len)
+#define LOGS_FBUF (6 * LOGS_UTF8_CAP(LOGS_LINE_MAX) + 512)   /* a decorated line: escapes at most 6x */
+
+/*
+ * The file form of a line when the manager decorates them: "TS line" with
+ * timestamps, or {"ts","app","id","pid","stream","line"} with json (the line
+ * made valid UTF-8, then escaped). TS is the time the hub read the line,
+ * RFC 3339 in UTC with milliseconds, never earlier than the file's last one.
+ * Returns the length of the result in lg->fbuf.
+ */
+static size_t logs_decorate(logs *lg, logs_stream *st, logs_fd which, pid_t pid, const char *s, size_t len)
+{
+    logs_file *f = &st->file[which];
+    double ts = lg->now > f->last_ts ? lg->now : f->last_ts;
+    f->last_ts = ts;
+    time_t sec = (time_t)ts;
+    int ms = (int)((ts - (double)sec) * 1000.0);
+    ms = ms < 0 ? 0 : ms > 999 ? 999 : ms;
+    struct tm tm;
+    char t[48];
+    gmtime_r(&sec, &tm);
+    size_t tn = strftime(t, sizeof t, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(t + tn, sizeof t - tn, ".%03dZ", ms);
+    char *o = lg->fbuf;
+    if (!st->json) {
+        size_t n = (size_t)snprintf(o, LOGS_FBUF, "%s ", t);
+        memcpy(o + n, s, len);
+        return n + len;
+    }
+    size_t n = (size_t)snprintf(o, LOGS_FBUF, "{\"ts\":\"%s\",\"app\":\"%s\",\"id\":%d,\"pid\":%ld,\"stream\":\"%s\",\"line\":\"",
+                                t, st->app, st->id, (long)pid, which == LOGS_ERR ? "err" : "out");
+    size_t u = logs_line_utf8(s, len, lg->ubuf, LOGS_UTF8_CAP(LOGS_LINE_MAX));
+    static const char hex[] = "0123456789abcdef";
+    for (size_t i = 0; i < u; i++) {
+        unsigned char c = (unsigned char)lg->ubuf[i];
+        if (c == '"' || c == '\\') {
+            o[n++] = '\\';
+            o[n++] = (char)c;
+        } else if (c < 0x20 || c == 0x7f) {
+            o[n++] = '\\';
+            o[n++] = 'u';
+            o[n++] = '0';
+            o[n++] = '0';
+            o[n++] = hex[c >> 4];
+            o[n++] = hex[c & 15];
+        } else {
+            o[n++] = (char)c;
+        }
+    }
+    o[n++] = '"';
+    o[n++] = '}';
+    return n;
+}
+
+/* Passes one line (without its newline) from pid to the file, the ring and the echo. */
+static void logs_emit(logs_stream *st, logs_fd which, pid_t pid, const char *s, size_t len)
 {
     logs *lg = st->lg;
-    logs_file_put(lg, &st->file[which], s, len);
+    if (st->timestamps || st->json)
+        logs_file_put(lg, &st->file[which], lg->fbuf, logs_decorate(lg, st, which, pid, s, len));
+    else
+        logs_file_put(lg, &st->file[which], s, len);
     logs_ring_put(st, lg->now, which, s, len);
     logs_echo_put(lg, st, which, s, len);
     if (lg->on_line) {
@@ -885,7 +951,7 @@ static logs_drain_result logs_pipe_drain(logs_pipe *p, bool final, bool force)
             r = LOGS_DRAIN_BLOCKED;
             break;
         }
-        logs_emit(st, p->which, s, len);
+        logs_emit(st, p->which, p->pid, s, len);
         off += used;
     }
     memmove(p->buf, p->buf + off, p->len - off);
@@ -908,7 +974,7 @@ void logs_stream_line(logs_stream *st, logs_fd which, const char *s, size_t len)
         len = LOGS_LINE_MAX;
     lg->now = logs_clock();
     logs_echo_reserve(lg, st, which, len, true);
-    logs_emit(st, which, s, len);
+    logs_emit(st, which, st->pid, s, len);
     logs_file_flush(lg);
     logs_echo_flush(lg, 0);
     logs_stream_idle_close(st);
@@ -1155,6 +1221,8 @@ static void logs_destroy(logs *lg)
         close(lg->dirfd);
     free(lg->ebuf);
     free(lg->wbuf);
+    free(lg->fbuf);
+    free(lg->ubuf);
     free(lg->dir);
     free(lg);
 }
@@ -1214,6 +1282,23 @@ logs *logs_new(uv_loop_t *loop, const logs_config *cfg, char *err, size_t errcap
         close(dirfd);
         return NULL;
     }
+    if (cfg->timestamps || cfg->json) {
+        lg->fbuf = malloc(LOGS_FBUF);
+        lg->ubuf = malloc(LOGS_UTF8_CAP(LOGS_LINE_MAX));
+        if (!lg->fbuf || !lg->ubuf) {
+            snprintf(err, errcap, "out of memory for the log buffers");
+            free(lg->fbuf);
+            free(lg->ubuf);
+            free(lg->wbuf);
+            free(lg->ebuf);
+            free(lg->dir);
+            free(lg);
+            close(dirfd);
+            return NULL;
+        }
+        lg->timestamps = cfg->timestamps;
+        lg->json = cfg->json;
+    }
     lg->dirfd = dirfd;
     lg->loop = loop;
     lg->max_bytes = cfg->max_bytes ? cfg->max_bytes : LOGS_DEF_MAX_BYTES;
@@ -1267,6 +1352,12 @@ logs_stream *logs_stream_get(logs *lg, const char *app, int id, char *err, size_
     st->id = id;
     st->rcap = lg->ring_bytes;
     st->file[0].fd = st->file[1].fd = -1;   /* before any failure path closes them */
+    st->timestamps = lg->timestamps;
+    st->json = lg->json;
+    for (int i = 0; i < 2; i++) {
+        st->file[i].max_bytes = lg->max_bytes;
+        st->file[i].keep = lg->keep;
+    }
     snprintf(st->app, sizeof st->app, "%s", app);
     st->pfxlen[LOGS_OUT] = (size_t)snprintf(st->pfx[LOGS_OUT], sizeof st->pfx[0], "[%s:%d] ", app, id);
     st->pfxlen[LOGS_ERR] = (size_t)snprintf(st->pfx[LOGS_ERR], sizeof st->pfx[1], "[%s:%d!] ", app, id);
@@ -1329,6 +1420,36 @@ int logs_stream_attach(logs_stream *st, int out_fd, int err_fd)
             rc = r;
     }
     return rc;
+}
+
+int logs_stream_format(logs_stream *st, bool timestamps, bool json, uint64_t max_bytes, unsigned keep)
+{
+    logs *lg = st->lg;
+    if ((timestamps || json) && !lg->fbuf) {
+        char *f = malloc(LOGS_FBUF), *u = malloc(LOGS_UTF8_CAP(LOGS_LINE_MAX));
+        if (!f || !u) {
+            free(f);
+            free(u);
+            return -1;
+        }
+        lg->fbuf = f;
+        lg->ubuf = u;
+    }
+    st->timestamps = timestamps;
+    st->json = json;
+    for (int i = 0; i < 2; i++) {
+        st->file[i].max_bytes = max_bytes ? max_bytes : lg->max_bytes;
+        st->file[i].keep = keep ? keep : lg->keep;
+    }
+    return 0;
+}
+
+void logs_stream_set_pid(logs_stream *st, pid_t pid)
+{
+    st->pid = pid;
+    for (logs_pipe *p = st->pipes; p; p = p->next)
+        if (!p->pid && !p->closing)
+            p->pid = pid;
 }
 
 bool logs_stream_open(const logs_stream *st)

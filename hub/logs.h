@@ -55,6 +55,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 #include <uv.h>
 
 #define LOGS_LINE_MAX 8192   /* longer lines are split into pieces of this size
@@ -68,6 +69,8 @@ typedef struct {
     size_t      ring_bytes;   /* in-memory ring per slot, both streams; a line takes
                                  16 + len rounded up to 8 bytes; 0 = 32 KiB, min 256 */
     bool        echo;         /* also write "[app:id] line" / "[app:id!] line" to the hub's stderr */
+    bool        timestamps;   /* files: each line starts with an RFC 3339 UTC time in ms and a space */
+    bool        json;         /* files: one JSON object a line {ts, app, id, pid, stream, line} */
 } logs_config;
 
 typedef enum { LOGS_OUT = 0, LOGS_ERR = 1 } logs_fd;
@@ -160,6 +163,21 @@ logs_stream *logs_stream_find(logs *lg, const char *app, int id);
  */
 #define LOGS_UTF8_CAP(len) (3 * (len))
 size_t logs_line_utf8(const char *text, size_t len, char *out, size_t cap);
+
+/*
+ * Sets how the stream's files are written from its next line on: with
+ * timestamps and/or as JSON (logs_config's meaning), rotated past max_bytes
+ * keeping keep old files (0: the manager's). Returns 0, or -1 when out of
+ * memory (nothing changed).
+ */
+int logs_stream_format(logs_stream *st, bool timestamps, bool json, uint64_t max_bytes, unsigned keep);
+
+/*
+ * Names pid as the process whose output the stream's pipes attached last
+ * (and that have no pid yet) carry, and the pid of lines logged through
+ * logs_stream_line: the "pid" of JSON log lines.
+ */
+void logs_stream_set_pid(logs_stream *st, pid_t pid);
 
 /* Reopens every file, recreating the directory if needed (after logrotate
  * moved them away; SIGUSR1). Lines go to the new files from the next read. */

@@ -84,10 +84,14 @@ static void slot_exited(const slot_fsm *s, const slot_input *in, slot_decision *
     switch (s->state) {
     case SLOT_STARTING:
     case SLOT_ONLINE:
-        if (in->stopping_all)
+        if (in->stopping_all) {
             d->next.state = SLOT_STOPPED;
-        else
+        } else if (in->no_restart) {
+            d->next.state = SLOT_STOPPED;
+            d->act = SLOT_DO_EXITED;
+        } else {
             slot_failed(d, in->lived_ms);
+        }
         break;
     case SLOT_STOPPING:
         d->next.state = SLOT_STOPPED;

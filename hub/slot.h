@@ -19,6 +19,7 @@
  *  STARTING,   EXITED           BACKOFF     BACKOFF (delay: slot_backoff_ms)
  *   ONLINE                      ERRORED     ERRORED (after SUPERVISE_MAX_FAILS quick failures)
  *                               STOPPED     -       (while stopping everything)
+ *                               STOPPED     EXITED  (the app's restart policy says no)
  *  BACKOFF     BACKOFF_DONE     STARTING    SPAWN   (not while stopping everything)
  *  STOPPING    EXITED           STOPPED     -
  *  RESTARTING  EXITED           STARTING    SPAWN   (STOPPED while stopping everything)
@@ -89,6 +90,7 @@ typedef struct {
     uint64_t lived_ms;      /* EXITED: how long the process ran (0: could not be started) */
     bool     stopping_all;  /* the supervisor is stopping every worker */
     bool     has_cur;       /* REPL_EXITED: the slot still has a current process */
+    bool     no_restart;    /* EXITED: the app's restart policy does not restart this exit */
 } slot_input;
 
 typedef enum {
@@ -96,6 +98,7 @@ typedef enum {
     SLOT_DO_SPAWN,          /* cancel the backoff timer, start a current process */
     SLOT_DO_BACKOFF,        /* report the exit, arm the backoff timer for delay_ms */
     SLOT_DO_ERRORED,        /* report the exit: errored, not restarting */
+    SLOT_DO_EXITED,         /* report the exit: not restarted, by the restart policy */
     SLOT_DO_STOP,           /* cancel the backoff timer, stop the replacement and the current process */
     SLOT_DO_STOP_CUR,       /* cancel the backoff timer, stop the current process only */
     SLOT_DO_REPLACE,        /* start a replacement beside the current process */

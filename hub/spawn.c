@@ -153,6 +153,18 @@ pid_t spawn_start(const spawn_spec *spec, char *err, size_t errcap)
                 spawn_child_fail(sfd, errno);
             spawn_itoa((long)getpid(), listen_pid + strlen("LISTEN_PID="));
         }
+        /* Credentials, groups first (setgroups needs root), uid last; a change
+         * of credentials clears the parent-death signal, so it is set again. */
+        if (spec->set_ids) {
+            if (syscall(SYS_setgroups, spec->ngroups, spec->groups) != 0 ||
+                syscall(SYS_setresgid, spec->gid, spec->gid, spec->gid) != 0 ||
+                syscall(SYS_setresuid, spec->uid, spec->uid, spec->uid) != 0)
+                spawn_child_fail(sfd, errno);
+            if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != parent)
+                _exit(127);
+        }
+        if (spec->cwd && chdir(spec->cwd) != 0)
+            spawn_child_fail(sfd, errno);
         /* Nothing else of the hub's (or of whoever started the hub) leaks in. */
         close_range(lfd >= 0 ? 4 : 3, ~0U, CLOSE_RANGE_CLOEXEC);
         execve(spec->path, spec->argv, envp);

@@ -9,6 +9,7 @@
 #ifndef DROVER_HUB_SPAWN_H
 #define DROVER_HUB_SPAWN_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <sys/types.h>
 
@@ -21,6 +22,12 @@ typedef struct {
     const char  *listen_name; /* LISTEN_FDNAMES value */
     int          out_fd;      /* the child's stdout (write end of a pipe); -1 = /dev/null */
     int          err_fd;      /* the child's stderr; -1 = /dev/null */
+    const char  *cwd;         /* working directory; NULL = the hub's */
+    bool         set_ids;     /* become uid/gid with groups (the hub runs as root) */
+    uid_t        uid;
+    gid_t        gid;
+    const gid_t *groups;      /* supplementary groups, ngroups of them */
+    size_t       ngroups;
 } spawn_spec;
 
 /*
@@ -34,7 +41,8 @@ int spawn_resolve(const char *cmd, char *out, size_t cap);
  * Forks and execs a worker. The child gets stdin from /dev/null, its own
  * process group (so the hub can signal it and everything it starts), default
  * signal dispositions and an empty signal mask, and PR_SET_PDEATHSIG=SIGKILL
- * so it dies with the hub. Returns the pid once exec has succeeded, or -1
+ * so it dies with the hub; then, between fork and exec, its groups, gid and
+ * uid (set_ids), and its working directory (cwd). Returns the pid once exec has succeeded, or -1
  * with a one-line message in err when fork or exec failed.
  */
 pid_t spawn_start(const spawn_spec *spec, char *err, size_t errcap);

@@ -62,6 +62,7 @@ typedef struct {
     uint32_t nmetrics;
     report_metric metrics[REPORT_METRICS_MAX];
     int      ready;             /* -1 unknown */
+    unsigned ready_by;          /* STATE_READY_* bits: which signals said ready */
 
     /* the current interval (state_tick() closes it) */
     uint32_t iv_reports;        /* reports applied in it */
@@ -322,6 +323,7 @@ static void state_reset_process(worker *w)
     w->lat_cur.n = w->lag_cur.n = 0;
     w->has_lat_base = w->has_lag_base = false;
     w->ready = -1;
+    w->ready_by = 0;
     w->sampled = false;
     w->cpu_pct = NAN;
     w->cpu_decimals = 2;
@@ -446,11 +448,15 @@ static void state_apply_figures(worker *w, const report *r)
 }
 
 /* Sets readiness and tells the hook when a process becomes ready. */
-static void state_set_ready(state *s, worker *w, bool ready)
+static void state_set_ready(state *s, worker *w, bool ready, unsigned by)
 {
     int was = w->ready;
+    unsigned had = w->ready_by;
     w->ready = ready;
-    if (ready && was != 1 && s->on_ready)
+    if (ready)
+        w->ready_by |= by;
+    /* again when another kind of signal says it (a pinned readiness mode waits for its own) */
+    if (ready && (was != 1 || !(had & by)) && s->on_ready)
         s->on_ready(s->on_ready_ctx, w->key, w->pid);
 }
 
@@ -490,7 +496,7 @@ void state_apply_report(state *s, const report *r, double now)
     if (r->has & REPORT_HAS_WID)
         w->wid = (int64_t)r->wid;
     if (r->has & REPORT_HAS_READY)
-        state_set_ready(s, w, r->ready);
+        state_set_ready(s, w, r->ready, STATE_READY_AGENT);
 
     if (r->type == REPORT_T_HELLO && r->seq == 0)
         w->saw_hello = true;            /* counts from here start at zero */
@@ -508,7 +514,7 @@ void state_apply_notify(state *s, pid_t pid, const notify_msg *m, double now)
     s->c.reports_total++;
     w->spoke = true;
     if (m->ready)
-        state_set_ready(s, w, true);
+        state_set_ready(s, w, true, STATE_READY_NOTIFY);
     if (m->stopping && !w->supervised && w->ws != WS_GONE)
         w->ws = WS_STOPPING;
 }
@@ -880,6 +886,7 @@ void state_sup_exited(state *s, uint32_t key, int wstatus, worker_state ws)
     w->pid = 0;
     w->ws = ws;
     w->ready = -1;
+    w->ready_by = 0;
     state_reindex(s);
 }
 
@@ -907,6 +914,12 @@ int state_sup_ready(const state *s, uint32_t key)
 {
     worker *w = state_by_key(s, key);
     return w ? w->ready : -1;
+}
+
+unsigned state_sup_ready_by(const state *s, uint32_t key)
+{
+    worker *w = state_by_key(s, key);
+    return w ? w->ready_by : 0;
 }
 
 bool state_sup_spoke(const state *s, uint32_t key)

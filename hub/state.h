@@ -237,6 +237,10 @@ void state_sup_remove(state *s, uint32_t key);
 /* Readiness of its current process: 1, 0, or -1 (never said). */
 int state_sup_ready(const state *s, uint32_t key);
 
+/* Which signals said its current process is ready (bits). */
+enum { STATE_READY_AGENT = 1, STATE_READY_NOTIFY = 2 };
+unsigned state_sup_ready_by(const state *s, uint32_t key);
+
 /* True if its current process has sent any datagram (agent or sd_notify). */
 bool state_sup_spoke(const state *s, uint32_t key);
 

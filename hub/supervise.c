@@ -27,6 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 extern char **environ;
@@ -71,6 +72,18 @@ typedef struct {
     uint64_t    started_ms;
 } reload_state;
 
+#define SUP_NOTES 16            /* last events kept per app, for describe */
+
+/* One event of an app, kept for describe. */
+typedef struct {
+    double      ts;            /* wall clock, Unix seconds */
+    ctl_event_kind kind;
+    char        reason[24];
+    const char *cause;         /* a worker ended or was replaced: crash, exit, max-memory, reload, manual; else NULL */
+    bool        command;       /* a command's note (kill, restart), not an event */
+    char        text[232];
+} sup_note;
+
 struct app {
     supervise  *sv;
     char        name[REPORT_NAME_MAX];
@@ -95,6 +108,28 @@ struct app {
     bool        announce;      /* growth by a command: send scale events */
     uint64_t    grow_said_ms;  /* when its last progress event was sent */
     app        *next;
+
+    /* settings from a config file (NULL/0/false for `drover run`) */
+    char       *cwd;
+    char       *user;
+    char       *listen_spec;
+    bool        set_ids;
+    uid_t       uid;
+    gid_t       gid;
+    gid_t      *groups;
+    size_t      ngroups;
+    supervise_restart_policy restart;
+    supervise_ready_mode ready_mode;
+    bool        ready_learned; /* a worker of the app has signalled readiness */
+    int         stop_signal;
+    bool        own_listen;    /* listen_fd is the app's to close */
+    bool        removing;      /* supervise_remove_app: freed once no process is left */
+    bool        log_set;       /* its streams are formatted as below (logs_stream_format) */
+    bool        log_timestamps, log_json;
+    uint64_t    log_max_size;
+    unsigned    log_keep;
+    sup_note    notes[SUP_NOTES];
+    unsigned    nnotes;        /* notes recorded ever; the last SUP_NOTES are kept */
 };
 
 struct supervise {
@@ -119,6 +154,7 @@ typedef struct {
     pid_t       pid;           /* 0: it could not be started */
     uint64_t    lived_ms;
     const char *why;           /* a replacement's end: why the reload is aborted */
+    bool        no_restart;    /* the app's restart policy does not restart this exit */
 } sup_cause;
 
 static void sup_spawn(slot *sl, bool replacement);
@@ -130,6 +166,7 @@ static void sup_check_stopped_all(supervise *sv);
 static void sup_grow_start(app *a, bool announce);
 static void sup_reload_begin(app *a);
 static void sup_grow_end(app *a, const char *why);
+static void sup_app_gone_check(app *a);
 
 /* ---- helpers ------------------------------------------------------------ */
 
@@ -146,8 +183,61 @@ void supervise_emit(supervise_event_fn ev, void *ctx, ctl_event e, const char *f
     ev(ctx, &e);
 }
 
+static app *sup_app(supervise *sv, const char *name);
+
+/* Keeps event e (its text formatted already) in its app's notes, for describe. */
+static void sup_note_event(supervise *sv, const ctl_event *e)
+{
+    app *a = e->app ? sup_app(sv, e->app) : NULL;
+    if (!a)
+        return;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    sup_note *n = &a->notes[a->nnotes++ % SUP_NOTES];
+    n->ts = (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+    n->kind = e->kind;
+    snprintf(n->reason, sizeof n->reason, "%s", e->reason ? e->reason : "");
+    /* what ended or replaced a worker, for describe's restarts */
+    n->cause = NULL;
+    n->command = false;
+    if (e->kind == CTL_EV_EXIT)
+        n->cause = e->reason && strcmp(e->reason, "stopped") == 0 ? "exit" : "crash";
+    else if (e->kind == CTL_EV_REPLACE && e->phase == CTL_PHASE_STARTED)
+        n->cause = "max-memory";
+    else if (e->kind == CTL_EV_RELOAD && (e->phase == CTL_PHASE_DONE || e->phase == CTL_PHASE_ABORTED))
+        n->cause = "reload";
+
+    snprintf(n->text, sizeof n->text, "%s", e->text ? e->text : "");
+}
+
+/* Notes a command (kill, restart) on app a for describe, without an event (the reply says it). */
+static void sup_note_manual(app *a, int id, const char *text)
+{
+    ctl_event e = ctl_event_make(CTL_EV_KILL, CTL_PHASE_NONE, a->name, id, 0);
+    e.text = text;
+    sup_note_event(a->sv, &e);
+    sup_note *n = &a->notes[(a->nnotes - 1) % SUP_NOTES];
+    n->cause = "manual";
+    n->command = true;
+}
+
+/* supervise_emit for the supervisor's own events: also noted in the app (describe). */
+__attribute__((format(printf, 3, 4)))
+static void sup_event_send(supervise *sv, ctl_event e, const char *fmt, ...)
+{
+    char line[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    e.text = line;
+    sup_note_event(sv, &e);
+    if (sv->ev)
+        sv->ev(sv->ev_ctx, &e);
+}
+
 /* Sends one typed event, with its formatted text, to the hub. */
-#define sup_event(sv, e, ...) supervise_emit((sv)->ev, (sv)->ev_ctx, e, __VA_ARGS__)
+#define sup_event(sv, e, ...) sup_event_send((sv), e, __VA_ARGS__)
 
 /* The event of a's reload (or single replacement) at phase, with its counts. */
 static ctl_event sup_reload_event(const app *a, ctl_phase phase, const char *reason)
@@ -278,8 +368,11 @@ static void sup_on_start_deadline(uv_timer_t *t)
     if (!p->grace_done) {
         p->grace_done = true;
         /* A worker that speaks neither the agent protocol nor sd_notify cannot
-         * say it is ready: running through the grace period has to do. */
-        if (!state_sup_spoke(sv->st, p->key)) {
+         * say it is ready: running through the grace period has to do —
+         * unless its app is known to signal readiness (learned, or pinned). */
+        bool must_signal = a->ready_mode == SUPERVISE_READY_NOTIFY || a->ready_mode == SUPERVISE_READY_AGENT ||
+                           (a->ready_mode == SUPERVISE_READY_AUTO && a->ready_learned);
+        if (a->ready_mode == SUPERVISE_READY_NONE || (!must_signal && !state_sup_spoke(sv->st, p->key))) {
             sup_mark_online(p);
             return;
         }
@@ -353,6 +446,8 @@ static void sup_spawn(slot *sl, bool replacement)
         .listen_fd = sl->lsock >= 0 ? lgroup_fd(a->group, sl->lsock) : a->listen_fd,
         .listen_name = a->listen_name,
         .out_fd = outp[1], .err_fd = errp[1],
+        .cwd = a->cwd, .set_ids = a->set_ids, .uid = a->uid, .gid = a->gid,
+        .groups = a->groups, .ngroups = a->ngroups,
     };
     pid_t pid = spawn_start(&spec, err, sizeof err);
     a->env[a->nenv] = NULL;
@@ -373,6 +468,8 @@ static void sup_spawn(slot *sl, bool replacement)
         sup_event(sv, ctl_event_make(CTL_EV_ERROR, CTL_PHASE_NONE, a->name, sl->id, pid),
                   "%s:%d: output of pid %d not captured (too many open pipes?)",
                   a->name, sl->id, pid);
+    if (sl->ls)
+        logs_stream_set_pid(sl->ls, pid);
 
     proc *p = calloc(1, sizeof *p);
     if (!p) {
@@ -428,7 +525,7 @@ static void sup_stop_proc(proc *p)
      * keeps; a replacement or a retiring process has a row of its own. */
     if (!p->sl || p->sl->cur != p)
         state_sup_set(p->a->sv->st, p->key, WS_STOPPING);
-    kill(p->pid, SIGTERM);
+    kill(p->pid, p->a->stop_signal ? p->a->stop_signal : SIGTERM);
     sup_deadline(p, p->a->kill_timeout_ms, sup_on_kill_deadline);
 }
 
@@ -522,7 +619,8 @@ static slot_action sup_slot_step(slot *sl, slot_input_kind kind, const sup_cause
     app *a = sl->a;
     supervise *sv = a->sv;
     slot_input in = {.kind = kind, .lived_ms = c ? c->lived_ms : 0,
-                     .stopping_all = sv->stopping_all, .has_cur = sl->cur != NULL};
+                     .stopping_all = sv->stopping_all, .has_cur = sl->cur != NULL,
+                     .no_restart = c && c->no_restart};
     slot_decision d = slot_next(&sl->fsm, &in);
     if (d.act == SLOT_DO_PROMOTE)
         sup_promote(sl);
@@ -541,6 +639,12 @@ static slot_action sup_slot_step(slot *sl, slot_input_kind kind, const sup_cause
                   a->name, sl->id, c->pid, c->status, c->lived_ms / 1000.0,
                   (long long)d.next.restarts, (unsigned long long)d.delay_ms);
         uv_timer_start(&sl->backoff, sup_on_backoff, d.delay_ms, 0);
+        break;
+    case SLOT_DO_EXITED:
+        sup_event(sv, sup_exit_event(a, sl->id, c->pid, "stopped"),
+                  "%s:%d (pid %d) ended with %s after %.1f s; not restarted (restart = %s)",
+                  a->name, sl->id, c->pid, c->status, c->lived_ms / 1000.0,
+                  a->restart == SUPERVISE_RESTART_NEVER ? "never" : "on-failure");
         break;
     case SLOT_DO_ERRORED:
         sup_event(sv, sup_exit_event(a, sl->id, c->pid, "errored"),
@@ -588,7 +692,11 @@ static void sup_slot_exit(slot *sl, int status, pid_t pid, uint64_t lived_ms)
     char st[64];
     sup_status(status, st, sizeof st);
     state_sup_exited(sl->a->sv->st, sl->key, status, slot_worker_state(sl->fsm.state));
-    sup_slot_step(sl, SLOT_IN_EXITED, &(sup_cause){.status = st, .pid = pid, .lived_ms = lived_ms});
+    supervise_restart_policy r = sl->a->restart;
+    bool clean = pid > 0 && WIFEXITED(status) && WEXITSTATUS(status) == 0;
+    bool no_restart = r == SUPERVISE_RESTART_NEVER || (r == SUPERVISE_RESTART_ON_FAILURE && clean);
+    sup_slot_step(sl, SLOT_IN_EXITED, &(sup_cause){.status = st, .pid = pid, .lived_ms = lived_ms,
+                                                    .no_restart = no_restart});
 }
 
 /* ---- exits -------------------------------------------------------------- */
@@ -639,6 +747,8 @@ static void sup_exited(proc *p, int status)
         break;
     }
     sup_free_proc(p);
+    if (a->removing)
+        sup_app_gone_check(a);
     sup_check_stopped_all(sv);
 }
 
@@ -677,8 +787,20 @@ void supervise_reap(supervise *sv)
 void supervise_on_ready(supervise *sv, uint32_t key, pid_t pid)
 {
     proc *p = sup_find_pid(sv, pid);
-    if (p && p->key == key)
+    if (p && p->key == key) {
+        /* a pinned mode waits for its own signal */
+        unsigned by = state_sup_ready_by(sv->st, key);
+        if ((p->a->ready_mode == SUPERVISE_READY_NOTIFY && !(by & STATE_READY_NOTIFY)) ||
+            (p->a->ready_mode == SUPERVISE_READY_AGENT && !(by & STATE_READY_AGENT)))
+            return;
+        if (!p->a->ready_learned && p->a->ready_mode == SUPERVISE_READY_AUTO) {
+            p->a->ready_learned = true;
+            sup_event(sv, ctl_event_make(CTL_EV_READY, CTL_PHASE_NONE, p->a->name, p->sl ? p->sl->id : -1, pid),
+                      "%s: its workers signal readiness: every later worker must, within %u ms",
+                      p->a->name, p->a->ready_timeout_ms);
+        }
         sup_mark_online(p);
+    }
 }
 
 /* Starts replacing slot sl (readiness-gated); 0 if a replacement is starting. */
@@ -727,12 +849,12 @@ static bool sup_env_ours(const char *e)
 }
 
 /*
- * NODE_OPTIONS with the agent preloaded: the user's own options first, then
+ * NODE_OPTIONS with the agent preloaded: the user's own options (user, or
+ * NULL) first, then
  * --require. Paths with spaces are quoted as Node's option parser expects.
  */
-static char *sup_node_options(const char *agent)
+static char *sup_node_options(const char *agent, const char *user)
 {
-    const char *user = getenv("NODE_OPTIONS");
     size_t n = strlen(agent) + (user ? strlen(user) : 0) + 48;
     char *s = malloc(n);
     if (s)
@@ -771,6 +893,10 @@ static slot *sup_slot_new(app *a, int id)
     if (a->lg) {
         char err[256];
         sl->ls = logs_stream_get(a->lg, a->name, id, err, sizeof err);
+        if (sl->ls && a->log_set &&
+            logs_stream_format(sl->ls, a->log_timestamps, a->log_json, a->log_max_size, a->log_keep) != 0)
+            sup_event(a->sv, ctl_event_make(CTL_EV_ERROR, CTL_PHASE_NONE, a->name, id, 0),
+                      "%s:%d: log format not set: out of memory", a->name, id);
         if (!sl->ls)
             sup_event(a->sv, ctl_event_make(CTL_EV_ERROR, CTL_PHASE_NONE, a->name, id, 0),
                       "%s:%d: output not captured: %s", a->name, id, err);
@@ -814,71 +940,191 @@ supervise *supervise_new(uv_loop_t *loop, state *st, supervise_event_fn ev, void
     return sv;
 }
 
+/* Sets app a's log format and applies it to the streams of its slots. Returns 0, or -1 (out of memory). */
+static int sup_app_logs_set(app *a, bool timestamps, bool json, uint64_t max_size, unsigned keep)
+{
+    a->log_set = true;
+    a->log_timestamps = timestamps;
+    a->log_json = json;
+    a->log_max_size = max_size;
+    a->log_keep = keep;
+    int rc = 0;
+    for (int i = 0; i < a->nslots; i++)
+        if (a->slots[i]->ls && logs_stream_format(a->slots[i]->ls, timestamps, json, max_size, keep) != 0)
+            rc = -1;
+    return rc;
+}
+
+int supervise_app_logs(supervise *sv, const char *name, bool timestamps, bool json, uint64_t max_size,
+                       unsigned keep, char *msg, size_t cap)
+{
+    app *a = sup_app(sv, name);
+    if (!a) {
+        snprintf(msg, cap, "no app named '%s'", name);
+        return -1;
+    }
+    if (sup_app_logs_set(a, timestamps, json, max_size, keep) != 0) {
+        snprintf(msg, cap, "out of memory for the log buffers");
+        return -1;
+    }
+    snprintf(msg, cap, "log files now %s%s", json ? "json" : "text", timestamps ? " with timestamps" : "");
+    return 0;
+}
+
+/* Frees a NULL-terminated vector of strings. */
+static void sup_strv_free(char **v)
+{
+    if (!v)
+        return;
+    for (char **e = v; *e; e++)
+        free(*e);
+    free(v);
+}
+
+/* The value of key in a "K=V" vector, or NULL. */
+static const char *sup_env_get(char *const *env, const char *key)
+{
+    size_t kl = strlen(key);
+    for (size_t i = 0; env && env[i]; i++)
+        if (strncmp(env[i], key, kl) == 0 && env[i][kl] == '=')
+            return env[i] + kl + 1;
+    return NULL;
+}
+
+/* strdup of s, NULL for NULL; *fail set when out of memory. */
+static char *sup_dup(const char *s, bool *fail)
+{
+    char *d = s ? strdup(s) : NULL;
+    if (s && !d)
+        *fail = true;
+    return d;
+}
+
+/*
+ * Gives app a the settings of spec (everything but its name, instances and
+ * lg): built aside first, so that a failure (out of memory) leaves a as it
+ * was. The worker environment is spec's base (or the hub's own) without the
+ * variables drover sets, then drover's. Returns 0, or -1 with err set.
+ */
+static int sup_app_configure(app *a, const supervise_app_spec *spec, char *err, size_t errcap)
+{
+    char *const *base = spec->env ? spec->env : environ;
+    size_t argc = 0, nbase = 0;
+    while (spec->argv[argc])
+        argc++;
+    while (base[nbase])
+        nbase++;
+    bool fail = false;
+    char **argv = calloc(argc + 1, sizeof *argv);
+    char **env = calloc(nbase + 10, sizeof *env);
+    gid_t *groups = spec->ngroups ? calloc(spec->ngroups, sizeof *groups) : NULL;
+    fail = !argv || !env || (spec->ngroups && !groups);
+    for (size_t i = 0; !fail && i < argc; i++)
+        fail = !(argv[i] = strdup(spec->argv[i]));
+    size_t nenv = 0;
+    for (size_t i = 0; !fail && i < nbase; i++) {
+        if (sup_env_ours(base[i]) || (spec->node_agent && strncmp(base[i], "NODE_OPTIONS=", 13) == 0))
+            continue;
+        fail = !(env[nenv++] = strdup(base[i]));
+    }
+    if (!fail) {
+        env[nenv++] = sup_kv("DROVER_SOCKET", spec->agent_socket);
+        env[nenv++] = sup_kv("NOTIFY_SOCKET", spec->agent_socket);
+        env[nenv++] = sup_kv("DROVER_NAME", spec->app);
+        if (spec->listen_spec)
+            env[nenv++] = sup_kv("DROVER_LISTEN", spec->listen_spec);
+        if (!sup_env_get(base, "DROVER_DRAIN_TIMEOUT_MS")) {
+            /* An agent that drains on SIGTERM should give up on idle connections
+             * before the hub's SIGKILL comes. */
+            char dt[32];
+            unsigned k = spec->kill_timeout_ms;
+            snprintf(dt, sizeof dt, "%u", k > 1000 ? k - 500 : k * 9 / 10);
+            env[nenv++] = sup_kv("DROVER_DRAIN_TIMEOUT_MS", dt);
+        }
+        if (spec->node_agent)
+            env[nenv++] = sup_node_options(spec->node_agent, sup_env_get(base, "NODE_OPTIONS"));
+        if (!sup_env_get(base, "DROVER_INTERVAL_MS")) {
+            char iv[32];
+            snprintf(iv, sizeof iv, "%u", spec->interval_ms);
+            env[nenv++] = sup_kv("DROVER_INTERVAL_MS", iv);
+        }
+        /* two spare entries: DROVER_WORKER_ID and the terminating NULL */
+        for (size_t i = 0; i < nenv; i++)
+            fail |= !env[i];
+    }
+    char *cwd = sup_dup(spec->cwd, &fail), *user = sup_dup(spec->user, &fail);
+    char *lspec = sup_dup(spec->listen_spec, &fail);
+    if (fail) {
+        snprintf(err, errcap, "out of memory");
+        sup_strv_free(argv);
+        sup_strv_free(env);
+        free(groups);
+        free(cwd);
+        free(user);
+        free(lspec);
+        return -1;
+    }
+    if (spec->ngroups)
+        memcpy(groups, spec->groups, spec->ngroups * sizeof *groups);
+
+    /* swap */
+    sup_strv_free(a->argv);
+    sup_strv_free(a->env);
+    free(a->groups);
+    free(a->cwd);
+    free(a->user);
+    free(a->listen_spec);
+    if (a->own_listen && a->listen_fd >= 0 && a->listen_fd != spec->listen_fd)
+        close(a->listen_fd);
+    a->argv = argv;
+    a->env = env;
+    a->nenv = nenv;
+    a->groups = groups;
+    a->ngroups = spec->ngroups;
+    a->cwd = cwd;
+    a->user = user;
+    a->listen_spec = lspec;
+    snprintf(a->path, sizeof a->path, "%s", spec->path);
+    snprintf(a->listen_name, sizeof a->listen_name, "%s", spec->listen_name ? spec->listen_name : spec->app);
+    a->listen_fd = spec->listen_fd;
+    a->own_listen = spec->own_listen;
+    a->kill_timeout_ms = spec->kill_timeout_ms;
+    a->ready_timeout_ms = spec->ready_timeout_ms;
+    a->max_memory = spec->max_memory;
+    a->set_ids = spec->set_ids;
+    a->uid = spec->uid;
+    a->gid = spec->gid;
+    a->restart = spec->restart;
+    if (a->ready_mode != spec->ready)
+        a->ready_learned = false;
+    a->ready_mode = spec->ready;
+    a->stop_signal = spec->stop_signal ? spec->stop_signal : SIGTERM;
+    if (spec->log_set)
+        sup_app_logs_set(a, spec->log_timestamps, spec->log_json, spec->log_max_size, spec->log_keep);
+    return 0;
+}
+
 int supervise_add_app(supervise *sv, const supervise_app_spec *spec, char *err, size_t errcap)
 {
+    app *old = sup_app(sv, spec->app);
+    if (old) {
+        snprintf(err, errcap, old->removing ? "app %s is still stopping" : "app %s exists already", spec->app);
+        return -1;
+    }
     app *a = calloc(1, sizeof *a);
     if (!a) {
         snprintf(err, errcap, "out of memory");
         return -1;
     }
     a->sv = sv;
+    a->listen_fd = -1;
     snprintf(a->name, sizeof a->name, "%s", spec->app);
-    snprintf(a->path, sizeof a->path, "%s", spec->path);
-    snprintf(a->listen_name, sizeof a->listen_name, "%s", spec->listen_name ? spec->listen_name : spec->app);
-    a->listen_fd = spec->listen_fd;
-    a->group = spec->group;
-    a->kill_timeout_ms = spec->kill_timeout_ms;
-    a->ready_timeout_ms = spec->ready_timeout_ms;
-    a->max_memory = spec->max_memory;
+    a->group = spec->group;   /* reuseport: the app's socket per slot (not changed by an apply) */
     a->lg = spec->lg;
-
-    size_t argc = 0;
-    while (spec->argv[argc])
-        argc++;
-    a->argv = calloc(argc + 1, sizeof *a->argv);
-    size_t nenv = 0;
-    while (environ[nenv])
-        nenv++;
-    a->env = calloc(nenv + 10, sizeof *a->env);
-    if (!a->argv || !a->env) {
-        snprintf(err, errcap, "out of memory");
-        free(a->argv);
-        free(a->env);
+    if (sup_app_configure(a, spec, err, errcap) != 0) {
         free(a);
         return -1;
     }
-    for (size_t i = 0; i < argc; i++)
-        a->argv[i] = strdup(spec->argv[i]);
-    bool has_interval = false;
-    for (size_t i = 0; i < nenv; i++) {
-        if (sup_env_ours(environ[i]) ||
-            (spec->node_agent && strncmp(environ[i], "NODE_OPTIONS=", 13) == 0))
-            continue;
-        has_interval |= strncmp(environ[i], "DROVER_INTERVAL_MS=", 19) == 0;
-        a->env[a->nenv++] = strdup(environ[i]);
-    }
-    a->env[a->nenv++] = sup_kv("DROVER_SOCKET", spec->agent_socket);
-    a->env[a->nenv++] = sup_kv("NOTIFY_SOCKET", spec->agent_socket);
-    a->env[a->nenv++] = sup_kv("DROVER_NAME", a->name);
-    if (spec->listen_spec)
-        a->env[a->nenv++] = sup_kv("DROVER_LISTEN", spec->listen_spec);
-    if (!getenv("DROVER_DRAIN_TIMEOUT_MS")) {
-        /* An agent that drains on SIGTERM should give up on idle connections
-         * before the hub's SIGKILL comes. */
-        char dt[32];
-        unsigned k = spec->kill_timeout_ms;
-        snprintf(dt, sizeof dt, "%u", k > 1000 ? k - 500 : k * 9 / 10);
-        a->env[a->nenv++] = sup_kv("DROVER_DRAIN_TIMEOUT_MS", dt);
-    }
-    if (spec->node_agent)
-        a->env[a->nenv++] = sup_node_options(spec->node_agent);
-    if (!has_interval) {
-        char iv[32];
-        snprintf(iv, sizeof iv, "%u", spec->interval_ms);
-        a->env[a->nenv++] = sup_kv("DROVER_INTERVAL_MS", iv);
-    }
-    /* two spare entries: DROVER_WORKER_ID and the terminating NULL */
-
     a->next = sv->apps;
     sv->apps = a;
     /* Its workers start from the loop's first turns, a batch at a time. */
@@ -944,6 +1190,7 @@ int supervise_kill(supervise *sv, const char *name, int id, char *msg, size_t ca
         snprintf(msg, cap, "killing %s:%d", a->name, id);
     else
         snprintf(msg, cap, "killing %d workers of %s", n, a->name);
+    sup_note_manual(a, id, msg);
     return 0;
 }
 
@@ -960,6 +1207,7 @@ int supervise_restart(supervise *sv, const char *name, int id, char *msg, size_t
         snprintf(msg, cap, "restarting %s:%d", a->name, id);
     else
         snprintf(msg, cap, "restarting every worker of %s", a->name);
+    sup_note_manual(a, id, msg);
     return 0;
 }
 
@@ -1409,6 +1657,21 @@ void supervise_hurry(supervise *sv)
     }
 }
 
+/* Frees app a's memory (its slots' handles are closed or closing). */
+static void sup_app_free(app *a)
+{
+    free(a->slots);
+    sup_strv_free(a->env);
+    sup_strv_free(a->argv);
+    free(a->groups);
+    free(a->cwd);
+    free(a->user);
+    free(a->listen_spec);
+    if (a->own_listen && a->listen_fd >= 0)
+        close(a->listen_fd);
+    free(a);
+}
+
 void supervise_free(supervise *sv)
 {
     if (!sv)
@@ -1425,14 +1688,7 @@ void supervise_free(supervise *sv)
             sl->backoff.data = sl;
             uv_close((uv_handle_t *)&sl->backoff, sup_slot_free_cb);
         }
-        free(a->slots);
-        for (char **e = a->env; *e; e++)
-            free(*e);
-        free(a->env);
-        for (char **v = a->argv; *v; v++)
-            free(*v);
-        free(a->argv);
-        free(a);
+        sup_app_free(a);
         a = next;
     }
     uv_idle_stop(sv->grow);
@@ -1442,6 +1698,148 @@ void supervise_free(supervise *sv)
     free(sv);
 }
 
+/* ---- apps from a config file ------------------------------------------- */
+
+/* A removed app with no process left is unlinked and freed. */
+static void sup_app_gone_check(app *a)
+{
+    if (!a->removing || a->nslots > 0 || a->retiring)
+        return;
+    supervise *sv = a->sv;
+    for (app **pp = &sv->apps; *pp; pp = &(*pp)->next)
+        if (*pp == a) {
+            *pp = a->next;
+            break;
+        }
+    sup_event(sv, ctl_event_make(CTL_EV_SCALE, CTL_PHASE_DONE, a->name, -1, 0), "%s: removed, every worker stopped",
+              a->name);
+    sup_app_free(a);
+}
+
+int supervise_remove_app(supervise *sv, const char *name, char *msg, size_t cap)
+{
+    app *a = sup_app(sv, name);
+    if (!a || a->removing) {
+        snprintf(msg, cap, a ? "app %s is stopping already" : "no app named '%s'", name);
+        return -1;
+    }
+    a->removing = true;
+    if (a->rl.active)
+        sup_reload_abort(a, "the app is being removed");
+    sup_grow_end(a, "the app is being removed");
+    a->want = 0;
+    int n = 0;
+    for (int i = a->nslots - 1; i >= 0; i--) {
+        n += a->slots[i]->cur != NULL;
+        sup_slot_step(a->slots[i], SLOT_IN_REMOVE, NULL);   /* may free the slot */
+    }
+    for (proc *p = a->retiring; p; p = p->next)
+        sup_stop_proc(p);
+    snprintf(msg, cap, "removing %s: stopping %d workers", name, n);
+    sup_event(sv, ctl_event_make(CTL_EV_SCALE, CTL_PHASE_STARTED, name, -1, 0), "%s", msg);
+    sup_app_gone_check(a);
+    return 0;
+}
+
+int supervise_update_app(supervise *sv, const supervise_app_spec *spec, char *msg, size_t cap)
+{
+    app *a = sup_app(sv, spec->app);
+    if (!a || a->removing) {
+        snprintf(msg, cap, a ? "app %s is being removed" : "no app named '%s'", spec->app);
+        return -1;
+    }
+    if (sv->stopping_all) {
+        snprintf(msg, cap, "drover is stopping");
+        return -1;
+    }
+    if (a->rl.active)
+        sup_reload_abort(a, "new settings arrived");
+    if (sup_app_configure(a, spec, msg, cap) != 0)
+        return -1;
+    char sm[160] = "";
+    if (spec->instances != sup_wanted(a))
+        supervise_scale(sv, a->name, spec->instances, sm, sizeof sm);
+    /* Workers being started by the scale already run the new settings; the
+     * reload replaces the others. */
+    /* The settings are the app's now (and its socket with them): whatever
+     * the reload answers, the update itself is done. */
+    char rm[160];
+    supervise_reload(sv, a->name, rm, sizeof rm);
+    snprintf(msg, cap, "%s%s%s", rm, sm[0] ? "; " : "", sm);
+    return 0;
+}
+
+/* The name of signal sig ("TERM"), or its number. */
+static const char *sup_signame(int sig, char *buf, size_t cap)
+{
+    const char *n = sigabbrev_np(sig);
+    if (n)
+        return n;
+    snprintf(buf, cap, "%d", sig);
+    return buf;
+}
+
+/* Wire names of supervise_ready_mode. */
+static const char *const sup_ready_names[] = {"auto", "notify", "agent", "none"};
+
+json_t *supervise_describe(const supervise *sv, const char *name, bool with_values)
+{
+    static const char *const restart_names[] = {"always", "on-failure", "never"};
+    const app *a = NULL;
+    for (const app *x = sv->apps; x; x = x->next)
+        if (strcmp(x->name, name) == 0)
+            a = x;
+    if (!a)
+        return NULL;
+    json_t *o = json_object();
+    json_t *argv = json_array();
+    for (char **v = a->argv; *v; v++)
+        json_array_append_new(argv, json_string(*v));
+    char sb[16];
+    json_object_set_new(o, "app", json_string(a->name));
+    json_object_set_new(o, "command", argv);
+    json_object_set_new(o, "path", json_string(a->path));
+    json_object_set_new(o, "cwd", a->cwd ? json_string(a->cwd) : json_null());
+    json_object_set_new(o, "user", a->user ? json_string(a->user) : json_null());
+    json_object_set_new(o, "uid", a->set_ids ? json_integer(a->uid) : json_null());
+    json_object_set_new(o, "gid", a->set_ids ? json_integer(a->gid) : json_null());
+    json_object_set_new(o, "listen", a->listen_spec ? json_string(a->listen_spec) : json_null());
+    json_object_set_new(o, "instances", json_integer(sup_wanted(a)));
+    json_object_set_new(o, "ready", json_string(sup_ready_names[a->ready_mode]));
+    json_object_set_new(o, "ready_learned", json_boolean(a->ready_learned));
+    json_object_set_new(o, "ready_timeout_ms", json_integer(a->ready_timeout_ms));
+    json_object_set_new(o, "kill_timeout_ms", json_integer(a->kill_timeout_ms));
+    json_object_set_new(o, "max_memory", a->max_memory ? json_integer((json_int_t)a->max_memory) : json_null());
+    json_object_set_new(o, "restart", json_string(restart_names[a->restart]));
+    json_object_set_new(o, "stop_signal", json_string(sup_signame(a->stop_signal, sb, sizeof sb)));
+    json_object_set_new(o, "removing", json_boolean(a->removing));
+    json_object_set_new(o, "reloading", json_boolean(a->rl.active));
+    /* Environment keys (values only when asked); drover's own per-worker id last. */
+    json_t *env = with_values ? json_object() : json_array();
+    for (size_t i = 0; i < a->nenv; i++) {
+        const char *eq = strchr(a->env[i], '=');
+        if (!eq)
+            continue;
+        char key[256];
+        snprintf(key, sizeof key, "%.*s", (int)(eq - a->env[i]), a->env[i]);
+        if (with_values)
+            json_object_set_new(env, key, json_string(eq + 1));
+        else
+            json_array_append_new(env, json_string(key));
+    }
+    json_object_set_new(o, "env", env);
+    json_t *notes = json_array();
+    unsigned from = a->nnotes > SUP_NOTES ? a->nnotes - SUP_NOTES : 0;
+    for (unsigned i = from; i < a->nnotes; i++) {
+        const sup_note *n = &a->notes[i % SUP_NOTES];
+        json_array_append_new(notes, json_pack("{s:f, s:s, s:s?, s:s?, s:s}", "ts", n->ts, "event",
+                                               n->command ? "command" : ctl_event_kind_name(n->kind), "reason", n->reason[0] ? n->reason : NULL,
+                                               "cause", n->cause, "text", n->text));
+    }
+    json_object_set_new(o, "events", notes);
+    return o;
+}
+
 size_t supervise_apps(const supervise *sv, const char **names, size_t cap)
 {
     size_t n = 0;
@@ -1449,6 +1847,24 @@ size_t supervise_apps(const supervise *sv, const char **names, size_t cap)
         if (n < cap)
             names[n] = a->name;
     return n;
+}
+
+const char *supervise_app_ready(const supervise *sv, const char *name, bool *learned)
+{
+    for (const app *a = sv->apps; a; a = a->next)
+        if (strcmp(a->name, name) == 0) {
+            *learned = a->ready_learned;
+            return sup_ready_names[a->ready_mode];
+        }
+    return NULL;
+}
+
+int supervise_listen_fd(const supervise *sv, const char *name)
+{
+    for (const app *a = sv->apps; a; a = a->next)
+        if (strcmp(a->name, name) == 0)
+            return a->listen_fd;
+    return -1;
 }
 
 bool supervise_has_app(const supervise *sv, const char *name)

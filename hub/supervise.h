@@ -14,6 +14,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <jansson.h>
+#include <sys/types.h>
 #include <uv.h>
 
 #include "hub/lgroup.h"
@@ -32,6 +34,19 @@
 #define SUPERVISE_PROGRESS_MS   250    /* at most one scale progress event this often */
 #define SUPERVISE_MAX_FAILS     16     /* consecutive quick failures before `errored` */
 
+/* When a worker that ended is started again. */
+typedef enum { SUPERVISE_RESTART_ALWAYS, SUPERVISE_RESTART_ON_FAILURE, SUPERVISE_RESTART_NEVER } supervise_restart_policy;
+
+/*
+ * How a new worker shows it is ready. AUTO: learned — once any worker of the
+ * app signalled readiness (agent or sd_notify READY=1), every later worker
+ * must, within ready_timeout; until then a silent worker is online after
+ * SUPERVISE_GRACE_MS. NOTIFY: it must send sd_notify READY=1; AGENT: its
+ * agent must say ready (another signal is not enough). NONE: online after
+ * the grace, whatever it says.
+ */
+typedef enum { SUPERVISE_READY_AUTO, SUPERVISE_READY_NOTIFY, SUPERVISE_READY_AGENT, SUPERVISE_READY_NONE } supervise_ready_mode;
+
 typedef struct {
     const char  *app;            /* app name */
     const char  *path;           /* resolved executable */
@@ -49,6 +64,24 @@ typedef struct {
     const char  *agent_socket;   /* DROVER_SOCKET and NOTIFY_SOCKET for the workers */
     unsigned     interval_ms;    /* DROVER_INTERVAL_MS for the workers (unless set already) */
     logs        *lg;             /* where output goes; NULL = /dev/null */
+
+    /* From a config file (hub/config.h); zeroed for `drover run`. */
+    char *const *env;            /* base environment; NULL = the hub's own (environ) */
+    const char  *cwd;            /* NULL = the hub's */
+    bool         set_ids;        /* run as uid/gid with groups (root hubs only) */
+    uid_t        uid;
+    gid_t        gid;
+    const gid_t *groups;
+    size_t       ngroups;
+    const char  *user;           /* as configured, for describe; NULL = none */
+    supervise_restart_policy restart;
+    supervise_ready_mode ready;
+    int          stop_signal;    /* 0 = SIGTERM */
+    bool         own_listen;     /* the app closes listen_fd when it no longer needs it */
+    bool         log_set;        /* the files of its workers are written as below (else as lg's) */
+    bool         log_timestamps, log_json;
+    uint64_t     log_max_size;   /* 0: lg's */
+    unsigned     log_keep;       /* 0: lg's */
 } supervise_app_spec;
 
 typedef struct supervise supervise;
@@ -68,6 +101,40 @@ supervise *supervise_new(uv_loop_t *loop, state *st, supervise_event_fn ev, void
 
 /* Adds an app and starts its workers. Returns 0, or -1 with a message in err. */
 int supervise_add_app(supervise *sv, const supervise_app_spec *spec, char *err, size_t errcap);
+
+/*
+ * Gives app spec->app new settings (everything in spec but lg; instances
+ * too) and replaces its workers one at a time, each once its replacement
+ * is ready, like a reload: replacements run the new settings. The old
+ * listening socket, when spec's is another and the app owned it, is closed
+ * once the settings are swapped (running workers hold their own copy).
+ * Returns 0 with what it started in msg (spec's listen_fd is then the
+ * app's), or -1 with why not (nothing changed: the caller keeps the fd).
+ */
+int supervise_update_app(supervise *sv, const supervise_app_spec *spec, char *msg, size_t cap);
+
+/*
+ * Changes how app name's log files are written (logs_stream_format), for
+ * every worker, from the next line on; no worker is touched. Returns 0, or
+ * -1 with why not in msg.
+ */
+int supervise_app_logs(supervise *sv, const char *name, bool timestamps, bool json, uint64_t max_size,
+                       unsigned keep, char *msg, size_t cap);
+
+/*
+ * Stops app name's workers gracefully (stop_signal, SIGKILL after its
+ * kill_timeout) and removes the app once the last one is reaped. Returns 0,
+ * or -1 with why not in msg.
+ */
+int supervise_remove_app(supervise *sv, const char *name, char *msg, size_t cap);
+
+/*
+ * What `drover describe` shows of app name as a JSON object (new
+ * reference): command, cwd, user, listen, readiness (mode and learned),
+ * limits, restart policy, stop signal, env keys (values too when
+ * with_values), and its last events. NULL when there is no such app.
+ */
+json_t *supervise_describe(const supervise *sv, const char *name, bool with_values);
 
 /* Reaps exited children (call on SIGCHLD) and acts on each exit. */
 void supervise_reap(supervise *sv);
@@ -108,6 +175,16 @@ void supervise_hurry(supervise *sv);
 
 /* Fills names (up to cap) with the apps' names, in order; returns how many apps there are. */
 size_t supervise_apps(const supervise *sv, const char **names, size_t cap);
+
+/*
+ * App name's readiness mode ("auto", "notify", "agent", "none") and, for
+ * auto, whether it learned that its workers signal readiness; NULL when
+ * there is no such app.
+ */
+const char *supervise_app_ready(const supervise *sv, const char *name, bool *learned);
+
+/* The listening socket app name's workers get, or -1 (none, or no such app). */
+int supervise_listen_fd(const supervise *sv, const char *name);
 
 /* True when the supervisor runs an app named name (it may have no worker now). */
 bool supervise_has_app(const supervise *sv, const char *name);

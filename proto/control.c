@@ -35,6 +35,11 @@ const ctl_command ctl_commands[CTL_CMD_N] = {
                   "stop [APP[:ID]]", "without a target: stop every worker, then the hub; with one: as kill", ""},
     [CTL_SCALE] = {CTL_SCALE, "scale", CTL_TARGET_APP, CTL_ARG_N | CTL_ARG_DELTA, CTL_HUB_RUN, true, true,
                    false, "scale APP N", "run N workers of APP (0..1024)", "+ -"},
+    [CTL_APPLY] = {CTL_APPLY, "apply", CTL_TARGET_NONE, CTL_ARG_FILE, CTL_HUB_RUN, false, true, false,
+                   "up [-f FILE]", "apply a config file to the running hub: start, stop, reload, scale apps", ""},
+    [CTL_DESCRIBE] = {CTL_DESCRIBE, "describe", CTL_TARGET_APP, CTL_ARG_ENV, CTL_HUB_RUN, true, false, false,
+                      "describe APP [--env]",
+                      "an app's settings, readiness, env keys (values with --env) and last events", "i"},
 };
 
 const ctl_command *ctl_command_find(const char *name)
@@ -201,7 +206,7 @@ int ctl_request_parse(const json_t *req, ctl_request *out, char *err, size_t err
     /* Arguments: each must be one this command takes, of its type and range. */
     static const struct { const char *key; unsigned bit; } known[] = {
         {"lines", CTL_ARG_LINES}, {"follow", CTL_ARG_FOLLOW}, {"n", CTL_ARG_N}, {"delta", CTL_ARG_DELTA},
-        {"format", CTL_ARG_FORMAT},
+        {"format", CTL_ARG_FORMAT}, {"file", CTL_ARG_FILE}, {"env", CTL_ARG_ENV},
     };
     for (size_t i = 0; i < sizeof known / sizeof known[0]; i++) {
         json_t *v = json_object_get(req, known[i].key);
@@ -228,6 +233,24 @@ int ctl_request_parse(const json_t *req, ctl_request *out, char *err, size_t err
                 rc = -1;
             }
             break;
+        case CTL_ARG_FILE: {
+            const char *f = json_string_value(v);
+            size_t n = f ? strlen(f) : 0;
+            if (!f || f[0] != '/' || n >= CTL_FILE_MAX || n != json_string_length(v)) {
+                snprintf(err, errcap, "\"file\" must be an absolute path shorter than %d bytes", CTL_FILE_MAX);
+                rc = -1;
+                break;
+            }
+            memcpy(out->file, f, n + 1);
+            break;
+        }
+        case CTL_ARG_ENV:
+            if (!json_is_boolean(v)) {
+                snprintf(err, errcap, "\"env\" must be true or false");
+                rc = -1;
+            }
+            out->env = json_is_true(v);
+            break;
         case CTL_ARG_FOLLOW:
             if (!json_is_boolean(v)) {
                 snprintf(err, errcap, "\"follow\" must be true or false");
@@ -238,6 +261,10 @@ int ctl_request_parse(const json_t *req, ctl_request *out, char *err, size_t err
         }
         if (rc != 0)
             return -1;
+    }
+    if ((c->args & CTL_ARG_FILE) && !out->file[0]) {
+        snprintf(err, errcap, "%s needs \"file\": the config file's absolute path", c->name);
+        return -1;
     }
     if (c->cmd == CTL_SCALE && out->has_n == out->has_delta) {
         snprintf(err, errcap, "scale needs either \"n\" (workers) or \"delta\" (more or fewer)");
@@ -265,6 +292,10 @@ json_t *ctl_request_json(const ctl_request *r)
         json_object_set_new(req, "follow", json_boolean(r->follow));
     if (r->cmd->args & CTL_ARG_FORMAT)
         json_object_set_new(req, "format", json_string(ctl_format_name(r->format)));
+    if ((r->cmd->args & CTL_ARG_FILE) && r->file[0])
+        json_object_set_new(req, "file", json_string(r->file));
+    if ((r->cmd->args & CTL_ARG_ENV) && r->env)
+        json_object_set_new(req, "env", json_true());
     if (r->has_n)
         json_object_set_new(req, "n", json_integer(r->n));
     if (r->has_delta)
@@ -359,13 +390,18 @@ char *ctl_line(json_t *obj, size_t *len)
 static const char *const ctl_event_names[CTL_EV_N] = {
     [CTL_EV_RELOAD] = "reload", [CTL_EV_REPLACE] = "replace", [CTL_EV_EXIT] = "exit",
     [CTL_EV_KILL] = "kill", [CTL_EV_SCALE] = "scale", [CTL_EV_READY] = "ready",
-    [CTL_EV_ERROR] = "error",
+    [CTL_EV_ERROR] = "error", [CTL_EV_APPLY] = "apply",
 };
 
 static const char *const ctl_phase_names[CTL_PHASE_N] = {
     [CTL_PHASE_NONE] = "none", [CTL_PHASE_STARTED] = "started", [CTL_PHASE_PROGRESS] = "progress",
     [CTL_PHASE_DONE] = "done", [CTL_PHASE_ABORTED] = "aborted",
 };
+
+const char *ctl_event_kind_name(ctl_event_kind kind)
+{
+    return (unsigned)kind < CTL_EV_N ? ctl_event_names[kind] : "?";
+}
 
 ctl_event ctl_event_make(ctl_event_kind kind, ctl_phase phase, const char *app, int id, long pid)
 {

@@ -22,12 +22,14 @@
 #define CTL_ID_MAX        1000000         /* largest worker id a target may name */
 #define CTL_SCALE_MAX     1024            /* most workers an app may run */
 #define CTL_LINES_MAX     1000000         /* most log lines one request may ask for */
+#define CTL_FILE_MAX      4096            /* a "file" argument: shorter than this */
 
 /* ---- commands ------------------------------------------------------------ */
 
 typedef enum {
     CTL_LS, CTL_SUBSCRIBE, CTL_UNSUBSCRIBE, CTL_LOGS, CTL_STREAM,
     CTL_KILL, CTL_RESTART, CTL_RELOAD, CTL_STOP, CTL_SCALE,
+    CTL_APPLY, CTL_DESCRIBE,
     CTL_CMD_N
 } ctl_cmd;
 
@@ -45,6 +47,8 @@ enum {
     CTL_ARG_N      = 1 << 2,   /* "n": integer 0..CTL_SCALE_MAX */
     CTL_ARG_DELTA  = 1 << 3,   /* "delta": integer -CTL_SCALE_MAX..CTL_SCALE_MAX */
     CTL_ARG_FORMAT = 1 << 4,   /* "format": "ndjson" or "prom" */
+    CTL_ARG_FILE   = 1 << 5,   /* "file": an absolute path, 1..CTL_FILE_MAX-1 bytes, required */
+    CTL_ARG_ENV    = 1 << 6,   /* "env": boolean (describe: show environment values) */
 };
 
 /* Kinds of hub (bits), as named in the hello's "mode". */
@@ -130,6 +134,8 @@ typedef struct {
     bool   has_n, has_delta;
     long   n, delta;
     ctl_format format;     /* CTL_ARG_FORMAT, default ndjson */
+    char   file[CTL_FILE_MAX]; /* CTL_ARG_FILE */
+    bool   env;            /* CTL_ARG_ENV */
 } ctl_request;
 
 /*
@@ -189,6 +195,7 @@ typedef enum {
     CTL_EV_SCALE,      /* an app's number of workers changed */
     CTL_EV_READY,      /* a worker is (or is not, reason) ready */
     CTL_EV_ERROR,      /* something failed: reason */
+    CTL_EV_APPLY,      /* a config file applied: one per app changed (app set), then the summary */
     CTL_EV_N
 } ctl_event_kind;
 
@@ -220,6 +227,9 @@ json_t *ctl_event_json(const ctl_event *e);
  * -1 when msg is not an event this version knows.
  */
 int ctl_event_parse(const json_t *msg, ctl_event *e);
+
+/* The wire name of an event kind ("reload", "exit"…). */
+const char *ctl_event_kind_name(ctl_event_kind kind);
 
 /* True when e ends a reload (phase done or aborted). */
 bool ctl_event_ends_reload(const ctl_event *e);

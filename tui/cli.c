@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 const char cli_ns_options[] =
     "  -L NAME             the hub's namespace (default \"default\")\n"
@@ -25,7 +26,7 @@ const char cli_ns_options[] =
 
 typedef struct {
     const char *ns, *socket_dir;
-    bool json, follow;
+    bool json, follow, env;
     long lines;
     const char *sort;
 } cli_options;
@@ -39,6 +40,9 @@ const char *cli_options_help(const ctl_command *cmd)
     case CTL_LOGS:
         return "  -n, --lines N       the last N lines (default 20)\n"
                "  -f, --follow        then keep printing new lines\n";
+    case CTL_DESCRIBE:
+        return "  --env               also print the environment's values (never shown otherwise)\n"
+               "  --json              the hub's answer as one JSON object\n";
     default:
         return "";
     }
@@ -87,10 +91,11 @@ static int cli_parse(const ctl_command *cmd, int argc, char **argv, cli_options 
         {"follow", no_argument, NULL, 'f'},
         {"lines", required_argument, NULL, 'n'},
         {"sort", required_argument, NULL, 's'},
+        {"env", no_argument, NULL, 'e'},
         {"help", no_argument, NULL, 'h'},
         {0, 0, 0, 0},
     };
-    bool ls = cmd->cmd == CTL_LS, logs = cmd->cmd == CTL_LOGS;
+    bool ls = cmd->cmd == CTL_LS, logs = cmd->cmd == CTL_LOGS, describe = cmd->cmd == CTL_DESCRIBE;
     int c;
     optind = 1;
     opterr = 0;
@@ -102,8 +107,13 @@ static int cli_parse(const ctl_command *cmd, int argc, char **argv, cli_options 
             co->ns = optarg;
             break;
         case 'S': co->socket_dir = optarg; break;
+        case 'e':
+            if (!describe)
+                return cli_usage(cmd, "option '--env' does not apply to %s", cmd->name);
+            co->env = true;
+            break;
         case 'j':
-            if (!ls)
+            if (!ls && !describe)
                 return cli_usage(cmd, "option '--json' does not apply to %s", cmd->name);
             co->json = true;
             break;
@@ -324,6 +334,180 @@ static int cli_follow_reload(client_sync *c, const char *app, const json_t *repl
     return rc;
 }
 
+/* ---- describe -------------------------------------------------------------- */
+
+/* Prints one "key  value" line of describe, the value made terminal-safe. */
+static void cli_kv(const char *key, const char *value)
+{
+    printf("%-12s ", key);
+    text_print_safe(stdout, value ? value : "-", SIZE_MAX);
+    fputc('\n', stdout);
+}
+
+/* Prints describe's answer d for people. */
+static void cli_describe_print(const json_t *d, bool with_values)
+{
+    char buf[1024];
+    size_t i;
+    json_t *v;
+    const char *app = json_string_value(json_object_get(d, "app"));
+    cli_kv("app", app);
+    buf[0] = '\0';
+    json_array_foreach(json_object_get(d, "command"), i, v)
+        snprintf(buf + strlen(buf), sizeof buf - strlen(buf), "%s%s", i ? " " : "", json_string_value(v));
+    cli_kv("command", buf);
+    cli_kv("path", json_string_value(json_object_get(d, "path")));
+    cli_kv("cwd", json_string_value(json_object_get(d, "cwd")));
+    if (json_is_integer(json_object_get(d, "uid"))) {
+        snprintf(buf, sizeof buf, "%s (uid %lld, gid %lld)", json_string_value(json_object_get(d, "user"))
+                 ? json_string_value(json_object_get(d, "user")) : "-",
+                 (long long)json_integer_value(json_object_get(d, "uid")),
+                 (long long)json_integer_value(json_object_get(d, "gid")));
+        cli_kv("user", buf);
+    } else {
+        cli_kv("user", "(the hub's)");
+    }
+    cli_kv("listen", json_string_value(json_object_get(d, "listen")));
+    snprintf(buf, sizeof buf, "%lld", (long long)json_integer_value(json_object_get(d, "instances")));
+    cli_kv("instances", buf);
+    const char *ready = json_string_value(json_object_get(d, "ready"));
+    bool learned = json_is_true(json_object_get(d, "ready_learned"));
+    snprintf(buf, sizeof buf, "%s%s", ready ? ready : "?",
+             ready && strcmp(ready, "auto") == 0
+                 ? (learned ? " (learned: its workers signal readiness; a new one must)"
+                            : " (nothing signalled yet: a silent worker is online after 1 s)")
+                 : "");
+    cli_kv("ready", buf);
+    snprintf(buf, sizeof buf, "ready %lld ms, kill %lld ms", (long long)json_integer_value(json_object_get(d, "ready_timeout_ms")),
+             (long long)json_integer_value(json_object_get(d, "kill_timeout_ms")));
+    cli_kv("timeouts", buf);
+    json_t *mm = json_object_get(d, "max_memory");
+    if (json_is_integer(mm))
+        snprintf(buf, sizeof buf, "%lld bytes", (long long)json_integer_value(mm));
+    cli_kv("max_memory", json_is_integer(mm) ? buf : "none");
+    cli_kv("restart", json_string_value(json_object_get(d, "restart")));
+    cli_kv("stop_signal", json_string_value(json_object_get(d, "stop_signal")));
+    const char *ld = json_string_value(json_object_get(d, "log_dir"));
+    if (ld) {
+        snprintf(buf, sizeof buf, "%s/%s-ID.out.log, %s-ID.err.log", ld, app ? app : "?", app ? app : "?");
+        cli_kv("logs", buf);
+    }
+    json_t *env = json_object_get(d, "env");
+    if (with_values) {
+        const char *k;
+        printf("env:\n");
+        json_object_foreach(env, k, v) {
+            fputs("  ", stdout);
+            text_print_safe(stdout, k, SIZE_MAX);
+            fputc('=', stdout);
+            text_print_safe(stdout, json_string_value(v), SIZE_MAX);
+            fputc('\n', stdout);
+        }
+    } else {
+        printf("%-12s ", "env keys");
+        json_array_foreach(env, i, v) {
+            if (i)
+                fputc(' ', stdout);
+            text_print_safe(stdout, json_string_value(v), SIZE_MAX);
+        }
+        printf("\n%-12s (values: describe --env)\n", "");
+    }
+    /* restarts first (what ended or replaced workers, and why), then every event */
+    for (int pass = 0; pass < 2; pass++) {
+        printf(pass ? "last events:\n" : "last restarts:\n");
+        json_array_foreach(json_object_get(d, "events"), i, v) {
+            const char *cause = json_string_value(json_object_get(v, "cause"));
+            if (!pass && !cause)
+                continue;
+            time_t t = (time_t)json_real_value(json_object_get(v, "ts"));
+            struct tm tm;
+            char ts[32];
+            localtime_r(&t, &tm);
+            strftime(ts, sizeof ts, "%H:%M:%S", &tm);
+            printf("  %s ", ts);
+            if (!pass)
+                printf("%-10s ", cause);
+            text_print_safe(stdout, json_string_value(json_object_get(v, "text")), SIZE_MAX);
+            fputc('\n', stdout);
+        }
+    }
+}
+
+/* ---- apply (drover up beside a running hub) -------------------------------- */
+
+int cli_apply(const char *ns, const char *socket_dir, const char *file)
+{
+    cli_options co = {.ns = ns, .socket_dir = socket_dir};
+    signal(SIGPIPE, SIG_IGN);
+    client_sync *c = cli_connect(&co);
+    if (!c)
+        return 1;
+    ctl_request sub = ctl_request_make(CTL_SUBSCRIBE, NULL);
+    json_t *s = cli_call(c, &sub, 10000);
+    if (!s) {
+        client_sync_close(c);
+        return 1;
+    }
+    json_decref(s);
+    ctl_request r = ctl_request_make(CTL_APPLY, NULL);
+    snprintf(r.file, sizeof r.file, "%s", file);
+    json_t *rep = cli_call(c, &r, 30000);
+    if (!rep) {
+        client_sync_close(c);
+        return 1;
+    }
+    size_t i;
+    json_t *ch;
+    json_array_foreach(json_object_get(rep, "changes"), i, ch) {
+        const char *keys = json_string_value(json_object_get(ch, "keys"));
+        text_print_safe(stdout, json_string_value(json_object_get(ch, "app")), SIZE_MAX);
+        printf(": %s", json_string_value(json_object_get(ch, "action")));
+        if (keys)
+            printf(" (%s changed)", keys);
+        fputs(": ", stdout);
+        text_print_safe(stdout, json_string_value(json_object_get(ch, "msg")), SIZE_MAX);
+        fputc('\n', stdout);
+    }
+    text_print_safe(stdout, json_string_value(json_object_get(rep, "msg")), SIZE_MAX);
+    fputc('\n', stdout);
+    fflush(stdout);
+    int rc = json_is_true(json_object_get(rep, "failed"));
+    /* Each reload's outcome: aborted is a failure (the old workers keep serving). */
+    json_t *reloading = json_object_get(rep, "reloading");
+    size_t wanted = json_array_size(reloading), ended = 0;
+    json_t *m;
+    while (ended < wanted && (m = client_sync_next(c, -1))) {
+        ctl_event e;
+        const char *type = json_string_value(json_object_get(m, "type"));
+        if (type && strcmp(type, "event") == 0 && ctl_event_parse(m, &e) == 0 && e.kind == CTL_EV_RELOAD && e.app) {
+            bool ours = false;
+            json_array_foreach(reloading, i, ch)
+                ours |= strcmp(json_string_value(ch), e.app) == 0;
+            if (ours && ctl_event_ends_reload(&e)) {
+                text_print_safe(stdout, e.text, SIZE_MAX);
+                fputc('\n', stdout);
+                if (e.phase == CTL_PHASE_ABORTED) {
+                    /* what the app is left with, and how to try again */
+                    printf("%s: the new settings are kept; its old workers keep serving until "
+                           "'drover reload %s' succeeds (a worker started meanwhile runs the new settings)\n",
+                           e.app, e.app);
+                }
+                fflush(stdout);
+                ended++;
+                rc |= e.phase == CTL_PHASE_ABORTED;
+            }
+        }
+        json_decref(m);
+    }
+    if (ended < wanted) {
+        fprintf(stderr, "drover: the hub went away before the reloads ended\n");
+        rc = 1;
+    }
+    json_decref(rep);
+    client_sync_close(c);
+    return rc;
+}
+
 /* ---- the subcommand -------------------------------------------------------- */
 
 int cli_main(const ctl_command *cmd, int argc, char **argv)
@@ -335,6 +519,7 @@ int cli_main(const ctl_command *cmd, int argc, char **argv)
     ctl_request r = ctl_request_make(cmd->cmd, NULL);
     r.lines = co.lines;
     r.follow = co.follow;
+    r.env = co.env;
     if (optind < argc && cmd->target != CTL_TARGET_NONE) {
         char err[256];
         if (ctl_target_parse(argv[optind], &r.target, err, sizeof err) != 0)
@@ -378,6 +563,14 @@ int cli_main(const ctl_command *cmd, int argc, char **argv)
     switch (cmd->cmd) {
     case CTL_LS:
         cli_ls_print(&co, rep);
+        break;
+    case CTL_DESCRIBE:
+        if (co.json) {
+            json_dumpf(json_object_get(rep, "app"), stdout, JSON_COMPACT);
+            putchar('\n');
+        } else {
+            cli_describe_print(json_object_get(rep, "app"), co.env);
+        }
         break;
     case CTL_LOGS: {
         size_t i;

@@ -24,6 +24,13 @@ int cli_main(const ctl_command *cmd, int argc, char **argv);
  */
 int cli_stream(const char *ctl_path, ctl_format fmt, long count);
 
+/*
+ * `drover up` beside a running hub: asks it to apply file (an absolute
+ * path), prints what changed app by app, and waits for the outcome of each
+ * reload it started. Returns 0 when all of it succeeded, 1 otherwise.
+ */
+int cli_apply(const char *ns, const char *socket_dir, const char *file);
+
 /* Parses a decimal integer in [lo, hi] (what every numeric option takes); false if s is not one. */
 bool cli_long(const char *s, long lo, long hi, long *out);
 

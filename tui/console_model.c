@@ -683,6 +683,14 @@ static int console_model_on_reply(console_model *m, const json_t *msg)
         else
             console_model_status(m, true, "logs: %s", console_model_str(msg, "error", "?"));
     } else if (ok) {
+        json_t *app = json_object_get(msg, "app");
+        if (json_is_object(app) && json_is_array(json_object_get(app, "command"))) {
+            /* a describe reply: the overlay shows it until a key closes it */
+            json_decref(m->describe);
+            m->describe = json_incref(app);
+            m->dirty = true;
+            return -1;
+        }
         const char *s = console_model_str(msg, "msg", "");
         if (*s)
             console_model_status(m, false, "%s", s);
@@ -788,6 +796,8 @@ void console_model_free(console_model *m)
     console_model_free_workers(m);
     free(m->rows);
     json_decref(m->snap);
+    json_decref(m->describe);
+    m->describe = NULL;
     m->w = NULL;
     m->view = NULL;
     m->rows = NULL;

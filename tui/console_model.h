@@ -77,6 +77,7 @@ typedef struct {
 
     /* the latest snapshot */
     json_t          *snap;    /* the latest state message or subscribe reply */
+    json_t          *describe; /* the app a describe reply described (the `i` overlay), or NULL */
     console_worker  *w;       /* sorted by key */
     size_t           nw;
     console_row     *rows;

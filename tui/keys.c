@@ -641,6 +641,12 @@ void keys_handle(keys_state *k, int key, bool fkey)
     k->logs_in_ms = -1;
     k->quit = KEYS_QUIT_NONE;
     k->repaint = false;
+    if (k->m->describe && key != KEY_RESIZE) {   /* any key closes the describe overlay */
+        json_decref(k->m->describe);
+        k->m->describe = NULL;
+        k->m->dirty = true;
+        return;
+    }
     unsigned in = keys_context(k);
     size_t n;
     const keys_entry *t = keys_table(&n);

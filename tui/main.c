@@ -5,6 +5,7 @@
  * running hub are the protocol's command table (proto/control.h) and live
  * in tui/cli.c.
  */
+#include "hub/config.h"
 #include "hub/hub.h"
 #include "hub/listen.h"
 #include "hub/metrics.h"
@@ -57,7 +58,25 @@ static const char run_options[] =
     "  --no-echo           do not copy worker output to stderr as \"[app:id] line\"\n"
     "  -d, --detach        start the hub in the background and return\n"
     "  --no-agent          do not preload the Node.js agent into node commands\n"
-    "                      (by default NODE_OPTIONS gets --require <drover>/node/index.js)\n";
+    "                      (by default NODE_OPTIONS gets --require <drover>/node/index.js)\n"
+    "  --env KEY=VALUE     set a variable for the workers (repeatable)\n"
+    "  --env-file FILE     variables from a file of KEY=VALUE lines\n"
+    "  --no-inherit-env    start from an empty environment, not the hub's\n"
+    "  --cwd DIR           the workers' working directory\n"
+    "  --user USER, --group GROUP  run the workers as them (the hub must run as root)\n"
+    "  --restart POLICY    always (default), on-failure (not after exit 0), never\n"
+    "  --stop-signal SIG   the signal that asks a worker to stop (default TERM)\n"
+    "  --ready MODE        auto (learned, default), notify, agent, none\n"
+    "                      (these are the keys of `drover up`'s file; see 'drover up --keys')\n";
+
+static const char up_options[] =
+    "  -f FILE             the config file (default ./drover.conf)\n"
+    "  -d, --detach        start the hub in the background and return\n"
+    "  --log-dir DIR       worker output files (wins over the file's [hub] log_dir)\n"
+    "  --no-echo           do not copy worker output to stderr as \"[app:id] line\"\n"
+    "  --no-agent          do not preload the Node.js agent into node commands\n"
+    "  --keys              print every key the file takes, with its default, and exit\n"
+    "  --check             check the file (as an apply would), list its apps, and exit\n";
 
 static const char attach_options[] =
     "  -n NAME             app name (default: the master's process name)\n"
@@ -95,6 +114,8 @@ typedef struct cli_entry {
 static int cmd_run(int argc, char **argv);
 static int cmd_attach(int argc, char **argv);
 static int cmd_monit(int argc, char **argv);
+static int cmd_up(int argc, char **argv);
+static int run_hub_or_console(const hub_options *op, int argc, char **argv, bool headless, bool detach);
 
 static const hub_entry hub_entries[] = {
     {"run", "run [OPTIONS] -- CMD [ARGS...]",
@@ -102,6 +123,15 @@ static const hub_entry hub_entries[] = {
      "one on SIGHUP. In a terminal the hub goes to the background and the console\n"
      "opens; otherwise (or with --headless) figures stream to stdout",
      run_options, cmd_run},
+    {"up", "up [-f FILE] [-d] [--headless] [OPTIONS]",
+     "run every app of a config file (INI: [hub] and [app NAME] sections; 'drover up\n"
+     "--keys' lists the keys). With no hub in the namespace, start one, as run does;\n"
+     "beside a running hub, apply the file to it and print what changed, app by app:\n"
+     "new apps start, removed apps stop gracefully, changed apps get a rolling\n"
+     "reload with their new settings, instances alone is a scale. A bad file\n"
+     "changes nothing (FILE:LINE: what is wrong). Exit 1 if any part failed\n"
+     "(an aborted reload), 2 on usage errors",
+     up_options, cmd_up},
     {"attach", "attach PID [OPTIONS]",
      "monitor the children of a cluster master drover did not start (SIGHUP to\n"
      "drover restarts them one by one)",
@@ -127,7 +157,8 @@ static void usage_print(void)
            "running hub take -L NAME and --socket-dir DIR to find it.\n"
            "\n"
            "signals to the hub: TERM/INT stop (run: every worker gracefully first),\n"
-           "HUP rolling reload, USR1 reopen log files, TTIN/TTOU one worker more/less.\n"
+           "HUP rolling reload (a hub started by 'drover up': reread and apply its file),\n"
+           "USR1 reopen log files, TTIN/TTOU one worker more/less.\n"
            "\n"
            "  drover --help       this text\n"
            "  drover --version    the version\n"
@@ -211,7 +242,8 @@ static void derive_app(char *const *argv, char *out, size_t cap)
 enum {
     O_HEADLESS = 256, O_INTERVAL, O_COUNT, O_FORMAT, O_SOCKDIR, O_HELP,
     O_LISTEN, O_KILL_TIMEOUT, O_READY_TIMEOUT, O_MAX_MEMORY, O_LOG_DIR, O_NO_ECHO, O_NO_AGENT,
-    O_DETACH, O_BACKGROUND, O_NO_MOUSE, O_METRICS, O_METRICS_TEXTFILE, O_BALANCE,
+    O_DETACH, O_BACKGROUND, O_NO_MOUSE, O_METRICS, O_METRICS_TEXTFILE, O_BALANCE, O_KEYS, O_CHECK,
+    O_APP_KEY,   /* --env, --cwd…: a key of the file's [app] table, by the option's name */
 };
 
 /*
@@ -219,6 +251,10 @@ enum {
  * belong to the command are refused). Returns -1 when parsing succeeded,
  * else the exit status to return (0 after --help, 2 on a usage error).
  */
+static bool up_check;   /* drover up --check */
+static config_app run_app;   /* drover run's file-like options (O_APP_KEY) */
+static bool run_app_used;
+
 static int parse_options(const char *cmd, int argc, char **argv, hub_options *o, bool *headless,
                          bool *detach)
 {
@@ -242,17 +278,29 @@ static int parse_options(const char *cmd, int argc, char **argv, hub_options *o,
         {"no-mouse", no_argument, NULL, O_NO_MOUSE},
         {"metrics", required_argument, NULL, O_METRICS},
         {"metrics-textfile", required_argument, NULL, O_METRICS_TEXTFILE},
+        {"keys", no_argument, NULL, O_KEYS},
+        {"check", no_argument, NULL, O_CHECK},
+        {"env", required_argument, NULL, O_APP_KEY},
+        {"env-file", required_argument, NULL, O_APP_KEY},
+        {"no-inherit-env", no_argument, NULL, O_APP_KEY},
+        {"cwd", required_argument, NULL, O_APP_KEY},
+        {"user", required_argument, NULL, O_APP_KEY},
+        {"group", required_argument, NULL, O_APP_KEY},
+        {"restart", required_argument, NULL, O_APP_KEY},
+        {"stop-signal", required_argument, NULL, O_APP_KEY},
+        {"ready", required_argument, NULL, O_APP_KEY},
         {0, 0, 0, 0},
     };
-    bool run = o->mode == HUB_RUN, att = o->mode == HUB_ATTACH;
+    bool up = strcmp(cmd, "up") == 0;
+    bool run = o->mode == HUB_RUN && !up, att = o->mode == HUB_ATTACH;
     char lerr[256];
     long v;
-    int c;
+    int c, li = -1;
 
     optind = 1;
     opterr = 0;
     /* run stops at the command; the others take options anywhere. */
-    while ((c = getopt_long(argc, argv, run ? "+:L:i:n:d" : ":L:i:n:", opts, NULL)) != -1) {
+    while ((li = -1, c = getopt_long(argc, argv, run ? "+:L:i:n:d" : up ? ":L:f:d" : ":L:i:n:", opts, &li)) != -1) {
         bool ok = true;
         switch (c) {
         case O_HEADLESS: *headless = true; break;
@@ -333,11 +381,39 @@ static int parse_options(const char *cmd, int argc, char **argv, hub_options *o,
             if (ok && !parse_size(optarg, &o->max_memory))
                 return usage_error("--max-memory takes a size like 200M or 1G, not '%s'", optarg);
             break;
-        case O_LOG_DIR: ok = run; o->log_dir = optarg; break;
-        case O_NO_ECHO: ok = run; o->echo_logs = false; break;
-        case O_NO_AGENT: ok = run; o->no_agent = true; break;
+        case O_LOG_DIR: ok = run || up; o->log_dir = optarg; break;
+        case O_NO_ECHO: ok = run || up; o->echo_logs = false; break;
+        case O_NO_AGENT: ok = run || up; o->no_agent = true; break;
+        case 'f': ok = up; o->config_file = optarg; break;
+        case O_KEYS:
+            if (!up)
+                return usage_error("option '--keys' does not apply to %s", cmd);
+            config_print_keys(stdout);
+            return 0;
+        case O_CHECK: ok = up; up_check = true; break;
+        case O_APP_KEY: {
+            ok = run;
+            if (!ok || li < 0)
+                break;
+            /* the option's name is the key's, with '-' for '_' */
+            char key[32], kerr[300];
+            const char *name = opts[li].name, *value = optarg;
+            if (strcmp(name, "no-inherit-env") == 0) {
+                name = "inherit-env";
+                value = "false";
+            }
+            snprintf(key, sizeof key, "%s", name);
+            for (char *p = key; *p; p++)
+                *p = *p == '-' ? '_' : *p;
+            if (!run_app_used)
+                config_app_init(&run_app, "run");
+            run_app_used = true;
+            if (config_app_set(&run_app, key, value, kerr, sizeof kerr) != 0)
+                return usage_error("--%s: %s", opts[li].name, kerr);
+            break;
+        }
         case 'd':
-        case O_DETACH: ok = run; *detach = true; break;
+        case O_DETACH: ok = run || up; *detach = true; break;
         case O_BACKGROUND: o->background = o->quiet = true; break;
         case O_NO_MOUSE: o->no_mouse = true; break;
         case O_METRICS: {
@@ -465,6 +541,27 @@ static int cmd_run(int argc, char **argv)
         derive_app(o.argv, app, sizeof app);
         o.app = app;
     }
+    if (run_app_used) {
+        char err[1200];
+        int crc = config_app_complete(&run_app, o.argv, err, sizeof err);
+        if (crc != 0) {
+            config_app_free(&run_app);
+            fprintf(stderr, "drover: %s\n", err);
+            return 1;
+        }
+        o.run_app = &run_app;
+        rc = run_hub_or_console(&o, argc, argv, headless, detach);
+        config_app_free(&run_app);
+        return rc;
+    }
+    return run_hub_or_console(&o, argc, argv, headless, detach);
+}
+
+/* The rest of `drover run` once its options are parsed: the hub here, or in the background. */
+static int run_hub_or_console(const hub_options *op, int argc, char **argv, bool headless, bool detach)
+{
+    hub_options o = *op;
+    int rc;
     if (o.background || headless || (!detach && !launch_is_terminal()))
         return hub_run(&o);
 
@@ -483,6 +580,66 @@ static int cmd_run(int argc, char **argv)
     if (rc == 0)
         printf("drover: %s runs in the background (namespace %s); 'drover monit%s' shows it, "
                "'drover stop%s' ends it\n", o.app, o.ns, hint, hint);
+    return rc;
+}
+
+/* drover up [-f FILE] [-d] [--headless] [output options] */
+static int cmd_up(int argc, char **argv)
+{
+    hub_options o = default_options(HUB_RUN);
+    bool headless = false, detach = false;
+    o.ns = NULL;          /* -L wins over the file's namespace */
+    o.interval_ms = 0;    /* --interval wins over the file's */
+    int rc = parse_options("up", argc, argv, &o, &headless, &detach);
+    if (rc >= 0)
+        return rc;
+    if (optind < argc)
+        return usage_error("unexpected argument '%s' for up", argv[optind]);
+    /* The whole file is checked here first: a bad one changes nothing. */
+    config cfg;
+    char err[1200], file[4096];
+    if (config_load(o.config_file ? o.config_file : CONFIG_DEFAULT_FILE, &cfg, err, sizeof err) != 0) {
+        fprintf(stderr, "drover: %s\n", err);
+        return 1;
+    }
+    snprintf(file, sizeof file, "%s", cfg.file);
+    o.config_file = file;
+    if (up_check) {
+        printf("%s: ok, %zu apps:", file, cfg.napps);
+        for (size_t i = 0; i < cfg.napps; i++)
+            printf(" %s", cfg.apps[i].name);
+        putchar('\n');
+        config_free(&cfg);
+        return 0;
+    }
+    char ns[80];
+    snprintf(ns, sizeof ns, "%s", cfg.ns);
+    if (!o.ns)
+        o.ns = ns;
+    if (!o.interval_ms)
+        o.interval_ms = cfg.interval_ms;
+    char first[CTL_APP_MAX];
+    snprintf(first, sizeof first, "%s", cfg.apps[0].name);
+    o.app = first;        /* for signals that name one app (TTIN/TTOU) */
+    size_t napps = cfg.napps;
+    config_free(&cfg);
+
+    if (o.background)
+        return hub_run(&o);
+    char ctl[PATHS_MAX + 16], hint[PATHS_MAX + 64];
+    if (ns_ctl_path(&o, ctl, sizeof ctl) != 0)
+        return 1;
+    if (launch_ctl_alive(ctl))
+        return cli_apply(o.ns, o.socket_dir, file);
+    if (headless || (!detach && !launch_is_terminal()))
+        return hub_run(&o);
+    if (!detach)
+        return hub_and_console(&o, argc, argv, false, CONSOLE_QUIT_ASK);
+    ns_args(&o, hint, sizeof hint);
+    rc = launch_background_hub(argc, argv, ctl);
+    if (rc == 0)
+        printf("drover: %zu apps from %s run in the background (namespace %s); 'drover monit%s' shows them, "
+               "'drover up%s' applies the file again, 'drover stop%s' ends them\n", napps, file, o.ns, hint, hint, hint);
     return rc;
 }
 

@@ -54,8 +54,9 @@ typedef struct {
 } panes_seg;
 
 /*
- * Writes the header's figures into seg in display order: the workers' totals
- * (online, req/s, CPU, memory), then the host's (CPU of every core, memory
+ * Writes the header's figures into seg in display order: the apps whose
+ * every worker is online (of all apps), the workers' totals (online, req/s,
+ * CPU, memory), then the host's (CPU of every core, memory
  * used/total, load average, from the snapshot's "host", which the hub reads),
  * then the reports dropped. Returns how many.
  */
@@ -65,11 +66,13 @@ static int panes_totals(const console_model *m, panes_seg *seg)
         return 0;
     json_t *apps = json_object_get(m->snap, "apps");
     double online = 0, total = 0, rps = NAN, cpu = NAN, mem = NAN;
+    int apps_online = 0;   /* apps whose every worker is online */
     for (size_t i = 0; i < json_array_size(apps); i++) {
         json_t *a = json_array_get(apps, i);
-        double v;
+        double v, w;
         online += isnan(v = console_model_num(a, "online")) ? 0 : v;
-        total += isnan(v = console_model_num(a, "workers")) ? 0 : v;
+        total += isnan(w = console_model_num(a, "workers")) ? 0 : w;
+        apps_online += !isnan(v) && !isnan(w) && w > 0 && v == w;
         if (!isnan(v = console_model_num(a, "req_per_s")))
             rps = (isnan(rps) ? 0 : rps) + v;
         if (!isnan(v = console_model_num(a, "cpu_pct")))
@@ -80,6 +83,8 @@ static int panes_totals(const console_model *m, panes_seg *seg)
     const json_t *host = json_object_get(m->snap, "host");
     char b[32], b2[32];
     int n = 0;
+    seg[n] = (panes_seg){.prio = 1};
+    snprintf(seg[n++].text, sizeof seg[0].text, "apps %d/%zu online", apps_online, json_array_size(apps));
     seg[n] = (panes_seg){.prio = 1};
     snprintf(seg[n++].text, sizeof seg[0].text, "%.0f/%.0f online", online, total);
     seg[n] = (panes_seg){.prio = 5};
@@ -774,10 +779,69 @@ static void panes_help(const panes_ctx *p)
     draw_box(p->d, " keys ", lines, n);
 }
 
+/*
+ * The describe overlay (key i): the selected worker's app as the hub
+ * describes it — settings, readiness, env keys (never values), the last
+ * restarts and their causes.
+ */
+static void panes_describe(const panes_ctx *p)
+{
+    enum { N = 24 };
+    static char buf[N][200];
+    const char *lines[N];
+    int n = 0;
+    const json_t *d = p->m->describe;
+    size_t i;
+    json_t *v;
+    char cmd[160] = "";
+    json_array_foreach(json_object_get(d, "command"), i, v)
+        snprintf(cmd + strlen(cmd), sizeof cmd - strlen(cmd), "%s%s", i ? " " : "", json_string_value(v));
+    const char *ready = console_model_str(d, "ready", "?");
+    bool learned = json_is_true(json_object_get(d, "ready_learned"));
+    snprintf(buf[n++], 200, "command\t%.150s", cmd);
+    snprintf(buf[n++], 200, "cwd\t%.150s", console_model_str(d, "cwd", "(the hub's)"));
+    snprintf(buf[n++], 200, "user\t%.60s", console_model_str(d, "user", "(the hub's)"));
+    snprintf(buf[n++], 200, "listen\t%.100s", console_model_str(d, "listen", "-"));
+    snprintf(buf[n++], 200, "instances\t%.0f", console_model_num(d, "instances"));
+    snprintf(buf[n++], 200, "ready\t%s%s", ready,
+             strcmp(ready, "auto") ? "" : learned ? " (learned: new workers must signal it)" : " (a silent worker: 1 s grace)");
+    snprintf(buf[n++], 200, "timeouts\tready %.0f ms, kill %.0f ms", console_model_num(d, "ready_timeout_ms"),
+             console_model_num(d, "kill_timeout_ms"));
+    snprintf(buf[n++], 200, "restart\t%s, stop with SIG%s", console_model_str(d, "restart", "?"),
+             console_model_str(d, "stop_signal", "?"));
+    char env[150] = "";
+    json_array_foreach(json_object_get(d, "env"), i, v)
+        if (strlen(env) + strlen(json_string_value(v)) + 2 < sizeof env && strncmp(json_string_value(v), "DROVER_", 7) &&
+            strcmp(json_string_value(v), "NOTIFY_SOCKET"))
+            snprintf(env + strlen(env), sizeof env - strlen(env), "%s%s", env[0] ? " " : "", json_string_value(v));
+    snprintf(buf[n++], 200, "env keys\t%s", env);
+    snprintf(buf[n++], 200, "%s", "");
+    snprintf(buf[n++], 200, "restarts\t(the last, newest first)");
+    json_t *evs = json_object_get(d, "events");
+    int shown = 0;
+    for (size_t k = json_array_size(evs); k-- > 0 && n < N - 1 && shown < 8;) {
+        json_t *e = json_array_get(evs, k);
+        const char *cause = console_model_str(e, "cause", NULL);
+        if (!cause)
+            continue;
+        snprintf(buf[n++], 200, "%.12s\t%.150s", cause, console_model_str(e, "text", ""));
+        shown++;
+    }
+    if (!shown)
+        snprintf(buf[n++], 200, "\tnone");
+    for (int j = 0; j < n; j++)
+        lines[j] = buf[j];
+    char title[CTL_APP_MAX + 16];
+    snprintf(title, sizeof title, " %s (any key closes) ", console_model_str(d, "app", "?"));
+    draw_box(p->d, title, lines, n);
+}
+
 /* Over the panes: the help overlay, the quit question or the confirmation, by mode. */
 static void panes_overlay(const panes_ctx *p)
 {
-    if (p->k->mode == KEYS_MODE_HELP) {
+    if (p->m->describe) {
+        panes_describe(p);
+    } else if (p->k->mode == KEYS_MODE_HELP) {
         panes_help(p);
     } else if (p->k->mode == KEYS_MODE_QUIT) {
         /* an attach hub stops alone: the master it watches keeps its workers */

@@ -713,3 +713,36 @@ def test_quitting_an_attach_console_asks(procs, consoles, sockdir, background_hu
     con.wait_text("[console exited rc=0]")
     wait_until(lambda: not alive(pid), what="the attach hub to exit")
     assert master.poll() is None, "the master was stopped"
+
+
+def test_apps_from_a_file_grouped_with_totals_and_R_reloads_the_selected_app(procs, consoles, sockdir, logdir,
+                                                                               tmp_path):
+    conf = tmp_path / "drover.conf"
+    conf.write_text("[app alpha]\ncommand = sleep 1000\n\n[app beta]\ncommand = sleep 1001\ninstances = 2\n")
+    RunHub(procs, sockdir, [DROVER, "up", "--headless", "-f", str(conf), "--socket-dir", sockdir,
+                            "--log-dir", logdir])
+
+    def by_app():
+        out = {}
+        for w in safe_ls(sockdir):
+            if w["state"] == "online":
+                out.setdefault(w["app"], set()).add(w["pid"])
+        return out
+    before = wait_until(lambda: (a := by_app()) and len(a.get("alpha", ())) == 1 and len(a.get("beta", ())) == 2
+                        and a, what="alpha 1 and beta 2 online")
+    con = consoles(sockdir)
+    s = con.wait(lambda s: "apps 2/2 online" in s and "3/3 online" in s and s, what="the header's apps and workers")
+    # one group per app, each with its own totals
+    assert re.search(r"alpha +1/1 online", s) and re.search(r"beta +2/2 online", s), s
+    con.keys("R")   # the first worker (alpha:0) is selected: its app is reloaded, not beta
+    after = wait_until(lambda: (a := by_app()) and len(a.get("alpha", ())) == 1 and a["alpha"] != before["alpha"]
+                       and a, what="alpha replaced")
+    assert after.get("beta") == before["beta"], "R reloaded another app than the selected one"
+    con.wait_text("reload alpha")
+    # i: the selected worker's app described, values of its environment never shown
+    con.keys("i")
+    s = con.wait(lambda s: "alpha (any key closes)" in s and "(the last, newest first)" in s and s, what="the describe overlay")
+    assert "sleep 1000" in s and re.search(r"reload +reload alpha: done", s), s
+    con.keys("x")   # any key closes it (and does nothing else)
+    con.wait(lambda s: "any key closes" not in s, what="the overlay closed")
+    assert by_app().get("alpha") == after["alpha"]

@@ -261,7 +261,7 @@ static void test_help_and_hints_come_from_the_table(void **st)
     keys_hint h[32];
     n = keys_hints(&f->k, false, h, 32);
     const char *want[][2] = {{"?", "help"}, {"q", "quit"}, {"j/k", "select"}, {"x F9", "kill"},
-                             {"r", "restart"}, {"R", "reload"}, {"+ -", "scale"}, {"/", "filter"},
+                             {"r", "restart"}, {"R", "reload"}, {"+ -", "scale"}, {"i", "describe"}, {"/", "filter"},
                              {"s", "sort"}, {"a", "app logs"}, {"f", "follow"}, {"Tab", "pane"}};
     assert_int_equal(n, sizeof want / sizeof want[0]);
     for (int i = 0; i < n; i++) {
@@ -271,7 +271,21 @@ static void test_help_and_hints_come_from_the_table(void **st)
     press(f, 'a');
     keys_hints(&f->k, true, h, 32);
     assert_string_equal(h[2].key, "\u2191\u2193");
-    assert_string_equal(h[9].text, "worker logs");
+    assert_string_equal(h[10].text, "worker logs");
+}
+
+/* i: a describe reply opens the overlay; any key closes it and does nothing else. */
+static void test_describe_reply_opens_the_overlay(void **st)
+{
+    fixture *f = *st;
+    json_t *reply = json_pack("{s:s, s:i, s:b, s:{s:s, s:[s], s:[]}}", "type", "reply", "id", 42, "ok", 1, "app",
+                              "app", "web", "command", "httpd", "events");
+    console_model_apply(&f->m, reply);
+    json_decref(reply);
+    assert_non_null(f->m.describe);
+    press(f, 's');                       /* closes it; does not sort */
+    assert_null(f->m.describe);
+    assert_int_equal(f->k.mode, KEYS_MODE_NORMAL);
 }
 
 /* s offers each column twice: the second time reversed (pids in the other order). */
@@ -466,6 +480,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_keys_without_a_hub_send_nothing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_filter_narrows_and_esc_clears, setup, teardown),
         cmocka_unit_test_setup_teardown(test_quit_keys, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_describe_reply_opens_the_overlay, setup, teardown),
         cmocka_unit_test_setup_teardown(test_help_and_hints_come_from_the_table, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sort_same_column_again_reverses, setup, teardown),
         cmocka_unit_test_setup_teardown(test_done_waits_for_the_list, setup, teardown),

@@ -314,6 +314,25 @@ static void test_slot_stopping_all_restarts_nothing(void **st)
     assert_int_equal(s.state, SLOT_BACKOFF);
 }
 
+static void test_slot_restart_policy_no(void **st)
+{
+    (void)st;
+    slot_fsm s = online();
+    slot_decision d = feed_in(&s, (slot_input){.kind = SLOT_IN_EXITED, .lived_ms = 50000, .no_restart = true});
+    assert_int_equal(d.act, SLOT_DO_EXITED);
+    assert_int_equal(s.state, SLOT_STOPPED);
+    /* a restart command still starts it */
+    d = feed(&s, SLOT_IN_RESTART, 0);
+    assert_int_equal(d.act, SLOT_DO_SPAWN);
+    assert_int_equal(s.state, SLOT_STARTING);
+    /* a process stopped on purpose is not the policy's business */
+    feed(&s, SLOT_IN_READY, 0);
+    feed(&s, SLOT_IN_KILL, 0);
+    d = feed_in(&s, (slot_input){.kind = SLOT_IN_EXITED, .no_restart = true});
+    assert_int_equal(d.act, SLOT_DO_NOTHING);
+    assert_int_equal(s.state, SLOT_STOPPED);
+}
+
 static void test_slot_gone_is_final(void **st)
 {
     (void)st;
@@ -343,6 +362,7 @@ int main(void)
         cmocka_unit_test(test_slot_kill_stops_and_does_not_restart),
         cmocka_unit_test(test_slot_scale_down_removes),
         cmocka_unit_test(test_slot_stopping_all_restarts_nothing),
+        cmocka_unit_test(test_slot_restart_policy_no),
         cmocka_unit_test(test_slot_gone_is_final),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
