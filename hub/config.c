@@ -7,6 +7,7 @@
  */
 #include "hub/config.h"
 #include "hub/listen.h"
+#include "hub/metrics.h"
 #include "hub/spawn.h"
 
 #include <ctype.h>
@@ -43,6 +44,7 @@ typedef enum {
     T_SIGNAL,      /* TERM, SIGTERM, 15 */
     T_ENV,         /* K=V, repeatable */
     T_LISTEN,      /* [HOST:]PORT or unix:PATH */
+    T_METRICS,     /* [HOST:]PORT of the /metrics endpoint */
 } config_type;
 
 typedef struct {
@@ -73,6 +75,8 @@ static const config_key config_keys[] = {
      "text, or json: one object a line {ts, app, id, pid, stream, line}"},
     {SEC_HUB, "log_max_size", T_SIZE, "10M", H(log_max_size), NULL, "rotate a log file at this size"},
     {SEC_HUB, "log_keep", T_COUNT, "3", H(log_keep), NULL, "rotated files kept per log file (1..100)"},
+    {SEC_HUB, "metrics", T_METRICS, NULL, H(metrics), NULL,
+     "serve GET /metrics on [HOST:]PORT, as --metrics (a bare port binds 127.0.0.1; --metrics wins)"},
     {SEC_APP, "command", T_COMMAND, NULL, 0, NULL,
      "the program and its arguments (required); quoting as in sh, but no shell runs it"},
     {SEC_APP, "instances", T_INSTANCES, "1", A(instances), NULL, "workers to run: 1..1024, or max (online CPUs)"},
@@ -433,6 +437,15 @@ static int config_set(config_ctx *c, const config_key *k, void *base, const char
         free(*(char **)field);
         *(char **)field = config_join(c->cfg->dir, value);
         break;
+    case T_METRICS: {
+        struct sockaddr_storage sa;
+        char merr[256];
+        if (metrics_parse_addr(value, &sa, merr, sizeof merr) != 0)
+            return config_fail(c, line, "metrics: %s", merr);
+        free(*(char **)field);
+        *(char **)field = strdup(value);
+        break;
+    }
     case T_LISTEN: {
         char lerr[256];
         if (listen_check(value, lerr, sizeof lerr) != 0)
@@ -880,6 +893,7 @@ void config_free(config *cfg)
     free(cfg->apps);
     free(cfg->ns);
     free(cfg->log_dir);
+    free(cfg->metrics);
     memset(cfg, 0, sizeof *cfg);
 }
 

@@ -82,6 +82,7 @@ typedef struct {
     char       *ns;              /* [hub] namespace; default "default" */
     unsigned    interval_ms;
     char       *log_dir;         /* NULL = the default rule */
+    char       *metrics;         /* [hub] metrics: [HOST:]PORT, or NULL */
     bool        log_timestamps;
     config_log_format log_format;
     uint64_t    log_max_size;

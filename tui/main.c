@@ -618,6 +618,11 @@ static int cmd_up(int argc, char **argv)
         o.ns = ns;
     if (!o.interval_ms)
         o.interval_ms = cfg.interval_ms;
+    static char metrics_addr[128];   /* the file's [hub] metrics; --metrics wins */
+    if (!o.metrics && cfg.metrics && strlen(cfg.metrics) < sizeof metrics_addr) {
+        snprintf(metrics_addr, sizeof metrics_addr, "%s", cfg.metrics);
+        o.metrics = metrics_addr;
+    }
     char first[CTL_APP_MAX];
     snprintf(first, sizeof first, "%s", cfg.apps[0].name);
     o.app = first;        /* for signals that name one app (TTIN/TTOU) */

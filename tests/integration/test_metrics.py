@@ -317,3 +317,19 @@ def test_real_prometheus_counts_exactly_merges_p99_and_keeps_series_across_a_res
     time.sleep(2.5)
     assert prom.value('count(drover_worker_requests_total{app="web"})') == 2
     assert prom.value('count(count by (worker) (drover_worker_info{app="web"}))') == 2
+
+
+def test_config_file_hub_metrics_key_serves_metrics(procs, sockdir, logdir_private, tmp_path):
+    port = free_port()
+    conf = tmp_path / "drover.conf"
+    conf.write_text(f"[hub]\nmetrics = {port}\ninterval = {IV_MS}ms\n\n[app web]\ncommand = {WORKER} --rate 20\n"
+                    "instances = 2\n")
+    h = RunHub(procs, sockdir, [DROVER, "up", "--headless", "-f", str(conf), "--socket-dir", sockdir,
+                                "--log-dir", logdir_private])
+    online(h, 2, "web")
+    body = scrape_ready(port)
+    assert 'drover_worker_up{app="web",worker="1"} 1' in body, body[:1500]
+    # a bad address in the file is refused with its line, before anything starts
+    conf.write_text("[hub]\nmetrics = 70000\n\n[app web]\ncommand = true\n")
+    r = subprocess.run([DROVER, "up", "--check", "-f", str(conf)], capture_output=True, text=True, timeout=10)
+    assert r.returncode != 0 and ":2: metrics:" in r.stderr, r
