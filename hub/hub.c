@@ -839,6 +839,7 @@ int hub_run(const hub_options *o)
             logs_free(h.lg);
         sampler_free(h.sm);
         uv_run(&h.loop, UV_RUN_DEFAULT);
+        hub_commands_free(&h.cmds);
         state_free(h.st);
         uv_loop_close(&h.loop);
         spawn_guard_stop();
