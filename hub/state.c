@@ -107,6 +107,11 @@ struct state {
     uint32_t  next_key;
     state_ready_fn on_ready;
     void     *on_ready_ctx;
+    /* Supervised processes that exited lately: a datagram they sent before
+     * dying, applied after their exit, must not bring them back as a worker
+     * of their own (STATE_DEAD_PIDS, oldest overwritten). */
+    pid_t     dead[STATE_DEAD_PIDS];
+    uint32_t  dead_next;
     /* the hub's own samples, oldest first once full: CPU % over the window */
     proc_sample hub_win[STATE_HUB_CPU_WINDOW];
     double    hub_win_at[STATE_HUB_CPU_WINDOW];
@@ -464,8 +469,15 @@ void state_apply_report(state *s, const report *r, double now)
 {
     /* A `bye` can arrive after its sender was reaped and its row removed:
      * it must not bring the row back as a new worker. */
-    worker *w = r->type == REPORT_T_BYE ? state_find(s, (pid_t)r->pid)
-                                        : state_find_or_add(s, (pid_t)r->pid);
+    worker *w = state_find(s, (pid_t)r->pid);
+    if (!w && r->type != REPORT_T_BYE) {
+        for (uint32_t i = 0; i < STATE_DEAD_PIDS; i++)
+            if (s->dead[i] == (pid_t)r->pid) {
+                s->c.reports_total++;   /* a late word from a reaped worker */
+                return;
+            }
+        w = state_find_or_add(s, (pid_t)r->pid);
+    }
     if (!w && r->type == REPORT_T_BYE) {
         s->c.reports_total++;
         return;
@@ -883,6 +895,10 @@ void state_sup_exited(state *s, uint32_t key, int wstatus, worker_state ws)
         return;
     w->last_status = wstatus;
     w->has_exit = true;
+    if (w->pid > 0) {
+        s->dead[s->dead_next] = w->pid;
+        s->dead_next = (s->dead_next + 1) % STATE_DEAD_PIDS;
+    }
     w->pid = 0;
     w->ws = ws;
     w->ready = -1;

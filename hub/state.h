@@ -19,6 +19,7 @@
 #define STATE_HISTORY 120      /* samples kept per series for sparklines */
 #define STATE_GONE_INTERVALS 3 /* a gone worker is shown this many intervals, then dropped */
 #define STATE_AGENT_INTERVALS 3 /* `agent` is true if a report came within this many intervals */
+#define STATE_DEAD_PIDS 64     /* reaped supervised pids whose late datagrams are ignored */
 #define STATE_HUB_CPU_WINDOW 10 /* the hub's own CPU % is averaged over this many samples */
 
 typedef enum {
