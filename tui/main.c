@@ -190,32 +190,6 @@ static int usage_error(const char *fmt, ...)
     return 2;
 }
 
-/* Parses a size with an optional K/M/G (1024-based) suffix; false if invalid. */
-static bool parse_size(const char *s, uint64_t *out)
-{
-    char *end;
-    if (!isdigit((unsigned char)*s))   /* strtoull would take " 5M", "+5M" and "-5M" */
-        return false;
-    errno = 0;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (errno || end == s)
-        return false;
-    unsigned shift = 0;
-    switch (toupper((unsigned char)*end)) {
-    case '\0': break;
-    case 'K': shift = 10; end++; break;
-    case 'M': shift = 20; end++; break;
-    case 'G': shift = 30; end++; break;
-    default: return false;
-    }
-    if ((*end == 'B' || *end == 'b') && shift)
-        end++;
-    if (*end || v == 0 || v > (UINT64_MAX >> shift))
-        return false;
-    *out = (uint64_t)v << shift;
-    return true;
-}
-
 /* Derives an app name from a command: the script for interpreters, else the
  * program, without its extension, made to follow the app name rule. */
 static void derive_app(char *const *argv, char *out, size_t cap)
@@ -378,7 +352,7 @@ static int parse_options(const char *cmd, int argc, char **argv, hub_options *o,
             break;
         case O_MAX_MEMORY:
             ok = run;
-            if (ok && !parse_size(optarg, &o->max_memory))
+            if (ok && !config_parse_size(optarg, &o->max_memory))
                 return usage_error("--max-memory takes a size like 200M or 1G, not '%s'", optarg);
             break;
         case O_LOG_DIR: ok = run || up; o->log_dir = optarg; break;
