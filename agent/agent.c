@@ -494,11 +494,15 @@ static void agent_fill_report(report *r, report_type t, bool take_hists)
     if (take_hists) {
         /* Cumulative counts always (the hub differences them at its own
          * interval boundaries); the max only when samples came since the
-         * previous report, as it covers just that span. */
+         * previous report, as it covers just that span. A sample recorded
+         * while the snapshot runs can land in the counts of one snapshot and
+         * in the max of the next (hist_record adds to its bucket, then raises
+         * max): a non-zero max is therefore sent even when the counts did not
+         * move, or that sample's max would be lost. */
         uint64_t max, total = hist_snapshot(&agent_lat, &r->lat_h, &max);
         if (total) {
             r->has |= REPORT_HAS_LAT_H;
-            if (total != agent_lat_seen) {
+            if (total != agent_lat_seen || max) {
                 r->lat_max = max;
                 r->has |= REPORT_HAS_LAT_MAX;
             }
@@ -507,7 +511,7 @@ static void agent_fill_report(report *r, report_type t, bool take_hists)
         total = hist_snapshot(&agent_lag, &r->lag_h, &max);
         if (total) {
             r->has |= REPORT_HAS_LAG_H;
-            if (total != agent_lag_seen) {
+            if (total != agent_lag_seen || max) {
                 r->lag_max = max;
                 r->has |= REPORT_HAS_LAG_MAX;
             }

@@ -733,18 +733,23 @@ static void test_timerfd_lag(void **state)
     drover_stop();
 }
 
-/* A one-shot libuv timer callback that stalls the loop for 60 ms. */
-static void uv_stall_cb(uv_timer_t *t)
-{
-    (void)t;
-    uint64_t end = uv_hrtime() + 60 * 1000000u;
-    while (uv_hrtime() < end) {
-    }
-}
-
 static void uv_noop_cb(uv_timer_t *t)
 {
     (void)t;
+}
+
+/*
+ * A one-shot libuv timer callback that stalls the loop for 60 ms, then starts
+ * the timer in t->data 30 ms later to hold the loop open: its due time is
+ * counted from the loop time cached before the stall, so the lag timer (due
+ * earlier) fires before it, however late this callback itself ran.
+ */
+static void uv_stall_cb(uv_timer_t *t)
+{
+    uint64_t end = uv_hrtime() + 60 * 1000000u;
+    while (uv_hrtime() < end) {
+    }
+    assert_int_equal(uv_timer_start((uv_timer_t *)t->data, uv_noop_cb, 30, 0), 0);
 }
 
 /* drover_uv.h: a loop stalled for 60 ms records a lag sample of about 50-60 ms. */
@@ -760,10 +765,11 @@ static void test_uv_lag(void **state)
     assert_int_equal(uv_loop_init(&loop), 0);
     assert_int_equal(drover_lag_uv_start(&loop, &lag, 10), 0);
     assert_int_equal(uv_timer_init(&loop, &stall), 0);
-    assert_int_equal(uv_timer_start(&stall, uv_stall_cb, 30, 0), 0);
-    /* The lag timer is unref'd: `keep` holds the loop open until 150 ms, after the stall. */
+    /* The lag timer is unref'd: `keep`, started by the stall, holds the loop
+     * open until the lag timer has fired once after the stall. */
     assert_int_equal(uv_timer_init(&loop, &keep), 0);
-    assert_int_equal(uv_timer_start(&keep, uv_noop_cb, 150, 0), 0);
+    stall.data = &keep;
+    assert_int_equal(uv_timer_start(&stall, uv_stall_cb, 30, 0), 0);
     uv_run(&loop, UV_RUN_DEFAULT);
     drover_lag_uv_stop(&lag);
     uv_close((uv_handle_t *)&lag, NULL);
