@@ -224,6 +224,8 @@ static int commands_command(void *ctx, const ctl_request *r, json_t *reply, char
         hc->stop_hub(hc->ctx);   /* deferred by the hub until this reply is queued */
         return 0;
     }
+    if (r->cmd->cmd == CTL_UPGRADE)
+        return hc->upgrade(hc->ctx, reply, msg, cap);   /* the exec is deferred past this reply too */
     if (hc->sv)
         return commands_run(hc, r, reply, msg, cap);
     if (hc->at)

@@ -34,6 +34,10 @@ typedef struct {
     /* `apply FILE`: 0 when applied (reply gets "changes", "reloading",
      * "failed"), -1 when nothing changed; msg says what. */
     int        (*apply)(void *ctx, const char *file, json_t *reply, char *msg, size_t cap);
+    /* `upgrade`: 0 when the new binary passed its check and the hub
+     * re-executes after this reply (reply gets "from", "to", "exe",
+     * "upgrades"), -1 when refused (nothing changed); msg says what. */
+    int        (*upgrade)(void *ctx, json_t *reply, char *msg, size_t cap);
     void        *ctx;
     worker_view *views;
     size_t       views_cap;

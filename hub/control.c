@@ -422,6 +422,7 @@ static bool control_request(client *cl, const char *line, size_t len)
     case CTL_SCALE:
     case CTL_APPLY:
     case CTL_DESCRIBE:
+    case CTL_UPGRADE:
     case CTL_CMD_N:
         if (c->hooks.command(c->hooks.ctx, &r, reply, msg, sizeof msg) == 0) {
             json_object_set_new(reply, "msg", json_string(msg));
@@ -695,7 +696,7 @@ static void control_on_server_closed(uv_handle_t *h)
     free(c);
 }
 
-control *control_start(uv_loop_t *loop, const char *path, unsigned hub_kind, json_t *hello,
+control *control_start(uv_loop_t *loop, const char *path, int fd, unsigned hub_kind, json_t *hello,
                        const control_hooks *hooks, char *err, size_t errcap)
 {
     control *c = calloc(1, sizeof *c);
@@ -710,15 +711,21 @@ control *control_start(uv_loop_t *loop, const char *path, unsigned hub_kind, jso
     c->kind = hub_kind;
     c->hello = hello;
     snprintf(c->path, sizeof c->path, "%s", path);
-    unlink(path);   /* stale: the caller holds the namespace lock */
     uv_pipe_init(loop, &c->server, 0);
     c->server.data = c;
     c->handles = 1;
-    int rc = uv_pipe_bind(&c->server, path);
-    if (rc == 0) {
-        chmod(path, 0600);
-        rc = uv_listen((uv_stream_t *)&c->server, CONTROL_CLIENTS_MAX, control_on_connection);
+    int rc;
+    if (fd >= 0) {
+        /* an upgrade's: bound and listening; clients queued meanwhile wait in its backlog */
+        rc = uv_pipe_open(&c->server, fd);
+    } else {
+        unlink(path);   /* stale: the caller holds the namespace lock */
+        rc = uv_pipe_bind(&c->server, path);
+        if (rc == 0)
+            chmod(path, 0600);
     }
+    if (rc == 0)
+        rc = uv_listen((uv_stream_t *)&c->server, CONTROL_CLIENTS_MAX, control_on_connection);
     if (rc != 0) {
         snprintf(err, errcap, "cannot listen on %s: %s", path, uv_strerror(rc));
         uv_close((uv_handle_t *)&c->server, control_on_server_closed);  /* frees c */
@@ -751,4 +758,10 @@ void control_stop(control *c)
     uv_close((uv_handle_t *)&c->wake, control_on_server_closed);
     uv_close((uv_handle_t *)&c->polled, control_on_server_closed);
     uv_close((uv_handle_t *)&c->server, control_on_server_closed);
+}
+
+int control_listen_fd(const control *c)
+{
+    uv_os_fd_t fd;
+    return uv_fileno((const uv_handle_t *)&c->server, &fd) == 0 ? fd : -1;
 }

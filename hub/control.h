@@ -46,13 +46,17 @@ typedef struct control control;
 
 /*
  * Listens on path (a stale socket file is replaced: the caller holds the
- * namespace lock). hub_kind is CTL_HUB_RUN, _ATTACH or _MONIT: commands the
+ * namespace lock), or with fd >= 0 on that socket, bound at path and
+ * handed over by `drover upgrade`. hub_kind is CTL_HUB_RUN, _ATTACH or _MONIT: commands the
  * table does not allow on it are refused. hello is what a client gets after
  * its hello (the hub's pid, mode…; stolen). Returns NULL with a one-line
  * message in err.
  */
-control *control_start(uv_loop_t *loop, const char *path, unsigned hub_kind, json_t *hello,
+control *control_start(uv_loop_t *loop, const char *path, int fd, unsigned hub_kind, json_t *hello,
                        const control_hooks *hooks, char *err, size_t errcap);
+
+/* The listening socket (for `drover upgrade`), or -1. */
+int control_listen_fd(const control *c);
 
 /* Sends the current state to every subscribed client, and the headless
  * output to every streaming one (once per interval). */

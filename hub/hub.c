@@ -23,6 +23,7 @@
 #include "hub/spawn.h"
 #include "hub/state.h"
 #include "hub/supervise.h"
+#include "hub/upgrade.h"
 #include "proto/notify.h"
 #include "proto/report.h"
 
@@ -39,13 +40,14 @@
 #include <math.h>
 #include <time.h>
 #include <unistd.h>
+#include <linux/close_range.h>
 #include <uv.h>
 
 #ifndef DROVER_LIBDIR
 #define DROVER_LIBDIR "/usr/local/lib/drover"
 #endif
 
-#define HUB_NSIGNALS 7
+#define HUB_NSIGNALS 8
 
 typedef struct {
     const hub_options *o;
@@ -76,7 +78,24 @@ typedef struct {
     int         lock_fd;
     hub_apply   ap;             /* drover up: the config file applied */
     char        node_agent[4096];
+
+    /* drover upgrade */
+    char        exe[4096];      /* the binary at our path, read at start */
+    json_t     *resume;         /* the blob this image was started with, during setup */
+    int         upgrades;       /* upgrades this hub went through (carried along) */
+    int         upgrade_failures;
+    char        upgrade_error[512]; /* why the last one failed (empty: none did) */
+    uv_timer_t  upgrade_timer;  /* the exec, a turn after the command's reply */
+    bool        upgrade_due;
 } hub;
+
+/* The hub's own command line, which an upgrade executes again. */
+static char **hub_argv;
+
+void hub_set_argv(char **argv)
+{
+    hub_argv = argv;
+}
 
 /* ---- namespace lock ----------------------------------------------------- */
 
@@ -314,6 +333,7 @@ static void hub_on_log_line(void *ctx, const char *app, int id, const logs_line 
 }
 
 static int hub_on_apply(void *ctx, const char *file, json_t *reply, char *msg, size_t cap);
+static int hub_on_upgrade(void *ctx, json_t *reply, char *msg, size_t cap);
 
 /* Opens ctl.sock next to agent.sock. */
 static int hub_setup_control(hub *h, const char *dir, char *err, size_t errcap)
@@ -324,19 +344,23 @@ static int hub_setup_control(hub *h, const char *dir, char *err, size_t errcap)
         snprintf(err, errcap, "socket path too long");
         return -1;
     }
-    json_t *hello = json_pack("{s:i, s:s, s:s, s:i, s:s}", "hub_pid", (int)getpid(), "ns", h->o->ns,
-                              "mode", ctl_hub_name(kinds[h->o->mode]), "interval_ms", (int)h->o->interval_ms,
-                              "drover", DROVER_VERSION);
+    json_t *hello = json_pack("{s:i, s:s, s:s, s:i, s:s, s:i, s:i, s:s?}", "hub_pid", (int)getpid(), "ns",
+                              h->o->ns, "mode", ctl_hub_name(kinds[h->o->mode]), "interval_ms",
+                              (int)h->o->interval_ms, "drover", DROVER_VERSION, "upgrades", h->upgrades,
+                              "upgrade_failures", h->upgrade_failures, "upgrade_error",
+                              h->upgrade_error[0] ? h->upgrade_error : NULL);
     h->cmds = (hub_commands){.st = h->st, .kind = kinds[h->o->mode], .interval_s = h->o->interval_ms / 1000.0,
                              .prom = prom_new(),
-                             .stop_hub = hub_stop_soon, .apply = hub_on_apply, .log_dir = h->logdir, .ctx = h};
+                             .stop_hub = hub_stop_soon, .apply = hub_on_apply, .upgrade = hub_on_upgrade,
+                             .log_dir = h->logdir, .ctx = h};
     if (!h->cmds.prom) {
         json_decref(hello);
         snprintf(err, errcap, "out of memory");
         return -1;
     }
     control_hooks hooks = hub_commands_hooks(&h->cmds);
-    h->ctl = control_start(&h->loop, path, h->cmds.kind, hello, &hooks, err, errcap);
+    h->ctl = control_start(&h->loop, path, h->resume ? upgrade_fd(h->resume, "ctl") : -1, h->cmds.kind, hello,
+                           &hooks, err, errcap);
     if (h->ctl && h->o->metrics && !(h->mx = metrics_start(&h->loop, h->o->metrics, err, errcap)))
         return -1;
     return h->ctl ? 0 : -1;
@@ -434,6 +458,7 @@ static void hub_stop(hub *h, int code)
     if (!h->draining)
         h->exit_code = code;
     uv_close((uv_handle_t *)&h->timer, hub_on_close);
+    uv_close((uv_handle_t *)&h->upgrade_timer, hub_on_close);
     for (size_t i = 0; i < HUB_NSIGNALS; i++)
         uv_close((uv_handle_t *)&h->sig[i], hub_on_close);
     ingest_stop(h->in);
@@ -557,6 +582,142 @@ static int hub_on_apply(void *ctx, const char *file, json_t *reply, char *msg, s
     return hub_apply_file(h, file, reply, msg, cap) < 0 ? -1 : 0;
 }
 
+/* ---- drover upgrade ------------------------------------------------------ */
+
+/*
+ * The state that crosses the exec (upgrade.h), as a document. final: the
+ * real one (descriptors kept across exec, pipes no longer read, agent is
+ * the detached report socket); else a dry run for the new binary's check.
+ * NULL with why in err.
+ */
+static json_t *hub_fd_json(int fd)
+{
+    return json_integer(fd);
+}
+
+static json_t *hub_upgrade_doc(hub *h, bool final, int agent, char *err, size_t cap)
+{
+    json_t *(*fd)(int) = final ? upgrade_keep_fd : hub_fd_json;
+    pid_t gpid = 0;
+    int gfd = spawn_guard_save(&gpid);
+    json_t *group = json_null();
+    if (h->group && !(group = lgroup_save(h->group, final, err, cap)))
+        return NULL;
+    json_t *apps = h->sv ? supervise_save(h->sv) : json_array();
+    size_t i;
+    json_t *a;
+    json_array_foreach(apps, i, a) {
+        json_t *lfd = json_object_get(a, "listen_fd");
+        if (final && json_is_integer(lfd))
+            upgrade_keep_fd((int)json_integer_value(lfd));
+    }
+    json_t *doc = json_pack("{s:s, s:i, s:s, s:i, s:i, s:o, s:o, s:i, s:o, s:o, s:o, s:o, s:o}", "format",
+                            UPGRADE_FORMAT, "version", UPGRADE_VERSION, "from", DROVER_VERSION, "upgrades",
+                            h->upgrades, "failures", h->upgrade_failures, "lock", fd(h->lock_fd), "guard",
+                            gfd >= 0 ? fd(gfd) : json_null(), "guard_pid", (int)gpid, "agent", fd(agent), "ctl",
+                            fd(control_listen_fd(h->ctl)), "group", group, "apps", apps, "logs",
+                            h->lg ? logs_save(h->lg, final) : json_array());
+    if (!doc)
+        snprintf(err, cap, "out of memory");
+    return doc;
+}
+
+/*
+ * The exec, a loop turn after `upgrade` was answered: hand everything over
+ * and become the new binary. If even the exec fails, the old binary is
+ * executed again the same way (from the file we run, renamed over or not),
+ * told why, so the hub goes on as it was.
+ */
+static void hub_upgrade_exec(uv_timer_t *t)
+{
+    hub *h = t->data;
+    char err[512], err2[512];
+    h->upgrade_due = false;
+    if (h->stopping || h->draining || (h->sv && supervise_busy(h->sv, err, sizeof err))) {
+        ctl_event e = ctl_event_make(CTL_EV_UPGRADE, CTL_PHASE_ABORTED, NULL, -1, 0);
+        e.text = h->stopping || h->draining ? "upgrade not done: the hub is stopping" : err;
+        hub_on_event(h, &e);
+        return;
+    }
+    service_reloading(h->svc);
+    /* Only what the blob names crosses the exec: libraries' descriptors
+     * opened without O_CLOEXEC (libproc2's /proc/stat) would pile up, one
+     * set per upgrade. The blob clears the flag on its own below. */
+    close_range(3, ~0U, CLOSE_RANGE_CLOEXEC);
+    int self = open("/proc/self/exe", O_RDONLY | O_CLOEXEC);
+    int agent = ingest_detach(h->in);
+    h->in = NULL;
+    json_t *doc = hub_upgrade_doc(h, true, agent, err, sizeof err);
+    int bfd = doc ? upgrade_blob_write(doc, err, sizeof err) : -1;
+    json_decref(doc);
+    if (bfd < 0 || self < 0) {
+        /* Nothing left to go on with in this image (ingest detached, pipes
+         * stopped): the guard ends the workers with us. */
+        fprintf(stderr, "drover: upgrade failed after the point of no return: %s\n",
+                self < 0 ? "cannot open /proc/self/exe" : err);
+        _exit(1);
+    }
+    fflush(stdout);
+    fflush(stderr);
+    upgrade_exec(h->exe, -1, self, hub_argv, bfd, NULL, err, sizeof err);
+    upgrade_exec(h->exe, self, -1, hub_argv, bfd, err, err2, sizeof err2);
+    fprintf(stderr, "drover: upgrade failed (%s) and going back failed too (%s)\n", err, err2);
+    _exit(1);
+}
+
+/*
+ * `drover upgrade` (and SIGUSR2): refuses while the supervisor is busy or
+ * the new binary does not pass its check run on a dry-run blob; else
+ * schedules the exec after this reply and says so. reply may be NULL.
+ */
+static int hub_on_upgrade(void *ctx, json_t *reply, char *msg, size_t cap)
+{
+    hub *h = ctx;
+    char err[512], version[64];
+    if (h->stopping || h->draining) {
+        snprintf(msg, cap, "upgrade refused: the hub is stopping");
+        return -1;
+    }
+    if (h->upgrade_due) {
+        snprintf(msg, cap, "upgrade refused: an upgrade is already under way");
+        return -1;
+    }
+    if (h->sv && supervise_busy(h->sv, err, sizeof err)) {
+        snprintf(msg, cap, "upgrade refused: %s", err);
+        return -1;
+    }
+    if (!hub_argv || !h->exe[0]) {
+        snprintf(msg, cap, "upgrade refused: this hub does not know its own binary");
+        return -1;
+    }
+    json_t *doc = hub_upgrade_doc(h, false, ingest_fd(h->in), err, sizeof err);
+    int bfd = doc ? upgrade_blob_write(doc, err, sizeof err) : -1;
+    json_decref(doc);
+    if (bfd < 0) {
+        snprintf(msg, cap, "upgrade refused: %s", err);
+        return -1;
+    }
+    int rc = upgrade_check(h->exe, bfd, version, sizeof version, err, sizeof err);
+    close(bfd);
+    if (rc != 0) {
+        snprintf(msg, cap, "upgrade refused: %s; nothing changed, the running hub (drover %s) goes on",
+                 err, DROVER_VERSION);
+        return -1;
+    }
+    snprintf(msg, cap, "upgrading the hub (pid %d) from drover %s to drover %s (%s)", (int)getpid(),
+             DROVER_VERSION, version, h->exe);
+    if (reply)
+        json_object_update_new(reply, json_pack("{s:s, s:s, s:s, s:i, s:i}", "from", DROVER_VERSION, "to",
+                                                version, "exe", h->exe, "upgrades", h->upgrades,
+                                                "upgrade_failures", h->upgrade_failures));
+    ctl_event e = ctl_event_make(CTL_EV_UPGRADE, CTL_PHASE_STARTED, NULL, -1, 0);
+    e.text = msg;
+    hub_on_event(h, &e);
+    h->upgrade_due = true;
+    uv_timer_start(&h->upgrade_timer, hub_upgrade_exec, 20, 0);
+    return 0;
+}
+
 static void hub_on_signal(uv_signal_t *s, int signum)
 {
     hub *h = s->data;
@@ -584,6 +745,14 @@ static void hub_on_signal(uv_signal_t *s, int signum)
     case SIGUSR1:
         if (h->lg)
             logs_reopen(h->lg);
+        return;
+    case SIGUSR2:
+        /* drover upgrade, from a signal: the outcome is an event (and the log) */
+        if (hub_on_upgrade(h, NULL, msg, sizeof msg) != 0) {
+            ctl_event e = ctl_event_make(CTL_EV_UPGRADE, CTL_PHASE_ABORTED, NULL, -1, 0);
+            e.text = msg;
+            hub_on_event(h, &e);
+        }
         return;
     case SIGTTIN:
     case SIGTTOU:
@@ -679,7 +848,11 @@ static int hub_setup_config(hub *h, const char *sock, char *err, size_t errcap)
                       .keep = cfg.log_keep, .timestamps = cfg.log_timestamps,
                       .json = cfg.log_format == CONFIG_LOG_JSON};
     h->lg = logs_new(&h->loop, &lc, err, errcap);
+    if (h->lg && h->resume)
+        logs_restore(h->lg, json_object_get(h->resume, "logs"), err, errcap);
     h->sv = h->lg ? supervise_new(&h->loop, h->st, hub_on_event, h) : NULL;
+    if (h->sv && h->resume)
+        supervise_resume(h->sv, json_object_get(h->resume, "apps"));
     if (!h->sv) {
         if (h->lg)
             snprintf(err, errcap, "out of memory");
@@ -707,7 +880,9 @@ static int hub_setup_run(hub *h, const char *sock, char *err, size_t errcap)
                  errno == ENOENT ? "command not found" : strerror(errno));
         return -1;
     }
-    if (o->listen && o->balance != HUB_BALANCE_SHARED && lgroup_applies(o->listen)) {
+    if (h->group) {
+        /* an upgrade's: the group as it was */
+    } else if (o->listen && o->balance != HUB_BALANCE_SHARED && lgroup_applies(o->listen)) {
         h->group = lgroup_open(&h->loop, o->listen, err, errcap);
         if (!h->group)
             return -1;
@@ -731,6 +906,8 @@ static int hub_setup_run(hub *h, const char *sock, char *err, size_t errcap)
     h->lg = logs_new(&h->loop, &lc, err, errcap);
     if (!h->lg)
         return -1;
+    if (h->resume)
+        logs_restore(h->lg, json_object_get(h->resume, "logs"), err, errcap);
     logs_on_line(h->lg, hub_on_log_line, h);
     h->cmds.lg = h->lg;
     h->sv = h->cmds.sv = supervise_new(&h->loop, h->st, hub_on_event, h);
@@ -738,6 +915,8 @@ static int hub_setup_run(hub *h, const char *sock, char *err, size_t errcap)
         snprintf(err, errcap, "out of memory");
         return -1;
     }
+    if (h->resume)
+        supervise_resume(h->sv, json_object_get(h->resume, "apps"));
     char node_agent[4096];
     bool preload = !o->no_agent && hub_is_node(o->argv[0]) &&
                    hub_node_agent(node_agent, sizeof node_agent) == 0;
@@ -785,28 +964,121 @@ static int hub_setup_attach(hub *h, char *err, size_t errcap)
     return 0;
 }
 
+/*
+ * A hub started by `drover upgrade` (UPGRADE_ENV set): reads and checks the
+ * blob into h->resume and takes the counts along. A blob this binary
+ * refuses sends the process back to the binary it came from (never
+ * returns then); with nothing to go back to, returns -1.
+ */
+static int hub_resume_begin(hub *h)
+{
+    char failed[512], err[512], why[700];
+    int rollback = -1;
+    int bfd = upgrade_inherited(&rollback, failed, sizeof failed);
+    if (bfd < 0)
+        return 0;
+    h->resume = upgrade_blob_read(bfd, err, sizeof err);
+    if (!h->resume) {
+        if (rollback >= 0 && !failed[0]) {
+            snprintf(why, sizeof why, "the new binary refused the hub's state: %s", err);
+            upgrade_exec(NULL, rollback, -1, hub_argv, bfd, why, err, sizeof err);
+        }
+        fprintf(stderr, "drover: cannot resume the hub after an upgrade: %s\n", err);
+        return -1;
+    }
+    close(bfd);
+    h->upgrades = (int)json_integer_value(json_object_get(h->resume, "upgrades"));
+    h->upgrade_failures = (int)json_integer_value(json_object_get(h->resume, "failures"));
+    if (failed[0]) {
+        h->upgrade_failures++;
+        snprintf(h->upgrade_error, sizeof h->upgrade_error, "%s", failed);
+    } else {
+        h->upgrades++;
+    }
+    if (rollback >= 0)
+        close(rollback);
+    /* The listening sockets, by the spec each was opened for: the setup's
+     * listen_open calls take them back. */
+    size_t i;
+    json_t *a;
+    json_array_foreach(json_object_get(h->resume, "apps"), i, a) {
+        int fd = upgrade_fd(a, "listen_fd");
+        const char *spec = json_string_value(json_object_get(a, "listen_spec"));
+        if (fd >= 0 && (!spec || listen_hand_over(spec, fd) != 0))
+            close(fd);
+    }
+    json_t *g = json_object_get(h->resume, "group");
+    if (g && !json_is_null(g) && !(h->group = lgroup_restore(&h->loop, g, err, sizeof err))) {
+        fprintf(stderr, "drover: cannot resume the hub after an upgrade: %s\n", err);
+        return -1;
+    }
+    return 0;
+}
+
+/* The upgrade is through: what was not taken back closes; one event says how it went. */
+static void hub_resume_end(hub *h)
+{
+    if (!h->resume)
+        return;
+    if (h->sv)
+        supervise_resume_end(h->sv);
+    listen_hand_over_end();
+    char text[900];
+    ctl_event e;
+    if (h->upgrade_error[0]) {
+        e = ctl_event_make(CTL_EV_UPGRADE, CTL_PHASE_ABORTED, NULL, -1, 0);
+        snprintf(text, sizeof text, "upgrade failed, the hub went back to drover %s: %s", DROVER_VERSION,
+                 h->upgrade_error);
+    } else {
+        e = ctl_event_make(CTL_EV_UPGRADE, CTL_PHASE_DONE, NULL, -1, 0);
+        snprintf(text, sizeof text, "upgraded: the hub (pid %d) runs drover %s (was %s), upgrade %d",
+                 (int)getpid(), DROVER_VERSION, json_string_value(json_object_get(h->resume, "from")),
+                 h->upgrades);
+    }
+    e.text = text;
+    hub_on_event(h, &e);
+    json_decref(h->resume);
+    h->resume = NULL;
+}
+
 int hub_run(const hub_options *o)
 {
     hub h = {.o = o, .lock_fd = -1, .listen_fd = -1};
     char dir[PATHS_MAX], sock[PATHS_MAX], err[512];
 
+    /* The binary at our path now: what an upgrade executes (after a rename
+     * over it, /proc/self/exe names the old file, "(deleted)"). */
+    ssize_t xl = readlink("/proc/self/exe", h.exe, sizeof h.exe - 1);
+    h.exe[xl > 0 ? xl : 0] = '\0';
+    uv_loop_init(&h.loop);
+    if (hub_resume_begin(&h) != 0) {
+        uv_loop_close(&h.loop);
+        return 1;
+    }
+
     if (paths_dir(o->socket_dir, o->ns, true, dir, sizeof dir, err, sizeof err) != 0 ||
         paths_join(dir, "agent.sock", sock, sizeof sock) != 0) {
         fprintf(stderr, "drover: %s\n", err);
+        uv_loop_close(&h.loop);
         return 1;
     }
-    h.lock_fd = hub_lock(dir, sock, err, sizeof err);
+    h.lock_fd = h.resume ? upgrade_fd(h.resume, "lock") : hub_lock(dir, sock, err, sizeof err);
     if (h.lock_fd < 0) {
         fprintf(stderr, "drover: %s\n", err);
+        uv_loop_close(&h.loop);
         return 1;
     }
     signal(SIGPIPE, SIG_IGN);
     if (o->mode == HUB_RUN) {
         /* The guard must be forked before any thread exists; orphans of
          * workers are reparented to us (subreaper) so that we reap them. */
-        if (spawn_guard_start(err, sizeof err) != 0) {
+        if (h.resume) {
+            spawn_guard_adopt(upgrade_fd(h.resume, "guard"),
+                              (pid_t)json_integer_value(json_object_get(h.resume, "guard_pid")));
+        } else if (spawn_guard_start(err, sizeof err) != 0) {
             fprintf(stderr, "drover: %s\n", err);
             close(h.lock_fd);
+            uv_loop_close(&h.loop);
             return 1;
         }
         prctl(PR_SET_CHILD_SUBREAPER, 1);
@@ -815,10 +1087,10 @@ int hub_run(const hub_options *o)
      * is enough, and each pool thread costs a stack plus ~260 KiB of buffers
      * that libproc2 keeps per thread. */
     setenv("UV_THREADPOOL_SIZE", "1", 0);
-    uv_loop_init(&h.loop);
     h.st = state_new();
     h.sm = h.st ? sampler_new(&h.loop, err, sizeof err) : NULL;
-    h.in = h.sm ? ingest_start(&h.loop, sock, hub_on_datagram, &h, err, sizeof err) : NULL;
+    h.in = h.sm ? ingest_adopt(&h.loop, sock, h.resume ? upgrade_fd(h.resume, "agent") : -1, hub_on_datagram, &h,
+                               err, sizeof err) : NULL;
     if (h.in)
         state_set_ready_hook(h.st, hub_on_ready, &h);
     if (!h.in || hub_setup_control(&h, dir, err, sizeof err) != 0 || (o->mode == HUB_RUN && hub_setup_run(&h, sock, err, sizeof err) != 0) ||
@@ -850,8 +1122,9 @@ int hub_run(const hub_options *o)
     }
 
     h.svc = service_start(&h.loop);
-    if (o->mode != HUB_RUN)
-        service_ready(h.svc, o->mode == HUB_ATTACH ? "attached" : "monitoring");
+    if (o->mode != HUB_RUN || h.resume)   /* resumed: every worker kept is online */
+        service_ready(h.svc, o->mode == HUB_ATTACH ? "attached" : o->mode == HUB_RUN ? "upgraded" : "monitoring");
+    hub_resume_end(&h);
 
     if (o->background) {
         /* Set up without error: from now on nobody watches our terminal
@@ -869,7 +1142,7 @@ int hub_run(const hub_options *o)
         }
     }
 
-    static const int sigs[HUB_NSIGNALS] = {SIGINT, SIGTERM, SIGHUP, SIGUSR1, SIGTTIN, SIGTTOU, SIGCHLD};
+    static const int sigs[HUB_NSIGNALS] = {SIGINT, SIGTERM, SIGHUP, SIGUSR1, SIGUSR2, SIGTTIN, SIGTTOU, SIGCHLD};
     for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++) {
         uv_signal_init(&h.loop, &h.sig[i]);
         h.sig[i].data = &h;
@@ -881,6 +1154,8 @@ int hub_run(const hub_options *o)
         supervise_reap(h.sv);
     uv_timer_init(&h.loop, &h.timer);
     h.timer.data = &h;
+    uv_timer_init(&h.loop, &h.upgrade_timer);
+    h.upgrade_timer.data = &h;
     uv_timer_start(&h.timer, hub_on_timer, o->interval_ms, o->interval_ms);
     sampler_start(h.sm, NULL, 0, hub_on_first_sample, &h);
 

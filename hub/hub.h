@@ -60,6 +60,9 @@ typedef struct {
  */
 int hub_run(const hub_options *o);
 
+/* The command line the process was started with (main's argv, kept): what `drover upgrade` executes again. */
+void hub_set_argv(char **argv);
+
 /* True if cmd runs Node.js (its program is node or nodejs). */
 bool hub_is_node(const char *cmd);
 

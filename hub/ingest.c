@@ -185,6 +185,12 @@ static void ingest_on_close(uv_handle_t *h)
 ingest *ingest_start(uv_loop_t *loop, const char *path, ingest_cb cb, void *ctx,
                      char *err, size_t errcap)
 {
+    return ingest_adopt(loop, path, -1, cb, ctx, err, errcap);
+}
+
+ingest *ingest_adopt(uv_loop_t *loop, const char *path, int fd, ingest_cb cb, void *ctx,
+                     char *err, size_t errcap)
+{
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
     if (strlen(path) >= sizeof sa.sun_path) {
         snprintf(err, errcap, "socket path too long: %s", path);
@@ -203,22 +209,26 @@ ingest *ingest_start(uv_loop_t *loop, const char *path, ingest_cb cb, void *ctx,
     snprintf(in->path, sizeof in->path, "%s", path);
     memcpy(sa.sun_path, path, strlen(path) + 1);
 
-    in->fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    int one = 1;
-    if (in->fd < 0 || setsockopt(in->fd, SOL_SOCKET, SO_PASSCRED, &one, sizeof one) < 0) {
-        snprintf(err, errcap, "cannot create the report socket: %s", strerror(errno));
-        goto fail;
-    }
-    /* The caller holds the namespace lock, so whatever file is here is stale. */
-    unlink(path);
-    /* Its mode is set, not left to the umask (0777 under umask 000): the
-     * hub's user and root write reports here; workers run as that user. */
-    mode_t um = umask(0177);
-    int brc = bind(in->fd, (struct sockaddr *)&sa, sizeof sa);
-    umask(um);
-    if (brc < 0 || chmod(path, 0600) != 0) {
-        snprintf(err, errcap, "cannot bind %s: %s", path, strerror(errno));
-        goto fail;
+    if (fd >= 0) {
+        in->fd = fd;   /* an upgrade's: bound, and what it queued is still queued */
+    } else {
+        in->fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+        int one = 1;
+        if (in->fd < 0 || setsockopt(in->fd, SOL_SOCKET, SO_PASSCRED, &one, sizeof one) < 0) {
+            snprintf(err, errcap, "cannot create the report socket: %s", strerror(errno));
+            goto fail;
+        }
+        /* The caller holds the namespace lock, so whatever file is here is stale. */
+        unlink(path);
+        /* Its mode is set, not left to the umask (0777 under umask 000): the
+         * hub's user and root write reports here; workers run as that user. */
+        mode_t um = umask(0177);
+        int brc = bind(in->fd, (struct sockaddr *)&sa, sizeof sa);
+        umask(um);
+        if (brc < 0 || chmod(path, 0600) != 0) {
+            snprintf(err, errcap, "cannot bind %s: %s", path, strerror(errno));
+            goto fail;
+        }
     }
     struct stat st;
     if (stat(path, &st) == 0) {
@@ -276,4 +286,24 @@ void ingest_stop(ingest *in)
     close(in->fd);
     close(in->stopfd);
     uv_close((uv_handle_t *)&in->async, ingest_on_close);
+}
+
+int ingest_detach(ingest *in)
+{
+    if (in->thread_started) {
+        uint64_t one = 1;
+        if (write(in->stopfd, &one, sizeof one) < 0) { /* cannot fail for an eventfd below its max */ }
+        pthread_join(in->thread, NULL);
+        in->thread_started = false;
+    }
+    ingest_flush(in);   /* what the thread took from the socket is applied here */
+    int fd = in->fd;
+    close(in->stopfd);
+    uv_close((uv_handle_t *)&in->async, ingest_on_close);
+    return fd;
+}
+
+int ingest_fd(const ingest *in)
+{
+    return in->fd;
 }

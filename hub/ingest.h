@@ -49,4 +49,21 @@ void ingest_flush(ingest *in);
  */
 void ingest_stop(ingest *in);
 
+/*
+ * As ingest_start, on fd: a report socket already bound at path (handed
+ * over by `drover upgrade`); fd -1 binds a new one.
+ */
+ingest *ingest_adopt(uv_loop_t *loop, const char *path, int fd, ingest_cb cb, void *ctx,
+                     char *err, size_t errcap);
+
+/*
+ * `drover upgrade`: stops the thread, delivers what it queued, frees the
+ * ingest and returns the socket, still bound and open (its file stays):
+ * datagrams sent meanwhile wait in the kernel for the next image.
+ */
+int ingest_detach(ingest *in);
+
+/* The report socket (for `drover upgrade`'s dry run). */
+int ingest_fd(const ingest *in);
+
 #endif

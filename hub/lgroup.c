@@ -7,6 +7,7 @@
  */
 #include "hub/lgroup.h"
 #include "hub/listen.h"
+#include "hub/upgrade.h"
 
 #include <errno.h>
 #include <linux/bpf.h>
@@ -536,4 +537,77 @@ void lgroup_free(lgroup *g)
         close(g->ctr_map);
     close(g->anchor);
     free(g);
+}
+
+/* ---- upgrade ------------------------------------------------------------ */
+
+/* A descriptor number as JSON, left close-on-exec (a dry run); -1: null. */
+static json_t *lgroup_fd_json(int fd)
+{
+    return fd >= 0 ? json_integer(fd) : json_null();
+}
+
+json_t *lgroup_save(const lgroup *g, bool final, char *err, size_t errcap)
+{
+    json_t *(*fd)(int) = final ? upgrade_keep_fd : lgroup_fd_json;
+    json_t *mem = json_array(), *order = json_array();
+    for (size_t i = 0; i < g->nmem; i++) {
+        const member *mm = g->mem[i];
+        if (mm->st == LSOCK_DRAINING || mm->st == LSOCK_DRAINED) {
+            snprintf(err, errcap, "a listening socket is draining (a scale-down is in progress)");
+            json_decref(mem);
+            json_decref(order);
+            return NULL;
+        }
+        json_array_append_new(mem, json_pack("{s:o, s:i}", "fd", mm->fd >= 0 ? fd(mm->fd)
+                                                                              : json_integer(-1),
+                                             "st", (int)mm->st));
+    }
+    for (size_t i = 0; i < g->norder; i++)
+        json_array_append_new(order, json_integer(g->order[i]));
+    return json_pack("{s:o, s:o, s:o, s:i, s:i, s:b, s:o, s:o}", "anchor", fd(g->anchor),
+                     "socks_map", fd(g->socks_map), "ctr_map", fd(g->ctr_map),
+                     "steer", (int)g->steer, "nsocks_map", (int)g->nsocks_map, "prog_on", g->prog_on,
+                     "members", mem, "order", order);
+}
+
+lgroup *lgroup_restore(uv_loop_t *loop, const json_t *saved, char *err, size_t errcap)
+{
+    json_t *mem = json_object_get(saved, "members"), *v;
+    size_t n = json_array_size(mem), i;
+    lgroup *g = calloc(1, sizeof *g);
+    member **ms = calloc(n ? n : 1, sizeof *ms);
+    if (!g || !ms) {
+        free(g);
+        free(ms);
+        snprintf(err, errcap, "out of memory");
+        return NULL;
+    }
+    g->loop = loop;
+    g->mem = ms;
+    g->anchor = upgrade_fd(saved, "anchor");
+    g->socks_map = upgrade_fd(saved, "socks_map");
+    g->ctr_map = upgrade_fd(saved, "ctr_map");
+    g->steer = (steer_kind)json_integer_value(json_object_get(saved, "steer"));
+    g->nsocks_map = (size_t)json_integer_value(json_object_get(saved, "nsocks_map"));
+    g->prog_on = json_is_true(json_object_get(saved, "prog_on"));
+    json_array_foreach(mem, i, v) {
+        member *mm = calloc(1, sizeof *mm);
+        if (!mm) {
+            snprintf(err, errcap, "out of memory");
+            lgroup_free(g);
+            return NULL;
+        }
+        mm->g = g;
+        mm->m = (int)i;
+        mm->fd = upgrade_fd(v, "fd");
+        mm->st = (lsock_state)json_integer_value(json_object_get(v, "st"));
+        uv_timer_init(loop, &mm->watch);
+        mm->watch.data = mm;
+        g->mem[g->nmem++] = mm;
+    }
+    json_array_foreach(json_object_get(saved, "order"), i, v)
+        if (g->norder < LGROUP_MAX)
+            g->order[g->norder++] = (int)json_integer_value(v);
+    return g;
 }

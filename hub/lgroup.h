@@ -44,6 +44,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <uv.h>
+#include <jansson.h>
 
 #define LGROUP_SETTLE_MS 300   /* after steering away: handshakes begun before it complete */
 #define LGROUP_POLL_MS   50    /* how often a draining socket's accept queue is read */
@@ -147,5 +148,20 @@ int lgroup_queued(const lgroup *g, int m);
 
 /* Closes every socket and the anchor; frees the group once its timers closed (run the loop). */
 void lgroup_free(lgroup *g);
+
+/*
+ * `drover upgrade`, old image: the group as it crosses the exec (new
+ * reference; when final its descriptors, BPF maps included, are kept
+ * across exec; else a dry run for the new binary's check), or
+ * NULL with why in err (a socket draining: a scale-down in flight).
+ */
+json_t *lgroup_save(const lgroup *g, bool final, char *err, size_t errcap);
+
+/*
+ * `drover upgrade`, new image: the group of an lgroup_save (validated by
+ * upgrade_validate), members under the same numbers, the steering program
+ * still attached in the kernel. Returns it, or NULL with why in err.
+ */
+lgroup *lgroup_restore(uv_loop_t *loop, const json_t *saved, char *err, size_t errcap);
 
 #endif

@@ -204,8 +204,43 @@ int listen_tcp(const char *spec, bool reuseport, bool bind_only, char *err, size
     return fd;
 }
 
+/* Sockets an upgrade handed over, by the spec they were opened for. */
+#define LISTEN_HANDED_MAX 256
+static struct {
+    char *spec;
+    int   fd;
+} listen_handed[LISTEN_HANDED_MAX];
+
+int listen_hand_over(const char *spec, int fd)
+{
+    for (size_t i = 0; i < LISTEN_HANDED_MAX; i++)
+        if (!listen_handed[i].spec) {
+            if (!(listen_handed[i].spec = strdup(spec)))
+                return -1;
+            listen_handed[i].fd = fd;
+            return 0;
+        }
+    return -1;
+}
+
+void listen_hand_over_end(void)
+{
+    for (size_t i = 0; i < LISTEN_HANDED_MAX; i++)
+        if (listen_handed[i].spec) {
+            close(listen_handed[i].fd);
+            free(listen_handed[i].spec);
+            listen_handed[i].spec = NULL;
+        }
+}
+
 int listen_open(const char *spec, char *err, size_t errcap)
 {
+    for (size_t i = 0; i < LISTEN_HANDED_MAX; i++)
+        if (listen_handed[i].spec && strcmp(listen_handed[i].spec, spec) == 0) {
+            free(listen_handed[i].spec);
+            listen_handed[i].spec = NULL;
+            return listen_handed[i].fd;
+        }
     if (listen_check(spec, err, errcap) != 0)
         return -1;
     if (strncmp(spec, "fd:", 3) == 0)

@@ -33,4 +33,14 @@ int listen_tcp(const char *spec, bool reuseport, bool bind_only, char *err, size
  */
 int listen_check(const char *spec, char *err, size_t errcap);
 
+/*
+ * `drover upgrade`, new image: fd is the socket the old image had opened
+ * for spec; the next listen_open(spec) returns it instead of opening one.
+ * Returns 0, or -1 (table full, out of memory: the caller closes fd).
+ */
+int listen_hand_over(const char *spec, int fd);
+
+/* Closes the handed-over sockets no listen_open took (an app that is gone). */
+void listen_hand_over_end(void);
+
 #endif

@@ -23,6 +23,7 @@
  */
 #include "hub/logs.h"
 #include "hub/paths.h"
+#include "hub/upgrade.h"
 #include "proto/control.h"
 #include "proto/text.h"
 #include "proto/utf8.h"
@@ -1550,4 +1551,93 @@ void logs_free(logs *lg)
     uv_close((uv_handle_t *)&lg->kick, logs_handle_closed);
     if (lg->epoll_init)
         uv_close((uv_handle_t *)&lg->epoll, logs_handle_closed);
+}
+
+/* ---- upgrade ------------------------------------------------------------ */
+
+json_t *logs_save(logs *lg, bool final)
+{
+    json_t *out = json_array();
+    if (!out)
+        return NULL;
+    /* The echo queue does not cross the exec: give stderr its lines now. */
+    if (final && lg->efd >= 0)
+        logs_echo_flush(lg, uv_hrtime() + 100 * 1000000ull);
+    for (logs_stream *st = lg->streams; st; st = st->next) {
+        json_t *pipes = json_array(), *ring = json_array();
+        for (logs_pipe *p = st->pipes; p; p = p->next) {
+            if (p->closing)
+                continue;
+            uv_os_fd_t fd;
+            if (uv_fileno((uv_handle_t *)&p->h, &fd) != 0)
+                continue;
+            /* No more reads in this image: what the pipe holds waits in the kernel. */
+            if (final)
+                uv_read_stop((uv_stream_t *)&p->h);
+            json_array_append_new(pipes, json_pack("{s:o, s:i, s:i, s:o}", "fd",
+                                                   final ? upgrade_keep_fd(fd) : json_integer(fd),
+                                                   "which", (int)p->which, "pid", (int)p->pid,
+                                                   "partial", upgrade_hex(p->buf, p->len)));
+        }
+        uint64_t pos = st->rtail;
+        while (pos < st->rhead) {
+            if (logs_ring_wraps_at(st, pos)) {
+                pos += st->rcap - pos % st->rcap;
+                continue;
+            }
+            const logs_rec *r = (const logs_rec *)(st->ring + pos % st->rcap);
+            json_array_append_new(ring, json_pack("[f, i, o]", r->ts, (int)r->stream, upgrade_hex(r + 1, r->len)));
+            pos += sizeof(logs_rec) + logs_pad8(r->len);
+        }
+        json_array_append_new(out, json_pack("{s:s, s:i, s:i, s:o, s:o}", "app", st->app, "id", st->id,
+                                             "pid", (int)st->pid, "pipes", pipes, "ring", ring));
+    }
+    return out;
+}
+
+int logs_restore(logs *lg, const json_t *streams, char *err, size_t errcap)
+{
+    size_t i, j;
+    json_t *s, *v;
+    char *buf = malloc(LOGS_PIPE_BUF > LOGS_LINE_MAX + 1 ? LOGS_PIPE_BUF : LOGS_LINE_MAX + 1);
+    if (!buf) {
+        snprintf(err, errcap, "out of memory");
+        return -1;
+    }
+    json_array_foreach(streams, i, s) {
+        const char *app = json_string_value(json_object_get(s, "app"));
+        int id = (int)json_integer_value(json_object_get(s, "id"));
+        logs_stream *st = logs_stream_get(lg, app, id, err, errcap);
+        if (!st) {
+            /* its pipes must still be read by somebody: close them (EPIPE to the writer) */
+            json_array_foreach(json_object_get(s, "pipes"), j, v)
+                close((int)json_integer_value(json_object_get(v, "fd")));
+            continue;
+        }
+        json_array_foreach(json_object_get(s, "ring"), j, v) {
+            long n = upgrade_unhex(json_array_get(v, 2), buf, LOGS_LINE_MAX + 1);
+            if (n >= 0)
+                logs_ring_put(st, json_number_value(json_array_get(v, 0)),
+                              (logs_fd)json_integer_value(json_array_get(v, 1)), buf, (size_t)n);
+        }
+        st->pid = (pid_t)json_integer_value(json_object_get(s, "pid"));
+        json_array_foreach(json_object_get(s, "pipes"), j, v) {
+            int fd = upgrade_fd(v, "fd");
+            logs_fd which = (logs_fd)json_integer_value(json_object_get(v, "which"));
+            long n = upgrade_unhex(json_object_get(v, "partial"), buf, LOGS_PIPE_BUF);
+            if (fd < 0 || n < 0 || logs_pipe_new(st, which, fd) != 0)
+                continue;
+            /* the newest pipe is last: give it the partial line the old image held */
+            logs_pipe *p = st->pipes;
+            while (p->next)
+                p = p->next;
+            memcpy(p->buf, buf, (size_t)n);
+            p->len = (size_t)n;
+            p->pid = (pid_t)json_integer_value(json_object_get(v, "pid"));
+            if (p->len)   /* whole lines held back (echo full) go out now */
+                logs_pipe_after(p, logs_pipe_drain(p, false, false));
+        }
+    }
+    free(buf);
+    return 0;
 }

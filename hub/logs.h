@@ -57,6 +57,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 #include <uv.h>
+#include <jansson.h>
 
 #define LOGS_LINE_MAX 8192   /* longer lines are split into pieces of this size
                                 (each piece a line of its own); this many bytes
@@ -191,5 +192,22 @@ void logs_reopen(logs *lg);
  * handles (run the loop afterwards). NULL is a no-op.
  */
 void logs_free(logs *lg);
+
+/*
+ * `drover upgrade`, old image: stops reading every pipe and returns what
+ * crosses the exec (new reference): per stream its app, id, pid, open
+ * pipes (descriptor kept across exec, which, pid, the partial line held)
+ * and its ring's lines (hex). Gives the echo queue up to 100 ms to drain
+ * first. Unless final (a dry run for the new binary's check), nothing
+ * changes; when final the manager must not run again: the process execs next.
+ */
+json_t *logs_save(logs *lg, bool final);
+
+/*
+ * `drover upgrade`, new image: recreates the streams of a logs_save
+ * (validated by upgrade_validate), their rings, and reads their pipes on,
+ * each with the partial line it held. Returns 0, or -1 with why in err.
+ */
+int logs_restore(logs *lg, const json_t *streams, char *err, size_t errcap);
 
 #endif

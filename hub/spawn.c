@@ -314,3 +314,15 @@ void spawn_guard_stop(void)
     waitpid(guard_pid, NULL, 0);
     guard_pid = 0;
 }
+
+int spawn_guard_save(pid_t *pid)
+{
+    *pid = guard_pid;
+    return guard_fd;
+}
+
+void spawn_guard_adopt(int fd, pid_t pid)
+{
+    guard_fd = fd;
+    guard_pid = fd >= 0 ? pid : 0;
+}

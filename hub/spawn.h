@@ -64,4 +64,10 @@ pid_t spawn_guard_pid(void);
 /* Ends the guard normally (after the hub stopped every worker itself) and reaps it. */
 void spawn_guard_stop(void);
 
+/* `drover upgrade`, old image: the guard's pipe (returned) and pid, which cross the exec. */
+int spawn_guard_save(pid_t *pid);
+
+/* `drover upgrade`, new image: the guard of the old image is ours (fd -1: none). */
+void spawn_guard_adopt(int fd, pid_t pid);
+
 #endif

@@ -146,6 +146,7 @@ struct supervise {
     size_t      ntermed;
     void      (*stop_done)(void *);
     void       *stop_ctx;
+    json_t     *resume;        /* an upgrade's apps, until each is added again */
 };
 
 /* What ended a process, for the events of the slot's next step. */
@@ -167,6 +168,8 @@ static void sup_grow_start(app *a, bool announce);
 static void sup_reload_begin(app *a);
 static void sup_grow_end(app *a, const char *why);
 static void sup_app_gone_check(app *a);
+static slot *sup_slot(app *a, int id);
+static int sup_live(const app *a);
 
 /* ---- helpers ------------------------------------------------------------ */
 
@@ -863,7 +866,7 @@ static char *sup_node_options(const char *agent, const char *user)
 }
 
 /* Adds slot id to app a (not started). Returns it, or NULL. */
-static slot *sup_slot_new(app *a, int id)
+static slot *sup_slot_new(app *a, int id, int member)
 {
     slot **ns = realloc(a->slots, (size_t)(a->nslots + 1) * sizeof *ns);
     if (!ns)
@@ -877,7 +880,9 @@ static slot *sup_slot_new(app *a, int id)
     sl->key = state_sup_add(a->sv->st, a->name, id);
     sl->fsm = slot_fsm_new();
     sl->lsock = -1;
-    if (a->group) {
+    if (a->group && member >= 0) {
+        sl->lsock = member;   /* an upgrade's: the socket it had */
+    } else if (a->group) {
         char err[256];
         sl->lsock = lgroup_add(a->group, err, sizeof err);
         if (sl->lsock < 0) {
@@ -1104,6 +1109,156 @@ static int sup_app_configure(app *a, const supervise_app_spec *spec, char *err, 
     return 0;
 }
 
+/* ---- upgrade ------------------------------------------------------------ */
+
+static const char *const sup_saved_states[] = {[SLOT_ONLINE] = "online", [SLOT_STOPPED] = "stopped",
+                                               [SLOT_ERRORED] = "errored", [SLOT_BACKOFF] = "backoff"};
+
+bool supervise_busy(const supervise *sv, char *msg, size_t cap)
+{
+    if (sv->stopping_all) {
+        snprintf(msg, cap, "the hub is stopping");
+        return true;
+    }
+    for (const app *a = sv->apps; a; a = a->next) {
+        if (a->rl.active) {
+            snprintf(msg, cap, "%s of %s is in progress (%d/%d replaced); upgrade once it ended",
+                     a->rl.one_slot ? "a replacement" : "a reload", a->name, a->rl.replaced, a->rl.total);
+            return true;
+        }
+        if (a->growing || a->removing || a->retiring) {
+            snprintf(msg, cap, "%s is %s; upgrade once it ended", a->name,
+                     a->growing ? "starting workers (scale)" : a->removing ? "being removed" : "stopping old workers");
+            return true;
+        }
+        for (int i = 0; i < a->nslots; i++) {
+            const slot *sl = a->slots[i];
+            slot_state st = sl->fsm.state;
+            bool steady = sl->fsm.repl == REPL_NONE && !sl->repl && !sl->leaving &&
+                          (st == SLOT_ONLINE || st == SLOT_STOPPED || st == SLOT_ERRORED || st == SLOT_BACKOFF);
+            if (!steady) {
+                snprintf(msg, cap, "%s:%d is %s; upgrade once it is online", a->name, sl->id,
+                         state_name(slot_worker_state(st)));
+                return true;
+            }
+        }
+    }
+    return false;
+}
+
+json_t *supervise_save(const supervise *sv)
+{
+    json_t *apps = json_array();
+    uint64_t now = sup_now_ms((supervise *)sv);
+    for (const app *a = sv->apps; a; a = a->next) {
+        json_t *slots = json_array();
+        for (int i = 0; i < a->nslots; i++) {
+            const slot *sl = a->slots[i];
+            pid_t pid = sl->fsm.state == SLOT_ONLINE && sl->cur ? sl->cur->pid : 0;
+            json_array_append_new(slots, json_pack("{s:i, s:s, s:i, s:I, s:i, s:i, s:I}", "id", sl->id,
+                                                   "state", pid ? "online" : sup_saved_states[sl->fsm.state],
+                                                   "pid", (int)pid, "restarts", (json_int_t)sl->fsm.restarts,
+                                                   "fails", (int)sl->fsm.fails, "lsock", sl->lsock,
+                                                   "age_ms", (json_int_t)(pid ? now - sl->cur->started_ms : 0)));
+        }
+        json_array_append_new(apps, json_pack("{s:s, s:i, s:b, s:o, s:o, s:o}", "name", a->name, "want",
+                                              sup_live(a), "ready_learned", a->ready_learned, "listen_fd",
+                                              a->listen_fd >= 0 ? json_integer(a->listen_fd) : json_null(),
+                                              "listen_spec", a->listen_spec ? json_string(a->listen_spec)
+                                                                            : json_null(),
+                                              "slots", slots));
+    }
+    return apps;
+}
+
+void supervise_resume(supervise *sv, json_t *apps)
+{
+    json_decref(sv->resume);
+    sv->resume = json_incref(apps);
+}
+
+/*
+ * If the upgrade that started this image ran app a, a takes its workers
+ * back as they were (same pids, ids, sockets, restart counts) instead of
+ * starting new ones. Returns true when it did.
+ */
+static bool sup_resume_app(app *a)
+{
+    supervise *sv = a->sv;
+    size_t i, j;
+    json_t *ra, *s;
+    json_array_foreach(sv->resume, i, ra) {
+        if (strcmp(json_string_value(json_object_get(ra, "name")), a->name) != 0)
+            continue;
+        a->want = (int)json_integer_value(json_object_get(ra, "want"));
+        a->ready_learned = json_is_true(json_object_get(ra, "ready_learned"));
+        uint64_t now = sup_now_ms(sv);
+        json_array_foreach(json_object_get(ra, "slots"), j, s) {
+            const char *st = json_string_value(json_object_get(s, "state"));
+            int id = (int)json_integer_value(json_object_get(s, "id"));
+            pid_t pid = (pid_t)json_integer_value(json_object_get(s, "pid"));
+            int member = a->group ? (int)json_integer_value(json_object_get(s, "lsock")) : -1;
+            slot *sl = sup_slot(a, id) ? NULL : sup_slot_new(a, id, member);
+            if (!sl) {
+                if (pid > 0)
+                    kill(-pid, a->stop_signal ? a->stop_signal : SIGTERM);
+                continue;
+            }
+            slot_fsm f = slot_fsm_new();
+            f.restarts = json_integer_value(json_object_get(s, "restarts"));
+            f.fails = (unsigned)json_integer_value(json_object_get(s, "fails"));
+            if (strcmp(st, "online") == 0) {
+                proc *p = calloc(1, sizeof *p);
+                if (!p) {
+                    kill(-pid, SIGKILL);
+                    continue;
+                }
+                uint64_t age = (uint64_t)json_integer_value(json_object_get(s, "age_ms"));
+                *p = (proc){.a = a, .sl = sl, .pid = pid, .key = sl->key, .phase = PR_ONLINE, .grace_done = true,
+                            .started_ms = now > age ? now - age : 0};
+                uv_timer_init(sv->loop, &p->timer);
+                p->timer.data = p;
+                sl->cur = p;
+                state_sup_spawned(sv->st, sl->key, pid);
+                if (sl->ls)
+                    logs_stream_set_pid(sl->ls, pid);
+                f.state = SLOT_ONLINE;
+                sup_slot_set(sl, &f);
+            } else if (strcmp(st, "backoff") == 0) {
+                sup_slot_set(sl, &f);   /* stopped: start it again now */
+                sup_slot_step(sl, SLOT_IN_RESTART, NULL);
+            } else {
+                f.state = strcmp(st, "errored") == 0 ? SLOT_ERRORED : SLOT_STOPPED;
+                sup_slot_set(sl, &f);
+            }
+        }
+        json_array_remove(sv->resume, i);
+        return true;
+    }
+    return false;
+}
+
+void supervise_resume_end(supervise *sv)
+{
+    size_t i, j;
+    json_t *ra, *s;
+    /* An app the upgrade ran that this image does not (its file changed):
+     * its workers are still our children; they stop. */
+    json_array_foreach(sv->resume, i, ra) {
+        json_array_foreach(json_object_get(ra, "slots"), j, s) {
+            pid_t pid = (pid_t)json_integer_value(json_object_get(s, "pid"));
+            if (pid > 0)
+                kill(-pid, SIGTERM);
+        }
+        sup_event(sv, ctl_event_make(CTL_EV_ERROR, CTL_PHASE_NONE, json_string_value(json_object_get(ra, "name")),
+                                     -1, 0),
+                  "%s: not in this hub's settings after the upgrade: its workers were stopped",
+                  json_string_value(json_object_get(ra, "name")));
+    }
+    json_decref(sv->resume);
+    sv->resume = NULL;
+}
+
 int supervise_add_app(supervise *sv, const supervise_app_spec *spec, char *err, size_t errcap)
 {
     app *old = sup_app(sv, spec->app);
@@ -1127,6 +1282,8 @@ int supervise_add_app(supervise *sv, const supervise_app_spec *spec, char *err, 
     }
     a->next = sv->apps;
     sv->apps = a;
+    if (sup_resume_app(a))
+        return 0;
     /* Its workers start from the loop's first turns, a batch at a time. */
     a->want = spec->instances;
     if (a->want > 0)
@@ -1379,7 +1536,7 @@ static int sup_grow_one(app *a)
     int id = 0;
     while (sup_slot(a, id))
         id++;
-    slot *sl = sup_slot_new(a, id);
+    slot *sl = sup_slot_new(a, id, -1);
     if (!sl)
         return -1;
     sup_slot_step(sl, SLOT_IN_RESTART, NULL);   /* a new slot is stopped: start it */
@@ -1695,6 +1852,7 @@ void supervise_free(supervise *sv)
     uv_close((uv_handle_t *)sv->grow, sup_free_handle_cb);
     uv_timer_stop(sv->sweep);
     uv_close((uv_handle_t *)sv->sweep, sup_free_handle_cb);
+    json_decref(sv->resume);
     free(sv);
 }
 

@@ -201,4 +201,28 @@ bool supervise_reloading(const supervise *sv);
 /* Frees the supervisor; call after stop_all completed, then run the loop once. */
 void supervise_free(supervise *sv);
 
+/*
+ * `drover upgrade`: true (with why in msg) while something is in flight
+ * that lives only in this image's timers and callbacks: a reload or
+ * replacement, a growth, a removal, a slot starting or stopping.
+ */
+bool supervise_busy(const supervise *sv, char *msg, size_t cap);
+
+/*
+ * `drover upgrade`, old image (not busy): every app's slots as they cross
+ * the exec (new reference): id, state (online, stopped, errored, backoff),
+ * pid, restarts, quick failures, reuseport member, age of the process.
+ */
+json_t *supervise_save(const supervise *sv);
+
+/*
+ * `drover upgrade`, new image: before the apps are added, the saved apps
+ * (validated); supervise_add_app of a saved app takes its workers back
+ * (same pids, ids, sockets, counts; online) instead of starting new ones.
+ * supervise_resume_end after the last app was added stops the workers of
+ * saved apps that were not added again.
+ */
+void supervise_resume(supervise *sv, json_t *apps);
+void supervise_resume_end(supervise *sv);
+
 #endif

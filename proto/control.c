@@ -40,6 +40,10 @@ const ctl_command ctl_commands[CTL_CMD_N] = {
     [CTL_DESCRIBE] = {CTL_DESCRIBE, "describe", CTL_TARGET_APP, CTL_ARG_ENV, CTL_HUB_RUN, true, false, false,
                       "describe APP [--env]",
                       "an app's settings, readiness, env keys (values with --env) and last events", "i"},
+    [CTL_UPGRADE] = {CTL_UPGRADE, "upgrade", CTL_TARGET_NONE, 0, CTL_HUB_ANY, true, false, false, "upgrade",
+                     "re-execute the hub from the drover binary now at its path, in place: same pid, "
+                     "workers, sockets and logs kept; waits for the new hub (exit 1 if refused or rolled back)",
+                     ""},
 };
 
 const ctl_command *ctl_command_find(const char *name)
@@ -390,7 +394,7 @@ char *ctl_line(json_t *obj, size_t *len)
 static const char *const ctl_event_names[CTL_EV_N] = {
     [CTL_EV_RELOAD] = "reload", [CTL_EV_REPLACE] = "replace", [CTL_EV_EXIT] = "exit",
     [CTL_EV_KILL] = "kill", [CTL_EV_SCALE] = "scale", [CTL_EV_READY] = "ready",
-    [CTL_EV_ERROR] = "error", [CTL_EV_APPLY] = "apply",
+    [CTL_EV_ERROR] = "error", [CTL_EV_APPLY] = "apply", [CTL_EV_UPGRADE] = "upgrade",
 };
 
 static const char *const ctl_phase_names[CTL_PHASE_N] = {

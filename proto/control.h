@@ -29,7 +29,7 @@
 typedef enum {
     CTL_LS, CTL_SUBSCRIBE, CTL_UNSUBSCRIBE, CTL_LOGS, CTL_STREAM,
     CTL_KILL, CTL_RESTART, CTL_RELOAD, CTL_STOP, CTL_SCALE,
-    CTL_APPLY, CTL_DESCRIBE,
+    CTL_APPLY, CTL_DESCRIBE, CTL_UPGRADE,
     CTL_CMD_N
 } ctl_cmd;
 
@@ -196,6 +196,7 @@ typedef enum {
     CTL_EV_READY,      /* a worker is (or is not, reason) ready */
     CTL_EV_ERROR,      /* something failed: reason */
     CTL_EV_APPLY,      /* a config file applied: one per app changed (app set), then the summary */
+    CTL_EV_UPGRADE,    /* drover upgrade: started (checked), done (in the new image), aborted (refused, rolled back) */
     CTL_EV_N
 } ctl_event_kind;
 

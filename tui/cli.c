@@ -510,6 +510,90 @@ int cli_apply(const char *ns, const char *socket_dir, const char *file)
 
 /* ---- the subcommand -------------------------------------------------------- */
 
+/* ---- upgrade --------------------------------------------------------------- */
+
+#define CLI_UPGRADE_WAIT_MS 30000   /* for the new hub to answer */
+
+/* An integer field of a hello (0 when absent). */
+static long cli_hello_int(const json_t *hello, const char *key)
+{
+    return (long)json_integer_value(json_object_get(hello, key));
+}
+
+/*
+ * `drover upgrade`: asks the hub to re-execute itself, then waits for the
+ * hub (the same pid) to answer again and says whether it upgraded or went
+ * back. Exit 0 when upgraded, 1 when refused or rolled back.
+ */
+static int cli_upgrade(const cli_options *co)
+{
+    char path[PATHS_MAX + 16], err[512];
+    if (paths_ctl(co->socket_dir, co->ns, false, path, sizeof path, err, sizeof err) != 0) {
+        fprintf(stderr, "drover: no hub is running in namespace '%s' (%s)\n", co->ns, err);
+        return 1;
+    }
+    json_t *hello = NULL;
+    client_sync *c = client_sync_open(path, CTL_VERSION, &hello, err, sizeof err);
+    if (!c) {
+        fprintf(stderr, "drover: %s\n", err);
+        return 1;
+    }
+    long pid = cli_hello_int(hello, "hub_pid"), ups = cli_hello_int(hello, "upgrades"),
+         fails = cli_hello_int(hello, "upgrade_failures");
+    json_decref(hello);
+    ctl_request r = ctl_request_make(CTL_UPGRADE, NULL);
+    json_t *rep = cli_call(c, &r, 15000);
+    if (!rep) {
+        client_sync_close(c);
+        return 1;
+    }
+    text_print_safe(stdout, json_string_value(json_object_get(rep, "msg")), SIZE_MAX);
+    fputc('\n', stdout);
+    fflush(stdout);
+    json_decref(rep);
+    /* The hub closes every connection when it executes the new binary. */
+    json_t *m;
+    while ((m = client_sync_next(c, CLI_UPGRADE_WAIT_MS)))
+        json_decref(m);
+    client_sync_close(c);
+    struct timespec t0, t;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (;;) {
+        hello = NULL;
+        c = client_sync_open(path, CTL_VERSION, &hello, err, sizeof err);
+        if (c) {
+            client_sync_close(c);
+            long npid = cli_hello_int(hello, "hub_pid");
+            int rc = -1;
+            if (npid != pid) {
+                fprintf(stderr, "drover: another hub (pid %ld) answers now; the hub upgraded was pid %ld\n", npid, pid);
+                rc = 1;
+            } else if (cli_hello_int(hello, "upgrades") > ups) {
+                printf("upgraded: the hub (pid %ld) runs drover ", pid);
+                text_print_safe(stdout, json_string_value(json_object_get(hello, "drover")), SIZE_MAX);
+                printf(" now, its workers kept\n");
+                rc = 0;
+            } else if (cli_hello_int(hello, "upgrade_failures") > fails) {
+                fputs("drover: upgrade failed, the hub went back to its binary: ", stderr);
+                text_print_safe(stderr, json_string_value(json_object_get(hello, "upgrade_error")), SIZE_MAX);
+                fputc('\n', stderr);
+                rc = 1;
+            }
+            json_decref(hello);
+            if (rc >= 0)
+                return rc;
+        }
+        clock_gettime(CLOCK_MONOTONIC, &t);
+        if ((t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000 > CLI_UPGRADE_WAIT_MS) {
+            fprintf(stderr, "drover: the hub did not answer within %d s after the upgrade (%s)\n",
+                    CLI_UPGRADE_WAIT_MS / 1000, c ? "it answers, but as before" : err);
+            return 1;
+        }
+        struct timespec nap = {0, 20 * 1000000};
+        nanosleep(&nap, NULL);
+    }
+}
+
 int cli_main(const ctl_command *cmd, int argc, char **argv)
 {
     cli_options co = {.ns = "default", .lines = 20};
@@ -540,6 +624,8 @@ int cli_main(const ctl_command *cmd, int argc, char **argv)
         return cli_usage(cmd, "unexpected argument '%s' for %s", argv[optind], cmd->name);
 
     signal(SIGPIPE, SIG_IGN);   /* a hub that closes early is an error message, not a death */
+    if (cmd->cmd == CTL_UPGRADE)
+        return cli_upgrade(&co);
     client_sync *c = cli_connect(&co);
     if (!c)
         return 1;

@@ -10,6 +10,7 @@
 #include "hub/listen.h"
 #include "hub/metrics.h"
 #include "hub/paths.h"
+#include "hub/upgrade.h"
 #include "proto/control.h"
 #include "tui/cli.h"
 #include "tui/console.h"
@@ -649,6 +650,15 @@ int main(int argc, char **argv)
     if (argc < 2)
         return usage_error("missing command");
     const char *cmd = argv[1];
+    if (strcmp(cmd, UPGRADE_CHECK_CMD) == 0)   /* internal: a running hub checks this binary */
+        return upgrade_check_main(argc - 1, argv + 1);
+    /* The command line as given, before getopt permutes it: what an upgrade runs again. */
+    static char *self[256];
+    if ((size_t)argc < sizeof self / sizeof self[0]) {
+        memcpy(self, argv, (size_t)argc * sizeof *argv);
+        self[argc] = NULL;
+        hub_set_argv(self);
+    }
     if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
         usage_print();
         return 0;
