@@ -13,12 +13,18 @@
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
+#include "hub/upgrade.h"
 #include <time.h>
 #include <unistd.h>
 
 /* True when ctl.sock at path accepts a connection. */
 bool launch_ctl_alive(const char *path)
 {
+    /* A hub executed again by `drover upgrade`: the socket is its own,
+     * listening (a connect would succeed into its backlog) but not answered
+     * until it is set up; whatever the command line says, it is the hub. */
+    if (getenv(UPGRADE_ENV))
+        return false;
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
     if (strlen(path) >= sizeof sa.sun_path)
         return false;

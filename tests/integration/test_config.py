@@ -578,3 +578,24 @@ def test_an_app_that_could_not_start_is_started_by_the_next_apply(procs, sockdir
     rc, out, err = drover(sockdir, "up", "-f", conf)          # the same file again: now it starts
     assert rc == 0 and "slow: start: started" in out, out
     wait_online(hub, "slow", 1)
+
+
+def test_upgrade_of_a_config_hub_keeps_every_app(procs, sockdir, logdir, conf):
+    """`drover upgrade` of a hub started by `drover up -f`: both apps keep their workers
+    (same pids) and the shared socket, then `apply` of a change still works."""
+    port = free_port()
+    two_apps(conf, port, "one", extra="\n[app sleeper]\ncommand = /bin/sleep 1000\ninstances = 2\n")
+    h = RunHub(procs, sockdir, up_argv(sockdir, conf, logdir))
+    wait_online(h, "web", 2)
+    iv = wait_online(h, "sleeper", 2)
+    web, sleeper = online_pids(h, iv, "web"), online_pids(h, iv, "sleeper")
+    rc, out, err = drover(sockdir, "upgrade")
+    assert rc == 0, out + err
+    iv = h.wait_for(lambda iv: "upgraded" in h.stderr(), timeout=10, what="the upgrade")
+    iv = wait_online(h, "sleeper", 2)
+    assert online_pids(h, iv, "web") == web and online_pids(h, iv, "sleeper") == sleeper
+    assert http_get(port, "/greeting")[2].strip() == "one"
+    two_apps(conf, port, "two", extra="\n[app sleeper]\ncommand = /bin/sleep 1000\ninstances = 2\n")
+    rc, out, err = drover(sockdir, "up", "-f", conf)
+    assert rc == 0, out + err
+    wait_until(lambda: http_get(port, "/greeting")[2].strip() == "two", timeout=15, what="the applied GREETING")

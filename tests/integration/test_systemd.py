@@ -148,3 +148,27 @@ def test_listen_fd_by_name_and_a_missing_fd_is_a_clear_error(procs, sockdir, tmp
     r = subprocess.run([DROVER, "run", "--headless", "--listen", "fd:2", "--", HTTPD], capture_output=True,
                        text=True, timeout=10)
     assert r.returncode == 2 and "fd:N takes an inherited descriptor N >= 3" in r.stderr, r
+
+
+def test_upgrade_notifies_reloading_then_ready_and_keeps_the_activated_socket(procs, sockdir, tmp_path, notify):
+    """`drover upgrade` of a socket-activated hub: RELOADING=1 (with MONOTONIC_USEC) before
+    the exec, READY=1 from the new image, the same pid and workers, and the socket systemd
+    handed over (fd:3) still served."""
+    port = free_port()
+    p = activate(procs, sockdir, tmp_path, port, notify.path)
+    time.sleep(0.3)
+    assert get(port)[0] == 200
+    t_ready = notify.wait("READY=1")
+    kids = sorted(subprocess.run(["pgrep", "-P", str(p.pid), "-x", "httpd"], capture_output=True,
+                                 text=True).stdout.split())
+    up = subprocess.run([DROVER, "upgrade", "--socket-dir", sockdir], capture_output=True, text=True, timeout=40)
+    assert up.returncode == 0, up.stdout + up.stderr
+    t_rel = notify.wait("RELOADING=1", after=t_ready)
+    assert any(l.startswith("MONOTONIC_USEC=") for t, lines in notify.msgs if t == t_rel for l in lines)
+    notify.wait("READY=1", after=t_rel)
+    assert p.poll() is None
+    assert sorted(subprocess.run(["pgrep", "-P", str(p.pid), "-x", "httpd"], capture_output=True,
+                                 text=True).stdout.split()) == kids
+    assert get(port)[0] == 200
+    os.kill(p.pid, signal.SIGTERM)
+    assert p.wait(timeout=30) == 0

@@ -245,3 +245,20 @@ def test_twenty_upgrades_leave_rss_and_fds_flat(run_hub, sockdir):
     assert rss_after[-1] <= rss_after[1] * 1.15, rss_after
     assert h.stderr().count("upgraded:") == 20
     assert http_get(port)[0] == 200
+
+
+def test_upgrade_of_a_monitor_keeps_its_agents_reporting(start_hub, start_worker, sockdir):
+    """A monitor-only hub (drover monit): after an upgrade the same agents go on reporting
+    on the same socket, nothing for them to do; the pid is the same."""
+    h = start_hub()
+    h.wait_socket()
+    w = start_worker(h.sock, name="napp", wid=0)
+    h.wait_for(lambda iv: iv.worker(w.pid) is not None, timeout=10, what="the agent's first report")
+    up = drover(sockdir, "upgrade")
+    assert up.returncode == 0, up.stdout + up.stderr
+    assert h.proc.poll() is None
+    h.drain()
+    first = h.wait_for(lambda iv: iv.worker(w.pid) is not None, timeout=10, what="reports after the upgrade")
+    later = h.wait_for(lambda iv: (iv.worker(w.pid) or {}).get("req_total", 0) >
+                       (first.worker(w.pid)["req_total"] or 0), timeout=10, what="a growing req_total")
+    assert later.hub["reports_total"] > 0
