@@ -746,3 +746,19 @@ def test_apps_from_a_file_grouped_with_totals_and_R_reloads_the_selected_app(pro
     con.keys("x")   # any key closes it (and does nothing else)
     con.wait(lambda s: "any key closes" not in s, what="the overlay closed")
     assert by_app().get("alpha") == after["alpha"]
+
+
+def test_console_reconnects_by_itself_across_an_upgrade(hub, consoles, sockdir):
+    """`drover upgrade` closes every connection at the exec: the console shows the same
+    workers again on its own, and its keys act on the upgraded hub."""
+    h = hub(2)
+    pids = pids_by_id(sockdir)
+    con = consoles(sockdir)
+    con.wait(rows_with_pids(pids), what="workers on screen")
+    up = subprocess.run([DROVER, "upgrade", "--socket-dir", sockdir], capture_output=True, text=True, timeout=40)
+    assert up.returncode == 0, up.stdout + up.stderr
+    assert h.proc.poll() is None and pids_by_id(sockdir) == pids
+    con.wait(lambda s: rows_with_pids(pids)(s) and "disconnected" not in s, timeout=10,
+             what="the same workers, connected again")
+    con.keys("+")
+    wait_until(lambda: len(pids_by_id(sockdir)) == 3, timeout=10, what="a third worker from the + key")
