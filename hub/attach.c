@@ -323,3 +323,8 @@ void attach_free(attach *at)
     uv_timer_stop(&at->timer);
     uv_close((uv_handle_t *)&at->timer, attach_free_cb);
 }
+
+bool attach_busy(const attach *at)
+{
+    return at->phase != OP_NONE;
+}

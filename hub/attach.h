@@ -51,4 +51,7 @@ bool attach_has_id(const attach *at, int id);
 /* Frees it (closes its timer; run the loop afterwards). */
 void attach_free(attach *at);
 
+/* True while a restart or reload of the master's children runs (`drover upgrade` waits for its end). */
+bool attach_busy(const attach *at);
+
 #endif

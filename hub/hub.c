@@ -633,7 +633,10 @@ static void hub_upgrade_exec(uv_timer_t *t)
     hub *h = t->data;
     char err[512], err2[512];
     h->upgrade_due = false;
-    if (h->stopping || h->draining || (h->sv && supervise_busy(h->sv, err, sizeof err))) {
+    if (h->at && attach_busy(h->at))
+        snprintf(err, sizeof err, "a restart or reload of the master's workers began");
+    if (h->stopping || h->draining || (h->sv && supervise_busy(h->sv, err, sizeof err)) ||
+        (h->at && attach_busy(h->at))) {
         ctl_event e = ctl_event_make(CTL_EV_UPGRADE, CTL_PHASE_ABORTED, NULL, -1, 0);
         e.text = h->stopping || h->draining ? "upgrade not done: the hub is stopping" : err;
         hub_on_event(h, &e);
@@ -684,6 +687,11 @@ static int hub_on_upgrade(void *ctx, json_t *reply, char *msg, size_t cap)
     }
     if (h->sv && supervise_busy(h->sv, err, sizeof err)) {
         snprintf(msg, cap, "upgrade refused: %s", err);
+        return -1;
+    }
+    if (h->at && attach_busy(h->at)) {
+        snprintf(msg, cap, "upgrade refused: a restart or reload of the master's workers is in progress; "
+                 "upgrade once it ended");
         return -1;
     }
     if (!hub_argv || !h->exe[0]) {
