@@ -1,9 +1,9 @@
 /*
  * main.c — the drover command line: one table of subcommands drives the
  * dispatch, the global usage and each subcommand's --help. Subcommands
- * that start a hub (run, attach, monit) are here; those that talk to a
- * running hub are the protocol's command table (proto/control.h) and live
- * in tui/cli.c.
+ * that start a hub (run, up, attach, monit) and those that need none
+ * (startup: tui/startup.c) are here; those that talk to a running hub are
+ * the protocol's command table (proto/control.h) and live in tui/cli.c.
  */
 #include "hub/config.h"
 #include "hub/hub.h"
