@@ -157,7 +157,7 @@ static const hub_entry hub_entries[] = {
      "starts when none runs); with --headless, the figures as a stream: the\n"
      "running hub's (at its interval), else those of every process that reports",
      "", cmd_monit, false},
-    {"startup", "startup [-f FILE] [-L NAME] [--user] [--install [--force] [--dir DIR]]",
+    {"startup", "startup [-f FILE] [-L NAME] [--socket-dir DIR] [--user] [--install [--force] [--dir DIR]]",
      "print the systemd units that run a config file's apps at boot: drover-NAME.service\n"
      "(Type=notify, reload by SIGHUP, timeouts from the apps') and, when an app\n"
      "listens on TCP, drover-NAME.socket (systemd holds the sockets: connections wait\n"

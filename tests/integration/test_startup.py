@@ -78,6 +78,16 @@ def test_units_printed_and_installed_pass_systemd_analyze_verify(tmp_path):
     assert startup("-f", str(conf), "--user", "--install", "--dir", str(u)).returncode == 0
     assert keys((u / "drover-st.service").read_text(), "WantedBy") == ["default.target"]
     verify(u / "drover-st.service", u / "drover-st.socket", user=True, tmp=tmp_path)
+    # without --dir: where systemd --user reads units, $XDG_CONFIG_HOME/systemd/user, else ~/.config/...
+    env = {k: v for k, v in os.environ.items() if k != "XDG_CONFIG_HOME"}
+    env["HOME"] = str(tmp_path / "home")
+    r = startup("-f", str(conf), "--user", "--install", env=env)
+    assert r.returncode == 0 and f"wrote {tmp_path}/home/.config/systemd/user/drover-st.service" in r.stdout, r
+    assert r.stdout.splitlines()[-1] == ("next: systemctl --user daemon-reload && systemctl --user enable --now "
+                                         "drover-st.socket drover-st.service")
+    env["XDG_CONFIG_HOME"] = str(tmp_path / "xdg")
+    r = startup("-f", str(conf), "--user", "--install", env=env)
+    assert r.returncode == 0 and os.path.exists(tmp_path / "xdg/systemd/user/drover-st.socket"), r
 
 
 def test_a_binary_path_with_spaces_and_specials_is_quoted_as_systemd_reads_it(tmp_path):
