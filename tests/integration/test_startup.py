@@ -159,6 +159,11 @@ def test_no_tcp_listen_no_socket_unit_and_clear_errors(tmp_path):
     assert i.returncode == 0 and sorted(os.listdir(d)) == ["drover-st.service"], i
     assert i.stdout.splitlines()[-1] == "next: systemctl daemon-reload && systemctl enable --now drover-st.service"
     verify(d / "drover-st.service")
+    # a .socket unit from an earlier run, when no app listens on TCP any more: said, not removed
+    (d / "drover-st.socket").write_text("[Socket]\nListenStream=9\n")
+    i = startup("-f", str(conf), "--install", "--dir", str(d))
+    assert i.returncode == 0 and f"note: {d}/drover-st.socket is from an earlier 'drover startup'" in i.stdout, i
+    assert (d / "drover-st.socket").exists()
     # -L names the units and the hub's namespace; --socket-dir goes to the hub
     r = startup("-f", str(conf), "-L", "blue", "--socket-dir", "/run/my drover")
     assert keys(r.stdout, "ExecStart")[0].endswith(f'-f {conf} -L blue --socket-dir "/run/my drover"'), r.stdout
