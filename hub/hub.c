@@ -611,12 +611,12 @@ static json_t *hub_upgrade_doc(hub *h, bool final, int agent, char *err, size_t 
         if (final && json_is_integer(lfd))
             upgrade_keep_fd((int)json_integer_value(lfd));
     }
-    json_t *doc = json_pack("{s:s, s:i, s:s, s:i, s:i, s:o, s:o, s:i, s:o, s:o, s:o, s:o, s:o}", "format",
+    json_t *doc = json_pack("{s:s, s:i, s:s, s:i, s:i, s:o, s:o, s:i, s:o, s:o, s:o, s:o, s:o, s:o}", "format",
                             UPGRADE_FORMAT, "version", UPGRADE_VERSION, "from", DROVER_VERSION, "upgrades",
                             h->upgrades, "failures", h->upgrade_failures, "lock", fd(h->lock_fd), "guard",
                             gfd >= 0 ? fd(gfd) : json_null(), "guard_pid", (int)gpid, "agent", fd(agent), "ctl",
                             fd(control_listen_fd(h->ctl)), "group", group, "apps", apps, "logs",
-                            h->lg ? logs_save(h->lg, final) : json_array());
+                            h->lg ? logs_save(h->lg, final) : json_array(), "inherited", listen_save(final));
     if (!doc)
         snprintf(err, cap, "out of memory");
     return doc;
@@ -1005,6 +1005,7 @@ static int hub_resume_begin(hub *h)
     }
     if (rollback >= 0)
         close(rollback);
+    listen_restore(json_object_get(h->resume, "inherited"));
     /* The listening sockets, by the spec each was opened for: the setup's
      * listen_open calls take them back. */
     size_t i;

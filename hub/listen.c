@@ -112,21 +112,44 @@ static int listen_check_fd(const char *spec, char *err, size_t errcap)
     return -1;
 }
 
+/* What systemd (or systemd-socket-activate) passed: LISTEN_FDS descriptors
+ * from SD_LISTEN_FDS_START and their LISTEN_FDNAMES; read once, and the
+ * variables removed so workers never see them. */
+static int inherited_n = -1;
+static char **inherited_names;
+
+static int listen_inherited_count(void)
+{
+    if (inherited_n < 0) {
+        inherited_n = sd_listen_fds_with_names(1, &inherited_names);
+        if (inherited_n < 0)
+            inherited_n = 0;
+        /* Ours for the hub's life (never closed: an app removed and added
+         * back gets it again), and no worker's: close-on-exec. */
+        for (int i = 0; i < inherited_n; i++)
+            fcntl(SD_LISTEN_FDS_START + i, F_SETFD, FD_CLOEXEC);
+    }
+    return inherited_n;
+}
+
+/* A close-on-exec duplicate of an inherited descriptor: the caller owns and
+ * may close it; the inherited one stays open. -1 with err on failure. */
+static int listen_dup(int fd, const char *spec, char *err, size_t errcap)
+{
+    int d = fcntl(fd, F_DUPFD_CLOEXEC, SD_LISTEN_FDS_START);
+    if (d < 0)
+        snprintf(err, errcap, "--listen %s: cannot duplicate descriptor %d: %s", spec, fd, strerror(errno));
+    return d;
+}
+
 /*
- * The descriptor spec ("fd:N" / "fd:NAME") names among those systemd (or
- * systemd-socket-activate) passed (LISTEN_FDS, LISTEN_PID, LISTEN_FDNAMES;
- * read once, and the variables removed so workers never see them). It must
- * be a listening stream socket; it is made close-on-exec like our own.
+ * The descriptor spec ("fd:N" / "fd:NAME") names among those inherited. It
+ * must be a listening stream socket. Returns a duplicate of it (see
+ * listen_dup), or -1 with err.
  */
 static int listen_inherited(const char *spec, char *err, size_t errcap)
 {
-    static int n = -1;
-    static char **names;
-    if (n < 0) {
-        n = sd_listen_fds_with_names(1, &names);
-        if (n < 0)
-            n = 0;
-    }
+    int n = listen_inherited_count();
     const char *v = spec + 3;
     int fd = -1;
     if (v[0] >= '0' && v[0] <= '9') {
@@ -135,7 +158,7 @@ static int listen_inherited(const char *spec, char *err, size_t errcap)
             fd = (int)want;
     } else {
         for (int i = 0; i < n && fd < 0; i++)
-            if (names && names[i] && strcmp(names[i], v) == 0)
+            if (inherited_names && inherited_names[i] && strcmp(inherited_names[i], v) == 0)
                 fd = SD_LISTEN_FDS_START + i;
     }
     if (fd < 0) {
@@ -147,8 +170,72 @@ static int listen_inherited(const char *spec, char *err, size_t errcap)
         snprintf(err, errcap, "--listen %s: descriptor %d is not a listening stream socket", spec, fd);
         return -1;
     }
-    fcntl(fd, F_SETFD, FD_CLOEXEC);
-    return fd;
+    return listen_dup(fd, spec, err, errcap);
+}
+
+/* True if sa (len bytes) is the same family, address and port as ai's. */
+static bool listen_same_addr(const struct sockaddr_storage *sa, socklen_t len, const struct addrinfo *ai)
+{
+    if (sa->ss_family != ai->ai_family)
+        return false;
+    if (sa->ss_family == AF_INET && len >= sizeof(struct sockaddr_in)) {
+        const struct sockaddr_in *a = (const void *)sa, *b = (const void *)ai->ai_addr;
+        return a->sin_port == b->sin_port && a->sin_addr.s_addr == b->sin_addr.s_addr;
+    }
+    if (sa->ss_family == AF_INET6 && len >= sizeof(struct sockaddr_in6)) {
+        const struct sockaddr_in6 *a = (const void *)sa, *b = (const void *)ai->ai_addr;
+        return a->sin6_port == b->sin6_port && memcmp(&a->sin6_addr, &b->sin6_addr, sizeof a->sin6_addr) == 0 &&
+               a->sin6_scope_id == b->sin6_scope_id;
+    }
+    return false;
+}
+
+int listen_resolve(const char *spec, struct addrinfo **res, char *err, size_t errcap)
+{
+    char host[256];
+    const char *port;
+    if (listen_split(spec, host, sizeof host, &port, err, errcap) != 0)
+        return -1;
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+                             .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
+    int rc = getaddrinfo(host[0] ? host : NULL, port, &hints, res);
+    if (rc != 0) {
+        snprintf(err, errcap, "--listen %s: %s", spec, gai_strerror(rc));
+        return -1;
+    }
+    return 0;
+}
+
+/*
+ * Socket activation for a TCP address: an inherited listening stream
+ * socket bound to one of the addresses spec resolves to (exactly what the
+ * hub would bind itself: same family, address and port). Returns a
+ * duplicate of it, -1 when none matches (err untouched), or -2 with err.
+ */
+static int listen_inherited_tcp(const char *spec, char *err, size_t errcap)
+{
+    int n = listen_inherited_count();
+    if (n == 0)
+        return -1;
+    struct addrinfo *res;
+    if (listen_resolve(spec, &res, err, errcap) != 0)
+        return -2;
+    int found = -1;
+    for (int i = 0; i < n && found < 0; i++) {
+        int fd = SD_LISTEN_FDS_START + i;
+        struct sockaddr_storage sa;
+        socklen_t len = sizeof sa;
+        if (sd_is_socket(fd, AF_UNSPEC, SOCK_STREAM, 1) <= 0 || getsockname(fd, (struct sockaddr *)&sa, &len) != 0)
+            continue;
+        for (struct addrinfo *ai = res; ai && found < 0; ai = ai->ai_next)
+            if (listen_same_addr(&sa, len, ai))
+                found = fd;
+    }
+    freeaddrinfo(res);
+    if (found < 0)
+        return -1;
+    int d = listen_dup(found, spec, err, errcap);
+    return d < 0 ? -2 : d;
 }
 
 int listen_check(const char *spec, char *err, size_t errcap)
@@ -171,17 +258,9 @@ int listen_check(const char *spec, char *err, size_t errcap)
 
 int listen_tcp(const char *spec, bool reuseport, bool bind_only, char *err, size_t errcap)
 {
-    char host[256];
-    const char *port;
-    if (listen_split(spec, host, sizeof host, &port, err, errcap) != 0)
+    struct addrinfo *res;
+    if (listen_resolve(spec, &res, err, errcap) != 0)
         return -1;
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
-                             .ai_flags = AI_PASSIVE | AI_NUMERICSERV}, *res;
-    int rc = getaddrinfo(host[0] ? host : NULL, port, &hints, &res);
-    if (rc != 0) {
-        snprintf(err, errcap, "--listen %s: %s", spec, gai_strerror(rc));
-        return -1;
-    }
     int fd = -1, last_errno = 0;
     for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
         fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
@@ -247,5 +326,40 @@ int listen_open(const char *spec, char *err, size_t errcap)
         return listen_inherited(spec, err, errcap);
     if (strncmp(spec, "unix:", 5) == 0)
         return listen_unix(spec + 5, err, errcap);
+    int fd = listen_inherited_tcp(spec, err, errcap);
+    if (fd != -1)
+        return fd < 0 ? -1 : fd;
     return listen_tcp(spec, false, false, err, errcap);
 }
+
+json_t *listen_save(bool final)
+{
+    int n = listen_inherited_count();
+    json_t *names = json_array();
+    for (int i = 0; i < n; i++) {
+        if (final) {   /* the same numbers from SD_LISTEN_FDS_START on, across the exec */
+            int fl = fcntl(SD_LISTEN_FDS_START + i, F_GETFD);
+            if (fl >= 0)
+                fcntl(SD_LISTEN_FDS_START + i, F_SETFD, fl & ~FD_CLOEXEC);
+        }
+        json_array_append_new(names, inherited_names && inherited_names[i] ? json_string(inherited_names[i])
+                                                                           : json_null());
+    }
+    return names;
+}
+
+void listen_restore(const json_t *names)
+{
+    size_t n = json_array_size(names);
+    if (!n)
+        return;
+    inherited_names = calloc(n + 1, sizeof *inherited_names);
+    for (size_t i = 0; i < n; i++) {
+        const char *v = json_string_value(json_array_get(names, i));
+        if (inherited_names && v)
+            inherited_names[i] = strdup(v);
+        fcntl(SD_LISTEN_FDS_START + (int)i, F_SETFD, FD_CLOEXEC);
+    }
+    inherited_n = (int)n;
+}
+

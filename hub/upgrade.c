@@ -326,7 +326,17 @@ int upgrade_validate(const json_t *doc, char *err, size_t errcap)
         return -1;
     }
     json_t *apps = json_object_get(doc, "apps"), *logs = json_object_get(doc, "logs"), *v;
+    json_t *inh = json_object_get(doc, "inherited");
     size_t i;
+    if (inh && !(json_is_array(inh) && json_array_size(inh) <= 1024)) {
+        snprintf(err, errcap, "the upgrade blob's inherited sockets are malformed");
+        return -1;
+    }
+    json_array_foreach(inh, i, v)
+        if (!json_is_null(v) && !(json_is_string(v) && json_string_length(v) < 256)) {
+            snprintf(err, errcap, "the upgrade blob's inherited sockets are malformed");
+            return -1;
+        }
     if (!json_is_array(apps) || !json_is_array(logs)) {
         snprintf(err, errcap, "the upgrade blob has no apps or logs section");
         return -1;

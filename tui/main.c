@@ -1,9 +1,9 @@
 /*
  * main.c — the drover command line: one table of subcommands drives the
  * dispatch, the global usage and each subcommand's --help. Subcommands
- * that start a hub (run, attach, monit) are here; those that talk to a
- * running hub are the protocol's command table (proto/control.h) and live
- * in tui/cli.c.
+ * that start a hub (run, up, attach, monit) and those that need none
+ * (startup: tui/startup.c) are here; those that talk to a running hub are
+ * the protocol's command table (proto/control.h) and live in tui/cli.c.
  */
 #include "hub/config.h"
 #include "hub/hub.h"
@@ -15,6 +15,7 @@
 #include "tui/cli.h"
 #include "tui/console.h"
 #include "tui/launch.h"
+#include "tui/startup.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -79,6 +80,19 @@ static const char up_options[] =
     "  --keys              print every key the file takes, with its default, and exit\n"
     "  --check             check the file (as an apply would), list its apps, and exit\n";
 
+static const char startup_options_text[] =
+    "  -f FILE             the config file (default ./drover.conf)\n"
+    "  -L NAME             the hub's namespace: the units are drover-NAME.service and\n"
+    "                      .socket (default: the file's [hub] namespace)\n"
+    "  --socket-dir DIR    the hub's --socket-dir (default: as any hub)\n"
+    "  --user              a unit for 'systemctl --user' (installed into\n"
+    "                      $XDG_CONFIG_HOME/systemd/user, ~/.config by default)\n"
+    "  --install           write the units (to /etc/systemd/system, or the --user\n"
+    "                      directory) instead of printing them; an identical unit\n"
+    "                      already there is left as is\n"
+    "  --force             with --install: replace a different unit already there\n"
+    "  --dir DIR           with --install: write into DIR instead\n";
+
 static const char attach_options[] =
     "  -n NAME             app name (default: the master's process name)\n"
     "  --kill-timeout MS   SIGKILL a child this long after SIGTERM (default 5000)\n"
@@ -103,19 +117,21 @@ static const char output_options[] =
     "  --socket-dir DIR    put the hub's sockets in DIR instead of\n"
     "                      $XDG_RUNTIME_DIR/drover/NAME or /tmp/drover-UID/NAME\n";
 
-/* A subcommand that starts (or finds) a hub. */
+/* A subcommand that starts (or finds) a hub, or needs none (local). */
 typedef struct cli_entry {
     const char *name;
     const char *usage;      /* after "drover " */
     const char *help;       /* what it does, a few lines */
     const char *options;    /* its own options ("" for none); output options follow */
     int (*main)(int argc, char **argv);
+    bool        local;      /* no hub: its options are all there is (no output options) */
 } hub_entry;
 
 static int cmd_run(int argc, char **argv);
 static int cmd_attach(int argc, char **argv);
 static int cmd_monit(int argc, char **argv);
 static int cmd_up(int argc, char **argv);
+static int cmd_startup(int argc, char **argv);
 static int run_hub_or_console(const hub_options *op, int argc, char **argv, bool headless, bool detach);
 
 static const hub_entry hub_entries[] = {
@@ -123,7 +139,7 @@ static const hub_entry hub_entries[] = {
      "start N workers running CMD, restart them when they die, reload them one by\n"
      "one on SIGHUP. In a terminal the hub goes to the background and the console\n"
      "opens; otherwise (or with --headless) figures stream to stdout",
-     run_options, cmd_run},
+     run_options, cmd_run, false},
     {"up", "up [-f FILE] [-d] [--headless] [OPTIONS]",
      "run every app of a config file (INI: [hub] and [app NAME] sections; 'drover up\n"
      "--keys' lists the keys). With no hub in the namespace, start one, as run does;\n"
@@ -132,16 +148,23 @@ static const hub_entry hub_entries[] = {
      "reload with their new settings, instances alone is a scale. A bad file\n"
      "changes nothing (FILE:LINE: what is wrong). Exit 1 if any part failed\n"
      "(an aborted reload), 2 on usage errors",
-     up_options, cmd_up},
+     up_options, cmd_up, false},
     {"attach", "attach PID [OPTIONS]",
      "monitor the children of a cluster master drover did not start (SIGHUP to\n"
      "drover restarts them one by one)",
-     attach_options, cmd_attach},
+     attach_options, cmd_attach, false},
     {"monit", "monit [--headless] [OPTIONS]",
      "the console on the namespace's running hub (or on a monitor-only hub it\n"
      "starts when none runs); with --headless, the figures as a stream: the\n"
      "running hub's (at its interval), else those of every process that reports",
-     "", cmd_monit},
+     "", cmd_monit, false},
+    {"startup", "startup [-f FILE] [-L NAME] [--socket-dir DIR] [--user] [--install [--force] [--dir DIR]]",
+     "print the systemd units that run a config file's apps at boot: drover-NAME.service\n"
+     "(Type=notify, reload by SIGHUP, timeouts from the apps') and, when an app\n"
+     "listens on TCP, drover-NAME.socket (systemd holds the sockets: connections wait\n"
+     "while the hub restarts); with --install, write them and print the systemctl\n"
+     "line to run next. A different unit already there is kept unless --force",
+     startup_options_text, cmd_startup, true},
 };
 #define HUB_ENTRIES (sizeof hub_entries / sizeof hub_entries[0])
 
@@ -170,7 +193,8 @@ static void usage_print(void)
 /* Prints one hub subcommand's help. */
 static void usage_entry(const hub_entry *e)
 {
-    printf("usage: drover %s\n\n%s.\n\noptions:\n%s%s", e->usage, e->help, e->options, output_options);
+    printf("usage: drover %s\n\n%s.\n\noptions:\n%s%s", e->usage, e->help, e->options,
+           e->local ? "" : output_options);
 }
 
 static const hub_entry *current_entry;
@@ -621,6 +645,52 @@ static int cmd_up(int argc, char **argv)
         printf("drover: %zu apps from %s run in the background (namespace %s); 'drover monit%s' shows them, "
                "'drover up%s' applies the file again, 'drover stop%s' ends them\n", napps, file, o.ns, hint, hint, hint);
     return rc;
+}
+
+/* drover startup [-f FILE] [-L NAME] [--socket-dir DIR] [--user] [--install [--force] [--dir DIR]] */
+static int cmd_startup(int argc, char **argv)
+{
+    enum { S_USER = 300, S_INSTALL, S_FORCE, S_DIR };
+    static const struct option opts[] = {
+        {"help", no_argument, NULL, O_HELP}, {"socket-dir", required_argument, NULL, O_SOCKDIR},
+        {"user", no_argument, NULL, S_USER}, {"install", no_argument, NULL, S_INSTALL},
+        {"force", no_argument, NULL, S_FORCE}, {"dir", required_argument, NULL, S_DIR}, {0, 0, 0, 0},
+    };
+    startup_options so = {0};
+    int c;
+    optind = 1;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, ":f:L:", opts, NULL)) != -1) {
+        switch (c) {
+        case 'f': so.file = optarg; break;
+        case 'L':
+            if (!paths_valid_name(optarg))
+                return usage_error("invalid namespace name '%s': use 1-64 of A-Z a-z 0-9 _ . -", optarg);
+            so.ns = optarg;
+            break;
+        case O_SOCKDIR:
+            if (optarg[0] != '/')
+                return usage_error("--socket-dir for a unit must be an absolute path, not '%s'", optarg);
+            so.socket_dir = optarg;
+            break;
+        case S_USER: so.user = true; break;
+        case S_INSTALL: so.install = true; break;
+        case S_FORCE: so.force = true; break;
+        case S_DIR:
+            if (!*optarg)
+                return usage_error("--dir takes a directory");
+            so.dir = optarg;
+            break;
+        case O_HELP: usage_entry(current_entry); return 0;
+        case ':': return usage_error("option %s needs a value", argv[optind - 1]);
+        default: return usage_error("unknown option '%s' for startup", argv[optind - 1]);
+        }
+    }
+    if (optind < argc)
+        return usage_error("unexpected argument '%s' for startup", argv[optind]);
+    if ((so.force || so.dir) && !so.install)
+        return usage_error("%s goes with --install", so.force ? "--force" : "--dir");
+    return startup_run(&so);
 }
 
 /* drover attach PID [attach options] [output options] */
