@@ -238,6 +238,15 @@ def test_service_takes_the_socket_units_socket_under_systemd_socket_activate(pro
     for _ in range(5):
         assert http_get(port, timeout=10)[0] == 200
     assert len(listeners(port)) == 1
+    # drover upgrade: the inherited socket crosses the exec; then an apply still finds it
+    up = subprocess.run([DROVER, "upgrade", "--socket-dir", sockdir], capture_output=True, text=True, timeout=40)
+    assert up.returncode == 0, up.stdout + up.stderr
+    assert http_get(port, timeout=10)[0] == 200
+    assert len(listeners(port)) == 1
+    os.kill(p.pid, signal.SIGHUP)
+    wait_until(lambda: err.read_text().count("drover: applied ") >= 2, 10, what="the file applied after the upgrade")
+    assert http_get(port, timeout=10)[0] == 200
+    assert len(listeners(port)) == 1
     os.kill(p.pid, signal.SIGTERM)
     assert p.wait(timeout=20) == 0
     assert notified("STOPPING=1")
