@@ -617,6 +617,8 @@ static json_t *hub_upgrade_doc(hub *h, bool final, int agent, char *err, size_t 
                             gfd >= 0 ? fd(gfd) : json_null(), "guard_pid", (int)gpid, "agent", fd(agent), "ctl",
                             fd(control_listen_fd(h->ctl)), "group", group, "apps", apps, "logs",
                             h->lg ? logs_save(h->lg, final) : json_array(), "inherited", listen_save(final));
+    if (doc)
+        json_object_set_new(doc, "state", state_save(h->st));
     if (!doc)
         snprintf(err, cap, "out of memory");
     return doc;
@@ -1032,6 +1034,7 @@ static void hub_resume_end(hub *h)
     if (h->sv)
         supervise_resume_end(h->sv);
     listen_hand_over_end();
+    state_restore(h->st, json_object_get(h->resume, "state"));
     char text[900];
     ctl_event e;
     if (h->upgrade_error[0]) {

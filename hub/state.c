@@ -8,6 +8,8 @@
  * per interval, while reports arrive many times per interval.
  */
 #include "hub/state.h"
+
+#include <jansson.h>
 #include "hub/rate.h"
 
 #include <math.h>
@@ -989,3 +991,68 @@ size_t state_history(const state *s, uint32_t key, state_series series, double *
     }
     return n;
 }
+
+/* ---- upgrade ------------------------------------------------------------ */
+
+json_t *state_save(const state *s)
+{
+    json_t *ws = json_array();
+    for (size_t i = 0; i < s->n; i++) {
+        const worker *w = s->w[i];
+        if (w->pid <= 0 || w->ws == WS_GONE)
+            continue;
+        json_t *series = json_array();
+        for (int k = 0; k < SERIES_N; k++) {
+            const ring *r = &w->hist[k];
+            json_t *pts = json_array();
+            for (uint32_t j = 0; j < r->len; j++) {
+                float v = r->v[(r->head + STATE_HISTORY - r->len + j) % STATE_HISTORY];
+                json_array_append_new(pts, isfinite(v) ? json_real(v) : json_null());
+            }
+            json_array_append_new(series, pts);
+        }
+        json_array_append_new(ws, json_pack("{s:i, s:o}", "pid", (int)w->pid, "hist", series));
+    }
+    return json_pack("{s:I, s:I, s:I, s:I, s:o}", "reports_total", (json_int_t)s->c.reports_total,
+                     "dropped_total", (json_int_t)s->c.dropped_total, "bad_total", (json_int_t)s->c.bad_total,
+                     "spoofed_total", (json_int_t)s->c.spoofed_total, "workers", ws);
+}
+
+int state_restore(state *s, const json_t *saved)
+{
+    static const char *const keys[] = {"reports_total", "dropped_total", "bad_total", "spoofed_total"};
+    uint64_t *dst[] = {&s->c.reports_total, &s->c.dropped_total, &s->c.bad_total, &s->c.spoofed_total};
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
+        json_t *v = json_object_get(saved, keys[i]);
+        if (json_is_integer(v) && json_integer_value(v) >= 0)
+            *dst[i] += (uint64_t)json_integer_value(v);
+    }
+    size_t i;
+    json_t *sw;
+    int restored = 0;
+    json_array_foreach(json_object_get(saved, "workers"), i, sw) {
+        json_t *pid = json_object_get(sw, "pid"), *series = json_object_get(sw, "hist");
+        if (!json_is_integer(pid) || json_integer_value(pid) <= 0 || json_integer_value(pid) > INT32_MAX ||
+            !json_is_array(series) || json_array_size(series) != SERIES_N)
+            continue;
+        /* Only rows the new image has already (the supervisor's, adopted):
+         * a monitor's rows come back with their next report, history anew. */
+        worker *w = state_find(s, (pid_t)json_integer_value(pid));
+        if (!w)
+            continue;
+        for (int k = 0; k < SERIES_N; k++) {
+            json_t *pts = json_array_get(series, (size_t)k), *v;
+            size_t j;
+            ring *r = &w->hist[k];
+            *r = (ring){0};
+            json_array_foreach(pts, j, v) {
+                if (j >= STATE_HISTORY)
+                    break;
+                ring_push(r, json_is_number(v) ? json_number_value(v) : NAN);
+            }
+        }
+        restored++;
+    }
+    return restored;
+}
+

@@ -263,4 +263,19 @@ int state_pid_ready(const state *s, pid_t pid);
  */
 void state_identify(state *s, pid_t pid, const char *app, int64_t id);
 
+/*
+ * `drover upgrade`, old image: the hub's counters (reports, dropped, bad,
+ * spoofed) and each live worker's history rings by pid (new reference).
+ */
+struct json_t;
+struct json_t *state_save(const state *s);
+
+/*
+ * `drover upgrade`, new image: adds the saved counters to this model's and
+ * gives each row that already exists (the supervisor's adopted workers) its
+ * saved history. Returns the number of rows given one. Malformed parts are
+ * skipped.
+ */
+int state_restore(state *s, const struct json_t *saved);
+
 #endif

@@ -262,3 +262,30 @@ def test_upgrade_of_a_monitor_keeps_its_agents_reporting(start_hub, start_worker
     later = h.wait_for(lambda iv: (iv.worker(w.pid) or {}).get("req_total", 0) >
                        (first.worker(w.pid)["req_total"] or 0), timeout=10, what="a growing req_total")
     assert later.hub["reports_total"] > 0
+
+
+def subscribed(sockdir):
+    """The reply to `subscribe`: workers with their history, and the hub's counters."""
+    from conftest import CtlSession
+    with CtlSession(sockdir) as c:
+        return c.ask({"cmd": "subscribe"})
+
+
+def test_upgrade_carries_histories_and_hub_counters(run_hub, sockdir):
+    """The console's sparkline histories of supervised workers and the hub's report
+    counters continue across an upgrade instead of starting again."""
+    require_binary(HTTPD)
+    port = free_port()
+    h = run_hub(["-i", 2, "-n", "web", "--listen", f"127.0.0.1:{port}", "--no-echo"], [HTTPD])
+    online(h, 2, "web")
+    h.intervals(8)
+    before = subscribed(sockdir)
+    hist = {w["pid"]: len(w["history"]["rss_bytes"]) for w in before["workers"]}
+    assert all(n >= 8 for n in hist.values()), hist
+    up = drover(sockdir, "upgrade")
+    assert up.returncode == 0, up.stdout + up.stderr
+    after = subscribed(sockdir)
+    got = {w["pid"]: len(w["history"]["rss_bytes"]) for w in after["workers"]}
+    assert set(got) == set(hist)
+    assert all(got[p] >= hist[p] for p in hist), (hist, got)
+    assert after["hub"]["reports_total"] >= before["hub"]["reports_total"]
