@@ -617,8 +617,11 @@ static json_t *hub_upgrade_doc(hub *h, bool final, int agent, char *err, size_t 
                             gfd >= 0 ? fd(gfd) : json_null(), "guard_pid", (int)gpid, "agent", fd(agent), "ctl",
                             fd(control_listen_fd(h->ctl)), "group", group, "apps", apps, "logs",
                             h->lg ? logs_save(h->lg, final) : json_array(), "inherited", listen_save(final));
-    if (doc)
+    if (doc) {
         json_object_set_new(doc, "state", state_save(h->st));
+        if (h->cmds.prom)
+            json_object_set_new(doc, "prom", prom_save(h->cmds.prom));
+    }
     if (!doc)
         snprintf(err, cap, "out of memory");
     return doc;
@@ -1035,6 +1038,8 @@ static void hub_resume_end(hub *h)
         supervise_resume_end(h->sv);
     listen_hand_over_end();
     state_restore(h->st, json_object_get(h->resume, "state"));
+    if (h->cmds.prom && json_is_object(json_object_get(h->resume, "prom")))
+        prom_restore(h->cmds.prom, json_object_get(h->resume, "prom"));
     char text[900];
     ctl_event e;
     if (h->upgrade_error[0]) {

@@ -10,6 +10,8 @@
 #include "hub/prom.h"
 #include "proto/buckets.h"
 
+#include <jansson.h>
+
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -555,3 +557,101 @@ void prom_print(prom *p, FILE *out, const worker_view *v, size_t n, const app_su
     prom_label(out, DROVER_VERSION);
     fputs("\"} 1\n", out);
 }
+
+/* ---- upgrade ------------------------------------------------------------ */
+
+/* A bucket array as JSON. */
+static json_t *prom_buckets_json(const uint64_t *b)
+{
+    json_t *a = json_array();
+    for (unsigned k = 0; k <= PROM_NLE; k++)
+        json_array_append_new(a, json_integer((json_int_t)b[k]));
+    return a;
+}
+
+/* Reads a bucket array; false (b untouched past what was read) when malformed. */
+static bool prom_buckets_read(const json_t *a, uint64_t *b)
+{
+    if (json_array_size(a) != PROM_NLE + 1)
+        return false;
+    for (unsigned k = 0; k <= PROM_NLE; k++) {
+        json_t *v = json_array_get(a, k);
+        if (!json_is_integer(v) || json_integer_value(v) < 0)
+            return false;
+        b[k] = (uint64_t)json_integer_value(v);
+    }
+    return true;
+}
+
+json_t *prom_save(const prom *p)
+{
+    json_t *slots = json_array(), *apps = json_array();
+    for (size_t i = 0; i < p->nslots; i++) {
+        const prom_slot *sl = &p->slots[i];
+        json_t *procs = json_array();
+        for (uint32_t j = 0; j < sl->nprocs; j++)
+            json_array_append_new(procs, json_pack("[i, I, I]", (int)sl->procs[j].pid,
+                                                   (json_int_t)sl->procs[j].req, (json_int_t)sl->procs[j].err));
+        json_array_append_new(slots, json_pack("{s:s, s:I, s:i, s:o, s:I, s:I, s:b, s:b, s:o, s:o, s:b, s:b}",
+                                               "app", sl->app, "id", (json_int_t)sl->id, "upid", (int)sl->upid,
+                                               "procs", procs, "req", (json_int_t)sl->req, "err",
+                                               (json_int_t)sl->err, "has_req", sl->has_req, "has_err",
+                                               sl->has_err, "lat", prom_buckets_json(sl->lat), "lag",
+                                               prom_buckets_json(sl->lag), "has_lat", sl->has_lat, "has_lag",
+                                               sl->has_lag));
+    }
+    for (size_t i = 0; i < p->napps; i++)
+        json_array_append_new(apps, json_pack("{s:s, s:I, s:I}", "app", p->apps[i].app, "done",
+                                              (json_int_t)p->apps[i].reloads_done, "aborted",
+                                              (json_int_t)p->apps[i].reloads_aborted));
+    return json_pack("{s:o, s:o}", "slots", slots, "apps", apps);
+}
+
+int prom_restore(prom *p, const json_t *saved)
+{
+    json_t *slots = json_object_get(saved, "slots"), *v;
+    size_t n = json_array_size(slots), i;
+    prom_slot *ns = n ? calloc(n, sizeof *ns) : NULL;
+    if (n && !ns)
+        return -1;
+    size_t k = 0;
+    json_array_foreach(slots, i, v) {
+        prom_slot *sl = &ns[k];
+        const char *app = json_string_value(json_object_get(v, "app"));
+        json_t *id = json_object_get(v, "id"), *procs = json_object_get(v, "procs"), *pr;
+        if (!app || strlen(app) >= sizeof sl->app || !json_is_integer(id) || json_array_size(procs) > PROM_PROCS ||
+            !prom_buckets_read(json_object_get(v, "lat"), sl->lat) ||
+            !prom_buckets_read(json_object_get(v, "lag"), sl->lag))
+            continue;
+        snprintf(sl->app, sizeof sl->app, "%s", app);
+        sl->id = json_integer_value(id);
+        sl->upid = (pid_t)json_integer_value(json_object_get(v, "upid"));
+        size_t j;
+        json_array_foreach(procs, j, pr) {
+            sl->procs[j] = (prom_proc){(pid_t)json_integer_value(json_array_get(pr, 0)),
+                                       json_integer_value(json_array_get(pr, 1)),
+                                       json_integer_value(json_array_get(pr, 2))};
+        }
+        sl->nprocs = (uint32_t)json_array_size(procs);
+        sl->req = (uint64_t)json_integer_value(json_object_get(v, "req"));
+        sl->err = (uint64_t)json_integer_value(json_object_get(v, "err"));
+        sl->has_req = json_is_true(json_object_get(v, "has_req"));
+        sl->has_err = json_is_true(json_object_get(v, "has_err"));
+        sl->has_lat = json_is_true(json_object_get(v, "has_lat"));
+        sl->has_lag = json_is_true(json_object_get(v, "has_lag"));
+        k++;
+    }
+    free(p->slots);
+    p->slots = ns;
+    p->nslots = k;
+    json_array_foreach(json_object_get(saved, "apps"), i, v) {
+        const char *app = json_string_value(json_object_get(v, "app"));
+        prom_app *a = app && strlen(app) < REPORT_NAME_MAX ? prom_app_get(p, app) : NULL;
+        if (a) {
+            a->reloads_done += (uint64_t)json_integer_value(json_object_get(v, "done"));
+            a->reloads_aborted += (uint64_t)json_integer_value(json_object_get(v, "aborted"));
+        }
+    }
+    return 0;
+}
+

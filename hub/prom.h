@@ -61,4 +61,15 @@ void prom_print(prom *p, FILE *out, const worker_view *v, size_t n, const app_su
 /* The upper edge in µs of finite bucket k (k < PROM_NLE). */
 uint64_t prom_le_us(unsigned k);
 
+/*
+ * `drover upgrade`: the per-slot sums behind the counters and histograms
+ * (each slot's processes as last seen, so the next fold continues exactly)
+ * and the apps' reload counts, as JSON (new reference); prom_restore, in
+ * the new image, takes them back (malformed slots are skipped). Returns 0,
+ * or -1 when out of memory.
+ */
+struct json_t;
+struct json_t *prom_save(const prom *p);
+int prom_restore(prom *p, const struct json_t *saved);
+
 #endif

@@ -289,3 +289,44 @@ def test_upgrade_carries_histories_and_hub_counters(run_hub, sockdir):
     assert set(got) == set(hist)
     assert all(got[p] >= hist[p] for p in hist), (hist, got)
     assert after["hub"]["reports_total"] >= before["hub"]["reports_total"]
+
+
+def prom_counter(port, name, app="web"):
+    body = http_get(port, "/metrics")[2]
+    total = 0.0
+    for line in body.splitlines():
+        m = re.match(r'%s\{app="%s",worker="\d+"\} (\S+)$' % (name, app), line)
+        if m:
+            total += float(m.group(1))
+    return total
+
+
+def test_upgrade_keeps_prometheus_counters_going_up(procs, sockdir, logdir, bindir):
+    """/metrics across an upgrade: drover_worker_requests_total, which adds up every
+    process a slot had (here two, after a reload), never goes back: the per-slot sums
+    cross the exec; and the endpoint answers again."""
+    require_binary(HTTPD)
+    port, mport = free_port(), free_port()
+    argv = run_argv(sockdir, logdir, "-i", 2, "-n", "web", "--listen", f"127.0.0.1:{port}", "--no-echo",
+                    "--metrics", str(mport), "--", HTTPD)
+    argv[0] = os.path.join(bindir, "drover")
+    h = RunHub(procs, sockdir, argv)
+    online(h, 2, "web")
+    for _ in range(300):
+        http_get(port)
+    wait_until(lambda: prom_counter(mport, "drover_worker_requests_total") >= 300, timeout=10,
+               what="the requests counted in /metrics")
+    # new processes in both slots: the counters now add up two processes each
+    rl = drover(sockdir, "reload", "web")
+    assert rl.returncode == 0, rl.stdout + rl.stderr
+    for _ in range(50):
+        http_get(port)
+    wait_until(lambda: prom_counter(mport, "drover_worker_requests_total") >= 350, timeout=10,
+               what="the requests of both processes counted")
+    before = prom_counter(mport, "drover_worker_requests_total")
+    up = drover(sockdir, "upgrade")
+    assert up.returncode == 0, up.stdout + up.stderr
+    h.intervals(3)
+    after = wait_until(lambda: prom_counter(mport, "drover_worker_requests_total") or None, timeout=10,
+                       what="/metrics after the upgrade")
+    assert after >= before, (before, after)
