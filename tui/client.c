@@ -33,13 +33,18 @@ int client_ctl_path(const char *socket_dir, const char *ns, char *out, size_t ca
 /* ---- blocking ----------------------------------------------------------- */
 
 #define CLIENT_PENDING_MAX 4096   /* pushed messages kept while waiting for a reply */
+#define CLIENT_SSH_HELLO_MS 20000 /* ssh's own connect and login come before the hub's hello */
 
 struct client_sync {
     int        fd;
+    sshlink   *link;     /* the ssh child behind fd, or NULL for the unix socket */
     ctl_framer fr;
     json_t    *queue;    /* messages read and not yet returned, oldest first */
     long       next_id;
 };
+
+static client_sync *client_sync_start(int fd, sshlink *link, const char *where, int version, json_t **hello,
+                                      char *err, size_t errcap);
 
 static long client_ms(void)
 {
@@ -99,12 +104,18 @@ json_t *client_sync_next(client_sync *c, int timeout_ms)
             if (wait <= 0)
                 return NULL;
         }
-        struct pollfd pf = {.fd = c->fd, .events = POLLIN};
-        int pr = poll(&pf, 1, wait);
+        /* ssh's stderr is drained as it comes, so ssh never blocks on it */
+        struct pollfd pf[2] = {{.fd = c->fd, .events = POLLIN},
+                               {.fd = c->link ? sshlink_err_fd(c->link) : -1, .events = POLLIN}};
+        int pr = poll(pf, 2, wait);
         if (pr < 0 && errno == EINTR)
             continue;
         if (pr <= 0)
             return NULL;
+        if (pf[1].revents)
+            sshlink_read_err(c->link);
+        if (!pf[0].revents)
+            continue;
         char buf[65536];
         ssize_t r = read(c->fd, buf, sizeof buf);
         if (r < 0 && errno == EINTR)
@@ -114,12 +125,12 @@ json_t *client_sync_next(client_sync *c, int timeout_ms)
     }
 }
 
-client_sync *client_sync_open(const char *path, int version, json_t **hello, char *err, size_t errcap)
+int client_unix_connect(const char *path, char *err, size_t errcap)
 {
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
     if (strlen(path) >= sizeof sa.sun_path) {
         snprintf(err, errcap, "socket path too long: %s", path);
-        return NULL;
+        return -1;
     }
     strcpy(sa.sun_path, path);
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -131,24 +142,57 @@ client_sync *client_sync_open(const char *path, int version, json_t **hello, cha
             snprintf(err, errcap, "no hub is running here (%s); start one with 'drover run' or 'drover monit'", path);
         else
             snprintf(err, errcap, "cannot connect to %s: %s", path, strerror(e));
-        return NULL;
+        return -1;
     }
+    return fd;
+}
+
+client_sync *client_sync_open(const char *path, int version, json_t **hello, char *err, size_t errcap)
+{
+    int fd = client_unix_connect(path, err, errcap);
+    if (fd < 0)
+        return NULL;
+    return client_sync_start(fd, NULL, path, version, hello, err, errcap);
+}
+
+client_sync *client_sync_open_ssh(const sshlink_target *t, const char *remote, const char *ns,
+                                  const char *socket_dir, int version, json_t **hello, char *err, size_t errcap)
+{
+    sshlink *l = sshlink_start(t, remote, ns, socket_dir, err, errcap);
+    if (!l)
+        return NULL;
+    return client_sync_start(sshlink_fd(l), l, t->spec, version, hello, err, errcap);
+}
+
+/*
+ * The common half of the two opens: fd is a connected stream (the socket,
+ * or the ssh child's end of its socketpair, then owned by link), where names
+ * it in messages. Says hello and checks the answer. Takes fd and link.
+ */
+static client_sync *client_sync_start(int fd, sshlink *link, const char *where, int version, json_t **hello,
+                                      char *err, size_t errcap)
+{
     client_sync *c = calloc(1, sizeof *c);
     json_t *q = json_array();
     if (!c || !q) {
-        close(fd);
+        if (link)
+            sshlink_free(link);
+        else
+            close(fd);
         free(c);
         json_decref(q);
         snprintf(err, errcap, "out of memory");
         return NULL;
     }
     c->fd = fd;
+    c->link = link;
     c->queue = q;
     c->fr.max = CLIENT_LINE_MAX;
     json_t *h = NULL;
     if (client_sync_send(c, json_pack("{s:s, s:i}", "hello", "drover", "version", version)) != 0 ||
-        !(h = client_sync_next(c, 5000))) {
-        snprintf(err, errcap, "the hub at %s did not answer", path);
+        !(h = client_sync_next(c, link ? CLIENT_SSH_HELLO_MS : 5000))) {
+        if (!link || sshlink_error(link, err, errcap) != 0)
+            snprintf(err, errcap, "the hub at %s did not answer", where);
         client_sync_close(c);
         return NULL;
     }
@@ -184,7 +228,8 @@ json_t *client_sync_call(client_sync *c, json_t *req, int timeout_ms, char *err,
         long left = deadline - client_ms();
         json_t *m = left > 0 ? client_sync_next(c, (int)left) : NULL;
         if (!m) {
-            snprintf(err, errcap, "no reply from the hub within %d ms", timeout_ms);
+            if (!c->link || sshlink_error(c->link, err, errcap) != 0)
+                snprintf(err, errcap, "no reply from the hub within %d ms", timeout_ms);
             break;
         }
         const char *type = json_string_value(json_object_get(m, "type"));
@@ -211,7 +256,10 @@ void client_sync_close(client_sync *c)
 {
     if (!c)
         return;
-    close(c->fd);
+    if (c->link)
+        sshlink_free(c->link);   /* closes fd too */
+    else
+        close(c->fd);
     ctl_framer_free(&c->fr);
     json_decref(c->queue);
     free(c);

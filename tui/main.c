@@ -11,6 +11,7 @@
 #include "hub/metrics.h"
 #include "hub/paths.h"
 #include "proto/control.h"
+#include "tui/bridge.h"
 #include "tui/cli.h"
 #include "tui/console.h"
 #include "tui/launch.h"
@@ -144,6 +145,20 @@ static const hub_entry hub_entries[] = {
 };
 #define HUB_ENTRIES (sizeof hub_entries / sizeof hub_entries[0])
 
+/* A subcommand that is neither a hub nor a command of the protocol: it parses its own options and help. */
+typedef struct {
+    const char *name;
+    const char *usage;      /* after "drover " */
+    const char *help;       /* one line for the global usage */
+    int (*main)(int argc, char **argv);
+} tool_entry;
+
+static const tool_entry tool_entries[] = {
+    {"bridge", bridge_usage, "relay stdin/stdout to the hub's control socket (what --host runs over ssh)",
+     bridge_main},
+};
+#define TOOL_ENTRIES (sizeof tool_entries / sizeof tool_entries[0])
+
 /* Prints the global usage: every subcommand from the two tables. */
 static void usage_print(void)
 {
@@ -153,6 +168,8 @@ static void usage_print(void)
     for (int i = 0; i < CTL_CMD_N; i++)
         if (ctl_commands[i].cli || ctl_commands[i].cmd == CTL_LS)
             printf("  %-30s %s\n", ctl_commands[i].usage, ctl_commands[i].help);
+    for (size_t i = 0; i < TOOL_ENTRIES; i++)
+        printf("  %-30s %s\n", tool_entries[i].usage, tool_entries[i].help);
     printf("\n'drover COMMAND --help' shows a command's options. Commands that talk to a\n"
            "running hub take -L NAME and --socket-dir DIR to find it.\n"
            "\n"
@@ -662,6 +679,9 @@ int main(int argc, char **argv)
             current_entry = &hub_entries[i];
             return hub_entries[i].main(argc - 1, argv + 1);
         }
+    for (size_t i = 0; i < TOOL_ENTRIES; i++)
+        if (strcmp(cmd, tool_entries[i].name) == 0)
+            return tool_entries[i].main(argc - 1, argv + 1);
     const ctl_command *ce = ctl_command_find(cmd);
     if (ce && (ce->cli || ce->cmd == CTL_LS))
         return cli_main(ce, argc - 1, argv + 1);

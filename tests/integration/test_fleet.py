@@ -1,0 +1,252 @@
+"""
+Many hosts over ssh (issue 12): `drover bridge` relays the control protocol
+between stdin/stdout and a hub's ctl.sock, and the CLI's `--host` reaches a hub
+through `ssh … drover bridge`. The hosts are real: each is a real OpenSSH
+`sshd` on its own loopback port, started here with a host key and a client key
+generated here, and the "host's" hub is a real `drover run` whose socket lives
+where that sshd's sessions look for it ($XDG_RUNTIME_DIR set by the sshd's own
+SetEnv), as on two machines.
+"""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+
+import pytest
+
+from conftest import (DROVER, RunHub, descendants, free_port, listening, online, require_binary, run_argv,
+                      wait_until)
+
+SSHD = "/usr/sbin/sshd"
+
+
+def require_sshd():
+    if not os.path.exists(SSHD) or not shutil.which("ssh") or not shutil.which("ssh-keygen"):
+        pytest.fail("openssh-server and openssh-client are needed (tools/install-deps.sh installs them)",
+                    pytrace=False)
+    if os.geteuid() == 0:
+        os.makedirs("/run/sshd", mode=0o755, exist_ok=True)   # sshd's privilege separation dir, as root
+
+
+@pytest.fixture(scope="module")
+def keys():
+    """A host key and a client key (ed25519, no passphrase), made once for the module."""
+    require_sshd()
+    d = tempfile.mkdtemp(prefix="drv-ssh-", dir="/tmp")
+    for name in ("host", "client"):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", os.path.join(d, name)], check=True)
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+class Host:
+    """One stand-in host: an sshd on 127.0.0.1:port whose sessions get XDG_RUNTIME_DIR=self.xdg,
+    so `drover bridge` there finds the hub whose socket dir is self.sockdir."""
+
+    def __init__(self, procs, keys, root, name):
+        self.procs, self.keys = procs, keys
+        self.xdg = os.path.join(root, name)
+        self.sockdir = os.path.join(self.xdg, "drover", "default")
+        os.makedirs(self.sockdir, mode=0o700)
+        os.chmod(self.xdg, 0o700)
+        self.port = free_port()
+        self.spec = f"127.0.0.1:{self.port}"
+        self.cfg = os.path.join(root, f"{name}.sshd_config")
+        with open(self.cfg, "w") as f:
+            f.write(f"Port {self.port}\nListenAddress 127.0.0.1\nHostKey {keys}/host\n"
+                    f"AuthorizedKeysFile {keys}/client.pub\nStrictModes no\nUsePAM no\n"
+                    "PasswordAuthentication no\nKbdInteractiveAuthentication no\nPubkeyAuthentication yes\n"
+                    "PermitRootLogin prohibit-password\nPidFile none\nLogLevel ERROR\n"
+                    f"SetEnv XDG_RUNTIME_DIR={self.xdg}\n")
+        self.sshd = None
+        self.start_sshd()
+
+    def start_sshd(self):
+        self.sshd = self.procs.spawn([SSHD, "-D", "-e", "-f", self.cfg], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+        wait_until(lambda: listening(self.port), 10, what=f"sshd on port {self.port}")
+
+    def stop_sshd(self):
+        self.sshd.terminate()
+        self.sshd.wait(timeout=10)
+
+
+@pytest.fixture
+def fleet(procs, keys):
+    """A factory of hosts; the environment the CLI needs to reach them ($DROVER_SSH, $DROVER_REMOTE)."""
+    root = tempfile.mkdtemp(prefix="drv-fl-", dir="/tmp")
+    made = []
+
+    def make():
+        h = Host(procs, keys, root, f"h{len(made) + 1}")
+        made.append(h)
+        return h
+    yield make
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def fleet_env(keys):
+    env = dict(os.environ)
+    env["DROVER_SSH"] = (f"ssh -F /dev/null -o UserKnownHostsFile=/dev/null -o StrictHostKeyChecking=no "
+                         f"-o LogLevel=ERROR -i {keys}/client")
+    env["DROVER_REMOTE"] = DROVER   # the build's drover: the "remote" is this machine
+    return env
+
+
+def cli(keys, *args, timeout=60):
+    return subprocess.run([DROVER, *map(str, args)], capture_output=True, text=True, timeout=timeout,
+                          env=fleet_env(keys))
+
+
+def sleepers(procs, host, logdir, n=2, app="web", flag=None):
+    """`drover run -i n` on host of a silent worker (online after the 1 s grace); when flag
+    exists, a new worker exits 7 at once, so a reload aborts."""
+    script = f'if [ -e {flag} ]; then exit 7; fi; exec sleep 120' if flag else "exec sleep 120"
+    logdir = os.path.join(logdir, str(host.port))   # each host its own log files
+    os.makedirs(logdir, exist_ok=True)
+    h = RunHub(procs, host.sockdir, run_argv(host.sockdir, logdir, "-i", n, "-n", app, "--no-echo", "--",
+                                             "sh", "-c", script))
+    online(h, n, app)
+    return h
+
+
+def child_pids(hub):
+    """The hub's workers as /proc sees them: its children that run sleep (not the guard)."""
+    out = set()
+    for p in descendants(hub.pid):
+        try:
+            with open(f"/proc/{p}/comm") as f:
+                if f.read().strip() == "sleep":
+                    out.add(p)
+        except OSError:
+            pass
+    return out
+
+
+# ---- drover bridge ---------------------------------------------------------------------
+
+def test_bridge_as_a_pipe_speaks_the_protocol(procs, sockdir, logdir):
+    h = RunHub(procs, sockdir, run_argv(sockdir, logdir, "-i", 2, "-n", "web", "--no-echo", "--",
+                                        "sh", "-c", "exec sleep 120"))
+    online(h, 2, "web")
+    b = procs.spawn([DROVER, "bridge", "--socket-dir", sockdir], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE)
+    b.stdin.write(b'{"hello":"drover","version":2}\n')
+    b.stdin.flush()
+    hello = json.loads(b.stdout.readline())
+    assert hello["type"] == "hello" and hello["hub_pid"] == h.pid and hello["mode"] == "run"
+    b.stdin.write(b'{"cmd":"ls","id":7}\n')
+    b.stdin.flush()
+    rep = json.loads(b.stdout.readline())
+    assert rep["type"] == "reply" and rep["id"] == 7 and rep["ok"] is True
+    # the pids the hub names through the bridge are its children, as /proc has them
+    assert {w["pid"] for w in rep["workers"]} == child_pids(h)
+    # stdin closed: the bridge passes the end on and exits
+    b.stdin.close()
+    assert b.wait(timeout=10) == 0
+    assert b.stderr.read() == b""
+
+
+def test_bridge_exits_when_either_side_closes(procs, sockdir, logdir):
+    h = RunHub(procs, sockdir, run_argv(sockdir, logdir, "-i", 1, "-n", "web", "--no-echo", "--",
+                                        "sh", "-c", "exec sleep 120"))
+    online(h, 1, "web")
+    # a closed stdin
+    r = subprocess.run([DROVER, "bridge", "--socket-dir", sockdir], stdin=subprocess.DEVNULL,
+                       capture_output=True, timeout=10)
+    assert r.returncode == 0 and r.stdout == b"", r
+    # the hub going away (stopped through the bridge itself): the bridge ends too
+    b = procs.spawn([DROVER, "bridge", "--socket-dir", sockdir], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    b.stdin.write(b'{"hello":"drover","version":2}\n{"cmd":"stop","id":1}\n')
+    b.stdin.flush()
+    lines = [json.loads(b.stdout.readline()) for _ in range(2)]
+    assert lines[1]["ok"] is True, lines
+    assert h.proc.wait(timeout=15) == 0
+    assert b.wait(timeout=10) == 0
+    b.stdin.close()
+    # no hub at all: exit 1 with the reason
+    r = subprocess.run([DROVER, "bridge", "--socket-dir", sockdir], stdin=subprocess.DEVNULL,
+                       capture_output=True, text=True, timeout=10)
+    assert r.returncode == 1 and r.stderr.startswith("drover: no hub is running here"), r.stderr
+    r = subprocess.run([DROVER, "bridge", "--bogus"], capture_output=True, text=True, timeout=10)
+    assert r.returncode == 2 and "usage: drover bridge" in r.stderr
+
+
+# ---- --host ----------------------------------------------------------------------------
+
+def test_ls_and_restart_over_ssh_reach_the_right_host(procs, keys, fleet, logdir):
+    h1, h2 = fleet(), fleet()
+    hub1, hub2 = sleepers(procs, h1, logdir), sleepers(procs, h2, logdir)
+    r = cli(keys, "ls", "--json", "--host", h1.spec, "--host", h2.spec)
+    assert r.returncode == 0, r.stderr
+    snaps = [json.loads(l) for l in r.stdout.splitlines()]
+    assert [s["remote"] for s in snaps] == [h1.spec, h2.spec]
+    # each host's pids are its own hub's children, read from /proc here
+    for s, hub in zip(snaps, (hub1, hub2)):
+        assert {w["pid"] for w in s["workers"]} == child_pids(hub)
+    # the table names each host before its rows
+    r = cli(keys, "ls", "--host", h1.spec, "--host", h2.spec)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0] == f"== {h1.spec} ==" and f"== {h2.spec} ==" in lines
+    # restart one worker of the second host: that pid alone changes
+    before1, before2 = child_pids(hub1), child_pids(hub2)
+    web1 = next(w for w in snaps[1]["workers"] if w["id"] == 1)
+    r = cli(keys, "restart", "web:1", "--host", h2.spec)
+    assert r.returncode == 0 and r.stdout == f"{h2.spec}: restarting web:1\n", (r.stdout, r.stderr)
+    wait_until(lambda: web1["pid"] not in child_pids(hub2) and len(child_pids(hub2)) == 2, 10,
+               what="web:1 restarted on the second host")
+    assert child_pids(hub2) - {web1["pid"]} >= before2 - {web1["pid"]}
+    assert child_pids(hub1) == before1
+
+
+def test_unreachable_host_and_bad_targets(procs, keys, fleet, logdir):
+    h1 = fleet()
+    sleepers(procs, h1, logdir, n=1)
+    dead = free_port()
+    r = cli(keys, "ls", "--host", f"127.0.0.1:{dead}", "--host", h1.spec)
+    # a read-only command goes on to the next host, and fails at the end
+    assert r.returncode == 1
+    assert (f"drover: 127.0.0.1:{dead}: unreachable: ssh: connect to host 127.0.0.1 port {dead}: "
+            "Connection refused") in r.stderr, r.stderr
+    assert f"== {h1.spec} ==" in r.stdout
+    # the remote side's own answer is named by host: no hub in that namespace there
+    r = cli(keys, "ls", "-L", "nobody", "--host", h1.spec)
+    assert r.returncode == 1 and r.stderr.startswith(f"drover: {h1.spec}: no hub is running"), r.stderr
+    # the protocol version is checked per host, with the hub's own message
+    fake = "echo '{\"type\":\"error\",\"error\":\"protocol version 2 is not supported: this hub speaks version 3\"}' #"
+    r = cli(keys, "ls", "--host", h1.spec, "--remote-cmd", fake)
+    assert r.returncode == 1
+    assert r.stderr == f"drover: {h1.spec}: protocol version 2 is not supported: this hub speaks version 3\n"
+    # a target ssh could read as an option is refused before anything runs
+    for bad in ("-oProxyCommand=x", "a@-b", "h:0", "h:99999", "us er@h", "[::1"):
+        r = cli(keys, "ls", "--host", bad)
+        assert r.returncode == 2 and "bad host" in r.stderr, (bad, r.stderr)
+
+
+def test_fleet_reload_rolls_host_by_host_and_stops_at_the_first_abort(procs, keys, fleet, logdir):
+    h1, h2 = fleet(), fleet()
+    flag = os.path.join(logdir, "h2-broken")
+    hub1 = sleepers(procs, h1, logdir)
+    hub2 = sleepers(procs, h2, logdir, flag=flag)
+    before1, before2 = child_pids(hub1), child_pids(hub2)
+    open(flag, "w").close()   # from now on, a new worker on the second host fails
+    r = cli(keys, "reload", "web", "--host", h1.spec, "--host", h2.spec)
+    assert r.returncode == 1, (r.stdout, r.stderr)
+    out = r.stdout.splitlines()
+    assert f"{h1.spec}: reloading web" in out
+    assert any(l.startswith(f"{h1.spec}: reload web: done, 2/2 replaced") for l in out), out
+    assert any(l.startswith(f"{h2.spec}: reload web aborted") for l in out), out
+    # the first host runs new workers; the second still serves on its old ones
+    wait_until(lambda: len(child_pids(hub1)) == 2 and not (child_pids(hub1) & before1), 10,
+               what="the first host's workers replaced")
+    assert child_pids(hub2) == before2
+    after1 = child_pids(hub1)
+    # the other order: the abort on the first host listed leaves the next one untouched
+    r = cli(keys, "reload", "web", "--host", h2.spec, "--host", h1.spec)
+    assert r.returncode == 1
+    assert f"drover: reload failed on {h2.spec}; not run on {h1.spec}" in r.stderr, r.stderr
+    assert h1.spec not in r.stdout
+    assert child_pids(hub1) == after1 and child_pids(hub2) == before2
