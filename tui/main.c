@@ -159,7 +159,7 @@ static const tool_entry tool_entries[] = {
 };
 #define TOOL_ENTRIES (sizeof tool_entries / sizeof tool_entries[0])
 
-/* Prints the global usage: every subcommand from the two tables. */
+/* Prints the global usage: every subcommand from the three tables (hubs, protocol commands, tools). */
 static void usage_print(void)
 {
     printf("usage: drover COMMAND [OPTIONS]\n\n%s\ncommands:\n", intro_text);
