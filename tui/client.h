@@ -88,6 +88,17 @@ typedef struct {
 client *client_new(uv_loop_t *loop, const char *path, unsigned retry_ms,
                    const client_callbacks *cb, void *ctx);
 
+/*
+ * As client_new, over ssh to t (the same transport as client_sync_open_ssh).
+ * Each attempt is one ssh child; when one ends, on_disconnect gets why
+ * ("unreachable: ssh: connect to host …", the remote's own message, or
+ * "unreachable: no answer within 20 s") whether or not a hello came first,
+ * and the next attempt waits retry_ms, doubled after each failed attempt up
+ * to 30 s (back to retry_ms after a hello).
+ */
+client *client_new_ssh(uv_loop_t *loop, const sshlink_target *t, const char *remote, const char *ns,
+                       const char *socket_dir, unsigned retry_ms, const client_callbacks *cb, void *ctx);
+
 /* True while connected and past the hello. */
 bool client_connected(const client *c);
 

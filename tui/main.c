@@ -14,6 +14,7 @@
 #include "tui/bridge.h"
 #include "tui/cli.h"
 #include "tui/console.h"
+#include "tui/fleet.h"
 #include "tui/launch.h"
 
 #include <ctype.h>
@@ -85,6 +86,15 @@ static const char attach_options[] =
     "  --ready-timeout MS  a replacement must appear (and be ready) within this\n"
     "                      (default 10000)\n";
 
+static const char monit_options[] =
+    "  --host [USER@]HOST[:PORT]  also the hub on HOST, over ssh (repeatable; with\n"
+    "                      --headless only): 'ssh -T -o BatchMode=yes HOST drover\n"
+    "                      bridge -L NAME' ($DROVER_SSH is the ssh command)\n"
+    "  --hosts-file FILE   hosts from FILE, one a line ('#' comments)\n"
+    "  --no-local          not the local hub, only the hosts\n"
+    "  --remote-cmd CMD    the drover command on the hosts (default $DROVER_REMOTE,\n"
+    "                      else \"drover\")\n";
+
 static const char output_options[] =
     "  --headless          print figures to stdout instead of opening the console\n"
     "  --interval MS       print every MS milliseconds (default 1000, 50..3600000)\n"
@@ -137,11 +147,13 @@ static const hub_entry hub_entries[] = {
      "monitor the children of a cluster master drover did not start (SIGHUP to\n"
      "drover restarts them one by one)",
      attach_options, cmd_attach},
-    {"monit", "monit [--headless] [OPTIONS]",
+    {"monit", "monit [--headless] [--host [USER@]HOST[:PORT]...] [OPTIONS]",
      "the console on the namespace's running hub (or on a monitor-only hub it\n"
      "starts when none runs); with --headless, the figures as a stream: the\n"
-     "running hub's (at its interval), else those of every process that reports",
-     "", cmd_monit},
+     "running hub's (at its interval), else those of every process that reports.\n"
+     "With --host, the headless streams of the local hub and of each host (over\n"
+     "ssh) merged, a \"host\" key on every line",
+     monit_options, cmd_monit},
 };
 #define HUB_ENTRIES (sizeof hub_entries / sizeof hub_entries[0])
 
@@ -235,6 +247,7 @@ enum {
     O_LISTEN, O_KILL_TIMEOUT, O_READY_TIMEOUT, O_MAX_MEMORY, O_LOG_DIR, O_NO_ECHO, O_NO_AGENT,
     O_DETACH, O_BACKGROUND, O_NO_MOUSE, O_METRICS, O_METRICS_TEXTFILE, O_BALANCE, O_KEYS, O_CHECK,
     O_APP_KEY,   /* --env, --cwd…: a key of the file's [app] table, by the option's name */
+    O_HOST, O_HOSTS_FILE, O_NO_LOCAL, O_REMOTE_CMD,
 };
 
 /*
@@ -245,6 +258,11 @@ enum {
 static bool up_check;   /* drover up --check */
 static config_app run_app;   /* drover run's file-like options (O_APP_KEY) */
 static bool run_app_used;
+/* monit's other hosts (--host, --hosts-file), --no-local, --remote-cmd */
+static sshlink_target monit_hosts[FLEET_HOSTS_MAX];
+static size_t monit_nhosts;
+static bool monit_no_local;
+static const char *monit_remote;
 
 static int parse_options(const char *cmd, int argc, char **argv, hub_options *o, bool *headless,
                          bool *detach)
@@ -280,9 +298,13 @@ static int parse_options(const char *cmd, int argc, char **argv, hub_options *o,
         {"restart", required_argument, NULL, O_APP_KEY},
         {"stop-signal", required_argument, NULL, O_APP_KEY},
         {"ready", required_argument, NULL, O_APP_KEY},
+        {"host", required_argument, NULL, O_HOST},
+        {"hosts-file", required_argument, NULL, O_HOSTS_FILE},
+        {"no-local", no_argument, NULL, O_NO_LOCAL},
+        {"remote-cmd", required_argument, NULL, O_REMOTE_CMD},
         {0, 0, 0, 0},
     };
-    bool up = strcmp(cmd, "up") == 0;
+    bool up = strcmp(cmd, "up") == 0, monit = strcmp(cmd, "monit") == 0;
     bool run = o->mode == HUB_RUN && !up, att = o->mode == HUB_ATTACH;
     char lerr[256];
     long v;
@@ -419,6 +441,32 @@ static int parse_options(const char *cmd, int argc, char **argv, hub_options *o,
                 return usage_error("--metrics-textfile takes a file path");
             o->metrics_textfile = optarg;
             break;
+        case O_HOST:
+            ok = monit;
+            if (!ok)
+                break;
+            if (monit_nhosts == FLEET_HOSTS_MAX)
+                return usage_error("at most %d hosts", FLEET_HOSTS_MAX);
+            if (sshlink_parse(optarg, &monit_hosts[monit_nhosts], lerr, sizeof lerr) != 0)
+                return usage_error("%s", lerr);
+            monit_nhosts++;
+            break;
+        case O_HOSTS_FILE: {
+            ok = monit;
+            char ferr[600];
+            if (ok && fleet_hosts_file(optarg, monit_hosts, &monit_nhosts, ferr, sizeof ferr) != 0) {
+                fprintf(stderr, "drover: %s\n", ferr);
+                return 2;
+            }
+            break;
+        }
+        case O_NO_LOCAL: ok = monit; monit_no_local = true; break;
+        case O_REMOTE_CMD:
+            ok = monit;
+            if (ok && !*optarg)
+                return usage_error("--remote-cmd takes a command");
+            monit_remote = optarg;
+            break;
         case ':': return usage_error("option %s needs a value", argv[optind - 1]);
         default: return usage_error("unknown option '%s' for %s", argv[optind - 1], cmd);
         }
@@ -499,6 +547,22 @@ static int cmd_monit(int argc, char **argv)
         return usage_error("unexpected argument '%s' for monit", argv[optind]);
     if (o.background)
         return hub_run(&o);
+    if (monit_nhosts || monit_no_local || monit_remote) {
+        /* many hosts: the merged headless stream (the console does not merge hosts yet) */
+        if (!monit_nhosts)
+            return usage_error("--no-local and --remote-cmd go with --host or --hosts-file");
+        if (!headless)
+            return usage_error("the console does not show other hosts yet: use 'drover monit --headless --host …'");
+        if (o.format == HEADLESS_PROM)
+            return usage_error("--host streams NDJSON only (a \"host\" key on every line), not --format prom");
+        char ctl[PATHS_MAX + 16];
+        if (!monit_no_local && ns_ctl_path(&o, ctl, sizeof ctl) != 0)
+            return 1;
+        fleet_options fo = {.ns = o.ns, .socket_dir = o.socket_dir, .remote = monit_remote,
+                            .local_ctl = monit_no_local ? NULL : ctl, .hosts = monit_hosts,
+                            .nhosts = monit_nhosts, .count = o.count};
+        return fleet_stream(&fo);
+    }
     if (headless) {
         /* next to a running hub: its stream, as a client; else a hub of our own */
         char ctl[PATHS_MAX + 16];

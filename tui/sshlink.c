@@ -22,9 +22,6 @@
 
 extern char **environ;
 
-#define SSHLINK_ERR_KEEP  1024   /* bytes of ssh's stderr kept (the last ones) */
-#define SSHLINK_WORDS_MAX 32     /* words of $DROVER_SSH */
-#define SSHLINK_CMD_MAX   8192   /* the remote command line */
 
 struct sshlink {
     pid_t  pid;          /* the ssh child, 0 once reaped */
@@ -131,55 +128,98 @@ static bool sshlink_quote(char *out, size_t cap, const char *s)
     return true;
 }
 
-sshlink *sshlink_start(const sshlink_target *t, const char *remote, const char *ns, const char *socket_dir,
-                       char *err, size_t errcap)
+int sshlink_argv(const sshlink_target *t, const char *remote, const char *ns, const char *socket_dir,
+                 sshlink_cmdline *out, char *err, size_t errcap)
 {
     /* The remote command line: the namespace is a checked name; the directory is quoted. */
-    char cmd[SSHLINK_CMD_MAX];
     if (!paths_valid_name(ns)) {
         snprintf(err, errcap, "invalid namespace name '%s'", ns);
-        return NULL;
+        return -1;
     }
-    int w = snprintf(cmd, sizeof cmd, "%s bridge -L %s%s", sshlink_remote(remote), ns,
+    int w = snprintf(out->cmd, sizeof out->cmd, "%s bridge -L %s%s", sshlink_remote(remote), ns,
                      socket_dir ? " --socket-dir " : "");
-    if (w < 0 || (size_t)w >= sizeof cmd || (socket_dir && !sshlink_quote(cmd, sizeof cmd, socket_dir))) {
+    if (w < 0 || (size_t)w >= sizeof out->cmd || (socket_dir && !sshlink_quote(out->cmd, sizeof out->cmd, socket_dir))) {
         snprintf(err, errcap, "the remote command is too long");
-        return NULL;
+        return -1;
     }
 
     /* argv: $DROVER_SSH's words, then ours. */
-    char words[1024];
     const char *env = getenv("DROVER_SSH");
-    snprintf(words, sizeof words, "%s", env && *env ? env : "ssh");
-    if (env && strlen(env) >= sizeof words) {
-        snprintf(err, errcap, "DROVER_SSH is too long (at most %zu bytes)", sizeof words - 1);
-        return NULL;
+    if (env && strlen(env) >= sizeof out->words) {
+        snprintf(err, errcap, "DROVER_SSH is too long (at most %zu bytes)", sizeof out->words - 1);
+        return -1;
     }
-    char *argv[SSHLINK_WORDS_MAX + 12], port[16], *save = NULL;
+    snprintf(out->words, sizeof out->words, "%s", env && *env ? env : "ssh");
+    char *save = NULL;
     size_t argc = 0;
-    for (char *tok = strtok_r(words, " \t", &save); tok; tok = strtok_r(NULL, " \t", &save)) {
+    for (char *tok = strtok_r(out->words, " \t", &save); tok; tok = strtok_r(NULL, " \t", &save)) {
         if (argc == SSHLINK_WORDS_MAX) {
             snprintf(err, errcap, "DROVER_SSH has more than %d words", SSHLINK_WORDS_MAX);
-            return NULL;
+            return -1;
         }
-        argv[argc++] = tok;
+        out->argv[argc++] = tok;
     }
     if (argc == 0) {
         snprintf(err, errcap, "DROVER_SSH names no command");
-        return NULL;
+        return -1;
     }
-    argv[argc++] = "-T";
-    argv[argc++] = "-o";
-    argv[argc++] = "BatchMode=yes";   /* never a password prompt: the console owns the terminal */
+    out->argv[argc++] = "-T";
+    out->argv[argc++] = "-o";
+    out->argv[argc++] = "BatchMode=yes";   /* never a password prompt: the console owns the terminal */
     if (t->port) {
-        snprintf(port, sizeof port, "%d", t->port);
-        argv[argc++] = "-p";
-        argv[argc++] = port;
+        snprintf(out->port, sizeof out->port, "%d", t->port);
+        out->argv[argc++] = "-p";
+        out->argv[argc++] = out->port;
     }
-    argv[argc++] = "--";
-    argv[argc++] = (char *)t->dest;
-    argv[argc++] = cmd;
-    argv[argc] = NULL;
+    out->argv[argc++] = "--";
+    snprintf(out->dest, sizeof out->dest, "%s", t->dest);
+    out->argv[argc++] = out->dest;
+    out->argv[argc++] = out->cmd;
+    out->argv[argc] = NULL;
+    return 0;
+}
+
+void sshlink_why(const char *tail, size_t len, bool exited, int status, char *err, size_t errcap)
+{
+    /* the last non-empty line of stderr */
+    char line[SSHLINK_ERR_KEEP + 1];
+    if (len > SSHLINK_ERR_KEEP)
+        len = SSHLINK_ERR_KEEP;
+    size_t end = len;
+    while (end > 0 && (tail[end - 1] == '\n' || tail[end - 1] == '\r'))
+        end--;
+    size_t start = end;
+    while (start > 0 && tail[start - 1] != '\n')
+        start--;
+    memcpy(line, tail + start, end - start);
+    line[end - start] = '\0';
+    const char *say = line;
+    if (strncmp(say, "drover: ", 8) == 0)
+        say += 8;   /* the remote bridge's own message */
+    char safe[SSHLINK_ERR_KEEP + 1];
+    text_sanitize(say, safe, sizeof safe);   /* it came from another machine */
+    int code = exited && WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    if (code == 255)   /* ssh's own failure: the host was not reached */
+        snprintf(err, errcap, "unreachable: %s", *safe ? safe : "ssh exited with status 255");
+    else if (*safe && code == 127)   /* the remote shell did not find drover */
+        snprintf(err, errcap, "%s (the remote command is set by --remote-cmd or DROVER_REMOTE)", safe);
+    else if (*safe)
+        snprintf(err, errcap, "%s", safe);
+    else if (exited && WIFSIGNALED(status))
+        snprintf(err, errcap, "ssh was killed by signal %d", WTERMSIG(status));
+    else if (code > 0)
+        snprintf(err, errcap, "the remote command exited with status %d", code);
+    else
+        snprintf(err, errcap, "the connection ended");
+}
+
+sshlink *sshlink_start(const sshlink_target *t, const char *remote, const char *ns, const char *socket_dir,
+                       char *err, size_t errcap)
+{
+    static sshlink_cmdline cl;   /* the CLI's one thread; consumed by posix_spawnp below */
+    if (sshlink_argv(t, remote, ns, socket_dir, &cl, err, errcap) != 0)
+        return NULL;
+    char **argv = cl.argv;
 
     sshlink *l = calloc(1, sizeof *l);
     int sv[2] = {-1, -1}, ep[2] = {-1, -1};
@@ -294,35 +334,9 @@ int sshlink_error(sshlink *l, char *err, size_t errcap)
         struct timespec ts = {0, 10 * 1000000};   /* ssh closed stderr and is exiting */
         nanosleep(&ts, NULL);
     }
-    /* the last non-empty line of stderr */
-    char line[SSHLINK_ERR_KEEP + 1];
-    size_t end = l->err_len;
-    while (end > 0 && (l->err[end - 1] == '\n' || l->err[end - 1] == '\r'))
-        end--;
-    size_t start = end;
-    while (start > 0 && l->err[start - 1] != '\n')
-        start--;
-    memcpy(line, l->err + start, end - start);
-    line[end - start] = '\0';
-    const char *say = line;
-    if (strncmp(say, "drover: ", 8) == 0)
-        say += 8;   /* the remote bridge's own message */
-    char safe[SSHLINK_ERR_KEEP + 1];
-    text_sanitize(say, safe, sizeof safe);   /* it came from another machine */
-    bool reaped = l->pid == 0;
-    int code = reaped && WIFEXITED(l->status) ? WEXITSTATUS(l->status) : -1;
-    if (code == 255)   /* ssh's own failure: the host was not reached */
-        snprintf(err, errcap, "unreachable: %s", *safe ? safe : "ssh exited with status 255");
-    else if (*safe && code == 127)   /* the remote shell did not find drover */
-        snprintf(err, errcap, "%s (the remote command is set by --remote-cmd or DROVER_REMOTE)", safe);
-    else if (*safe)
-        snprintf(err, errcap, "%s", safe);
-    else if (reaped && WIFSIGNALED(l->status))
-        snprintf(err, errcap, "ssh was killed by signal %d", WTERMSIG(l->status));
-    else if (code > 0)
-        snprintf(err, errcap, "the remote command exited with status %d", code);
-    else
-        return -1;
+    if (l->err_len == 0 && l->pid == 0 && WIFEXITED(l->status) && WEXITSTATUS(l->status) == 0)
+        return -1;   /* nothing to say: the remote side just closed */
+    sshlink_why(l->err, l->err_len, l->pid == 0, l->status, err, errcap);
     return 0;
 }
 

@@ -13,9 +13,13 @@
 #ifndef DROVER_TUI_SSHLINK_H
 #define DROVER_TUI_SSHLINK_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
-#define SSHLINK_SPEC_MAX 256
+#define SSHLINK_SPEC_MAX  256
+#define SSHLINK_ERR_KEEP  1024   /* bytes of ssh's stderr kept (the last ones) */
+#define SSHLINK_WORDS_MAX 32     /* words of $DROVER_SSH */
+#define SSHLINK_CMD_MAX   8192   /* the remote command line */
 
 typedef struct {
     char spec[SSHLINK_SPEC_MAX];   /* as given, for messages */
@@ -36,6 +40,31 @@ int sshlink_parse(const char *spec, sshlink_target *t, char *err, size_t errcap)
  * remote (if not NULL) wins. The string is given to the remote shell as is.
  */
 const char *sshlink_remote(const char *remote);
+
+/* The ssh command line for a target: argv points into the other fields. */
+typedef struct {
+    char *argv[SSHLINK_WORDS_MAX + 12];
+    char  words[1024];                 /* $DROVER_SSH, split in place */
+    char  port[16];
+    char  dest[SSHLINK_SPEC_MAX];
+    char  cmd[SSHLINK_CMD_MAX];        /* the remote command line */
+} sshlink_cmdline;
+
+/*
+ * Builds the ssh command line for t (see the top of this file) into out.
+ * Returns 0, or -1 with a message in err ($DROVER_SSH empty or too long, a
+ * bad namespace, a remote command too long).
+ */
+int sshlink_argv(const sshlink_target *t, const char *remote, const char *ns, const char *socket_dir,
+                 sshlink_cmdline *out, char *err, size_t errcap);
+
+/*
+ * Why an ssh child ended, in one line, into err: from the tail of its stderr
+ * (len bytes) and, when exited, its wait status. Status 255 is ssh's own
+ * failure ("unreachable: …"); a remote "drover: " prefix is dropped; the
+ * text is made terminal-safe.
+ */
+void sshlink_why(const char *tail, size_t len, bool exited, int status, char *err, size_t errcap);
 
 typedef struct sshlink sshlink;
 

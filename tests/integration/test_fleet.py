@@ -9,10 +9,14 @@ SetEnv), as on two machines.
 """
 import json
 import os
+import queue
 import shutil
 import signal
 import subprocess
 import tempfile
+import threading
+import time
+import types
 
 import pytest
 
@@ -69,8 +73,15 @@ class Host:
         wait_until(lambda: listening(self.port), 10, what=f"sshd on port {self.port}")
 
     def stop_sshd(self):
+        """The host goes down: sshd and every session it forked (their ssh clients see the connection end)."""
+        sessions = descendants(self.sshd.pid)
         self.sshd.terminate()
         self.sshd.wait(timeout=10)
+        for p in sessions:
+            try:
+                os.kill(p, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
 
 @pytest.fixture
@@ -250,3 +261,97 @@ def test_fleet_reload_rolls_host_by_host_and_stops_at_the_first_abort(procs, key
     assert f"drover: reload failed on {h2.spec}; not run on {h1.spec}" in r.stderr, r.stderr
     assert h1.spec not in r.stdout
     assert child_pids(hub1) == after1 and child_pids(hub2) == before2
+
+
+# ---- monit --headless --host -------------------------------------------------------------
+
+class Lines:
+    """A process's NDJSON stdout, parsed by a thread into a queue."""
+
+    def __init__(self, proc):
+        self.q = queue.Queue()
+        self.seen = []
+        threading.Thread(target=self._read, args=(proc,), daemon=True).start()
+
+    def _read(self, proc):
+        for raw in proc.stdout:
+            self.q.put(json.loads(raw))
+
+    def until(self, pred, timeout, what):
+        """Reads lines until pred(line) holds; returns that line."""
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                pytest.fail(f"timed out after {timeout}s waiting for {what}; last lines: {self.seen[-5:]}",
+                            pytrace=False)
+            try:
+                line = self.q.get(timeout=left)
+            except queue.Empty:
+                continue
+            self.seen.append(line)
+            if pred(line):
+                return line
+
+
+def test_headless_fleet_stream_merges_hosts_and_outlives_a_dead_one(procs, keys, fleet, logdir):
+    h1, h2 = fleet(), fleet()
+    hub1, hub2 = sleepers(procs, h1, logdir, n=2), sleepers(procs, h2, logdir, n=3)
+    # the local hub: found by the console's own XDG_RUNTIME_DIR, as on the operator's machine
+    xdg = os.path.join(os.path.dirname(h1.xdg), "local")
+    local = types.SimpleNamespace(sockdir=os.path.join(xdg, "drover", "default"), port="local")
+    os.makedirs(local.sockdir, mode=0o700)
+    os.chmod(xdg, 0o700)
+    hubl = sleepers(procs, local, logdir, n=1)
+    env = fleet_env(keys)
+    env["XDG_RUNTIME_DIR"] = xdg
+    m = procs.spawn([DROVER, "monit", "--headless", "--host", h1.spec, "--host", h2.spec], env=env,
+                    stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out = Lines(m)
+    hubs = {"local": hubl, h1.spec: hub1, h2.spec: hub2}
+
+    # every host's interval, with its own hub's children (read from /proc here) as pids
+    pending, agreed = {}, set()
+
+    def interval(line):
+        assert "host" in line, line
+        host = line["host"]
+        if line["type"] == "worker":
+            pending.setdefault(host, set()).add(line["pid"])
+        elif line["type"] == "hub":
+            if pending.pop(host, set()) == child_pids(hubs[host]):
+                agreed.add(host)
+        return agreed == set(hubs)
+    out.until(interval, 20, "an interval of each host with its hub's pids")
+
+    # the second host goes down: named unreachable with ssh's reason, the others go on
+    h2.stop_sshd()
+    down = out.until(lambda l: l["type"] == "host" and l["host"] == h2.spec and l["state"] == "unreachable",
+                     15, "the second host unreachable")
+    assert down["error"].startswith("unreachable: "), down
+    for host in ("local", h1.spec):
+        n = [0]
+        out.until(lambda l: l["host"] == host and l["type"] == "hub" and not n.__setitem__(0, n[0] + 1)
+                  and n[0] >= 2, 10, f"{host} still streaming")
+    # back when its sshd is: an "up" line, then its figures again
+    h2.start_sshd()
+    out.until(lambda l: l["type"] == "host" and l["host"] == h2.spec and l["state"] == "up", 20,
+              "the second host back")
+    out.until(lambda l: l["host"] == h2.spec and l["type"] == "hub", 10, "the second host's figures again")
+    m.terminate()
+    m.wait(timeout=10)
+    assert b"127.0.0.1:%d: unreachable: " % h2.port in m.stderr.read()
+
+
+def test_monit_host_options(keys):
+    r = cli(keys, "monit", "--host", "h1")
+    assert r.returncode == 2 and "the console does not show other hosts yet" in r.stderr
+    r = cli(keys, "monit", "--headless", "--host", "h1", "--format", "prom")
+    assert r.returncode == 2 and "NDJSON only" in r.stderr
+    r = cli(keys, "monit", "--headless", "--no-local")
+    assert r.returncode == 2
+    with tempfile.NamedTemporaryFile("w", suffix=".hosts") as f:
+        f.write("# the fleet\nweb1\n\n  deploy@web2:2222  \n-oProxyCommand=x\n")
+        f.flush()
+        r = cli(keys, "monit", "--headless", "--hosts-file", f.name)
+        assert r.returncode == 2 and r.stderr.startswith(f"drover: {f.name}:5: bad host '-oProxyCommand=x'")
