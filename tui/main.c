@@ -183,7 +183,8 @@ static void usage_print(void)
     for (size_t i = 0; i < TOOL_ENTRIES; i++)
         printf("  %-30s %s\n", tool_entries[i].usage, tool_entries[i].help);
     printf("\n'drover COMMAND --help' shows a command's options. Commands that talk to a\n"
-           "running hub take -L NAME and --socket-dir DIR to find it.\n"
+           "running hub take -L NAME and --socket-dir DIR to find it, and --host\n"
+           "[USER@]HOST[:PORT] (repeatable) to reach it on another machine over ssh.\n"
            "\n"
            "signals to the hub: TERM/INT stop (run: every worker gracefully first),\n"
            "HUP rolling reload (a hub started by 'drover up': reread and apply its file),\n"
