@@ -87,9 +87,10 @@ static const char attach_options[] =
     "                      (default 10000)\n";
 
 static const char monit_options[] =
-    "  --host [USER@]HOST[:PORT]  also the hub on HOST, over ssh (repeatable; with\n"
-    "                      --headless only): 'ssh -T -o BatchMode=yes HOST drover\n"
-    "                      bridge -L NAME' ($DROVER_SSH is the ssh command)\n"
+    "  --host [USER@]HOST[:PORT]  also the hub on HOST, over ssh: 'ssh -T -o\n"
+    "                      BatchMode=yes HOST drover bridge -L NAME' ($DROVER_SSH is\n"
+    "                      the ssh command). Repeatable with --headless; the console\n"
+    "                      takes one, with --no-local, and leaves that hub running\n"
     "  --hosts-file FILE   hosts from FILE, one a line ('#' comments)\n"
     "  --no-local          not the local hub, only the hosts\n"
     "  --remote-cmd CMD    the drover command on the hosts (default $DROVER_REMOTE,\n"
@@ -549,11 +550,25 @@ static int cmd_monit(int argc, char **argv)
     if (o.background)
         return hub_run(&o);
     if (monit_nhosts || monit_no_local || monit_remote) {
-        /* many hosts: the merged headless stream (the console does not merge hosts yet) */
+        /* other hosts: the console on one of them, or the merged headless stream
+         * (the console does not merge hosts yet) */
         if (!monit_nhosts)
             return usage_error("--no-local and --remote-cmd go with --host or --hosts-file");
-        if (!headless)
-            return usage_error("the console does not show other hosts yet: use 'drover monit --headless --host …'");
+        if (!headless && (monit_nhosts > 1 || !monit_no_local))
+            return usage_error("the console shows one host at a time for now: 'drover monit --no-local --host "
+                               "HOST'; several hosts with the local one: 'drover monit --headless --host …'");
+        if (!headless) {
+            if (!launch_is_terminal()) {
+                fputs("drover: the console needs a terminal; use 'drover monit --headless' for a stream\n", stderr);
+                return 2;
+            }
+            char title[SSHLINK_SPEC_MAX + 80];
+            snprintf(title, sizeof title, "drover — %s (%s)", monit_hosts[0].spec, o.ns);
+            console_options co = {.ctl_path = monit_hosts[0].spec, .host = &monit_hosts[0], .host_ns = o.ns,
+                                  .host_socket_dir = o.socket_dir, .host_remote = monit_remote,
+                                  .on_quit = CONSOLE_QUIT_LEAVE, .title = title, .no_mouse = o.no_mouse};
+            return console_run(&co);
+        }
         if (o.format == HEADLESS_PROM)
             return usage_error("--host streams NDJSON only (a \"host\" key on every line), not --format prom");
         char ctl[PATHS_MAX + 16];

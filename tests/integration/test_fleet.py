@@ -10,6 +10,8 @@ SetEnv), as on two machines.
 import json
 import os
 import queue
+import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -17,11 +19,12 @@ import tempfile
 import threading
 import time
 import types
+import uuid
 
 import pytest
 
-from conftest import (DROVER, RunHub, descendants, free_port, listening, online, require_binary, run_argv,
-                      wait_until)
+from conftest import (DROVER, RunHub, descendants, free_port, kill_survivors, listening, online, require_binary,
+                      run_argv, wait_until)
 
 SSHD = "/usr/sbin/sshd"
 
@@ -345,7 +348,9 @@ def test_headless_fleet_stream_merges_hosts_and_outlives_a_dead_one(procs, keys,
 
 def test_monit_host_options(keys):
     r = cli(keys, "monit", "--host", "h1")
-    assert r.returncode == 2 and "the console does not show other hosts yet" in r.stderr
+    assert r.returncode == 2 and "the console shows one host at a time for now" in r.stderr
+    r = cli(keys, "monit", "--no-local", "--host", "h1", "--host", "h2")
+    assert r.returncode == 2 and "one host at a time" in r.stderr
     r = cli(keys, "monit", "--headless", "--host", "h1", "--format", "prom")
     assert r.returncode == 2 and "NDJSON only" in r.stderr
     r = cli(keys, "monit", "--headless", "--no-local")
@@ -355,3 +360,102 @@ def test_monit_host_options(keys):
         f.flush()
         r = cli(keys, "monit", "--headless", "--hosts-file", f.name)
         assert r.returncode == 2 and r.stderr.startswith(f"drover: {f.name}:5: bad host '-oProxyCommand=x'")
+
+
+# ---- the console on a host --------------------------------------------------------------
+
+ROW = re.compile(r"^[> ] +(\d+) +(\d+|-) +(starting|online|stopping|stopped|backoff|errored|gone)\b")
+
+
+class TmuxConsole:
+    """`drover monit …` in a pane of a private tmux server (as test_console.py drives it)."""
+
+    def __init__(self, argv, env):
+        self.base = [shutil.which("tmux") or "tmux", "-L", "drvf-" + uuid.uuid4().hex[:10], "-f", "/dev/null"]
+        self.senv = dict(os.environ, LANG="C.UTF-8")
+        self.senv.pop("TMUX", None)
+        args = ["new-session", "-d", "-x", "120", "-y", "40", "-e", "LANG=C.UTF-8", "-e", "TERM=xterm-256color"]
+        for k, v in env.items():
+            args += ["-e", f"{k}={v}"]
+        cmd = " ".join(shlex.quote(a) for a in argv) + '; echo "[console exited rc=$?]"; sleep 60'
+        subprocess.run(self.base + args + [cmd], env=self.senv, check=True, timeout=10)
+        self.pane_pid = int(self._tmux("display-message", "-p", "#{pane_pid}").strip())
+
+    def _tmux(self, *args):
+        return subprocess.run(self.base + list(args), env=self.senv, capture_output=True, timeout=10,
+                              check=True).stdout.decode("utf-8", "replace")
+
+    def screen(self):
+        return self._tmux("capture-pane", "-p")
+
+    def keys(self, *k):
+        self._tmux("send-keys", *k)
+
+    def pids(self):
+        """{id: pid} of the worker rows on screen."""
+        out = {}
+        for line in self.screen().splitlines():
+            m = ROW.match(line)
+            if m and m.group(2) != "-":
+                out[int(m.group(1))] = int(m.group(2))
+        return out
+
+    def wait(self, pred, what, timeout=15):
+        return wait_until(pred, timeout, interval=0.1, what=what, diag=lambda: "screen:\n" + self.screen())
+
+    def kill(self):
+        pids = [self.pane_pid] + descendants(self.pane_pid)
+        subprocess.run(self.base + ["kill-server"], env=self.senv, capture_output=True, timeout=10)
+        kill_survivors(pids, 3)
+
+
+@pytest.fixture
+def tmux_consoles():
+    if not shutil.which("tmux"):
+        pytest.fail("tmux is needed (tools/install-deps.sh installs it)", pytrace=False)
+    made = []
+
+    def make(argv, env):
+        c = TmuxConsole(argv, env)
+        made.append(c)
+        return c
+    yield make
+    for c in made:
+        c.kill()
+
+
+def test_console_on_one_host_over_ssh(procs, keys, fleet, logdir, tmux_consoles):
+    h1 = fleet()
+    hub1 = sleepers(procs, h1, logdir, n=3)
+    env = {k: v for k, v in fleet_env(keys).items() if k in ("DROVER_SSH", "DROVER_REMOTE")}
+    con = tmux_consoles([DROVER, "monit", "--no-local", "--host", h1.spec], env)
+
+    def by_id():
+        r = subprocess.run([DROVER, "ls", "--json", "--socket-dir", h1.sockdir], capture_output=True, text=True,
+                           timeout=10)
+        return {w["id"]: w["pid"] for w in json.loads(r.stdout)["workers"]} if r.returncode == 0 else {}
+    before = by_id()
+    assert set(before.values()) == child_pids(hub1)
+    con.wait(lambda: con.pids() == before, "the host's workers and pids on screen")
+    assert h1.spec in con.screen()   # the title names the host
+    # r acts on that host: the selected worker (web:0) gets a new pid there, the others keep theirs
+    con.keys("r")
+    wait_until(lambda: by_id().get(0) not in (None, before[0]) and len(child_pids(hub1)) == 3, 10,
+               what="web:0 restarted on the host")
+    after = by_id()
+    assert after[1] == before[1] and after[2] == before[2]
+    con.wait(lambda: con.pids() == after, "the new pid on screen")
+    # the host goes away: said, with ssh's reason; back when sshd is
+    h1.stop_sshd()
+    con.wait(lambda: "unreachable" in con.screen(), "the host unreachable on screen")
+    h1.start_sshd()
+    r = cli(keys, "restart", "web:1", "--host", h1.spec)
+    assert r.returncode == 0, r.stderr
+    wait_until(lambda: by_id().get(1) not in (None, after[1]) and len(child_pids(hub1)) == 3, 10,
+               what="web:1 restarted")
+    final = by_id()
+    con.wait(lambda: con.pids() == final, "the console reconnected and showing web:1's new pid", timeout=25)
+    # q leaves the remote hub running
+    con.keys("q")
+    con.wait(lambda: "[console exited rc=0]" in con.screen(), "the console quit")
+    assert hub1.proc.poll() is None
