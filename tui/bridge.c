@@ -67,6 +67,8 @@ static int bridge_drain(bridge_dir *d)
     return 0;
 }
 
+static int bridge_relay(int sock);
+
 int bridge_main(int argc, char **argv)
 {
     static const struct option opts[] = {
@@ -107,10 +109,25 @@ int bridge_main(int argc, char **argv)
         return 1;
     }
     signal(SIGPIPE, SIG_IGN);   /* a reader gone is EPIPE: an end, not a death */
-    for (int fd = 0; fd < 2; fd++)
-        fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+    /* stdin and stdout may be shared with others (a terminal): their flags are put back */
+    int flags[2];
+    for (int fd = 0; fd < 2; fd++) {
+        flags[fd] = fcntl(fd, F_GETFL);
+        if (flags[fd] >= 0)
+            fcntl(fd, F_SETFL, flags[fd] | O_NONBLOCK);
+    }
     fcntl(sock, F_SETFL, fcntl(sock, F_GETFL) | O_NONBLOCK);
+    int rc = bridge_relay(sock);
+    for (int fd = 0; fd < 2; fd++)
+        if (flags[fd] >= 0)
+            fcntl(fd, F_SETFL, flags[fd]);
+    close(sock);
+    return rc;
+}
 
+/* The relay itself, until either side closes. Returns the exit status. */
+static int bridge_relay(int sock)
+{
     static bridge_dir up, down;   /* stdin → hub, hub → stdout (static: 128 KiB off the stack) */
     up = (bridge_dir){.from = 0, .to = sock};
     down = (bridge_dir){.from = sock, .to = 1};
