@@ -15,7 +15,9 @@ XDG_RUNTIME_DIR, so `drover bridge` there finds that host's hub, a
    monit's RSS; and the bytes per second each host's bridge wrote into its ssh
    session (/proc/PID/io wchar of the remote `drover bridge`: counted where
    they are written, not estimated).
-2. Command latency, the CLI's wall time, median of 5: `drover ls` and
+2. The console: from `r` on web:0 to its new pid shown online, locally and
+   over ssh (`monit --no-local --host`), in tmux, median of 3.
+3. Command latency, the CLI's wall time, median of 5: `drover ls` and
    `drover restart web:0` locally (--socket-dir) and over ssh (--host), and
    `drover reload` of a 2-worker app, median of 3.
 
@@ -28,6 +30,8 @@ at exit. Needs openssh-server. Standard library only.
 """
 import json
 import os
+import re
+import shlex
 import shutil
 import signal
 import socket
@@ -175,6 +179,48 @@ def stream_row(hosts, env):
     return (c1 - c0) / 1e9 / dt * 100, (s1 - s0) / 1e9 / dt * 100, rss / 1024, max(bps)
 
 
+ROW = re.compile(r"^[> ] +(\d+) +(\d+|-) +(starting|online|stopping|stopped|backoff|errored|gone)\b")
+
+
+class Tmux:
+    """A console in a private tmux server, its screen read with capture-pane."""
+
+    def __init__(self, argv, env):
+        self.base = ["tmux", "-L", f"drvfb-{os.getpid()}-{len(started)}", "-f", "/dev/null"]
+        args = ["new-session", "-d", "-x", "120", "-y", "40", "-e", "LANG=C.UTF-8", "-e", "TERM=xterm-256color"]
+        for k, v in env.items():
+            args += ["-e", f"{k}={v}"]
+        subprocess.run(self.base + args + [" ".join(shlex.quote(a) for a in argv)], check=True, timeout=10,
+                       env=dict(os.environ, LANG="C.UTF-8"))
+
+    def pid_of(self, wid):
+        out = subprocess.run(self.base + ["capture-pane", "-p"], capture_output=True, text=True, timeout=10).stdout
+        for line in out.splitlines():
+            m = ROW.match(line)
+            if m and int(m.group(1)) == wid and m.group(3) == "online":
+                return int(m.group(2))
+        return None
+
+    def kill(self):
+        subprocess.run(self.base + ["kill-server"], capture_output=True, timeout=10)
+
+
+def keypress_row(argv, env, runs=3):
+    """Median seconds from `r` on web:0 to its new pid shown online, in a console started with argv."""
+    t = Tmux(argv, env)
+    try:
+        out = []
+        for _ in range(runs):
+            old = wait_for(lambda: t.pid_of(0), 30, "web:0 on screen")
+            t0 = time.monotonic()
+            subprocess.run(t.base + ["send-keys", "r"], check=True, timeout=10)
+            wait_for(lambda: t.pid_of(0) not in (None, old), 30, "web:0's new pid on screen")
+            out.append(time.monotonic() - t0)
+        return statistics.median(out)
+    finally:
+        t.kill()
+
+
 def timed(argv, env):
     t = time.monotonic()
     r = subprocess.run(argv, capture_output=True, text=True, env=env)
@@ -217,6 +263,14 @@ def main():
             cpu, sshcpu, rss, bps = stream_row(hosts[:n], env)
             print(f"| {n} | {cpu:.3f} | {sshcpu:.3f} | {rss:.1f} | {bps:.0f} (the hub's NDJSON: {ndjson:.0f} B a"
                   f" second) | monit ≤ 0.5 %, ≤ 8 MB at 3; ≤ 1.25 × the NDJSON |")
+        print("\n### The console, keypress to the remote worker's restart being visible (16 workers, 1 Hz)\n")
+        print("| console | `r` to web:0's new pid on screen, s (median of 3) | target |")
+        print("|---|---|---|")
+        tenv = {"DROVER_SSH": env["DROVER_SSH"], "DROVER_REMOTE": DROVER}
+        lo = keypress_row([DROVER, "monit", "--socket-dir", hosts[0].sockdir], tenv)
+        re_ = keypress_row([DROVER, "monit", "--no-local", "--host", hosts[0].spec], tenv)
+        print(f"| local | {lo:.3f} | ≤ 1 interval + 0.5 s = 1.5 |")
+        print(f"| over ssh | {re_:.3f} | ≤ local + 0.1 = {lo + 0.1:.3f} (the connection is open: no handshake) |")
         small = Host(root, keys, "small", 2)
         wait_for(lambda: small.online() == 2, 30, "2 workers")
         local = ["--socket-dir", small.sockdir]
