@@ -1,7 +1,8 @@
 """
 Many hosts over ssh (issue 12): `drover bridge` relays the control protocol
-between stdin/stdout and a hub's ctl.sock, and the CLI's `--host` reaches a hub
-through `ssh … drover bridge`. The hosts are real: each is a real OpenSSH
+between stdin/stdout and a hub's ctl.sock; the CLI's `--host` reaches a hub
+through `ssh … drover bridge`; `monit --headless --host` merges several hosts'
+NDJSON; `monit --no-local --host` is the console on one host (in tmux). The hosts are real: each is a real OpenSSH
 `sshd` on its own loopback port, started here with a host key and a client key
 generated here, and the "host's" hub is a real `drover run` whose socket lives
 where that sshd's sessions look for it ($XDG_RUNTIME_DIR set by the sshd's own
@@ -23,8 +24,8 @@ import uuid
 
 import pytest
 
-from conftest import (DROVER, RunHub, descendants, free_port, kill_survivors, listening, online, require_binary,
-                      run_argv, wait_until)
+from conftest import (DROVER, RunHub, descendants, free_port, kill_survivors, listening, online, run_argv,
+                      wait_until)
 
 SSHD = "/usr/sbin/sshd"
 
