@@ -126,6 +126,12 @@ $(B)/tests/test_console: tests/unit/test_console.c $(CONSOLE_UNIT_OBJ) $(PROTO_O
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(ALLCFLAGS) $(PC_CFLAGS) -o $@ $< $(CONSOLE_UNIT_OBJ) $(PROTO_OBJ) $(AGENT_OBJ) $(HUB_OBJ) $(PC_LIBS) $(CMOCKA_LIBS) -lm
 
+# The ssh target parser and command line: no terminal, no ssh run.
+SSHLINK_UNIT_OBJ := $(B)/tui/sshlink.o
+$(B)/tests/test_sshlink: tests/unit/test_sshlink.c $(SSHLINK_UNIT_OBJ) $(PROTO_OBJ) $(AGENT_OBJ) $(HUB_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(ALLCFLAGS) $(PC_CFLAGS) -o $@ $< $(SSHLINK_UNIT_OBJ) $(PROTO_OBJ) $(AGENT_OBJ) $(HUB_OBJ) $(PC_LIBS) $(CMOCKA_LIBS) -lm
+
 unit: $(UNITS)
 	@sh tests/run-unit.sh $(UNITS)
 

@@ -13,6 +13,8 @@
 #   bench/balance_bench.py        --balance shared vs reuseport: shares, req/s, errors (~5 min)
 #   bench/config_bench.py         drover up: 10 apps, an apply under wrk, hub RSS and idle CPU
 #   bench/upgrade_bench.py        drover upgrade under wrk: wall time, errors, NDJSON gap (4, 64 workers)
+#   bench/fleet_bench.py          many hosts over ssh (real sshds on loopback): the merged
+#                                 headless stream's CPU, RSS and bytes per host; command latency
 #
 # BENCH_ONLY="ingest supervisor" runs a subset.
 # Takes about 15 minutes (60 s idle windows). Raising net.unix.max_dgram_qlen needs root; the
@@ -69,4 +71,5 @@ want node && [ -f "$HERE/node_bench.sh" ] && { run bash "$HERE/node_bench.sh" "$
 want balance && { run "$PY" "$HERE/balance_bench.py" "$B" || status=1; echo; }
 want config && [ -f "$HERE/config_bench.py" ] && { run "$PY" "$HERE/config_bench.py" "$B" || status=1; echo; }
 want upgrade && { run "$PY" "$HERE/upgrade_bench.py" "$B" || status=1; echo; }
+want fleet && [ -x /usr/sbin/sshd ] && { run "$PY" "$HERE/fleet_bench.py" "$B" || status=1; echo; }
 exit $status

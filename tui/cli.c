@@ -8,6 +8,7 @@
 #include "hub/paths.h"
 #include "tui/client.h"
 #include "tui/columns.h"
+#include "tui/sshlink.h"
 #include "proto/text.h"
 
 #include <errno.h>
@@ -24,12 +25,32 @@ const char cli_ns_options[] =
     "  -L NAME             the hub's namespace (default \"default\")\n"
     "  --socket-dir DIR    the hub's socket directory, when it was started with one\n";
 
+const char cli_host_options[] =
+    "  --host [USER@]HOST[:PORT]  the hub on HOST, over ssh (runs 'drover bridge'\n"
+    "                      there; -L and --socket-dir then name the remote hub).\n"
+    "                      Repeatable: host by host, in order; a command that acts\n"
+    "                      stops at the first host where it fails (exit 1)\n"
+    "  --remote-cmd CMD    the drover command on the hosts (default $DROVER_REMOTE,\n"
+    "                      else \"drover\"); ssh itself is $DROVER_SSH (default \"ssh\")\n";
+
+#define CLI_HOSTS_MAX 64
+
 typedef struct {
     const char *ns, *socket_dir;
     bool json, follow, env;
     long lines;
     const char *sort;
+    const char *remote;                      /* --remote-cmd, NULL for the default */
+    size_t nhosts;                           /* 0: the local hub */
+    sshlink_target hosts[CLI_HOSTS_MAX];     /* --host, in order */
 } cli_options;
+
+/*
+ * "HOST: " while a command talks to a host given with --host, else "": every
+ * line that carries a hub's answer or error starts with it, so a reply names
+ * the host it came from.
+ */
+static char cli_where[SSHLINK_SPEC_MAX + 2];
 
 const char *cli_options_help(const ctl_command *cmd)
 {
@@ -51,8 +72,8 @@ const char *cli_options_help(const ctl_command *cmd)
 /* Prints cmd's own help. */
 static void cli_help(const ctl_command *cmd)
 {
-    printf("usage: drover %s [-L NAME] [--socket-dir DIR]\n\n%s.\n\noptions:\n%s%s", cmd->usage, cmd->help,
-           cli_options_help(cmd), cli_ns_options);
+    printf("usage: drover %s [-L NAME] [--socket-dir DIR] [--host [USER@]HOST[:PORT]]...\n\n%s.\n\noptions:\n%s%s%s",
+           cmd->usage, cmd->help, cli_options_help(cmd), cli_ns_options, cli_host_options);
 }
 
 /* Prints a usage error for cmd; returns 2. */
@@ -92,6 +113,8 @@ static int cli_parse(const ctl_command *cmd, int argc, char **argv, cli_options 
         {"lines", required_argument, NULL, 'n'},
         {"sort", required_argument, NULL, 's'},
         {"env", no_argument, NULL, 'e'},
+        {"host", required_argument, NULL, 'H'},
+        {"remote-cmd", required_argument, NULL, 'R'},
         {"help", no_argument, NULL, 'h'},
         {0, 0, 0, 0},
     };
@@ -136,18 +159,46 @@ static int cli_parse(const ctl_command *cmd, int argc, char **argv, cli_options 
             if (!cli_long(optarg, 0, CTL_LINES_MAX, &co->lines))
                 return cli_usage(cmd, "-n takes a number of lines from 0 to %d, not '%s'", CTL_LINES_MAX, optarg);
             break;
+        case 'H': {
+            char err[300];
+            if (co->nhosts == CLI_HOSTS_MAX)
+                return cli_usage(cmd, "at most %d --host", CLI_HOSTS_MAX);
+            if (sshlink_parse(optarg, &co->hosts[co->nhosts], err, sizeof err) != 0)
+                return cli_usage(cmd, "%s", err);
+            co->nhosts++;
+            break;
+        }
+        case 'R':
+            if (!*optarg)
+                return cli_usage(cmd, "--remote-cmd takes a command");
+            co->remote = optarg;
+            break;
         case 'h': cli_help(cmd); return 0;
         case ':': return cli_usage(cmd, "option %s needs a value", argv[optind - 1]);
         default: return cli_usage(cmd, "unknown option '%s' for %s", argv[optind - 1], cmd->name);
         }
     }
+    if (co->follow && co->nhosts > 1)
+        return cli_usage(cmd, "logs -f follows one host, not %zu", co->nhosts);
+    if (co->remote && co->nhosts == 0)
+        return cli_usage(cmd, "--remote-cmd goes with --host");
     return -1;
 }
 
-/* Connects to the namespace's hub, or prints why not and returns NULL. */
-static client_sync *cli_connect(const cli_options *co)
+/*
+ * Connects to the hub of host (NULL: the namespace's local hub), or prints
+ * why not and returns NULL.
+ */
+static client_sync *cli_connect(const cli_options *co, const sshlink_target *host)
 {
-    char path[PATHS_MAX + 16], err[512];
+    char path[PATHS_MAX + 16], err[1200];
+    if (host) {
+        client_sync *c = client_sync_open_ssh(host, co->remote, co->ns, co->socket_dir, CTL_VERSION, NULL, err,
+                                              sizeof err);
+        if (!c)
+            fprintf(stderr, "drover: %s%s\n", cli_where, err);
+        return c;
+    }
     if (paths_ctl(co->socket_dir, co->ns, false, path, sizeof path, err, sizeof err) != 0) {
         fprintf(stderr, "drover: no hub is running in namespace '%s' (%s)\n", co->ns, err);
         return NULL;
@@ -169,11 +220,11 @@ static json_t *cli_call(client_sync *c, const ctl_request *r, int timeout_ms)
     json_t *rep = client_sync_call(c, req, timeout_ms, err, sizeof err);
     json_decref(req);
     if (!rep) {
-        fprintf(stderr, "drover: %s\n", err);
+        fprintf(stderr, "drover: %s%s\n", cli_where, err);
         return NULL;
     }
     if (!json_is_true(json_object_get(rep, "ok"))) {
-        fputs("drover: ", stderr);
+        fprintf(stderr, "drover: %s", cli_where);
         text_print_safe(stderr, json_string_value(json_object_get(rep, "error")), SIZE_MAX);
         fputc('\n', stderr);
         json_decref(rep);
@@ -202,6 +253,8 @@ static void cli_ls_print(const cli_options *co, json_t *r)
     if (co->json) {
         json_t *out = json_pack("{s:O, s:O, s:O, s:O?}", "workers", ws, "apps", json_object_get(r, "apps"),
                                 "hub", json_object_get(r, "hub"), "host", json_object_get(r, "host"));
+        if (json_object_get(r, "remote"))   /* --host: the target it came from */
+            json_object_set(out, "remote", json_object_get(r, "remote"));
         json_dumpf(out, stdout, JSON_COMPACT | JSON_REAL_PRECISION(15));
         putchar('\n');
         json_decref(out);
@@ -317,6 +370,7 @@ static int cli_follow_reload(client_sync *c, const char *app, const json_t *repl
         const char *type = json_string_value(json_object_get(m, "type"));
         if (type && strcmp(type, "event") == 0 && ctl_event_parse(m, &e) == 0 && e.kind == CTL_EV_RELOAD &&
             e.app && (!app || strcmp(e.app, app) == 0)) {
+            fputs(cli_where, stdout);
             text_print_safe(stdout, e.text, SIZE_MAX);
             fputc('\n', stdout);
             fflush(stdout);
@@ -328,7 +382,7 @@ static int cli_follow_reload(client_sync *c, const char *app, const json_t *repl
         json_decref(m);
     }
     if (ended < wanted) {
-        fprintf(stderr, "drover: the hub went away before the reload ended\n");
+        fprintf(stderr, "drover: %sthe hub went away before the reload ended\n", cli_where);
         return 1;
     }
     return rc;
@@ -439,7 +493,7 @@ int cli_apply(const char *ns, const char *socket_dir, const char *file)
 {
     cli_options co = {.ns = ns, .socket_dir = socket_dir};
     signal(SIGPIPE, SIG_IGN);
-    client_sync *c = cli_connect(&co);
+    client_sync *c = cli_connect(&co, NULL);
     if (!c)
         return 1;
     ctl_request sub = ctl_request_make(CTL_SUBSCRIBE, NULL);
@@ -594,6 +648,81 @@ static int cli_upgrade(const cli_options *co)
     }
 }
 
+/*
+ * Runs request r of cmd on one hub: host (NULL: the local one). Prints the
+ * reply (a table, JSON, or its message), follows a reload to its outcome or
+ * logs -f until the hub goes away. Returns the exit status.
+ */
+static int cli_one(const ctl_command *cmd, const cli_options *co, const ctl_request *r,
+                   const sshlink_target *host)
+{
+    int rc = 0;
+    client_sync *c = cli_connect(co, host);
+    if (!c)
+        return 1;
+    bool reload = cmd->cmd == CTL_RELOAD && r->target.id < 0;
+    if (reload) {
+        /* events reach subscribers: subscribe first so that none is missed */
+        ctl_request sub = ctl_request_make(CTL_SUBSCRIBE, NULL);
+        json_t *s = cli_call(c, &sub, 10000);
+        if (!s) {
+            client_sync_close(c);
+            return 1;
+        }
+        json_decref(s);
+    }
+    json_t *rep = cli_call(c, r, 10000);
+    if (!rep) {
+        client_sync_close(c);
+        return 1;
+    }
+    /* a table from a host starts with a line naming it */
+    bool table = !co->json && (cmd->cmd == CTL_LS || cmd->cmd == CTL_DESCRIBE || cmd->cmd == CTL_LOGS);
+    if (host && table)
+        printf("== %s ==\n", host->spec);
+    switch (cmd->cmd) {
+    case CTL_LS:
+        if (host && co->json)
+            json_object_set_new(rep, "remote", json_string(host->spec));
+        cli_ls_print(co, rep);
+        break;
+    case CTL_DESCRIBE:
+        if (co->json) {
+            json_t *a = json_object_get(rep, "app");
+            if (host && json_is_object(a))
+                json_object_set_new(a, "remote", json_string(host->spec));
+            json_dumpf(a, stdout, JSON_COMPACT);
+            putchar('\n');
+        } else {
+            cli_describe_print(json_object_get(rep, "app"), co->env);
+        }
+        break;
+    case CTL_LOGS: {
+        size_t i;
+        json_t *l;
+        json_array_foreach(json_object_get(rep, "lines"), i, l)
+            cli_print_log(l);
+        fflush(stdout);
+        if (co->follow)
+            cli_follow_logs(c);
+        break;
+    }
+    default:
+        fputs(cli_where, stdout);
+        text_print_safe(stdout, json_string_value(json_object_get(rep, "msg")), SIZE_MAX);
+        fputc('\n', stdout);
+        fflush(stdout);
+        if (reload)
+            rc = cli_follow_reload(c, r->target.app[0] ? r->target.app : NULL, rep);
+        break;
+    }
+    json_decref(rep);
+    client_sync_close(c);
+    if (fflush(stdout) != 0 || ferror(stdout))
+        rc = rc ? rc : 1;
+    return rc;
+}
+
 int cli_main(const ctl_command *cmd, int argc, char **argv)
 {
     cli_options co = {.ns = "default", .lines = 20};
@@ -624,62 +753,30 @@ int cli_main(const ctl_command *cmd, int argc, char **argv)
         return cli_usage(cmd, "unexpected argument '%s' for %s", argv[optind], cmd->name);
 
     signal(SIGPIPE, SIG_IGN);   /* a hub that closes early is an error message, not a death */
-    if (cmd->cmd == CTL_UPGRADE)
+    if (cmd->cmd == CTL_UPGRADE) {
+        if (co.nhosts)
+            return cli_usage(cmd, "upgrade acts on the local hub only: run it on each host (ssh HOST drover upgrade)");
         return cli_upgrade(&co);
-    client_sync *c = cli_connect(&co);
-    if (!c)
-        return 1;
-    bool reload = cmd->cmd == CTL_RELOAD && r.target.id < 0;
-    if (reload) {
-        /* events reach subscribers: subscribe first so that none is missed */
-        ctl_request sub = ctl_request_make(CTL_SUBSCRIBE, NULL);
-        json_t *s = cli_call(c, &sub, 10000);
-        if (!s) {
-            client_sync_close(c);
-            return 1;
-        }
-        json_decref(s);
     }
-    json_t *rep = cli_call(c, &r, 10000);
-    if (!rep) {
-        client_sync_close(c);
-        return 1;
-    }
+    if (co.nhosts == 0)
+        return cli_one(cmd, &co, &r, NULL);
+    /* Host by host, in the order given. A command that acts stops at the
+     * first host where it failed (a rolling reload must not go on after an
+     * abort); one that only reads goes on and fails at the end. */
     rc = 0;
-    switch (cmd->cmd) {
-    case CTL_LS:
-        cli_ls_print(&co, rep);
-        break;
-    case CTL_DESCRIBE:
-        if (co.json) {
-            json_dumpf(json_object_get(rep, "app"), stdout, JSON_COMPACT);
-            putchar('\n');
-        } else {
-            cli_describe_print(json_object_get(rep, "app"), co.env);
+    for (size_t i = 0; i < co.nhosts; i++) {
+        snprintf(cli_where, sizeof cli_where, "%s: ", co.hosts[i].spec);
+        int hrc = cli_one(cmd, &co, &r, &co.hosts[i]);
+        rc = rc ? rc : hrc;
+        if (hrc && cmd->acts && i + 1 < co.nhosts) {
+            fprintf(stderr, "drover: %s failed on %s; not run on", cmd->name, co.hosts[i].spec);
+            for (size_t j = i + 1; j < co.nhosts; j++)
+                fprintf(stderr, " %s", co.hosts[j].spec);
+            fputc('\n', stderr);
+            break;
         }
-        break;
-    case CTL_LOGS: {
-        size_t i;
-        json_t *l;
-        json_array_foreach(json_object_get(rep, "lines"), i, l)
-            cli_print_log(l);
-        fflush(stdout);
-        if (co.follow)
-            cli_follow_logs(c);
-        break;
     }
-    default:
-        text_print_safe(stdout, json_string_value(json_object_get(rep, "msg")), SIZE_MAX);
-        fputc('\n', stdout);
-        fflush(stdout);
-        if (reload)
-            rc = cli_follow_reload(c, r.target.app[0] ? r.target.app : NULL, rep);
-        break;
-    }
-    json_decref(rep);
-    client_sync_close(c);
-    if (fflush(stdout) != 0 || ferror(stdout))
-        rc = rc ? rc : 1;
+    cli_where[0] = '\0';
     return rc;
 }
 

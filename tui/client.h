@@ -15,6 +15,7 @@
 #include <uv.h>
 
 #include "proto/control.h"
+#include "tui/sshlink.h"
 
 /*
  * Resolves the namespace's ctl.sock path (same rule as the hub: socket_dir,
@@ -23,6 +24,12 @@
  */
 int client_ctl_path(const char *socket_dir, const char *ns, char *out, size_t cap,
                     char *err, size_t errcap);
+
+/*
+ * Connects a stream socket to path. Returns the descriptor (close-on-exec),
+ * or -1 with a one-line message in err ("no hub is running here (…)").
+ */
+int client_unix_connect(const char *path, char *err, size_t errcap);
 
 /* ---- blocking (CLI) ------------------------------------------------------ */
 
@@ -35,6 +42,16 @@ typedef struct client_sync client_sync;
  * *hello (if not NULL) gets the hub's hello object (new reference).
  */
 client_sync *client_sync_open(const char *path, int version, json_t **hello, char *err, size_t errcap);
+
+/*
+ * As client_sync_open, over ssh to t: the transport is the ssh child's
+ * stdin and stdout, running `REMOTE bridge -L ns [--socket-dir socket_dir]`
+ * there (tui/sshlink.h; remote NULL: $DROVER_REMOTE or "drover"). The hello
+ * and the version check are the same as over the socket. When the host
+ * cannot be reached, err says why (ssh's own message: "unreachable: …").
+ */
+client_sync *client_sync_open_ssh(const sshlink_target *t, const char *remote, const char *ns,
+                                  const char *socket_dir, int version, json_t **hello, char *err, size_t errcap);
 
 /*
  * Sends req (borrowed; an "id" is added) and waits up to timeout_ms for its
@@ -70,6 +87,17 @@ typedef struct {
  */
 client *client_new(uv_loop_t *loop, const char *path, unsigned retry_ms,
                    const client_callbacks *cb, void *ctx);
+
+/*
+ * As client_new, over ssh to t (the same transport as client_sync_open_ssh).
+ * Each attempt is one ssh child; when one ends, on_disconnect gets why
+ * ("unreachable: ssh: connect to host …", the remote's own message, or
+ * "unreachable: no answer within 20 s") whether or not a hello came first,
+ * and the next attempt waits retry_ms, doubled after each failed attempt up
+ * to 30 s (back to retry_ms after a hello).
+ */
+client *client_new_ssh(uv_loop_t *loop, const sshlink_target *t, const char *remote, const char *ns,
+                       const char *socket_dir, unsigned retry_ms, const client_callbacks *cb, void *ctx);
 
 /* True while connected and past the hello. */
 bool client_connected(const client *c);

@@ -530,7 +530,9 @@ static int console_loop_run(console *c)
 {
     int rc = 0;
     client_callbacks cb = {console_cb_hello, console_cb_message, console_cb_disconnect};
-    c->cl = client_new(&c->loop, c->o->ctl_path, CONSOLE_RETRY_MS, &cb, c);
+    c->cl = c->o->host ? client_new_ssh(&c->loop, c->o->host, c->o->host_remote, c->o->host_ns,
+                                        c->o->host_socket_dir, CONSOLE_RETRY_MS, &cb, c)
+                       : client_new(&c->loop, c->o->ctl_path, CONSOLE_RETRY_MS, &cb, c);
     if (!c->cl) {
         snprintf(c->exit_msg, sizeof c->exit_msg, "drover: out of memory");
         rc = 1;

@@ -16,8 +16,13 @@ typedef enum {
     CONSOLE_QUIT_STOP,     /* `drover monit` that started its own monitor-only hub: stop it */
 } console_quit;
 
+#include "tui/sshlink.h"
+
 typedef struct {
-    const char  *ctl_path;   /* the hub's ctl.sock */
+    const char  *ctl_path;   /* the hub's ctl.sock (with host: the host, for messages) */
+    /* a hub on another host instead, over ssh (tui/sshlink.h): NULL for ctl_path's */
+    const sshlink_target *host;
+    const char  *host_ns, *host_socket_dir, *host_remote;   /* -L, --socket-dir there, --remote-cmd */
     console_quit on_quit;
     const char  *title;      /* e.g. "drover — default"; NULL for a default */
     bool         no_mouse;   /* --no-mouse: leave the mouse to the terminal (no clicks, no wheel) */

@@ -12,8 +12,10 @@
 #include "hub/paths.h"
 #include "hub/upgrade.h"
 #include "proto/control.h"
+#include "tui/bridge.h"
 #include "tui/cli.h"
 #include "tui/console.h"
+#include "tui/fleet.h"
 #include "tui/launch.h"
 #include "tui/startup.h"
 
@@ -99,6 +101,16 @@ static const char attach_options[] =
     "  --ready-timeout MS  a replacement must appear (and be ready) within this\n"
     "                      (default 10000)\n";
 
+static const char monit_options[] =
+    "  --host [USER@]HOST[:PORT]  also the hub on HOST, over ssh: 'ssh -T -o\n"
+    "                      BatchMode=yes HOST drover bridge -L NAME' ($DROVER_SSH is\n"
+    "                      the ssh command). Repeatable with --headless; the console\n"
+    "                      takes one, with --no-local, and leaves that hub running\n"
+    "  --hosts-file FILE   hosts from FILE, one a line ('#' comments)\n"
+    "  --no-local          not the local hub, only the hosts\n"
+    "  --remote-cmd CMD    the drover command on the hosts (default $DROVER_REMOTE,\n"
+    "                      else \"drover\")\n";
+
 static const char output_options[] =
     "  --headless          print figures to stdout instead of opening the console\n"
     "  --interval MS       print every MS milliseconds (default 1000, 50..3600000)\n"
@@ -153,11 +165,13 @@ static const hub_entry hub_entries[] = {
      "monitor the children of a cluster master drover did not start (SIGHUP to\n"
      "drover restarts them one by one)",
      attach_options, cmd_attach, false},
-    {"monit", "monit [--headless] [OPTIONS]",
+    {"monit", "monit [--headless] [--host [USER@]HOST[:PORT]...] [OPTIONS]",
      "the console on the namespace's running hub (or on a monitor-only hub it\n"
      "starts when none runs); with --headless, the figures as a stream: the\n"
-     "running hub's (at its interval), else those of every process that reports",
-     "", cmd_monit, false},
+     "running hub's (at its interval), else those of every process that reports.\n"
+     "With --host, the headless streams of the local hub and of each host (over\n"
+     "ssh) merged, a \"host\" key on every line",
+     monit_options, cmd_monit, false},
     {"startup", "startup [-f FILE] [-L NAME] [--socket-dir DIR] [--user] [--install [--force] [--dir DIR]]",
      "print the systemd units that run a config file's apps at boot: drover-NAME.service\n"
      "(Type=notify, reload by SIGHUP, timeouts from the apps') and, when an app\n"
@@ -168,7 +182,21 @@ static const hub_entry hub_entries[] = {
 };
 #define HUB_ENTRIES (sizeof hub_entries / sizeof hub_entries[0])
 
-/* Prints the global usage: every subcommand from the two tables. */
+/* A subcommand that is neither a hub nor a command of the protocol: it parses its own options and help. */
+typedef struct {
+    const char *name;
+    const char *usage;      /* after "drover " */
+    const char *help;       /* one line for the global usage */
+    int (*main)(int argc, char **argv);
+} tool_entry;
+
+static const tool_entry tool_entries[] = {
+    {"bridge", bridge_usage, "relay stdin/stdout to the hub's control socket (what --host runs over ssh)",
+     bridge_main},
+};
+#define TOOL_ENTRIES (sizeof tool_entries / sizeof tool_entries[0])
+
+/* Prints the global usage: every subcommand from the three tables (hubs, protocol commands, tools). */
 static void usage_print(void)
 {
     printf("usage: drover COMMAND [OPTIONS]\n\n%s\ncommands:\n", intro_text);
@@ -177,8 +205,11 @@ static void usage_print(void)
     for (int i = 0; i < CTL_CMD_N; i++)
         if (ctl_commands[i].cli || ctl_commands[i].cmd == CTL_LS)
             printf("  %-30s %s\n", ctl_commands[i].usage, ctl_commands[i].help);
+    for (size_t i = 0; i < TOOL_ENTRIES; i++)
+        printf("  %-30s %s\n", tool_entries[i].usage, tool_entries[i].help);
     printf("\n'drover COMMAND --help' shows a command's options. Commands that talk to a\n"
-           "running hub take -L NAME and --socket-dir DIR to find it.\n"
+           "running hub take -L NAME and --socket-dir DIR to find it, and --host\n"
+           "[USER@]HOST[:PORT] (repeatable) to reach it on another machine over ssh.\n"
            "\n"
            "signals to the hub: TERM/INT stop (run: every worker gracefully first),\n"
            "HUP rolling reload (a hub started by 'drover up': reread and apply its file),\n"
@@ -243,6 +274,7 @@ enum {
     O_LISTEN, O_KILL_TIMEOUT, O_READY_TIMEOUT, O_MAX_MEMORY, O_LOG_DIR, O_NO_ECHO, O_NO_AGENT,
     O_DETACH, O_BACKGROUND, O_NO_MOUSE, O_METRICS, O_METRICS_TEXTFILE, O_BALANCE, O_KEYS, O_CHECK,
     O_APP_KEY,   /* --env, --cwd…: a key of the file's [app] table, by the option's name */
+    O_HOST, O_HOSTS_FILE, O_NO_LOCAL, O_REMOTE_CMD,
 };
 
 /*
@@ -253,6 +285,11 @@ enum {
 static bool up_check;   /* drover up --check */
 static config_app run_app;   /* drover run's file-like options (O_APP_KEY) */
 static bool run_app_used;
+/* monit's other hosts (--host, --hosts-file), --no-local, --remote-cmd */
+static sshlink_target monit_hosts[FLEET_HOSTS_MAX];
+static size_t monit_nhosts;
+static bool monit_no_local;
+static const char *monit_remote;
 
 static int parse_options(const char *cmd, int argc, char **argv, hub_options *o, bool *headless,
                          bool *detach)
@@ -288,9 +325,13 @@ static int parse_options(const char *cmd, int argc, char **argv, hub_options *o,
         {"restart", required_argument, NULL, O_APP_KEY},
         {"stop-signal", required_argument, NULL, O_APP_KEY},
         {"ready", required_argument, NULL, O_APP_KEY},
+        {"host", required_argument, NULL, O_HOST},
+        {"hosts-file", required_argument, NULL, O_HOSTS_FILE},
+        {"no-local", no_argument, NULL, O_NO_LOCAL},
+        {"remote-cmd", required_argument, NULL, O_REMOTE_CMD},
         {0, 0, 0, 0},
     };
-    bool up = strcmp(cmd, "up") == 0;
+    bool up = strcmp(cmd, "up") == 0, monit = strcmp(cmd, "monit") == 0;
     bool run = o->mode == HUB_RUN && !up, att = o->mode == HUB_ATTACH;
     char lerr[256];
     long v;
@@ -427,6 +468,32 @@ static int parse_options(const char *cmd, int argc, char **argv, hub_options *o,
                 return usage_error("--metrics-textfile takes a file path");
             o->metrics_textfile = optarg;
             break;
+        case O_HOST:
+            ok = monit;
+            if (!ok)
+                break;
+            if (monit_nhosts == FLEET_HOSTS_MAX)
+                return usage_error("at most %d hosts", FLEET_HOSTS_MAX);
+            if (sshlink_parse(optarg, &monit_hosts[monit_nhosts], lerr, sizeof lerr) != 0)
+                return usage_error("%s", lerr);
+            monit_nhosts++;
+            break;
+        case O_HOSTS_FILE: {
+            ok = monit;
+            char ferr[600];
+            if (ok && fleet_hosts_file(optarg, monit_hosts, &monit_nhosts, ferr, sizeof ferr) != 0) {
+                fprintf(stderr, "drover: %s\n", ferr);
+                return 2;
+            }
+            break;
+        }
+        case O_NO_LOCAL: ok = monit; monit_no_local = true; break;
+        case O_REMOTE_CMD:
+            ok = monit;
+            if (ok && !*optarg)
+                return usage_error("--remote-cmd takes a command");
+            monit_remote = optarg;
+            break;
         case ':': return usage_error("option %s needs a value", argv[optind - 1]);
         default: return usage_error("unknown option '%s' for %s", argv[optind - 1], cmd);
         }
@@ -507,6 +574,36 @@ static int cmd_monit(int argc, char **argv)
         return usage_error("unexpected argument '%s' for monit", argv[optind]);
     if (o.background)
         return hub_run(&o);
+    if (monit_nhosts || monit_no_local || monit_remote) {
+        /* other hosts: the console on one of them, or the merged headless stream
+         * (the console does not merge hosts yet) */
+        if (!monit_nhosts)
+            return usage_error("--no-local and --remote-cmd go with --host or --hosts-file");
+        if (!headless && (monit_nhosts > 1 || !monit_no_local))
+            return usage_error("the console shows one host at a time for now: 'drover monit --no-local --host "
+                               "HOST'; several hosts with the local one: 'drover monit --headless --host …'");
+        if (!headless) {
+            if (!launch_is_terminal()) {
+                fputs("drover: the console needs a terminal; use 'drover monit --headless' for a stream\n", stderr);
+                return 2;
+            }
+            char title[SSHLINK_SPEC_MAX + 80];
+            snprintf(title, sizeof title, "drover — %s (%s)", monit_hosts[0].spec, o.ns);
+            console_options co = {.ctl_path = monit_hosts[0].spec, .host = &monit_hosts[0], .host_ns = o.ns,
+                                  .host_socket_dir = o.socket_dir, .host_remote = monit_remote,
+                                  .on_quit = CONSOLE_QUIT_LEAVE, .title = title, .no_mouse = o.no_mouse};
+            return console_run(&co);
+        }
+        if (o.format == HEADLESS_PROM)
+            return usage_error("--host streams NDJSON only (a \"host\" key on every line), not --format prom");
+        char ctl[PATHS_MAX + 16];
+        if (!monit_no_local && ns_ctl_path(&o, ctl, sizeof ctl) != 0)
+            return 1;
+        fleet_options fo = {.ns = o.ns, .socket_dir = o.socket_dir, .remote = monit_remote,
+                            .local_ctl = monit_no_local ? NULL : ctl, .hosts = monit_hosts,
+                            .nhosts = monit_nhosts, .count = o.count};
+        return fleet_stream(&fo);
+    }
     if (headless) {
         /* next to a running hub: its stream, as a client; else a hub of our own */
         char ctl[PATHS_MAX + 16];
@@ -742,6 +839,9 @@ int main(int argc, char **argv)
             current_entry = &hub_entries[i];
             return hub_entries[i].main(argc - 1, argv + 1);
         }
+    for (size_t i = 0; i < TOOL_ENTRIES; i++)
+        if (strcmp(cmd, tool_entries[i].name) == 0)
+            return tool_entries[i].main(argc - 1, argv + 1);
     const ctl_command *ce = ctl_command_find(cmd);
     if (ce && (ce->cli || ce->cmd == CTL_LS))
         return cli_main(ce, argc - 1, argv + 1);
