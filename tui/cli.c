@@ -72,8 +72,11 @@ const char *cli_options_help(const ctl_command *cmd)
 /* Prints cmd's own help. */
 static void cli_help(const ctl_command *cmd)
 {
-    printf("usage: drover %s [-L NAME] [--socket-dir DIR] [--host [USER@]HOST[:PORT]]...\n\n%s.\n\noptions:\n%s%s%s",
-           cmd->usage, cmd->help, cli_options_help(cmd), cli_ns_options, cli_host_options);
+    /* upgrade acts on the local hub only (the hub re-executes its own binary) */
+    bool hosts = cmd->cmd != CTL_UPGRADE;
+    printf("usage: drover %s [-L NAME] [--socket-dir DIR]%s\n\n%s.\n\noptions:\n%s%s%s", cmd->usage,
+           hosts ? " [--host [USER@]HOST[:PORT]]..." : "", cmd->help, cli_options_help(cmd), cli_ns_options,
+           hosts ? cli_host_options : "");
 }
 
 /* Prints a usage error for cmd; returns 2. */
