@@ -5,6 +5,7 @@
  * running hub are the protocol's command table (proto/control.h) and live
  * in tui/cli.c.
  */
+#include "hub/attach.h"
 #include "hub/config.h"
 #include "hub/hub.h"
 #include "hub/listen.h"
@@ -25,6 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #ifndef DROVER_VERSION
@@ -80,9 +82,25 @@ static const char up_options[] =
 
 static const char attach_options[] =
     "  -n NAME             app name (default: the master's process name)\n"
-    "  --kill-timeout MS   SIGKILL a child this long after SIGTERM (default 5000)\n"
+    "  --kill-signal SIG   the signal that stops a child (kill, stop, restart;\n"
+    "                      default TERM, nginx QUIT)\n"
+    "  --reload MODE       ONE: stop the children one at a time, the master forks\n"
+    "                      each replacement (default); MASTER: one signal to the\n"
+    "                      master, which replaces its children itself (nginx,\n"
+    "                      gunicorn, uwsgi)\n"
+    "  --reload-signal SIG what reload sends (MASTER: to the master, default HUP;\n"
+    "                      ONE: to each child, default the kill signal)\n"
+    "  --scale-up SIG, --scale-down SIG  the master's signals for one worker\n"
+    "                      more/less (gunicorn: TTIN, TTOU); scale needs both\n"
+    "  --kill-timeout MS   SIGKILL a child this long after the kill signal\n"
+    "                      (default 5000)\n"
     "  --ready-timeout MS  a replacement must appear (and be ready) within this\n"
-    "                      (default 10000)\n";
+    "                      (default 10000); a MASTER reload must be complete\n"
+    "                      within it, and each step of a scale\n"
+    "                      The master's process name picks a profile (nginx,\n"
+    "                      gunicorn, uwsgi, else default) that sets these\n"
+    "                      signals; the options override it. It is printed at\n"
+    "                      start and by 'drover describe APP'.\n";
 
 static const char output_options[] =
     "  --headless          print figures to stdout instead of opening the console\n"
@@ -218,6 +236,7 @@ enum {
     O_LISTEN, O_KILL_TIMEOUT, O_READY_TIMEOUT, O_MAX_MEMORY, O_LOG_DIR, O_NO_ECHO, O_NO_AGENT,
     O_DETACH, O_BACKGROUND, O_NO_MOUSE, O_METRICS, O_METRICS_TEXTFILE, O_BALANCE, O_KEYS, O_CHECK,
     O_APP_KEY,   /* --env, --cwd…: a key of the file's [app] table, by the option's name */
+    O_KILL_SIGNAL, O_RELOAD, O_RELOAD_SIGNAL, O_SCALE_UP, O_SCALE_DOWN,   /* attach's signals */
 };
 
 /*
@@ -263,6 +282,11 @@ static int parse_options(const char *cmd, int argc, char **argv, hub_options *o,
         {"restart", required_argument, NULL, O_APP_KEY},
         {"stop-signal", required_argument, NULL, O_APP_KEY},
         {"ready", required_argument, NULL, O_APP_KEY},
+        {"kill-signal", required_argument, NULL, O_KILL_SIGNAL},
+        {"reload", required_argument, NULL, O_RELOAD},
+        {"reload-signal", required_argument, NULL, O_RELOAD_SIGNAL},
+        {"scale-up", required_argument, NULL, O_SCALE_UP},
+        {"scale-down", required_argument, NULL, O_SCALE_DOWN},
         {0, 0, 0, 0},
     };
     bool up = strcmp(cmd, "up") == 0;
@@ -386,6 +410,30 @@ static int parse_options(const char *cmd, int argc, char **argv, hub_options *o,
                 return usage_error("--%s: %s", opts[li].name, kerr);
             break;
         }
+        case O_KILL_SIGNAL:
+        case O_RELOAD_SIGNAL:
+        case O_SCALE_UP:
+        case O_SCALE_DOWN: {
+            ok = att;
+            int sig = ok ? config_parse_signal(optarg) : 0;
+            if (ok && !sig)
+                return usage_error("%s takes a signal name (TERM, QUIT, HUP, TTIN…) or number, not '%s'",
+                                   argv[optind - 1], optarg);
+            *(c == O_KILL_SIGNAL ? &o->kill_signal : c == O_RELOAD_SIGNAL ? &o->reload_signal
+              : c == O_SCALE_UP ? &o->scale_up : &o->scale_down) = sig;
+            break;
+        }
+        case O_RELOAD:
+            ok = att;
+            if (!ok)
+                break;
+            if (strcasecmp(optarg, "one") == 0)
+                o->reload_mode = ATTACH_RELOAD_ONE;
+            else if (strcasecmp(optarg, "master") == 0)
+                o->reload_mode = ATTACH_RELOAD_MASTER;
+            else
+                return usage_error("--reload is ONE or MASTER, not '%s'", optarg);
+            break;
         case 'd':
         case O_DETACH: ok = run || up; *detach = true; break;
         case O_BACKGROUND: o->background = o->quiet = true; break;
@@ -416,6 +464,7 @@ static hub_options default_options(hub_mode mode)
     return (hub_options){
         .mode = mode, .ns = "default", .interval_ms = 1000, .format = HEADLESS_NDJSON,
         .instances = 1, .kill_timeout_ms = 5000, .ready_timeout_ms = 10000, .echo_logs = true,
+        .reload_mode = -1,
     };
 }
 
@@ -633,7 +682,8 @@ static int cmd_attach(int argc, char **argv)
     long pid;
     if (optind >= argc)
         return usage_error("attach needs the pid of a cluster master: drover attach PID");
-    if (!cli_long(argv[optind], 2, INT_MAX, &pid))
+    /* 1 too: in a container the master is PID 1 of its namespace */
+    if (!cli_long(argv[optind], 1, INT_MAX, &pid))
         return usage_error("attach takes a pid, not '%s'", argv[optind]);
     if (optind + 1 < argc)
         return usage_error("unexpected argument '%s' for attach", argv[optind + 1]);
