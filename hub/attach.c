@@ -139,11 +139,17 @@ const char *attach_mr_name(attach_mr_state s)
     return (unsigned)s <= ATTACH_MR_ABORTED ? attach_mr_names[s] : "?";
 }
 
-/* Every old child gone, as many new ones, ready if readiness is reported. */
+/*
+ * Every old child gone and new ones there (every one ready if readiness is
+ * reported). Not "as many as before": a master may come back to its
+ * configured count (gunicorn's HUP forgets TTIN/TTOU). nginx and gunicorn
+ * fork the new children before retiring the old, so when the last old one
+ * is gone the new ones are all there.
+ */
 static bool attach_mr_complete(const attach_mr_input *in)
 {
-    return in->old_left == 0 && in->fresh >= in->old_total &&
-           (!in->gate_ready || in->fresh_ready >= in->old_total);
+    return in->old_left == 0 && (in->fresh > 0 || in->old_total == 0) &&
+           (!in->gate_ready || in->fresh_ready == in->fresh);
 }
 
 attach_mr_state attach_mr_next(attach_mr_state s, const attach_mr_input *in)
@@ -248,6 +254,24 @@ static void attach_op_end(attach *at)
     uv_timer_stop(&at->timer);
 }
 
+/*
+ * Numbers the children 0…N-1 again, keeping their order: after a master
+ * reload the new ones took the ids above the old ones, which are gone now.
+ */
+static void attach_renumber(attach *at)
+{
+    for (size_t i = 1; i < at->nkids; i++)
+        for (size_t j = i; j > 0 && at->kids[j - 1].id > at->kids[j].id; j--) {
+            child t = at->kids[j];
+            at->kids[j] = at->kids[j - 1];
+            at->kids[j - 1] = t;
+        }
+    for (size_t i = 0; i < at->nkids; i++) {
+        at->kids[i].id = (int)i;
+        state_identify(at->st, at->kids[i].pid, at->app, at->kids[i].id);
+    }
+}
+
 /* True when pid was a child when the master-reload signal was sent. */
 static bool attach_mr_is_old(const attach *at, pid_t pid)
 {
@@ -291,14 +315,15 @@ static void attach_mr_feed(attach *at, attach_mr_event ev)
                          in.old_total - in.old_left, in.old_total);
         break;
     case ATTACH_MR_DONE:
+        attach_renumber(at);
         attach_event(at, attach_op_event(at, CTL_PHASE_DONE, NULL),
-                     "reload %s: done, the master (pid %d) replaced its %zu workers after SIG%s", at->app,
-                     at->master, in.old_total, sig);
+                     "reload %s: done, the master (pid %d) replaced its %zu workers with %zu after SIG%s",
+                     at->app, at->master, in.old_total, in.fresh, sig);
         attach_op_end(at);
         break;
     case ATTACH_MR_ABORTED: {
-        const char *why = in.fresh < in.old_total ? "new workers missing"
-                          : in.old_left ? "old workers still running" : "new workers not ready";
+        const char *why = in.old_left ? "old workers still running"
+                          : in.fresh == 0 ? "no new workers" : "new workers not ready";
         attach_event(at, attach_op_event(at, CTL_PHASE_ABORTED, why),
                      "reload aborted: %s: %u ms after SIG%s to the master (pid %d): %s (%zu new%s, %zu of %zu old left)",
                      at->app, at->ready_timeout_ms, sig, at->master, why, in.fresh,
@@ -348,8 +373,8 @@ static void attach_scale_step(attach *at)
     char sb[16];
     if (at->nkids == at->scale_target) {
         ctl_event e = ctl_event_make(CTL_EV_SCALE, CTL_PHASE_DONE, at->app, -1, 0);
-        attach_event(at, e, "scale %s: done, %zu workers (%d signal%s to the master)", at->app, at->nkids,
-                     at->scale_sent, at->scale_sent == 1 ? "" : "s");
+        attach_event(at, e, "scale %s: done, %zu worker%s (%d signal%s to the master)", at->app, at->nkids,
+                     at->nkids == 1 ? "" : "s", at->scale_sent, at->scale_sent == 1 ? "" : "s");
         attach_op_end(at);
         return;
     }

@@ -51,9 +51,9 @@ void attach_profile_text(const attach_profile *p, char *out, size_t cap);
 
 /*
  * The master-driven reload, as a pure machine: the master got the reload
- * signal; it is done when every old child is gone and as many new ones are
- * present (and, once children report readiness, ready); aborted when the
- * deadline (--ready-timeout) comes first.
+ * signal; it is done when every old child is gone and new ones are present
+ * (as many as the master now runs; once children report readiness, every
+ * new one ready); aborted when the deadline (--ready-timeout) comes first.
  */
 typedef enum { ATTACH_MR_IDLE, ATTACH_MR_SIGNALLED, ATTACH_MR_REPLACING, ATTACH_MR_DONE, ATTACH_MR_ABORTED } attach_mr_state;
 typedef enum { ATTACH_MR_START, ATTACH_MR_CHILDREN, ATTACH_MR_DEADLINE } attach_mr_event;
