@@ -417,8 +417,8 @@ static int parse_options(const char *cmd, int argc, char **argv, hub_options *o,
             ok = att;
             int sig = ok ? config_parse_signal(optarg) : 0;
             if (ok && !sig)
-                return usage_error("%s takes a signal name (TERM, QUIT, HUP, TTIN…) or number, not '%s'",
-                                   argv[optind - 1], optarg);
+                return usage_error("--%s takes a signal name (TERM, QUIT, HUP, TTIN…) or number, not '%s'",
+                                   li >= 0 ? opts[li].name : "?", optarg);
             *(c == O_KILL_SIGNAL ? &o->kill_signal : c == O_RELOAD_SIGNAL ? &o->reload_signal
               : c == O_SCALE_UP ? &o->scale_up : &o->scale_down) = sig;
             break;
