@@ -188,6 +188,10 @@ def test_attach_gunicorn_scale_by_ttin_and_reload_master_under_wrk(procs, sockdi
     s = cli(sockdir, "scale", "gunicorn", "1")
     assert s.returncode == 0, s.stderr
     wait_until(lambda: len(children(master.pid)) == 1, timeout=15, what="1 gunicorn worker in /proc")
+    h.wait_stderr(r"scale gunicorn: done, 1 worker \(1 signal to the master\)", timeout=15)
+    # TTIN to the hub: one worker more, through the master's TTIN
+    os.kill(h.pid, signal.SIGTTIN)
+    wait_until(lambda: len(children(master.pid)) == 2, timeout=15, what="2 gunicorn workers after TTIN to the hub")
 
 
 def test_attach_options_override_the_profile_and_scale_needs_signals(procs, sockdir, appdir):
