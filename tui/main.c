@@ -96,11 +96,7 @@ static const char attach_options[] =
     "                      (default 5000)\n"
     "  --ready-timeout MS  a replacement must appear (and be ready) within this\n"
     "                      (default 10000); a MASTER reload must be complete\n"
-    "                      within it, and each step of a scale\n"
-    "                      The master's process name picks a profile (nginx,\n"
-    "                      gunicorn, uwsgi, else default) that sets these\n"
-    "                      signals; the options override it. It is printed at\n"
-    "                      start and by 'drover describe APP'.\n";
+    "                      within it, and each step of a scale\n";
 
 static const char output_options[] =
     "  --headless          print figures to stdout instead of opening the console\n"
@@ -151,8 +147,11 @@ static const hub_entry hub_entries[] = {
      "(an aborted reload), 2 on usage errors",
      up_options, cmd_up},
     {"attach", "attach PID [OPTIONS]",
-     "monitor the children of a cluster master drover did not start (SIGHUP to\n"
-     "drover restarts them one by one)",
+     "monitor the children of a cluster master drover did not start, and command\n"
+     "them with the signals its family understands: the master's process name\n"
+     "picks a profile (nginx, gunicorn, uwsgi, else default; printed at start and\n"
+     "by 'drover describe APP'), the options below override it. SIGHUP to drover\n"
+     "reloads them; PID may be 1 (a container's master)",
      attach_options, cmd_attach},
     {"monit", "monit [--headless] [OPTIONS]",
      "the console on the namespace's running hub (or on a monitor-only hub it\n"
