@@ -1,5 +1,5 @@
 """
-`drover attach` speaking real servers' language (Debian's nginx and gunicorn):
+`drover attach` speaking real servers' language (Debian's nginx, gunicorn, uWSGI):
 the profile chosen by the master's name, a reload the master does itself on
 one signal (MASTER) under wrk with 0 socket errors (wrk's own counts), graceful
 stops with nginx's QUIT, gunicorn scaled by TTIN, and `attach 1` inside a PID
@@ -192,6 +192,30 @@ def test_attach_gunicorn_scale_by_ttin_and_reload_master_under_wrk(procs, sockdi
     # TTIN to the hub: one worker more, through the master's TTIN
     os.kill(h.pid, signal.SIGTTIN)
     wait_until(lambda: len(children(master.pid)) == 2, timeout=15, what="2 gunicorn workers after TTIN to the hub")
+
+
+def test_attach_uwsgi_reload_master_under_wrk(procs, sockdir, appdir):
+    port = free_port()
+    # --add-header "Connection: close": uWSGI's plain --http-socket closes each connection after
+    # its response without saying so, which wrk would count as a read error even without a reload
+    master = procs.spawn([need("uwsgi"), "--master", "--processes", "2", "--http-socket", f"127.0.0.1:{port}",
+                          "--add-header", "Connection: close", "--plugin", "python3",
+                          "--wsgi-file", os.path.join(appdir, "app.py"), "--callable", "app",
+                          "--die-on-term", "--disable-logging"],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_until(lambda: len(children(master.pid)) == 2, what="uWSGI's 2 workers")
+    h = attach_hub(procs, sockdir, master.pid)
+    h.wait_stderr(r"attached to uwsgi \(pid \d+\): profile uwsgi: kill TERM, reload MASTER HUP, scale -")
+    h.wait_for(lambda iv: len(h.workers(iv, "uwsgi")) == 2, what="2 workers seen")
+    old = children(master.pid)
+    r, out, total, errs, non2xx = reload_under_wrk(sockdir, port)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert total > 0, out
+    assert errs == 0 and non2xx == 0, out
+    new = wait_until(lambda: (lambda c: c if len(c) == 2 else None)(children(master.pid)),
+                     what="uWSGI's 2 new workers")
+    assert not (new & old), (old, new)
+    master.send_signal(signal.SIGINT)   # uWSGI's quick stop (with --die-on-term, TERM would do too)
 
 
 def test_attach_options_override_the_profile_and_scale_needs_signals(procs, sockdir, appdir):
