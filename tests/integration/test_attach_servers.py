@@ -244,6 +244,7 @@ def test_attach_default_profile_cannot_scale(procs, sockdir):
     assert len(children(master.pid)) == 2
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="unshare --pid and nsenter need root")
 def test_attach_1_inside_a_pid_namespace(procs, sockdir, appdir):
     port = free_port()
     ns = procs.spawn(["unshare", "--pid", "--fork", "--kill-child", "--mount-proc", *gunicorn_argv(port, appdir)],
