@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from conftest import (DROVER, INTERVAL_MS, WRAP, RunHub, alive, free_port, parse_wrk, require_wrk,
+from conftest import (DROVER, INTERVAL_MS, WRAP, CtlSession, RunHub, alive, free_port, parse_wrk, require_wrk,
                       wait_until)
 
 APP_PY = '''
@@ -192,6 +192,17 @@ def test_attach_gunicorn_scale_by_ttin_and_reload_master_under_wrk(procs, sockdi
     # TTIN to the hub: one worker more, through the master's TTIN
     os.kill(h.pid, signal.SIGTTIN)
     wait_until(lambda: len(children(master.pid)) == 2, timeout=15, what="2 gunicorn workers after TTIN to the hub")
+    h.wait_stderr(r"scale gunicorn: done, 2 workers \(1 signal to the master\)", timeout=15)
+    # the console's '-' key: scale with delta -1, the scale events pushed to a subscriber
+    with CtlSession(sockdir) as c:
+        assert c.ask({"cmd": "subscribe", "id": 1})["ok"]
+        rep = c.ask({"cmd": "scale", "target": "gunicorn", "delta": -1, "id": 2})
+        assert rep["ok"], rep
+        ev = None
+        while not (ev and ev.get("event") == "scale" and ev.get("phase") in ("done", "aborted")):
+            ev = c.next()
+        assert ev["phase"] == "done" and ev["app"] == "gunicorn", ev
+    assert len(children(master.pid)) == 1
 
 
 def test_attach_uwsgi_reload_master_under_wrk(procs, sockdir, appdir):
