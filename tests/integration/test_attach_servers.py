@@ -15,8 +15,8 @@ import time
 
 import pytest
 
-from conftest import (DROVER, INTERVAL_MS, WRAP, CtlSession, RunHub, alive, free_port, parse_wrk, require_wrk,
-                      wait_until)
+from conftest import (DROVER, INTERVAL_MS, WRAP, CtlSession, RunHub, alive, free_port, http_get, parse_wrk,
+                      require_wrk, wait_until)
 
 APP_PY = '''
 def app(environ, start_response):
@@ -73,7 +73,8 @@ def reload_under_wrk(sockdir, port, timeout_s="2s"):
 @pytest.fixture
 def nginx(procs):
     """An nginx master (worker_processes 2, daemon off) on a free loopback port with its
-    prefix, pid file and error log in a private directory: (master Popen, port, error log)."""
+    prefix, pid file and error log in a private directory: (master Popen, port, error log,
+    config file)."""
     binary = need("nginx")
     d = tempfile.mkdtemp(prefix="drv-nginx-")
     port = free_port()
@@ -97,7 +98,7 @@ http {{
     m = procs.spawn([binary, "-p", d, "-c", conf, "-e", log], stdout=subprocess.DEVNULL,
                     stderr=subprocess.DEVNULL)
     wait_until(lambda: len(children(m.pid)) == 2, what="nginx's 2 workers")
-    yield m, port, log
+    yield m, port, log, conf
     if m.poll() is None:
         m.send_signal(signal.SIGQUIT)   # graceful
         try:
@@ -126,7 +127,7 @@ def attach_hub(procs, sockdir, pid, *opts):
 
 
 def test_attach_nginx_reload_master_under_wrk_and_graceful_stop(procs, sockdir, nginx):
-    master, port, log = nginx
+    master, port, log, _ = nginx
     h = attach_hub(procs, sockdir, master.pid)
     h.wait_stderr(r"attached to nginx \(pid \d+\): profile nginx: kill QUIT, reload MASTER HUP, scale -")
     h.wait_for(lambda iv: len(h.workers(iv, "nginx")) == 2, what="nginx's 2 workers")
@@ -158,6 +159,20 @@ def test_attach_nginx_reload_master_under_wrk_and_graceful_stop(procs, sockdir, 
                    re.search(rf"worker process {pid} exited with code 0", text()),
                    what=f"worker {pid} shutting down gracefully", diag=text)
     assert master.poll() is None   # the master lives on (and forks new workers)
+
+
+def test_attach_nginx_reload_refused_by_the_master_is_aborted(procs, sockdir, nginx):
+    master, port, log, conf = nginx
+    h = attach_hub(procs, sockdir, master.pid, "--ready-timeout", "1500")
+    h.wait_for(lambda iv: len(h.workers(iv, "nginx")) == 2, what="nginx's 2 workers")
+    old = children(master.pid)
+    with open(conf, "a") as f:
+        f.write("this is not nginx;\n")   # the master refuses the new config, keeps its workers
+    r = cli(sockdir, "reload")
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "reload aborted: nginx" in r.stdout and "old workers still running" in r.stdout, r.stdout
+    assert children(master.pid) == old   # still serving, untouched
+    assert http_get(port)[0] == 200
 
 
 def test_attach_gunicorn_scale_by_ttin_and_reload_master_under_wrk(procs, sockdir, appdir):
