@@ -485,13 +485,25 @@ static void attach_step(attach *at)
     at->reload = false;
 }
 
-void attach_on_children(attach *at, const pid_t *pids, size_t n)
+/* True when this round's samples found pid dead (exited, or a zombie). */
+static bool attach_sampled_dead(const proc_sample *samples, size_t nsamples, pid_t pid)
+{
+    for (size_t i = 0; i < nsamples; i++)
+        if (samples[i].pid == pid)
+            return !samples[i].alive;
+    return false;
+}
+
+void attach_on_children(attach *at, const pid_t *pids, size_t n, const proc_sample *samples, size_t nsamples)
 {
     /* Forget children that are gone (the model marks them gone itself). */
     for (size_t i = 0; i < at->nkids;) {
         bool alive = false;
         for (size_t j = 0; j < n && !alive; j++)
             alive = pids[j] == at->kids[i].pid;
+        /* the children scan ran before the per-process reads: one that died
+         * in between is gone for the model already, and so for us */
+        alive = alive && !attach_sampled_dead(samples, nsamples, at->kids[i].pid);
         if (alive) {
             i++;
             continue;
@@ -504,7 +516,7 @@ void attach_on_children(attach *at, const pid_t *pids, size_t n)
     }
     /* Adopt new ones. */
     for (size_t j = 0; j < n && at->nkids < ATTACH_MAX; j++) {
-        if (attach_by_pid(at, pids[j]))
+        if (attach_by_pid(at, pids[j]) || attach_sampled_dead(samples, nsamples, pids[j]))
             continue;
         int id = attach_free_id(at);
         child *c = &at->kids[at->nkids++];

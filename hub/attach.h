@@ -83,8 +83,14 @@ attach *attach_new(uv_loop_t *loop, state *st, pid_t master, const char *master_
                    unsigned kill_timeout_ms, unsigned ready_timeout_ms,
                    supervise_event_fn ev, void *ctx);
 
-/* Feeds one round's list of live children (from the sampler). */
-void attach_on_children(attach *at, const pid_t *children, size_t n);
+/*
+ * Feeds one round's list of live children (from the sampler) and the same
+ * round's per-process samples (nsamples may be 0): a child the samples
+ * found dead is gone even if the children scan, read a moment earlier,
+ * still listed it, so that attach and the model agree within the round.
+ */
+void attach_on_children(attach *at, const pid_t *children, size_t n, const proc_sample *samples,
+                        size_t nsamples);
 
 /* A process said it is ready (from the state's ready hook). */
 void attach_on_ready(attach *at, pid_t pid);

@@ -358,7 +358,7 @@ static void hub_on_sample(void *ctx, const sampler_result *r)
             hub_stop(h, 1);
             return;
         }
-        attach_on_children(h->at, r->children, r->nchildren);
+        attach_on_children(h->at, r->children, r->nchildren, r->s, r->n);
     }
     /* Datagrams lost to a full ingest queue are not added to dropped_total:
      * each shows up there anyway as a sequence gap of its sender. */
@@ -400,7 +400,7 @@ static void hub_on_first_sample(void *ctx, const sampler_result *r)
     state_apply_hub_sample(h->st, r->self, r->at);
     state_apply_host_sample(h->st, r->host);
     if (h->at && r->parent_alive)
-        attach_on_children(h->at, r->children, r->nchildren);
+        attach_on_children(h->at, r->children, r->nchildren, r->s, r->n);
 }
 
 /* ---- signals and shutdown ----------------------------------------------- */
