@@ -147,11 +147,12 @@ static const hub_entry hub_entries[] = {
      "(an aborted reload), 2 on usage errors",
      up_options, cmd_up},
     {"attach", "attach PID [OPTIONS]",
-     "monitor the children of a cluster master drover did not start, and command\n"
-     "them with the signals its family understands: the master's process name\n"
-     "picks a profile (nginx, gunicorn, uwsgi, else default; printed at start and\n"
-     "by 'drover describe APP'), the options below override it. SIGHUP to drover\n"
-     "reloads them; PID may be 1 (a container's master)",
+     "monitor the children of a cluster master drover did not start (PID may be\n"
+     "1, a container's master), and command them with the signals its family\n"
+     "understands: the master's process name picks a profile (nginx, gunicorn,\n"
+     "uwsgi, else default; printed at start and by 'drover describe APP'), the\n"
+     "options below override it (with --reload ONE, SIGHUP to\n"
+     "drover restarts them one by one)",
      attach_options, cmd_attach},
     {"monit", "monit [--headless] [OPTIONS]",
      "the console on the namespace's running hub (or on a monitor-only hub it\n"
@@ -232,10 +233,10 @@ static void derive_app(char *const *argv, char *out, size_t cap)
 
 enum {
     O_HEADLESS = 256, O_INTERVAL, O_COUNT, O_FORMAT, O_SOCKDIR, O_HELP,
+    O_KILL_SIGNAL, O_RELOAD, O_RELOAD_SIGNAL, O_SCALE_UP, O_SCALE_DOWN,   /* attach's signals */
     O_LISTEN, O_KILL_TIMEOUT, O_READY_TIMEOUT, O_MAX_MEMORY, O_LOG_DIR, O_NO_ECHO, O_NO_AGENT,
     O_DETACH, O_BACKGROUND, O_NO_MOUSE, O_METRICS, O_METRICS_TEXTFILE, O_BALANCE, O_KEYS, O_CHECK,
     O_APP_KEY,   /* --env, --cwd…: a key of the file's [app] table, by the option's name */
-    O_KILL_SIGNAL, O_RELOAD, O_RELOAD_SIGNAL, O_SCALE_UP, O_SCALE_DOWN,   /* attach's signals */
 };
 
 /*
@@ -261,6 +262,11 @@ static int parse_options(const char *cmd, int argc, char **argv, hub_options *o,
         {"balance", required_argument, NULL, O_BALANCE},
         {"kill-timeout", required_argument, NULL, O_KILL_TIMEOUT},
         {"ready-timeout", required_argument, NULL, O_READY_TIMEOUT},
+        {"kill-signal", required_argument, NULL, O_KILL_SIGNAL},
+        {"reload", required_argument, NULL, O_RELOAD},
+        {"reload-signal", required_argument, NULL, O_RELOAD_SIGNAL},
+        {"scale-up", required_argument, NULL, O_SCALE_UP},
+        {"scale-down", required_argument, NULL, O_SCALE_DOWN},
         {"max-memory", required_argument, NULL, O_MAX_MEMORY},
         {"log-dir", required_argument, NULL, O_LOG_DIR},
         {"no-echo", no_argument, NULL, O_NO_ECHO},
@@ -281,11 +287,6 @@ static int parse_options(const char *cmd, int argc, char **argv, hub_options *o,
         {"restart", required_argument, NULL, O_APP_KEY},
         {"stop-signal", required_argument, NULL, O_APP_KEY},
         {"ready", required_argument, NULL, O_APP_KEY},
-        {"kill-signal", required_argument, NULL, O_KILL_SIGNAL},
-        {"reload", required_argument, NULL, O_RELOAD},
-        {"reload-signal", required_argument, NULL, O_RELOAD_SIGNAL},
-        {"scale-up", required_argument, NULL, O_SCALE_UP},
-        {"scale-down", required_argument, NULL, O_SCALE_DOWN},
         {0, 0, 0, 0},
     };
     bool up = strcmp(cmd, "up") == 0;
