@@ -209,6 +209,18 @@ static int commands_attach(hub_commands *hc, const ctl_request *r, json_t *reply
             return attach_restart(hc->at, id, msg, cap);
         commands_reload_apps(hc, r, reply);
         return attach_reload(hc->at, msg, cap);
+    case CTL_SCALE:
+        return attach_scale(hc->at, (long)r->n, r->has_delta, (long)r->delta, msg, cap);
+    case CTL_DESCRIBE: {
+        json_t *d = attach_describe(hc->at);
+        if (!d) {
+            snprintf(msg, cap, "out of memory");
+            return -1;
+        }
+        json_object_set_new(reply, "app", d);
+        snprintf(msg, cap, "%s", attach_app(hc->at));
+        return 0;
+    }
     default:
         break;
     }

@@ -171,18 +171,16 @@ static bool config_parse_bool(const char *s, bool *out)
     return false;
 }
 
-/* Reads a signal: "TERM", "SIGTERM" or a number 1..64; 0 if invalid. */
-static int config_parse_signal(const char *s)
+int config_parse_signal(const char *s)
 {
-    static const struct { const char *name; int sig; } sigs[] = {
-        {"TERM", SIGTERM}, {"INT", SIGINT}, {"QUIT", SIGQUIT}, {"HUP", SIGHUP}, {"KILL", SIGKILL},
-        {"USR1", SIGUSR1}, {"USR2", SIGUSR2}, {"WINCH", SIGWINCH}, {"ABRT", SIGABRT},
-    };
     if (strncasecmp(s, "SIG", 3) == 0)
         s += 3;
-    for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++)
-        if (strcasecmp(s, sigs[i].name) == 0)
-            return sigs[i].sig;
+    /* every standard signal by its abbreviation (TERM, QUIT, HUP, TTIN…), from libc */
+    for (int sig = 1; sig < 32; sig++) {
+        const char *name = sigabbrev_np(sig);
+        if (name && strcasecmp(s, name) == 0)
+            return sig;
+    }
     char *end;
     long v = strtol(s, &end, 10);
     if (isdigit((unsigned char)*s) && !*end && v >= 1 && v <= 64)

@@ -154,6 +154,12 @@ bool config_parse_duration(const char *s, uint64_t *ms);
 /* Parses "512", "64K", "200M", "1G" (1024-based; optional B); false if invalid or 0. */
 bool config_parse_size(const char *s, uint64_t *bytes);
 
+/*
+ * Reads a signal: "TERM", "SIGTERM", "ttin" (any standard signal's name, any
+ * case) or a number 1..64. Returns the signal, or 0 if invalid.
+ */
+int config_parse_signal(const char *s);
+
 /* The names of config_ready / config_restart values ("auto", "on-failure"…). */
 const char *config_ready_name(config_ready r);
 const char *config_restart_name(config_restart r);

@@ -327,9 +327,7 @@ static void control_hello(client *cl, const json_t *req)
 /* Why this kind of hub refuses cmd (which the table does not allow on it). */
 static void control_refusal(unsigned kind, const ctl_command *cmd, char *msg, size_t cap)
 {
-    if (kind == CTL_HUB_ATTACH && cmd->cmd == CTL_SCALE)
-        snprintf(msg, cap, "an attached master decides how many workers it runs: scale it yourself");
-    else if (kind == CTL_HUB_MONIT)
+    if (kind == CTL_HUB_MONIT)
         snprintf(msg, cap, "this hub only monitors (drover monit): it has no workers of its own to %s", cmd->name);
     else
         snprintf(msg, cap, "a %s hub does not take '%s'", ctl_hub_name(kind), cmd->name);

@@ -26,6 +26,7 @@
 #include "hub/upgrade.h"
 #include "proto/notify.h"
 #include "proto/report.h"
+#include "proto/text.h"
 
 #include <errno.h>
 #include <pwd.h>
@@ -381,7 +382,7 @@ static void hub_on_sample(void *ctx, const sampler_result *r)
             hub_stop(h, 1);
             return;
         }
-        attach_on_children(h->at, r->children, r->nchildren);
+        attach_on_children(h->at, r->children, r->nchildren, r->s, r->n);
     }
     /* Datagrams lost to a full ingest queue are not added to dropped_total:
      * each shows up there anyway as a sequence gap of its sender. */
@@ -423,7 +424,7 @@ static void hub_on_first_sample(void *ctx, const sampler_result *r)
     state_apply_hub_sample(h->st, r->self, r->at);
     state_apply_host_sample(h->st, r->host);
     if (h->at && r->parent_alive)
-        attach_on_children(h->at, r->children, r->nchildren);
+        attach_on_children(h->at, r->children, r->nchildren, r->s, r->n);
 }
 
 /* ---- signals and shutdown ----------------------------------------------- */
@@ -773,6 +774,8 @@ static void hub_on_signal(uv_signal_t *s, int signum)
             int rc = supervise_scale_by(h->sv, h->o->app, signum == SIGTTIN ? 1 : -1, msg, sizeof msg);
             hub_on_note(h, rc == 0 ? CTL_EV_SCALE : CTL_EV_ERROR, h->o->app, msg);
         }
+        if (h->at && attach_scale(h->at, 0, true, signum == SIGTTIN ? 1 : -1, msg, sizeof msg) != 0)
+            hub_on_note(h, CTL_EV_ERROR, attach_app(h->at), msg);
         return;
     default:
         hub_stop(h, 0);
@@ -957,7 +960,26 @@ static int hub_setup_run(hub *h, const char *sock, char *err, size_t errcap)
     return rc;
 }
 
-/* Sets up what `drover attach` adds: the master's children as workers. */
+/* The basename of pid's executable into out ("" when unreadable): readlink
+ * reads the link itself, it follows nothing. */
+static void hub_exe_base(pid_t pid, char *out, size_t cap)
+{
+    char link[64], target[4096];
+    out[0] = '\0';
+    snprintf(link, sizeof link, "/proc/%d/exe", (int)pid);
+    ssize_t n = readlink(link, target, sizeof target - 1);
+    if (n <= 0)
+        return;
+    target[n] = '\0';
+    const char *base = strrchr(target, '/');
+    base = base ? base + 1 : target;
+    size_t len = strlen(base);
+    if (len < cap)
+        memcpy(out, base, len + 1);   /* a longer name matches no profile anyway */
+}
+
+/* Sets up what `drover attach` adds: the master's children as workers,
+ * spoken to in its family's profile (options override each signal). */
 static int hub_setup_attach(hub *h, char *err, size_t errcap)
 {
     const hub_options *o = h->o;
@@ -967,7 +989,31 @@ static int hub_setup_attach(hub *h, char *err, size_t errcap)
         snprintf(err, errcap, "no process with pid %d", (int)pid);
         return -1;
     }
-    h->at = h->cmds.at = attach_new(&h->loop, h->st, pid, o->app ? o->app : m.comm,
+    char exe[256], text[160];
+    hub_exe_base(pid, exe, sizeof exe);
+    attach_profile p = *attach_profile_find(m.comm, exe);
+    bool over = o->kill_signal || o->reload_mode >= 0 || o->reload_signal || o->scale_up || o->scale_down;
+    if (o->kill_signal)
+        p.kill_signal = o->kill_signal;
+    if (o->reload_mode >= 0 && (attach_reload_mode)o->reload_mode != p.reload) {
+        p.reload = (attach_reload_mode)o->reload_mode;
+        /* the other mode's signal: HUP to a master, the kill signal to a child */
+        p.reload_signal = p.reload == ATTACH_RELOAD_MASTER ? SIGHUP : p.kill_signal;
+    } else if (p.reload == ATTACH_RELOAD_ONE && o->kill_signal) {
+        p.reload_signal = p.kill_signal;   /* ONE stops each child as kill does */
+    }
+    if (o->reload_signal)
+        p.reload_signal = o->reload_signal;
+    if (o->scale_up)
+        p.scale_up = o->scale_up;
+    if (o->scale_down)
+        p.scale_down = o->scale_down;
+    attach_profile_text(&p, text, sizeof text);
+    char comm[sizeof m.comm * 4];
+    text_sanitize(m.comm, comm, sizeof comm);
+    fprintf(stderr, "drover: attached to %s (pid %d): profile %s%s: %s\n", comm, (int)pid, p.name,
+            over ? " with options" : "", text);
+    h->at = h->cmds.at = attach_new(&h->loop, h->st, pid, m.comm, o->app ? o->app : m.comm, &p,
                        o->kill_timeout_ms, o->ready_timeout_ms, hub_on_event, h);
     if (!h->at) {
         snprintf(err, errcap, "out of memory");

@@ -49,8 +49,13 @@ typedef struct {
     const char *config_file;    /* drover up: the apps come from this file (absolute), not argv */
     const struct config_app *run_app; /* drover run's file-like options (--env, --cwd…), completed; NULL: none given */
 
-    /* drover attach */
+    /* drover attach: the master, and options over its profile (hub/attach.h) */
     pid_t       master;
+    int         kill_signal;    /* --kill-signal; 0: the profile's */
+    int         reload_mode;    /* --reload: an attach_reload_mode; -1: the profile's */
+    int         reload_signal;  /* --reload-signal; 0: the profile's */
+    int         scale_up;       /* --scale-up; 0: the profile's */
+    int         scale_down;     /* --scale-down; 0: the profile's */
 } hub_options;
 
 /*

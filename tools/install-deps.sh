@@ -6,7 +6,10 @@ set -eu
 BUILD="build-essential pkg-config libncurses-dev libproc2-dev libmsgpack-dev libuv1-dev libjansson-dev libcmocka-dev libmicrohttpd-dev zlib1g-dev libsystemd-dev libinih-dev"
 TEST="python3 python3-pytest python3-msgpack prometheus systemd clang libclang-rt-14-dev tmux wrk valgrind procps jq openssh-server openssh-client"
 PKGS="$BUILD"
-[ -n "${DROVER_DEPS_BUILD_ONLY:-}" ] || PKGS="$BUILD $TEST"
+# the real servers `drover attach` is tested against (tests/integration/test_attach_servers.py);
+# util-linux brings unshare and nsenter
+SERVERS="nginx gunicorn uwsgi-core uwsgi-plugin-python3 util-linux"
+[ -n "${DROVER_DEPS_BUILD_ONLY:-}" ] || PKGS="$BUILD $TEST $SERVERS"
 
 # Node.js with its headers (the Node agent is built against node_api.h). A
 # machine that already has a Node with headers (e.g. from NodeSource) keeps it.

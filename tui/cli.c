@@ -401,12 +401,53 @@ static void cli_kv(const char *key, const char *value)
     fputc('\n', stdout);
 }
 
+/* Prints describe's answer for an attached master (it has "master"): its profile and children. */
+static void cli_describe_attach_print(const json_t *d)
+{
+    char buf[1024];
+    size_t i;
+    json_t *v;
+    cli_kv("app", json_string_value(json_object_get(d, "app")));
+    snprintf(buf, sizeof buf, "pid %lld", (long long)json_integer_value(json_object_get(d, "master")));
+    cli_kv("master", buf);
+    cli_kv("master name", json_string_value(json_object_get(d, "master_name")));
+    cli_kv("profile", json_string_value(json_object_get(d, "profile")));
+    snprintf(buf, sizeof buf, "SIG%s", json_string_value(json_object_get(d, "kill_signal")));
+    cli_kv("kill", buf);
+    const char *mode = json_string_value(json_object_get(d, "reload"));
+    bool master = mode && strcmp(mode, "MASTER") == 0;
+    snprintf(buf, sizeof buf, "%s: SIG%s %s", mode ? mode : "?", json_string_value(json_object_get(d, "reload_signal")),
+             master ? "to the master, which replaces its children" : "to each child in turn");
+    cli_kv("reload", buf);
+    const char *up = json_string_value(json_object_get(d, "scale_up"));
+    const char *down = json_string_value(json_object_get(d, "scale_down"));
+    if (up && down)
+        snprintf(buf, sizeof buf, "SIG%s / SIG%s to the master, one per worker", up, down);
+    else
+        snprintf(buf, sizeof buf, "none (attach with --scale-up SIG --scale-down SIG)");
+    cli_kv("scale", buf);
+    snprintf(buf, sizeof buf, "ready %lld ms, kill %lld ms", (long long)json_integer_value(json_object_get(d, "ready_timeout_ms")),
+             (long long)json_integer_value(json_object_get(d, "kill_timeout_ms")));
+    cli_kv("timeouts", buf);
+    buf[0] = '\0';
+    json_array_foreach(json_object_get(d, "workers"), i, v)
+        snprintf(buf + strlen(buf), sizeof buf - strlen(buf), "%s%lld:%lld", i ? " " : "",
+                 (long long)json_integer_value(json_object_get(v, "id")),
+                 (long long)json_integer_value(json_object_get(v, "pid")));
+    snprintf(buf + strlen(buf), sizeof buf - strlen(buf), "%s(id:pid)", buf[0] ? " " : "");
+    cli_kv("workers", buf);
+}
+
 /* Prints describe's answer d for people. */
 static void cli_describe_print(const json_t *d, bool with_values)
 {
     char buf[1024];
     size_t i;
     json_t *v;
+    if (json_object_get(d, "master")) {
+        cli_describe_attach_print(d);
+        return;
+    }
     const char *app = json_string_value(json_object_get(d, "app"));
     cli_kv("app", app);
     buf[0] = '\0';

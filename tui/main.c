@@ -5,6 +5,7 @@
  * (startup: tui/startup.c) are here; those that talk to a running hub are
  * the protocol's command table (proto/control.h) and live in tui/cli.c.
  */
+#include "hub/attach.h"
 #include "hub/config.h"
 #include "hub/hub.h"
 #include "hub/listen.h"
@@ -29,6 +30,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #ifndef DROVER_VERSION
@@ -97,9 +99,21 @@ static const char startup_options_text[] =
 
 static const char attach_options[] =
     "  -n NAME             app name (default: the master's process name)\n"
-    "  --kill-timeout MS   SIGKILL a child this long after SIGTERM (default 5000)\n"
+    "  --kill-signal SIG   the signal that stops a child (kill, stop, restart;\n"
+    "                      default TERM, nginx QUIT)\n"
+    "  --reload MODE       ONE: stop the children one at a time, the master forks\n"
+    "                      each replacement (default); MASTER: one signal to the\n"
+    "                      master, which replaces its children itself (nginx,\n"
+    "                      gunicorn, uwsgi)\n"
+    "  --reload-signal SIG what reload sends (MASTER: to the master, default HUP;\n"
+    "                      ONE: to each child, default the kill signal)\n"
+    "  --scale-up SIG, --scale-down SIG  the master's signals for one worker\n"
+    "                      more/less (gunicorn: TTIN, TTOU); scale needs both\n"
+    "  --kill-timeout MS   SIGKILL a child this long after the kill signal\n"
+    "                      (default 5000)\n"
     "  --ready-timeout MS  a replacement must appear (and be ready) within this\n"
-    "                      (default 10000)\n";
+    "                      (default 10000); a MASTER reload must be complete\n"
+    "                      within it, and each step of a scale\n";
 
 static const char monit_options[] =
     "  --host [USER@]HOST[:PORT]  also the hub on HOST, over ssh: 'ssh -T -o\n"
@@ -162,7 +176,11 @@ static const hub_entry hub_entries[] = {
      "(an aborted reload), 2 on usage errors",
      up_options, cmd_up, false},
     {"attach", "attach PID [OPTIONS]",
-     "monitor the children of a cluster master drover did not start (SIGHUP to\n"
+     "monitor the children of a cluster master drover did not start (PID may be\n"
+     "1, a container's master), and command them with the signals its family\n"
+     "understands: the master's process name picks a profile (nginx, gunicorn,\n"
+     "uwsgi, else default; printed at start and by 'drover describe APP'), the\n"
+     "options below override it (with --reload ONE, SIGHUP to\n"
      "drover restarts them one by one)",
      attach_options, cmd_attach, false},
     {"monit", "monit [--headless] [--host [USER@]HOST[:PORT]...] [OPTIONS]",
@@ -271,6 +289,7 @@ static void derive_app(char *const *argv, char *out, size_t cap)
 
 enum {
     O_HEADLESS = 256, O_INTERVAL, O_COUNT, O_FORMAT, O_SOCKDIR, O_HELP,
+    O_KILL_SIGNAL, O_RELOAD, O_RELOAD_SIGNAL, O_SCALE_UP, O_SCALE_DOWN,   /* attach's signals */
     O_LISTEN, O_KILL_TIMEOUT, O_READY_TIMEOUT, O_MAX_MEMORY, O_LOG_DIR, O_NO_ECHO, O_NO_AGENT,
     O_DETACH, O_BACKGROUND, O_NO_MOUSE, O_METRICS, O_METRICS_TEXTFILE, O_BALANCE, O_KEYS, O_CHECK,
     O_APP_KEY,   /* --env, --cwd…: a key of the file's [app] table, by the option's name */
@@ -305,6 +324,11 @@ static int parse_options(const char *cmd, int argc, char **argv, hub_options *o,
         {"balance", required_argument, NULL, O_BALANCE},
         {"kill-timeout", required_argument, NULL, O_KILL_TIMEOUT},
         {"ready-timeout", required_argument, NULL, O_READY_TIMEOUT},
+        {"kill-signal", required_argument, NULL, O_KILL_SIGNAL},
+        {"reload", required_argument, NULL, O_RELOAD},
+        {"reload-signal", required_argument, NULL, O_RELOAD_SIGNAL},
+        {"scale-up", required_argument, NULL, O_SCALE_UP},
+        {"scale-down", required_argument, NULL, O_SCALE_DOWN},
         {"max-memory", required_argument, NULL, O_MAX_MEMORY},
         {"log-dir", required_argument, NULL, O_LOG_DIR},
         {"no-echo", no_argument, NULL, O_NO_ECHO},
@@ -452,6 +476,30 @@ static int parse_options(const char *cmd, int argc, char **argv, hub_options *o,
                 return usage_error("--%s: %s", opts[li].name, kerr);
             break;
         }
+        case O_KILL_SIGNAL:
+        case O_RELOAD_SIGNAL:
+        case O_SCALE_UP:
+        case O_SCALE_DOWN: {
+            ok = att;
+            int sig = ok ? config_parse_signal(optarg) : 0;
+            if (ok && !sig)
+                return usage_error("--%s takes a signal name (TERM, QUIT, HUP, TTIN…) or number, not '%s'",
+                                   li >= 0 ? opts[li].name : "?", optarg);
+            *(c == O_KILL_SIGNAL ? &o->kill_signal : c == O_RELOAD_SIGNAL ? &o->reload_signal
+              : c == O_SCALE_UP ? &o->scale_up : &o->scale_down) = sig;
+            break;
+        }
+        case O_RELOAD:
+            ok = att;
+            if (!ok)
+                break;
+            if (strcasecmp(optarg, "one") == 0)
+                o->reload_mode = ATTACH_RELOAD_ONE;
+            else if (strcasecmp(optarg, "master") == 0)
+                o->reload_mode = ATTACH_RELOAD_MASTER;
+            else
+                return usage_error("--reload is ONE or MASTER, not '%s'", optarg);
+            break;
         case 'd':
         case O_DETACH: ok = run || up; *detach = true; break;
         case O_BACKGROUND: o->background = o->quiet = true; break;
@@ -508,6 +556,7 @@ static hub_options default_options(hub_mode mode)
     return (hub_options){
         .mode = mode, .ns = "default", .interval_ms = 1000, .format = HEADLESS_NDJSON,
         .instances = 1, .kill_timeout_ms = 5000, .ready_timeout_ms = 10000, .echo_logs = true,
+        .reload_mode = -1,
     };
 }
 
@@ -801,7 +850,8 @@ static int cmd_attach(int argc, char **argv)
     long pid;
     if (optind >= argc)
         return usage_error("attach needs the pid of a cluster master: drover attach PID");
-    if (!cli_long(argv[optind], 2, INT_MAX, &pid))
+    /* 1 too: in a container the master is PID 1 of its namespace */
+    if (!cli_long(argv[optind], 1, INT_MAX, &pid))
         return usage_error("attach takes a pid, not '%s'", argv[optind]);
     if (optind + 1 < argc)
         return usage_error("unexpected argument '%s' for attach", argv[optind + 1]);

@@ -793,6 +793,25 @@ static void panes_describe(const panes_ctx *p)
     const json_t *d = p->m->describe;
     size_t i;
     json_t *v;
+    if (json_object_get(d, "master")) {   /* an attached master: its profile */
+        snprintf(buf[n++], 200, "master\tpid %.0f, %.60s", console_model_num(d, "master"),
+                 console_model_str(d, "master_name", "?"));
+        snprintf(buf[n++], 200, "profile\t%.40s", console_model_str(d, "profile", "?"));
+        snprintf(buf[n++], 200, "kill\tSIG%.20s", console_model_str(d, "kill_signal", "?"));
+        snprintf(buf[n++], 200, "reload\t%.10s, SIG%.20s", console_model_str(d, "reload", "?"),
+                 console_model_str(d, "reload_signal", "?"));
+        snprintf(buf[n++], 200, "scale\t%.20s / %.20s", console_model_str(d, "scale_up", "-"),
+                 console_model_str(d, "scale_down", "-"));
+        snprintf(buf[n++], 200, "timeouts\tready %.0f ms, kill %.0f ms", console_model_num(d, "ready_timeout_ms"),
+                 console_model_num(d, "kill_timeout_ms"));
+        snprintf(buf[n++], 200, "instances\t%.0f", console_model_num(d, "instances"));
+        for (int j = 0; j < n; j++)
+            lines[j] = buf[j];
+        char atitle[CTL_APP_MAX + 16];
+        snprintf(atitle, sizeof atitle, " %s (any key closes) ", console_model_str(d, "app", "?"));
+        draw_box(p->d, atitle, lines, n);
+        return;
+    }
     char cmd[160] = "";
     json_array_foreach(json_object_get(d, "command"), i, v)
         snprintf(cmd + strlen(cmd), sizeof cmd - strlen(cmd), "%s%s", i ? " " : "", json_string_value(v));
