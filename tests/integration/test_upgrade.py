@@ -330,3 +330,25 @@ def test_upgrade_keeps_prometheus_counters_going_up(procs, sockdir, logdir, bind
     after = wait_until(lambda: prom_counter(mport, "drover_worker_requests_total") or None, timeout=10,
                        what="/metrics after the upgrade")
     assert after >= before, (before, after)
+
+
+def test_upgrade_of_an_attach_hub_keeps_watching_the_master(procs, sockdir):
+    """An attach hub upgraded in place: the same master's children under the same ids,
+    its profile and commands working (a restart through the master) afterwards."""
+    import sys
+    from conftest import INTERVAL_MS, MASTER
+    master = procs.spawn([sys.executable, "-c", MASTER])
+    h = RunHub(procs, sockdir, [DROVER, "attach", str(master.pid), "--headless", "--interval", str(INTERVAL_MS),
+                                "--socket-dir", sockdir, "-n", "cluster"])
+    iv = h.wait_for(lambda iv: len(h.workers(iv, "cluster")) == 3, what="3 children")
+    kids = sorted((w["id"], w["pid"]) for w in h.workers(iv, "cluster"))
+    up = drover(sockdir, "upgrade")
+    assert up.returncode == 0, up.stdout + up.stderr
+    assert h.proc.poll() is None and master.poll() is None
+    iv = h.wait_for(lambda iv: len(h.workers(iv, "cluster")) == 3, what="3 children after the upgrade")
+    assert sorted((w["id"], w["pid"]) for w in h.workers(iv, "cluster")) == kids
+    rs = drover(sockdir, "restart", "cluster:1")
+    assert rs.returncode == 0, rs.stdout + rs.stderr
+    old = dict(kids)[1]
+    h.wait_for(lambda iv: any(w["id"] == 1 and w["pid"] != old and w["state"] == "online"
+                              for w in h.workers(iv, "cluster")), what="cluster:1 restarted through the master")
