@@ -46,6 +46,7 @@
 #endif
 
 #define HUB_NSIGNALS 7
+#define HUB_PSS_EVERY_MS 5000u  /* PSS (smaps_rollup) read at most this often per process */
 
 typedef struct {
     const hub_options *o;
@@ -348,7 +349,7 @@ static void hub_on_sample(void *ctx, const sampler_result *r)
     if (h->stopping)
         return;
     for (size_t i = 0; i < r->n; i++)
-        state_apply_sample(h->st, &r->s[i], r->at);
+        state_apply_sample(h->st, &r->s[i], r->desc + r->desc_off[i], r->desc_len[i], r->at);
     state_apply_hub_sample(h->st, r->self, r->at);
     state_apply_host_sample(h->st, r->host);
     if (h->at) {
@@ -818,6 +819,10 @@ int hub_run(const hub_options *o)
     uv_loop_init(&h.loop);
     h.st = state_new();
     h.sm = h.st ? sampler_new(&h.loop, err, sizeof err) : NULL;
+    /* PSS makes the kernel walk every mapping of a process: at most once
+     * every HUB_PSS_EVERY_MS per process, whatever the interval. */
+    if (h.sm)
+        sampler_pss_every(h.sm, (uint32_t)((HUB_PSS_EVERY_MS + o->interval_ms - 1) / o->interval_ms));
     h.in = h.sm ? ingest_start(&h.loop, sock, hub_on_datagram, &h, err, sizeof err) : NULL;
     if (h.in)
         state_set_ready_hook(h.st, hub_on_ready, &h);

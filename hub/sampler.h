@@ -26,6 +26,10 @@ typedef struct {
     size_t       nchildren;
     bool         parent_alive;  /* the watched parent exists (true when none is watched) */
     const host_sample *host;    /* the machine: CPU ticks, memory, load (host->ok false: unread) */
+    /* The descendants of s[i] (its process tree, breadth first, at most
+     * STATE_TREE_MAX - 1) are desc[desc_off[i]] … desc[desc_off[i] + desc_len[i] - 1]. */
+    const proc_sample *desc;
+    const uint32_t *desc_off, *desc_len;
 } sampler_result;
 
 /* Called on the loop thread when a sample round ends. */
@@ -51,6 +55,12 @@ int sampler_read(sampler *sm, const pid_t *pids, size_t n, proc_sample *out);
  * every process in /proc), so `drover attach` sees a master's replacements.
  */
 void sampler_watch(sampler *sm, pid_t parent);
+
+/*
+ * From the next round on, reads every tree member's PSS (/proc/PID/smaps_rollup)
+ * once every `rounds` rounds (0: never); other rounds report pss_bytes -1.
+ */
+void sampler_pss_every(sampler *sm, uint32_t rounds);
 
 /* Reads the host's CPU ticks, memory and load into out (out->ok false when a read failed). */
 void sampler_read_host(sampler *sm, host_sample *out);

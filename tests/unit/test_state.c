@@ -122,9 +122,9 @@ static void test_state_cpu_and_exit(void **st)
     report r = mk(55, 0, 1000, 0);
     state_apply_report(s, &r, 0.0);
     proc_sample ps = alive(55, 1234, 100);
-    state_apply_sample(s, &ps, 1.0);
+    state_apply_sample(s, &ps, NULL, 0, 1.0);
     ps = alive(55, 1234, 150);    /* 50 ticks in 1 s */
-    state_apply_sample(s, &ps, 2.0);
+    state_apply_sample(s, &ps, NULL, 0, 2.0);
     worker_view v[1];
     state_snapshot(s, v, 1, 2.0, 1.0);
     double hz = 100.0;  /* sysconf(_SC_CLK_TCK) is 100 on Linux */
@@ -134,7 +134,7 @@ static void test_state_cpu_and_exit(void **st)
     assert_int_equal(v[0].rss_bytes, 1 << 20);
 
     ps.alive = false;
-    state_apply_sample(s, &ps, 3.0);
+    state_apply_sample(s, &ps, NULL, 0, 3.0);
     state_snapshot(s, v, 1, 3.0, 1.0);
     assert_int_equal(v[0].state, WS_GONE);
     assert_false(v[0].agent);
@@ -155,9 +155,9 @@ static void test_state_pid_reuse(void **st)
     report r = mk(77, 0, 1000, 10);
     state_apply_report(s, &r, 0.0);
     proc_sample ps = alive(77, 500, 1);
-    state_apply_sample(s, &ps, 1.0);
+    state_apply_sample(s, &ps, NULL, 0, 1.0);
     ps = alive(77, 900, 1);
-    state_apply_sample(s, &ps, 2.0);
+    state_apply_sample(s, &ps, NULL, 0, 2.0);
     r = mk(77, 0, 3000, 1);
     state_apply_report(s, &r, 3.0);
     worker_view v[2];
@@ -176,7 +176,7 @@ static void test_state_notify_ready(void **st)
     notify_msg m = {.ready = true};
     state_apply_notify(s, 42, &m, 1.0);
     proc_sample ps = alive(42, 1, 1);
-    state_apply_sample(s, &ps, 1.0);
+    state_apply_sample(s, &ps, NULL, 0, 1.0);
     worker_view v[1];
     assert_int_equal(state_snapshot(s, v, 1, 1.0, 1.0), 1);
     assert_int_equal(v[0].ready, 1);
