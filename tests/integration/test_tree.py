@@ -100,10 +100,13 @@ def test_shell_wrapper_tree_procs_comm_and_ls_json(procs, sockdir, logdir, tmp_p
     """`sh -c 'child & child & wait'`: procs = 3, the tree names both children with
     the shell as their parent, a child's name with an escape sequence comes out
     sanitized, and `drover ls --json` carries the same tree."""
+    os.chmod(tmp_path, 0o700)
     evil = tmp_path / "ev\x1b[31mil"
     shutil.copy("/bin/sleep", evil)
+    prom = tmp_path / "drover.prom"
     script = f"sleep 120 & '{evil}' 120 & wait"
-    h = RunHub(procs, sockdir, run_argv(sockdir, logdir, "-n", "wrap", "--no-echo", "--", "sh", "-c", script))
+    h = RunHub(procs, sockdir, run_argv(sockdir, logdir, "-n", "wrap", "--no-echo", "--metrics-textfile", prom,
+                                        "--", "sh", "-c", script))
     iv = h.wait_for(lambda iv: any(w["procs"] == 3 for w in h.workers(iv, "wrap")), timeout=10,
                     what="the wrapper's tree of 3")
     w = h.workers(iv, "wrap")[0]
@@ -120,11 +123,16 @@ def test_shell_wrapper_tree_procs_comm_and_ls_json(procs, sockdir, logdir, tmp_p
     d = json.loads(cli(sockdir, "ls", "--json").stdout)
     lw = [x for x in d["workers"] if x["app"] == "wrap"][0]
     assert lw["procs"] == 3 and sorted(x["pid"] for x in lw["tree"]) == sorted([w["pid"]] + kids)
+    # the Prometheus series of the tree
+    wait_until(lambda: 'drover_worker_procs{app="wrap",worker="0"} 3\n' in prom.read_text(), 5,
+               what="drover_worker_procs 3 in the text file", diag=lambda: prom.read_text())
     # PSS is read within a few seconds (rate-limited), and is at most RSS
     iv = h.wait_for(lambda iv: h.workers(iv, "wrap")[0]["pss_bytes"] is not None, timeout=10,
                     what="the tree's pss_bytes")
     w = h.workers(iv, "wrap")[0]
     assert 0 < w["pss_bytes"] <= w["rss_bytes"], w
+    wait_until(lambda: 'drover_worker_pss_bytes{app="wrap",worker="0"} ' in prom.read_text(), 5,
+               what="drover_worker_pss_bytes in the text file", diag=lambda: prom.read_text())
 
 
 def test_children_that_come_and_go_never_make_cpu_negative(procs, sockdir, logdir):
