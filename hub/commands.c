@@ -154,6 +154,28 @@ static void commands_reload_apps(hub_commands *hc, const ctl_request *r, json_t 
     json_object_set_new(reply, "apps", apps);
 }
 
+/*
+ * The process trees of app's workers for describe: [{id, pid, procs,
+ * cpu_pct, rss_bytes, pss_bytes, tree}] as in the worker object.
+ */
+static json_t *commands_app_trees(hub_commands *hc, const char *app)
+{
+    json_t *a = json_array();
+    ssize_t n = hub_commands_views(hc, sampler_now());
+    for (ssize_t i = 0; a && i < n; i++) {
+        const worker_view *w = &hc->views[i];
+        if (strcmp(w->app, app) != 0 || w->pid <= 0)
+            continue;
+        json_array_append_new(a, json_pack("{s:I, s:i, s:I, s:o, s:I, s:I, s:o}", "id", (json_int_t)w->id,
+                                           "pid", (int)w->pid, "procs", (json_int_t)w->procs,
+                                           "cpu_pct", isnan(w->cpu_pct) ? json_null() : json_real(w->cpu_pct),
+                                           "rss_bytes", (json_int_t)w->rss_bytes,
+                                           "pss_bytes", (json_int_t)w->pss_bytes,
+                                           "tree", headless_tree_json(w)));
+    }
+    return a ? a : json_null();
+}
+
 /* On a run hub: each command is a supervisor call. */
 static int commands_run(hub_commands *hc, const ctl_request *r, json_t *reply, char *msg, size_t cap)
 {
@@ -183,6 +205,7 @@ static int commands_run(hub_commands *hc, const ctl_request *r, json_t *reply, c
             return -1;
         }
         json_object_set_new(d, "log_dir", hc->log_dir ? json_string(hc->log_dir) : json_null());
+        json_object_set_new(d, "workers", commands_app_trees(hc, app));
         json_object_set_new(reply, "app", d);
         snprintf(msg, cap, "%s", app);
         return 0;

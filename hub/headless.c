@@ -180,12 +180,9 @@ static int headless_emit(FILE *out, json_t *obj)
     return 0;
 }
 
-/*
- * The worker's process tree: [{pid, ppid, comm, cpu_pct, rss_bytes,
- * pss_bytes}], the worker's process first. comm is sanitized here: it is
- * whatever the process named itself (prctl, argv[0]).
- */
-static json_t *headless_tree_json(const worker_view *w)
+/* See headless.h. comm is sanitized here: it is whatever the process named
+ * itself (prctl, the file it runs). */
+json_t *headless_tree_json(const worker_view *w)
 {
     json_t *a = json_array();
     for (uint32_t i = 0; a && i < w->ntree; i++) {

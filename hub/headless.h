@@ -54,4 +54,11 @@ int headless_print(FILE *out, headless_format fmt, const worker_view *v, size_t 
  */
 json_t *headless_snapshot(const worker_view *v, size_t n, const hub_counters *c, double ts);
 
+/*
+ * The worker's process tree as the worker object's `tree` carries it:
+ * [{pid, ppid, comm, cpu_pct, rss_bytes, pss_bytes}], the worker's own
+ * process first, comm sanitized (proto/text.h). New reference.
+ */
+json_t *headless_tree_json(const worker_view *w);
+
 #endif

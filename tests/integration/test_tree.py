@@ -123,6 +123,13 @@ def test_shell_wrapper_tree_procs_comm_and_ls_json(procs, sockdir, logdir, tmp_p
     d = json.loads(cli(sockdir, "ls", "--json").stdout)
     lw = [x for x in d["workers"] if x["app"] == "wrap"][0]
     assert lw["procs"] == 3 and sorted(x["pid"] for x in lw["tree"]) == sorted([w["pid"]] + kids)
+    # describe: the same tree, one line per process, the worker's first
+    r = cli(sockdir, "describe", "wrap")
+    assert r.returncode == 0, r.stderr
+    rows = r.stdout.split("processes:\n", 1)[1].splitlines()[1:4]
+    assert rows[0].split()[:3] == ["0", str(w["pid"]), str(ppid_of(w["pid"]))], rows
+    assert sorted(int(x.split()[0]) for x in rows[1:]) == sorted(kids), rows
+    assert all(x.split()[1] == str(w["pid"]) for x in rows[1:]) and "\x1b" not in r.stdout, rows
     # the Prometheus series of the tree
     wait_until(lambda: 'drover_worker_procs{app="wrap",worker="0"} 3\n' in prom.read_text(), 5,
                what="drover_worker_procs 3 in the text file", diag=lambda: prom.read_text())
