@@ -746,3 +746,15 @@ def test_apps_from_a_file_grouped_with_totals_and_R_reloads_the_selected_app(pro
     con.keys("x")   # any key closes it (and does nothing else)
     con.wait(lambda s: "any key closes" not in s, what="the overlay closed")
     assert by_app().get("alpha") == after["alpha"]
+
+
+def test_detail_pane_lists_the_worker_process_tree(hub, consoles, sockdir):
+    """A worker that forks (a shell with two children): the detail pane lists its
+    three processes, pids as /proc has them, the shell first."""
+    hub(1, app="wrap", cmd=["sh", "-c", "sleep 120 & sleep 120 & wait"])
+    pid = pids_by_id(sockdir, "wrap")[0]
+    kids = wait_until(lambda: len(d := descendants(pid)) == 2 and d, what="the shell's two children")
+    con = consoles(sockdir, width=160, height=40)
+    s = con.wait(lambda s: "processes 3" in s and all(re.search(rf"\b{k}\b.*sleep", s) for k in kids) and s,
+                 what="the tree in the detail pane")
+    assert re.search(rf"\b{pid}\b.*\bsh\b", s), s
