@@ -234,7 +234,6 @@ static json_t *headless_worker_json(const worker_view *w, double ts, double shar
         json_object_set_new(o, "req_share_pct", jreal(share, 1));
         json_object_set_new(o, "procs", jint(w->procs));
         json_object_set_new(o, "pss_bytes", jint(w->pss_bytes));
-        json_object_set_new(o, "tree", headless_tree_json(w));
     }
     return o;
 }
@@ -327,6 +326,9 @@ json_t *headless_snapshot(const worker_view *v, size_t n, const hub_counters *c,
         json_t *w = headless_worker_json(&v[i], ts, headless_share(&v[i], apps, napps));
         json_object_set_new(w, "key", json_integer(v[i].key));
         json_object_set_new(w, "last_exit", headless_exit_json(&v[i]));
+        /* The tree only here: an NDJSON line of a worker of 64 processes
+         * would grow by kilobytes every interval. */
+        json_object_set_new(w, "tree", headless_tree_json(&v[i]));
         json_array_append_new(ws, w);
     }
     for (size_t i = 0; i < napps; i++)

@@ -47,6 +47,7 @@ typedef struct {
     uint64_t rss_bytes;         /* VmRSS */
     double   elapsed_s;         /* seconds since the process started */
     int64_t  pss_bytes;         /* Pss from smaps_rollup; -1: not read this round (rate-limited) or unreadable */
+    uint32_t threads;           /* threads of the process (where to look for its children) */
     char     comm[32];          /* process name */
 } proc_sample;
 
