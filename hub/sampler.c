@@ -468,6 +468,24 @@ static void sampler_work(uv_work_t *w)
         sm->out[i].pss_bytes = pss && i != sm->n && sm->out[i].alive ? sampler_pss(sm->out[i].pid) : -1;
 }
 
+int sampler_started(pid_t pid, uint64_t *start)
+{
+    enum pids_item items[] = {PIDS_STATE, PIDS_TICS_BEGAN};
+    struct pids_info *info = NULL;
+    if (pid <= 0 || procps_pids_new(&info, items, 2) < 0)
+        return -1;
+    unsigned p = (unsigned)pid;
+    struct pids_fetch *f = procps_pids_select(info, &p, 1, PIDS_SELECT_PID);
+    int rc = -1;
+    if (f && f->counts->total == 1) {
+        char st = PIDS_VAL(0, s_ch, f->stacks[0], info);
+        *start = PIDS_VAL(1, ull_int, f->stacks[0], info);
+        rc = st != 'Z' && st != 'X' ? 0 : -1;
+    }
+    procps_pids_unref(&info);
+    return rc;
+}
+
 void sampler_pss_every(sampler *sm, uint32_t rounds)
 {
     sm->pss_every = rounds;

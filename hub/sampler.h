@@ -68,6 +68,13 @@ void sampler_read_host(sampler *sm, host_sample *out);
 /* Frees the sampler; if a round is in flight it is freed when that round ends. */
 void sampler_free(sampler *sm);
 
+/*
+ * Reads the start time (clock ticks since boot, as proc_sample.start_ticks)
+ * of pid, synchronously, with a libproc2 context of its own (safe beside a
+ * round in flight). Returns 0, or -1 when pid does not exist or is a zombie.
+ */
+int sampler_started(pid_t pid, uint64_t *start);
+
 /* Monotonic time in seconds. */
 double sampler_now(void);
 

@@ -868,6 +868,8 @@ static void state_view(const worker *w, worker_view *v, double now, double inter
     const char *app = w->app[0] ? w->app : w->name[0] ? w->name : w->comm;
     snprintf(v->app, sizeof v->app, "%s", app);
     v->key = w->key;
+    v->owned = w->supervised || w->id >= 0;
+    v->start_ticks = w->sampled ? w->start_ticks : 0;
     v->id = w->id >= 0 ? w->id : w->wid;
     v->pid = w->pid;
     v->state = w->ws;
@@ -1065,6 +1067,16 @@ bool state_pid_slot(const state *s, pid_t pid, const char **app, int64_t *id)
         return false;
     *app = w->app;
     *id = w->id;
+    return true;
+}
+
+bool state_pid_label(const state *s, pid_t pid, const char **app, int64_t *id)
+{
+    worker *w = state_find(s, pid);
+    if (!w)
+        return false;
+    *app = w->app[0] ? w->app : w->name[0] ? w->name : w->comm;
+    *id = w->id >= 0 ? w->id : w->wid;
     return true;
 }
 

@@ -98,6 +98,8 @@ typedef struct {
  */
 typedef struct {
     uint32_t key;               /* the model's handle for this worker */
+    bool     owned;             /* drover started it (run) or adopted it from a master (attach): its id is drover's */
+    uint64_t start_ticks;       /* its process's start time (0: not sampled yet): with pid, its identity */
     char     app[REPORT_NAME_MAX];
     int64_t  id;
     pid_t    pid;               /* 0: no process now (backoff, stopped, errored) */
@@ -279,6 +281,13 @@ bool state_pid_slot(const state *s, pid_t pid, const char **app, int64_t *id);
 
 /* Readiness of the live process pid: 1, 0, or -1 (never said, or unknown pid). */
 int state_pid_ready(const state *s, pid_t pid);
+
+/*
+ * The app and id views show for the worker of pid, whoever started it (the
+ * supervisor's, else the agent's name and id, else the process name; id -1:
+ * none). *app points into the model. Returns false when pid is no worker.
+ */
+bool state_pid_label(const state *s, pid_t pid, const char **app, int64_t *id);
 
 /*
  * Gives the unsupervised process pid an app name and worker id (drover
