@@ -326,6 +326,7 @@ json_t *headless_snapshot(const worker_view *v, size_t n, const hub_counters *c,
         json_t *w = headless_worker_json(&v[i], ts, headless_share(&v[i], apps, napps));
         json_object_set_new(w, "key", json_integer(v[i].key));
         json_object_set_new(w, "last_exit", headless_exit_json(&v[i]));
+        json_object_set_new(w, "owned", json_boolean(v[i].owned));
         /* The tree only here: an NDJSON line of a worker of 64 processes
          * would grow by kilobytes every interval. */
         json_object_set_new(w, "tree", headless_tree_json(&v[i]));

@@ -495,7 +495,8 @@ static void panes_field(panes_seg *seg, int *n, int cap, int prio, const char *f
 static void panes_detail_texts(const console_worker *wk, panes_detail_text *t)
 {
     t->nident = t->nmore = t->nlat = 0;
-    panes_field(t->ident, &t->nident, 4, 1, "%.60s:%d", wk->app, wk->id);
+    char tg[96];
+    panes_field(t->ident, &t->nident, 4, 1, "%s", console_model_target(wk, tg, sizeof tg));
     if (wk->pid > 0)
         panes_field(t->ident, &t->nident, 4, 2, "pid %ld", wk->pid);
     else
@@ -736,6 +737,14 @@ static void panes_logs(const panes_ctx *p, int y, int x, int w, int h)
     for (size_t i = 0; i < shown; i++)
         panes_log_line(p, &m->log[(m->log_head + first + i) % CONSOLE_LOG_MAX], y + 1 + (int)i, x, w, stamp,
                        label, (long)(first + i) == m->search_line);
+    /* A process drover did not start: say why its pane has (almost) nothing. */
+    const console_worker *sw = console_model_selected(m);
+    if (sw && !sw->owned && !m->log_app && m->logs_ready && (int)shown + 1 < rows_h) {
+        char note[200];
+        snprintf(note, sizeof note, "drover did not start pid %ld, so it does not capture its output; "
+                 "only lines its agent sends with drover_log show here", sw->pid);
+        draw_put(p->d, y + 1 + (int)shown, x + 1, w - 2, note, p->d->a_dim);
+    }
 }
 
 /* ---- status line, footer, overlays ---------------------------------------------------------- */
