@@ -12,6 +12,8 @@
 #                                 bench/idle_bench.py: the agent's idle cost, the whole host idle
 #   bench/balance_bench.py        --balance shared vs reuseport: shares, req/s, errors (~5 min)
 #   bench/config_bench.py         drover up: 10 apps, an apply under wrk, hub RSS and idle CPU
+#   bench/tree_bench.py           process trees: a hub of 64 workers of 1 and of 3 processes
+#                                 (TREE_BASE_BUILD=DIR also measures a build from before trees)
 #
 # BENCH_ONLY="ingest supervisor" runs a subset.
 # Takes about 15 minutes (60 s idle windows). Raising net.unix.max_dgram_qlen needs root; the
@@ -67,4 +69,5 @@ want console && [ -f "$HERE/console_bench.sh" ] && { run bash "$HERE/console_ben
 want node && [ -f "$HERE/node_bench.sh" ] && { run bash "$HERE/node_bench.sh" "$B" || status=1; echo; }
 want balance && { run "$PY" "$HERE/balance_bench.py" "$B" || status=1; echo; }
 want config && [ -f "$HERE/config_bench.py" ] && { run "$PY" "$HERE/config_bench.py" "$B" || status=1; echo; }
+want tree && { run "$PY" "$HERE/tree_bench.py" "$B" ${TREE_BASE_BUILD:+"$TREE_BASE_BUILD"} || status=1; echo; }
 exit $status
