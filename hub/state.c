@@ -103,9 +103,9 @@ typedef struct {
     char     comm[32];
     /* the tree: the worker's process first, then its descendants; each
      * member's CPU clock at the last sample, for its own delta */
-    uint32_t ntree;
-    tree_member tree[STATE_TREE_MAX];
-    tree_clock tree_clk[STATE_TREE_MAX];
+    uint32_t ntree, tree_cap;   /* tree_cap grows to the members seen, at most STATE_TREE_MAX */
+    tree_member *tree;
+    tree_clock *tree_clk;
 
     ring     hist[SERIES_N];
 } worker;
@@ -239,6 +239,8 @@ static void worker_free(worker *w)
     sh_free(&w->lag_base);
     sh_free(&w->lat_iv);
     sh_free(&w->lag_iv);
+    free(w->tree);
+    free(w->tree_clk);
     free(w);
 }
 
@@ -692,8 +694,23 @@ void state_apply_sample(state *s, const proc_sample *ps, const proc_sample *desc
         w->cpu_pct = cpu_known ? cpu_s / span * 100.0 : NAN;
         w->cpu_decimals = decimals;
     }
-    memcpy(w->tree, nt, nn * sizeof nt[0]);
-    memcpy(w->tree_clk, clk, nn * sizeof clk[0]);
+    if (nn > w->tree_cap) {
+        /* Grown to what the tree needs: most workers are one process. */
+        tree_member *t = realloc(w->tree, nn * sizeof *t);
+        if (t)
+            w->tree = t;
+        tree_clock *c = t ? realloc(w->tree_clk, nn * sizeof *c) : NULL;
+        if (c)
+            w->tree_clk = c;
+        if (t && c)
+            w->tree_cap = nn;
+        else
+            nn = w->tree_cap;   /* out of memory: the members that fit (the sums above keep them all) */
+    }
+    if (nn) {
+        memcpy(w->tree, nt, nn * sizeof nt[0]);
+        memcpy(w->tree_clk, clk, nn * sizeof clk[0]);
+    }
     w->ntree = nn;
     w->sampled = true;
     w->start_ticks = ps->start_ticks;
