@@ -1,6 +1,7 @@
 /*
- * sampler.h — reads processes from /proc with libproc2, off the loop thread,
- * and the host beside them (libproc2's system readers: /proc/stat,
+ * sampler.h — reads processes from /proc with libproc2, off the loop thread
+ * (each requested one with its descendants, found through the kernel's child
+ * lists), and the host beside them (libproc2's system readers: /proc/stat,
  * /proc/meminfo, /proc/loadavg).
  */
 #ifndef DROVER_HUB_SAMPLER_H
@@ -39,8 +40,10 @@ typedef void (*sampler_done_cb)(void *ctx, const sampler_result *r);
 sampler *sampler_new(uv_loop_t *loop, char *err, size_t errcap);
 
 /*
- * Starts one round for n pids on libuv's thread pool. Returns 0, or -EBUSY if
- * the previous round has not finished (the caller skips this interval).
+ * Starts one round for n pids on libuv's thread pool: each pid, its process
+ * tree (sampler_result.desc), the hub itself and the host. Returns 0, or
+ * -EBUSY if the previous round has not finished (the caller skips this
+ * interval).
  */
 int sampler_start(sampler *sm, const pid_t *pids, size_t n, sampler_done_cb cb, void *ctx);
 
