@@ -15,6 +15,8 @@
 #   bench/upgrade_bench.py        drover upgrade under wrk: wall time, errors, NDJSON gap (4, 64 workers)
 #   bench/fleet_bench.py          many hosts over ssh (real sshds on loopback): the merged
 #                                 headless stream's CPU, RSS and bytes per host; command latency
+#   bench/tree_bench.py           process trees: a hub of 64 workers of 1 and of 3 processes
+#                                 (TREE_BASE_BUILD=DIR also measures a build from before trees)
 #
 # BENCH_ONLY="ingest supervisor" runs a subset.
 # Takes about 15 minutes (60 s idle windows). Raising net.unix.max_dgram_qlen needs root; the
@@ -72,4 +74,5 @@ want balance && { run "$PY" "$HERE/balance_bench.py" "$B" || status=1; echo; }
 want config && [ -f "$HERE/config_bench.py" ] && { run "$PY" "$HERE/config_bench.py" "$B" || status=1; echo; }
 want upgrade && { run "$PY" "$HERE/upgrade_bench.py" "$B" || status=1; echo; }
 want fleet && [ -x /usr/sbin/sshd ] && { run "$PY" "$HERE/fleet_bench.py" "$B" || status=1; echo; }
+want tree && { run "$PY" "$HERE/tree_bench.py" "$B" ${TREE_BASE_BUILD:+"$TREE_BASE_BUILD"} || status=1; echo; }
 exit $status

@@ -9,11 +9,15 @@
 #include "hub/headless.h"
 #include "hub/sampler.h"
 
+#include <errno.h>
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <time.h>
+#include <unistd.h>
 
 ssize_t hub_commands_views(hub_commands *hc, double now)
 {
@@ -35,6 +39,8 @@ void hub_commands_free(hub_commands *hc)
     free(hc->views);
     hc->views = NULL;
     hc->views_cap = 0;
+    agentlog_free(hc->al);
+    hc->al = NULL;
 }
 
 static double commands_wall(void)
@@ -103,6 +109,17 @@ static bool commands_has_app(hub_commands *hc, const char *name, ssize_t nviews)
     return false;
 }
 
+/* The live worker of hc->views (n of them) that target t names by pid, or NULL. */
+static const worker_view *commands_by_pid(const hub_commands *hc, const ctl_target *t, ssize_t n)
+{
+    for (ssize_t i = 0; i < n; i++) {
+        const worker_view *v = &hc->views[i];
+        if (v->pid == t->pid && v->state != WS_GONE && strcmp(v->app, t->app) == 0)
+            return v;
+    }
+    return NULL;
+}
+
 /*
  * One rule for every kind of hub: the app must exist, and a worker id must
  * be one of its workers now (a run hub's slot, an attached master's child,
@@ -116,6 +133,12 @@ static int commands_resolve(void *ctx, const ctl_target *t, char *msg, size_t ca
         n = 0;
     if (!commands_has_app(hc, t->app, n)) {
         snprintf(msg, cap, "no app named '%s'", t->app);
+        return -1;
+    }
+    if (t->pid > 0) {
+        if (commands_by_pid(hc, t, n))
+            return 0;
+        snprintf(msg, cap, "%s has no process %d", t->app, t->pid);
         return -1;
     }
     if (t->id < 0)
@@ -154,6 +177,28 @@ static void commands_reload_apps(hub_commands *hc, const ctl_request *r, json_t 
     json_object_set_new(reply, "apps", apps);
 }
 
+/*
+ * The process trees of app's workers for describe: [{id, pid, procs,
+ * cpu_pct, rss_bytes, pss_bytes, tree}] as in the worker object.
+ */
+static json_t *commands_app_trees(hub_commands *hc, const char *app)
+{
+    json_t *a = json_array();
+    ssize_t n = hub_commands_views(hc, sampler_now());
+    for (ssize_t i = 0; a && i < n; i++) {
+        const worker_view *w = &hc->views[i];
+        if (strcmp(w->app, app) != 0 || w->pid <= 0)
+            continue;
+        json_array_append_new(a, json_pack("{s:I, s:i, s:I, s:o, s:I, s:I, s:o}", "id", (json_int_t)w->id,
+                                           "pid", (int)w->pid, "procs", (json_int_t)w->procs,
+                                           "cpu_pct", isnan(w->cpu_pct) ? json_null() : json_real(w->cpu_pct),
+                                           "rss_bytes", (json_int_t)w->rss_bytes,
+                                           "pss_bytes", (json_int_t)w->pss_bytes,
+                                           "tree", headless_tree_json(w)));
+    }
+    return a ? a : json_null();
+}
+
 /* On a run hub: each command is a supervisor call. */
 static int commands_run(hub_commands *hc, const ctl_request *r, json_t *reply, char *msg, size_t cap)
 {
@@ -183,6 +228,7 @@ static int commands_run(hub_commands *hc, const ctl_request *r, json_t *reply, c
             return -1;
         }
         json_object_set_new(d, "log_dir", hc->log_dir ? json_string(hc->log_dir) : json_null());
+        json_object_set_new(d, "workers", commands_app_trees(hc, app));
         json_object_set_new(reply, "app", d);
         snprintf(msg, cap, "%s", app);
         return 0;
@@ -228,9 +274,73 @@ static int commands_attach(hub_commands *hc, const ctl_request *r, json_t *reply
     return -1;
 }
 
+/*
+ * A command on a process drover did not start (an agent reporting to this
+ * hub on its own; named APP:pid:PID): kill and stop send it SIGTERM, once,
+ * and only if the pid is still the process the model knows (same start
+ * time, checked through a pidfd so the pid cannot be reused between the
+ * check and the signal); restart and reload cannot be done.
+ */
+static int commands_unowned(const ctl_request *r, const worker_view *v, char *msg, size_t cap)
+{
+    char tg[CTL_APP_MAX + 32];
+    ctl_target_format(v->app, -1, v->pid, tg, sizeof tg);
+    switch (r->cmd->cmd) {
+    case CTL_KILL:
+    case CTL_STOP: {
+        /* Without pidfds (a kernel before 5.3, or valgrind, which does not
+         * know the call) the signal goes by pid right after the check. */
+        int fd = (int)syscall(SYS_pidfd_open, v->pid, 0);
+        bool nopidfd = fd < 0 && errno == ENOSYS;
+        uint64_t start = 0;
+        if ((fd < 0 && !nopidfd) || v->start_ticks == 0 || sampler_started(v->pid, &start) != 0 ||
+            start != v->start_ticks) {
+            if (fd >= 0)
+                close(fd);
+            snprintf(msg, cap, "%s has exited (or is not the process drover saw)", tg);
+            return -1;
+        }
+        int rc = nopidfd ? kill(v->pid, SIGTERM) : (int)syscall(SYS_pidfd_send_signal, fd, SIGTERM, NULL, 0);
+        int e = errno;
+        if (fd >= 0)
+            close(fd);
+        if (rc != 0) {
+            snprintf(msg, cap, "cannot signal %s: %s", tg, strerror(e));
+            return -1;
+        }
+        snprintf(msg, cap, "sent SIGTERM to %s (not supervised: drover will not start it again)", tg);
+        return 0;
+    }
+    case CTL_RESTART:
+    case CTL_RELOAD:
+        snprintf(msg, cap, "%s is not supervised: drover cannot start it again (stop it with 'drover stop %s')",
+                 tg, tg);
+        return -1;
+    default:
+        break;
+    }
+    snprintf(msg, cap, "'%s' does not act on %s", r->cmd->name, tg);
+    return -1;
+}
+
 static int commands_command(void *ctx, const ctl_request *r, json_t *reply, char *msg, size_t cap)
 {
     hub_commands *hc = ctx;
+    if (r->target.pid > 0) {
+        ssize_t n = hub_commands_views(hc, sampler_now());
+        const worker_view *v = commands_by_pid(hc, &r->target, n < 0 ? 0 : n);
+        if (!v) {
+            snprintf(msg, cap, "%s has no process %d", r->target.app, r->target.pid);
+            return -1;
+        }
+        if (!v->owned)
+            return commands_unowned(r, v, msg, cap);
+        /* A worker drover owns: the same as naming it by its id. */
+        ctl_request byid = *r;
+        byid.target.id = (int)v->id;
+        byid.target.pid = 0;
+        return commands_command(ctx, &byid, reply, msg, cap);
+    }
     if (r->cmd->cmd == CTL_STOP && !r->target.app[0]) {
         snprintf(msg, cap, "stopping the hub%s", hc->sv ? " and every worker" : "");
         hc->stop_hub(hc->ctx);   /* deferred by the hub until this reply is queued */
@@ -288,10 +398,27 @@ static void commands_tail_collect(void *ctx, const logs_line *l)
 static void commands_logs_tail(void *ctx, const ctl_target *tg, size_t n, json_t *arr)
 {
     hub_commands *hc = ctx;
-    if (!hc->lg || n == 0)
+    if (n == 0)
         return;
+    int id = tg->id;
+    bool captured = true, agent = id < 0;   /* which lines: captured output, unowned agents' drover_log */
+    if (tg->pid > 0) {
+        /* A worker drover owns, by its id; of a process drover did not start
+         * no output was captured: only its agent's drover_log lines. */
+        ssize_t nv = hub_commands_views(hc, sampler_now());
+        const worker_view *v = commands_by_pid(hc, tg, nv < 0 ? 0 : nv);
+        if (!v)
+            return;
+        captured = v->owned;
+        agent = !v->owned;
+        id = (int)v->id;
+    }
+    const char *app = tg->app[0] ? tg->app : NULL;
     commands_tail t = {0};
-    logs_foreach(hc->lg, tg->app[0] ? tg->app : NULL, tg->id, n, commands_tail_collect, &t);
+    if (captured && hc->lg)
+        logs_foreach(hc->lg, app, id, n, commands_tail_collect, &t);
+    if (agent)
+        agentlog_foreach(hc->al, app, tg->pid > 0 ? tg->pid : 0, n, commands_tail_collect, &t);
     /* stable insertion merge by time: lines of one stream are already in order */
     for (size_t i = 1; i < t.n; i++) {
         commands_tail_line x = t.v[i];

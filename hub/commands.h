@@ -11,6 +11,7 @@
 #include <stddef.h>
 #include <sys/types.h>
 
+#include "hub/agentlog.h"
 #include "hub/attach.h"
 #include "hub/control.h"
 #include "hub/headless.h"
@@ -42,6 +43,7 @@ typedef struct {
     worker_view *views;
     size_t       views_cap;
     prom        *prom;         /* the Prometheus exposition's counters (hub/prom.h) */
+    agentlog    *al;           /* drover_log lines of processes drover did not start (owned here) */
 } hub_commands;
 
 /* The control hooks that act on hc (which must outlive the control server). */

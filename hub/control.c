@@ -366,7 +366,10 @@ static bool control_request(client *cl, const char *line, size_t len)
         json_decref(req);
         return false;
     }
-    if (!(r.cmd->hubs & c->kind) || (c->kind == CTL_HUB_MONIT && r.cmd->cmd == CTL_STOP && r.target.app[0])) {
+    /* A worker named by pid may be a process drover did not start, on any
+     * kind of hub: commands.c says what can be done to it. */
+    if (r.target.pid <= 0 &&
+        (!(r.cmd->hubs & c->kind) || (c->kind == CTL_HUB_MONIT && r.cmd->cmd == CTL_STOP && r.target.app[0]))) {
         control_refusal(c->kind, r.cmd, msg, sizeof msg);
         control_reply_error(cl, id, msg);
         json_decref(req);
@@ -671,8 +674,11 @@ json_t *control_log_json(const char *app, int id, const logs_line *line)
     /* JSON carries UTF-8 only: an invalid byte is shown as U+FFFD (the file keeps it) */
     static char text[LOGS_UTF8_CAP(LOGS_LINE_MAX)];   /* the loop is single-threaded */
     size_t n = logs_line_utf8(line->text, line->len, text, sizeof text);
-    return json_pack("{s:s, s:f, s:s, s:i, s:s, s:s%}", "type", "log", "ts", line->ts, "app", app,
-                     "id", id, "stream", line->stream == LOGS_ERR ? "err" : "out", "text", text, n);
+    json_t *o = json_pack("{s:s, s:f, s:s, s:i, s:s, s:s%}", "type", "log", "ts", line->ts, "app", app,
+                          "id", id, "stream", line->stream == LOGS_ERR ? "err" : "out", "text", text, n);
+    if (o && line->pid > 0)
+        json_object_set_new(o, "pid", json_integer(line->pid));   /* a process drover did not start */
+    return o;
 }
 
 void control_publish_log(control *c, const char *app, int id, const logs_line *line)

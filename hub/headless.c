@@ -6,6 +6,7 @@
  */
 #include "hub/headless.h"
 #include "hub/prom.h"
+#include "proto/text.h"
 
 #include <jansson.h>
 #include <math.h>
@@ -179,6 +180,23 @@ static int headless_emit(FILE *out, json_t *obj)
     return 0;
 }
 
+/* See headless.h. comm is sanitized here: it is whatever the process named
+ * itself (prctl, the file it runs). */
+json_t *headless_tree_json(const worker_view *w)
+{
+    json_t *a = json_array();
+    for (uint32_t i = 0; a && i < w->ntree; i++) {
+        const tree_member *t = &w->tree[i];
+        char comm[TEXT_SAFE_MAX(sizeof t->comm)];
+        text_sanitize(t->comm, comm, sizeof comm);
+        json_array_append_new(a, json_pack("{s:i, s:i, s:s, s:o, s:o, s:o}", "pid", (int)t->pid,
+                                           "ppid", (int)t->ppid, "comm", comm,
+                                           "cpu_pct", jreal(t->cpu_pct, w->cpu_decimals),
+                                           "rss_bytes", jint(t->rss_bytes), "pss_bytes", jint(t->pss_bytes)));
+    }
+    return a ? a : json_null();
+}
+
 /* The worker object (PROTOCOL.md §4.4); share: its share of the app's requests (headless_share). */
 static json_t *headless_worker_json(const worker_view *w, double ts, double share)
 {
@@ -212,8 +230,11 @@ static json_t *headless_worker_json(const worker_view *w, double ts, double shar
                      "lag_max_ms", jreal(w->lag_max_ms, 3),
                      "ready", w->ready < 0 ? json_null() : json_boolean(w->ready),
                      "metrics", m);
-    if (o)
+    if (o) {
         json_object_set_new(o, "req_share_pct", jreal(share, 1));
+        json_object_set_new(o, "procs", jint(w->procs));
+        json_object_set_new(o, "pss_bytes", jint(w->pss_bytes));
+    }
     return o;
 }
 
@@ -305,6 +326,10 @@ json_t *headless_snapshot(const worker_view *v, size_t n, const hub_counters *c,
         json_t *w = headless_worker_json(&v[i], ts, headless_share(&v[i], apps, napps));
         json_object_set_new(w, "key", json_integer(v[i].key));
         json_object_set_new(w, "last_exit", headless_exit_json(&v[i]));
+        json_object_set_new(w, "owned", json_boolean(v[i].owned));
+        /* The tree only here: an NDJSON line of a worker of 64 processes
+         * would grow by kilobytes every interval. */
+        json_object_set_new(w, "tree", headless_tree_json(&v[i]));
         json_array_append_new(ws, w);
     }
     for (size_t i = 0; i < napps; i++)

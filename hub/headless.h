@@ -49,9 +49,17 @@ int headless_print(FILE *out, headless_format fmt, const worker_view *v, size_t 
  * The same figures as one JSON object for the control socket:
  * {"workers":[…],"apps":[…],"hub":{…},"host":{…}} with the headless objects
  * and the host's CPU, memory and load (PROTOCOL.md §4.4), each worker
- * also carrying "key" (the model's handle) and "last_exit" ("exit 1",
- * "signal 9" or null). New reference, or NULL when out of memory.
+ * also carrying "key" (the model's handle), "owned" (drover started or
+ * adopted it: its id is drover's; false: name it APP:pid:PID), "last_exit" ("exit 1",
+ * "signal 9" or null) and "tree" (headless_tree_json). New reference, or NULL when out of memory.
  */
 json_t *headless_snapshot(const worker_view *v, size_t n, const hub_counters *c, double ts);
+
+/*
+ * The worker's process tree as the worker object's `tree` carries it:
+ * [{pid, ppid, comm, cpu_pct, rss_bytes, pss_bytes}], the worker's own
+ * process first, comm sanitized (proto/text.h). New reference.
+ */
+json_t *headless_tree_json(const worker_view *w);
 
 #endif

@@ -18,6 +18,7 @@
 #include "hub/metrics.h"
 #include "hub/paths.h"
 #include "hub/prom.h"
+#include "hub/agentlog.h"
 #include "hub/sampler.h"
 #include "hub/service.h"
 #include "hub/spawn.h"
@@ -49,6 +50,7 @@
 #endif
 
 #define HUB_NSIGNALS 8
+#define HUB_PSS_EVERY_MS 5000u  /* PSS (smaps_rollup) read at most this often per process */
 
 typedef struct {
     const hub_options *o;
@@ -145,24 +147,39 @@ static bool hub_is_map(unsigned char b)
     return (b >= 0x80 && b <= 0x8f) || b == 0xde || b == 0xdf;
 }
 
+static double hub_wall(void);
+
 /*
  * An agent's log line (drover_log) joins its worker's captured output, so
  * files, console and `drover logs` show it: "[lvl] msg", on stderr for
- * warn/error levels. Only for workers drover started (they have a stream).
+ * warn/error levels. A process drover did not start has no captured output:
+ * its lines are kept in the agent log ring (hub/agentlog.h) and pushed to
+ * the views that follow its app.
  */
 static void hub_agent_log(hub *h, const report *r)
 {
     const char *app;
     int64_t id;
-    logs_stream *st;
-    if (!state_pid_slot(h->st, (pid_t)r->pid, &app, &id) || !(st = logs_stream_find(h->lg, app, (int)id)))
-        return;
     char line[REPORT_LVL_MAX + REPORT_MSG_MAX + 4];
     const char *lvl = r->lvl[0] ? r->lvl : "info";
     int n = snprintf(line, sizeof line, "[%s] %s", lvl, r->msg);
+    size_t len = n < 0 ? 0 : (size_t)n < sizeof line ? (size_t)n : sizeof line - 1;
     bool loud = strncmp(lvl, "warn", 4) == 0 || strncmp(lvl, "err", 3) == 0 ||
                 strcmp(lvl, "fatal") == 0 || strcmp(lvl, "crit") == 0;
-    logs_stream_line(st, loud ? LOGS_ERR : LOGS_OUT, line, n < 0 ? 0 : (size_t)n < sizeof line ? (size_t)n : sizeof line - 1);
+    if (state_pid_slot(h->st, (pid_t)r->pid, &app, &id)) {
+        logs_stream *st = h->lg ? logs_stream_find(h->lg, app, (int)id) : NULL;
+        if (st)
+            logs_stream_line(st, loud ? LOGS_ERR : LOGS_OUT, line, len);
+        return;
+    }
+    if (!state_pid_label(h->st, (pid_t)r->pid, &app, &id))
+        return;
+    double ts = hub_wall();
+    agentlog_add(h->cmds.al, app, (int)id, (pid_t)r->pid, ts, loud ? LOGS_ERR : LOGS_OUT, line, len);
+    logs_line l = {.ts = ts, .stream = loud ? LOGS_ERR : LOGS_OUT, .text = line,
+                   .len = len < AGENTLOG_TEXT ? len : AGENTLOG_TEXT, .app = app, .id = (int)id, .pid = (pid_t)r->pid};
+    if (h->ctl)
+        control_publish_log(h->ctl, app, (int)id, &l);
 }
 
 /* Classifies, verifies and applies one datagram (on the loop thread). */
@@ -187,7 +204,7 @@ static void hub_on_datagram(void *ctx, const void *buf, size_t len, pid_t pid, i
             return;
         }
         state_apply_report(h->st, &r, now);
-        if (r.type == REPORT_T_LOG && h->lg)
+        if (r.type == REPORT_T_LOG)
             hub_agent_log(h, &r);
         return;
     }
@@ -353,8 +370,8 @@ static int hub_setup_control(hub *h, const char *dir, char *err, size_t errcap)
     h->cmds = (hub_commands){.st = h->st, .kind = kinds[h->o->mode], .interval_s = h->o->interval_ms / 1000.0,
                              .prom = prom_new(),
                              .stop_hub = hub_stop_soon, .apply = hub_on_apply, .upgrade = hub_on_upgrade,
-                             .log_dir = h->logdir, .ctx = h};
-    if (!h->cmds.prom) {
+                             .log_dir = h->logdir, .ctx = h, .al = agentlog_new()};
+    if (!h->cmds.prom || !h->cmds.al) {
         json_decref(hello);
         snprintf(err, errcap, "out of memory");
         return -1;
@@ -373,7 +390,7 @@ static void hub_on_sample(void *ctx, const sampler_result *r)
     if (h->stopping)
         return;
     for (size_t i = 0; i < r->n; i++)
-        state_apply_sample(h->st, &r->s[i], r->at);
+        state_apply_sample(h->st, &r->s[i], r->desc + r->desc_off[i], r->desc_len[i], r->at);
     state_apply_hub_sample(h->st, r->self, r->at);
     state_apply_host_sample(h->st, r->host);
     if (h->at) {
@@ -1152,6 +1169,10 @@ int hub_run(const hub_options *o)
     setenv("UV_THREADPOOL_SIZE", "1", 0);
     h.st = state_new();
     h.sm = h.st ? sampler_new(&h.loop, err, sizeof err) : NULL;
+    /* PSS makes the kernel walk every mapping of a process: at most once
+     * every HUB_PSS_EVERY_MS per process, whatever the interval. */
+    if (h.sm)
+        sampler_pss_every(h.sm, (uint32_t)((HUB_PSS_EVERY_MS + o->interval_ms - 1) / o->interval_ms));
     h.in = h.sm ? ingest_adopt(&h.loop, sock, h.resume ? upgrade_fd(h.resume, "agent") : -1, hub_on_datagram, &h,
                                err, sizeof err) : NULL;
     if (h.in)

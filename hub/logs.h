@@ -84,6 +84,7 @@ typedef struct {
     size_t      len;
     const char *app;          /* the stream's app and worker id (logs_foreach, hooks) */
     int         id;
+    pid_t       pid;          /* > 0 only for an agent's line of a process drover did not start (agentlog.h) */
 } logs_line;
 
 typedef struct logs logs;

@@ -311,6 +311,8 @@ static double prom_max(const prom_slot *s, const worker_view *v, double (*f)(con
 
 static double w_cpu(const worker_view *w)      { return w->cpu_pct / 100.0; }
 static double w_rss(const worker_view *w)      { return w->rss_bytes < 0 ? NAN : (double)w->rss_bytes; }
+static double w_pss(const worker_view *w)      { return w->pss_bytes < 0 ? NAN : (double)w->pss_bytes; }
+static double w_procs(const worker_view *w)    { return w->procs < 0 ? NAN : (double)w->procs; }
 static double w_rps(const worker_view *w)      { return w->req_per_s; }
 static double w_inflight(const worker_view *w) { return w->inflight < 0 ? NAN : (double)w->inflight; }
 static double w_latmax(const worker_view *w)   { return w->lat_max_ms / 1000.0; }
@@ -325,6 +327,8 @@ static double g_restarts(const prom_slot *s, const worker_view *v) { return prom
 static double g_uptime(const prom_slot *s, const worker_view *v)   { return prom_primary(s, v)->uptime_s; }
 static double g_cpu(const prom_slot *s, const worker_view *v)      { return prom_sum(s, v, w_cpu); }
 static double g_rss(const prom_slot *s, const worker_view *v)      { return prom_sum(s, v, w_rss); }
+static double g_pss(const prom_slot *s, const worker_view *v)      { return prom_sum(s, v, w_pss); }
+static double g_procs(const prom_slot *s, const worker_view *v)    { return prom_sum(s, v, w_procs); }
 static double g_req(const prom_slot *s, const worker_view *v)      { (void)v; return s->has_req ? (double)s->req : NAN; }
 static double g_err(const prom_slot *s, const worker_view *v)      { (void)v; return s->has_err ? (double)s->err : NAN; }
 static double g_rps(const prom_slot *s, const worker_view *v)      { return prom_sum(s, v, w_rps); }
@@ -346,8 +350,10 @@ static const struct {
     {"drover_worker_agent_reporting", "gauge", "1 if the worker's agent reported in the last 3 intervals", g_agent},
     {"drover_worker_restarts_total", "counter", "Restarts of this worker slot by drover", g_restarts},
     {"drover_worker_uptime_seconds", "gauge", "Seconds since the worker's current process started", g_uptime},
-    {"drover_worker_cpu_ratio", "gauge", "CPU used over the last interval, in cores (1 = one full core)", g_cpu},
-    {"drover_worker_resident_memory_bytes", "gauge", "Resident memory (VmRSS) of the worker's processes", g_rss},
+    {"drover_worker_cpu_ratio", "gauge", "CPU used over the last interval by the worker's process trees, in cores (1 = one full core)", g_cpu},
+    {"drover_worker_resident_memory_bytes", "gauge", "Resident memory (VmRSS) summed over the worker's process trees (shared pages counted once per process)", g_rss},
+    {"drover_worker_pss_bytes", "gauge", "PSS summed over the worker's process trees (shared pages split between their sharers); read every few seconds", g_pss},
+    {"drover_worker_procs", "gauge", "Processes in the worker's trees (the worker and its descendants)", g_procs},
     {"drover_worker_requests_total", "counter", "Requests handled by the worker slot's processes, as their agents reported", g_req},
     {"drover_worker_request_rate", "gauge", "Requests per second over the last interval", g_rps},
     {"drover_worker_errors_total", "counter", "Errors of the worker slot's processes, as their agents reported", g_err},

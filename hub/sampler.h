@@ -1,6 +1,7 @@
 /*
- * sampler.h — reads processes from /proc with libproc2, off the loop thread,
- * and the host beside them (libproc2's system readers: /proc/stat,
+ * sampler.h — reads processes from /proc with libproc2, off the loop thread
+ * (each requested one with its descendants, found through the kernel's child
+ * lists), and the host beside them (libproc2's system readers: /proc/stat,
  * /proc/meminfo, /proc/loadavg).
  */
 #ifndef DROVER_HUB_SAMPLER_H
@@ -26,6 +27,10 @@ typedef struct {
     size_t       nchildren;
     bool         parent_alive;  /* the watched parent exists (true when none is watched) */
     const host_sample *host;    /* the machine: CPU ticks, memory, load (host->ok false: unread) */
+    /* The descendants of s[i] (its process tree, breadth first, at most
+     * STATE_TREE_MAX - 1) are desc[desc_off[i]] … desc[desc_off[i] + desc_len[i] - 1]. */
+    const proc_sample *desc;
+    const uint32_t *desc_off, *desc_len;
 } sampler_result;
 
 /* Called on the loop thread when a sample round ends. */
@@ -35,8 +40,10 @@ typedef void (*sampler_done_cb)(void *ctx, const sampler_result *r);
 sampler *sampler_new(uv_loop_t *loop, char *err, size_t errcap);
 
 /*
- * Starts one round for n pids on libuv's thread pool. Returns 0, or -EBUSY if
- * the previous round has not finished (the caller skips this interval).
+ * Starts one round for n pids on libuv's thread pool: each pid, its process
+ * tree (sampler_result.desc), the hub itself and the host. Returns 0, or
+ * -EBUSY if the previous round has not finished (the caller skips this
+ * interval).
  */
 int sampler_start(sampler *sm, const pid_t *pids, size_t n, sampler_done_cb cb, void *ctx);
 
@@ -52,11 +59,24 @@ int sampler_read(sampler *sm, const pid_t *pids, size_t n, proc_sample *out);
  */
 void sampler_watch(sampler *sm, pid_t parent);
 
+/*
+ * From the next round on, reads every tree member's PSS (/proc/PID/smaps_rollup)
+ * once every `rounds` rounds (0: never); other rounds report pss_bytes -1.
+ */
+void sampler_pss_every(sampler *sm, uint32_t rounds);
+
 /* Reads the host's CPU ticks, memory and load into out (out->ok false when a read failed). */
 void sampler_read_host(sampler *sm, host_sample *out);
 
 /* Frees the sampler; if a round is in flight it is freed when that round ends. */
 void sampler_free(sampler *sm);
+
+/*
+ * Reads the start time (clock ticks since boot, as proc_sample.start_ticks)
+ * of pid, synchronously, with a libproc2 context of its own (safe beside a
+ * round in flight). Returns 0, or -1 when pid does not exist or is a zombie.
+ */
+int sampler_started(pid_t pid, uint64_t *start);
 
 /* Monotonic time in seconds. */
 double sampler_now(void);

@@ -34,6 +34,12 @@ typedef struct {
     uint32_t len;
 } ring;
 
+/* A tree member's CPU clock at the last sample, for its own delta at the next. */
+typedef struct {
+    uint64_t cpu_ns, cpu_ticks;
+    bool     has_cpu_ns;
+} tree_clock;
+
 typedef struct {
     uint32_t key;               /* stable handle for the supervisor */
     pid_t    pid;               /* 0: no process (a supervised slot waiting or stopped) */
@@ -93,9 +99,15 @@ typedef struct {
     double   sampled_at;
     double   cpu_pct;
     int      cpu_decimals;
-    int64_t  rss_bytes;
+    int64_t  rss_bytes;         /* the tree's sum */
+    int64_t  pss_bytes;         /* the tree's sum; -1 unless every member's is known */
     double   elapsed_s;
     char     comm[32];
+    /* the tree: the worker's process first, then its descendants; each
+     * member's CPU clock at the last sample, for its own delta */
+    uint32_t ntree, tree_cap;   /* tree_cap grows to the members seen, at most STATE_TREE_MAX */
+    tree_member *tree;
+    tree_clock *tree_clk;
 
     ring     hist[SERIES_N];
 } worker;
@@ -229,6 +241,8 @@ static void worker_free(worker *w)
     sh_free(&w->lag_base);
     sh_free(&w->lat_iv);
     sh_free(&w->lag_iv);
+    free(w->tree);
+    free(w->tree_clk);
     free(w);
 }
 
@@ -335,6 +349,8 @@ static void state_reset_process(worker *w)
     w->cpu_pct = NAN;
     w->cpu_decimals = 2;
     w->rss_bytes = -1;
+    w->pss_bytes = -1;
+    w->ntree = 0;
     w->elapsed_s = NAN;
     w->comm[0] = '\0';
 }
@@ -577,7 +593,44 @@ static double state_cpu_pct(const proc_sample *prev, const proc_sample *cur, dou
     return (double)(cur->cpu_ticks - prev->cpu_ticks) / (double)hz / span * 100.0;
 }
 
-void state_apply_sample(state *s, const proc_sample *ps, double now)
+/*
+ * CPU seconds one tree member used since the previous sample, or NAN when
+ * unknown. prev: the same member (pid and start time) at the previous
+ * sample, or NULL when it was not in the tree then: a member that started
+ * within the span counts all of its time (it was born in the interval), any
+ * other newcomer (one the tree gained by reparenting, or past the cap) none.
+ * *decimals is lowered to what a tick-based figure allows (state_cpu_pct).
+ */
+static double state_member_cpu_s(const worker *w, int prev, const proc_sample *cur, double span,
+                                 int *decimals)
+{
+    proc_sample p = {0};
+    if (prev >= 0) {
+        p.cpu_ns = w->tree_clk[prev].cpu_ns;
+        p.cpu_ticks = w->tree_clk[prev].cpu_ticks;
+        p.has_cpu_ns = w->tree_clk[prev].has_cpu_ns;
+    } else if (!(cur->elapsed_s >= 0 && cur->elapsed_s <= span)) {
+        return 0;
+    } else {
+        p.has_cpu_ns = cur->has_cpu_ns;
+    }
+    int d = 2;
+    double pct = state_cpu_pct(&p, cur, 0, span, &d);
+    if (d < *decimals)
+        *decimals = d;
+    return pct * span / 100.0;
+}
+
+/* Index of the member (pid, start) in w's tree at the previous sample, or -1. */
+static int state_tree_find(const worker *w, pid_t pid, uint64_t start)
+{
+    for (uint32_t i = 0; i < w->ntree; i++)
+        if (w->tree[i].pid == pid && w->tree[i].start_ticks == start)
+            return (int)i;
+    return -1;
+}
+
+void state_apply_sample(state *s, const proc_sample *ps, const proc_sample *desc, size_t ndesc, double now)
 {
     worker *w = state_find(s, ps->pid);
     if (!w)
@@ -590,17 +643,85 @@ void state_apply_sample(state *s, const proc_sample *ps, double now)
             state_mark_gone(s, w, now);
         return;
     }
-    if (w->sampled) {
-        proc_sample prev = {.cpu_ticks = w->cpu_ticks, .cpu_ns = w->cpu_ns, .has_cpu_ns = w->has_cpu_ns};
-        w->cpu_pct = state_cpu_pct(&prev, ps, w->sampled_at, now, &w->cpu_decimals);
+    if (ndesc > STATE_TREE_MAX - 1)
+        ndesc = STATE_TREE_MAX - 1;
+    /* The new tree, built beside the old one: each member's CPU is its own
+     * delta against itself (matched by pid and start time), so members
+     * leaving or joining never make the sum jump or go negative. */
+    tree_member nt[STATE_TREE_MAX];
+    uint32_t nn = 0;
+    double span = w->sampled ? now - w->sampled_at : 0;
+    double cpu_s = 0;
+    int decimals = 2;
+    bool cpu_known = w->sampled && span > 0;
+    int64_t rss = 0, pss = 0;
+    bool pss_known = true;
+    tree_clock clk[STATE_TREE_MAX];
+    for (size_t i = 0; i <= ndesc; i++) {
+        const proc_sample *m = i == 0 ? ps : &desc[i - 1];
+        if (i > 0 && !m->alive)
+            continue;       /* exited between the tree walk and its read */
+        int prev = w->sampled ? state_tree_find(w, m->pid, m->start_ticks) : -1;
+        tree_member *t = &nt[nn];
+        *t = (tree_member){.pid = m->pid, .ppid = m->ppid, .start_ticks = m->start_ticks,
+                           .cpu_pct = NAN, .rss_bytes = m->rss_bytes <= INT64_MAX ? (int64_t)m->rss_bytes : INT64_MAX,
+                           .pss_bytes = m->pss_bytes};
+        memcpy(t->comm, m->comm, sizeof t->comm);
+        t->comm[sizeof t->comm - 1] = '\0';
+        if (t->pss_bytes < 0 && prev >= 0)
+            t->pss_bytes = w->tree[prev].pss_bytes;     /* not re-read this round: the last reading */
+        if (cpu_known) {
+            int d = 2;
+            double c = state_member_cpu_s(w, prev, m, span, &d);
+            if (isnan(c)) {
+                cpu_known = false;
+            } else {
+                cpu_s += c;
+                t->cpu_pct = prev >= 0 || (m->elapsed_s >= 0 && m->elapsed_s <= span) ? c / span * 100.0 : NAN;
+                if (d < decimals)
+                    decimals = d;
+            }
+        }
+        clk[nn].cpu_ns = m->cpu_ns;
+        clk[nn].cpu_ticks = m->cpu_ticks;
+        clk[nn].has_cpu_ns = m->has_cpu_ns;
+        rss += t->rss_bytes;
+        if (t->pss_bytes < 0)
+            pss_known = false;
+        else
+            pss += t->pss_bytes;
+        nn++;
     }
+    if (w->sampled) {
+        w->cpu_pct = cpu_known ? cpu_s / span * 100.0 : NAN;
+        w->cpu_decimals = decimals;
+    }
+    if (nn > w->tree_cap) {
+        /* Grown to what the tree needs: most workers are one process. */
+        tree_member *t = realloc(w->tree, nn * sizeof *t);
+        if (t)
+            w->tree = t;
+        tree_clock *c = t ? realloc(w->tree_clk, nn * sizeof *c) : NULL;
+        if (c)
+            w->tree_clk = c;
+        if (t && c)
+            w->tree_cap = nn;
+        else
+            nn = w->tree_cap;   /* out of memory: the members that fit (the sums above keep them all) */
+    }
+    if (nn) {
+        memcpy(w->tree, nt, nn * sizeof nt[0]);
+        memcpy(w->tree_clk, clk, nn * sizeof clk[0]);
+    }
+    w->ntree = nn;
     w->sampled = true;
     w->start_ticks = ps->start_ticks;
     w->cpu_ticks = ps->cpu_ticks;
     w->cpu_ns = ps->cpu_ns;
     w->has_cpu_ns = ps->has_cpu_ns;
     w->sampled_at = now;
-    w->rss_bytes = (int64_t)ps->rss_bytes;
+    w->rss_bytes = rss;
+    w->pss_bytes = pss_known ? pss : -1;
     w->elapsed_s = ps->elapsed_s;
     memcpy(w->comm, ps->comm, sizeof w->comm);
     w->comm[sizeof w->comm - 1] = '\0';
@@ -766,6 +887,8 @@ static void state_view(const worker *w, worker_view *v, double now, double inter
     const char *app = w->app[0] ? w->app : w->name[0] ? w->name : w->comm;
     snprintf(v->app, sizeof v->app, "%s", app);
     v->key = w->key;
+    v->owned = w->supervised || w->id >= 0;
+    v->start_ticks = w->sampled ? w->start_ticks : 0;
     v->id = w->id >= 0 ? w->id : w->wid;
     v->pid = w->pid;
     v->state = w->ws;
@@ -779,6 +902,10 @@ static void state_view(const worker *w, worker_view *v, double now, double inter
     v->uptime_s = running ? w->elapsed_s : NAN;
     v->cpu_pct = running ? w->cpu_pct : NAN;
     v->rss_bytes = running ? w->rss_bytes : -1;
+    v->pss_bytes = running ? w->pss_bytes : -1;
+    v->procs = running && w->sampled ? (int64_t)w->ntree : -1;
+    v->ntree = running ? w->ntree : 0;
+    v->tree = v->ntree ? w->tree : NULL;
     v->cpu_decimals = w->cpu_decimals;
     v->ready = w->ready;
     v->req_total = v->err_total = v->inflight = -1;
@@ -959,6 +1086,16 @@ bool state_pid_slot(const state *s, pid_t pid, const char **app, int64_t *id)
         return false;
     *app = w->app;
     *id = w->id;
+    return true;
+}
+
+bool state_pid_label(const state *s, pid_t pid, const char **app, int64_t *id)
+{
+    worker *w = state_find(s, pid);
+    if (!w)
+        return false;
+    *app = w->app[0] ? w->app : w->name[0] ? w->name : w->comm;
+    *id = w->id >= 0 ? w->id : w->wid;
     return true;
 }
 

@@ -33,9 +33,12 @@ typedef enum {
     WS_N
 } worker_state;
 
+#define STATE_TREE_MAX 64      /* processes kept per worker's tree (the worker and its descendants) */
+
 /* One process as read from /proc by the sampler. */
 typedef struct {
     pid_t    pid;
+    pid_t    ppid;              /* parent pid (descendants of a worker: its parent in the tree) */
     bool     alive;             /* false: no such process (exited) or a zombie */
     uint64_t start_ticks;       /* start time since boot, clock ticks: detects pid reuse */
     uint64_t cpu_ticks;         /* utime + stime (/proc/PID/stat), the fallback */
@@ -43,8 +46,20 @@ typedef struct {
     bool     has_cpu_ns;        /* false: the clock could not be read; use cpu_ticks */
     uint64_t rss_bytes;         /* VmRSS */
     double   elapsed_s;         /* seconds since the process started */
+    int64_t  pss_bytes;         /* Pss from smaps_rollup; -1: not read this round (rate-limited) or unreadable */
+    uint32_t threads;           /* threads of the process (where to look for its children) */
     char     comm[32];          /* process name */
 } proc_sample;
+
+/* One process of a worker's tree as views see it (the worker itself first). */
+typedef struct {
+    pid_t    pid, ppid;
+    uint64_t start_ticks;       /* with pid, the member's identity: a reused pid is a new member */
+    double   cpu_pct;           /* % of one core over the last interval; NAN for its first */
+    int64_t  rss_bytes;
+    int64_t  pss_bytes;         /* -1: never read (not readable, or not yet) */
+    char     comm[32];          /* as the kernel gives it: views sanitize before printing */
+} tree_member;
 
 /* The host as read from /proc/stat, /proc/meminfo and /proc/loadavg by the sampler. */
 typedef struct {
@@ -83,6 +98,8 @@ typedef struct {
  */
 typedef struct {
     uint32_t key;               /* the model's handle for this worker */
+    bool     owned;             /* drover started it (run) or adopted it from a master (attach): its id is drover's */
+    uint64_t start_ticks;       /* its process's start time (0: not sampled yet): with pid, its identity */
     char     app[REPORT_NAME_MAX];
     int64_t  id;
     pid_t    pid;               /* 0: no process now (backoff, stopped, errored) */
@@ -95,7 +112,11 @@ typedef struct {
     double   uptime_s;
     double   cpu_pct;
     int      cpu_decimals;      /* decimals the CPU clock's resolution allows */
-    int64_t  rss_bytes;
+    int64_t  rss_bytes;         /* the tree's sum (RSS counts shared pages once per process) */
+    int64_t  pss_bytes;         /* the tree's sum of PSS; -1 unless every member's is known */
+    int64_t  procs;             /* processes in the tree; -1 when not running */
+    uint32_t ntree;             /* members in tree */
+    const tree_member *tree;    /* points into the model, like lat_h */
     int64_t  req_total;
     /* Figures of the last completed interval; NAN when no report came in it. */
     double   req_per_s;
@@ -156,12 +177,16 @@ void state_count_spoofed(state *s);
 size_t state_pids(const state *s, pid_t *out, size_t cap);
 
 /*
- * Applies one /proc sample taken at monotonic time now: CPU % since the
- * previous sample, RSS, uptime, process name. A sample that is not alive, or
- * whose start time differs from the first one seen (the pid was reused),
- * marks the worker gone.
+ * Applies one /proc sample taken at monotonic time now: the worker's process
+ * ps and its ndesc descendants desc (NULL when 0): CPU % since the previous
+ * sample, RSS and PSS summed over the tree, procs, uptime, process name. The
+ * tree's CPU is the sum of each member's own delta, members matched by (pid,
+ * start time): one that left takes its ticks with it (the sum never goes
+ * down by them), one that joined counts from its start if that was within
+ * the interval. A sample that is not alive, or whose start time differs from
+ * the first one seen (the pid was reused), marks the worker gone.
  */
-void state_apply_sample(state *s, const proc_sample *ps, double now);
+void state_apply_sample(state *s, const proc_sample *ps, const proc_sample *desc, size_t ndesc, double now);
 
 /* Records the hub's own /proc sample for the hub counters. */
 void state_apply_hub_sample(state *s, const proc_sample *ps, double now);
@@ -256,6 +281,13 @@ bool state_pid_slot(const state *s, pid_t pid, const char **app, int64_t *id);
 
 /* Readiness of the live process pid: 1, 0, or -1 (never said, or unknown pid). */
 int state_pid_ready(const state *s, pid_t pid);
+
+/*
+ * The app and id views show for the worker of pid, whoever started it (the
+ * supervisor's, else the agent's name and id, else the process name; id -1:
+ * none). *app points into the model. Returns false when pid is no worker.
+ */
+bool state_pid_label(const state *s, pid_t pid, const char **app, int64_t *id);
 
 /*
  * Gives the unsupervised process pid an app name and worker id (drover

@@ -4,6 +4,7 @@
  */
 #include "proto/control.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,21 +19,22 @@ const ctl_command ctl_commands[CTL_CMD_N] = {
     [CTL_UNSUBSCRIBE] = {CTL_UNSUBSCRIBE, "unsubscribe", CTL_TARGET_NONE, 0, CTL_HUB_ANY, false, false,
                          false, "", "stop pushing state, events and log lines", ""},
     [CTL_LOGS] = {CTL_LOGS, "logs", CTL_TARGET_OPTIONAL, CTL_ARG_LINES | CTL_ARG_FOLLOW, CTL_HUB_ANY,
-                  true, false, false, "logs [APP[:ID]] [-n LINES] [-f]",
+                  true, false, false, "logs [APP[:ID|:pid:PID]] [-n LINES] [-f]",
                   "print captured output (-n lines, default 20); -f follows", ""},
     [CTL_STREAM] = {CTL_STREAM, "stream", CTL_TARGET_NONE, CTL_ARG_FORMAT, CTL_HUB_ANY, false, false, false,
                     "", "every interval, the headless output (ndjson or prom) as the hub prints it", ""},
     [CTL_KILL] = {CTL_KILL, "kill", CTL_TARGET_REQUIRED, 0, CTL_HUB_RUN | CTL_HUB_ATTACH, true, true, true,
-                  "kill APP[:ID]", "stop a worker (or an app's) for good: SIGTERM, SIGKILL after --kill-timeout",
+                  "kill APP[:ID|:pid:PID]", "stop a worker (or an app's) for good: SIGTERM, SIGKILL after --kill-timeout; "
+                  "a process drover did not start (APP:pid:PID): SIGTERM, once",
                   "x F9"},
     [CTL_RESTART] = {CTL_RESTART, "restart", CTL_TARGET_REQUIRED, 0, CTL_HUB_RUN | CTL_HUB_ATTACH, true, true,
-                     false, "restart APP[:ID]", "stop and start again a worker (or every worker of an app)", "r"},
+                     false, "restart APP[:ID|:pid:PID]", "stop and start again a worker (or every worker of an app)", "r"},
     [CTL_RELOAD] = {CTL_RELOAD, "reload", CTL_TARGET_OPTIONAL, 0, CTL_HUB_RUN | CTL_HUB_ATTACH, true, true,
                     false, "reload [APP]",
                     "replace an app's workers one at a time, each once its replacement is ready; "
                     "waits and prints the progress (exit 1 if aborted)", "R"},
     [CTL_STOP] = {CTL_STOP, "stop", CTL_TARGET_OPTIONAL, 0, CTL_HUB_ANY, true, true, false,
-                  "stop [APP[:ID]]", "without a target: stop every worker, then the hub; with one: as kill", ""},
+                  "stop [APP[:ID|:pid:PID]]", "without a target: stop every worker, then the hub; with one: as kill", ""},
     [CTL_SCALE] = {CTL_SCALE, "scale", CTL_TARGET_APP, CTL_ARG_N | CTL_ARG_DELTA, CTL_HUB_RUN | CTL_HUB_ATTACH,
                    true, true, false, "scale APP N",
                    "run N workers of APP (0..1024; attached: by the master's scale signals)", "+ -"},
@@ -99,14 +101,23 @@ int ctl_target_parse(const char *s, ctl_target *t, char *err, size_t errcap)
 {
     t->app[0] = '\0';
     t->id = -1;
+    t->pid = 0;
     const char *colon = strrchr(s, ':');
     size_t n = colon ? (size_t)(colon - s) : strlen(s);
     if (colon) {
         char *end;
+        errno = 0;
         long v = strtol(colon + 1, &end, 10);
-        if (colon[1] < '0' || colon[1] > '9' || *end || v < 0 || v > CTL_ID_MAX)
+        bool by_pid = n >= 4 && memcmp(colon - 4, ":pid", 4) == 0;
+        if (colon[1] < '0' || colon[1] > '9' || *end || errno || v < 0 ||
+            v > (by_pid ? CTL_PID_MAX : CTL_ID_MAX) || (by_pid && v == 0))
             goto bad;
-        t->id = (int)v;
+        if (by_pid) {
+            t->pid = (int)v;
+            n -= 4;
+        } else {
+            t->id = (int)v;
+        }
     }
     if (n == 0 || n >= sizeof t->app)
         goto bad;
@@ -114,10 +125,22 @@ int ctl_target_parse(const char *s, ctl_target *t, char *err, size_t errcap)
     t->app[n] = '\0';
     return 0;
 bad:
-    snprintf(err, errcap, "bad target '%.100s': use APP or APP:ID", s);
+    snprintf(err, errcap, "bad target '%.100s': use APP, APP:ID or APP:pid:PID", s);
     t->app[0] = '\0';
     t->id = -1;
+    t->pid = 0;
     return -1;
+}
+
+const char *ctl_target_format(const char *app, long long id, long long pid, char *out, size_t cap)
+{
+    if (id >= 0)
+        snprintf(out, cap, "%s:%lld", app, id);
+    else if (pid > 0)
+        snprintf(out, cap, "%s:pid:%lld", app, pid);
+    else
+        snprintf(out, cap, "%s", app);
+    return out;
 }
 
 /* ---- app names ------------------------------------------------------------- */
@@ -200,7 +223,7 @@ int ctl_request_parse(const json_t *req, ctl_request *out, char *err, size_t err
         }
         if (ctl_target_parse(t, &out->target, err, errcap) != 0)
             return -1;
-        if (c->target == CTL_TARGET_APP && out->target.id >= 0) {
+        if (c->target == CTL_TARGET_APP && (out->target.id >= 0 || out->target.pid > 0)) {
             snprintf(err, errcap, "%s takes an app, not a worker ('%.100s')", c->name, t);
             return -1;
         }
@@ -285,12 +308,9 @@ json_t *ctl_request_json(const ctl_request *r)
     if (!req)
         return NULL;
     if (r->target.app[0]) {
-        char t[CTL_APP_MAX + 16];
-        if (r->target.id >= 0)
-            snprintf(t, sizeof t, "%s:%d", r->target.app, r->target.id);
-        else
-            snprintf(t, sizeof t, "%s", r->target.app);
-        json_object_set_new(req, "target", json_string(t));
+        char t[CTL_APP_MAX + 32];
+        json_object_set_new(req, "target",
+                            json_string(ctl_target_format(r->target.app, r->target.id, r->target.pid, t, sizeof t)));
     }
     if (r->cmd->args & CTL_ARG_LINES)
         json_object_set_new(req, "lines", json_integer(r->lines));

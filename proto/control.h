@@ -89,14 +89,25 @@ const char *ctl_hub_name(unsigned kind);
 
 typedef struct {
     char app[CTL_APP_MAX];   /* "" = none */
-    int  id;                 /* -1 = every worker of app */
+    int  id;                 /* -1 = every worker of app (or the one named by pid) */
+    int  pid;                /* > 0: the worker of app whose process is pid (APP:pid:PID) */
 } ctl_target;
 
+#define CTL_PID_MAX 4194304  /* the kernel's largest pid_max (PID_MAX_LIMIT on 64-bit) */
+
 /*
- * Parses "APP" or "APP:ID" (ID 0..CTL_ID_MAX) into t. Returns 0, or -1 with
- * "bad target '…': use APP or APP:ID" in err.
+ * Parses "APP", "APP:ID" (ID 0..CTL_ID_MAX) or "APP:pid:PID" (PID
+ * 1..CTL_PID_MAX: a worker without an id, a process drover did not start)
+ * into t. Returns 0, or -1 with "bad target '…': use APP, APP:ID or
+ * APP:pid:PID" in err.
  */
 int ctl_target_parse(const char *s, ctl_target *t, char *err, size_t errcap);
+
+/*
+ * The target naming one worker: "APP:ID" when id >= 0, else "APP:pid:PID"
+ * (pid > 0), else "APP". Returns out.
+ */
+const char *ctl_target_format(const char *app, long long id, long long pid, char *out, size_t cap);
 
 /* ---- app names ------------------------------------------------------------- */
 

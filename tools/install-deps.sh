@@ -4,7 +4,7 @@
 set -eu
 
 BUILD="build-essential pkg-config libncurses-dev libproc2-dev libmsgpack-dev libuv1-dev libjansson-dev libcmocka-dev libmicrohttpd-dev zlib1g-dev libsystemd-dev libinih-dev"
-TEST="python3 python3-pytest python3-msgpack prometheus systemd clang libclang-rt-14-dev tmux wrk valgrind procps jq openssh-server openssh-client"
+TEST="python3 python3-pytest python3-msgpack prometheus systemd clang libclang-rt-14-dev tmux wrk valgrind procps jq openssh-server openssh-client gunicorn"
 PKGS="$BUILD"
 # the real servers `drover attach` is tested against (tests/integration/test_attach_servers.py);
 # util-linux brings unshare and nsenter

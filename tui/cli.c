@@ -438,6 +438,36 @@ static void cli_describe_attach_print(const json_t *d)
     cli_kv("workers", buf);
 }
 
+/*
+ * Prints each worker's process tree (describe's "workers"): one line per
+ * process, the worker's own first with its id, then its descendants.
+ */
+static void cli_describe_trees(const json_t *ws)
+{
+    size_t i, j;
+    json_t *w, *t;
+    printf("processes:\n  %-4s %-8s %-8s %7s %8s %8s  %s\n", "ID", "PID", "PPID", "CPU%", "RSS", "PSS", "COMM");
+    json_array_foreach(ws, i, w) {
+        json_array_foreach(json_object_get(w, "tree"), j, t) {
+            char id[24] = "", cpu[16], rss[16], pss[16];
+            if (j == 0)
+                snprintf(id, sizeof id, "%lld", (long long)json_integer_value(json_object_get(w, "id")));
+            const json_t *c = json_object_get(t, "cpu_pct");
+            if (json_is_number(c))
+                snprintf(cpu, sizeof cpu, "%.1f", json_number_value(c));
+            else
+                snprintf(cpu, sizeof cpu, "-");
+            columns_bytes((double)json_integer_value(json_object_get(t, "rss_bytes")), rss, sizeof rss);
+            const json_t *p = json_object_get(t, "pss_bytes");
+            columns_bytes(json_is_integer(p) ? (double)json_integer_value(p) : -1, pss, sizeof pss);
+            printf("  %-4s %-8lld %-8lld %7s %8s %8s  %s", id, (long long)json_integer_value(json_object_get(t, "pid")),
+                   (long long)json_integer_value(json_object_get(t, "ppid")), cpu, rss, pss, j ? "`-" : "");
+            text_print_safe(stdout, json_string_value(json_object_get(t, "comm")), SIZE_MAX);
+            fputc('\n', stdout);
+        }
+    }
+}
+
 /* Prints describe's answer d for people. */
 static void cli_describe_print(const json_t *d, bool with_values)
 {
@@ -510,6 +540,7 @@ static void cli_describe_print(const json_t *d, bool with_values)
         }
         printf("\n%-12s (values: describe --env)\n", "");
     }
+    cli_describe_trees(json_object_get(d, "workers"));
     /* restarts first (what ended or replaced workers, and why), then every event */
     for (int pass = 0; pass < 2; pass++) {
         printf(pass ? "last events:\n" : "last restarts:\n");

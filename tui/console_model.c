@@ -204,12 +204,20 @@ static void console_model_log_add(console_model *m, const json_t *msg)
     m->dirty = true;
 }
 
-/* The log target for the current selection: "app:id", "app", or "" (all). */
+const char *console_model_target(const console_worker *w, char *out, size_t cap)
+{
+    bool by_pid = !w->owned && w->pid > 0;
+    return ctl_target_format(w->app, by_pid ? -1 : w->id, by_pid ? w->pid : 0, out, cap);
+}
+
+/* The log target for the current selection: "app:id", "app:pid:PID", "app", or "" (all). */
 static void console_model_log_target(const console_model *m, char *out, size_t cap)
 {
     const console_worker *w = console_model_selected(m);
-    if (w)
-        snprintf(out, cap, m->log_app ? "%.60s" : "%.60s:%d", w->app, w->id);
+    if (w && m->log_app)
+        snprintf(out, cap, "%.60s", w->app);
+    else if (w)
+        console_model_target(w, out, cap);
     else if (m->sel_app[0])
         snprintf(out, cap, m->log_app ? "%.60s" : "%.60s:%d", m->sel_app, m->sel_id);
     else
@@ -223,7 +231,9 @@ static bool console_model_log_matches(const console_model *m, const json_t *msg)
         return true;
     char t[80];
     const char *app = console_model_str(msg, "app", "");
-    if (strchr(m->log_target, ':'))
+    if (strstr(m->log_target, ":pid:"))
+        ctl_target_format(app, -1, console_model_int(msg, "pid", 0), t, sizeof t);
+    else if (strchr(m->log_target, ':'))
         snprintf(t, sizeof t, "%.60s:%ld", app, console_model_int(msg, "id", -1));
     else
         snprintf(t, sizeof t, "%.60s", app);
@@ -384,7 +394,7 @@ static bool console_model_match(const console_model *m, const console_worker *w)
     if (!m->filter[0])
         return true;
     char buf[96];
-    snprintf(buf, sizeof buf, "%.60s:%d", w->app, w->id);
+    console_model_target(w, buf, sizeof buf);
     if (strcasestr(buf, m->filter))
         return true;
     if (w->pid > 0) {
@@ -584,6 +594,8 @@ static console_worker *console_model_read_workers(console_model *m, const json_t
         w->state = console_model_str(obj, "state", "-");
         w->id = (int)console_model_int(obj, "id", -1);
         w->pid = console_model_int(obj, "pid", 0);
+        json_t *ow = json_object_get(obj, "owned");
+        w->owned = json_is_boolean(ow) ? json_is_true(ow) : w->id >= 0;   /* an older hub: ids are drover's */
         console_worker probe = {.key = w->key};
         console_worker *old = m->nw ? bsearch(&probe, m->w, m->nw, sizeof *m->w, console_model_cmp_key) : NULL;
         if (old && old->h) {

@@ -47,6 +47,7 @@ typedef struct {
     const char   *state;  /* borrowed from obj */
     int           id;
     long          pid;
+    bool          owned;  /* drover started or adopted it; false: addressed as APP:pid:PID */
     double        sortv;  /* the sort column's key, computed at rebuild */
     console_hist *h;      /* owned */
 } console_worker;
@@ -150,6 +151,13 @@ bool console_model_connected(const console_model *m);
 
 /* The selected worker, or NULL. */
 console_worker *console_model_selected(const console_model *m);
+
+/*
+ * The target naming worker w in commands and logs: "APP:ID" for a worker
+ * drover owns, "APP:pid:PID" for a process drover did not start (it may have
+ * no id, or one only its agent gave).
+ */
+const char *console_model_target(const console_worker *w, char *out, size_t cap);
 
 /*
  * Copies the last k (at most) points of series s of h, oldest first, into

@@ -301,7 +301,7 @@ static void keys_command(keys_state *k, const keys_entry *e, int key)
     }
     char target[80];
     if (c->target == CTL_TARGET_REQUIRED)
-        snprintf(target, sizeof target, "%.60s:%d", w->app, w->id);
+        console_model_target(w, target, sizeof target);
     else
         snprintf(target, sizeof target, "%.60s", w->app);
     if (c->confirm) {

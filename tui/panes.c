@@ -495,7 +495,8 @@ static void panes_field(panes_seg *seg, int *n, int cap, int prio, const char *f
 static void panes_detail_texts(const console_worker *wk, panes_detail_text *t)
 {
     t->nident = t->nmore = t->nlat = 0;
-    panes_field(t->ident, &t->nident, 4, 1, "%.60s:%d", wk->app, wk->id);
+    char tg[96];
+    panes_field(t->ident, &t->nident, 4, 1, "%s", console_model_target(wk, tg, sizeof tg));
     if (wk->pid > 0)
         panes_field(t->ident, &t->nident, 4, 2, "pid %ld", wk->pid);
     else
@@ -506,7 +507,11 @@ static void panes_detail_texts(const console_worker *wk, panes_detail_text *t)
     columns_duration(console_model_num(wk->obj, "uptime_s"), up, sizeof up);
     console_model_exit_text(console_model_str(wk->obj, "last_exit", NULL), ex, sizeof ex);
     panes_field(t->more, &t->nmore, 6, 4, "up %s", up);
-    panes_field(t->more, &t->nmore, 6, 5, "restarts %.0f", console_model_num(wk->obj, "restarts"));
+    double restarts = console_model_num(wk->obj, "restarts");
+    if (isnan(restarts))
+        panes_field(t->more, &t->nmore, 6, 5, "restarts -");
+    else
+        panes_field(t->more, &t->nmore, 6, 5, "restarts %.0f", restarts);
     panes_field(t->more, &t->nmore, 6, 3, "last exit: %s", ex);
     panes_field(t->more, &t->nmore, 6, 7, "agent %s", json_is_true(json_object_get(wk->obj, "agent")) ? "yes" : "no");
     panes_field(t->more, &t->nmore, 6, 6, "ready %s", json_is_true(json_object_get(wk->obj, "ready")) ? "yes" : "no");
@@ -526,6 +531,36 @@ static void panes_detail_texts(const console_worker *wk, panes_detail_text *t)
         human_format(json_is_number(v) ? json_number_value(v) : NAN, HUMAN_SI, b, sizeof b);
         panes_field(t->lat, &t->nlat, PANES_FIELDS_MAX, 4 + i, "%.60s %s", k, b);
         i++;
+    }
+}
+
+/*
+ * The worker's process tree, one process a line while h lines remain: pid,
+ * CPU, RSS and name (descendants indented), the worker's own process first.
+ * A tree of one process (the worker alone) is not repeated.
+ */
+static void panes_detail_tree(const panes_ctx *p, const console_worker *wk, int y, int x, int w, int h)
+{
+    const json_t *tree = json_object_get(wk->obj, "tree");
+    size_t n = json_array_size(tree);
+    if (n < 2 || h < 2)
+        return;
+    const draw_ctx *d = p->d;
+    char head[48];
+    snprintf(head, sizeof head, "processes %zu", n);
+    draw_put(d, y, x + 1, w - 2, head, A_BOLD);
+    for (size_t i = 0; i < n && (int)i + 1 < h; i++) {
+        const json_t *t = json_array_get(tree, i);
+        char cpu[16], rss[16], line[96];
+        panes_fmt(console_model_num(t, "cpu_pct"), "%", cpu, sizeof cpu);
+        columns_bytes(console_model_num(t, "rss_bytes"), rss, sizeof rss);
+        snprintf(line, sizeof line, "%s%-7lld %7s %7s ", i ? "  " : "", (long long)json_integer_value(json_object_get(t, "pid")),
+                 cpu, rss);
+        int lw = (int)strlen(line);
+        draw_put(d, y + 1 + (int)i, x + 1, w - 2, line, A_NORMAL);
+        /* the name is the process's own: draw_put makes it terminal-safe */
+        if (w - 2 - lw > 0)
+            draw_put(d, y + 1 + (int)i, x + 1 + lw, w - 2 - lw, console_model_str(t, "comm", "?"), A_NORMAL);
     }
 }
 
@@ -555,6 +590,7 @@ static void panes_detail_tall(const panes_ctx *p, const console_worker *wk, cons
         draw_put(d, yy, x + 1, name_w, k, A_NORMAL);
         draw_put(d, yy++, x + 1 + name_w + 1, nw, num, A_NORMAL);
     }
+    panes_detail_tree(p, wk, yy, x, w, y + h - yy);
 }
 
 /* The compact detail below its title: two series per line, then latency and metrics on one. */
@@ -701,6 +737,14 @@ static void panes_logs(const panes_ctx *p, int y, int x, int w, int h)
     for (size_t i = 0; i < shown; i++)
         panes_log_line(p, &m->log[(m->log_head + first + i) % CONSOLE_LOG_MAX], y + 1 + (int)i, x, w, stamp,
                        label, (long)(first + i) == m->search_line);
+    /* A process drover did not start: say why its pane has (almost) nothing. */
+    const console_worker *sw = console_model_selected(m);
+    if (sw && !sw->owned && !m->log_app && m->logs_ready && (int)shown + 1 < rows_h) {
+        char note[200];
+        snprintf(note, sizeof note, "drover did not start pid %ld, so it does not capture its output; "
+                 "only lines its agent sends with drover_log show here", sw->pid);
+        draw_put(p->d, y + 1 + (int)shown, x + 1, w - 2, note, p->d->a_dim);
+    }
 }
 
 /* ---- status line, footer, overlays ---------------------------------------------------------- */
@@ -884,7 +928,9 @@ static void panes_overlay(const panes_ctx *p)
 static void panes_body_wide(const panes_ctx *p, int y, int h, int W)
 {
     const console_worker *sw = console_model_selected(p->m);
-    int detail_need = 8 + (sw ? (int)json_object_size(json_object_get(sw->obj, "metrics")) : 0);
+    size_t ntree = sw ? json_array_size(json_object_get(sw->obj, "tree")) : 0;
+    int detail_need = 8 + (sw ? (int)json_object_size(json_object_get(sw->obj, "metrics")) : 0) +
+                      (ntree > 1 ? (int)ntree + 1 : 0);
     int top = (int)p->m->nrows + 1 > detail_need ? (int)p->m->nrows + 1 : detail_need;
     if (top > h * 55 / 100)
         top = h * 55 / 100;

@@ -53,7 +53,8 @@ MSGPACK_PATH = os.path.dirname(os.path.dirname(os.path.abspath(msgpack.__file__)
 # Every key of a headless NDJSON line, per line type (README.md, "Headless output").
 WORKER_KEYS = {"type", "ts", "app", "id", "pid", "state", "agent", "restarts", "uptime_s",
                "cpu_pct", "rss_bytes", "req_total", "req_per_s", "err_total", "inflight",
-               "lat_p50_ms", "lat_p99_ms", "lat_max_ms", "lag_p99_ms", "lag_max_ms", "ready", "metrics"}
+               "lat_p50_ms", "lat_p99_ms", "lat_max_ms", "lag_p99_ms", "lag_max_ms", "ready", "metrics",
+               "procs", "pss_bytes"}
 APP_KEYS = {"type", "ts", "app", "workers", "online", "req_per_s", "cpu_pct", "rss_bytes",
             "lat_p50_ms", "lat_p99_ms", "lat_max_ms", "lag_p99_ms", "lag_max_ms"}
 HUB_KEYS = {"type", "ts", "workers", "reports_total", "dropped_total", "bad_total",

@@ -762,3 +762,46 @@ def test_console_reconnects_by_itself_across_an_upgrade(hub, consoles, sockdir):
              what="the same workers, connected again")
     con.keys("+")
     wait_until(lambda: len(pids_by_id(sockdir)) == 3, timeout=10, what="a third worker from the + key")
+
+
+def test_detail_pane_lists_the_worker_process_tree(hub, consoles, sockdir):
+    """A worker that forks (a shell with two children): the detail pane lists its
+    three processes, pids as /proc has them, the shell first."""
+    hub(1, app="wrap", cmd=["sh", "-c", "sleep 120 & sleep 120 & wait"])
+    pid = pids_by_id(sockdir, "wrap")[0]
+    kids = wait_until(lambda: len(d := descendants(pid)) == 2 and d, what="the shell's two children")
+    con = consoles(sockdir, width=160, height=40)
+    s = con.wait(lambda s: "processes 3" in s and all(re.search(rf"\b{k}\b.*sleep", s) for k in kids) and s,
+                 what="the tree in the detail pane")
+    assert re.search(rf"\b{pid}\b.*\bsh\b", s), s
+
+
+def test_a_process_drover_did_not_start_is_addressable_in_the_console(start_hub, start_worker, consoles, sockdir):
+    """An agent reporting to a monitor-only hub without an id: its row and detail show
+    `-` and its APP:pid:PID target (never nan or napp:-1), the log pane explains why it
+    has no output and shows the agent's drover_log line, `r` says why it cannot, and
+    `x` asks y/n, then stops it by pid."""
+    h = start_hub()
+    h.wait_socket()
+    p = start_worker(h.sock, name="napp")
+    h.wait_for(lambda iv: iv.worker(p.pid) is not None, what="the reporting worker")
+    con = consoles(sockdir, width=160, height=40)
+    target = f"napp:pid:{p.pid}"
+    s = con.wait(lambda s: f"{target}  pid {p.pid}" in s and "does not capture its output" in s and
+                 "[info] worker started" in s and s, what="the worker's detail and log pane")
+    assert "nan" not in s and "napp:-1" not in s, s
+    assert "restarts -" in s, s
+    con.keys("r")
+    con.wait_text("not supervised: drover cannot start it again")
+    assert p.poll() is None
+    con.keys("x")
+    con.wait_text(f"kill {target} (pid {p.pid})? [y/n]")
+    con.keys("n")
+    con.wait_text("kill cancelled")
+    assert p.poll() is None
+    con.keys("x")
+    con.wait_text("[y/n]")
+    con.keys("y")
+    assert p.wait(timeout=5) == 0, "the worker ends on the SIGTERM drover sent it"
+    con.wait_text(f"sent SIGTERM to {target}")
+    assert "bad target" not in con.screen()

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from conftest import CTL_VERSION, DROVER, BUILD, INTERVAL_MS as IV_MS, MASTER, CtlSession, RunHub, alive, require_binary
+from conftest import CTL_VERSION, DROVER, BUILD, INTERVAL_MS as IV_MS, MASTER, CtlSession, RunHub, alive, require_binary, wait_until
 
 WORKER = os.path.join(BUILD, "examples", "worker")
 
@@ -321,3 +321,51 @@ def test_cli_survives_a_hub_that_closes_early(sockdir):
         srv.close()
     assert p.returncode == 1, (p.returncode, err)
     assert err.startswith("drover: "), err
+
+
+# ---- processes drover did not start: APP:pid:PID -------------------------------------
+
+def test_a_process_drover_did_not_start_is_addressed_by_pid(start_hub, start_worker, sockdir):
+    """An agent reporting to a monitor-only hub, without an id: `ls` shows it with
+    `-`, its target is napp:pid:PID; logs say what they can (its drover_log line),
+    restart explains why not, stop sends SIGTERM (the worker exits 0 on it)."""
+    h = start_hub()
+    h.wait_socket()
+    p = start_worker(h.sock, name="napp")
+    h.wait_for(lambda iv: iv.worker(p.pid) is not None, what="the reporting worker")
+    r = cli(sockdir, "ls")
+    row = [l.split() for l in r.stdout.splitlines() if l.split()[:1] == ["napp"] and str(p.pid) in l.split()][0]
+    assert row[1] == "-" and row[5] == "-" and "nan" not in r.stdout, r.stdout   # ID, RST
+    for t in ("napp:-1", "napp:pid:0", "napp:pid:x", "napp:pid:4194305"):
+        r = cli(sockdir, "kill", t)
+        assert r.returncode == 2 and f"bad target '{t}'" in r.stderr and "APP:pid:PID" in r.stderr, (t, r.stderr)
+    r = cli(sockdir, "kill", f"napp:pid:{os.getpid()}")
+    assert r.returncode == 1 and f"napp has no process {os.getpid()}" in r.stderr, r.stderr
+    # its agent's drover_log line ("worker started: ...") is all drover has of its output
+    last = []
+    wait_until(lambda: (last.__setitem__(slice(None), [cli(sockdir, "logs", f"napp:pid:{p.pid}")]) or
+                        "[info] worker started" in last[0].stdout), 5,
+               what="the agent's drover_log line", diag=lambda: last[0].stdout + last[0].stderr)
+    r = cli(sockdir, "restart", f"napp:pid:{p.pid}")
+    assert r.returncode == 1 and "not supervised: drover cannot start it again" in r.stderr, r.stderr
+    assert p.poll() is None
+    r = cli(sockdir, "stop", f"napp:pid:{p.pid}")
+    assert r.returncode == 0 and f"sent SIGTERM to napp:pid:{p.pid}" in r.stdout, (r.stdout, r.stderr)
+    assert p.wait(timeout=5) == 0      # the example worker exits 0 on SIGTERM
+    # the worker is gone: its pid names nothing any more
+    h.wait_for(lambda iv: iv.worker(p.pid) is None or iv.worker(p.pid)["state"] == "gone", what="gone")
+    r = cli(sockdir, "kill", f"napp:pid:{p.pid}")
+    assert r.returncode == 1, r.stderr
+
+
+def test_pid_target_of_a_supervised_worker_is_its_id(procs, sockdir, tmp_path):
+    """On a run hub, APP:pid:PID of a worker drover started acts as APP:ID."""
+    run_hub(procs, sockdir, tmp_path)
+    ws = wait_until(lambda: (d := json.loads(cli(sockdir, "ls", "--json").stdout)["workers"]) and
+                    all(w["pid"] for w in d) and d, what="workers")
+    w = [x for x in ws if x["app"] == "web"][0]
+    r = cli(sockdir, "restart", f"web:pid:{w['pid']}")
+    assert r.returncode == 0, r.stderr
+    wait_until(lambda: any(x["id"] == w["id"] and x["pid"] not in (None, w["pid"])
+                           for x in json.loads(cli(sockdir, "ls", "--json").stdout)["workers"]),
+               what=f"web:{w['id']} restarted")

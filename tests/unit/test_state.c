@@ -35,7 +35,7 @@ static report mk(uint32_t pid, uint64_t seq, uint64_t ts, uint64_t req)
 static proc_sample alive(pid_t pid, uint64_t start, uint64_t ticks)
 {
     proc_sample ps = {.pid = pid, .alive = true, .start_ticks = start, .cpu_ticks = ticks,
-                      .rss_bytes = 1 << 20, .elapsed_s = 5};
+                      .rss_bytes = 1 << 20, .elapsed_s = 5, .pss_bytes = -1};
     strcpy(ps.comm, "worker");
     return ps;
 }
@@ -122,9 +122,9 @@ static void test_state_cpu_and_exit(void **st)
     report r = mk(55, 0, 1000, 0);
     state_apply_report(s, &r, 0.0);
     proc_sample ps = alive(55, 1234, 100);
-    state_apply_sample(s, &ps, 1.0);
+    state_apply_sample(s, &ps, NULL, 0, 1.0);
     ps = alive(55, 1234, 150);    /* 50 ticks in 1 s */
-    state_apply_sample(s, &ps, 2.0);
+    state_apply_sample(s, &ps, NULL, 0, 2.0);
     worker_view v[1];
     state_snapshot(s, v, 1, 2.0, 1.0);
     double hz = 100.0;  /* sysconf(_SC_CLK_TCK) is 100 on Linux */
@@ -134,7 +134,7 @@ static void test_state_cpu_and_exit(void **st)
     assert_int_equal(v[0].rss_bytes, 1 << 20);
 
     ps.alive = false;
-    state_apply_sample(s, &ps, 3.0);
+    state_apply_sample(s, &ps, NULL, 0, 3.0);
     state_snapshot(s, v, 1, 3.0, 1.0);
     assert_int_equal(v[0].state, WS_GONE);
     assert_false(v[0].agent);
@@ -147,6 +147,72 @@ static void test_state_cpu_and_exit(void **st)
     state_free(s);
 }
 
+/*
+ * A tree's CPU is the sum of its members' own deltas: a member that leaves
+ * takes its ticks with it (no negative figure), a member born within the
+ * interval counts from its start, one that existed before joining (a pid
+ * reused, or reparented) counts nothing for its first interval, and a member
+ * whose pid is the same but whose start time differs is a new member.
+ */
+static void test_state_tree_deltas(void **st)
+{
+    (void)st;
+    state *s = state_new();
+    report r = mk(60, 0, 1000, 0);
+    state_apply_report(s, &r, 0.0);
+    proc_sample root = alive(60, 100, 10);
+    proc_sample d[3] = {alive(61, 110, 1000), alive(62, 120, 500)};
+    d[0].ppid = d[1].ppid = 60;
+    state_apply_sample(s, &root, d, 2, 1.0);
+    worker_view v[1];
+    state_snapshot(s, v, 1, 1.0, 1.0);
+    assert_int_equal(v[0].procs, 3);
+    assert_int_equal(v[0].ntree, 3);
+    assert_int_equal(v[0].rss_bytes, 3 << 20);
+    assert_true(isnan(v[0].cpu_pct));           /* first sample: no span yet */
+
+    /* 1 s later: root +10, 61 +40, 62 +20 ticks: 70 % */
+    root.cpu_ticks = 20;
+    d[0].cpu_ticks = 1040;
+    d[1].cpu_ticks = 520;
+    state_apply_sample(s, &root, d, 2, 2.0);
+    state_snapshot(s, v, 1, 2.0, 1.0);
+    assert_float_equal(v[0].cpu_pct, 70.0, 1e-6);
+    assert_float_equal(v[0].tree[1].cpu_pct, 40.0, 1e-6);
+
+    /* 61 exits (its 1040 ticks leave the sum); 63 born 0.5 s ago with 30
+     * ticks; 62 +10; root +0: 40 %, not 40 - 1040 */
+    d[0] = alive(63, 190, 30);
+    d[0].elapsed_s = 0.5;
+    d[1].cpu_ticks = 530;
+    state_apply_sample(s, &root, d, 2, 3.0);
+    state_snapshot(s, v, 1, 3.0, 1.0);
+    assert_float_equal(v[0].cpu_pct, 40.0, 1e-6);
+    assert_int_equal(v[0].procs, 3);
+
+    /* 62's pid now belongs to a process started long ago (another start
+     * time, 5 s old): a newcomer that counts nothing yet; 63 +20 */
+    d[0].cpu_ticks = 50;
+    d[1] = alive(62, 125, 9000);
+    state_apply_sample(s, &root, d, 2, 4.0);
+    state_snapshot(s, v, 1, 4.0, 1.0);
+    assert_float_equal(v[0].cpu_pct, 20.0, 1e-6);
+    assert_true(isnan(v[0].tree[2].cpu_pct));
+
+    /* PSS: known only when every member's is; a round that did not read it
+     * keeps each member's last reading */
+    assert_int_equal(v[0].pss_bytes, -1);
+    root.pss_bytes = 100;
+    d[0].pss_bytes = 200;
+    d[1].pss_bytes = 300;
+    state_apply_sample(s, &root, d, 2, 5.0);
+    root.pss_bytes = d[0].pss_bytes = d[1].pss_bytes = -1;
+    state_apply_sample(s, &root, d, 2, 6.0);
+    state_snapshot(s, v, 1, 6.0, 1.0);
+    assert_int_equal(v[0].pss_bytes, 600);
+    state_free(s);
+}
+
 /* A pid that now belongs to another process (different start time) is a new worker. */
 static void test_state_pid_reuse(void **st)
 {
@@ -155,9 +221,9 @@ static void test_state_pid_reuse(void **st)
     report r = mk(77, 0, 1000, 10);
     state_apply_report(s, &r, 0.0);
     proc_sample ps = alive(77, 500, 1);
-    state_apply_sample(s, &ps, 1.0);
+    state_apply_sample(s, &ps, NULL, 0, 1.0);
     ps = alive(77, 900, 1);
-    state_apply_sample(s, &ps, 2.0);
+    state_apply_sample(s, &ps, NULL, 0, 2.0);
     r = mk(77, 0, 3000, 1);
     state_apply_report(s, &r, 3.0);
     worker_view v[2];
@@ -176,7 +242,7 @@ static void test_state_notify_ready(void **st)
     notify_msg m = {.ready = true};
     state_apply_notify(s, 42, &m, 1.0);
     proc_sample ps = alive(42, 1, 1);
-    state_apply_sample(s, &ps, 1.0);
+    state_apply_sample(s, &ps, NULL, 0, 1.0);
     worker_view v[1];
     assert_int_equal(state_snapshot(s, v, 1, 1.0, 1.0), 1);
     assert_int_equal(v[0].ready, 1);
@@ -514,6 +580,7 @@ int main(void)
         cmocka_unit_test(test_app_percentiles_merged),
         cmocka_unit_test(test_app_v1_sender),
         cmocka_unit_test(test_hub_cpu_window),
+        cmocka_unit_test(test_state_tree_deltas),
     };
     return cmocka_run_group_tests_name("state", tests, NULL, NULL);
 }
