@@ -566,7 +566,8 @@ static void panes_field(panes_seg *seg, int *n, int cap, int prio, const char *f
 static void panes_detail_texts(const console_worker *wk, panes_detail_text *t)
 {
     t->nident = t->nmore = t->nlat = 0;
-    panes_field(t->ident, &t->nident, 4, 1, "%.60s:%d", wk->app, wk->id);
+    panes_field(t->ident, &t->nident, 4, 1, "%.60s:%d%s%.40s", wk->app, wk->id, wk->host ? " on " : "",
+                wk->host ? wk->host : "");   /* a fleet names the host */
     if (wk->pid > 0)
         panes_field(t->ident, &t->nident, 4, 2, "pid %ld", wk->pid);
     else
@@ -681,9 +682,13 @@ static void panes_logs_title(const panes_ctx *p, int y, int x, int w, attr_t ta)
 {
     const console_model *m = p->m;
     const char *mark = p->k->focus == KEYS_FOCUS_LOGS ? ">" : " ";
-    const char *what = m->log_target[0] ? m->log_target : "every app";
+    char whatb[256];
+    /* a fleet: the logs come from one host's hub, named */
+    snprintf(whatb, sizeof whatb, "%s%s%.150s", m->log_target[0] ? m->log_target : "every app",
+             m->fleet && m->log_host[0] ? " on " : "", m->fleet ? m->log_host : "");
+    const char *what = whatb;
     const char *kind = !m->log_target[0] ? "" : m->log_app ? " (app)" : " (worker)";
-    char t[256];
+    char t[512];
     if (m->search[0] && (m->logs_ready || m->conn != CONSOLE_UP))
         snprintf(t, sizeof t, "%s logs %s%s   %s   search '%.40s': %zu matching (n/N)", mark, what, kind,
                  m->follow && m->log_scroll == 0 ? "following" : "paused", m->search,

@@ -527,6 +527,7 @@ def test_merged_console_local_and_remote_host(procs, keys, fleet, logdir, tmux_c
         assert any(line.lstrip().startswith("web ") and "4/4 online" in line for line in s.splitlines()), s
 
         # the filter matches the host: only the remote's rows; r restarts web:0 there, not here
+        # (the local hub has a web:0 too)
         con.keys("/")
         con.keys("-l", h1.spec)
         con.keys("Enter")
@@ -542,6 +543,15 @@ def test_merged_console_local_and_remote_host(procs, keys, fleet, logdir, tmux_c
         assert rafter[1] == rbefore[1]
         assert ls_pids(lsock) == lbefore   # the local web:0 (same app:id) untouched
         con.wait(lambda: fleet_rows(con).get((h1.spec, 0)) == rafter[0], "the remote's new pid on screen")
+        # R with the host's worker selected reloads the app there: both its pids change, none here
+        con.keys("R")
+        con.wait(lambda: not set(ls_pids(h1.sockdir).values()) & set(rafter.values())
+                 and len(ls_pids(h1.sockdir)) == 2 and len(child_pids(remote)) == 2,
+                 "web reloaded on the remote hub", timeout=15)
+        assert ls_pids(lsock) == lbefore
+        rafter = ls_pids(h1.sockdir)
+        con.wait(lambda: {i: p for (h, i), p in fleet_rows(con).items() if h == h1.spec} == rafter,
+                 "the reloaded pids on screen")
 
         # the host goes down: its line says so, the local rows stay and keep updating
         con.keys("/", "Escape")
