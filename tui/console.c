@@ -379,6 +379,8 @@ static int console_fleet_open(console *c)
         h->sub_req = -1;
         h->key_base = (json_int_t)(i + 1) << 32;   /* hub keys are uint32_t */
         snprintf(h->name, sizeof h->name, "%s", t ? t->spec : CONSOLE_LOCAL);
+        if (!t)   /* the local client retries quietly while no hub runs: say what it waits for */
+            snprintf(h->why, sizeof h->why, "no hub answers at %.250s yet", o->ctl_path);
         h->cl = t ? client_new_ssh(&c->loop, t, o->host_remote, o->host_ns, o->host_socket_dir,
                                    CONSOLE_FLEET_RETRY_MS, &cb, h)
                   : client_new(&c->loop, o->ctl_path, CONSOLE_FLEET_RETRY_MS, &cb, h);

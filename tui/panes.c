@@ -17,6 +17,7 @@
 #define PANES_WIDE_W    150   /* from this width the detail pane goes beside the list */
 #define PANES_COLS_MAX  32    /* list columns considered */
 #define PANES_FIELDS_MAX 40   /* fields of one line fitted by priority */
+#define FLEET_HOSTS_LINES 128 /* hosts a fleet's header considers (tui/fleet.h allows 64 and the local one) */
 
 /* What every pane draws from. */
 typedef struct {
@@ -228,8 +229,12 @@ static void panes_host_line(const panes_ctx *p, const json_t *h, int y, int w)
     int x = 1 + draw_put(d, y, 1, w - 2, console_model_str(h, "host", "?"), d->a_app | A_BOLD);
     if (strcmp(state, "up") != 0) {
         const char *why = console_model_str(h, "why", "");
+        if (!strncmp(why, "unreachable: ", 13))
+            why += 13;   /* ssh's reason already says so: said once */
         if (!strcmp(state, "down"))
             snprintf(line, sizeof line, "unreachable, retrying (%.400s)", *why ? why : "?");
+        else if (*why)
+            snprintf(line, sizeof line, "connecting... (%.400s)", why);
         else
             snprintf(line, sizeof line, "connecting...");
         draw_put(d, y, x + 2, w - x - 3, line, d->a_err | A_BOLD);
@@ -270,13 +275,40 @@ static void panes_host_line(const panes_ctx *p, const json_t *h, int y, int w)
     panes_put_fields(d, y, x + 2, w - x - 3, seg, n, A_NORMAL);
 }
 
-/* The fleet's host lines (at most max): returns how many were drawn. */
+/*
+ * The fleet's host lines (at most max): returns how many were drawn. When
+ * they do not all fit, the last line counts the others (how many answer),
+ * the unreachable ones first so none is hidden while others are not.
+ */
 static int panes_hosts(const panes_ctx *p, int y, int w, int max)
 {
     json_t *hosts = p->m->fleet ? json_object_get(p->m->snap, "hosts") : NULL;
+    size_t total = json_array_size(hosts);
+    if (max <= 0 || total == 0)
+        return 0;
+    size_t room = total <= (size_t)max ? total : (size_t)max - 1;
     int n = 0;
-    for (size_t i = 0; i < json_array_size(hosts) && n < max; i++, n++)
-        panes_host_line(p, json_array_get(hosts, i), y + n, w);
+    /* in their order when all fit; else two passes: those not up, then the others */
+    bool shown[FLEET_HOSTS_LINES] = {false};
+    for (int pass = total <= (size_t)max ? 1 : 0; pass < 2; pass++)
+        for (size_t i = 0; i < total && i < FLEET_HOSTS_LINES && (size_t)n < room; i++) {
+            json_t *h = json_array_get(hosts, i);
+            bool up = strcmp(console_model_str(h, "state", ""), "up") == 0;
+            if (shown[i] || (pass == 0 && up))
+                continue;
+            shown[i] = true;
+            panes_host_line(p, h, y + n++, w);
+        }
+    if ((size_t)n < total) {
+        size_t more = total - (size_t)n, up = 0;
+        for (size_t i = 0; i < total; i++)
+            up += (i >= FLEET_HOSTS_LINES || !shown[i]) &&
+                  strcmp(console_model_str(json_array_get(hosts, i), "state", ""), "up") == 0;
+        char line[160];
+        snprintf(line, sizeof line, "+%zu more hosts, %zu of them up (a taller terminal shows them; / filters by host)",
+                 more, up);
+        draw_put(p->d, y + n++, 1, w - 2, line, p->d->a_dim);
+    }
     return n;
 }
 
