@@ -16,6 +16,7 @@
 #include "tui/client.h"
 #include "tui/console_model.h"
 #include "tui/draw.h"
+#include "tui/fleet.h"
 #include "tui/keys.h"
 #include "tui/panes.h"
 
@@ -40,6 +41,9 @@
 #define CONSOLE_KEYS_PER_POLL 512
 #define CONSOLE_FLEET_RETRY_MS 1000  /* a fleet's first retry of a host; doubled up to 30 s (client.c) */
 #define CONSOLE_LOCAL         "local" /* the local hub's name in a fleet (as in monit --headless --host) */
+/* A fleet merges the hosts' states at most this often: with 16 hosts at 1 Hz a
+ * merge (and redraw) per state would be 16 a second, each over every host's workers. */
+#define CONSOLE_FLEET_MERGE_MS 250
 
 struct console;
 
@@ -58,6 +62,7 @@ typedef struct {
     console_conn    conn;
     char            why[300];   /* why it is down (ssh's reason) */
     long            sub_req;
+    bool            fresh;      /* a state came since the last merge: its workers get a history point */
 } console_host;
 
 typedef struct console {
@@ -66,7 +71,7 @@ typedef struct console {
     uv_poll_t    in;
     uv_signal_t  sig_winch, sig_hup, sig_term, sig_int;
     uv_prepare_t prep;
-    uv_timer_t   frame, logs_timer, stop_timer;
+    uv_timer_t   frame, logs_timer, stop_timer, merge_timer;
     bool         handles_open;
     client      *cl;
     console_host *hosts;      /* a fleet: one per hub (NULL: one hub, cl) */
@@ -243,9 +248,9 @@ static void console_fleet_add_app(json_t *apps, const json_t *a)
  * host's last ones stay, marked stale, while it is down), the apps with
  * fleet totals (workers, online, req/s, CPU, memory; latency quantiles do
  * not add up, so the fleet's are not shown), and "hosts" for the header
- * lines. only_host and with_history: see console_model_apply_fleet.
+ * lines. with_history, names, n: see console_model_apply_fleet.
  */
-static void console_fleet_publish(console *c, bool with_history, const char *only_host)
+static void console_fleet_publish(console *c, bool with_history, const char *const *names, size_t n)
 {
     json_t *ws = json_array(), *apps = json_array(), *hosts = json_array();
     json_t *merged = json_pack("{s:s, s:o, s:o, s:o}", "type", "state", "workers", ws, "apps", apps,
@@ -276,8 +281,22 @@ static void console_fleet_publish(console *c, bool with_history, const char *onl
             console_fleet_add_app(apps, json_array_get(ha, j));
     }
     c->m.conn = any_up ? CONSOLE_UP : any_down ? CONSOLE_DOWN : CONSOLE_CONNECTING;
-    console_model_apply_fleet(&c->m, merged, with_history, only_host);
+    console_model_apply_fleet(&c->m, merged, with_history, names, n);
     json_decref(merged);
+}
+
+/* The merge timer: the hosts whose state came since the last merge get their point of history. */
+static void console_fleet_on_merge(uv_timer_t *t)
+{
+    console *c = t->data;
+    const char *names[FLEET_HOSTS_MAX + 1];
+    size_t n = 0;
+    for (size_t i = 0; i < c->nhosts && n < sizeof names / sizeof names[0]; i++)
+        if (c->hosts[i].fresh) {
+            c->hosts[i].fresh = false;
+            names[n++] = c->hosts[i].name;
+        }
+    console_fleet_publish(c, false, names, n);
 }
 
 /* A copy of msg for the status line with its text fields prefixed by the host ("h1: reload web: done"). */
@@ -327,8 +346,14 @@ static void console_fleet_cb_message(void *ctx, const json_t *msg)
         json_decref(h->snap);
         h->snap = json_incref((json_t *)msg);
         console_fleet_tag(h, h->snap);
-        console_fleet_publish(c, first, h->name);
-        if (first) {
+        if (!first) {
+            /* merged with the others' within CONSOLE_FLEET_MERGE_MS */
+            h->fresh = true;
+            if (!uv_is_active((uv_handle_t *)&c->merge_timer))
+                uv_timer_start(&c->merge_timer, console_fleet_on_merge, CONSOLE_FLEET_MERGE_MS, 0);
+        } else {
+            const char *name = h->name;
+            console_fleet_publish(c, true, &name, 1);
             /* the rings have the history now: the kept snapshot need not */
             json_t *ws = json_object_get(h->snap, "workers");
             for (size_t i = 0; i < json_array_size(ws); i++)
@@ -357,7 +382,7 @@ static void console_fleet_cb_disconnect(void *ctx, const char *why)
     if (console_fleet_log_host(c) == h)
         c->m.logs_ready = false;
     console_model_status(&c->m, true, "%s: unreachable, retrying (%s)", h->name, h->why);
-    console_fleet_publish(c, false, "");
+    console_fleet_publish(c, false, NULL, 0);
 }
 
 /* Starts a client per hub of the fleet. Returns 0, or -1 when out of memory. */
@@ -388,7 +413,7 @@ static int console_fleet_open(console *c)
             return -1;
     }
     console_model_status(&c->m, false, "connecting to %zu hubs", n);
-    console_fleet_publish(c, false, "");
+    console_fleet_publish(c, false, NULL, 0);
     return 0;
 }
 
@@ -434,7 +459,8 @@ static void console_finish(console *c)
     c->handles_open = false;
     uv_handle_t *hs[] = {(uv_handle_t *)&c->in, (uv_handle_t *)&c->sig_winch, (uv_handle_t *)&c->sig_hup,
                          (uv_handle_t *)&c->sig_term, (uv_handle_t *)&c->sig_int, (uv_handle_t *)&c->prep,
-                         (uv_handle_t *)&c->frame, (uv_handle_t *)&c->logs_timer, (uv_handle_t *)&c->stop_timer};
+                         (uv_handle_t *)&c->frame, (uv_handle_t *)&c->logs_timer, (uv_handle_t *)&c->stop_timer,
+                         (uv_handle_t *)&c->merge_timer};
     for (size_t i = 0; i < sizeof hs / sizeof hs[0]; i++)
         if (!uv_is_closing(hs[i]))
             uv_close(hs[i], console_on_closed);
@@ -764,7 +790,8 @@ static int console_loop_open(console *c)
     uv_timer_init(&c->loop, &c->frame);
     uv_timer_init(&c->loop, &c->logs_timer);
     uv_timer_init(&c->loop, &c->stop_timer);
-    c->frame.data = c->logs_timer.data = c->stop_timer.data = c;
+    uv_timer_init(&c->loop, &c->merge_timer);
+    c->frame.data = c->logs_timer.data = c->stop_timer.data = c->merge_timer.data = c;
     c->handles_open = true;
     return 0;
 }

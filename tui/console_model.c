@@ -382,6 +382,15 @@ static int console_model_cmp_view_rev(const void *a, const void *b)
     return console_model_cmp_view(a, b);
 }
 
+/* True when host (NULL: none) is one of hosts[0..n). */
+static bool console_model_in(const char *host, const char *const *hosts, size_t n)
+{
+    for (size_t i = 0; host && i < n; i++)
+        if (strcmp(host, hosts[i]) == 0)
+            return true;
+    return false;
+}
+
 /* Orders workers by key (for lookups across snapshots). */
 static int console_model_cmp_key(const void *a, const void *b)
 {
@@ -585,7 +594,7 @@ bool console_model_sort_by(console_model *m, int col)
  * of memory) with its length in *count.
  */
 static console_worker *console_model_read_workers(console_model *m, const json_t *msg, bool with_history,
-                                                  const char *only_host, size_t *count)
+                                                  const char *const *hosts, size_t nhosts, size_t *count)
 {
     json_t *ws = json_object_get(msg, "workers");
     size_t n = json_array_size(ws);
@@ -616,7 +625,7 @@ static console_worker *console_model_read_workers(console_model *m, const json_t
             if (!w->h)
                 continue;
         }
-        if (only_host && !(w->host && strcmp(w->host, only_host) == 0))
+        if (hosts && !console_model_in(w->host, hosts, nhosts))
             ;   /* another host's worker: its ring stays as it is */
         else if (with_history)
             console_model_hist_load(w->h, json_object_get(obj, "history"));
@@ -644,14 +653,14 @@ static void console_model_free_workers(console_model *m)
  * a state message appends one point to each.
  */
 static void console_model_apply_snapshot(console_model *m, const json_t *msg, bool with_history,
-                                         const char *only_host)
+                                         const char *const *hosts, size_t nhosts)
 {
     size_t n = json_array_size(json_object_get(msg, "workers"));
     console_worker **nview = calloc(n ? n : 1, sizeof *nview);
     if (!nview)
         return;
     size_t k;
-    console_worker *nw = console_model_read_workers(m, msg, with_history, only_host, &k);
+    console_worker *nw = console_model_read_workers(m, msg, with_history, hosts, nhosts, &k);
     if (!nw) {
         free(nview);
         return;
@@ -669,7 +678,7 @@ static void console_model_apply_snapshot(console_model *m, const json_t *msg, bo
 /* The subscribe reply: the first snapshot, with history. Returns the logs delay (0). */
 static int console_model_on_subscribed(console_model *m, const json_t *msg)
 {
-    console_model_apply_snapshot(m, msg, true, NULL);
+    console_model_apply_snapshot(m, msg, true, NULL, 0);
     /* The histories are in the rings now: drop them from the kept snapshot
      * and hand the freed heap back, since a reply for 1000 workers holds
      * ~500k JSON numbers. */
@@ -777,7 +786,7 @@ int console_model_apply(console_model *m, const json_t *msg)
 {
     const char *type = console_model_str(msg, "type", "");
     if (strcmp(type, "state") == 0) {
-        console_model_apply_snapshot(m, msg, false, NULL);
+        console_model_apply_snapshot(m, msg, false, NULL, 0);
         console_model_done_check(m);
     } else if (strcmp(type, "log") == 0) {
         /* lines pushed before the reply to our latest logs request are for
@@ -795,10 +804,12 @@ int console_model_apply(console_model *m, const json_t *msg)
 }
 
 /* See console_model.h. */
-void console_model_apply_fleet(console_model *m, const json_t *msg, bool with_history, const char *only_host)
+void console_model_apply_fleet(console_model *m, const json_t *msg, bool with_history, const char *const *hosts,
+                               size_t nhosts)
 {
-    console_model_apply_snapshot(m, msg, with_history, only_host ? only_host : "");
-    if (!with_history && only_host && *only_host)
+    static const char *const none[1] = {NULL};
+    console_model_apply_snapshot(m, msg, with_history, hosts ? hosts : none, hosts ? nhosts : 0);
+    if (!with_history && nhosts)
         console_model_done_check(m);
 }
 

@@ -185,12 +185,14 @@ int console_model_apply(console_model *m, const json_t *msg);
 /*
  * A fleet console's merged snapshot (tui/console.c builds it: every host's
  * workers with "host" set and keys made unique, "apps" with fleet totals,
- * "hosts" with one object per host). Workers of host only_host take their
- * history from "history" when with_history (that host's subscribe reply),
- * else one point from the snapshot (its state message); other hosts'
- * workers keep their rings as they are ("" : no host's). Borrows msg.
+ * "hosts" with one object per host). Workers of the hosts named in
+ * hosts[0..nhosts) take their history from "history" when with_history
+ * (that host's subscribe reply), else one point from the snapshot (those
+ * hosts sent a state message since the last merge); other hosts' workers
+ * keep their rings as they are (hosts NULL: none). Borrows msg.
  */
-void console_model_apply_fleet(console_model *m, const json_t *msg, bool with_history, const char *only_host);
+void console_model_apply_fleet(console_model *m, const json_t *msg, bool with_history, const char *const *hosts,
+                               size_t nhosts);
 
 /* ---- selection, sort, filter ------------------------------------------------ */
 

@@ -249,7 +249,7 @@ static void test_fleet_rows_filter_selection_and_keys(void **st)
     fixture *f = *st;
     f->m.fleet = true;
     json_t *s = fleet_msg(10, 200, false);
-    console_model_apply_fleet(&f->m, s, false, "");
+    console_model_apply_fleet(&f->m, s, false, NULL, 0);
     json_decref(s);
     /* one app group across the hosts: its header, then web:0 host by host */
     assert_int_equal(f->m.nrows, 3);
@@ -259,7 +259,8 @@ static void test_fleet_rows_filter_selection_and_keys(void **st)
     while (strcmp(console_model_selected(&f->m)->host, "local") != 0)
         assert_true(console_model_select_move(&f->m, 1));
     s = fleet_msg(11, 200, false);
-    console_model_apply_fleet(&f->m, s, false, "local");
+    static const char *const local[] = {"local"};
+    console_model_apply_fleet(&f->m, s, false, local, 1);
     json_decref(s);
     assert_string_equal(console_model_selected(&f->m)->host, "local");
     /* a point of history only for the host whose state came */
@@ -279,7 +280,7 @@ static void test_fleet_rows_filter_selection_and_keys(void **st)
     press(f, 27);
     /* a worker of a host that is down: nothing is sent */
     s = fleet_msg(11, 200, true);
-    console_model_apply_fleet(&f->m, s, false, "");
+    console_model_apply_fleet(&f->m, s, false, NULL, 0);
     json_decref(s);
     while (strcmp(console_model_selected(&f->m)->host, "h1") != 0)
         assert_true(console_model_select_move(&f->m, -1));
