@@ -361,9 +361,11 @@ static void console_fleet_cb_message(void *ctx, const json_t *msg)
             /* the pane's host came back: ask again; else follow the selection */
             console_logs_after(c, console_model_logs_retarget(&c->m, log_host));
         }
-    } else if (!strcmp(type, "log") || (!strcmp(type, "reply") && id == c->m.logs_req)) {
-        if (log_host)
+    } else if (!strcmp(type, "log")) {
+        if (log_host)   /* lines of the pane's host only */
             console_logs_after(c, console_model_apply(&c->m, msg));
+    } else if (!strcmp(type, "reply") && log_host && id == c->m.logs_req) {
+        console_logs_after(c, console_model_apply(&c->m, msg));   /* (ids are per host: checked with it) */
     } else {
         json_t *named = console_fleet_named(h, msg);
         if (named)
