@@ -116,10 +116,12 @@ def cli(keys, *args, timeout=60):
                           env=fleet_env(keys))
 
 
-def sleepers(procs, host, logdir, n=2, app="web", flag=None):
+def sleepers(procs, host, logdir, n=2, app="web", flag=None, say=None):
     """`drover run -i n` on host of a silent worker (online after the 1 s grace); when flag
-    exists, a new worker exits 7 at once, so a reload aborts."""
+    exists, a new worker exits 7 at once, so a reload aborts; say: a line it prints first."""
     script = f'if [ -e {flag} ]; then exit 7; fi; exec sleep 120' if flag else "exec sleep 120"
+    if say:
+        script = f"echo {say}; {script}"
     logdir = os.path.join(logdir, str(host.port))   # each host its own log files
     os.makedirs(logdir, exist_ok=True)
     h = RunHub(procs, host.sockdir, run_argv(host.sockdir, logdir, "-i", n, "-n", app, "--no-echo", "--",
@@ -496,7 +498,7 @@ def ls_pids(sockdir):
 
 def test_merged_console_local_and_remote_host(procs, keys, fleet, logdir, tmux_consoles):
     h1 = fleet()
-    remote = sleepers(procs, h1, logdir, n=2)
+    remote = sleepers(procs, h1, logdir, n=2, say="remote-web-says-hi")
     # the local hub: in the default socket dir of an $XDG_RUNTIME_DIR of its own (the remote one
     # is found the same way by its sshd's sessions, so no --socket-dir is shared by both)
     xdg = tempfile.mkdtemp(prefix="drv-lx-", dir="/tmp")
@@ -507,7 +509,7 @@ def test_merged_console_local_and_remote_host(procs, keys, fleet, logdir, tmux_c
         ldir = os.path.join(logdir, "local")
         os.makedirs(ldir)
         local = RunHub(procs, lsock, run_argv(lsock, ldir, "-i", 2, "-n", "web", "--no-echo", "--",
-                                              "sh", "-c", "exec sleep 120"))
+                                              "sh", "-c", "echo local-web-says-hi; exec sleep 120"))
         online(local, 2, "web")
         env = {k: v for k, v in fleet_env(keys).items() if k in ("DROVER_SSH", "DROVER_REMOTE")}
         env["XDG_RUNTIME_DIR"] = xdg
@@ -535,6 +537,10 @@ def test_merged_console_local_and_remote_host(procs, keys, fleet, logdir, tmux_c
         con.keys("Up", "Up")   # the first row: web:0 of the host
         con.wait(lambda: any(line.startswith(f"> {h1.spec} ") and FROW.match(line).group(2) == "0"
                              for line in con.screen().splitlines()), "the host's web:0 selected")
+        # the log pane asks that host's hub: its worker's line, not the local web:0's
+        con.wait(lambda: f"logs web:0 on {h1.spec}" in con.screen() and "remote-web-says-hi" in con.screen(),
+                 "the host's web:0 logs in the pane")
+        assert "local-web-says-hi" not in con.screen()
         lbefore, rbefore = ls_pids(lsock), ls_pids(h1.sockdir)
         con.keys("r")
         con.wait(lambda: ls_pids(h1.sockdir).get(0) not in (None, rbefore[0]) and len(child_pids(remote)) == 2,
