@@ -183,6 +183,16 @@ static void panes_header(const panes_ctx *p, const char *title, int y, int w)
 
     const char *conn = m->conn == CONSOLE_UP ? (m->snap ? "connected" : "connected, loading...")
                      : m->conn == CONSOLE_DOWN ? "disconnected, retrying" : "connecting...";
+    char hosts_up[48];
+    if (m->fleet) {
+        /* a fleet: how many hubs answer (each has its own line below) */
+        json_t *hs = json_object_get(m->snap, "hosts");
+        size_t up = 0;
+        for (size_t i = 0; i < json_array_size(hs); i++)
+            up += strcmp(console_model_str(json_array_get(hs, i), "state", ""), "up") == 0;
+        snprintf(hosts_up, sizeof hosts_up, "%zu/%zu hosts up", up, json_array_size(hs));
+        conn = hosts_up;
+    }
     attr_t conn_a = m->conn == CONSOLE_UP ? d->a_header : (d->a_header | A_BOLD | A_BLINK);
     int right = w - 1 - (int)strlen(conn);
     if (right < 0)

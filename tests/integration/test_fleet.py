@@ -525,6 +525,7 @@ def test_merged_console_local_and_remote_host(procs, keys, fleet, logdir, tmux_c
         assert "HOST" in s and "2 hosts" in s   # the host column; the title counts the hosts
         con.wait(lambda: "2/2 online" in host_line(con, "local") and "2/2 online" in host_line(con, h1.spec),
                  "a header line per host")
+        assert "2/2 hosts up" in con.screen().splitlines()[0]
         # the app is one group across the hosts, with the fleet's totals
         assert any(line.lstrip().startswith("web ") and "4/4 online" in line for line in s.splitlines()), s
 
@@ -565,6 +566,7 @@ def test_merged_console_local_and_remote_host(procs, keys, fleet, logdir, tmux_c
         h1.stop_sshd()
         con.wait(lambda: "unreachable, retrying" in host_line(con, h1.spec), "the host unreachable on screen")
         assert "unreachable" not in host_line(con, "local") and "2/2 online" in host_line(con, "local")
+        assert "1/2 hosts up" in con.screen().splitlines()[0]
         lnow = ls_pids(lsock)
         assert {i: p for (h, i), p in fleet_rows(con).items() if h == "local"} == lnow
         subprocess.run([DROVER, "restart", "web:1", "--socket-dir", lsock], check=True, capture_output=True,
