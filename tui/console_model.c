@@ -590,8 +590,10 @@ bool console_model_sort_by(console_model *m, int col)
 
 /*
  * Reads the workers of a snapshot into a new array sorted by key, moving each
- * history from the old row of the same key. Returns the array (NULL when out
- * of memory) with its length in *count.
+ * history from the old row of the same key; the history is loaded
+ * (with_history) or gets one point, for every worker when hosts is NULL,
+ * else only for workers on one of hosts[0..nhosts) (a fleet). Returns the
+ * array (NULL when out of memory) with its length in *count.
  */
 static console_worker *console_model_read_workers(console_model *m, const json_t *msg, bool with_history,
                                                   const char *const *hosts, size_t nhosts, size_t *count)
@@ -625,11 +627,11 @@ static console_worker *console_model_read_workers(console_model *m, const json_t
             if (!w->h)
                 continue;
         }
-        if (hosts && !console_model_in(w->host, hosts, nhosts))
-            ;   /* another host's worker: its ring stays as it is */
-        else if (with_history)
+        /* a fleet: another host's worker keeps its ring as it is */
+        bool mine = !hosts || console_model_in(w->host, hosts, nhosts);
+        if (mine && with_history)
             console_model_hist_load(w->h, json_object_get(obj, "history"));
-        else
+        else if (mine)
             console_model_hist_push(w->h, obj);
         k++;
     }
@@ -650,7 +652,8 @@ static void console_model_free_workers(console_model *m)
 /*
  * Replaces the workers with a snapshot's (a state message, or the subscribe
  * reply whose workers carry "history"). Histories follow their worker by key;
- * a state message appends one point to each.
+ * a state message appends one point to each (in a fleet: to those on
+ * hosts[0..nhosts) only; hosts NULL: every worker).
  */
 static void console_model_apply_snapshot(console_model *m, const json_t *msg, bool with_history,
                                          const char *const *hosts, size_t nhosts)
