@@ -20,6 +20,12 @@ XDG_RUNTIME_DIR, so `drover bridge` there finds that host's hub, a
 3. Command latency, the CLI's wall time, median of 5: `drover ls` and
    `drover restart web:0` locally (--socket-dir) and over ssh (--host), and
    `drover reload` of a 2-worker app, median of 3.
+4. The merged console (`monit --no-local --host A --host B …`, in tmux) with
+   each count of hosts in FLEET_CONSOLE_HOSTS (default "1 4 16"; 1 is the
+   one-host console, the reference) of 16 workers each: the console's CPU and
+   its ssh children's over FLEET_S, its RSS; and with the most hosts, `r` on
+   the selected worker to its new pid on screen (median of 3).
+   FLEET_PART=console runs only this part.
 
 Targets beside: monit ≤ 0.5 % of a core and ≤ 8 MB RSS at 3 hosts × 16
 workers; the bytes per host ≤ 1.25 × the NDJSON the hub prints (the stream
@@ -184,9 +190,11 @@ ROW = re.compile(r"^[> ] +(\d+) +(\d+|-) +(starting|online|stopping|stopped|back
 
 class Tmux:
     """A console in a private tmux server, its screen read with capture-pane."""
+    made = 0
 
     def __init__(self, argv, env):
-        self.base = ["tmux", "-L", f"drvfb-{os.getpid()}-{len(started)}", "-f", "/dev/null"]
+        Tmux.made += 1   # a server of its own each time (a killed one may linger a moment)
+        self.base = ["tmux", "-L", f"drvfb-{os.getpid()}-{Tmux.made}", "-f", "/dev/null"]
         args = ["new-session", "-d", "-x", "120", "-y", "40", "-e", "LANG=C.UTF-8", "-e", "TERM=xterm-256color"]
         for k, v in env.items():
             args += ["-e", f"{k}={v}"]
@@ -221,6 +229,75 @@ def keypress_row(argv, env, runs=3):
         t.kill()
 
 
+FROW = re.compile(r"^([> ]) +(\S+) +(\d+) +(\d+|-) +(starting|online|stopping|stopped|backoff|errored|gone)\b")
+
+
+def fleet_screen(t):
+    """{(host, id): (pid, selected)} of the online rows of a fleet console in tmux t."""
+    out = subprocess.run(t.base + ["capture-pane", "-p"], capture_output=True, text=True, timeout=10).stdout
+    rows = {}
+    for line in out.splitlines():
+        m = FROW.match(line)
+        if m and m.group(4) != "-" and m.group(5) == "online":
+            rows[(m.group(2), int(m.group(3)))] = (int(m.group(4)), m.group(1) == ">")
+    return rows
+
+
+def console_rows(hosts, env, keypress):
+    """The merged console over hosts: (console CPU %, ssh CPU %, RSS MB, keypress s or None)."""
+    argv = [DROVER, "monit", "--no-local"]
+    for h in hosts:
+        argv += ["--host", h.spec]
+    t = Tmux(argv, env)
+    try:
+        pane = int(subprocess.run(t.base + ["display-message", "-p", "#{pane_pid}"], capture_output=True,
+                                  text=True, timeout=10).stdout.strip())
+        want = 16 * len(hosts)
+        wait_for(lambda: f"{want}/{want} online" in subprocess.run(
+            t.base + ["capture-pane", "-p"], capture_output=True, text=True, timeout=10).stdout.splitlines()[0],
+                 60, "every host's workers online in the title's totals")
+        con = wait_for(lambda: [p for p in [pane] + children(pane) if comm(p) == "drover"], 10, "the console")[0]
+        time.sleep(2)   # past the connections' start
+        sshs = [p for p in children(con) if comm(p) == "ssh"]
+        c0, s0, t0 = procstat.cpu_ns(con), sum(procstat.cpu_ns(p) for p in sshs), time.monotonic()
+        time.sleep(FLEET_S)
+        c1, s1, t1 = procstat.cpu_ns(con), sum(procstat.cpu_ns(p) for p in sshs), time.monotonic()
+        rss = procstat.status_kib(con, "VmRSS") / 1024
+        dt = t1 - t0
+        key = None
+        if keypress:
+            out = []
+            for _ in range(3):
+                sel = wait_for(lambda: [k for k, v in fleet_screen(t).items() if v[1]], 30, "a selected row")[0]
+                old = fleet_screen(t)[sel][0]
+                t0 = time.monotonic()
+                subprocess.run(t.base + ["send-keys", "r"], check=True, timeout=10)
+                wait_for(lambda: fleet_screen(t).get(sel, (old,))[0] != old, 30, f"{sel}'s new pid on screen")
+                out.append(time.monotonic() - t0)
+            key = statistics.median(out)
+        return (c1 - c0) / 1e9 / dt * 100, (s1 - s0) / 1e9 / dt * 100, rss, key
+    finally:
+        t.kill()
+
+
+def console_part(root, keys, env, hosts):
+    counts = [int(x) for x in os.environ.get("FLEET_CONSOLE_HOSTS", "1 4 16").split()]
+    while len(hosts) < max(counts):
+        hosts.append(Host(root, keys, f"h{len(hosts)}", 16))
+    for h in hosts:
+        wait_for(lambda: h.online() == 16, 60, f"16 workers on {h.spec}")
+    tenv = {"DROVER_SSH": env["DROVER_SSH"], "DROVER_REMOTE": DROVER}
+    print(f"\n### The merged console over ssh, 16 workers a host, 1 Hz, {FLEET_S} s\n")
+    print("| hosts | console CPU % of a core | ssh children CPU % | console RSS MB | `r` to the new pid on screen, s"
+          " (median of 3) | target |")
+    print("|---|---|---|---|---|---|")
+    for n in counts:
+        cpu, sshcpu, rss, key = console_rows(hosts[:n], tenv, n == max(counts))
+        print(f"| {n}{' (one-host console)' if n == 1 else ''} | {cpu:.3f} | {sshcpu:.3f} | {rss:.1f} | "
+              f"{'-' if key is None else f'{key:.3f}'} | console ≤ 1 % of a core and ≤ 16 MB at 16 hosts; "
+              f"`r` ≤ 1 interval + 0.5 s = 1.5 |")
+
+
 def timed(argv, env):
     t = time.monotonic()
     r = subprocess.run(argv, capture_output=True, text=True, env=env)
@@ -248,6 +325,9 @@ def main():
                          f"-o LogLevel=ERROR -i {keys}/client")
     env["DROVER_REMOTE"] = DROVER
     try:
+        if os.environ.get("FLEET_PART") == "console":
+            console_part(root, keys, env, [])
+            return 0
         hosts = [Host(root, keys, f"h{i}", 16) for i in range(3)]
         for h in hosts:
             wait_for(lambda: h.online() == 16, 30, f"16 workers on {h.spec}")
@@ -292,6 +372,7 @@ def main():
                 wait_for(lambda: small.online() == 2, 30, "2 workers again")
             a, b = statistics.median(lo), statistics.median(re_)
             print(f"| {name} | {a:.3f} | {b:.3f} | {b - a:.3f} | ≤ ssh alone + 0.1 = {bare + 0.1:.3f} |")
+        console_part(root, keys, env, hosts)
         return 0
     finally:
         kill_all()

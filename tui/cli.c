@@ -274,11 +274,14 @@ static void cli_ls_print(const cli_options *co, json_t *r)
         qsort(rows, n, sizeof *rows, cli_ls_cmp);
     }
     for (const column *col = columns_table; col->name; col++)
-        printf("%s%*s", col == columns_table ? "" : " ", col->right ? col->width : -col->width, col->title);
+        if (!col->fleet)
+            printf("%s%*s", col == columns_table ? "" : " ", col->right ? col->width : -col->width, col->title);
     putchar('\n');
     for (size_t i = 0; i < n; i++) {
         for (const column *col = columns_table; col->name; col++) {
             char cell[128], safe[128];
+            if (col->fleet)
+                continue;
             col->format(rows[i], cell, sizeof cell);
             text_sanitize(cell, safe, sizeof safe);   /* names come from workers */
             printf("%s%*.*s", col == columns_table ? "" : " ", col->right ? col->width : -col->width,
@@ -293,6 +296,8 @@ static void cli_ls_print(const cli_options *co, json_t *r)
         json_t *a = json_array_get(apps, i);
         for (const column *col = columns_table; col->name; col++) {
             char cell[128], safe[128];
+            if (col->fleet)
+                continue;
             if (!strcmp(col->name, "state"))
                 snprintf(cell, sizeof cell, "%lld/%lld", (long long)json_integer_value(json_object_get(a, "online")),
                          (long long)json_integer_value(json_object_get(a, "workers")));

@@ -58,6 +58,12 @@ static void f_app(const json_t *w, char *o, size_t c)
     const char *s = json_string_value(json_object_get(w, "app"));
     snprintf(o, c, "%s", s ? s : "-");
 }
+/* the host a fleet view put on the worker (tui/console.c); the target as the user wrote it */
+static void f_host(const json_t *w, char *o, size_t c)
+{
+    const char *h = json_string_value(json_object_get(w, "host"));
+    snprintf(o, c, "%s", h ? h : "-");
+}
 static void f_id(const json_t *w, char *o, size_t c)      { col_fmt_int(col_num(w, "id"), o, c); }
 static void f_pid(const json_t *w, char *o, size_t c)
 {
@@ -103,22 +109,23 @@ static double k_p50(const json_t *w)      { return col_num(w, "lat_p50_ms"); }
 static double k_p99(const json_t *w)      { return col_num(w, "lat_p99_ms"); }
 
 const column columns_table[] = {
-    {"app",      "APP",      14, false, f_app,      NULL, false},
-    {"id",       "ID",        3, true,  f_id,       k_id, true},
-    {"pid",      "PID",       8, true,  f_pid,      k_pid, true},
-    {"state",    "STATE",     8, false, f_state,    NULL, false},
-    {"uptime",   "UPTIME",    6, true,  f_uptime,   k_uptime, false},
-    {"restarts", "RST",       4, true,  f_restarts, k_restarts, false},
-    {"cpu",      "CPU%",      6, true,  f_cpu,      k_cpu, false},
-    {"mem",      "MEM",       7, true,  f_mem,      k_mem, false},
-    {"rps",      "REQ/S",     8, true,  f_rps,      k_rps, false},
-    {"share",    "SHARE",     5, true,  f_share,    k_share, false},
-    {"errors",   "ERR",       6, true,  f_err,      k_err, false},
-    {"p50",      "P50ms",     7, true,  f_p50,      k_p50, false},
-    {"p99",      "P99ms",     7, true,  f_p99,      k_p99, false},
-    {"lag",      "LAG99ms",   7, true,  f_lag,      k_lag, false},
-    {"lagmax",   "LAGMAXms",  8, true,  f_lagmax,   k_lagmax, false},
-    {NULL, NULL, 0, false, NULL, NULL, false},
+    {"app",      "APP",      14, false, f_app,      NULL, false, false},
+    {"host",     "HOST",     16, false, f_host,     NULL, false, true},
+    {"id",       "ID",        3, true,  f_id,       k_id, true, false},
+    {"pid",      "PID",       8, true,  f_pid,      k_pid, true, false},
+    {"state",    "STATE",     8, false, f_state,    NULL, false, false},
+    {"uptime",   "UPTIME",    6, true,  f_uptime,   k_uptime, false, false},
+    {"restarts", "RST",       4, true,  f_restarts, k_restarts, false, false},
+    {"cpu",      "CPU%",      6, true,  f_cpu,      k_cpu, false, false},
+    {"mem",      "MEM",       7, true,  f_mem,      k_mem, false, false},
+    {"rps",      "REQ/S",     8, true,  f_rps,      k_rps, false, false},
+    {"share",    "SHARE",     5, true,  f_share,    k_share, false, false},
+    {"errors",   "ERR",       6, true,  f_err,      k_err, false, false},
+    {"p50",      "P50ms",     7, true,  f_p50,      k_p50, false, false},
+    {"p99",      "P99ms",     7, true,  f_p99,      k_p99, false, false},
+    {"lag",      "LAG99ms",   7, true,  f_lag,      k_lag, false, false},
+    {"lagmax",   "LAGMAXms",  8, true,  f_lagmax,   k_lagmax, false, false},
+    {NULL, NULL, 0, false, NULL, NULL, false, false},
 };
 
 void columns_spread(const json_t *app, char *out, size_t cap)

@@ -21,6 +21,9 @@ typedef struct {
     double    (*sort_key)(const json_t *w);
     /* Larger keys first shows the smallest values first (ids and pids: the key is negated). */
     bool        ascending;
+    /* Only in a view of several hosts (the console's HOST): `drover ls` and a
+     * one-host console leave it out. */
+    bool        fleet;
 } column;
 
 /* The table, ended by an entry whose name is NULL. */

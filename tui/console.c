@@ -16,6 +16,7 @@
 #include "tui/client.h"
 #include "tui/console_model.h"
 #include "tui/draw.h"
+#include "tui/fleet.h"
 #include "tui/keys.h"
 #include "tui/panes.h"
 
@@ -23,6 +24,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <langinfo.h>
+#include <math.h>
 #include <locale.h>
 #include <poll.h>
 #include <signal.h>
@@ -37,6 +39,31 @@
 #define CONSOLE_STOP_WAIT_MS  5000   /* how long `stop` may take to be confirmed */
 #define CONSOLE_FRAME_MS      20     /* at most one redraw per this */
 #define CONSOLE_KEYS_PER_POLL 512
+#define CONSOLE_FLEET_RETRY_MS 1000  /* a fleet's first retry of a host; doubled up to 30 s (client.c) */
+#define CONSOLE_LOCAL         "local" /* the local hub's name in a fleet (as in monit --headless --host) */
+/* A fleet merges the hosts' states at most this often: with 16 hosts at 1 Hz a
+ * merge (and redraw) per state would be 16 a second, each over every host's workers. */
+#define CONSOLE_FLEET_MERGE_MS 250
+
+struct console;
+
+/*
+ * One hub of a fleet console: its client, its latest snapshot (workers
+ * tagged with the host and keys made unique across hosts), and whether it
+ * answers. The console merges the snapshots into the model's (one list,
+ * apps with fleet totals, a line per host).
+ */
+typedef struct {
+    struct console *c;
+    client         *cl;
+    char            name[SSHLINK_SPEC_MAX];
+    json_int_t      key_base;   /* added to the hub's row keys: unique across hosts */
+    json_t         *snap;       /* the latest state message or subscribe reply, tagged; NULL before */
+    console_conn    conn;
+    char            why[300];   /* why it is down (ssh's reason) */
+    long            sub_req;
+    bool            fresh;      /* a state came since the last merge: its workers get a history point */
+} console_host;
 
 typedef struct console {
     const console_options *o;
@@ -44,9 +71,11 @@ typedef struct console {
     uv_poll_t    in;
     uv_signal_t  sig_winch, sig_hup, sig_term, sig_int;
     uv_prepare_t prep;
-    uv_timer_t   frame, logs_timer, stop_timer;
+    uv_timer_t   frame, logs_timer, stop_timer, merge_timer;
     bool         handles_open;
     client      *cl;
+    console_host *hosts;      /* a fleet: one per hub (NULL: one hub, cl) */
+    size_t       nhosts;
     int          infd;        /* our own open of the terminal, polled for keys */
     int          infd_flags;  /* its flags before libuv made it non-blocking (when shared) */
     bool         infd_shared; /* a dup of fd 0 (same open file description): restore flags */
@@ -77,9 +106,17 @@ typedef struct console {
 /* ---- the hub ------------------------------------------------------------------- */
 
 /* The selection rested (or the subscribe reply arrived): ask the hub for the log pane's lines. */
+static console_host *console_fleet_log_host(console *c);
+
 static void console_on_logs_timer(uv_timer_t *t)
 {
     console *c = t->data;
+    if (c->hosts) {
+        console_host *h = console_fleet_log_host(c);
+        if (h && client_connected(h->cl))
+            c->m.logs_req = client_send(h->cl, console_model_logs_request(&c->m));
+        return;
+    }
     if (client_connected(c->cl))
         c->m.logs_req = client_send(c->cl, console_model_logs_request(&c->m));
 }
@@ -140,6 +177,248 @@ static void console_cb_disconnect(void *ctx, const char *why)
     }
 }
 
+/* ---- a fleet: several hubs in one view ---------------------------------------------- */
+
+/* The host named name, or NULL. */
+static console_host *console_fleet_find(console *c, const char *name)
+{
+    for (size_t i = 0; i < c->nhosts; i++)
+        if (strcmp(c->hosts[i].name, name) == 0)
+            return &c->hosts[i];
+    return NULL;
+}
+
+/* The host the log pane asks (the selection's when the pane was pointed at it), else the first. */
+static console_host *console_fleet_log_host(console *c)
+{
+    console_host *h = console_fleet_find(c, c->m.log_host);
+    return h ? h : &c->hosts[0];
+}
+
+/* The host of the selected worker: every key acts there. The first host when nothing is selected. */
+static console_host *console_fleet_sel_host(console *c)
+{
+    const console_worker *w = console_model_selected(&c->m);
+    console_host *h = console_fleet_find(c, w && w->host ? w->host : c->m.sel_host);
+    return h ? h : &c->hosts[0];
+}
+
+/* Puts the host on each worker of msg and makes its key unique across hosts. */
+static void console_fleet_tag(const console_host *h, json_t *msg)
+{
+    json_t *ws = json_object_get(msg, "workers");
+    for (size_t i = 0; i < json_array_size(ws); i++) {
+        json_t *w = json_array_get(ws, i);
+        json_t *k = json_object_get(w, "key");
+        if (json_is_integer(k) && json_integer_value(k) >= 0 && json_integer_value(k) <= UINT32_MAX)
+            json_object_set_new(w, "key", json_integer(h->key_base + json_integer_value(k)));
+        else
+            json_object_del(w, "key");   /* not the protocol's: the model numbers it */
+        json_object_set_new(w, "host", json_string(h->name));
+    }
+}
+
+/* Adds a's figures into the fleet's object of the same app (sums; absent when no host has one). */
+static void console_fleet_add_app(json_t *apps, const json_t *a)
+{
+    static const char *const sums[] = {"workers", "online", "req_per_s", "cpu_pct", "rss_bytes"};
+    const char *name = console_model_str(a, "app", NULL);
+    if (!name)
+        return;
+    json_t *f = NULL;
+    for (size_t i = 0; i < json_array_size(apps) && !f; i++)
+        if (strcmp(console_model_str(json_array_get(apps, i), "app", ""), name) == 0)
+            f = json_array_get(apps, i);
+    if (!f) {
+        f = json_pack("{s:s}", "app", name);
+        if (!f || json_array_append_new(apps, f) != 0)
+            return;
+    }
+    for (size_t i = 0; i < sizeof sums / sizeof sums[0]; i++) {
+        double v = console_model_num(a, sums[i]);
+        if (isnan(v))
+            continue;
+        double have = console_model_num(f, sums[i]);
+        json_object_set_new(f, sums[i], json_real((isnan(have) ? 0 : have) + v));
+    }
+}
+
+/*
+ * Merges every host's snapshot into one for the model: the workers (a
+ * host's last ones stay, marked stale, while it is down), the apps with
+ * fleet totals (workers, online, req/s, CPU, memory; latency quantiles do
+ * not add up, so the fleet's are not shown), and "hosts" for the header
+ * lines. with_history, names, n: see console_model_apply_fleet.
+ */
+static void console_fleet_publish(console *c, bool with_history, const char *const *names, size_t n)
+{
+    json_t *ws = json_array(), *apps = json_array(), *hosts = json_array();
+    json_t *merged = json_pack("{s:s, s:o, s:o, s:o}", "type", "state", "workers", ws, "apps", apps,
+                               "hosts", hosts);
+    if (!merged)
+        return;
+    bool any_up = false, any_down = false;
+    for (size_t i = 0; i < c->nhosts; i++) {
+        console_host *h = &c->hosts[i];
+        const char *state = h->conn == CONSOLE_UP ? "up" : h->conn == CONSOLE_DOWN ? "down" : "connecting";
+        any_up |= h->conn == CONSOLE_UP;
+        any_down |= h->conn == CONSOLE_DOWN;
+        json_t *hl = json_pack("{s:s, s:s, s:s}", "host", h->name, "state", state, "why", h->why);
+        if (hl && h->snap) {
+            json_object_set(hl, "apps", json_object_get(h->snap, "apps"));
+            json_object_set(hl, "machine", json_object_get(h->snap, "host"));
+        }
+        if (hl)
+            json_array_append_new(hosts, hl);
+        json_t *hw = json_object_get(h->snap, "workers");
+        for (size_t j = 0; j < json_array_size(hw); j++) {
+            json_t *w = json_array_get(hw, j);
+            json_object_set_new(w, "stale", json_boolean(h->conn != CONSOLE_UP));
+            json_array_append(ws, w);
+        }
+        json_t *ha = json_object_get(h->snap, "apps");
+        for (size_t j = 0; j < json_array_size(ha); j++)
+            console_fleet_add_app(apps, json_array_get(ha, j));
+    }
+    c->m.conn = any_up ? CONSOLE_UP : any_down ? CONSOLE_DOWN : CONSOLE_CONNECTING;
+    console_model_apply_fleet(&c->m, merged, with_history, names, n);
+    json_decref(merged);
+}
+
+/* The merge timer: the hosts whose state came since the last merge get their point of history. */
+static void console_fleet_on_merge(uv_timer_t *t)
+{
+    console *c = t->data;
+    const char *names[FLEET_HOSTS_MAX + 1];
+    size_t n = 0;
+    for (size_t i = 0; i < c->nhosts && n < sizeof names / sizeof names[0]; i++)
+        if (c->hosts[i].fresh) {
+            c->hosts[i].fresh = false;
+            names[n++] = c->hosts[i].name;
+        }
+    console_fleet_publish(c, false, names, n);
+}
+
+/* A copy of msg for the status line with its text fields prefixed by the host ("h1: reload web: done"). */
+static json_t *console_fleet_named(const console_host *h, const json_t *msg)
+{
+    json_t *copy = json_copy((json_t *)msg);
+    if (!copy)
+        return NULL;
+    json_object_del(copy, "id");   /* ids are per connection: never our subscribe's or logs' */
+    static const char *const fields[] = {"msg", "error", "text"};
+    for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) {
+        const char *v = json_string_value(json_object_get(copy, fields[i]));
+        if (v && *v) {
+            char buf[SSHLINK_SPEC_MAX + 1024];
+            snprintf(buf, sizeof buf, "%s: %.1000s", h->name, v);
+            json_object_set_new(copy, fields[i], json_string(buf));
+        }
+    }
+    return copy;
+}
+
+/* A host said hello: subscribe there. */
+static void console_fleet_cb_hello(void *ctx, const json_t *hello)
+{
+    console_host *h = ctx;
+    console *c = h->c;
+    h->conn = CONSOLE_UP;
+    h->why[0] = '\0';
+    if (!c->m.ns[0])
+        snprintf(c->m.ns, sizeof c->m.ns, "%s", console_model_str(hello, "ns", "default"));
+    console_model_status(&c->m, false, "%s: connected (hub pid %ld)", h->name, console_model_int(hello, "hub_pid", 0));
+    ctl_request r = ctl_request_make(CTL_SUBSCRIBE, NULL);
+    h->sub_req = client_send(h->cl, ctl_request_json(&r));
+}
+
+/* A host's message: its snapshots merged, its logs when the pane shows its worker, the rest to the status line. */
+static void console_fleet_cb_message(void *ctx, const json_t *msg)
+{
+    console_host *h = ctx;
+    console *c = h->c;
+    const char *type = console_model_str(msg, "type", "");
+    bool log_host = console_fleet_log_host(c) == h;
+    long id = console_model_int(msg, "id", -2);
+    if (!strcmp(type, "state") || (!strcmp(type, "reply") && id == h->sub_req &&
+                                   json_is_true(json_object_get(msg, "ok")))) {
+        bool first = strcmp(type, "reply") == 0;
+        json_decref(h->snap);
+        h->snap = json_incref((json_t *)msg);
+        console_fleet_tag(h, h->snap);
+        if (!first) {
+            /* merged with the others' within CONSOLE_FLEET_MERGE_MS */
+            h->fresh = true;
+            if (!uv_is_active((uv_handle_t *)&c->merge_timer))
+                uv_timer_start(&c->merge_timer, console_fleet_on_merge, CONSOLE_FLEET_MERGE_MS, 0);
+        } else {
+            const char *name = h->name;
+            console_fleet_publish(c, true, &name, 1);
+            /* the rings have the history now: the kept snapshot need not */
+            json_t *ws = json_object_get(h->snap, "workers");
+            for (size_t i = 0; i < json_array_size(ws); i++)
+                json_object_del(json_array_get(ws, i), "history");
+            /* the pane's host came back: ask again; else follow the selection */
+            console_logs_after(c, console_model_logs_retarget(&c->m, log_host));
+        }
+    } else if (!strcmp(type, "log")) {
+        if (log_host)   /* lines of the pane's host only */
+            console_logs_after(c, console_model_apply(&c->m, msg));
+    } else if (!strcmp(type, "reply") && log_host && id == c->m.logs_req) {
+        console_logs_after(c, console_model_apply(&c->m, msg));   /* (ids are per host: checked with it) */
+    } else {
+        json_t *named = console_fleet_named(h, msg);
+        if (named)
+            console_logs_after(c, console_model_apply(&c->m, named));
+        json_decref(named);
+    }
+}
+
+/* A host went away or cannot be reached: its line says why, its rows stay dimmed; its client retries. */
+static void console_fleet_cb_disconnect(void *ctx, const char *why)
+{
+    console_host *h = ctx;
+    console *c = h->c;
+    h->conn = CONSOLE_DOWN;
+    snprintf(h->why, sizeof h->why, "%s", why ? why : "the hub went away");
+    if (console_fleet_log_host(c) == h)
+        c->m.logs_ready = false;
+    console_model_status(&c->m, true, "%s: unreachable, retrying (%s)", h->name, h->why);
+    console_fleet_publish(c, false, NULL, 0);
+}
+
+/* Starts a client per hub of the fleet. Returns 0, or -1 when out of memory. */
+static int console_fleet_open(console *c)
+{
+    const console_options *o = c->o;
+    size_t n = o->fleet_nhosts + (o->fleet_no_local ? 0 : 1);
+    c->hosts = calloc(n, sizeof *c->hosts);
+    if (!c->hosts)
+        return -1;
+    c->nhosts = n;
+    c->m.fleet = true;
+    client_callbacks cb = {console_fleet_cb_hello, console_fleet_cb_message, console_fleet_cb_disconnect};
+    for (size_t i = 0; i < n; i++) {
+        console_host *h = &c->hosts[i];
+        const sshlink_target *t = o->fleet_no_local ? &o->fleet_hosts[i] : i ? &o->fleet_hosts[i - 1] : NULL;
+        h->c = c;
+        h->conn = CONSOLE_CONNECTING;
+        h->sub_req = -1;
+        h->key_base = (json_int_t)(i + 1) << 32;   /* hub keys are uint32_t */
+        snprintf(h->name, sizeof h->name, "%s", t ? t->spec : CONSOLE_LOCAL);
+        if (!t)   /* the local client retries quietly while no hub runs: say what it waits for */
+            snprintf(h->why, sizeof h->why, "no hub answers at %.250s yet", o->ctl_path);
+        h->cl = t ? client_new_ssh(&c->loop, t, o->host_remote, o->host_ns, o->host_socket_dir,
+                                   CONSOLE_FLEET_RETRY_MS, &cb, h)
+                  : client_new(&c->loop, o->ctl_path, CONSOLE_FLEET_RETRY_MS, &cb, h);
+        if (!h->cl)
+            return -1;
+    }
+    console_model_status(&c->m, false, "connecting to %zu hubs", n);
+    console_fleet_publish(c, false, NULL, 0);
+    return 0;
+}
+
 /* ---- drawing ----------------------------------------------------------------------- */
 
 /* Redraws the whole screen from the model (ncurses sends only what changed); keeps the statistics. */
@@ -182,12 +461,17 @@ static void console_finish(console *c)
     c->handles_open = false;
     uv_handle_t *hs[] = {(uv_handle_t *)&c->in, (uv_handle_t *)&c->sig_winch, (uv_handle_t *)&c->sig_hup,
                          (uv_handle_t *)&c->sig_term, (uv_handle_t *)&c->sig_int, (uv_handle_t *)&c->prep,
-                         (uv_handle_t *)&c->frame, (uv_handle_t *)&c->logs_timer, (uv_handle_t *)&c->stop_timer};
+                         (uv_handle_t *)&c->frame, (uv_handle_t *)&c->logs_timer, (uv_handle_t *)&c->stop_timer,
+                         (uv_handle_t *)&c->merge_timer};
     for (size_t i = 0; i < sizeof hs / sizeof hs[0]; i++)
         if (!uv_is_closing(hs[i]))
             uv_close(hs[i], console_on_closed);
     client_free(c->cl);
     c->cl = NULL;
+    for (size_t i = 0; i < c->nhosts; i++) {
+        client_free(c->hosts[i].cl);
+        c->hosts[i].cl = NULL;
+    }
 }
 
 /* `stop` was not confirmed in time: quit anyway, and say so. */
@@ -277,7 +561,9 @@ static void console_key(console *c, int key, bool fkey)
 {
     keys_handle(&c->k, key, fkey);
     if (c->k.send) {
-        if (c->cl)
+        if (c->hosts)
+            client_send(console_fleet_sel_host(c)->cl, c->k.send);   /* the selected worker's hub */
+        else if (c->cl)
             client_send(c->cl, c->k.send);
         else
             json_decref(c->k.send);
@@ -506,7 +792,8 @@ static int console_loop_open(console *c)
     uv_timer_init(&c->loop, &c->frame);
     uv_timer_init(&c->loop, &c->logs_timer);
     uv_timer_init(&c->loop, &c->stop_timer);
-    c->frame.data = c->logs_timer.data = c->stop_timer.data = c;
+    uv_timer_init(&c->loop, &c->merge_timer);
+    c->frame.data = c->logs_timer.data = c->stop_timer.data = c->merge_timer.data = c;
     c->handles_open = true;
     return 0;
 }
@@ -530,6 +817,16 @@ static int console_loop_run(console *c)
 {
     int rc = 0;
     client_callbacks cb = {console_cb_hello, console_cb_message, console_cb_disconnect};
+    if (c->o->fleet_nhosts) {
+        if (console_fleet_open(c) != 0) {
+            snprintf(c->exit_msg, sizeof c->exit_msg, "drover: out of memory");
+            rc = 1;
+            console_finish(c);
+        }
+        uv_run(&c->loop, UV_RUN_DEFAULT);
+        uv_loop_close(&c->loop);
+        return rc;
+    }
     c->cl = c->o->host ? client_new_ssh(&c->loop, c->o->host, c->o->host_remote, c->o->host_ns,
                                         c->o->host_socket_dir, CONSOLE_RETRY_MS, &cb, c)
                        : client_new(&c->loop, c->o->ctl_path, CONSOLE_RETRY_MS, &cb, c);
@@ -589,6 +886,9 @@ int console_run(const console_options *o)
         fprintf(stderr, "%s\n", c->exit_msg);
     console_write_stats(c);
     console_model_free(&c->m);
+    for (size_t i = 0; i < c->nhosts; i++)
+        json_decref(c->hosts[i].snap);
+    free(c->hosts);
     free(c);
     return rc;
 }

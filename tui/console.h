@@ -23,6 +23,12 @@ typedef struct {
     /* a hub on another host instead, over ssh (tui/sshlink.h): NULL for ctl_path's */
     const sshlink_target *host;
     const char  *host_ns, *host_socket_dir, *host_remote;   /* -L, --socket-dir there, --remote-cmd */
+    /* a fleet instead (monit with several hubs): the local hub (ctl_path, named
+     * "local") unless fleet_no_local, and each of fleet_hosts over ssh (with
+     * host_ns, host_socket_dir, host_remote), merged into one view */
+    const sshlink_target *fleet_hosts;
+    size_t       fleet_nhosts;       /* 0: not a fleet */
+    bool         fleet_no_local;
     console_quit on_quit;
     const char  *title;      /* e.g. "drover — default"; NULL for a default */
     bool         no_mouse;   /* --no-mouse: leave the mouse to the terminal (no clicks, no wheel) */

@@ -240,14 +240,23 @@ static bool console_model_log_matches(const console_model *m, const json_t *msg)
     return strcmp(t, m->log_target) == 0;
 }
 
+/* The host of the selection (fleet), "" for none. */
+static const char *console_model_sel_host(const console_model *m)
+{
+    const console_worker *w = console_model_selected(m);
+    return w && w->host ? w->host : m->sel_host;
+}
+
 /* See console_model.h. */
 int console_model_logs_retarget(console_model *m, bool force)
 {
     char t[80];
     console_model_log_target(m, t, sizeof t);
-    if (!force && strcmp(t, m->log_target) == 0)
+    const char *host = console_model_sel_host(m);
+    if (!force && strcmp(t, m->log_target) == 0 && strcmp(host, m->log_host) == 0)
         return -1;
     snprintf(m->log_target, sizeof m->log_target, "%s", t);
+    snprintf(m->log_host, sizeof m->log_host, "%s", host);
     console_model_log_clear(m);
     m->logs_ready = false;
     m->logs_req = -1;
@@ -361,6 +370,8 @@ static int console_model_cmp_view(const void *a, const void *b)
         return xn ? 1 : -1;
     if (!xn && x->sortv != y->sortv)
         return x->sortv > y->sortv ? -1 : 1;
+    if (x->host && y->host && (r = strcmp(x->host, y->host)) != 0)
+        return r;   /* a fleet: an app's workers host by host */
     if (x->id != y->id)
         return x->id < y->id ? -1 : 1;
     return (x->key > y->key) - (x->key < y->key);
@@ -381,6 +392,15 @@ static int console_model_cmp_view_rev(const void *a, const void *b)
     return console_model_cmp_view(a, b);
 }
 
+/* True when host (NULL: none) is one of hosts[0..n). */
+static bool console_model_in(const char *host, const char *const *hosts, size_t n)
+{
+    for (size_t i = 0; host && i < n; i++)
+        if (strcmp(host, hosts[i]) == 0)
+            return true;
+    return false;
+}
+
 /* Orders workers by key (for lookups across snapshots). */
 static int console_model_cmp_key(const void *a, const void *b)
 {
@@ -388,10 +408,12 @@ static int console_model_cmp_key(const void *a, const void *b)
     return (x->key > y->key) - (x->key < y->key);
 }
 
-/* True when w passes the filter: a case-insensitive substring of app:id, pid or state. */
+/* True when w passes the filter: a case-insensitive substring of app:id, pid, state or host. */
 static bool console_model_match(const console_model *m, const console_worker *w)
 {
     if (!m->filter[0])
+        return true;
+    if (w->host && strcasestr(w->host, m->filter))
         return true;
     char buf[96];
     console_model_target(w, buf, sizeof buf);
@@ -426,6 +448,13 @@ static void console_model_sel_remember(console_model *m)
     m->sel_key = w->key;
     snprintf(m->sel_app, sizeof m->sel_app, "%s", w->app);
     m->sel_id = w->id;
+    snprintf(m->sel_host, sizeof m->sel_host, "%s", w->host ? w->host : "");
+}
+
+/* True when w is on host (fleet); with one hub every worker is. */
+static bool console_model_on_host(const console_worker *w, const char *host)
+{
+    return !w->host || strcmp(w->host, host) == 0;
 }
 
 /*
@@ -471,7 +500,8 @@ static long console_model_find_sel(const console_model *m, long old_sel)
         if (m->rows[i].w && m->rows[i].w->key == m->sel_key)
             return (long)i;
     for (size_t i = 0; i < n; i++)
-        if (m->rows[i].w && m->rows[i].w->id == m->sel_id && strcmp(m->rows[i].w->app, m->sel_app) == 0)
+        if (m->rows[i].w && m->rows[i].w->id == m->sel_id && strcmp(m->rows[i].w->app, m->sel_app) == 0 &&
+            console_model_on_host(m->rows[i].w, m->sel_host))
             return (long)i;
     if (n == 0)
         return -1;
@@ -570,11 +600,13 @@ bool console_model_sort_by(console_model *m, int col)
 
 /*
  * Reads the workers of a snapshot into a new array sorted by key, moving each
- * history from the old row of the same key. Returns the array (NULL when out
- * of memory) with its length in *count.
+ * history from the old row of the same key; the history is loaded
+ * (with_history) or gets one point, for every worker when hosts is NULL,
+ * else only for workers on one of hosts[0..nhosts) (a fleet). Returns the
+ * array (NULL when out of memory) with its length in *count.
  */
 static console_worker *console_model_read_workers(console_model *m, const json_t *msg, bool with_history,
-                                                  size_t *count)
+                                                  const char *const *hosts, size_t nhosts, size_t *count)
 {
     json_t *ws = json_object_get(msg, "workers");
     size_t n = json_array_size(ws);
@@ -592,6 +624,7 @@ static console_worker *console_model_read_workers(console_model *m, const json_t
         w->obj = obj;
         w->app = console_model_str(obj, "app", "?");
         w->state = console_model_str(obj, "state", "-");
+        w->host = json_string_value(json_object_get(obj, "host"));
         w->id = (int)console_model_int(obj, "id", -1);
         w->pid = console_model_int(obj, "pid", 0);
         json_t *ow = json_object_get(obj, "owned");
@@ -606,9 +639,11 @@ static console_worker *console_model_read_workers(console_model *m, const json_t
             if (!w->h)
                 continue;
         }
-        if (with_history)
+        /* a fleet: another host's worker keeps its ring as it is */
+        bool mine = !hosts || console_model_in(w->host, hosts, nhosts);
+        if (mine && with_history)
             console_model_hist_load(w->h, json_object_get(obj, "history"));
-        else
+        else if (mine)
             console_model_hist_push(w->h, obj);
         k++;
     }
@@ -629,16 +664,18 @@ static void console_model_free_workers(console_model *m)
 /*
  * Replaces the workers with a snapshot's (a state message, or the subscribe
  * reply whose workers carry "history"). Histories follow their worker by key;
- * a state message appends one point to each.
+ * a state message appends one point to each (in a fleet: to those on
+ * hosts[0..nhosts) only; hosts NULL: every worker).
  */
-static void console_model_apply_snapshot(console_model *m, const json_t *msg, bool with_history)
+static void console_model_apply_snapshot(console_model *m, const json_t *msg, bool with_history,
+                                         const char *const *hosts, size_t nhosts)
 {
     size_t n = json_array_size(json_object_get(msg, "workers"));
     console_worker **nview = calloc(n ? n : 1, sizeof *nview);
     if (!nview)
         return;
     size_t k;
-    console_worker *nw = console_model_read_workers(m, msg, with_history, &k);
+    console_worker *nw = console_model_read_workers(m, msg, with_history, hosts, nhosts, &k);
     if (!nw) {
         free(nview);
         return;
@@ -656,7 +693,7 @@ static void console_model_apply_snapshot(console_model *m, const json_t *msg, bo
 /* The subscribe reply: the first snapshot, with history. Returns the logs delay (0). */
 static int console_model_on_subscribed(console_model *m, const json_t *msg)
 {
-    console_model_apply_snapshot(m, msg, true);
+    console_model_apply_snapshot(m, msg, true, NULL, 0);
     /* The histories are in the rings now: drop them from the kept snapshot
      * and hand the freed heap back, since a reply for 1000 workers holds
      * ~500k JSON numbers. */
@@ -764,7 +801,7 @@ int console_model_apply(console_model *m, const json_t *msg)
 {
     const char *type = console_model_str(msg, "type", "");
     if (strcmp(type, "state") == 0) {
-        console_model_apply_snapshot(m, msg, false);
+        console_model_apply_snapshot(m, msg, false, NULL, 0);
         console_model_done_check(m);
     } else if (strcmp(type, "log") == 0) {
         /* lines pushed before the reply to our latest logs request are for
@@ -779,6 +816,16 @@ int console_model_apply(console_model *m, const json_t *msg)
         console_model_status(m, true, "hub: %s", console_model_str(msg, "error", "?"));
     }
     return -1;
+}
+
+/* See console_model.h. */
+void console_model_apply_fleet(console_model *m, const json_t *msg, bool with_history, const char *const *hosts,
+                               size_t nhosts)
+{
+    static const char *const none[1] = {NULL};
+    console_model_apply_snapshot(m, msg, with_history, hosts ? hosts : none, hosts ? nhosts : 0);
+    if (!with_history && nhosts)
+        console_model_done_check(m);
 }
 
 /* See console_model.h. */

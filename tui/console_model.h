@@ -45,6 +45,7 @@ typedef struct {
     const json_t *obj;    /* borrowed from the model's snap */
     const char   *app;    /* borrowed from obj */
     const char   *state;  /* borrowed from obj */
+    const char   *host;   /* borrowed from obj: the host a fleet console put there; NULL with one hub */
     int           id;
     long          pid;
     bool          owned;  /* drover started or adopted it; false: addressed as APP:pid:PID */
@@ -90,6 +91,7 @@ typedef struct {
     json_int_t sel_key;
     char       sel_app[64];
     int        sel_id;
+    char       sel_host[128];   /* fleet: the selection's host ("" none) */
     long       list_top;        /* first row shown (the list pane keeps the selection visible) */
     int        sort_col;        /* index into columns_table */
     bool       sort_rev;        /* the column's order reversed (it was selected again) */
@@ -104,6 +106,7 @@ typedef struct {
     bool       follow;
     bool       log_app;           /* the a-toggle: the whole app's logs */
     char       log_target[80];    /* what the pane shows / asked for ("" = all) */
+    char       log_host[128];     /* fleet: the host whose hub the logs are asked of ("" = the first) */
     char       search[CONSOLE_FILTER_MAX];   /* the log pane's search ("" = none): lines highlighted */
     long       search_line;       /* the current match, index from the oldest line; -1 none */
     bool       logs_ready;        /* the reply for log_target arrived */
@@ -119,6 +122,11 @@ typedef struct {
     int        done_wait;         /* snapshots left to wait; 0: nothing held */
 
     bool       dirty;             /* something shown changed: the screen needs a redraw */
+
+    /* a fleet console (several hubs merged by tui/console.c): the snapshot is
+     * the merged one, its "hosts" array the per-host header lines, and the
+     * list has a HOST column */
+    bool       fleet;
 } console_model;
 
 /* Sets m to an empty model: nothing selected, sorted by id, following the logs, dirty. */
@@ -182,6 +190,18 @@ void console_model_disconnected(console_model *m);
  */
 int console_model_apply(console_model *m, const json_t *msg);
 
+/*
+ * A fleet console's merged snapshot (tui/console.c builds it: every host's
+ * workers with "host" set and keys made unique, "apps" with fleet totals,
+ * "hosts" with one object per host). Workers of the hosts named in
+ * hosts[0..nhosts) take their history from "history" when with_history
+ * (that host's subscribe reply), else one point from the snapshot (those
+ * hosts sent a state message since the last merge); other hosts' workers
+ * keep their rings as they are (hosts NULL: none). Borrows msg.
+ */
+void console_model_apply_fleet(console_model *m, const json_t *msg, bool with_history, const char *const *hosts,
+                               size_t nhosts);
+
 /* ---- selection, sort, filter ------------------------------------------------ */
 
 /*
@@ -216,7 +236,8 @@ bool console_model_sort_by(console_model *m, int col);
 
 /*
  * Points the log pane at the selection ("app:id", the app when log_app, ""
- * when nothing was ever selected). When the target changed (or force) the
+ * when nothing was ever selected; in a fleet, on the selection's host:
+ * log_host). When the target changed (or force) the
  * pane is emptied at once and the delay is returned after which the caller
  * should ask the hub for the new target's lines: 0 when forced, else
  * CONSOLE_LOGS_DELAY_MS, so holding j does not send one request per row.

@@ -299,13 +299,26 @@ static void keys_command(keys_state *k, const keys_entry *e, int key)
         keys_not_sent(k, c);
         return;
     }
-    char target[80];
+    /* a fleet: the command goes to the selected worker's host (the console routes it) */
+    if (w->host && json_is_true(json_object_get(w->obj, "stale"))) {
+        console_model_status(k->m, true, "%.100s is unreachable: %s not sent", w->host, c->name);
+        return;
+    }
+    char target[80], shown[200];
     if (c->target == CTL_TARGET_REQUIRED)
         console_model_target(w, target, sizeof target);
     else
         snprintf(target, sizeof target, "%.60s", w->app);
+    snprintf(shown, sizeof shown, "%s%s%.100s", target, w->host ? " on " : "", w->host ? w->host : "");
     if (c->confirm) {
         keys_confirm_ask(k, c, target, w->pid);
+        if (w->host) {
+            char pidtxt[32] = "";
+            if (c->target == CTL_TARGET_REQUIRED && w->pid > 0)
+                snprintf(pidtxt, sizeof pidtxt, " (pid %ld)", w->pid);
+            snprintf(k->confirm_text, sizeof k->confirm_text, "%.16s %.50s on %.40s%s? [y/n]", c->name, target,
+                     w->host, pidtxt);
+        }
         return;
     }
     ctl_request r = ctl_request_make(c->cmd, target);
@@ -313,7 +326,7 @@ static void keys_command(keys_state *k, const keys_entry *e, int key)
         r.has_delta = true;
         r.delta = key == '-' ? -1 : 1;
     }
-    keys_send(k, &r, target);
+    keys_send(k, &r, shown);
 }
 
 /* A command's help line: "name: help", and "(asks y/n)" when it confirms. */
@@ -494,7 +507,7 @@ static const keys_entry keys_base[] = {
     {.in = KEYS_IN_NORMAL, .keys = "a", .fn = keys_app_logs,
      .help = "logs of the whole app / of the selected worker", .prio = 7, .text = keys_app_logs_text},
     {.in = KEYS_IN_LIST, .keys = "/", .fn = keys_set_mode, .arg = KEYS_MODE_FILTER,
-     .help = "list: filter by app:id, pid or state (Enter keeps, Esc clears)", .prio = 5, .hint = "filter"},
+     .help = "list: filter by app:id, pid, state or host (Enter keeps, Esc clears)", .prio = 5, .hint = "filter"},
     {.in = KEYS_IN_LOGS, .keys = "/", .fn = keys_set_mode, .arg = KEYS_MODE_SEARCH, .label = "/ (logs)",
      .help = "logs: search and highlight (Enter keeps, Esc clears)", .prio = 5, .hint_key = "/",
      .hint = "search"},

@@ -118,8 +118,9 @@ static const char attach_options[] =
 static const char monit_options[] =
     "  --host [USER@]HOST[:PORT]  also the hub on HOST, over ssh: 'ssh -T -o\n"
     "                      BatchMode=yes HOST drover bridge -L NAME' ($DROVER_SSH is\n"
-    "                      the ssh command). Repeatable with --headless; the console\n"
-    "                      takes one, with --no-local, and leaves that hub running\n"
+    "                      the ssh command). Repeatable: the console merges the\n"
+    "                      hosts (a HOST column, a line per host; keys act on the\n"
+    "                      selected worker's host) and leaves their hubs running\n"
     "  --hosts-file FILE   hosts from FILE, one a line ('#' comments)\n"
     "  --no-local          not the local hub, only the hosts\n"
     "  --remote-cmd CMD    the drover command on the hosts (default $DROVER_REMOTE,\n"
@@ -187,8 +188,8 @@ static const hub_entry hub_entries[] = {
      "the console on the namespace's running hub (or on a monitor-only hub it\n"
      "starts when none runs); with --headless, the figures as a stream: the\n"
      "running hub's (at its interval), else those of every process that reports.\n"
-     "With --host, the headless streams of the local hub and of each host (over\n"
-     "ssh) merged, a \"host\" key on every line",
+     "With --host, the local hub and each host (over ssh) merged: one console,\n"
+     "or with --headless one stream with a \"host\" key on every line",
      monit_options, cmd_monit, false},
     {"startup", "startup [-f FILE] [-L NAME] [--socket-dir DIR] [--user] [--install [--force] [--dir DIR]]",
      "print the systemd units that run a config file's apps at boot: drover-NAME.service\n"
@@ -624,18 +625,28 @@ static int cmd_monit(int argc, char **argv)
     if (o.background)
         return hub_run(&o);
     if (monit_nhosts || monit_no_local || monit_remote) {
-        /* other hosts: the console on one of them, or the merged headless stream
-         * (the console does not merge hosts yet) */
+        /* other hosts: the console on one of them, the console merging several
+         * (the local hub too unless --no-local), or the merged headless stream */
         if (!monit_nhosts)
             return usage_error("--no-local and --remote-cmd go with --host or --hosts-file");
-        if (!headless && (monit_nhosts > 1 || !monit_no_local))
-            return usage_error("the console shows one host at a time for now: 'drover monit --no-local --host "
-                               "HOST'; several hosts with the local one: 'drover monit --headless --host …'");
+        if (!headless && !launch_is_terminal()) {
+            fputs("drover: the console needs a terminal; use 'drover monit --headless' for a stream\n", stderr);
+            return 2;
+        }
+        if (!headless && (monit_nhosts > 1 || !monit_no_local)) {
+            char ctl[PATHS_MAX + 16], title[160];
+            if (!monit_no_local && ns_ctl_path(&o, ctl, sizeof ctl) != 0)
+                return 1;
+            size_t n = monit_nhosts + !monit_no_local;
+            snprintf(title, sizeof title, "drover \u2014 %zu hosts (%s)", n, o.ns);
+            console_options co = {.ctl_path = monit_no_local ? NULL : ctl, .host_ns = o.ns,
+                                  .host_socket_dir = o.socket_dir, .host_remote = monit_remote,
+                                  .fleet_hosts = monit_hosts, .fleet_nhosts = monit_nhosts,
+                                  .fleet_no_local = monit_no_local, .on_quit = CONSOLE_QUIT_LEAVE,
+                                  .title = title, .no_mouse = o.no_mouse};
+            return console_run(&co);
+        }
         if (!headless) {
-            if (!launch_is_terminal()) {
-                fputs("drover: the console needs a terminal; use 'drover monit --headless' for a stream\n", stderr);
-                return 2;
-            }
             char title[SSHLINK_SPEC_MAX + 80];
             snprintf(title, sizeof title, "drover — %s (%s)", monit_hosts[0].spec, o.ns);
             console_options co = {.ctl_path = monit_hosts[0].spec, .host = &monit_hosts[0], .host_ns = o.ns,

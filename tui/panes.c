@@ -17,6 +17,7 @@
 #define PANES_WIDE_W    150   /* from this width the detail pane goes beside the list */
 #define PANES_COLS_MAX  32    /* list columns considered */
 #define PANES_FIELDS_MAX 40   /* fields of one line fitted by priority */
+#define FLEET_HOSTS_LINES 128 /* hosts a fleet's header considers (tui/fleet.h allows 64 and the local one) */
 
 /* What every pane draws from. */
 typedef struct {
@@ -182,6 +183,16 @@ static void panes_header(const panes_ctx *p, const char *title, int y, int w)
 
     const char *conn = m->conn == CONSOLE_UP ? (m->snap ? "connected" : "connected, loading...")
                      : m->conn == CONSOLE_DOWN ? "disconnected, retrying" : "connecting...";
+    char hosts_up[48];
+    if (m->fleet) {
+        /* a fleet: how many hubs answer (each has its own line below) */
+        json_t *hs = json_object_get(m->snap, "hosts");
+        size_t up = 0;
+        for (size_t i = 0; i < json_array_size(hs); i++)
+            up += strcmp(console_model_str(json_array_get(hs, i), "state", ""), "up") == 0;
+        snprintf(hosts_up, sizeof hosts_up, "%zu/%zu hosts up", up, json_array_size(hs));
+        conn = hosts_up;
+    }
     attr_t conn_a = m->conn == CONSOLE_UP ? d->a_header : (d->a_header | A_BOLD | A_BLINK);
     int right = w - 1 - (int)strlen(conn);
     if (right < 0)
@@ -214,14 +225,115 @@ static void panes_header(const panes_ctx *p, const char *title, int y, int w)
         draw_put(d, y, right, w - right, conn, conn_a);
 }
 
+/*
+ * A fleet's line for one host (an object of the merged snapshot's "hosts":
+ * name, state, why, and that hub's apps and host figures): its workers
+ * online/total, req/s, CPU and memory, the machine's CPU and memory; or why
+ * it is not there ("unreachable, retrying (…)").
+ */
+static void panes_host_line(const panes_ctx *p, const json_t *h, int y, int w)
+{
+    const draw_ctx *d = p->d;
+    const char *state = console_model_str(h, "state", "connecting");
+    char line[512], b[4][32];
+    int x = 1 + draw_put(d, y, 1, w - 2, console_model_str(h, "host", "?"), d->a_app | A_BOLD);
+    if (strcmp(state, "up") != 0) {
+        const char *why = console_model_str(h, "why", "");
+        if (!strncmp(why, "unreachable: ", 13))
+            why += 13;   /* ssh's reason already says so: said once */
+        if (!strcmp(state, "down"))
+            snprintf(line, sizeof line, "unreachable, retrying (%.400s)", *why ? why : "?");
+        else if (*why)
+            snprintf(line, sizeof line, "connecting... (%.400s)", why);
+        else
+            snprintf(line, sizeof line, "connecting...");
+        draw_put(d, y, x + 2, w - x - 3, line, d->a_err | A_BOLD);
+        return;
+    }
+    json_t *apps = json_object_get(h, "apps");
+    double online = 0, total = 0, rps = NAN, cpu = NAN, mem = NAN, v;
+    for (size_t i = 0; i < json_array_size(apps); i++) {
+        json_t *a = json_array_get(apps, i);
+        online += isnan(v = console_model_num(a, "online")) ? 0 : v;
+        total += isnan(v = console_model_num(a, "workers")) ? 0 : v;
+        if (!isnan(v = console_model_num(a, "req_per_s")))
+            rps = (isnan(rps) ? 0 : rps) + v;
+        if (!isnan(v = console_model_num(a, "cpu_pct")))
+            cpu = (isnan(cpu) ? 0 : cpu) + v;
+        if (!isnan(v = console_model_num(a, "rss_bytes")))
+            mem = (isnan(mem) ? 0 : mem) + v;
+    }
+    panes_seg seg[5];
+    int n = 0;
+    seg[n] = (panes_seg){.prio = 1};
+    snprintf(seg[n++].text, sizeof seg[0].text, "%.0f/%.0f online", online, total);
+    panes_fmt(rps, "", b[0], sizeof b[0]);
+    seg[n] = (panes_seg){.prio = 2};
+    snprintf(seg[n++].text, sizeof seg[0].text, "%s req/s", b[0]);
+    panes_fmt(cpu, "%", b[1], sizeof b[1]);
+    seg[n] = (panes_seg){.prio = 3};
+    snprintf(seg[n++].text, sizeof seg[0].text, "cpu %s", b[1]);
+    columns_bytes(mem, b[2], sizeof b[2]);
+    seg[n] = (panes_seg){.prio = 4};
+    snprintf(seg[n++].text, sizeof seg[0].text, "mem %s", b[2]);
+    const json_t *host = json_object_get(h, "machine");
+    if (json_is_object(host)) {
+        panes_fmt(console_model_num(host, "cpu_pct"), "%", b[3], sizeof b[3]);
+        seg[n] = (panes_seg){.prio = 5};
+        snprintf(seg[n++].text, sizeof seg[0].text, "host cpu %s", b[3]);
+    }
+    panes_put_fields(d, y, x + 2, w - x - 3, seg, n, A_NORMAL);
+}
+
+/*
+ * The fleet's host lines (at most max): returns how many were drawn. When
+ * they do not all fit, the last line counts the others (how many answer),
+ * the unreachable ones first so none is hidden while others are not.
+ */
+static int panes_hosts(const panes_ctx *p, int y, int w, int max)
+{
+    json_t *hosts = p->m->fleet ? json_object_get(p->m->snap, "hosts") : NULL;
+    size_t total = json_array_size(hosts);
+    if (max <= 0 || total == 0)
+        return 0;
+    size_t room = total <= (size_t)max ? total : (size_t)max - 1;
+    int n = 0;
+    /* in their order when all fit; else two passes: those not up, then the others */
+    bool shown[FLEET_HOSTS_LINES] = {false};
+    for (int pass = total <= (size_t)max ? 1 : 0; pass < 2; pass++)
+        for (size_t i = 0; i < total && i < FLEET_HOSTS_LINES && (size_t)n < room; i++) {
+            json_t *h = json_array_get(hosts, i);
+            bool up = strcmp(console_model_str(h, "state", ""), "up") == 0;
+            if (shown[i] || (pass == 0 && up))
+                continue;
+            shown[i] = true;
+            panes_host_line(p, h, y + n++, w);
+        }
+    if ((size_t)n < total) {
+        size_t more = total - (size_t)n, up = 0;
+        for (size_t i = 0; i < total; i++)
+            up += (i >= FLEET_HOSTS_LINES || !shown[i]) &&
+                  strcmp(console_model_str(json_array_get(hosts, i), "state", ""), "up") == 0;
+        char line[160];
+        snprintf(line, sizeof line, "+%zu more hosts, %zu of them up (a taller terminal shows them; / filters by host)",
+                 more, up);
+        draw_put(p->d, y + n++, 1, w - 2, line, p->d->a_dim);
+    }
+    return n;
+}
+
 /* ---- worker list ----------------------------------------------------------------------- */
 
 /* Column names dropped first when the list is narrow (the app is in the group header). */
 static const char *const panes_drop_order[] = {"lagmax", "p50", "errors", "restarts", "p99", "lag", "uptime",
                                                "share", "rps", "mem", NULL};
 
-/* Chooses the list columns that fit in w cells; returns how many (indices in out), their width in *used. */
-static int panes_list_columns(int w, int *out, int *used)
+/*
+ * Chooses the list columns that fit in w cells; returns how many (indices in
+ * out), their width in *used. fleet: with the columns only a view of several
+ * hosts shows (HOST).
+ */
+static int panes_list_columns(int w, bool fleet, int *out, int *used)
 {
     bool drop[PANES_COLS_MAX] = {false};
     for (int d = -1;; d++) {
@@ -234,7 +346,7 @@ static int panes_list_columns(int w, int *out, int *used)
         }
         int n = 0, width = 2;
         for (int i = 0; columns_table[i].name && i < PANES_COLS_MAX; i++) {
-            if (drop[i] || !strcmp(columns_table[i].name, "app"))
+            if (drop[i] || !strcmp(columns_table[i].name, "app") || (columns_table[i].fleet && !fleet))
                 continue;
             out[n++] = i;
             width += columns_table[i].width + 1;
@@ -245,7 +357,7 @@ static int panes_list_columns(int w, int *out, int *used)
     }
     int n = 0;
     for (int i = 0; columns_table[i].name && i < PANES_COLS_MAX; i++)
-        if (!drop[i] && strcmp(columns_table[i].name, "app"))
+        if (!drop[i] && strcmp(columns_table[i].name, "app") && (fleet || !columns_table[i].fleet))
             out[n++] = i;
     return n;
 }
@@ -378,7 +490,8 @@ static void panes_list_worker(const panes_ctx *p, const panes_list_layout *l, co
         at = panes_cell(line, sizeof line, at, col, cell);
     }
     /* figures from a hub we lost are stale: dim them until it answers again */
-    attr_t base = selected ? d->a_sel : p->m->conn == CONSOLE_UP ? A_NORMAL : d->a_dim;
+    bool stale = p->m->conn != CONSOLE_UP || json_is_true(json_object_get(wk->obj, "stale"));   /* fleet: its host's */
+    attr_t base = selected ? d->a_sel : stale ? d->a_dim : A_NORMAL;
     if (selected)
         draw_fill(y, x, w, d->a_sel);
     draw_put(d, y, x, w, line, base);
@@ -395,7 +508,7 @@ static void panes_list(const panes_ctx *p, int y, int x, int w, int h)
         return;
     console_model *m = p->m;
     panes_list_layout l;
-    l.ncol = panes_list_columns(w, l.cols, &l.used);
+    l.ncol = panes_list_columns(w, m->fleet, l.cols, &l.used);
     l.bar_w = w - l.used >= 12 ? (w - l.used - 1 > 22 ? 22 : w - l.used - 1) : 0;
     panes_list_title(p, &l, y, x, w);
     /* where the list is, for the mouse */
@@ -496,7 +609,8 @@ static void panes_detail_texts(const console_worker *wk, panes_detail_text *t)
 {
     t->nident = t->nmore = t->nlat = 0;
     char tg[96];
-    panes_field(t->ident, &t->nident, 4, 1, "%s", console_model_target(wk, tg, sizeof tg));
+    panes_field(t->ident, &t->nident, 4, 1, "%s%s%.40s", console_model_target(wk, tg, sizeof tg),
+                wk->host ? " on " : "", wk->host ? wk->host : "");   /* a fleet names the host */
     if (wk->pid > 0)
         panes_field(t->ident, &t->nident, 4, 2, "pid %ld", wk->pid);
     else
@@ -646,9 +760,13 @@ static void panes_logs_title(const panes_ctx *p, int y, int x, int w, attr_t ta)
 {
     const console_model *m = p->m;
     const char *mark = p->k->focus == KEYS_FOCUS_LOGS ? ">" : " ";
-    const char *what = m->log_target[0] ? m->log_target : "every app";
+    char whatb[256];
+    /* a fleet: the logs come from one host's hub, named */
+    snprintf(whatb, sizeof whatb, "%s%s%.150s", m->log_target[0] ? m->log_target : "every app",
+             m->fleet && m->log_host[0] ? " on " : "", m->fleet ? m->log_host : "");
+    const char *what = whatb;
     const char *kind = !m->log_target[0] ? "" : m->log_app ? " (app)" : " (worker)";
-    char t[256];
+    char t[512];
     if (m->search[0] && (m->logs_ready || m->conn != CONSOLE_UP))
         snprintf(t, sizeof t, "%s logs %s%s   %s   search '%.40s': %zu matching (n/N)", mark, what, kind,
                  m->follow && m->log_scroll == 0 ? "following" : "paused", m->search,
@@ -971,11 +1089,12 @@ void panes_draw(keys_state *k, const draw_ctx *d, const char *title)
         return;
     }
     panes_header(&p, title, 0, W);
-    int body_h = H - 3;
+    int nh = panes_hosts(&p, 1, W, (H - 10) / 2);   /* a fleet: a line per host, the body keeps 8 lines */
+    int body_h = H - 3 - nh;
     if (W >= PANES_WIDE_W && body_h >= 18)
-        panes_body_wide(&p, 1, body_h, W);
+        panes_body_wide(&p, 1 + nh, body_h, W);
     else
-        panes_body_stacked(&p, 1, body_h, W);
+        panes_body_stacked(&p, 1 + nh, body_h, W);
     panes_status(&p, H - 2, W);
     panes_footer(&p, H - 1, W);
     panes_overlay(&p);

@@ -2,7 +2,8 @@
 Many hosts over ssh (issue 12): `drover bridge` relays the control protocol
 between stdin/stdout and a hub's ctl.sock; the CLI's `--host` reaches a hub
 through `ssh … drover bridge`; `monit --headless --host` merges several hosts'
-NDJSON; `monit --no-local --host` is the console on one host (in tmux). The hosts are real: each is a real OpenSSH
+NDJSON; `monit --no-local --host` is the console on one host, and `monit --host …` the
+console merging the local hub and the hosts (both in tmux). The hosts are real: each is a real OpenSSH
 `sshd` on its own loopback port, started here with a host key and a client key
 generated here, and the "host's" hub is a real `drover run` whose socket lives
 where that sshd's sessions look for it ($XDG_RUNTIME_DIR set by the sshd's own
@@ -115,10 +116,12 @@ def cli(keys, *args, timeout=60):
                           env=fleet_env(keys))
 
 
-def sleepers(procs, host, logdir, n=2, app="web", flag=None):
+def sleepers(procs, host, logdir, n=2, app="web", flag=None, say=None):
     """`drover run -i n` on host of a silent worker (online after the 1 s grace); when flag
-    exists, a new worker exits 7 at once, so a reload aborts."""
+    exists, a new worker exits 7 at once, so a reload aborts; say: a line it prints first."""
     script = f'if [ -e {flag} ]; then exit 7; fi; exec sleep 120' if flag else "exec sleep 120"
+    if say:
+        script = f"echo {say}; {script}"
     logdir = os.path.join(logdir, str(host.port))   # each host its own log files
     os.makedirs(logdir, exist_ok=True)
     h = RunHub(procs, host.sockdir, run_argv(host.sockdir, logdir, "-i", n, "-n", app, "--no-echo", "--",
@@ -348,10 +351,11 @@ def test_headless_fleet_stream_merges_hosts_and_outlives_a_dead_one(procs, keys,
 
 
 def test_monit_host_options(keys):
+    # several hosts make one console now: without a terminal it says so, as the console always does
     r = cli(keys, "monit", "--host", "h1")
-    assert r.returncode == 2 and "the console shows one host at a time for now" in r.stderr
+    assert r.returncode == 2 and "the console needs a terminal" in r.stderr
     r = cli(keys, "monit", "--no-local", "--host", "h1", "--host", "h2")
-    assert r.returncode == 2 and "one host at a time" in r.stderr
+    assert r.returncode == 2 and "the console needs a terminal" in r.stderr
     r = cli(keys, "monit", "--headless", "--host", "h1", "--format", "prom")
     assert r.returncode == 2 and "NDJSON only" in r.stderr
     r = cli(keys, "monit", "--headless", "--no-local")
@@ -460,3 +464,122 @@ def test_console_on_one_host_over_ssh(procs, keys, fleet, logdir, tmux_consoles)
     con.keys("q")
     con.wait(lambda: "[console exited rc=0]" in con.screen(), "the console quit")
     assert hub1.proc.poll() is None
+
+
+# ---- the merged console: the local hub and a host ------------------------------------------
+
+# a fleet console's worker row: the HOST column before ID
+FROW = re.compile(r"^[> ] +(\S+) +(\d+) +(\d+|-) +(starting|online|stopping|stopped|backoff|errored|gone)\b")
+
+
+def fleet_rows(con):
+    """{(host, id): pid} of the worker rows on screen."""
+    out = {}
+    for line in con.screen().splitlines():
+        m = FROW.match(line)
+        if m and m.group(3) != "-":
+            out[(m.group(1), int(m.group(2)))] = int(m.group(3))
+    return out
+
+
+def host_line(con, name):
+    """The header line of host name (it starts with the name), or ""."""
+    for line in con.screen().splitlines()[1:6]:
+        if line.strip().startswith(name + " "):
+            return line
+    return ""
+
+
+def ls_pids(sockdir):
+    """{id: pid} from that hub's own `drover ls --json` (the independent instrument)."""
+    r = subprocess.run([DROVER, "ls", "--json", "--socket-dir", sockdir], capture_output=True, text=True, timeout=10)
+    return {w["id"]: w["pid"] for w in json.loads(r.stdout)["workers"]} if r.returncode == 0 else {}
+
+
+def test_merged_console_local_and_remote_host(procs, keys, fleet, logdir, tmux_consoles):
+    h1 = fleet()
+    remote = sleepers(procs, h1, logdir, n=2, say="remote-web-says-hi")
+    # the local hub: in the default socket dir of an $XDG_RUNTIME_DIR of its own (the remote one
+    # is found the same way by its sshd's sessions, so no --socket-dir is shared by both)
+    xdg = tempfile.mkdtemp(prefix="drv-lx-", dir="/tmp")
+    os.chmod(xdg, 0o700)
+    lsock = os.path.join(xdg, "drover", "default")
+    os.makedirs(lsock, mode=0o700)
+    try:
+        ldir = os.path.join(logdir, "local")
+        os.makedirs(ldir)
+        local = RunHub(procs, lsock, run_argv(lsock, ldir, "-i", 2, "-n", "web", "--no-echo", "--",
+                                              "sh", "-c", "echo local-web-says-hi; exec sleep 120"))
+        online(local, 2, "web")
+        env = {k: v for k, v in fleet_env(keys).items() if k in ("DROVER_SSH", "DROVER_REMOTE")}
+        env["XDG_RUNTIME_DIR"] = xdg
+        con = tmux_consoles([DROVER, "monit", "--host", h1.spec], env)
+
+        def expected():
+            return {**{("local", i): p for i, p in ls_pids(lsock).items()},
+                    **{(h1.spec, i): p for i, p in ls_pids(h1.sockdir).items()}}
+        want = expected()
+        assert len(want) == 4 and set(ls_pids(h1.sockdir).values()) == child_pids(remote)
+        con.wait(lambda: fleet_rows(con) == want, "both hosts' workers with their pids on screen")
+        s = con.screen()
+        assert "HOST" in s and "2 hosts" in s   # the host column; the title counts the hosts
+        con.wait(lambda: "2/2 online" in host_line(con, "local") and "2/2 online" in host_line(con, h1.spec),
+                 "a header line per host")
+        assert "2/2 hosts up" in con.screen().splitlines()[0]
+        # the app is one group across the hosts, with the fleet's totals
+        assert any(line.lstrip().startswith("web ") and "4/4 online" in line for line in s.splitlines()), s
+
+        # the filter matches the host: only the remote's rows; r restarts web:0 there, not here
+        # (the local hub has a web:0 too)
+        con.keys("/")
+        con.keys("-l", h1.spec)
+        con.keys("Enter")
+        con.wait(lambda: set(fleet_rows(con)) == {(h1.spec, 0), (h1.spec, 1)}, "only the host's rows listed")
+        con.keys("Up", "Up")   # the first row: web:0 of the host
+        con.wait(lambda: any(line.startswith(f"> {h1.spec} ") and FROW.match(line).group(2) == "0"
+                             for line in con.screen().splitlines()), "the host's web:0 selected")
+        # the log pane asks that host's hub: its worker's line, not the local web:0's
+        con.wait(lambda: f"logs web:0 on {h1.spec}" in con.screen() and "remote-web-says-hi" in con.screen(),
+                 "the host's web:0 logs in the pane")
+        assert "local-web-says-hi" not in con.screen()
+        lbefore, rbefore = ls_pids(lsock), ls_pids(h1.sockdir)
+        con.keys("r")
+        con.wait(lambda: ls_pids(h1.sockdir).get(0) not in (None, rbefore[0]) and len(child_pids(remote)) == 2,
+                 "web:0 restarted on the remote hub", timeout=10)
+        rafter = ls_pids(h1.sockdir)
+        assert rafter[1] == rbefore[1]
+        assert ls_pids(lsock) == lbefore   # the local web:0 (same app:id) untouched
+        con.wait(lambda: fleet_rows(con).get((h1.spec, 0)) == rafter[0], "the remote's new pid on screen")
+        # R with the host's worker selected reloads the app there: both its pids change, none here
+        con.keys("R")
+        con.wait(lambda: not set(ls_pids(h1.sockdir).values()) & set(rafter.values())
+                 and len(ls_pids(h1.sockdir)) == 2 and len(child_pids(remote)) == 2,
+                 "web reloaded on the remote hub", timeout=15)
+        assert ls_pids(lsock) == lbefore
+        rafter = ls_pids(h1.sockdir)
+        con.wait(lambda: {i: p for (h, i), p in fleet_rows(con).items() if h == h1.spec} == rafter,
+                 "the reloaded pids on screen")
+
+        # the host goes down: its line says so, the local rows stay and keep updating
+        con.keys("/", "Escape")
+        con.wait(lambda: len(fleet_rows(con)) == 4, "every row again")
+        h1.stop_sshd()
+        con.wait(lambda: "unreachable, retrying" in host_line(con, h1.spec), "the host unreachable on screen")
+        assert "unreachable" not in host_line(con, "local") and "2/2 online" in host_line(con, "local")
+        assert "1/2 hosts up" in con.screen().splitlines()[0]
+        lnow = ls_pids(lsock)
+        assert {i: p for (h, i), p in fleet_rows(con).items() if h == "local"} == lnow
+        subprocess.run([DROVER, "restart", "web:1", "--socket-dir", lsock], check=True, capture_output=True,
+                       timeout=10)
+        wait_until(lambda: ls_pids(lsock).get(1) not in (None, lnow[1]), 10, what="local web:1 restarted")
+        con.wait(lambda: fleet_rows(con).get(("local", 1)) == ls_pids(lsock)[1],
+                 "the local hub still updating while the host is down")
+        # back: the host's line and rows return (its client retried with backoff)
+        h1.start_sshd()
+        con.wait(lambda: "2/2 online" in host_line(con, h1.spec), "the host back on screen", timeout=30)
+        con.wait(lambda: fleet_rows(con) == expected(), "both hosts' rows again")
+        con.keys("q")
+        con.wait(lambda: "[console exited rc=0]" in con.screen(), "the console quit")
+        assert remote.proc.poll() is None and local.proc.poll() is None   # q leaves every hub running
+    finally:
+        shutil.rmtree(xdg, ignore_errors=True)

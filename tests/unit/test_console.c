@@ -226,6 +226,69 @@ static void test_filter_narrows_and_esc_clears(void **st)
     assert_string_equal(f->m.filter, "");
 }
 
+/*
+ * A fleet's merged snapshot (as tui/console.c builds it): web:0 on "local"
+ * (pid 100) and on "h1" (pid local_key's pid + 100), keys made unique per
+ * host; h1 stale when h1_down.
+ */
+static json_t *fleet_msg(json_int_t local_key, long h1_pid, bool h1_down)
+{
+    return json_pack("{s:s, s:[{s:I, s:s, s:i, s:i, s:s, s:s, s:b}, {s:I, s:s, s:i, s:i, s:s, s:s, s:b}],"
+                     " s:[{s:s, s:i, s:i}], s:[{s:s, s:s}, {s:s, s:s}]}",
+                     "type", "state",
+                     "workers", "key", ((json_int_t)1 << 32) + local_key, "app", "web", "id", 0, "pid", 100,
+                     "state", "online", "host", "local", "stale", 0,
+                     "key", ((json_int_t)2 << 32) + 10, "app", "web", "id", 0, "pid", (int)h1_pid,
+                     "state", "online", "host", "h1", "stale", h1_down,
+                     "apps", "app", "web", "workers", 2, "online", 2,
+                     "hosts", "host", "local", "state", "up", "host", "h1", "state", h1_down ? "down" : "up");
+}
+
+static void test_fleet_rows_filter_selection_and_keys(void **st)
+{
+    fixture *f = *st;
+    f->m.fleet = true;
+    json_t *s = fleet_msg(10, 200, false);
+    console_model_apply_fleet(&f->m, s, false, NULL, 0);
+    json_decref(s);
+    /* one app group across the hosts: its header, then web:0 host by host */
+    assert_int_equal(f->m.nrows, 3);
+    assert_string_equal(f->m.rows[1].w->host, "h1");
+    assert_string_equal(f->m.rows[2].w->host, "local");
+    /* the local web:0 selected; a reload gives it a new key: the selection stays on that host */
+    while (strcmp(console_model_selected(&f->m)->host, "local") != 0)
+        assert_true(console_model_select_move(&f->m, 1));
+    s = fleet_msg(11, 200, false);
+    static const char *const local[] = {"local"};
+    console_model_apply_fleet(&f->m, s, false, local, 1);
+    json_decref(s);
+    assert_string_equal(console_model_selected(&f->m)->host, "local");
+    /* a point of history only for the host whose state came */
+    float pts[CONSOLE_HIST];
+    assert_int_equal(console_model_hist_last(f->m.rows[1].w->h, CONSOLE_SER_CPU, 10, pts), 0);
+    assert_int_equal(console_model_hist_last(console_model_selected(&f->m)->h, CONSOLE_SER_CPU, 10, pts), 1);
+    /* r names the host; the console sends it there */
+    press(f, 'r');
+    assert_string_equal(sent(f), "{\"cmd\":\"restart\",\"target\":\"web:0\"}");
+    assert_string_equal(f->m.status, "restart web:0 on local ...");
+    /* the filter matches the host name */
+    press(f, '/');
+    press(f, 'h');
+    press(f, '1');
+    assert_int_equal(f->m.nrows, 2);
+    assert_string_equal(console_model_selected(&f->m)->host, "h1");
+    press(f, 27);
+    /* a worker of a host that is down: nothing is sent */
+    s = fleet_msg(11, 200, true);
+    console_model_apply_fleet(&f->m, s, false, NULL, 0);
+    json_decref(s);
+    while (strcmp(console_model_selected(&f->m)->host, "h1") != 0)
+        assert_true(console_model_select_move(&f->m, -1));
+    press(f, 'r');
+    assert_null(f->k.send);
+    assert_string_equal(f->m.status, "h1 is unreachable: restart not sent");
+}
+
 static void test_quit_keys(void **st)
 {
     fixture *f = *st;
@@ -480,6 +543,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_keys_without_a_hub_send_nothing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_filter_narrows_and_esc_clears, setup, teardown),
         cmocka_unit_test_setup_teardown(test_quit_keys, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_fleet_rows_filter_selection_and_keys, setup, teardown),
         cmocka_unit_test_setup_teardown(test_describe_reply_opens_the_overlay, setup, teardown),
         cmocka_unit_test_setup_teardown(test_help_and_hints_come_from_the_table, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sort_same_column_again_reverses, setup, teardown),
