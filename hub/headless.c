@@ -314,6 +314,36 @@ static json_t *headless_exit_json(const worker_view *w)
     return json_string(buf);
 }
 
+/*
+ * The interval's histogram of an app (the sum of its workers' in v[from..to),
+ * lat or lag) as {"idx":[…],"count":[…]}, sparse, indices rising; null when
+ * no worker sent one. Only in snapshots: a view that shows several hubs adds
+ * them up to get the fleet's quantiles (quantiles themselves do not add).
+ */
+static json_t *headless_app_hist_json(const worker_view *v, size_t from, size_t to, bool lag)
+{
+    static uint64_t sum[HIST_NBUCKETS];   /* the loop thread only */
+    bool any = false;
+    memset(sum, 0, sizeof sum);
+    for (size_t i = from; i < to; i++) {
+        const state_hist *h = lag ? v[i].lag_h : v[i].lat_h;
+        if (!h || v[i].state == WS_GONE)
+            continue;
+        headless_hist_add(sum, h);
+        any = true;
+    }
+    if (!any)
+        return json_null();
+    json_t *idx = json_array(), *count = json_array();
+    for (unsigned k = 0; k < HIST_NBUCKETS; k++)
+        if (sum[k]) {
+            json_array_append_new(idx, json_integer(k));
+            json_array_append_new(count, json_integer(sum[k] > (uint64_t)INT64_MAX ? (json_int_t)INT64_MAX
+                                                                                           : (json_int_t)sum[k]));
+        }
+    return json_pack("{s:o, s:o}", "idx", idx, "count", count);
+}
+
 json_t *headless_snapshot(const worker_view *v, size_t n, const hub_counters *c, double ts)
 {
     app_sum stack_apps[64];
@@ -332,8 +362,17 @@ json_t *headless_snapshot(const worker_view *v, size_t n, const hub_counters *c,
         json_object_set_new(w, "tree", headless_tree_json(&v[i]));
         json_array_append_new(ws, w);
     }
-    for (size_t i = 0; i < napps; i++)
-        json_array_append_new(as, headless_app_json(&apps[i], ts));
+    /* the views are sorted by app, as apps[] is */
+    for (size_t i = 0, from = 0; i < napps; i++) {
+        size_t to = from;
+        while (to < n && strcmp(v[to].app, apps[i].app) == 0)
+            to++;
+        json_t *a = headless_app_json(&apps[i], ts);
+        json_object_set_new(a, "lat_hist", headless_app_hist_json(v, from, to, false));
+        json_object_set_new(a, "lag_hist", headless_app_hist_json(v, from, to, true));
+        json_array_append_new(as, a);
+        from = to;
+    }
     if (apps != stack_apps)
         free(apps);
     return json_pack("{s:o, s:o, s:o, s:o}", "workers", ws, "apps", as, "hub", headless_hub_json(c, ts),

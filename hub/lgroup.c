@@ -322,13 +322,21 @@ static int lgroup_any_fd(const lgroup *g)
  * Makes the kernel pick only sockets in rotation (OPEN), by a program over
  * their indices; with none in rotation, the kernel's own hash over all.
  */
+static void lgroup_steer_but(lgroup *g, int skip);
+
 static void lgroup_steer(lgroup *g)
+{
+    lgroup_steer_but(g, -1);
+}
+
+/* As lgroup_steer, with kernel index skip (≥ 0) out of rotation too. */
+static void lgroup_steer_but(lgroup *g, int skip)
 {
     unsigned keep[LGROUP_MAX];
     int fds[LGROUP_MAX];
     size_t nkeep = 0;
     for (size_t i = 0; i < g->norder; i++)
-        if (g->mem[g->order[i]]->st == LSOCK_OPEN) {
+        if (g->mem[g->order[i]]->st == LSOCK_OPEN && (int)i != skip) {
             fds[nkeep] = g->mem[g->order[i]]->fd;
             keep[nkeep++] = (unsigned)i;
         }
@@ -463,9 +471,27 @@ static void lgroup_step(member *mm, lsock_input in, unsigned left)
             done(mm->ctx, mm->m, left);
         break;
     }
-    case LSOCK_DO_CLOSE:
+    case LSOCK_DO_CLOSE: {
         uv_timer_stop(&mm->watch);
         mm->done = NULL;
+        /*
+         * Leaving the kernel's array moves its last socket into mm's place:
+         * a classic program still naming the last index would then name one
+         * past the end, and the kernel would pick by its own hash among every
+         * socket — a drained one waiting for its worker to exit included,
+         * whose queued connection would be reset at its close (seen under
+         * Connection: close load). So the last socket, if in rotation, is
+         * first taken out of the program while the others serve; the program
+         * for the new array follows the close.
+         */
+        size_t last = g->norder ? g->norder - 1 : 0;
+        if (g->steer == STEER_HASH && g->norder > 1 && g->order[last] != mm->m) {
+            size_t open = 0;
+            for (size_t i = 0; i < g->norder; i++)
+                open += g->mem[g->order[i]]->st == LSOCK_OPEN;
+            if (g->mem[g->order[last]]->st == LSOCK_OPEN && open > 1)
+                lgroup_steer_but(g, (int)last);
+        }
         /* shutdown leaves the kernel's group now, whoever else holds the socket */
         shutdown(mm->fd, SHUT_RDWR);
         close(mm->fd);
@@ -473,6 +499,7 @@ static void lgroup_step(member *mm, lsock_input in, unsigned left)
         lgroup_order_remove(g->order, &g->norder, mm->m);
         lgroup_steer(g);
         break;
+    }
     }
 }
 

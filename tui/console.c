@@ -246,9 +246,10 @@ static void console_fleet_add_app(json_t *apps, const json_t *a)
 /*
  * Merges every host's snapshot into one for the model: the workers (a
  * host's last ones stay, marked stale, while it is down), the apps with
- * fleet totals (workers, online, req/s, CPU, memory; latency quantiles do
- * not add up, so the fleet's are not shown), and "hosts" for the header
- * lines. with_history, names, n: see console_model_apply_fleet.
+ * fleet totals (workers, online, req/s, CPU, memory, and latency and lag
+ * quantiles from the hosts' histograms added up: console_model_fleet_latency),
+ * and "hosts" for the header lines. with_history, names, n: see
+ * console_model_apply_fleet.
  */
 static void console_fleet_publish(console *c, bool with_history, const char *const *names, size_t n)
 {
@@ -280,6 +281,14 @@ static void console_fleet_publish(console *c, bool with_history, const char *con
         for (size_t j = 0; j < json_array_size(ha); j++)
             console_fleet_add_app(apps, json_array_get(ha, j));
     }
+    /* latency and lag: from the hosts' histograms added up (hosts that answer now) */
+    const json_t *up[FLEET_HOSTS_MAX + 1];
+    size_t nup = 0;
+    for (size_t i = 0; i < c->nhosts && nup < sizeof up / sizeof up[0]; i++)
+        if (c->hosts[i].conn == CONSOLE_UP && c->hosts[i].snap)
+            up[nup++] = json_object_get(c->hosts[i].snap, "apps");
+    for (size_t i = 0; i < json_array_size(apps); i++)
+        console_model_fleet_latency(json_array_get(apps, i), up, nup);
     c->m.conn = any_up ? CONSOLE_UP : any_down ? CONSOLE_DOWN : CONSOLE_CONNECTING;
     console_model_apply_fleet(&c->m, merged, with_history, names, n);
     json_decref(merged);

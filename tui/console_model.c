@@ -6,6 +6,7 @@
  * never per frame; the panes format only the rows that fit on screen.
  */
 #include "tui/console_model.h"
+#include "proto/buckets.h"
 
 #include "proto/control.h"
 #include "tui/columns.h"
@@ -863,3 +864,61 @@ void console_model_free(console_model *m)
     m->snap = NULL;
     m->nw = m->nrows = m->nrows_cap = 0;
 }
+
+/* ---- a fleet's latency ----------------------------------------------------- */
+
+/* Adds a snapshot's sparse histogram ({"idx":[…],"count":[…]}, PROTOCOL.md §4.4) into sum; false when there is none. */
+static bool console_model_hist_add(uint64_t *sum, const json_t *h)
+{
+    json_t *idx = json_object_get(h, "idx"), *count = json_object_get(h, "count");
+    size_t n = json_array_size(idx);
+    if (!n || n != json_array_size(count))
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        json_int_t k = json_integer_value(json_array_get(idx, i)), c = json_integer_value(json_array_get(count, i));
+        if (k < 0 || k >= HIST_NBUCKETS || c <= 0)
+            continue;
+        sum[k] = (uint64_t)c > UINT64_MAX - sum[k] ? UINT64_MAX : sum[k] + (uint64_t)c;
+    }
+    return true;
+}
+
+/* The larger of a and b, where NAN is unknown. */
+static double console_model_maxf(double a, double b)
+{
+    return isnan(b) ? a : isnan(a) || b > a ? b : a;
+}
+
+void console_model_fleet_latency(json_t *f, const json_t *const *apps, size_t n)
+{
+    static uint64_t lat[HIST_NBUCKETS], lag[HIST_NBUCKETS];   /* the console's thread only */
+    const char *name = console_model_str(f, "app", "");
+    bool has_lat = false, has_lag = false;
+    double lat_max = NAN, lag_max = NAN;
+    memset(lat, 0, sizeof lat);
+    memset(lag, 0, sizeof lag);
+    for (size_t i = 0; i < n; i++)
+        for (size_t j = 0; j < json_array_size(apps[i]); j++) {
+            const json_t *a = json_array_get(apps[i], j);
+            if (strcmp(console_model_str(a, "app", ""), name) != 0)
+                continue;
+            has_lat |= console_model_hist_add(lat, json_object_get(a, "lat_hist"));
+            has_lag |= console_model_hist_add(lag, json_object_get(a, "lag_hist"));
+            lat_max = console_model_maxf(lat_max, console_model_num(a, "lat_max_ms"));
+            lag_max = console_model_maxf(lag_max, console_model_num(a, "lag_max_ms"));
+        }
+    /* clamped by the largest max a host saw, as a hub clamps by its workers' */
+    uint64_t lat_clamp = isnan(lat_max) ? 0 : (uint64_t)llround(lat_max * 1000.0);
+    uint64_t lag_clamp = isnan(lag_max) ? 0 : (uint64_t)llround(lag_max * 1000.0);
+    if (has_lat) {
+        json_object_set_new(f, "lat_p50_ms", json_real((double)hist_quantile(lat, 5000, lat_clamp) / 1000.0));
+        json_object_set_new(f, "lat_p99_ms", json_real((double)hist_quantile(lat, 9900, lat_clamp) / 1000.0));
+    }
+    if (has_lag)
+        json_object_set_new(f, "lag_p99_ms", json_real((double)hist_quantile(lag, 9900, lag_clamp) / 1000.0));
+    if (!isnan(lat_max))
+        json_object_set_new(f, "lat_max_ms", json_real(lat_max));
+    if (!isnan(lag_max))
+        json_object_set_new(f, "lag_max_ms", json_real(lag_max));
+}
+

@@ -272,4 +272,14 @@ bool console_model_search_step(console_model *m, int dir);
 /* Counts the lines of the pane that match the search. */
 size_t console_model_search_count(const console_model *m);
 
+/*
+ * A fleet's latency: sets app object f's lat_p50_ms, lat_p99_ms and
+ * lag_p99_ms from the interval histograms ("lat_hist", "lag_hist") of the
+ * app of the same name in each of the hosts' "apps" arrays apps[0..n),
+ * added up bucket by bucket (quantiles do not add up; counts do), clamped
+ * by the largest lat_max_ms / lag_max_ms a host saw, which it also sets.
+ * A figure no host sent a histogram for is left as f has it.
+ */
+void console_model_fleet_latency(json_t *f, const json_t *const *apps, size_t n);
+
 #endif

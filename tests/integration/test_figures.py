@@ -11,6 +11,7 @@ The stall test is shortened from the issue's "50 stalls of 200 ms every 2 s"
 stall lands in some interval and is shown there, and with reports every
 0.16-0.2 s a stall every 0.6 s is a harder case than one every 2 s.
 """
+import json
 import os
 import shutil
 import subprocess
@@ -86,6 +87,28 @@ def test_two_reports_in_one_interval_and_one_without(start_hub, sender):
     assert w["req_total"] == 20, w            # a total is not a rate: still shown
     a = iv.app("figs")
     assert a["req_per_s"] is None and a["lag_max_ms"] is None and a["lag_p99_ms"] is None, a
+
+
+def test_snapshot_apps_carry_the_interval_histogram(start_hub, sender):
+    """`ls`/`subscribe` snapshots give each app its interval histogram (`lat_hist`), the
+    buckets and counts the workers sent in it exactly, so a view of several hubs can add
+    them up (the NDJSON has no such key)."""
+    hub = start_hub(interval_ms=1000)
+    hub.wait_socket()
+    pid = os.getpid()
+    sender.pack({"v": 2, "t": "hello", "pid": pid, "seq": 0, "name": "figs"})
+    hub.wait_for(lambda iv: iv.worker(pid) is not None, timeout=5, what="the sender as a worker")
+    fresh_interval(hub)
+    time.sleep(0.2)
+    sender.pack(report(1, req=4, lat_h=hist({2000: 3, 50000: 1}), lat_max=50000))
+    iv = hub.next_interval(timeout=3)
+    assert "lat_hist" not in iv.app("figs")
+    out = subprocess.run([os.path.join(BUILD, "drover"), "ls", "--json", "--socket-dir", hub.sockdir],
+                         capture_output=True, text=True, timeout=10)
+    assert out.returncode == 0, out.stderr
+    a = next(a for a in json.loads(out.stdout)["apps"] if a["app"] == "figs")
+    assert a["lat_hist"] == {"idx": [bucket_of(2000), bucket_of(50000)], "count": [3, 1]}, a
+    assert a["lag_hist"] is None, a
 
 
 def test_a_lost_report_loses_no_sample(start_hub, sender):

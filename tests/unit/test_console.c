@@ -14,6 +14,7 @@
 
 #include "proto/control.h"
 #include "tui/console_model.h"
+#include "proto/buckets.h"
 #include "tui/columns.h"
 #include "tui/human.h"
 #include "tui/keys.h"
@@ -530,6 +531,42 @@ static void test_spark_levels_scale_from_zero(void **st)
     assert_true(isnan(lo) && isnan(hi));
 }
 
+/* One host's app object with n samples of v µs in its lat_hist (and the max). */
+static json_t *fleet_app(const char *name, uint64_t v, json_int_t n)
+{
+    return json_pack("{s:s, s:f, s:{s:[i], s:[I]}}", "app", name, "lat_max_ms", (double)v / 1000.0, "lat_hist",
+                     "idx", (int)hist_bucket_of(v), "count", n);
+}
+
+/* A fleet's p50/p99 come from the hosts' histograms added up, not from their quantiles. */
+static void test_fleet_latency_merges_histograms(void **state)
+{
+    (void)state;
+    json_t *a = json_pack("[o, o]", fleet_app("web", 2000, 100), fleet_app("db", 900, 5));
+    json_t *b = json_pack("[o]", fleet_app("web", 50000, 100));
+    const json_t *hosts[] = {a, b};
+    json_t *f = json_pack("{s:s}", "app", "web");
+    console_model_fleet_latency(f, hosts, 2);
+    /* every host's own p99 alone would say 2 ms and 50 ms (their mean 26 ms); the
+     * fleet's 200 samples put p50 in the 2 ms bucket and p99 in the 50 ms one */
+    uint64_t dense[HIST_NBUCKETS] = {0};
+    dense[hist_bucket_of(2000)] = 100;
+    dense[hist_bucket_of(50000)] = 100;
+    assert_true(fabs(console_model_num(f, "lat_p50_ms") - (double)hist_quantile(dense, 5000, 50000) / 1000.0) < 1e-9);
+    assert_true(fabs(console_model_num(f, "lat_p99_ms") - (double)hist_quantile(dense, 9900, 50000) / 1000.0) < 1e-9);
+    assert_true(console_model_num(f, "lat_p50_ms") < 2.2 && console_model_num(f, "lat_p99_ms") > 45.0);
+    assert_true(console_model_num(f, "lat_max_ms") == 50.0);
+    assert_true(isnan(console_model_num(f, "lag_p99_ms")));   /* no host sent a lag histogram */
+    /* an app no host has: nothing set */
+    json_t *g = json_pack("{s:s}", "app", "cache");
+    console_model_fleet_latency(g, hosts, 2);
+    assert_true(isnan(console_model_num(g, "lat_p50_ms")));
+    json_decref(f);
+    json_decref(g);
+    json_decref(a);
+    json_decref(b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -552,6 +589,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_search_in_logs, setup, teardown),
         cmocka_unit_test(test_human_format),
         cmocka_unit_test(test_spark_levels_scale_from_zero),
+        cmocka_unit_test(test_fleet_latency_merges_histograms),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
