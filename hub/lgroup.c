@@ -58,6 +58,7 @@ struct lgroup {
     int         socks_map;          /* round-robin: REUSEPORT_SOCKARRAY of the sockets in rotation */
     int         ctr_map;            /* round-robin: one u32, the next turn */
     size_t      nsocks_map;         /* entries set in socks_map */
+    int         map_fds[LGROUP_MAX];/* ... which socket each holds (-1: unknown), for lgroup_rr_steer */
 };
 
 /* ---- the pure parts ----------------------------------------------------- */
@@ -214,8 +215,27 @@ static int lgroup_rr_maps(lgroup *g)
  * socket array and attaches a program taking turns over n through fd.
  * Returns 0, or -1 (the caller falls back to the hash).
  */
+/* True when a[0..n) and b[0..n) hold the same descriptors, in any order (each once). */
+static bool lgroup_same_set(const int *a, const int *b, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        bool found = false;
+        for (size_t j = 0; j < n && !found; j++)
+            found = a[i] == b[j];
+        if (!found)
+            return false;
+    }
+    return true;
+}
+
 static int lgroup_rr_steer(lgroup *g, const int *fds, size_t n, int fd)
 {
+    /* The same sockets in rotation as the program in place deals over (a
+     * socket out of rotation closed, parked…; the array's order need not
+     * follow the kernel's): nothing to change, and no moment with an empty
+     * array, when the kernel's hash could pick a drained socket. */
+    if (g->prog_on && n == g->nsocks_map && lgroup_same_set(fds, g->map_fds, n))
+        return 0;
     /* A socket can be in the array once only (EBUSY): empty it, then fill
      * it; meanwhile a failed selection falls back to the kernel's hash. */
     for (size_t i = 0; i < g->nsocks_map; i++) {
@@ -231,6 +251,7 @@ static int lgroup_rr_steer(lgroup *g, const int *fds, size_t n, int fd)
                             .value = (uint64_t)(uintptr_t)&v, .flags = BPF_ANY};
         if (lgroup_bpf(BPF_MAP_UPDATE_ELEM, &a) != 0)
             return -1;
+        g->map_fds[i] = fds[i];
         g->nsocks_map = i + 1;
     }
     struct bpf_insn code[32];
@@ -618,6 +639,8 @@ lgroup *lgroup_restore(uv_loop_t *loop, const json_t *saved, char *err, size_t e
     g->steer = (steer_kind)json_integer_value(json_object_get(saved, "steer"));
     g->nsocks_map = (size_t)json_integer_value(json_object_get(saved, "nsocks_map"));
     g->prog_on = json_is_true(json_object_get(saved, "prog_on"));
+    for (size_t k = 0; k < LGROUP_MAX; k++)
+        g->map_fds[k] = -1;   /* unknown: the next steer fills the array again */
     json_array_foreach(mem, i, v) {
         member *mm = calloc(1, sizeof *mm);
         if (!mm) {
