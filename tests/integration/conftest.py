@@ -17,6 +17,7 @@ fixed sleep that assumes something has happened by then.
 import json
 import os
 import queue
+import random
 import re
 import signal
 import socket
@@ -84,13 +85,36 @@ def wrap(argv):
     return WRAP + list(argv) if argv and argv[0] == DROVER else list(argv)
 
 
+_ports_given = set()
+
+
+def _ephemeral_low():
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port():
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+    """A TCP port on 127.0.0.1 that was free a moment ago, below the kernel's ephemeral
+    range: a port the kernel picked for bind(0) lies inside it, where any outgoing
+    connection of the machine (wrk's, ssh's, Prometheus's scrapes) may take it as its
+    local port before the test binds it ("Address already in use", seen once in CI).
+    Never the same port twice in one run."""
+    hi = min(_ephemeral_low(), 32768)
+    for _ in range(1000):
+        port = random.randrange(10000, hi)
+        if port in _ports_given:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _ports_given.add(port)
+        return port
+    raise RuntimeError("no free TCP port below the ephemeral range")
 
 
 def http_get(port, path="/", timeout=5.0):

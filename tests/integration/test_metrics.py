@@ -22,16 +22,10 @@ import urllib.request
 
 import pytest
 
-from conftest import DROVER, HTTPD, WORKER, WRAP, hub_asan, INTERVAL_MS as IV_MS, RunHub, online, wait_until
+from conftest import free_port, DROVER, HTTPD, WORKER, WRAP, hub_asan, INTERVAL_MS as IV_MS, RunHub, online, wait_until
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 CONTRIB = os.path.join(REPO, "contrib")
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def get(port, path, headers=None, method="GET", timeout=5):

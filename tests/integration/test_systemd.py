@@ -12,7 +12,7 @@ import urllib.request
 
 import pytest
 
-from conftest import DROVER, HTTPD, WRAP, wait_until
+from conftest import free_port, DROVER, HTTPD, WRAP, wait_until
 
 pytestmark = pytest.mark.skipif(not os.path.exists("/usr/bin/systemd-socket-activate"),
                                 reason="needs systemd-socket-activate (Debian package systemd)")
@@ -59,12 +59,6 @@ def notify(tmp_path):
     r = NotifyReceiver(str(tmp_path / "notify.sock"))
     yield r
     r.close()
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def activate(procs, sockdir, logdir, port, notify_path, listen="fd:3", extra_env=(), fdname=None):
