@@ -608,14 +608,9 @@ static int hub_on_apply(void *ctx, const char *file, json_t *reply, char *msg, s
  * the detached report socket); else a dry run for the new binary's check.
  * NULL with why in err.
  */
-static json_t *hub_fd_json(int fd)
-{
-    return json_integer(fd);
-}
-
 static json_t *hub_upgrade_doc(hub *h, bool final, int agent, char *err, size_t cap)
 {
-    json_t *(*fd)(int) = final ? upgrade_keep_fd : hub_fd_json;
+    json_t *(*fd)(int) = final ? upgrade_keep_fd : upgrade_fd_json;
     pid_t gpid = 0;
     int gfd = spawn_guard_save(&gpid);
     json_t *group = json_null();

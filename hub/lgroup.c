@@ -589,15 +589,10 @@ void lgroup_free(lgroup *g)
 
 /* ---- upgrade ------------------------------------------------------------ */
 
-/* A descriptor number as JSON, left close-on-exec (a dry run); -1: null. */
-static json_t *lgroup_fd_json(int fd)
-{
-    return fd >= 0 ? json_integer(fd) : json_null();
-}
 
 json_t *lgroup_save(const lgroup *g, bool final, char *err, size_t errcap)
 {
-    json_t *(*fd)(int) = final ? upgrade_keep_fd : lgroup_fd_json;
+    json_t *(*fd)(int) = final ? upgrade_keep_fd : upgrade_fd_json;
     json_t *mem = json_array(), *order = json_array();
     for (size_t i = 0; i < g->nmem; i++) {
         const member *mm = g->mem[i];

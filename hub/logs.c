@@ -1555,6 +1555,12 @@ void logs_free(logs *lg)
 
 /* ---- upgrade ------------------------------------------------------------ */
 
+/* logs_stream_tail's callback for logs_save: one ring line as [ts, stream, hex]. */
+static void logs_save_line(void *ctx, const logs_line *l)
+{
+    json_array_append_new(ctx, json_pack("[f, i, o]", l->ts, (int)l->stream, upgrade_hex(l->text, l->len)));
+}
+
 json_t *logs_save(logs *lg, bool final)
 {
     json_t *out = json_array();
@@ -1575,20 +1581,11 @@ json_t *logs_save(logs *lg, bool final)
             if (final)
                 uv_read_stop((uv_stream_t *)&p->h);
             json_array_append_new(pipes, json_pack("{s:o, s:i, s:i, s:o}", "fd",
-                                                   final ? upgrade_keep_fd(fd) : json_integer(fd),
+                                                   final ? upgrade_keep_fd(fd) : upgrade_fd_json(fd),
                                                    "which", (int)p->which, "pid", (int)p->pid,
                                                    "partial", upgrade_hex(p->buf, p->len)));
         }
-        uint64_t pos = st->rtail;
-        while (pos < st->rhead) {
-            if (logs_ring_wraps_at(st, pos)) {
-                pos += st->rcap - pos % st->rcap;
-                continue;
-            }
-            const logs_rec *r = (const logs_rec *)(st->ring + pos % st->rcap);
-            json_array_append_new(ring, json_pack("[f, i, o]", r->ts, (int)r->stream, upgrade_hex(r + 1, r->len)));
-            pos += sizeof(logs_rec) + logs_pad8(r->len);
-        }
+        logs_stream_tail(st, SIZE_MAX, logs_save_line, ring);
         json_array_append_new(out, json_pack("{s:s, s:i, s:i, s:o, s:o}", "app", st->app, "id", st->id,
                                              "pid", (int)st->pid, "pipes", pipes, "ring", ring));
     }

@@ -86,6 +86,11 @@ json_t *upgrade_keep_fd(int fd)
     return json_integer(fd);
 }
 
+json_t *upgrade_fd_json(int fd)
+{
+    return fd >= 0 ? json_integer(fd) : json_null();
+}
+
 int upgrade_fd(const json_t *o, const char *key)
 {
     json_t *v = json_object_get(o, key);

@@ -58,6 +58,9 @@ long upgrade_unhex(const json_t *s, void *out, size_t cap);
  */
 json_t *upgrade_keep_fd(int fd);
 
+/* fd as a JSON integer left close-on-exec (a dry run's blob); fd < 0 gives JSON null. */
+json_t *upgrade_fd_json(int fd);
+
 /*
  * Reads an fd field of a validated blob: key's value as a descriptor
  * number, or -1 when null or absent. The new image owns it from then on.

@@ -65,14 +65,6 @@ def fds(pid):
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
-def rss_kib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
-
-
 # A worker that writes numbered lines forever, each in two writes (so the hub
 # often holds half a line), to stdout and stderr alternately.
 COUNTER = r"""
@@ -239,7 +231,7 @@ def test_twenty_upgrades_leave_rss_and_fds_flat(run_hub, sockdir):
             assert up.returncode == 0, up.stdout + up.stderr
         online(h, 4, "web")
         fd_after.append(fds(h.pid))
-        rss_after.append(rss_kib(h.pid))
+        rss_after.append(h.rss_kib())
     assert worker_pids(sockdir, "web") == before
     assert fd_after[-1] == fd_after[1], fd_after
     assert rss_after[-1] <= rss_after[1] * 1.15, rss_after
