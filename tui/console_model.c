@@ -750,29 +750,60 @@ static int console_model_on_reply(console_model *m, const json_t *msg)
     return -1;
 }
 
-/* True when a worker of app (every app when "") is starting in the latest snapshot. */
-static bool console_model_app_starting(const console_model *m, const char *app)
+/*
+ * The workers of app (every app when "") that show starting in the latest
+ * snapshot, named as targets ("web:2, web:3", then "+N more") into out;
+ * returns how many.
+ */
+static size_t console_model_app_starting(const console_model *m, const char *app, char *out, size_t cap)
 {
-    for (size_t i = 0; i < m->nw; i++)
-        if ((!app[0] || strcmp(m->w[i].app, app) == 0) && strcmp(m->w[i].state, "starting") == 0)
-            return true;
-    return false;
+    size_t n = 0, len = 0;
+    out[0] = '\0';
+    for (size_t i = 0; i < m->nw; i++) {
+        if ((app[0] && strcmp(m->w[i].app, app) != 0) || strcmp(m->w[i].state, "starting") != 0)
+            continue;
+        if (++n <= 3 && len < cap) {
+            char t[80];
+            int r = snprintf(out + len, cap - len, "%s%s", n > 1 ? ", " : "", console_model_target(&m->w[i], t, sizeof t));
+            len += r > 0 ? (size_t)r : 0;
+        }
+    }
+    if (n > 3 && len < cap)
+        snprintf(out + len, cap - len, " +%zu more", n - 3);
+    return n;
 }
 
 /*
- * After a snapshot: shows the held outcome once the list agrees with it (no
- * worker of its app starting), or when it has waited CONSOLE_DONE_WAIT
- * snapshots (then it says what the list still shows).
+ * After a snapshot, the held outcome's machine (console_done_phase in
+ * console_model.h): "done" is shown only by a snapshot with no worker of its
+ * app starting; after CONSOLE_DONE_WAIT snapshots that still show one, the
+ * status says what was replaced and which still start, without "done".
  */
 static void console_model_done_check(console_model *m)
 {
-    if (m->done_wait <= 0)
+    char starting[200], said[sizeof m->done_said];
+    size_t n;
+    switch (m->done_phase) {
+    case CONSOLE_DONE_NONE:
         return;
-    bool starting = console_model_app_starting(m, m->done_app);
-    if (starting && --m->done_wait > 0)
+    case CONSOLE_DONE_HELD:
+    case CONSOLE_DONE_PENDING:
+        n = console_model_app_starting(m, m->done_app, starting, sizeof starting);
+        if (n == 0) {
+            m->done_phase = CONSOLE_DONE_NONE;
+            console_model_status(m, false, "%s", m->done_text);
+            return;
+        }
+        if (m->done_phase == CONSOLE_DONE_HELD && --m->done_wait > 0)
+            return;
+        m->done_phase = CONSOLE_DONE_PENDING;
+        snprintf(said, sizeof said, "%s, %s still starting", m->done_what, starting);
+        if (strcmp(said, m->done_said) != 0) {   /* said again only when it changed */
+            snprintf(m->done_said, sizeof m->done_said, "%s", said);
+            console_model_status(m, false, "%s", said);
+        }
         return;
-    m->done_wait = 0;
-    console_model_status(m, false, "%s%s", m->done_text, starting ? " (a worker is still starting)" : "");
+    }
 }
 
 /*
@@ -787,13 +818,25 @@ static void console_model_on_event(console_model *m, const json_t *msg)
     bool known = ctl_event_parse(msg, &e) == 0;
     const char *text = known ? e.text : console_model_str(msg, "text", "");
     if (known && e.phase == CTL_PHASE_DONE && (e.kind == CTL_EV_RELOAD || e.kind == CTL_EV_REPLACE)) {
+        const char *app = e.app ? e.app : "";
         snprintf(m->done_text, sizeof m->done_text, "%s", text);
-        snprintf(m->done_app, sizeof m->done_app, "%s", e.app ? e.app : "");
-        m->done_wait = CONSOLE_DONE_WAIT;   /* shown by the next snapshot that agrees */
+        snprintf(m->done_app, sizeof m->done_app, "%s", app);
+        /* the same outcome without the word: what the status says while the list disagrees */
+        if (e.kind == CTL_EV_REPLACE && e.id >= 0)
+            snprintf(m->done_what, sizeof m->done_what, "%.60s:%d replaced", app, e.id);
+        else if (e.kind == CTL_EV_REPLACE)
+            snprintf(m->done_what, sizeof m->done_what, "%.60s: a worker replaced", app);
+        else if (e.done >= 0 && e.total >= 0)
+            snprintf(m->done_what, sizeof m->done_what, "reload %.60s: %d/%d replaced", app, e.done, e.total);
+        else
+            snprintf(m->done_what, sizeof m->done_what, "reload %.60s: every worker replaced", app);
+        m->done_said[0] = '\0';
+        m->done_wait = CONSOLE_DONE_WAIT;
+        m->done_phase = CONSOLE_DONE_HELD;   /* shown by the next snapshot that agrees */
         return;
     }
-    if (m->done_wait > 0 && known && e.kind == CTL_EV_RELOAD && e.phase == CTL_PHASE_STARTED)
-        m->done_wait = 0;   /* a new reload: the held outcome is stale */
+    if (known && e.kind == CTL_EV_RELOAD && e.phase == CTL_PHASE_STARTED)
+        m->done_phase = CONSOLE_DONE_NONE;   /* a new reload: the held outcome is stale */
     console_model_status(m, false, "%s", text);
 }
 

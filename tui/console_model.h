@@ -24,7 +24,7 @@
 #define CONSOLE_LOG_LINE_MAX  1024   /* bytes kept of one log line */
 #define CONSOLE_LOGS_DELAY_MS 120    /* selection must rest this long before re-asking logs */
 #define CONSOLE_FILTER_MAX    64
-#define CONSOLE_DONE_WAIT     10     /* snapshots an outcome waits for the list to agree */
+#define CONSOLE_DONE_WAIT     10     /* snapshots an outcome waits quietly for the list to agree */
 
 /* The series of the sparklines, in the order the detail pane shows them. */
 enum { CONSOLE_SER_CPU, CONSOLE_SER_MEM, CONSOLE_SER_RPS, CONSOLE_SER_LAG, CONSOLE_SER_N };
@@ -69,6 +69,20 @@ typedef struct {
 } console_logline;
 
 typedef enum { CONSOLE_CONNECTING, CONSOLE_UP, CONSOLE_DOWN } console_conn;
+
+/*
+ * A reload's (or replacement's) "done" against the list, so the status line
+ * never says done while a row of the app shows starting:
+ *   NONE    nothing held;
+ *   HELD    the outcome came, a worker of the app still shows starting: the
+ *           status keeps what it said (progress) for CONSOLE_DONE_WAIT snapshots;
+ *   PENDING waited that long: the status says what is replaced and which
+ *           workers still start ("reload web: 4/4 replaced, web:2 still
+ *           starting"), no "done", until a snapshot shows none starting.
+ * HELD or PENDING -> (a snapshot with none starting) "done" shown, NONE;
+ * a new reload of any app -> NONE (the held outcome is stale).
+ */
+typedef enum { CONSOLE_DONE_NONE, CONSOLE_DONE_HELD, CONSOLE_DONE_PENDING } console_done_phase;
 
 typedef struct {
     /* connection */
@@ -116,10 +130,13 @@ typedef struct {
     bool       status_err;
     time_t     status_at;
     /* an outcome ("reload web: done") held until the list shows it: until a
-     * snapshot has no worker of the app starting (or CONSOLE_DONE_WAIT of them) */
+     * snapshot has no worker of the app starting (console_model_done_check) */
+    console_done_phase done_phase;
     char       done_text[320];
     char       done_app[64];
-    int        done_wait;         /* snapshots left to wait; 0: nothing held */
+    char       done_what[96];     /* the outcome without "done": "reload web: 4/4 replaced" */
+    char       done_said[320];    /* PENDING: the status it last set */
+    int        done_wait;         /* HELD: snapshots left to wait quietly */
 
     bool       dirty;             /* something shown changed: the screen needs a redraw */
 

@@ -400,6 +400,59 @@ static void test_done_waits_for_the_list(void **st)
     assert_string_equal(f->m.status, "reload web: done, 2/2 replaced");
 }
 
+/*
+ * A worker that stays starting long after the outcome: past the quiet wait
+ * the status says what was replaced and which worker still starts, never
+ * "done", for as long as the list shows it starting; then "done".
+ */
+static void test_done_never_while_a_row_starts(void **st)
+{
+    fixture *f = *st;
+    json_t *starting = json_pack("{s:s, s:[{s:I, s:s, s:i, s:i, s:s}, {s:I, s:s, s:i, s:i, s:s}], s:[]}",
+                                 "type", "state", "workers",
+                                 "key", (json_int_t)12, "app", "web", "id", 0, "pid", 102, "state", "online",
+                                 "key", (json_int_t)13, "app", "web", "id", 1, "pid", 103, "state", "starting",
+                                 "apps");
+    console_model_apply(&f->m, starting);
+    ctl_event e = ctl_event_make(CTL_EV_RELOAD, CTL_PHASE_DONE, "web", -1, 0);
+    e.text = "reload web: done, 2/2 replaced in 1.20 s";
+    e.done = 2;
+    e.total = 2;
+    json_t *msg = ctl_event_json(&e);
+    console_model_apply(&f->m, msg);
+    json_decref(msg);
+    for (int i = 0; i < 3 * CONSOLE_DONE_WAIT; i++) {
+        console_model_apply(&f->m, starting);
+        assert_null(strstr(f->m.status, "done"));
+        if (i >= CONSOLE_DONE_WAIT - 1)
+            assert_string_equal(f->m.status, "reload web: 2/2 replaced, web:1 still starting");
+    }
+    /* another status meanwhile (a key's outcome) is not said over while nothing changes */
+    console_model_status(&f->m, false, "sorted by PID, ascending");
+    console_model_apply(&f->m, starting);
+    assert_string_equal(f->m.status, "sorted by PID, ascending");
+    json_decref(starting);
+    json_t *online = state_msg();
+    console_model_apply(&f->m, online);        /* the list agrees at last */
+    json_decref(online);
+    assert_string_equal(f->m.status, "reload web: done, 2/2 replaced in 1.20 s");
+    assert_int_equal(f->m.done_phase, CONSOLE_DONE_NONE);
+
+    /* a new reload makes a held outcome stale: it is never shown */
+    msg = ctl_event_json(&e);
+    console_model_apply(&f->m, msg);
+    json_decref(msg);
+    ctl_event s = ctl_event_make(CTL_EV_RELOAD, CTL_PHASE_STARTED, "web", -1, 0);
+    s.text = "reload web: started";
+    msg = ctl_event_json(&s);
+    console_model_apply(&f->m, msg);
+    json_decref(msg);
+    online = state_msg();
+    console_model_apply(&f->m, online);
+    json_decref(online);
+    assert_string_equal(f->m.status, "reload web: started");
+}
+
 /* How the last exit reads, and what j/k say with the logs focused. */
 static void test_exit_text_and_log_focus_hint(void **st)
 {
@@ -585,6 +638,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_help_and_hints_come_from_the_table, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sort_same_column_again_reverses, setup, teardown),
         cmocka_unit_test_setup_teardown(test_done_waits_for_the_list, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_done_never_while_a_row_starts, setup, teardown),
         cmocka_unit_test_setup_teardown(test_exit_text_and_log_focus_hint, setup, teardown),
         cmocka_unit_test_setup_teardown(test_search_in_logs, setup, teardown),
         cmocka_unit_test(test_human_format),
