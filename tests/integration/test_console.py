@@ -659,6 +659,8 @@ def test_click_selects_a_worker_and_sorts_by_a_title(hub, consoles, sockdir):
     con = consoles(sockdir)
     s = con.wait(lambda s: rows_with_pids(pids)(s) and s, what="workers on screen")
     assert f"web:0  pid {pids[0]}" in s
+    # in tmux's own TERM ncurses asks for button reports in the X10 encoding, not SGR
+    assert con.tmux("display-message", "-p", "#{mouse_standard_flag} #{mouse_sgr_flag}").split() == ["1", "0"]
     x10_click(con, 10, row_line(s, 1))
     con.wait_text(f"web:1  pid {pids[1]}")
     title_y = next(i for i, l in enumerate(s.splitlines()) if "PID STATE" in l)
@@ -667,6 +669,94 @@ def test_click_selects_a_worker_and_sorts_by_a_title(hub, consoles, sockdir):
     con.wait_text("sorted by PID, ascending")
     x10_click(con, title_x, title_y)
     con.wait_text("sorted by PID, descending")
+
+
+def sgr_mouse(con, x, y, button=0, release=True):
+    """A mouse event at (x, y), 0-based, as a terminal sends it in the SGR mode (1006) that
+    ncurses asks for with TERM=xterm-256color: ESC [ < button ; x ; y M for a press (1-based
+    coordinates), m for the release; the wheel is button 64 (up) or 65 (down), a press alone."""
+    seq = f"\x1b[<{button};{x + 1};{y + 1}M"
+    if release:
+        seq += f"\x1b[<{button};{x + 1};{y + 1}m"
+    con.tmux("send-keys", "-l", seq)
+
+
+def log_lines(screen):
+    """The log pane's lines below its title (up to the status line), right blanks dropped."""
+    lines = screen.splitlines()
+    top = next(i for i, l in enumerate(lines) if re.match(r"^[ >] logs ", l))
+    return [l.rstrip() for l in lines[top + 1:len(lines) - 2]]
+
+
+def bytes_of(text):
+    """A humanized byte count ("3.9M", "950K") back to bytes (tui/human.c, base 1024)."""
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)([KMGT])", text)
+    assert m, text
+    return float(m.group(1)) * 1024 ** ("KMGT".index(m.group(2)) + 1)
+
+
+def test_mouse_in_sgr_mode_wheel_click_and_the_lag_sort_marker(hub, consoles, sockdir):
+    """What a real terminal sends through tmux: the console asks for SGR mouse reports, the
+    wheel moves the selection over the list (3 workers a notch) and scrolls the logs over
+    them (3 lines a notch), a click selects a worker, a click on LAG99ms (a title as wide as
+    its column) sorts by it with the marker shown; the detail's sparklines show their
+    min-max, which brackets the worker's RSS read from /proc."""
+    script = f'i=0; while [ $i -lt 60 ]; do echo "line $i"; i=$((i+1)); done; exec {WORKER} --rate 50'
+    hub(5, cmd=["/bin/sh", "-c", script])
+    pids = pids_by_id(sockdir)
+    # tmux gives its panes TERM=tmux-256color (kmous=\E[M, no XM: ncurses asks for X10
+    # reports, as test_click_selects_a_worker_and_sorts_by_a_title sends); xterm, GNOME
+    # Terminal and the like run with xterm-256color, whose XM makes ncurses ask for SGR
+    con = consoles(sockdir, 120, 40, argv=["env", "TERM=xterm-256color"] + console_argv(sockdir))
+    s = con.wait(lambda s: rows_with_pids(pids)(s) and f"web:0  pid {pids[0]}" in s and "line 59" in s and s,
+                 what="workers and web:0's logs on screen")
+    # ncurses negotiated button reports (1000) in SGR encoding (1006): tmux encodes real clicks so
+    assert con.tmux("display-message", "-p", "#{mouse_standard_flag} #{mouse_sgr_flag}").split() == ["1", "1"]
+
+    # the wheel over the list: a notch down moves the selection 3 workers, a notch up back
+    sgr_mouse(con, 10, row_line(s, 1), 65, release=False)
+    con.wait(lambda s: f"web:3  pid {pids[3]}" in s and s.splitlines()[row_line(s, 3)].startswith(">"),
+             what="web:3 selected by the wheel")
+    sgr_mouse(con, 10, row_line(s, 1), 64, release=False)
+    s = con.wait(lambda s: f"web:0  pid {pids[0]}" in s and "line 59" in s and "following" in s and s,
+                 what="web:0 selected again, its logs followed")
+
+    # the wheel over the logs: a notch up scrolls them 3 lines back, a notch down follows again
+    before = log_lines(s)
+    assert before[-1].endswith("line 59") or "worker" in before[-1], before
+    log_y = next(i for i, l in enumerate(s.splitlines()) if re.match(r"^[ >] logs ", l)) + 2
+    sgr_mouse(con, 20, log_y, 64, release=False)
+    s = con.wait(lambda s: "paused, 3 lines up" in s and s, what="the logs scrolled 3 lines")
+    assert log_lines(s)[-1] == before[-4], (before, log_lines(s))
+    assert f"web:0  pid {pids[0]}" in s                 # the selection did not move
+    sgr_mouse(con, 20, log_y, 65, release=False)
+    s = con.wait(lambda s: "following" in s and s, what="the logs following again")
+    assert log_lines(s)[-1] == before[-1]
+
+    # a click (press and release) on the second worker selects it
+    sgr_mouse(con, 10, row_line(s, 1))
+    s = con.wait(lambda s: f"web:1  pid {pids[1]}" in s and s, what="web:1 selected by a click")
+    assert s.splitlines()[row_line(s, 1)].startswith(">"), s
+
+    # the sparklines' min-max beside each spark; MEM's brackets what /proc says of web:1
+    m = re.search(r"MEM .*? (\d[\d.]*[KMGT])\s+(\d[\d.]*[KMGT])\u2013(\d[\d.]*[KMGT])", s)
+    assert m, s
+    with open(f"/proc/{pids[1]}/status") as f:
+        rss = next(int(l.split()[1]) * 1024 for l in f if l.startswith("VmRSS:"))
+    lo, hi = bytes_of(m.group(2)), bytes_of(m.group(3))
+    assert lo <= bytes_of(m.group(1)) <= hi and lo * 0.8 <= rss <= hi * 1.25, (m.group(0), rss)
+    assert re.search(r"CPU .*? \S+%\s+\S+\u2013\S+", s), s
+
+    # a click on the LAG99ms title sorts by it, the marker beside a title that fills its width
+    title_y = next(i for i, l in enumerate(s.splitlines()) if "PID STATE" in l)
+    title_x = s.splitlines()[title_y].index("LAG99ms") + 3
+    sgr_mouse(con, title_x, title_y)
+    s = con.wait_text("sorted by LAG99ms, descending")
+    title = s.splitlines()[title_y]
+    assert "P99ms\u25bcLAG99ms" in title, title
+    sgr_mouse(con, title_x, title_y)
+    s = con.wait_text("sorted by LAG99ms, ascending")
+    assert "P99ms\u25b2LAG99ms" in s.splitlines()[title_y], s
 
 
 def test_no_mouse_leaves_clicks_alone(hub, consoles, sockdir):
