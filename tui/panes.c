@@ -54,6 +54,19 @@ typedef struct {
     int  prio;
 } panes_seg;
 
+/* Appends one field (printf-style) with priority prio to seg[*n] when there is room (cap). */
+__attribute__((format(printf, 5, 6)))
+static void panes_field(panes_seg *seg, int *n, int cap, int prio, const char *fmt, ...)
+{
+    if (*n >= cap)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(seg[*n].text, sizeof seg[*n].text, fmt, ap);
+    va_end(ap);
+    seg[(*n)++].prio = prio;
+}
+
 /*
  * Writes the header's figures into seg in display order: the apps whose
  * every worker is online (of all apps), the workers' totals (online, req/s,
@@ -444,14 +457,15 @@ static void panes_list_scroll(console_model *m, int rows_h)
         m->list_top = 0;
 }
 
-/* An app's group header: its name and totals. */
+/*
+ * An app's group header: its name and totals, each kept whole or dropped by
+ * priority when the line is narrow (a figure cut short would read as another:
+ * "max 0.349" cut to "max 0.3").
+ */
 static void panes_list_app(const panes_ctx *p, const console_row *row, int y, int x, int w)
 {
-    char hd[384], b1[32], b2[32], b3[32], b4[64], l[4][16];
+    char b[32], b2[32], l[4][16];
     const json_t *a = row->appobj;
-    panes_fmt(console_model_num(a, "req_per_s"), "", b1, sizeof b1);
-    panes_fmt(console_model_num(a, "cpu_pct"), "%", b2, sizeof b2);
-    columns_bytes(console_model_num(a, "rss_bytes"), b3, sizeof b3);
     /* latency and lag of all the app's samples (merged histograms), from the column table */
     static const char *const lcols[4] = {"p50", "p99", "lag", "lagmax"};
     for (int i = 0; i < 4; i++) {
@@ -461,11 +475,22 @@ static void panes_list_app(const panes_ctx *p, const console_row *row, int y, in
         else
             snprintf(l[i], sizeof l[i], "-");
     }
-    columns_spread(a, b4, sizeof b4);
-    snprintf(hd, sizeof hd, "%.60s   %.0f/%.0f online   %s req/s   %s   cpu %s   mem %s   p50 %s p99 %s ms"
-             "   lag99 %s max %s ms", row->app, console_model_num(a, "online"),
-             console_model_num(a, "workers"), b1, b4, b2, b3, l[0], l[1], l[2], l[3]);
-    draw_put(p->d, y, x, w, hd, p->d->a_app);
+    panes_seg seg[8];
+    int n = 0;
+    panes_field(seg, &n, 8, 1, "%.60s ", row->app);   /* the name, a blank wider than the rest */
+    panes_field(seg, &n, 8, 1, "%.0f/%.0f online", console_model_num(a, "online"), console_model_num(a, "workers"));
+    panes_fmt(console_model_num(a, "req_per_s"), "", b, sizeof b);
+    panes_field(seg, &n, 8, 3, "%s req/s", b);
+    columns_spread(a, b2, sizeof b2);
+    panes_field(seg, &n, 8, 5, "%s", b2);
+    panes_fmt(console_model_num(a, "cpu_pct"), "%", b, sizeof b);
+    panes_field(seg, &n, 8, 2, "cpu %s", b);
+    columns_bytes(console_model_num(a, "rss_bytes"), b, sizeof b);
+    panes_field(seg, &n, 8, 4, "mem %s", b);
+    panes_field(seg, &n, 8, 6, "p50 %s p99 %s ms", l[0], l[1]);
+    panes_field(seg, &n, 8, 7, "lag99 %s max %s ms", l[2], l[3]);
+    if (!panes_put_fields(p->d, y, x, w, seg, n, p->d->a_app))
+        draw_put(p->d, y, x, w, row->app, p->d->a_app);   /* a name longer than the line: cut, still named */
 }
 
 /* A worker's row: the selection marker, its cells, its state coloured, its CPU bar. */
@@ -591,18 +616,6 @@ typedef struct {
     int       nlat;
 } panes_detail_text;
 
-/* Appends one field (printf-style) with priority prio to seg[*n] when there is room (cap). */
-__attribute__((format(printf, 5, 6)))
-static void panes_field(panes_seg *seg, int *n, int cap, int prio, const char *fmt, ...)
-{
-    if (*n >= cap)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(seg[*n].text, sizeof seg[*n].text, fmt, ap);
-    va_end(ap);
-    seg[(*n)++].prio = prio;
-}
 
 /* Fills t for worker wk: every figure humanized, the last exit as people read it. */
 static void panes_detail_texts(const console_worker *wk, panes_detail_text *t)
@@ -766,20 +779,26 @@ static void panes_logs_title(const panes_ctx *p, int y, int x, int w, attr_t ta)
              m->fleet && m->log_host[0] ? " on " : "", m->fleet ? m->log_host : "");
     const char *what = whatb;
     const char *kind = !m->log_target[0] ? "" : m->log_app ? " (app)" : " (worker)";
-    char t[512];
-    if (m->search[0] && (m->logs_ready || m->conn != CONSOLE_UP))
-        snprintf(t, sizeof t, "%s logs %s%s   %s   search '%.40s': %zu matching (n/N)", mark, what, kind,
-                 m->follow && m->log_scroll == 0 ? "following" : "paused", m->search,
-                 console_model_search_count(m));
-    else if (!m->logs_ready && m->conn == CONSOLE_UP)
-        snprintf(t, sizeof t, "%s logs %s%s   loading...", mark, what, kind);
-    else if (m->follow && m->log_scroll == 0)
-        snprintf(t, sizeof t, "%s logs %s%s   following   (a: %s, f: pause)", mark, what, kind,
-                 m->log_app ? "this worker" : "whole app");
-    else
-        snprintf(t, sizeof t, "%s logs %s%s   paused, %zu lines up   (End: follow)", mark, what, kind,
-                 m->log_scroll);
-    draw_put(p->d, y, x, w, t, ta);
+    /* what it shows, whether it follows, then the keys: each kept whole or
+     * dropped, the least needed first, on a narrow terminal */
+    panes_seg seg[4];
+    int n = 0;
+    bool following = m->follow && m->log_scroll == 0;
+    panes_field(seg, &n, 4, 1, "%s logs %.60s%s ", mark, what, kind);
+    if (m->search[0] && (m->logs_ready || m->conn != CONSOLE_UP)) {
+        panes_field(seg, &n, 4, 3, "%s ", following ? "following" : "paused");
+        panes_field(seg, &n, 4, 2, "search '%.40s': %zu matching (n/N)", m->search, console_model_search_count(m));
+    } else if (!m->logs_ready && m->conn == CONSOLE_UP) {
+        panes_field(seg, &n, 4, 2, "loading...");
+    } else if (following) {
+        panes_field(seg, &n, 4, 2, "following ");
+        panes_field(seg, &n, 4, 3, "(a: %s, f: pause)", m->log_app ? "this worker" : "whole app");
+    } else {
+        panes_field(seg, &n, 4, 2, "paused, %zu lines up ", m->log_scroll);
+        panes_field(seg, &n, 4, 3, "(End: follow)");
+    }
+    if (!panes_put_fields(p->d, y, x, w, seg, n, ta))
+        draw_put(p->d, y, x, w, seg[0].text, ta);   /* a target longer than the pane: cut, still named */
 }
 
 /*
