@@ -758,6 +758,23 @@ def test_mouse_in_sgr_mode_wheel_click_and_the_lag_sort_marker(hub, consoles, so
     s = con.wait_text("sorted by LAG99ms, ascending")
     assert "P99ms\u25b2LAG99ms" in s.splitlines()[title_y], s
 
+    # 50x12: the app's line and the logs title keep whole fields (none cut to a figure that reads as another)
+    con.tmux("resize-window", "-x", "50", "-y", "12")
+    app_field = re.compile(r"web|\d+/\d+ online|\S+ req/s|spread (-|inf|\d+\.\dx) \(\d+-\d+%\)|cpu \S+%|"
+                           r"mem \d[\d.]*[KMGT]|p50 \S+ p99 \S+ ms|lag99 \S+ max \S+ ms")
+    log_field = re.compile(r"logs web:1 \(worker\)|following|\(a: whole app, f: pause\)")
+
+    def fields(line):
+        return re.split(r" {2,}", line.strip())
+    s = con.wait(lambda s: len(s.splitlines()) == 12 and re.search(r"^web +5/5 online", s, re.M) and s, timeout=5,
+                 what="a 50x12 frame")
+    lines = s.splitlines()
+    assert all(len(l) <= 50 for l in lines), s
+    app = next(l for l in lines if l.startswith("web "))
+    assert all(app_field.fullmatch(f) for f in fields(app)), app
+    logs = next(l for l in lines if re.match(r"^[ >] logs ", l))
+    assert all(log_field.fullmatch(f) for f in fields(logs)), logs
+
 
 def test_no_mouse_leaves_clicks_alone(hub, consoles, sockdir):
     hub(2)
