@@ -3,8 +3,9 @@
  * measured figure the views print (the `drover ls` columns, the console's
  * header, detail pane and sparklines): three significant digits and a unit
  * suffix, never an exponent. Counts, whole-percent shares, uptime and the
- * load average have their own forms (README, "The console"). Also the scaling of a sparkline, kept apart from its
- * drawing so it can be tested without a terminal. No ncurses, no libuv.
+ * load average have their own forms (README, "The console"). Also the
+ * scaling of a sparkline, kept apart from its drawing so it can be tested
+ * without a terminal. No ncurses, no libuv.
  */
 #ifndef DROVER_TUI_HUMAN_H
 #define DROVER_TUI_HUMAN_H

@@ -182,6 +182,19 @@ static int panes_put_fields(const draw_ctx *d, int y, int x, int w, const panes_
     return at;
 }
 
+/*
+ * panes_put_fields for a line whose first field names it (an app, the logs'
+ * target): that one always shows, cut at the edge only when it alone is
+ * wider than the line; the others are kept whole or dropped by priority.
+ */
+static void panes_put_named(const draw_ctx *d, int y, int x, int w, const panes_seg *seg, int n, attr_t a)
+{
+    if (n > 0 && draw_width(d, seg[0].text) > w)
+        draw_put(d, y, x, w, seg[0].text, a);
+    else
+        panes_put_fields(d, y, x, w, seg, n, a);
+}
+
 /* The header: title, hub totals and the host's figures that fit, connection state. */
 static void panes_header(const panes_ctx *p, const char *title, int y, int w)
 {
@@ -489,8 +502,7 @@ static void panes_list_app(const panes_ctx *p, const console_row *row, int y, in
     panes_field(seg, &n, 8, 4, "mem %s", b);
     panes_field(seg, &n, 8, 6, "p50 %s p99 %s ms", l[0], l[1]);
     panes_field(seg, &n, 8, 7, "lag99 %s max %s ms", l[2], l[3]);
-    if (!panes_put_fields(p->d, y, x, w, seg, n, p->d->a_app))
-        draw_put(p->d, y, x, w, row->app, p->d->a_app);   /* a name longer than the line: cut, still named */
+    panes_put_named(p->d, y, x, w, seg, n, p->d->a_app);
 }
 
 /* A worker's row: the selection marker, its cells, its state coloured, its CPU bar. */
@@ -615,7 +627,6 @@ typedef struct {
     panes_seg lat[PANES_FIELDS_MAX];   /* latency, errors, inflight, then each custom metric */
     int       nlat;
 } panes_detail_text;
-
 
 /* Fills t for worker wk: every figure humanized, the last exit as people read it. */
 static void panes_detail_texts(const console_worker *wk, panes_detail_text *t)
@@ -797,8 +808,7 @@ static void panes_logs_title(const panes_ctx *p, int y, int x, int w, attr_t ta)
         panes_field(seg, &n, 4, 2, "paused, %zu lines up ", m->log_scroll);
         panes_field(seg, &n, 4, 3, "(End: follow)");
     }
-    if (!panes_put_fields(p->d, y, x, w, seg, n, ta))
-        draw_put(p->d, y, x, w, seg[0].text, ta);   /* a target longer than the pane: cut, still named */
+    panes_put_named(p->d, y, x, w, seg, n, ta);
 }
 
 /*
