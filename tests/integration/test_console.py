@@ -113,6 +113,8 @@ class Console:
     def __init__(self, argv, width=120, height=40, env=None):
         self.name = "drvt-" + uuid.uuid4().hex[:10]
         self.base = [TMUX, "-L", self.name, "-f", "/dev/null"]
+        # tmux 3.3 sets the pane's TERM from its default-terminal (tmux-256color), whatever -e
+        # says: a test that needs another TERM runs the console under `env TERM=...`
         penv = {"LANG": "C.UTF-8", "TERM": "xterm-256color"}
         penv.update(env or {})
         senv = dict(os.environ)
