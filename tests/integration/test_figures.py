@@ -124,8 +124,8 @@ def test_snapshot_apps_carry_the_interval_histogram(start_hub, sender):
 def test_rss_bytes_is_vmrss(start_hub, procs):
     """rss_bytes is the kernel's VmRSS (statm's resident), not /proc/PID/stat's RSS field,
     which read up to 15 % low on small processes on older kernels: checked against the
-    worker's /proc/PID/status,
-    read by this test around the interval (an idle example worker of one process)."""
+    worker's /proc/PID/status, read by this test around the interval (an idle example
+    worker of one process)."""
     hub = start_hub(interval_ms=200)
     hub.wait_socket()
     w = procs.spawn([WORKER, "--rate", "0"], env=worker_env(hub.sock, "rss", 0))
