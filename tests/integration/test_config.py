@@ -429,7 +429,8 @@ def test_run_takes_the_same_settings_as_options(procs, sockdir, logdir, tmp_path
     envf.write_text("FROM_FILE=1\n")
     argv = [DROVER, "run", "--headless", "--interval", str(INTERVAL_MS), "--socket-dir", sockdir, "--log-dir", logdir,
             "-n", "r", "--env", "FROM_LINE=2", "--env-file", str(envf), "--cwd", "/", "--restart", "never",
-            "--stop-signal", "INT", "--ready", "none", "--", "sleep", "1000"]
+            "--stop-signal", "INT", "--ready", "none", "--log-format", "json", "--",
+            "/bin/sh", "-c", "echo hello; exec sleep 1000"]
     hub = RunHub(procs, sockdir, argv)
     iv = wait_online(hub, "r", 1)
     pid = online_pids(hub, iv, "r")[0]
@@ -440,8 +441,36 @@ def test_run_takes_the_same_settings_as_options(procs, sockdir, logdir, tmp_path
     rc, out, err = drover(sockdir, "describe", "r", "--json")
     d = json.loads(out)
     assert (d["restart"], d["stop_signal"], d["ready"], d["cwd"]) == ("never", "INT", "none", "/"), d
+    out = os.path.join(logdir, "r-0.out.log")
+    wait_until(lambda: os.path.exists(out) and read_lines(out), timeout=5, what="a line in r's file")
+    o = json.loads(read_lines(out)[0])
+    assert (o["line"], o["app"], o["pid"], o["stream"]) == ("hello", "r", pid, "out"), o
+
+    # --log-timestamps, and --log-max-size/--log-keep: a 1 KiB file rotated, 2 old ones kept
+    sd2, ld2 = tempfile.mkdtemp(prefix="drv-it-", dir="/tmp"), tempfile.mkdtemp(prefix="drv-logs-", dir="/tmp")
+    try:
+        os.chmod(sd2, 0o700)
+        hub2 = RunHub(procs, sd2, [DROVER, "run", "--headless", "--interval", str(INTERVAL_MS), "--socket-dir", sd2,
+                                   "--log-dir", ld2, "-n", "t", "--log-timestamps", "--log-max-size", "1K",
+                                   "--log-keep", "2", "--", "/bin/sh", "-c",
+                                   "i=0; while [ $i -lt 200 ]; do echo line $i; i=$((i+1)); done; exec sleep 1000"])
+        wait_online(hub2, "t", 1)
+        tf = os.path.join(ld2, "t-0.out.log")
+        wait_until(lambda: os.path.exists(tf) and read_lines(tf)
+                   and read_lines(tf)[-1].endswith(b" line 199"), timeout=10, what="line 199 in t's file")
+        assert os.path.exists(tf + ".1") and os.path.exists(tf + ".2") and not os.path.exists(tf + ".3"), \
+            sorted(os.listdir(ld2))
+        for f in (tf, tf + ".1", tf + ".2"):
+            assert os.path.getsize(f) <= 1024, (f, os.path.getsize(f))
+            for line in read_lines(f):
+                assert re.fullmatch(rb"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z line \d+", line), line
+    finally:
+        shutil.rmtree(sd2, ignore_errors=True)
+        shutil.rmtree(ld2, ignore_errors=True)
     p = subprocess.run([DROVER, "run", "--restart", "sometimes", "--", "true"], capture_output=True, text=True)
     assert p.returncode == 2 and "always, on-failure, never" in p.stderr
+    p = subprocess.run([DROVER, "run", "--log-format", "xml", "--", "true"], capture_output=True, text=True)
+    assert p.returncode == 2 and "--log-format: log_format is one of text, json" in p.stderr, p.stderr
 
 
 def test_up_detached_then_apply_then_stop(sockdir, logdir, conf):
