@@ -206,14 +206,17 @@ int apply_file(hub_apply *ap, const char *file, json_t *changes, json_t *reloadi
         apply_note(changes, old->name, "stop", NULL, line);
         rc ? failed++ : stopped++;
     }
-    /* [hub] namespace, interval and log_dir shape the hub itself: they take
-     * effect when it starts, which the report says. (Its other log keys are
+    /* [hub] namespace, interval, log_dir and metrics shape the hub itself:
+     * they take effect when it starts, which the report says (metrics is
+     * not rebound live: the listener belongs to hub.c, and a port that
+     * cannot be bound would then fail half-way). (Its other log keys are
      * every app's defaults: applied above, app by app.) */
     if (ap->have) {
         const config *o = &ap->cur;
         struct { const char *name; bool same; } hk[] = {
             {"namespace", strcmp(o->ns, nc.ns) == 0}, {"interval", o->interval_ms == nc.interval_ms},
             {"log_dir", (!o->log_dir && !nc.log_dir) || (o->log_dir && nc.log_dir && strcmp(o->log_dir, nc.log_dir) == 0)},
+            {"metrics", (!o->metrics && !nc.metrics) || (o->metrics && nc.metrics && strcmp(o->metrics, nc.metrics) == 0)},
         };
         keys[0] = '\0';
         for (size_t i = 0; i < sizeof hk / sizeof hk[0]; i++)

@@ -628,3 +628,20 @@ def test_upgrade_of_a_config_hub_keeps_every_app(procs, sockdir, logdir, conf):
     rc, out, err = drover(sockdir, "up", "-f", conf)
     assert rc == 0, out + err
     wait_until(lambda: http_get(port, "/greeting")[2].strip() == "two", timeout=15, what="the applied GREETING")
+
+
+def test_a_changed_hub_metrics_is_reported_for_the_next_start(procs, sockdir, logdir, conf):
+    """[hub] metrics is bound when the hub starts: an apply that changes it says so
+    (not silently ignored), and the endpoint stays where it was."""
+    p1, p2 = free_port(), free_port()
+    text = "[hub]\nmetrics = 127.0.0.1:{}\n[app m]\ncommand = sleep 1000\n"
+    write(conf, text.format(p1))
+    hub = RunHub(procs, sockdir, up_argv(sockdir, conf, logdir))
+    wait_online(hub, "m", 1)
+    wait_until(lambda: http_get(p1, "/healthz")[0] == 200, timeout=5, what="/healthz on the file's port")
+    write(conf, text.format(p2))
+    rc, out, err = drover(sockdir, "up", "-f", conf)
+    assert rc == 0, (out, err)
+    assert "[hub]: later (metrics changed): [hub] keys take effect when the hub is started again" in out, out
+    assert "m: unchanged" in out, out
+    assert http_get(p1, "/healthz")[0] == 200 and not port_open(p2)
