@@ -168,6 +168,17 @@ int apply_file(hub_apply *ap, const char *file, json_t *changes, json_t *reloadi
             config_env_free(env);
             if (rc != 0 && fds[i] >= 0)
                 close(fds[i]);
+            if (rc != 0) {
+                /* The supervisor kept the old settings: so does the record of
+                 * what is applied, or the same file applied again would find
+                 * the app "unchanged" and never retry. The failed version goes
+                 * with the old config below. */
+                config_app *kept = &ap->cur.apps[old - ap->cur.apps], t = *a;
+                *a = *kept;
+                *kept = t;
+                size_t len = strlen(line);
+                snprintf(line + len, sizeof line - len, "; its old settings are kept (applying the file again retries)");
+            }
             apply_note(changes, a->name, "reload", keys, line);
             if (rc != 0) {
                 failed++;
