@@ -645,3 +645,42 @@ def test_a_changed_hub_metrics_is_reported_for_the_next_start(procs, sockdir, lo
     assert "[hub]: later (metrics changed): [hub] keys take effect when the hub is started again" in out, out
     assert "m: unchanged" in out, out
     assert http_get(p1, "/healthz")[0] == 200 and not port_open(p2)
+
+
+def test_describe_keeps_the_last_restarts_apart_from_the_events(procs, sockdir, logdir, conf, tmp_path):
+    """describe's restarts are a ring of their own: a worker that exits 3 by itself is a
+    "crash" with status 3 even after a burst of other events pushed it out of the last 16
+    events; a worker above max_memory is replaced with cause "max-memory"."""
+    marker = tmp_path / "crashed"
+    write(conf, f"""
+        [app c]
+        command = /bin/sh -c "if [ ! -e {marker} ]; then : > {marker}; exit 3; fi; exec sleep 1000"
+        [app mem]
+        command = /usr/bin/python3 -c "import time; b = b'x' * (100 << 20); time.sleep(1000)"
+        max_memory = 20M
+        kill_timeout = 1s
+        """)
+    hub = RunHub(procs, sockdir, up_argv(sockdir, conf, logdir))
+    hub.wait_stderr(r"c:0 \(pid \d+\) ended with exit 3")
+    wait_online(hub, "c", 1)
+    # a burst of other events: 20 scales of one worker more, an event each (16 would do)
+    for n in range(2, 22):
+        rc, out, err = drover(sockdir, "scale", "c", str(n))
+        assert rc == 0, err
+    wait_online(hub, "c", 21)
+    rc, out, err = drover(sockdir, "describe", "c", "--json")
+    d = json.loads(out)
+    assert len(d["events"]) == 16 and not any(e.get("cause") for e in d["events"]), d["events"]
+    crash = [r for r in d["restarts"] if r["cause"] == "crash"]
+    assert len(crash) == 1, d["restarts"]
+    assert (crash[0]["status"], crash[0]["signal"], crash[0]["id"], crash[0]["reason"]) == (3, None, 0, "backoff"), crash
+    rc, out, err = drover(sockdir, "describe", "c")
+    restarts = out.split("last restarts:\n", 1)[1].split("last events:\n", 1)[0]
+    assert re.search(r"crash +c:0 \(pid \d+\) ended with exit 3", restarts), out
+
+    hub.wait_stderr(r"mem:0 \(pid \d+\) uses \d+ bytes, above --max-memory \d+: replacing it", timeout=15)
+    rc, out, err = drover(sockdir, "describe", "mem", "--json")
+    mm = [r for r in json.loads(out)["restarts"] if r["cause"] == "max-memory"]
+    assert mm and mm[0]["id"] == 0 and mm[0]["pid"] and mm[0]["status"] is None, mm
+    rc, out, err = drover(sockdir, "describe", "mem")
+    assert re.search(r"max-memory +mem:0 \(pid \d+\) uses", out), out
