@@ -684,3 +684,31 @@ def test_describe_keeps_the_last_restarts_apart_from_the_events(procs, sockdir, 
     assert mm and mm[0]["id"] == 0 and mm[0]["pid"] and mm[0]["status"] is None, mm
     rc, out, err = drover(sockdir, "describe", "mem")
     assert re.search(r"max-memory +mem:0 \(pid \d+\) uses", out), out
+
+
+def online_cpus():
+    """The online CPUs, counted from /sys/devices/system/cpu/online ("0-3,6"): the
+    kernel's own list, the count the hub takes from sysconf(_SC_NPROCESSORS_ONLN)."""
+    with open("/sys/devices/system/cpu/online") as f:
+        n = 0
+        for part in f.read().strip().split(","):
+            lo, _, hi = part.partition("-")
+            n += int(hi or lo) - int(lo) + 1
+    return n
+
+
+def test_instances_max_starts_a_worker_per_online_cpu(procs, sockdir, logdir, conf):
+    n = online_cpus()
+    assert n == os.cpu_count()
+    write(conf, """
+        [app all]
+        command = sleep 1000
+        instances = max
+        """)
+    hub = RunHub(procs, sockdir, up_argv(sockdir, conf, logdir))
+    iv = wait_online(hub, "all", n)
+    assert sorted(w["id"] for w in rows(hub, iv, "all")) == list(range(n))
+    rc, out, err = drover(sockdir, "describe", "all", "--json")
+    assert json.loads(out)["instances"] == n, out
+    iv = hub.intervals(2)[-1]
+    assert len(rows(hub, iv, "all")) == n, "no worker more than the CPUs"
