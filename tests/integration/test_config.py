@@ -142,18 +142,33 @@ def test_bad_value_at_line_n_is_refused_and_changes_nothing(procs, sockdir, logd
 
 
 def test_readiness_learned_aborts_a_reload_whose_replacement_never_signals(procs, sockdir, logdir, conf, tmp_path):
+    # an HTTP server on the app's socket (fd 3) that answers its GEN; generation 1 says READY=1
     script = tmp_path / "gen.py"
     write(str(script), """
-        import os, socket, time
+        import http.server, os, socket
+        class H(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                body = os.environ["GEN"].encode()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+            def log_message(self, *a):
+                pass
+        srv = http.server.HTTPServer(("127.0.0.1", 0), H, bind_and_activate=False)
+        srv.socket.close()
+        srv.socket = socket.socket(fileno=3)
         if os.environ.get("GEN") == "1":
             s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
             s.sendto(b"READY=1", os.environ["NOTIFY_SOCKET"])
-        time.sleep(1000)
+        srv.serve_forever()
         """)
+    port = free_port()
     app = f"""
         [app gen]
         command = /usr/bin/python3 {script}
         instances = 2
+        listen = 127.0.0.1:{port}
         ready_timeout = 1500ms
         kill_timeout = 1s
         env = GEN={{}}
@@ -162,6 +177,8 @@ def test_readiness_learned_aborts_a_reload_whose_replacement_never_signals(procs
     hub = RunHub(procs, sockdir, up_argv(sockdir, conf, logdir))
     iv = wait_online(hub, "gen", 2)
     before = online_pids(hub, iv, "gen")
+    status, _, body = http_get(port, "/")
+    assert (status, body) == (200, "1"), (status, body)
     rc, out, err = drover(sockdir, "describe", "gen", "--json")
     assert rc == 0, err
     d = json.loads(out)
@@ -179,6 +196,10 @@ def test_readiness_learned_aborts_a_reload_whose_replacement_never_signals(procs
     assert time.monotonic() - t0 >= 1.4
     iv = hub.intervals(3)[-1]
     assert online_pids(hub, iv, "gen") == before, "the old workers must keep serving"
+    # and they do serve: every answer is theirs (the replacement is gone)
+    for _ in range(8):
+        status, _, body = http_get(port, "/")
+        assert (status, body) == (200, "1"), (status, body)
 
 
 def test_silent_app_keeps_the_grace(procs, sockdir, logdir, conf):
