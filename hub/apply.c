@@ -168,6 +168,17 @@ int apply_file(hub_apply *ap, const char *file, json_t *changes, json_t *reloadi
             config_env_free(env);
             if (rc != 0 && fds[i] >= 0)
                 close(fds[i]);
+            if (rc != 0) {
+                /* The supervisor kept the old settings: so does the record of
+                 * what is applied, or the same file applied again would find
+                 * the app "unchanged" and never retry. The failed version goes
+                 * with the old config below. */
+                config_app *kept = &ap->cur.apps[old - ap->cur.apps], t = *a;
+                *a = *kept;
+                *kept = t;
+                size_t len = strlen(line);
+                snprintf(line + len, sizeof line - len, "; its old settings are kept (applying the file again retries)");
+            }
             apply_note(changes, a->name, "reload", keys, line);
             if (rc != 0) {
                 failed++;
@@ -206,14 +217,17 @@ int apply_file(hub_apply *ap, const char *file, json_t *changes, json_t *reloadi
         apply_note(changes, old->name, "stop", NULL, line);
         rc ? failed++ : stopped++;
     }
-    /* [hub] namespace, interval and log_dir shape the hub itself: they take
-     * effect when it starts, which the report says. (Its other log keys are
+    /* [hub] namespace, interval, log_dir and metrics shape the hub itself:
+     * they take effect when it starts, which the report says (metrics is
+     * not rebound live: the listener belongs to hub.c, and a port that
+     * cannot be bound would then fail half-way). (Its other log keys are
      * every app's defaults: applied above, app by app.) */
     if (ap->have) {
         const config *o = &ap->cur;
         struct { const char *name; bool same; } hk[] = {
             {"namespace", strcmp(o->ns, nc.ns) == 0}, {"interval", o->interval_ms == nc.interval_ms},
             {"log_dir", (!o->log_dir && !nc.log_dir) || (o->log_dir && nc.log_dir && strcmp(o->log_dir, nc.log_dir) == 0)},
+            {"metrics", (!o->metrics && !nc.metrics) || (o->metrics && nc.metrics && strcmp(o->metrics, nc.metrics) == 0)},
         };
         keys[0] = '\0';
         for (size_t i = 0; i < sizeof hk / sizeof hk[0]; i++)

@@ -42,7 +42,9 @@ int apply_start(hub_apply *ap, config *cfg, char *err, size_t errcap);
 
 /*
  * Loads file and applies it. Returns 0 when every part was done, 1 when
- * some part failed (the rest was applied), -1 when nothing was changed (the
+ * some part failed (the rest was applied; an app whose new settings the
+ * supervisor refused keeps its old ones as the applied version, so applying
+ * the same file again retries it), -1 when nothing was changed (the
  * file is bad, a socket cannot be opened); msg gets one line either way.
  * changes (may be NULL) gets one object per app: {"app", "action":
  * "start"|"stop"|"reload"|"logs"|"scale"|"unchanged" (an app may have

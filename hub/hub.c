@@ -931,6 +931,12 @@ static int hub_setup_run(hub *h, const char *sock, char *err, size_t errcap)
     }
     snprintf(h->logdir, sizeof h->logdir, "%s", logdir);
     logs_config lc = {.dir = logdir, .echo = o->echo_logs && !o->background};
+    if (o->run_app) {   /* --log-timestamps, --log-format…: one app, so they are the manager's (0: its default) */
+        lc.timestamps = o->run_app->log_timestamps;
+        lc.json = o->run_app->log_format == CONFIG_LOG_JSON;
+        lc.max_bytes = o->run_app->log_max_size;
+        lc.keep = o->run_app->log_keep;
+    }
     h->lg = logs_new(&h->loop, &lc, err, errcap);
     if (!h->lg)
         return -1;

@@ -73,6 +73,7 @@ typedef struct {
 } reload_state;
 
 #define SUP_NOTES 16            /* last events kept per app, for describe */
+#define SUP_RESTARTS 8          /* last restarts kept per app, apart from the events (describe) */
 
 /* One event of an app, kept for describe. */
 typedef struct {
@@ -83,6 +84,20 @@ typedef struct {
     bool        command;       /* a command's note (kill, restart), not an event */
     char        text[232];
 } sup_note;
+
+/* One restart of an app (what ended or replaced workers, and why), kept for
+ * describe in a ring of its own: a burst of other events (a scale, a
+ * stream of readiness) must not push the last restart and its cause out. */
+typedef struct {
+    double      ts;            /* wall clock, Unix seconds */
+    const char *cause;         /* crash, exit, max-memory, reload, manual */
+    int         id;            /* the worker's id; -1: the app (a reload, a command on every worker) */
+    long        pid;           /* 0: none */
+    int         status;        /* exit status; -1: none (killed by a signal, or not an exit) */
+    int         signal;        /* the signal that ended it; 0: none */
+    char        reason[24];    /* the event's reason (backoff, stopped, errored, aborted…) */
+    char        text[232];     /* sizes as sup_note's: copied from it */
+} sup_restart;
 
 struct app {
     supervise  *sv;
@@ -130,6 +145,8 @@ struct app {
     unsigned    log_keep;
     sup_note    notes[SUP_NOTES];
     unsigned    nnotes;        /* notes recorded ever; the last SUP_NOTES are kept */
+    sup_restart restarts[SUP_RESTARTS];
+    unsigned    nrestarts;     /* restarts recorded ever; the last SUP_RESTARTS are kept */
 };
 
 struct supervise {
@@ -152,6 +169,7 @@ struct supervise {
 /* What ended a process, for the events of the slot's next step. */
 typedef struct {
     const char *status;        /* "exit 1", "signal 9 (Killed)" */
+    int         wstatus;       /* the same, as waitpid gave it */
     pid_t       pid;           /* 0: it could not be started */
     uint64_t    lived_ms;
     const char *why;           /* a replacement's end: why the reload is aborted */
@@ -211,6 +229,22 @@ static void sup_note_event(supervise *sv, const ctl_event *e)
         n->cause = "reload";
 
     snprintf(n->text, sizeof n->text, "%s", e->text ? e->text : "");
+    if (n->cause) {
+        sup_restart *r = &a->restarts[a->nrestarts++ % SUP_RESTARTS];
+        *r = (sup_restart){.ts = n->ts, .cause = n->cause, .id = e->id, .pid = e->pid, .status = -1};
+        memcpy(r->reason, n->reason, sizeof r->reason);   /* same sizes, both terminated */
+        memcpy(r->text, n->text, sizeof r->text);
+    }
+}
+
+/* Adds the waitpid status of the exit app a's last restart records (noted just before). */
+static void sup_restart_status(app *a, int wstatus)
+{
+    if (!a->nrestarts)
+        return;
+    sup_restart *r = &a->restarts[(a->nrestarts - 1) % SUP_RESTARTS];
+    r->status = WIFEXITED(wstatus) ? WEXITSTATUS(wstatus) : -1;
+    r->signal = WIFSIGNALED(wstatus) ? WTERMSIG(wstatus) : 0;
 }
 
 /* Notes a command (kill, restart) on app a for describe, without an event (the reply says it). */
@@ -222,6 +256,9 @@ static void sup_note_manual(app *a, int id, const char *text)
     sup_note *n = &a->notes[(a->nnotes - 1) % SUP_NOTES];
     n->cause = "manual";
     n->command = true;
+    sup_restart *r = &a->restarts[a->nrestarts++ % SUP_RESTARTS];
+    *r = (sup_restart){.ts = n->ts, .cause = n->cause, .id = id, .status = -1};
+    memcpy(r->text, n->text, sizeof r->text);
 }
 
 /* supervise_emit for the supervisor's own events: also noted in the app (describe). */
@@ -641,6 +678,7 @@ static slot_action sup_slot_step(slot *sl, slot_input_kind kind, const sup_cause
                   "%s:%d (pid %d) ended with %s after %.1f s; restart %lld in %llu ms",
                   a->name, sl->id, c->pid, c->status, c->lived_ms / 1000.0,
                   (long long)d.next.restarts, (unsigned long long)d.delay_ms);
+        sup_restart_status(a, c->wstatus);
         uv_timer_start(&sl->backoff, sup_on_backoff, d.delay_ms, 0);
         break;
     case SLOT_DO_EXITED:
@@ -648,11 +686,13 @@ static slot_action sup_slot_step(slot *sl, slot_input_kind kind, const sup_cause
                   "%s:%d (pid %d) ended with %s after %.1f s; not restarted (restart = %s)",
                   a->name, sl->id, c->pid, c->status, c->lived_ms / 1000.0,
                   a->restart == SUPERVISE_RESTART_NEVER ? "never" : "on-failure");
+        sup_restart_status(a, c->wstatus);
         break;
     case SLOT_DO_ERRORED:
         sup_event(sv, sup_exit_event(a, sl->id, c->pid, "errored"),
                   "%s:%d (pid %d) ended with %s; %u quick failures in a row: errored, not restarting",
                   a->name, sl->id, c->pid, c->status, d.next.fails);
+        sup_restart_status(a, c->wstatus);
         break;
     case SLOT_DO_STOP:
         uv_timer_stop(&sl->backoff);
@@ -698,7 +738,7 @@ static void sup_slot_exit(slot *sl, int status, pid_t pid, uint64_t lived_ms)
     supervise_restart_policy r = sl->a->restart;
     bool clean = pid > 0 && WIFEXITED(status) && WEXITSTATUS(status) == 0;
     bool no_restart = r == SUPERVISE_RESTART_NEVER || (r == SUPERVISE_RESTART_ON_FAILURE && clean);
-    sup_slot_step(sl, SLOT_IN_EXITED, &(sup_cause){.status = st, .pid = pid, .lived_ms = lived_ms,
+    sup_slot_step(sl, SLOT_IN_EXITED, &(sup_cause){.status = st, .wstatus = status, .pid = pid, .lived_ms = lived_ms,
                                                     .no_restart = no_restart});
 }
 
@@ -1995,6 +2035,20 @@ json_t *supervise_describe(const supervise *sv, const char *name, bool with_valu
                                                "cause", n->cause, "text", n->text));
     }
     json_object_set_new(o, "events", notes);
+    json_t *rs = json_array();
+    char sigb[16];
+    from = a->nrestarts > SUP_RESTARTS ? a->nrestarts - SUP_RESTARTS : 0;
+    for (unsigned i = from; i < a->nrestarts; i++) {
+        const sup_restart *r = &a->restarts[i % SUP_RESTARTS];
+        json_t *ro = json_pack("{s:f, s:s, s:s?, s:s}", "ts", r->ts, "cause", r->cause, "reason",
+                               r->reason[0] ? r->reason : NULL, "text", r->text);
+        json_object_set_new(ro, "id", r->id >= 0 ? json_integer(r->id) : json_null());
+        json_object_set_new(ro, "pid", r->pid > 0 ? json_integer(r->pid) : json_null());
+        json_object_set_new(ro, "status", r->status >= 0 ? json_integer(r->status) : json_null());
+        json_object_set_new(ro, "signal", r->signal ? json_string(sup_signame(r->signal, sigb, sizeof sigb)) : json_null());
+        json_array_append_new(rs, ro);
+    }
+    json_object_set_new(o, "restarts", rs);
     return o;
 }
 

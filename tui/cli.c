@@ -546,10 +546,11 @@ static void cli_describe_print(const json_t *d, bool with_values)
         printf("\n%-12s (values: describe --env)\n", "");
     }
     cli_describe_trees(json_object_get(d, "workers"));
-    /* restarts first (what ended or replaced workers, and why), then every event */
+    /* restarts first (what ended or replaced workers, and why: a ring of
+     * their own in the hub), then every event */
     for (int pass = 0; pass < 2; pass++) {
         printf(pass ? "last events:\n" : "last restarts:\n");
-        json_array_foreach(json_object_get(d, "events"), i, v) {
+        json_array_foreach(json_object_get(d, pass ? "events" : "restarts"), i, v) {
             const char *cause = json_string_value(json_object_get(v, "cause"));
             if (!pass && !cause)
                 continue;

@@ -73,7 +73,13 @@ static const char run_options[] =
     "  --restart POLICY    always (default), on-failure (not after exit 0), never\n"
     "  --stop-signal SIG   the signal that asks a worker to stop (default TERM)\n"
     "  --ready MODE        auto (learned, default), notify, agent, none\n"
-    "                      (these are the keys of `drover up`'s file; see 'drover up --keys')\n";
+    "  --log-timestamps    start each line in the files with an RFC 3339 time in ms\n"
+    "  --log-format FMT    text (default), or json: one object a line\n"
+    "                      {ts, app, id, pid, stream, line}\n"
+    "  --log-max-size SIZE rotate a log file at this size (default 10M)\n"
+    "  --log-keep N        rotated files kept per log file, 1..100 (default 3)\n"
+    "                      (--env … --log-keep are the keys of `drover up`'s file,\n"
+    "                      parsed by the same table; see 'drover up --keys')\n";
 
 static const char up_options[] =
     "  -f FILE             the config file (default ./drover.conf)\n"
@@ -350,6 +356,10 @@ static int parse_options(const char *cmd, int argc, char **argv, hub_options *o,
         {"restart", required_argument, NULL, O_APP_KEY},
         {"stop-signal", required_argument, NULL, O_APP_KEY},
         {"ready", required_argument, NULL, O_APP_KEY},
+        {"log-timestamps", no_argument, NULL, O_APP_KEY},
+        {"log-format", required_argument, NULL, O_APP_KEY},
+        {"log-max-size", required_argument, NULL, O_APP_KEY},
+        {"log-keep", required_argument, NULL, O_APP_KEY},
         {"host", required_argument, NULL, O_HOST},
         {"hosts-file", required_argument, NULL, O_HOSTS_FILE},
         {"no-local", no_argument, NULL, O_NO_LOCAL},
@@ -463,9 +473,10 @@ static int parse_options(const char *cmd, int argc, char **argv, hub_options *o,
             /* the option's name is the key's, with '-' for '_' */
             char key[32], kerr[300];
             const char *name = opts[li].name, *value = optarg;
-            if (strcmp(name, "no-inherit-env") == 0) {
-                name = "inherit-env";
-                value = "false";
+            if (opts[li].has_arg == no_argument) {   /* a boolean key: --no-KEY false, --KEY true */
+                bool no = strncmp(name, "no-", 3) == 0;
+                name += no ? 3 : 0;
+                value = no ? "false" : "true";
             }
             snprintf(key, sizeof key, "%s", name);
             for (char *p = key; *p; p++)

@@ -142,18 +142,33 @@ def test_bad_value_at_line_n_is_refused_and_changes_nothing(procs, sockdir, logd
 
 
 def test_readiness_learned_aborts_a_reload_whose_replacement_never_signals(procs, sockdir, logdir, conf, tmp_path):
+    # an HTTP server on the app's socket (fd 3) that answers its GEN; generation 1 says READY=1
     script = tmp_path / "gen.py"
     write(str(script), """
-        import os, socket, time
+        import http.server, os, socket
+        class H(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                body = os.environ["GEN"].encode()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+            def log_message(self, *a):
+                pass
+        srv = http.server.HTTPServer(("127.0.0.1", 0), H, bind_and_activate=False)
+        srv.socket.close()
+        srv.socket = socket.socket(fileno=3)
         if os.environ.get("GEN") == "1":
             s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
             s.sendto(b"READY=1", os.environ["NOTIFY_SOCKET"])
-        time.sleep(1000)
+        srv.serve_forever()
         """)
+    port = free_port()
     app = f"""
         [app gen]
         command = /usr/bin/python3 {script}
         instances = 2
+        listen = 127.0.0.1:{port}
         ready_timeout = 1500ms
         kill_timeout = 1s
         env = GEN={{}}
@@ -162,6 +177,8 @@ def test_readiness_learned_aborts_a_reload_whose_replacement_never_signals(procs
     hub = RunHub(procs, sockdir, up_argv(sockdir, conf, logdir))
     iv = wait_online(hub, "gen", 2)
     before = online_pids(hub, iv, "gen")
+    status, _, body = http_get(port, "/")
+    assert (status, body) == (200, "1"), (status, body)
     rc, out, err = drover(sockdir, "describe", "gen", "--json")
     assert rc == 0, err
     d = json.loads(out)
@@ -179,6 +196,10 @@ def test_readiness_learned_aborts_a_reload_whose_replacement_never_signals(procs
     assert time.monotonic() - t0 >= 1.4
     iv = hub.intervals(3)[-1]
     assert online_pids(hub, iv, "gen") == before, "the old workers must keep serving"
+    # and they do serve: every answer is theirs (the replacement is gone)
+    for _ in range(8):
+        status, _, body = http_get(port, "/")
+        assert (status, body) == (200, "1"), (status, body)
 
 
 def test_silent_app_keeps_the_grace(procs, sockdir, logdir, conf):
@@ -429,7 +450,8 @@ def test_run_takes_the_same_settings_as_options(procs, sockdir, logdir, tmp_path
     envf.write_text("FROM_FILE=1\n")
     argv = [DROVER, "run", "--headless", "--interval", str(INTERVAL_MS), "--socket-dir", sockdir, "--log-dir", logdir,
             "-n", "r", "--env", "FROM_LINE=2", "--env-file", str(envf), "--cwd", "/", "--restart", "never",
-            "--stop-signal", "INT", "--ready", "none", "--", "sleep", "1000"]
+            "--stop-signal", "INT", "--ready", "none", "--log-format", "json", "--",
+            "/bin/sh", "-c", "echo hello; exec sleep 1000"]
     hub = RunHub(procs, sockdir, argv)
     iv = wait_online(hub, "r", 1)
     pid = online_pids(hub, iv, "r")[0]
@@ -440,8 +462,36 @@ def test_run_takes_the_same_settings_as_options(procs, sockdir, logdir, tmp_path
     rc, out, err = drover(sockdir, "describe", "r", "--json")
     d = json.loads(out)
     assert (d["restart"], d["stop_signal"], d["ready"], d["cwd"]) == ("never", "INT", "none", "/"), d
+    out = os.path.join(logdir, "r-0.out.log")
+    wait_until(lambda: os.path.exists(out) and read_lines(out), timeout=5, what="a line in r's file")
+    o = json.loads(read_lines(out)[0])
+    assert (o["line"], o["app"], o["pid"], o["stream"]) == ("hello", "r", pid, "out"), o
+
+    # --log-timestamps, and --log-max-size/--log-keep: a 1 KiB file rotated, 2 old ones kept
+    sd2, ld2 = tempfile.mkdtemp(prefix="drv-it-", dir="/tmp"), tempfile.mkdtemp(prefix="drv-logs-", dir="/tmp")
+    try:
+        os.chmod(sd2, 0o700)
+        hub2 = RunHub(procs, sd2, [DROVER, "run", "--headless", "--interval", str(INTERVAL_MS), "--socket-dir", sd2,
+                                   "--log-dir", ld2, "-n", "t", "--log-timestamps", "--log-max-size", "1K",
+                                   "--log-keep", "2", "--", "/bin/sh", "-c",
+                                   "i=0; while [ $i -lt 200 ]; do echo line $i; i=$((i+1)); done; exec sleep 1000"])
+        wait_online(hub2, "t", 1)
+        tf = os.path.join(ld2, "t-0.out.log")
+        wait_until(lambda: os.path.exists(tf) and read_lines(tf)
+                   and read_lines(tf)[-1].endswith(b" line 199"), timeout=10, what="line 199 in t's file")
+        assert os.path.exists(tf + ".1") and os.path.exists(tf + ".2") and not os.path.exists(tf + ".3"), \
+            sorted(os.listdir(ld2))
+        for f in (tf, tf + ".1", tf + ".2"):
+            assert os.path.getsize(f) <= 1024, (f, os.path.getsize(f))
+            for line in read_lines(f):
+                assert re.fullmatch(rb"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z line \d+", line), line
+    finally:
+        shutil.rmtree(sd2, ignore_errors=True)
+        shutil.rmtree(ld2, ignore_errors=True)
     p = subprocess.run([DROVER, "run", "--restart", "sometimes", "--", "true"], capture_output=True, text=True)
     assert p.returncode == 2 and "always, on-failure, never" in p.stderr
+    p = subprocess.run([DROVER, "run", "--log-format", "xml", "--", "true"], capture_output=True, text=True)
+    assert p.returncode == 2 and "--log-format: log_format is one of text, json" in p.stderr, p.stderr
 
 
 def test_up_detached_then_apply_then_stop(sockdir, logdir, conf):
@@ -599,3 +649,87 @@ def test_upgrade_of_a_config_hub_keeps_every_app(procs, sockdir, logdir, conf):
     rc, out, err = drover(sockdir, "up", "-f", conf)
     assert rc == 0, out + err
     wait_until(lambda: http_get(port, "/greeting")[2].strip() == "two", timeout=15, what="the applied GREETING")
+
+
+def test_a_changed_hub_metrics_is_reported_for_the_next_start(procs, sockdir, logdir, conf):
+    """[hub] metrics is bound when the hub starts: an apply that changes it says so
+    (not silently ignored), and the endpoint stays where it was."""
+    p1, p2 = free_port(), free_port()
+    text = "[hub]\nmetrics = 127.0.0.1:{}\n[app m]\ncommand = sleep 1000\n"
+    write(conf, text.format(p1))
+    hub = RunHub(procs, sockdir, up_argv(sockdir, conf, logdir))
+    wait_online(hub, "m", 1)
+    wait_until(lambda: http_get(p1, "/healthz")[0] == 200, timeout=5, what="/healthz on the file's port")
+    write(conf, text.format(p2))
+    rc, out, err = drover(sockdir, "up", "-f", conf)
+    assert rc == 0, (out, err)
+    assert "[hub]: later (metrics changed): [hub] keys take effect when the hub is started again" in out, out
+    assert "m: unchanged" in out, out
+    assert http_get(p1, "/healthz")[0] == 200 and not port_open(p2)
+
+
+def test_describe_keeps_the_last_restarts_apart_from_the_events(procs, sockdir, logdir, conf, tmp_path):
+    """describe's restarts are a ring of their own: a worker that exits 3 by itself is a
+    "crash" with status 3 even after a burst of other events pushed it out of the last 16
+    events; a worker above max_memory is replaced with cause "max-memory"."""
+    marker = tmp_path / "crashed"
+    write(conf, f"""
+        [app c]
+        command = /bin/sh -c "if [ ! -e {marker} ]; then : > {marker}; exit 3; fi; exec sleep 1000"
+        [app mem]
+        command = /usr/bin/python3 -c "import time; b = b'x' * (100 << 20); time.sleep(1000)"
+        max_memory = 20M
+        kill_timeout = 1s
+        """)
+    hub = RunHub(procs, sockdir, up_argv(sockdir, conf, logdir))
+    hub.wait_stderr(r"c:0 \(pid \d+\) ended with exit 3")
+    wait_online(hub, "c", 1)
+    # a burst of other events: 20 scales of one worker more, an event each (16 would do)
+    for n in range(2, 22):
+        rc, out, err = drover(sockdir, "scale", "c", str(n))
+        assert rc == 0, err
+    wait_online(hub, "c", 21)
+    rc, out, err = drover(sockdir, "describe", "c", "--json")
+    d = json.loads(out)
+    assert len(d["events"]) == 16 and not any(e.get("cause") for e in d["events"]), d["events"]
+    crash = [r for r in d["restarts"] if r["cause"] == "crash"]
+    assert len(crash) == 1, d["restarts"]
+    assert (crash[0]["status"], crash[0]["signal"], crash[0]["id"], crash[0]["reason"]) == (3, None, 0, "backoff"), crash
+    rc, out, err = drover(sockdir, "describe", "c")
+    restarts = out.split("last restarts:\n", 1)[1].split("last events:\n", 1)[0]
+    assert re.search(r"crash +c:0 \(pid \d+\) ended with exit 3", restarts), out
+
+    hub.wait_stderr(r"mem:0 \(pid \d+\) uses \d+ bytes, above --max-memory \d+: replacing it", timeout=15)
+    rc, out, err = drover(sockdir, "describe", "mem", "--json")
+    mm = [r for r in json.loads(out)["restarts"] if r["cause"] == "max-memory"]
+    assert mm and mm[0]["id"] == 0 and mm[0]["pid"] and mm[0]["status"] is None, mm
+    rc, out, err = drover(sockdir, "describe", "mem")
+    assert re.search(r"max-memory +mem:0 \(pid \d+\) uses", out), out
+
+
+def online_cpus():
+    """The online CPUs, counted from /sys/devices/system/cpu/online ("0-3,6"): the
+    kernel's own list, the count the hub takes from sysconf(_SC_NPROCESSORS_ONLN)."""
+    with open("/sys/devices/system/cpu/online") as f:
+        n = 0
+        for part in f.read().strip().split(","):
+            lo, _, hi = part.partition("-")
+            n += int(hi or lo) - int(lo) + 1
+    return n
+
+
+def test_instances_max_starts_a_worker_per_online_cpu(procs, sockdir, logdir, conf):
+    n = online_cpus()
+    assert n == os.cpu_count()
+    write(conf, """
+        [app all]
+        command = sleep 1000
+        instances = max
+        """)
+    hub = RunHub(procs, sockdir, up_argv(sockdir, conf, logdir))
+    iv = wait_online(hub, "all", n)
+    assert sorted(w["id"] for w in rows(hub, iv, "all")) == list(range(n))
+    rc, out, err = drover(sockdir, "describe", "all", "--json")
+    assert json.loads(out)["instances"] == n, out
+    iv = hub.intervals(2)[-1]
+    assert len(rows(hub, iv, "all")) == n, "no worker more than the CPUs"
