@@ -11,6 +11,11 @@ wrk counts (connect + read + write + timeout) during a rolling reload
 (wrk -c32 keep-alive) and during a scale 4 -> 2 (wrk -c64 Connection: close).
 
     python3 bench/balance_bench.py [BUILD_DIR [DURATION]]    (default: $DROVER_BUILD or build, 10 s)
+    python3 bench/balance_bench.py --accept [BUILD_DIR [DURATION]]   (default 6 s)
+
+--accept measures only the example server's accepting in shared mode (4
+workers, keep-alive, three runs of libuv's uv_listen and three of the
+default acceptor thread; target: every share 15-35 % with the default).
 
 Targets: reuseport keep-alive shares 15-35 % with 4 workers (ideal 25 %);
 0 errors during reload and scale-down in reuseport. On a shared 2-core box
@@ -28,7 +33,9 @@ import tempfile
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BUILD = os.path.abspath((sys.argv[1] if len(sys.argv) > 1 else None) or os.environ.get("DROVER_BUILD")
+ACCEPT = "--accept" in sys.argv[1:]
+ARGS = [a for a in sys.argv[1:] if a != "--accept"]
+BUILD = os.path.abspath((ARGS[0] if ARGS else None) or os.environ.get("DROVER_BUILD")
                         or os.path.join(REPO, "build"))
 DROVER = os.path.join(BUILD, "drover")
 HTTPD = os.path.join(BUILD, "examples", "httpd")
@@ -148,8 +155,57 @@ def during(mode, what, secs):
         c.stop()
 
 
+def held(pid):
+    """Connections a worker holds: its TCP sockets (from /proc) but fd 3 and the agent's."""
+    n = 0
+    for f in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            n += os.readlink(f"/proc/{pid}/fd/{f}").startswith("socket:")
+        except FileNotFoundError:
+            pass
+    return n - 2
+
+
+def accept_run(httpd_args, secs):
+    """Shared mode, 4 workers, wrk -c32 keep-alive: (connections per worker 2 s in, min, max share, req/s)."""
+    c = Cluster("shared", 4, httpd_args)
+    try:
+        time.sleep(0.5)
+        pids = {w["id"]: w["pid"] for w in c.ls()["workers"]}
+        before = c.counts()
+        w = wrk(c.port, 32, secs)
+        time.sleep(2)
+        conns = [held(pids[i]) for i in sorted(pids)]
+        out, _ = w.communicate(timeout=secs + 30)
+        time.sleep(0.6)   # the last reports (interval 200 ms)
+        after = c.counts()
+        per = [after.get(i, 0) - before.get(i, 0) for i in sorted(after)]
+        total = sum(per) or 1
+        shares = [100.0 * x / total for x in per]
+        return conns, min(shares), max(shares), wrk_rate(out)
+    finally:
+        c.stop()
+
+
+def accept_main(secs):
+    """`--accept`: the example server's accepting in shared mode, libuv's uv_listen against the default."""
+    print(f"Shared mode, 4 workers, wrk -t2 -c32 {secs}s keep-alive, three runs each")
+    print("(connections per worker 2 s in; min-max share of requests; req/s)\n")
+    print("| httpd | run 1 | run 2 | run 3 |")
+    print("|---|---|---|---|")
+    for label, args in (("--accept-batch 0 (uv_listen)", ("--accept-batch", "0")), ("default", ())):
+        cells = []
+        for _ in range(3):
+            conns, lo, hi, rate = accept_run(args, secs)
+            cells.append(f"{'/'.join(map(str, conns))}; {lo:.1f}-{hi:.1f} %; {rate:.0f}")
+        print(f"| {label} | " + " | ".join(cells) + " |", flush=True)
+
+
 def main():
-    secs = int(sys.argv[2]) if len(sys.argv) > 2 else 10
+    if ACCEPT:
+        accept_main(int(ARGS[1]) if len(ARGS) > 1 else 6)
+        return
+    secs = int(ARGS[1]) if len(ARGS) > 1 else 10
     modes = ("shared", "reuseport")
     print(f"Per-worker share of requests, wrk -t2 -c32 {secs}s against 127.0.0.1, examples/httpd")
     print("(target: reuseport keep-alive 4 workers, every share 15-35 %)\n")

@@ -17,7 +17,9 @@
  *     `Connection: close` — an idle connection is never cut under a client
  *     that may be writing a request on it right now.
  *
- * One process, one loop, no threads of its own (the agent runs one). Memory
+ * One process, one loop; on an inherited socket, one acceptor thread that
+ * hands the loop the connections it accepts fairly (see "Fair accepting"
+ * below; the agent runs a thread of its own too). Memory
  * per connection is fixed: one struct conn holding an 8 KiB request buffer
  * and a small response buffer; request bodies are read and discarded.
  *
@@ -57,8 +59,10 @@
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
-#include <sched.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <uv.h>
 
 /* ------------------------------------------------------------------------ */
@@ -119,6 +123,7 @@ struct conn {
     enum conn_state state;
     int             open_handles;
     bool            reading;
+    bool            handed;      /* accepted by the acceptor thread: counted in `held` */
 
     /* The current request, decided when its head is parsed. */
     bool            in_request;  /* drover_request_begin() called, done not yet */
@@ -154,6 +159,7 @@ static uv_signal_t  sig_term, sig_int;
 static bool         sig_term_on;
 static struct conn *conns;           /* list head */
 static size_t       n_conns;
+static atomic_size_t held;           /* accepted by the acceptor thread and not closed yet */
 static bool         draining;        /* SIGTERM/SIGINT seen */
 static bool         drain_expired;   /* --drain-timeout passed */
 static bool         finished;
@@ -560,6 +566,8 @@ static void on_conn_closed(uv_handle_t *h)
         conns = c->next;
     if (c->next)
         c->next->prev = c->prev;
+    if (c->handed)
+        atomic_fetch_sub(&held, 1);
     free(c);
     n_conns--;
     drover_metric_set("connections", (double)n_conns);
@@ -918,47 +926,157 @@ static void on_connection(uv_stream_t *server, int status)
 }
 
 /*
- * Fair accepting on the shared fd 3 (--accept-batch N > 0). libuv's
- * uv_listen accepts until EAGAIN on every wakeup, so when a burst of
- * connections arrives (wrk opening 32 at once) the first worker to wake
- * takes them all and keeps them for their whole keep-alive life. Instead:
- * fd 3 goes into an epoll instance of our own with EPOLLEXCLUSIVE (libuv
- * has no flag for it), that epoll fd is watched by a uv_poll, and each
- * wakeup accepts at most N connections; what is left stays queued
- * (level-triggered) for the other workers or for our next loop turn.
+ * Fair accepting on the shared fd 3 (--accept-batch N > 0).
+ *
+ * libuv's uv_listen accepts until EAGAIN on every wakeup, and the kernel
+ * wakes every worker waiting on the shared socket, so when a burst of
+ * connections arrives (wrk opening 32 at once) whichever worker runs first
+ * takes them all and keeps them for their whole keep-alive life.
+ *
+ * EPOLLEXCLUSIVE fixes the wakeup only for a task that waits in epoll_wait on
+ * that very epoll instance: the kernel (fs/eventpoll.c, ep_poll_callback)
+ * counts an exclusive wakeup as delivered, and stops waking the next
+ * instance, only when the instance has a waiter. An instance nested in
+ * libuv's own epoll has none, so every worker's would be woken. Hence a
+ * thread: the acceptor blocks in epoll_wait on an epoll of its own holding
+ * fd 3 with EPOLLEXCLUSIVE, so each new connection wakes one idle acceptor
+ * (a busy one is not waiting and is skipped); it accepts at most N, hands
+ * them to the loop through a bounded queue and a uv_async, and the loop
+ * serves them as if uv_listen had accepted them. A waiter leaves the wait
+ * queue when woken, so a burst is spread over the acceptors idle at the time.
+ *
+ * Two more rules, each measured (bench/balance_results.md), not guessed:
+ *   - the kernel wakes the first idle waiter in the order the waiters were
+ *     added, so under light load one worker would win every connection
+ *     (measured: 0-100 %). After each handover the acceptor takes fd 3 out
+ *     of its epoll and adds it again, which puts it at the back of the wait
+ *     queue: the idle acceptors are woken in turn (round-robin);
+ *   - the acceptor that runs takes whatever is queued, and on 2 busy cores
+ *     the others, woken, may wait milliseconds for a CPU; so after each
+ *     handover it rests ACCEPT_REST_US per connection its worker holds (at
+ *     most ACCEPT_REST_MAX_US) before waiting again: a worker holding many
+ *     leaves the next ones to the workers holding few. Nothing is lost
+ *     meanwhile: connections wait in the shared queue (level-triggered) for
+ *     another acceptor or its return. The cost: a new connection may wait up
+ *     to ACCEPT_REST_MAX_US when every acceptor rests.
+ *
+ * Threads: the acceptor only calls accept4 and touches the queue (mutex);
+ * the loop owns every connection. On the drain the loop stops it (flag under
+ * the mutex, plus an eventfd in its epoll to end the wait), joins it, serves
+ * what was handed over, and closes the epoll before closing fd 3.
  */
-static int        accept_epfd = -1;
-static uv_poll_t  accept_poll;
-static bool       accept_polling;
+#define HANDOFF_MAX        64u             /* accepted connections not yet taken by the loop */
+#define ACCEPT_REST_US     100u            /* rest after a handover, per connection held */
+#define ACCEPT_REST_MAX_US 2000u
 
-/* The epoll fd is readable: take at most opt.accept_batch connections from fd 3. */
-static void on_accept_ready(uv_poll_t *h, int status, int events)
+static struct {
+    pthread_t       thread;
+    pthread_mutex_t mu;
+    pthread_cond_t  room;               /* the loop took fds from a full queue, or stop */
+    int             fds[HANDOFF_MAX];   /* ring: count fds from head */
+    unsigned        head, count;
+    bool            stop;
+    int             epfd, stopfd;       /* the acceptor's epoll: fd 3 (exclusive) and stopfd */
+    uv_async_t      async;
+    bool            running;            /* thread started, not yet joined */
+} acc = {.mu = PTHREAD_MUTEX_INITIALIZER, .room = PTHREAD_COND_INITIALIZER, .epfd = -1, .stopfd = -1};
+
+/*
+ * The acceptor thread (signals blocked). Loops: wait for fd 3 (exclusive),
+ * wait for room in the queue, accept at most min(batch, room), hand over,
+ * rest in proportion to the connections held. Returns when stop is set.
+ */
+static void *acceptor_main(void *arg)
 {
-    (void)h;
-    (void)events;
-    struct epoll_event ev;
-    if (status < 0)
-        return;
-    /* consume the readiness: level-triggered, it comes back while fd 3 has a queue */
-    while (epoll_wait(accept_epfd, &ev, 1, 0) < 0 && errno == EINTR)
-        ;
-    for (unsigned long i = 0; i < opt.accept_batch && !draining; i++) {
-        int fd = accept4(3, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd < 0) {
+    (void)arg;
+    for (;;) {
+        struct epoll_event ev[2];
+        if (epoll_wait(acc.epfd, ev, 2, -1) < 0 && errno != EINTR)
+            break;                      /* EBADF/EINVAL: cannot happen while we run */
+        pthread_mutex_lock(&acc.mu);
+        while (!acc.stop && acc.count == HANDOFF_MAX)
+            pthread_cond_wait(&acc.room, &acc.mu);   /* the loop is behind: accept nothing */
+        bool stop = acc.stop;
+        unsigned room = HANDOFF_MAX - acc.count;
+        pthread_mutex_unlock(&acc.mu);
+        if (stop)
+            break;
+
+        int got[HANDOFF_MAX];
+        unsigned n = 0, want = opt.accept_batch < room ? (unsigned)opt.accept_batch : room;
+        bool pause = false;
+        while (n < want) {
+            int fd = accept4(3, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+            if (fd >= 0) {
+                atomic_fetch_add(&held, 1);
+                got[n++] = fd;
+                continue;
+            }
             if (errno == EINTR || errno == ECONNABORTED)
                 continue;
-            return;                 /* EAGAIN: another worker took it; EMFILE: later */
+            /* EAGAIN: another worker took it. EMFILE, ENFILE, ENOBUFS, ENOMEM:
+             * the queue would stay readable, so pause instead of spinning. */
+            pause = errno != EAGAIN && errno != EWOULDBLOCK;
+            break;
         }
-        if (i + 1 == opt.accept_batch)
-            sched_yield();          /* a full batch: let the other woken workers take the rest */
+        if (n > 0) {
+            pthread_mutex_lock(&acc.mu);
+            for (unsigned i = 0; i < n; i++)
+                acc.fds[(acc.head + acc.count++) % HANDOFF_MAX] = got[i];
+            pthread_mutex_unlock(&acc.mu);
+            uv_async_send(&acc.async);
+            /* To the back of fd 3's wait queue: the next connection wakes
+             * another idle acceptor first (round-robin among the idle). */
+            struct epoll_event ev3 = {.events = EPOLLIN | EPOLLEXCLUSIVE};
+            if (epoll_ctl(acc.epfd, EPOLL_CTL_DEL, 3, NULL) != 0 ||
+                epoll_ctl(acc.epfd, EPOLL_CTL_ADD, 3, &ev3) != 0) {
+                /* ENOMEM: this worker stops accepting, the others go on */
+                fprintf(stderr, "httpd: pid %ld stops accepting: epoll_ctl: %s\n", (long)my_pid,
+                        strerror(errno));
+                break;
+            }
+        }
+        unsigned long rest_us = 0;
+        if (pause) {
+            rest_us = 50000;            /* out of descriptors or memory: let connections close */
+        } else if (n > 0) {
+            size_t h = atomic_load(&held);
+            rest_us = h < ACCEPT_REST_MAX_US / ACCEPT_REST_US ? h * ACCEPT_REST_US : ACCEPT_REST_MAX_US;
+        }
+        if (rest_us > 0) {
+            struct timespec ts = {.tv_sec = 0, .tv_nsec = (long)rest_us * 1000};
+            while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+                ;
+        }
+    }
+    return NULL;
+}
+
+/* Loop side: serves every connection the acceptor handed over. */
+static void on_handoff(uv_async_t *a)
+{
+    (void)a;
+    int fds[HANDOFF_MAX];
+    unsigned n = 0;
+    pthread_mutex_lock(&acc.mu);
+    while (acc.count > 0) {
+        fds[n++] = acc.fds[acc.head];
+        acc.head = (acc.head + 1) % HANDOFF_MAX;
+        acc.count--;
+    }
+    pthread_cond_signal(&acc.room);
+    pthread_mutex_unlock(&acc.mu);
+    for (unsigned i = 0; i < n; i++) {
         struct conn *c = conn_new();
         if (!c) {
-            close(fd);
+            close(fds[i]);              /* out of memory: refuse this one */
+            atomic_fetch_sub(&held, 1);
             continue;
         }
-        int rc = listener_is_pipe ? uv_pipe_open(&c->h.pipe, fd) : uv_tcp_open(&c->h.tcp, fd);
+        c->handed = true;
+        int rc = listener_is_pipe ? uv_pipe_open(&c->h.pipe, fds[i]) : uv_tcp_open(&c->h.tcp, fds[i]);
         if (rc != 0) {
-            close(fd);
+            close(fds[i]);
             conn_close(c);
             continue;
         }
@@ -968,18 +1086,61 @@ static void on_accept_ready(uv_poll_t *h, int status, int events)
     }
 }
 
-/* Starts fair accepting on fd 3 (listening already). Returns 0 or a libuv error. */
+/*
+ * Starts fair accepting on fd 3 (listening already, non-blocking since
+ * uv_*_open): the epoll, the stop eventfd, the async and the acceptor thread
+ * (with every signal blocked, so libuv's signal handling stays on the loop).
+ * Returns 0 or a negative errno / libuv error.
+ */
 static int accept_fair_start(void)
 {
-    accept_epfd = epoll_create1(EPOLL_CLOEXEC);
-    struct epoll_event ev = {.events = EPOLLIN | EPOLLEXCLUSIVE};
-    if (accept_epfd < 0 || epoll_ctl(accept_epfd, EPOLL_CTL_ADD, 3, &ev) != 0)
+    acc.epfd = epoll_create1(EPOLL_CLOEXEC);
+    acc.stopfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (acc.epfd < 0 || acc.stopfd < 0)
         return -errno;
-    int rc = uv_poll_init(loop, &accept_poll, accept_epfd);
-    if (rc == 0)
-        rc = uv_poll_start(&accept_poll, UV_READABLE, on_accept_ready);
-    accept_polling = rc == 0;
-    return rc;
+    struct epoll_event ev = {.events = EPOLLIN | EPOLLEXCLUSIVE};
+    if (epoll_ctl(acc.epfd, EPOLL_CTL_ADD, 3, &ev) != 0)
+        return -errno;
+    ev.events = EPOLLIN;
+    if (epoll_ctl(acc.epfd, EPOLL_CTL_ADD, acc.stopfd, &ev) != 0)
+        return -errno;
+    int rc = uv_async_init(loop, &acc.async, on_handoff);
+    if (rc != 0)
+        return rc;
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    rc = pthread_create(&acc.thread, NULL, acceptor_main, NULL);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (rc != 0)
+        return -rc;
+    acc.running = true;
+    return 0;
+}
+
+/*
+ * The drain: stops and joins the acceptor, serves what it handed over, and
+ * closes its epoll and eventfd. No-op when fair accepting is not running.
+ */
+static void accept_fair_stop(void)
+{
+    if (!acc.running)
+        return;
+    acc.running = false;
+    pthread_mutex_lock(&acc.mu);
+    acc.stop = true;
+    pthread_cond_signal(&acc.room);
+    pthread_mutex_unlock(&acc.mu);
+    uint64_t one = 1;
+    if (write(acc.stopfd, &one, sizeof one) < 0) {
+        /* cannot fail: the counter is far from its maximum */
+    }
+    pthread_join(acc.thread, NULL);
+    on_handoff(&acc.async);             /* handed over: served, with Connection: close */
+    uv_close((uv_handle_t *)&acc.async, NULL);
+    close(acc.epfd);
+    close(acc.stopfd);
+    acc.epfd = acc.stopfd = -1;
 }
 
 /*
@@ -1154,12 +1315,7 @@ static void on_signal(uv_signal_t *s, int signum)
     draining = true;
     drover_ready(false);
     uv_timer_stop(&ready_timer);
-    if (accept_polling) {
-        accept_polling = false;
-        uv_poll_stop(&accept_poll);
-        uv_close((uv_handle_t *)&accept_poll, NULL);
-        close(accept_epfd);
-    }
+    accept_fair_stop();                 /* before fd 3 is closed: the acceptor uses it */
     if (listener_open) {
         listener_open = false;
         uv_close(&listener.handle, NULL);   /* our copy of fd 3 only */
@@ -1191,10 +1347,13 @@ static void usage(FILE *f)
 "      --drain-timeout MS on SIGTERM, close connections still waiting for their\n"
 "                         client after MS ms (default 10000)\n"
 "      --log-requests     print one line per request on stdout\n"
-"      --accept-batch N   on an inherited socket, accept at most N connections per\n"
-"                         wakeup, through an epoll of its own with EPOLLEXCLUSIVE,\n"
-"                         so that workers sharing it get even shares (default %d;\n"
-"                         0: libuv's uv_listen, which accepts until EAGAIN)\n"
+"      --accept-batch N   on an inherited socket, accept in a thread of its own\n"
+"                         waiting in epoll with EPOLLEXCLUSIVE (one idle worker\n"
+"                         woken per connection, in turn), at most N connections\n"
+"                         per wakeup, resting 0.1 ms per connection held after\n"
+"                         each (at most 2 ms), so that workers sharing the socket\n"
+"                         get even shares (default %d; 0: libuv's uv_listen,\n"
+"                         which accepts until EAGAIN on the loop)\n"
 "  -h, --help             print this help and exit\n"
 "\n"
 "Test modes (for the supervisor's tests):\n"
