@@ -5,8 +5,10 @@
  * jansson; answers and pushed messages are one JSON object per line.
  *
  * Memory is bounded three ways, since a client that stops reading makes the
- * hub queue what it sends: each client's queued bytes (CONTROL_QUEUE_MAX:
- * past it the client is dropped), the bytes queued for all clients together
+ * hub queue what it sends: what each client's output costs, counted as
+ * allocated (buffer capacity, malloc headers, write requests; see
+ * control.h) (CONTROL_QUEUE_MAX: past it the client is dropped), the same
+ * for all clients together
  * (CONTROL_TOTAL_MAX: past it the client furthest behind is dropped first),
  * and the number of clients (CONTROL_CLIENTS_MAX: a new one takes the place
  * of the listening client furthest behind, or of the oldest; a client
@@ -46,7 +48,7 @@ typedef struct client {
     char        follow_app[CTL_APP_MAX]; /* "" = every app */
     int         follow_id;      /* -1 = every worker */
     bool        closing;
-    size_t      queued;         /* bytes written to libuv and not yet sent */
+    size_t      queued;         /* what its output costs: buffers in libuv and pend (capacity + malloc headers + write requests) */
     bool        deferred;       /* in the deferred queue, not reading */
     char       *stash;          /* the request line put off (deferred) */
     char       *held;           /* it and the bytes read after it, to feed later */
@@ -54,7 +56,7 @@ typedef struct client {
     struct client *dnext;       /* in the deferred queue */
     char       *pend;           /* lines of this turn, written at its end as one */
     size_t      pend_len, pend_cap;
-    size_t      pend_cost;      /* their share of queued */
+    size_t      pend_cost;      /* pend's share of queued: its block and its write request */
 } client;
 
 struct control {
@@ -85,6 +87,9 @@ typedef struct {
     size_t     len;
     char      *data;
 } wreq;
+
+#define CONTROL_MALLOC_HDR 16                               /* glibc's chunk header, 64-bit */
+#define CONTROL_WREQ_COST  (sizeof(wreq) + CONTROL_MALLOC_HDR + 15)   /* a write request's block */
 
 /*
  * Called once per write, sent or cancelled (before the client's close
@@ -141,6 +146,16 @@ static bool c_total_over(const control *c, size_t n)
 
 static void control_send_line(client *cl, const char *line, size_t n);
 
+/* Sets the cost of cl's gather buffer (and its write request to come) to cost bytes. */
+static void control_recost(client *cl, size_t cost)
+{
+    cl->queued = cl->queued - cl->pend_cost + cost;
+    cl->c->queued = cl->c->queued - cl->pend_cost + cost;
+    cl->pend_cost = cost;
+    if (cl->c->queued > cl->c->peak)
+        cl->c->peak = cl->c->queued;
+}
+
 /* Sends obj as one line to cl and releases obj. */
 static void control_send(client *cl, json_t *obj)
 {
@@ -174,20 +189,45 @@ static void control_send_all(control *c, json_t *obj, bool (*want)(const client 
 }
 
 /*
+ * What malloc holds for block p: its usable size and its header. A client's
+ * cost is counted in these, not in the bytes it was sent: the gather
+ * buffer's slack is memory the hub holds for it too.
+ */
+static size_t control_block_cost(void *p)
+{
+    return p ? malloc_usable_size(p) + CONTROL_MALLOC_HDR : 0;
+}
+
+/* At most what a block of n bytes will cost (a large one is mapped whole pages). */
+static size_t control_block_bound(size_t n)
+{
+    return (n + CONTROL_MALLOC_HDR + 4095) & ~(size_t)4095;
+}
+
+/*
  * Queues a copy of line (n bytes) for cl, within the per-client and total
  * caps. Lines of one loop turn are gathered and written as one at the
  * turn's end (control_flush): a busy log followed by a hundred clients is a
- * hundred writes a turn, not a hundred per line.
+ * hundred writes a turn, not a hundred per line. The cost counted is the
+ * gather buffer's capacity plus the write request that will carry it; the
+ * buffers already handed to libuv are counted in cl->queued until written.
  */
 static void control_send_line(client *cl, const char *line, size_t n)
 {
-    /* what the queue really costs: the line and, at most, a write request with two malloc headers */
-    size_t cost = n + sizeof(wreq) + 32;
-    if (cl->queued + cost > CONTROL_QUEUE_MAX) {
+    size_t nc = cl->pend_cap;
+    if (cl->pend_len + n > nc) {
+        nc = nc ? nc : 4096;
+        while (nc < cl->pend_len + n)
+            nc *= 2;
+    }
+    /* the cost after this line, at most: the grown buffer and its write request */
+    size_t after = nc == cl->pend_cap ? cl->pend_cost : control_block_bound(nc) + CONTROL_WREQ_COST;
+    size_t more = after - cl->pend_cost;
+    if (cl->queued + more > CONTROL_QUEUE_MAX) {
         control_close_client(cl);   /* it stopped reading: do not buffer forever */
         return;
     }
-    while (c_total_over(cl->c, cost)) {
+    while (c_total_over(cl->c, more)) {
         client *worst = control_slowest(cl->c, NULL);
         if (!worst)
             worst = cl;   /* nobody else to drop: this message does not fit */
@@ -196,10 +236,7 @@ static void control_send_line(client *cl, const char *line, size_t n)
         if (self)
             return;
     }
-    if (cl->pend_len + n > cl->pend_cap) {
-        size_t nc = cl->pend_cap ? cl->pend_cap : 4096;
-        while (nc < cl->pend_len + n)
-            nc *= 2;
+    if (nc != cl->pend_cap) {
         char *nb = realloc(cl->pend, nc);
         if (!nb) {
             control_close_client(cl);
@@ -207,14 +244,10 @@ static void control_send_line(client *cl, const char *line, size_t n)
         }
         cl->pend = nb;
         cl->pend_cap = nc;
+        control_recost(cl, control_block_cost(nb) + CONTROL_WREQ_COST);
     }
     memcpy(cl->pend + cl->pend_len, line, n);
     cl->pend_len += n;
-    cl->pend_cost += cost;
-    cl->queued += cost;
-    cl->c->queued += cost;
-    if (cl->c->queued > cl->c->peak)
-        cl->c->peak = cl->c->queued;
 }
 
 /* Writes what cl gathered this turn, as one write. */
@@ -226,6 +259,16 @@ static void control_flush(client *cl)
     if (!r) {
         control_close_client(cl);
         return;
+    }
+    /* The slack of a buffer that doubled would be held until the peer reads:
+     * give it back (in place: the block shrinks, nothing is copied). */
+    if (cl->pend_cap - cl->pend_len >= 4096) {
+        char *nb = realloc(cl->pend, cl->pend_len);
+        if (nb) {
+            cl->pend = nb;
+            cl->pend_cap = cl->pend_len;
+            control_recost(cl, control_block_cost(nb) + CONTROL_WREQ_COST);
+        }
     }
     r->cl = cl;
     r->len = cl->pend_cost;

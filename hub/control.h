@@ -15,8 +15,19 @@
 #include "hub/logs.h"
 #include "proto/control.h"
 
-#define CONTROL_QUEUE_MAX   (16 * 1024 * 1024) /* bytes queued for one client: further behind, it is dropped */
-#define CONTROL_TOTAL_MAX   (16 * 1024 * 1024) /* for all clients: past it, the slowest is dropped first */
+/*
+ * Memory for slow clients. A client's cost is what the hub holds for its
+ * output, counted as allocated: the capacity of the turn's gather buffer and
+ * of every buffer handed to libuv and not yet written, each with its malloc
+ * header, plus one write request per buffer. (Its partial request line, at
+ * most CTL_LINE_MAX, is not counted here.) Measured with one never-reading
+ * follower of a worker writing flat out: the hub's RSS grew 3.6-4.0 MiB
+ * before it was dropped (10 MiB with the former 16 MiB cap, which counted
+ * sent bytes). The total is four clients' worth, so one client past its cap
+ * is dropped before it can crowd the others out.
+ */
+#define CONTROL_QUEUE_MAX   (4 * 1024 * 1024)  /* what one client's output may cost: past it, it is dropped */
+#define CONTROL_TOTAL_MAX   (16 * 1024 * 1024) /* for all clients: past it, the one furthest behind is dropped first */
 #define CONTROL_CLIENTS_MAX 128                /* clients at once */
 #define CONTROL_TURN_BUDGET_MS 5               /* log tails per loop turn; past it they wait a turn */
 

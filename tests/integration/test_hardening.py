@@ -255,11 +255,16 @@ def _ls_ms(sockdir):
     return (time.monotonic() - t0) * 1000
 
 
+# a worker writing 300-byte lines as fast as it can
+LOUD = [sys.executable, "-c", "import sys\nwhile True: sys.stdout.write('x' * 300 + '\\n')"]
+CLIENT_CAP_MIB = 4   # hub/control.h CONTROL_QUEUE_MAX
+CLIENT_MARGIN_MIB = 2   # jansson's and libuv's transient blocks, the heap's own slack
+
+
 def test_300_never_reading_log_followers_cannot_grow_the_hub(procs, sockdir, tmp_path):
     # one worker writing as fast as it can; 300 clients follow its logs and never read
     argv = [DROVER, "run", "--headless", "--interval", "200", "--socket-dir", sockdir,
-            "--log-dir", str(tmp_path), "-n", "loud", "--no-echo", "--",
-            sys.executable, "-c", "import sys\nwhile True: sys.stdout.write('x' * 300 + '\\n')"]
+            "--log-dir", str(tmp_path), "-n", "loud", "--no-echo", "--", *LOUD]
     h = RunHub(procs, sockdir, argv)
     h.wait_for(lambda iv: any(w["state"] == "online" for w in h.workers(iv, "loud")), what="the loud worker")
     socks = []
@@ -295,6 +300,44 @@ def test_300_never_reading_log_followers_cannot_grow_the_hub(procs, sockdir, tmp
             s.close()
     if measurable:
         wait_until(lambda: _hub_rss_kib(h.pid) < 16 * 1024, 20, what="hub RSS back under 16 MiB")
+
+
+def test_one_never_reading_log_follower_costs_at_most_the_per_client_cap(procs, sockdir, tmp_path):
+    # the worker of the 300-followers test; one client follows its logs and never reads
+    argv = [DROVER, "run", "--headless", "--interval", "200", "--socket-dir", sockdir,
+            "--log-dir", str(tmp_path), "-n", "loud", "--no-echo", "--", *LOUD]
+    h = RunHub(procs, sockdir, argv)
+    h.wait_for(lambda iv: any(w["state"] == "online" for w in h.workers(iv, "loud")), what="the loud worker")
+    assert _ls_ms(sockdir) >= 0
+    base, end = 0, time.monotonic() + 0.5   # the hub at work (ring full, files rotating), no follower
+    while time.monotonic() < end:
+        base = max(base, _hub_rss_kib(h.pid))
+        time.sleep(0.01)
+    s = socket.socket(socket.AF_UNIX)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    try:
+        s.connect(os.path.join(sockdir, "ctl.sock"))
+        s.sendall(b'{"hello":"drover","version":%d}\n{"cmd":"logs","follow":true,"lines":1000}\n' % CTL_VERSION)
+        peak = base
+
+        def dropped():
+            nonlocal peak
+            peak = max(peak, _hub_rss_kib(h.pid))
+            try:
+                s.send(b"\n")   # an empty line: skipped by a hub that still has us
+            except (BrokenPipeError, ConnectionResetError):
+                return True
+            return False
+        wait_until(dropped, 20, interval=0.005, what="the never-reading follower to be dropped")
+    finally:
+        s.close()
+    growth = (peak - base) / 1024
+    print(f"hub RSS {base / 1024:.1f} MiB before the follower, peak {peak / 1024:.1f} MiB: "
+          f"+{growth:.1f} MiB (cap {CLIENT_CAP_MIB} MiB + {CLIENT_MARGIN_MIB} MiB margin)")
+    assert _ls_ms(sockdir) < 2000   # the hub still answers
+    if not hub_asan(h.pid) and not WRAP:   # under ASan or valgrind the RSS is theirs
+        assert growth <= CLIENT_CAP_MIB + CLIENT_MARGIN_MIB, f"one client cost the hub {growth:.1f} MiB"
+        wait_until(lambda: _hub_rss_kib(h.pid) < base + 1024, 10, what="the client's memory handed back")
 
 
 # ---- 5. scaling does not block the loop -------------------------------------------------
