@@ -7,6 +7,7 @@ tmpfs mounted here is unmounted in a finally.
 import json
 import os
 import re
+import select
 import signal
 import socket
 import stat
@@ -101,6 +102,33 @@ def test_symlink_planted_before_rotation_or_reopen_is_not_followed(procs, sockdi
     assert open(target).read() == "untouched\n"
 
 
+def test_symlink_planted_as_the_next_rotation_target_is_not_followed(procs, sockdir, private_dir):
+    """Size rotation renames w-0.out.log to w-0.out.log.1: a link planted there is moved
+    along the rotated names (renameat acts on the entry), never written through."""
+    d, target = logs_and_target(private_dir)
+    link = os.path.join(d, "w-0.out.log.1")
+    os.symlink(target, link)
+    script = os.path.join(private_dir, "say.sh")
+    with open(script, "w") as f:   # ~100-byte lines: a 4 KiB file rotates every ~0.4 s
+        f.write('i=0; while :; do echo "line $i $(printf %090d 0)"; i=$((i+1)); sleep 0.01; done\n')
+    conf = os.path.join(private_dir, "drover.conf")
+    with open(conf, "w") as f:
+        f.write(f"[hub]\nlog_max_size = 4K\nlog_keep = 9\n[app w]\ncommand = /bin/sh {script}\n")
+    argv = [DROVER, "up", "--headless", "-f", conf, "--interval", str(IV_MS), "--socket-dir", sockdir,
+            "--log-dir", d, "--no-echo"]
+    RunHub(procs, sockdir, argv)
+    wait_until(lambda: os.path.isfile(link) and not os.path.islink(link) and "line " in open(link).read(),
+               10, interval=0.02, what="the first rotation: w-0.out.log.1 a regular file of lines")
+    links = [n for n in os.listdir(d) if os.path.islink(os.path.join(d, n))]
+    # moved along to .2 by the first rotation (and on by the next ones, ~0.4 s apart: 8 to go before .9)
+    assert len(links) == 1 and re.fullmatch(r"w-0\.out\.log\.[2-9]", links[0]), links
+    assert os.readlink(os.path.join(d, links[0])) == target
+    assert open(target).read() == "untouched\n"
+    for n in os.listdir(d):   # every file the hub wrote is a regular file of its own
+        st = os.lstat(os.path.join(d, n))
+        assert stat.S_ISLNK(st.st_mode) or (stat.S_ISREG(st.st_mode) and st.st_nlink == 1), n
+
+
 # ---- item 2: a FIFO planted as a log file -----------------------------------------
 
 def test_fifo_planted_as_log_file_does_not_hang_the_hub(procs, sockdir, private_dir):
@@ -192,6 +220,19 @@ def test_missing_socket_directory_is_reported_as_missing():
                        env={**os.environ, "XDG_RUNTIME_DIR": "/nonexistent-drover-test"})
     assert r.returncode != 0 and "No such file or directory" in r.stderr, r
     assert "not a directory owned by you" not in r.stderr, r
+
+
+def test_max_memory_with_a_leading_space_or_plus_sign_is_refused(procs, sockdir, private_dir):
+    logs = os.path.join(private_dir, "logs")
+    os.mkdir(logs, 0o700)
+    for bad in (" 5M", "+5M"):
+        r = subprocess.run([DROVER, "run", "--headless", "--socket-dir", sockdir, "--log-dir", logs,
+                            "--max-memory", bad, "-n", "mm", "--", "sh", "-c", "echo started"],
+                           capture_output=True, text=True, timeout=10)
+        assert r.returncode == 2, r
+        assert f"--max-memory takes a size like 200M or 1G, not '{bad}'" in r.stderr, r.stderr
+        assert "started" not in r.stdout + r.stderr
+        assert os.listdir(sockdir) == [] and os.listdir(logs) == [], "nothing may be started"
 
 
 # ---- item 6: a full disk ------------------------------------------------------------
@@ -407,6 +448,35 @@ def test_scale_1024_answers_meanwhile_and_sigterm_stops_the_scale(procs, sockdir
     wait_until(lambda: not _procs_with_cmdline(cmd), 10, what="every worker gone")
 
 
+def test_stop_app_during_scale_1024_ends_the_scale(procs, sockdir, private_dir):
+    cmd = ["sleep", "619"]   # an argv of its own, to count its processes in /proc
+    h = start(procs, sockdir, private_dir, ["-i", "1", "-n", "big", "--no-echo"], cmd)
+    online(h, 1, "big")
+    sub = CtlSession(sockdir, timeout=10)
+    try:
+        assert sub.ask({"cmd": "subscribe"})["ok"]
+        with CtlSession(sockdir) as c:
+            assert c.ask({"cmd": "scale", "target": "big", "n": 1024})["ok"]
+        _next_event(sub, lambda e: e["event"] == "scale" and e["phase"] == "progress", 10)
+        r = cli(sockdir, "stop", "big")
+        assert r.returncode == 0, r
+        ab, _ = _next_event(sub, lambda e: e["event"] == "scale" and e["phase"] != "progress", 10)
+        assert ab["phase"] == "aborted" and "killed" in ab["text"] and ab["done"] < 1024, ab
+    finally:
+        sub.close()
+    # every worker stops, and none is started after: the count stays 0 for a few intervals
+    wait_until(lambda: not _procs_with_cmdline(cmd), 15, what="every worker stopped")
+    rows = len(json.loads(cli(sockdir, "ls", "--json").stdout)["workers"])
+    end = time.monotonic() + 3 * IV_MS / 1000
+    while time.monotonic() < end:
+        assert not _procs_with_cmdline(cmd), "a worker was started after the stop"
+        time.sleep(0.05)
+    t0 = time.monotonic()
+    d = json.loads(cli(sockdir, "ls", "--json").stdout)
+    assert time.monotonic() - t0 < 5 and len(d["workers"]) == rows, "the hub answers, with no new worker"
+    assert all(w["state"] == "stopped" for w in d["workers"] if w["app"] == "big"), d["workers"]
+
+
 # ---- 9. app names that cannot be file names ---------------------------------------------
 
 def test_app_name_starting_with_a_dot_is_refused_or_derived_to_one_that_keeps_output(procs, sockdir, private_dir):
@@ -458,13 +528,28 @@ def test_scale_by_int_max_is_refused_not_wrapped(procs, sockdir, private_dir):
 # ---- 7. lines that are not UTF-8 ----------------------------------------------------------
 
 def test_invalid_utf8_line_reaches_every_view(procs, sockdir, private_dir):
-    script = "import sys, time\nsys.stdout.buffer.write(b'bad \\xff\\xfe byte\\n'); sys.stdout.flush()\ntime.sleep(60)"
+    trigger = os.path.join(private_dir, "now")
+    script = ("import os, sys, time\nsys.stdout.buffer.write(b'bad \\xff\\xfe byte\\n'); sys.stdout.flush()\n"
+              f"while not os.path.exists({trigger!r}): time.sleep(0.01)\n"
+              "sys.stdout.buffer.write(b'late \\xff\\xfe byte\\n'); sys.stdout.flush()\ntime.sleep(60)")
     start(procs, sockdir, private_dir, ["-n", "u8", "--no-echo"], [sys.executable, "-c", script])
     r = wait_until(lambda: (lambda r: r if "bad" in r.stdout else None)(cli(sockdir, "logs", "u8")), 10,
                    what="the line in drover logs")
     assert "bad \ufffd\ufffd byte" in r.stdout, r.stdout
-    with open(os.path.join(private_dir, "u8-0.out.log"), "rb") as f:
-        assert b"bad \xff\xfe byte\n" in f.read()   # the file keeps the raw bytes
+    # drover logs -f: the tail, then a line written while it follows (the pushed path)
+    f = procs.spawn([DROVER, "logs", "-f", "u8", "--socket-dir", sockdir], stdout=subprocess.PIPE,
+                    stderr=subprocess.DEVNULL)
+    out, end = b"", time.monotonic() + 10
+    while b"late" not in out and time.monotonic() < end:
+        if b"bad" in out and not os.path.exists(trigger):
+            open(trigger, "w").close()   # following now: the next line is pushed
+        if select.select([f.stdout], [], [], 0.1)[0]:
+            out += os.read(f.stdout.fileno(), 65536)
+    f.kill()
+    text = out.decode()
+    assert "bad \ufffd\ufffd byte" in text and "late \ufffd\ufffd byte" in text, repr(text)
+    with open(os.path.join(private_dir, "u8-0.out.log"), "rb") as fh:
+        assert b"bad \xff\xfe byte\nlate \xff\xfe byte\n" in fh.read()   # the file keeps the raw bytes
 
 
 # ---- 8. terminal escapes from workers -----------------------------------------------------
