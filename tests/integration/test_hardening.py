@@ -296,6 +296,8 @@ def _ls_ms(sockdir):
     return (time.monotonic() - t0) * 1000
 
 
+# The figure is 30 s of followers; CI runs 15 (HARDEN_FOLLOW_S=30 for the full run).
+FOLLOW_S = float(os.environ.get("HARDEN_FOLLOW_S", "15"))
 # a worker writing 300-byte lines as fast as it can
 LOUD = [sys.executable, "-c", "import sys\nwhile True: sys.stdout.write('x' * 300 + '\\n')"]
 CLIENT_CAP_MIB = 4   # hub/control.h CONTROL_QUEUE_MAX
@@ -320,12 +322,12 @@ def test_300_never_reading_log_followers_cannot_grow_the_hub(procs, sockdir, tmp
             except OSError:
                 pass
         peak, slowest, series = 0, 0.0, []
-        deadline = time.monotonic() + 15
+        deadline = time.monotonic() + FOLLOW_S
         while time.monotonic() < deadline:
             peak = max(peak, _hub_rss_kib(h.pid))
             lat = _ls_ms(sockdir); series.append(round(lat)); slowest = max(slowest, lat)
             time.sleep(0.2)
-        print(f"hub RSS peak {peak / 1024:.1f} MiB, slowest ls {slowest:.0f} ms; ls ms: {series}")
+        print(f"{FOLLOW_S:g} s: hub RSS peak {peak / 1024:.1f} MiB, slowest ls {slowest:.0f} ms; ls ms: {series}")
         # under ASan (quarantine, shadow) or valgrind the RSS is theirs, not the hub's
         measurable = not hub_asan(h.pid) and not WRAP
         assert peak <= 64 * 1024 or not measurable, f"hub RSS reached {peak / 1024:.1f} MiB"
@@ -341,6 +343,7 @@ def test_300_never_reading_log_followers_cannot_grow_the_hub(procs, sockdir, tmp
             s.close()
     if measurable:
         wait_until(lambda: _hub_rss_kib(h.pid) < 16 * 1024, 20, what="hub RSS back under 16 MiB")
+        print(f"hub RSS after the followers are gone: {_hub_rss_kib(h.pid) / 1024:.1f} MiB")
 
 
 def test_one_never_reading_log_follower_costs_at_most_the_per_client_cap(procs, sockdir, tmp_path):
