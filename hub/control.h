@@ -21,7 +21,7 @@
  * of every buffer handed to libuv and not yet written, each with its malloc
  * header, plus one write request per buffer. (Its partial request line, at
  * most CTL_LINE_MAX, is not counted here.) Measured with one never-reading
- * follower of a worker writing flat out: the hub's RSS grew 3.6-4.0 MiB
+ * follower of a worker writing flat out: the hub's RSS grew 3.6-4.1 MiB
  * before it was dropped (10 MiB with the former 16 MiB cap, which counted
  * sent bytes). The total is four clients' worth, so one client past its cap
  * is dropped before it can crowd the others out.
