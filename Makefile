@@ -3,7 +3,7 @@
 #   make              drover, libdrover.{a,so}, drover.pc, examples  (into $(B)/)
 #   make test         unit + integration tests (the README's test command)
 #   make SAN=1 test   the same, built with AddressSanitizer + UndefinedBehaviorSanitizer
-#   make fuzz         build and run the decoder fuzzer for FUZZ_SECONDS (clang, libFuzzer)
+#   make fuzz         build and run the two fuzzers (report decoder, control protocol), FUZZ_SECONDS each (clang, libFuzzer)
 #   make test-valgrind  the integration tests with every hub under valgrind
 #   make bench        print the benchmark tables
 #   make deps         install missing Debian packages (needs root or sudo)

@@ -5,8 +5,9 @@
  * jansson; answers and pushed messages are one JSON object per line.
  *
  * Memory is bounded three ways, since a client that stops reading makes the
- * hub queue what it sends: each client's queued bytes (CONTROL_QUEUE_MAX:
- * past it the client is dropped), the bytes queued for all clients together
+ * hub queue what it sends: what each client's output costs, its chunks
+ * counted as allocated (see control.h; CONTROL_QUEUE_MAX: past it the
+ * client is dropped), the same for all clients together
  * (CONTROL_TOTAL_MAX: past it the client furthest behind is dropped first),
  * and the number of clients (CONTROL_CLIENTS_MAX: a new one takes the place
  * of the listening client furthest behind, or of the oldest; a client
@@ -46,14 +47,13 @@ typedef struct client {
     char        follow_app[CTL_APP_MAX]; /* "" = every app */
     int         follow_id;      /* -1 = every worker */
     bool        closing;
-    size_t      queued;         /* bytes written to libuv and not yet sent */
+    size_t      queued;         /* what its output costs: its chunks, pending and in libuv, as allocated */
     bool        deferred;       /* in the deferred queue, not reading */
     char       *stash;          /* the request line put off (deferred) */
     char       *held;           /* it and the bytes read after it, to feed later */
     size_t      held_len;
     struct client *dnext;       /* in the deferred queue */
-    char       *pend;           /* lines of this turn, written at its end as one */
-    size_t      pend_len, pend_cap;
+    struct chunk *phead, *ptail; /* lines of this turn, written at its end */
     size_t      pend_cost;      /* their share of queued */
 } client;
 
@@ -79,27 +79,45 @@ struct control {
 
 /* ---- writing ------------------------------------------------------------ */
 
-typedef struct {
-    uv_write_t req;
-    client    *cl;
-    size_t     len;
-    char      *data;
-} wreq;
+/*
+ * One block of a client's output with the write request that carries it:
+ * one allocation of a fixed size (CONTROL_CHUNK_SMALL for a turn's first
+ * short line, else CONTROL_CHUNK_BIG), freed as soon as libuv has written
+ * it, so a client that reads gives memory back as it reads, and freed
+ * blocks of the same sizes are reused rather than fragmenting the heap.
+ */
+typedef struct chunk {
+    uv_write_t    req;
+    struct client *cl;
+    struct chunk *next;         /* in the client's pending list */
+    size_t        cost;         /* what malloc holds for it: usable size and header */
+    size_t        len, cap;
+    char          data[];
+} chunk;
+
+#define CONTROL_CHUNK_SMALL 4096
+#define CONTROL_CHUNK_BIG   (64 * 1024)
+#define CONTROL_MALLOC_HDR  16   /* glibc's chunk header, 64-bit */
+
+/* At most what a chunk of cap bytes costs (malloc rounds up to 16). */
+static size_t control_chunk_bound(size_t cap)
+{
+    return sizeof(chunk) + cap + CONTROL_MALLOC_HDR + 15;
+}
 
 /*
- * Called once per write, sent or cancelled (before the client's close
+ * Called once per chunk written or cancelled (before the client's close
  * callback). A closing client's bytes already left the total when it was
  * closed (control_close_client).
  */
 static void control_on_written(uv_write_t *w, int status)
 {
     (void)status;   /* a failed write surfaces as a read error / EOF */
-    wreq *r = (wreq *)w;
-    if (!r->cl->closing)
-        r->cl->c->queued -= r->len;
-    r->cl->queued -= r->len;
-    free(r->data);
-    free(r);
+    chunk *ch = (chunk *)w;
+    if (!ch->cl->closing)
+        ch->cl->c->queued -= ch->cost;
+    ch->cl->queued -= ch->cost;
+    free(ch);
 }
 
 /*
@@ -175,19 +193,31 @@ static void control_send_all(control *c, json_t *obj, bool (*want)(const client 
 
 /*
  * Queues a copy of line (n bytes) for cl, within the per-client and total
- * caps. Lines of one loop turn are gathered and written as one at the
+ * caps. Lines of one loop turn are gathered in chunks and written at the
  * turn's end (control_flush): a busy log followed by a hundred clients is a
- * hundred writes a turn, not a hundred per line.
+ * hundred writes a turn, not a hundred per line. What is counted is what the
+ * chunks cost, as allocated, not the bytes sent.
  */
 static void control_send_line(client *cl, const char *line, size_t n)
 {
-    /* what the queue really costs: the line and, at most, a write request with two malloc headers */
-    size_t cost = n + sizeof(wreq) + 32;
-    if (cl->queued + cost > CONTROL_QUEUE_MAX) {
+    /* what the chunks this line needs beyond the last one's room will cost */
+    size_t room = cl->ptail ? cl->ptail->cap - cl->ptail->len : 0, more = 0;
+    if (n > room) {
+        if (!cl->ptail && n <= CONTROL_CHUNK_SMALL)
+            more = control_chunk_bound(CONTROL_CHUNK_SMALL);
+        else
+            more = (n - room + CONTROL_CHUNK_BIG - 1) / CONTROL_CHUNK_BIG * control_chunk_bound(CONTROL_CHUNK_BIG);
+    }
+    /* A client with nothing in libuv's hands took all it was sent: it is not
+     * behind, and one turn's output (a subscribe reply for 1024 workers with
+     * their history is ~3.6 MB, more with custom metrics) is no reason to
+     * drop it. The total cap still holds. */
+    bool behind = cl->queued > cl->pend_cost;
+    if (behind && cl->queued + more > CONTROL_QUEUE_MAX) {
         control_close_client(cl);   /* it stopped reading: do not buffer forever */
         return;
     }
-    while (c_total_over(cl->c, cost)) {
+    while (c_total_over(cl->c, more)) {
         client *worst = control_slowest(cl->c, NULL);
         if (!worst)
             worst = cl;   /* nobody else to drop: this message does not fit */
@@ -196,49 +226,64 @@ static void control_send_line(client *cl, const char *line, size_t n)
         if (self)
             return;
     }
-    if (cl->pend_len + n > cl->pend_cap) {
-        size_t nc = cl->pend_cap ? cl->pend_cap : 4096;
-        while (nc < cl->pend_len + n)
-            nc *= 2;
-        char *nb = realloc(cl->pend, nc);
-        if (!nb) {
+    while (n > 0) {
+        chunk *t = cl->ptail;
+        if (!t || t->len == t->cap) {
+            size_t cap = !t && n <= CONTROL_CHUNK_SMALL ? CONTROL_CHUNK_SMALL : CONTROL_CHUNK_BIG;
+            if (!(t = malloc(sizeof *t + cap))) {
+                control_close_client(cl);
+                return;
+            }
+            t->cl = cl;
+            t->next = NULL;
+            t->len = 0;
+            t->cap = cap;
+            t->cost = malloc_usable_size(t) + CONTROL_MALLOC_HDR;
+            if (cl->ptail)
+                cl->ptail->next = t;
+            else
+                cl->phead = t;
+            cl->ptail = t;
+            cl->pend_cost += t->cost;
+            cl->queued += t->cost;
+            cl->c->queued += t->cost;
+            if (cl->c->queued > cl->c->peak)
+                cl->c->peak = cl->c->queued;
+        }
+        size_t k = n < t->cap - t->len ? n : t->cap - t->len;
+        memcpy(t->data + t->len, line, k);
+        t->len += k;
+        line += k;
+        n -= k;
+    }
+}
+
+/* Frees the chunks from ch on that libuv never got, taking them out of the counts. */
+static void control_drop_chunks(client *cl, chunk *ch)
+{
+    for (chunk *next; ch; ch = next) {
+        next = ch->next;
+        cl->queued -= ch->cost;
+        if (!cl->closing)
+            cl->c->queued -= ch->cost;
+        free(ch);
+    }
+}
+
+/* Writes what cl gathered this turn: one write per chunk. */
+static void control_flush(client *cl)
+{
+    chunk *ch = cl->phead;
+    cl->phead = cl->ptail = NULL;
+    cl->pend_cost = 0;
+    for (chunk *next; ch; ch = next) {
+        next = ch->next;
+        uv_buf_t b = uv_buf_init(ch->data, (unsigned)ch->len);
+        if (uv_write(&ch->req, (uv_stream_t *)&cl->pipe, &b, 1, control_on_written) != 0) {
+            control_drop_chunks(cl, ch);
             control_close_client(cl);
             return;
         }
-        cl->pend = nb;
-        cl->pend_cap = nc;
-    }
-    memcpy(cl->pend + cl->pend_len, line, n);
-    cl->pend_len += n;
-    cl->pend_cost += cost;
-    cl->queued += cost;
-    cl->c->queued += cost;
-    if (cl->c->queued > cl->c->peak)
-        cl->c->peak = cl->c->queued;
-}
-
-/* Writes what cl gathered this turn, as one write. */
-static void control_flush(client *cl)
-{
-    if (!cl->pend_len)
-        return;
-    wreq *r = malloc(sizeof *r);
-    if (!r) {
-        control_close_client(cl);
-        return;
-    }
-    r->cl = cl;
-    r->len = cl->pend_cost;
-    r->data = cl->pend;
-    uv_buf_t b = uv_buf_init(cl->pend, (unsigned)cl->pend_len);
-    cl->pend = NULL;
-    cl->pend_len = cl->pend_cap = cl->pend_cost = 0;
-    if (uv_write(&r->req, (uv_stream_t *)&cl->pipe, &b, 1, control_on_written) != 0) {
-        cl->queued -= r->len;
-        cl->c->queued -= r->len;
-        free(r->data);
-        free(r);
-        control_close_client(cl);
     }
 }
 
@@ -265,7 +310,7 @@ static void control_on_client_closed(uv_handle_t *h)
     ctl_framer_free(&cl->fr);
     free(cl->stash);
     free(cl->held);
-    free(cl->pend);
+    control_drop_chunks(cl, cl->phead);   /* none: a closing client's were written */
     free(cl);
 }
 

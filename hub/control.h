@@ -15,8 +15,22 @@
 #include "hub/logs.h"
 #include "proto/control.h"
 
-#define CONTROL_QUEUE_MAX   (16 * 1024 * 1024) /* bytes queued for one client: further behind, it is dropped */
-#define CONTROL_TOTAL_MAX   (16 * 1024 * 1024) /* for all clients: past it, the slowest is dropped first */
+/*
+ * Memory for slow clients. A client's output is kept in chunks of a fixed
+ * size (4 KiB for a turn's first short line, else 64 KiB), each one
+ * allocation with its write request, freed as soon as it is written. A
+ * client's cost is what its chunks hold, pending and in libuv's hands,
+ * counted as allocated (usable size and malloc header), not the bytes sent.
+ * (Its partial request line, at most CTL_LINE_MAX, is not counted here.)
+ * A client with nothing in libuv's hands is not behind: one turn's output
+ * for it (a subscribe reply for 1024 workers with history: ~3.6 MB) is
+ * never a reason to drop it. Measured with one never-reading follower of a
+ * worker writing flat out: the hub's RSS grew 2.9-3.2 MiB before it was
+ * dropped (10 MiB with the former 16 MiB cap, which counted bytes sent).
+ * The total is four clients' worth.
+ */
+#define CONTROL_QUEUE_MAX   (4 * 1024 * 1024)  /* what one client's output may cost: past it, it is dropped */
+#define CONTROL_TOTAL_MAX   (16 * 1024 * 1024) /* for all clients: past it, the one furthest behind is dropped first */
 #define CONTROL_CLIENTS_MAX 128                /* clients at once */
 #define CONTROL_TURN_BUDGET_MS 5               /* log tails per loop turn; past it they wait a turn */
 
