@@ -47,8 +47,20 @@ int prom_fold(prom *p, const worker_view *v, size_t n);
 /* Counts a reload of app that ended: done, or aborted. */
 void prom_count_reload(prom *p, const char *app, bool done);
 
-/* Sets app's --max-memory (0: none), exported as drover_app_max_memory_bytes. */
+/*
+ * Declares app as the hub starts supervising or watching it: from now on
+ * its drover_app_reloads_total{outcome="done"|"aborted"} are exported, at 0
+ * until a reload ends (so Prometheus's increase() sees the first one), and
+ * its max_memory (0: none) as drover_app_max_memory_bytes. An app already
+ * known keeps its counts and takes max_memory.
+ */
+void prom_add_app(prom *p, const char *app, uint64_t max_memory);
+
+/* Sets app's max_memory (0: none), exported as drover_app_max_memory_bytes. */
 void prom_set_max_memory(prom *p, const char *app, uint64_t bytes);
+
+/* Forgets app (removed from the config file): its app series end. */
+void prom_remove_app(prom *p, const char *app);
 
 /*
  * Prints the exposition: the slots' counters as of the last fold, gauges

@@ -313,17 +313,103 @@ def test_real_prometheus_counts_exactly_merges_p99_and_keeps_series_across_a_res
     assert prom.value('count(count by (worker) (drover_worker_info{app="web"}))') == 2
 
 
-def test_config_file_hub_metrics_key_serves_metrics(procs, sockdir, logdir_private, tmp_path):
+def metric(body, name, **labels):
+    """The value of the one sample of name with exactly labels in an exposition, or None."""
+    want = "{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "}" if labels else ""
+    for line in body.splitlines():
+        if line.startswith(name + want + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+def samples(body, *names):
+    """Every sample line (name{labels}, value) of the families names."""
+    out = []
+    for line in body.splitlines():
+        m = re.match(r"([a-z_]+)(\{.*\})? (\S+)$", line)
+        if m and m.group(1) in names:
+            out.append((m.group(1) + (m.group(2) or ""), float(m.group(3))))
+    return out
+
+
+def test_config_file_hub_serves_max_memory_and_reload_counters_from_the_start(procs, sockdir, logdir_private,
+                                                                               tmp_path):
     port = free_port()
     conf = tmp_path / "drover.conf"
-    conf.write_text(f"[hub]\nmetrics = {port}\ninterval = {IV_MS}ms\n\n[app web]\ncommand = {WORKER} --rate 20\n"
-                    "instances = 2\n")
+    app = f"[app web]\ncommand = {WORKER} --rate 20\ninstances = 2\n"
+    conf.write_text(f"[hub]\nmetrics = {port}\ninterval = {IV_MS}ms\n\n{app}max_memory = 200M\n")
     h = RunHub(procs, sockdir, [DROVER, "up", "--headless", "-f", str(conf), "--socket-dir", sockdir,
                                 "--log-dir", logdir_private])
     online(h, 2, "web")
     body = scrape_ready(port)
     assert 'drover_worker_up{app="web",worker="1"} 1' in body, body[:1500]
+    # the file's max_memory is the limit DroverMemoryNearLimit divides by
+    assert metric(body, "drover_app_max_memory_bytes", app="web") == 200 * 1024 * 1024, body[-3000:]
+    # both outcomes exist at 0 before any reload: increase() sees the first aborted one
+    assert metric(body, "drover_app_reloads_total", app="web", outcome="aborted") == 0, body[-3000:]
+    assert metric(body, "drover_app_reloads_total", app="web", outcome="done") == 0, body[-3000:]
+    real = body
+    # a new max_memory, applied by SIGHUP: a rolling reload, then the new limit and one reload done
+    conf.write_text(f"[hub]\nmetrics = {port}\ninterval = {IV_MS}ms\n\n{app}max_memory = 300M\n")
+    os.kill(h.pid, signal.SIGHUP)
+    body = wait_until(lambda: (lambda b: b if metric(b, "drover_app_reloads_total", app="web", outcome="done") == 1
+                               else None)(get(port, "/metrics")[2].decode()), 20, what="the reload counted done")
+    assert metric(body, "drover_app_max_memory_bytes", app="web") == 300 * 1024 * 1024
+    assert metric(body, "drover_app_reloads_total", app="web", outcome="aborted") == 0
+    # an app removed from the file: its app series end with it
+    conf.write_text(f"[hub]\nmetrics = {port}\ninterval = {IV_MS}ms\n\n[app other]\ncommand = {WORKER}\n")
+    os.kill(h.pid, signal.SIGHUP)
+    body = wait_until(lambda: (lambda b: b if metric(b, "drover_app_max_memory_bytes", app="web") is None
+                               and metric(b, "drover_app_reloads_total", app="other", outcome="done") == 0
+                               else None)(get(port, "/metrics")[2].decode()), 20, what="web's app series gone")
+    assert metric(body, "drover_app_reloads_total", app="web", outcome="done") is None
+    rules_fire_on_real_series(tmp_path, real)
     # a bad address in the file is refused with its line, before anything starts
     conf.write_text("[hub]\nmetrics = 70000\n\n[app web]\ncommand = true\n")
     r = subprocess.run([DROVER, "up", "--check", "-f", str(conf)], capture_output=True, text=True, timeout=10)
     assert r.returncode != 0 and ":2: metrics:" in r.stderr, r
+
+
+def rules_fire_on_real_series(tmp_path, body):
+    """promtool test rules on the series of a real scrape (names and labels as the hub
+    prints them), as two hosts (instance h1, h2) with the same app: worker 0 of h1 near
+    its max_memory and one aborted reload on h1 fire the alerts, for h1 only."""
+    series = []
+    for name, v in samples(body, "drover_worker_resident_memory_bytes", "drover_app_max_memory_bytes",
+                           "drover_app_reloads_total"):
+        for inst in ("h1", "h2"):
+            lab = name.replace("{", f'{{instance="{inst}",', 1)
+            vals = f"{v:.0f}+0x10"
+            if inst == "h1" and 'worker="0"' in name and name.startswith("drover_worker_resident"):
+                vals = f"{metric(body, 'drover_app_max_memory_bytes', app='web') * 0.95:.0f}+0x10"
+            if inst == "h1" and 'outcome="aborted"' in name:
+                vals = f"{v:.0f} {v:.0f} {v + 1:.0f}+0x8"
+            series.append(f"      - series: '{lab}'\n        values: '{vals}'\n")
+    assert len(series) == 2 * (2 + 1 + 2), series
+    summary = "web:0 uses over 90% of its max_memory (it will be replaced above it)"
+    test = tmp_path / "real.test.yml"
+    test.write_text(
+        f"rule_files:\n  - {os.path.join(CONTRIB, 'prometheus', 'drover.rules.yml')}\n"
+        "evaluation_interval: 1m\ntests:\n  - interval: 1m\n    input_series:\n" + "".join(series) +
+        "    alert_rule_test:\n"
+        "      - eval_time: 3m\n        alertname: DroverReloadAborted\n        exp_alerts:\n"
+        "          - exp_labels: {severity: warning, instance: h1, app: web, outcome: aborted}\n"
+        "            exp_annotations:\n"
+        "              summary: \"a reload of web was aborted; the old workers kept serving\"\n"
+        "      - eval_time: 10m\n        alertname: DroverMemoryNearLimit\n        exp_alerts:\n"
+        "          - exp_labels: {severity: warning, instance: h1, app: web, worker: \"0\"}\n"
+        f"            exp_annotations:\n              summary: \"{summary}\"\n")
+    r = subprocess.run(["promtool", "test", "rules", str(test)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and "SUCCESS" in r.stdout, r.stdout + r.stderr + test.read_text()
+
+
+def test_attach_hub_exports_reload_counters_at_zero(procs, sockdir):
+    from conftest import MASTER
+    port = free_port()
+    master = procs.spawn([sys.executable, "-c", MASTER])
+    h = RunHub(procs, sockdir, [DROVER, "attach", str(master.pid), "--headless", "--interval", str(IV_MS),
+                                "--socket-dir", sockdir, "-n", "cluster", "--metrics", str(port)])
+    h.wait_for(lambda iv: len(h.workers(iv, "cluster")) == 3, what="the master's 3 children")
+    body = scrape_ready(port)
+    assert metric(body, "drover_app_reloads_total", app="cluster", outcome="aborted") == 0, body[-2000:]
+    assert metric(body, "drover_app_reloads_total", app="cluster", outcome="done") == 0, body[-2000:]
