@@ -141,6 +141,78 @@ def test_malformed_http_garbage_huge_header_slowloris_the_hub_serves_on(procs, s
     assert h.proc.poll() is None
 
 
+def test_70_trickling_clients_are_cut_at_the_request_deadline_and_a_scrape_gets_through(procs, sockdir,
+                                                                                        logdir_private):
+    """More slow clients than connection slots (64), each sending a byte every 2 s (never idle
+    10 s): the 5 s request deadline cuts them, so a scrape waiting behind them gets through."""
+    port = free_port()
+    h = hub_with_metrics(procs, sockdir, logdir_private, port, "-n", "web", "--no-echo")
+    online(h, 1, "web")
+    scrape_ready(port)
+    base = _rss_kib(h.pid)
+    slow, cut = [], {}
+    t0 = time.monotonic()   # before the first connect: no deadline can start earlier
+    for _ in range(70):
+        c = socket.create_connection(("127.0.0.1", port))
+        c.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+        c.setblocking(False)
+        slow.append(c)
+    print(f"70 connections made in {time.monotonic() - t0:.2f} s")
+    stop = threading.Event()
+
+    def trickle():
+        # a byte to each every 2 s; a connection the hub closed reads its end (b"")
+        while not stop.wait(0.1):
+            now = time.monotonic()
+            for i, c in enumerate(slow):
+                if i in cut:
+                    continue
+                try:
+                    if c.recv(1) == b"":
+                        cut[i] = now - t0
+                        continue
+                except BlockingIOError:
+                    pass
+                except OSError:
+                    cut[i] = now - t0
+                    continue
+                if int((now - t0) / 2) != int((now - t0 - 0.1) / 2):
+                    try:
+                        c.send(b"X")
+                    except OSError:
+                        cut[i] = now - t0
+
+    th = threading.Thread(target=trickle)
+    th.start()
+    try:
+        try:
+            st, _, body = get(port, "/metrics", timeout=12)
+        except OSError as e:
+            ss = subprocess.run(["ss", "-tn", f"sport = :{port} or dport = :{port}"], capture_output=True,
+                                text=True).stdout
+            pytest.fail(f"no scrape in 12 s behind 70 slow clients ({e}); {len(cut)} cut at "
+                        f"{sorted(cut.values())}; sockets:\n{ss}")
+        took = time.monotonic() - t0
+        assert st == 200 and b"drover_worker_up" in body
+        wait_until(lambda: len(cut) >= 64, 8, what="the hub closing the 64 slow connections it held",
+                   diag=lambda: f"{len(cut)} closed: {sorted(cut.values())}")
+        peak = _rss_kib(h.pid)
+    finally:
+        stop.set()
+        th.join()
+        for c in slow:
+            c.close()
+    first = sorted(cut.values())[:64]
+    print(f"scrape behind 70 slow clients: {took:.2f} s; first 64 cut at {first[0]:.2f}-{first[-1]:.2f} s; "
+          f"hub RSS {base} -> {peak} KiB")
+    # cut at the 5 s deadline (not at the 10 s idle timeout, which the trickle never reaches)
+    assert 4.5 <= first[0] and first[-1] < 8, first
+    assert took < 9, took
+    if not hub_asan(h.pid) and not WRAP:
+        assert peak - base < 4 * 1024, (base, peak)
+    assert h.proc.poll() is None
+
+
 def _rss_kib(pid):
     with open(f"/proc/{pid}/status") as f:
         return int(re.search(r"^VmRSS:\s+(\d+)", f.read(), re.M).group(1))
@@ -351,7 +423,7 @@ def samples(body, *names):
     return out
 
 
-def test_config_file_hub_serves_max_memory_and_reload_counters_from_the_start(procs, sockdir, logdir_private,
+def test_config_file_hub_serves_its_memory_limit_and_reload_counters_from_the_start(procs, sockdir, logdir_private,
                                                                                tmp_path):
     port = free_port()
     conf = tmp_path / "drover.conf"
