@@ -92,6 +92,34 @@ def test_bad_metrics_address_is_a_usage_error(sockdir):
         assert r.returncode == 2 and "--metrics takes [HOST:]PORT" in r.stderr, (bad, r)
 
 
+def test_monit_beside_a_running_hub_refuses_metrics_it_would_not_serve(procs, sockdir, logdir_private):
+    port, mine = free_port(), free_port()
+    h = hub_with_metrics(procs, sockdir, logdir_private, port, "-n", "web", "--no-echo")
+    online(h, 1, "web")
+    for extra in (["--headless", "--count", "1"], []):   # the stream, and the console (no terminal here)
+        for opt in (["--metrics", str(mine)], ["--metrics-textfile", os.path.join(logdir_private, "x.prom")]):
+            r = subprocess.run([DROVER, "monit", *extra, *opt, "--socket-dir", sockdir], capture_output=True,
+                               text=True, timeout=10, stdin=subprocess.DEVNULL)
+            assert r.returncode == 2 and f"{opt[0]} belongs to the hub: a hub runs in namespace" in r.stderr \
+                and not r.stdout, (extra, opt, r)
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", mine), timeout=2).close()
+    assert not os.path.exists(os.path.join(logdir_private, "x.prom"))
+    # with --host monit is only a client, whatever runs here: refused before any ssh
+    r = subprocess.run([DROVER, "monit", "--headless", "--host", "nosuchhost.invalid", "--metrics", str(mine),
+                        "--socket-dir", sockdir], capture_output=True, text=True, timeout=10)
+    assert r.returncode == 2 and "with --host, monit is only a client" in r.stderr, r
+    # without a hub, monit --headless is the hub: it serves
+    h.kill(signal.SIGTERM)
+    m = RunHub(procs, sockdir, [DROVER, "monit", "--headless", "--interval", str(IV_MS), "--socket-dir", sockdir,
+                                "--metrics", str(mine)])
+    m.wait_socket()
+    assert "drover_hub_workers" in scrape_ready(mine)
+    # and --help says so
+    r = subprocess.run([DROVER, "monit", "--help"], capture_output=True, text=True, timeout=10)
+    assert "monit refuses them beside a running" in r.stdout, r.stdout
+
+
 def test_metrics_port_in_use_is_a_clear_error(procs, sockdir, logdir_private):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
