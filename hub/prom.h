@@ -15,7 +15,9 @@
  * `drover_worker_event_loop_lag_seconds`, buckets `le` = 2^k µs for k = 8…25
  * (0.000256 s … 33.55 s) and +Inf: edges of the agents' log-linear buckets,
  * so every count is exact (a sample of exactly 2^k µs counts in the next
- * bucket, at the agents' 1 µs resolution). There is no `_sum`: the agents
+ * bucket, at the agents' 1 µs resolution). histogram_quantile over them is
+ * within a factor of 2 of the true quantile (t/2 < r <= 2t from 256 µs to
+ * 2^25 µs; README "Histograms" has the exact bound). There is no `_sum`: the agents
  * send bucket counts, not sums, and an estimate would not be honest.
  */
 #ifndef DROVER_HUB_PROM_H
