@@ -117,7 +117,7 @@ def test_monit_beside_a_running_hub_refuses_metrics_it_would_not_serve(procs, so
     assert "drover_hub_workers" in scrape_ready(mine)
     # and --help says so
     r = subprocess.run([DROVER, "monit", "--help"], capture_output=True, text=True, timeout=10)
-    assert "monit refuses them beside a running" in r.stdout, r.stdout
+    assert "monit and up refuse them beside a" in r.stdout, r.stdout
 
 
 def test_metrics_port_in_use_is_a_clear_error(procs, sockdir, logdir_private):
@@ -468,8 +468,14 @@ def test_config_file_hub_serves_its_memory_limit_and_reload_counters_from_the_st
     assert metric(body, "drover_app_reloads_total", app="web", outcome="aborted") == 0, body[-3000:]
     assert metric(body, "drover_app_reloads_total", app="web", outcome="done") == 0, body[-3000:]
     real = body
-    # a new max_memory, applied by SIGHUP: a rolling reload, then the new limit and one reload done
     conf.write_text(f"[hub]\nmetrics = {port}\ninterval = {IV_MS}ms\n\n{app}max_memory = 300M\n")
+    # `up --metrics` beside the running hub would serve nothing: refused, and nothing applied
+    r = subprocess.run([DROVER, "up", "-f", str(conf), "--socket-dir", sockdir, "--metrics", str(free_port())],
+                       capture_output=True, text=True, timeout=20)
+    assert r.returncode == 2 and "--metrics belongs to the hub: a hub runs in namespace" in r.stderr, r
+    body = get(port, "/metrics")[2].decode()
+    assert metric(body, "drover_app_max_memory_bytes", app="web") == 200 * 1024 * 1024
+    # the new max_memory, applied by SIGHUP: a rolling reload, then the new limit and one reload done
     os.kill(h.pid, signal.SIGHUP)
     body = wait_until(lambda: (lambda b: b if metric(b, "drover_app_reloads_total", app="web", outcome="done") == 1
                                else None)(get(port, "/metrics")[2].decode()), 20, what="the reload counted done")
