@@ -111,10 +111,9 @@ typedef enum {
 } metrics_conn_event;
 
 typedef struct {
-    metrics_conn_state     state;
-    struct MHD_Connection *c;
-    int                    fd;
-    uint64_t               since;   /* uv_now when the current step began */
+    metrics_conn_state state;
+    int                fd;      /* libmicrohttpd's: shut down at a deadline, never closed here */
+    uint64_t           since;   /* uv_now when the current step began */
 } metrics_conn;
 
 struct metrics {
@@ -312,7 +311,7 @@ static void metrics_on_connection(void *cls, struct MHD_Connection *c, void **so
     const union MHD_ConnectionInfo *ci = mhd.get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
     for (size_t i = 0; ci && i < METRICS_CONN_MAX; i++)
         if (m->conns[i].state == METRICS_CONN_FREE) {
-            m->conns[i] = (metrics_conn){.state = METRICS_CONN_WAITING, .c = c, .fd = ci->connect_fd,
+            m->conns[i] = (metrics_conn){.state = METRICS_CONN_WAITING, .fd = ci->connect_fd,
                                          .since = uv_now(m->loop)};
             *socket_context = &m->conns[i];
             metrics_arm(m);
