@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """
 bench/config_bench.py BUILD_DIR — `drover up` with a 10-app file (2 example HTTP
-workers each, each app on its own port): the hub's RSS and idle CPU, then an
+workers each, each app on its own port): the hub's RSS and idle CPU (its CPU
+clock in ns, bench/procstat.py), then an
 apply where one app's env changed, under wrk on an unchanged app and on the
 changed app at once: errors on each, and the apply's wall time (from `drover
 up` until it printed every reload's outcome). Prints a markdown table; exits 1
@@ -17,6 +18,9 @@ import subprocess
 import sys
 import tempfile
 import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import procstat  # noqa: E402  (beside this file: the hub's CPU clock, ns)
 
 APPS, WORKERS = 10, 2
 
@@ -58,12 +62,6 @@ def write_conf(path, httpd, ports, changed_value):
 def ls(drover, sockdir):
     p = subprocess.run([drover, "ls", "--json", "--socket-dir", sockdir], capture_output=True, text=True, timeout=10)
     return json.loads(p.stdout)["workers"] if p.returncode == 0 else []
-
-
-def cpu_ticks(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return int(fields[11]) + int(fields[12])
 
 
 def rss_kib(pid):
@@ -113,9 +111,9 @@ def main():
             print("config_bench: the workers did not all come online")
             return 1
         time.sleep(3)   # settle
-        t0, c0 = time.monotonic(), cpu_ticks(hub.pid)
+        t0, c0 = time.monotonic(), procstat.cpu_ns(hub.pid)
         time.sleep(20)
-        idle_cpu = (cpu_ticks(hub.pid) - c0) / os.sysconf("SC_CLK_TCK") / (time.monotonic() - t0) * 100
+        idle_cpu = (procstat.cpu_ns(hub.pid) - c0) / 1e9 / (time.monotonic() - t0) * 100
         rss = rss_kib(hub.pid)
 
         # apply under wrk on the changed app (web0) and an unchanged one (web1)

@@ -18,8 +18,9 @@
 #   bench/tree_bench.py           process trees: a hub of 64 workers of 1 and of 3 processes
 #                                 (TREE_BASE_BUILD=DIR also measures a build from before trees)
 #
-# BENCH_ONLY="ingest supervisor" runs a subset.
-# Takes about 15 minutes (60 s idle windows). Raising net.unix.max_dgram_qlen needs root; the
+# BENCH_ONLY="ingest supervisor" runs a subset (names: agent ingest supervisor metrics httpd
+# console node balance config upgrade fleet tree).
+# Takes about 25 minutes (60 s idle windows; balance alone ~5). Raising net.unix.max_dgram_qlen needs root; the
 # original value is restored. Exits 1 if a benchmark could not run; missed
 # targets are listed in the output.
 set -u

@@ -65,6 +65,8 @@ static int apply_add(hub_apply *ap, const config *cfg, const config_app *a, int 
     config_env_free(env);
     if (rc != 0 && listen_fd >= 0)
         close(listen_fd);
+    if (rc == 0)   /* its reload counters at 0 from now on, and its max_memory */
+        prom_add_app(ap->prom, a->name, a->max_memory);
     return rc;
 }
 
@@ -183,6 +185,7 @@ int apply_file(hub_apply *ap, const char *file, json_t *changes, json_t *reloadi
             if (rc != 0) {
                 failed++;
             } else {
+                prom_set_max_memory(ap->prom, a->name, a->max_memory);
                 reloaded++;
                 if (reloading)
                     json_array_append_new(reloading, json_string(a->name));
@@ -214,6 +217,8 @@ int apply_file(hub_apply *ap, const char *file, json_t *changes, json_t *reloadi
         if (config_find(&nc, old->name) || old->not_running)
             continue;
         int rc = supervise_remove_app(ap->sv, old->name, line, sizeof line);
+        if (rc == 0)
+            prom_remove_app(ap->prom, old->name);
         apply_note(changes, old->name, "stop", NULL, line);
         rc ? failed++ : stopped++;
     }

@@ -21,6 +21,7 @@
 
 #include "hub/config.h"
 #include "hub/logs.h"
+#include "hub/prom.h"
 #include "hub/supervise.h"
 
 typedef struct {
@@ -29,6 +30,7 @@ typedef struct {
     const char *agent_socket;    /* DROVER_SOCKET / NOTIFY_SOCKET for the workers */
     unsigned    interval_ms;
     const char *node_agent;      /* preloaded into node commands; NULL = none */
+    prom       *prom;            /* told each app started, changed or removed (its series); NULL = none */
     config      cur;             /* the version applied last */
     bool        have;            /* cur holds a file */
 } hub_apply;

@@ -891,6 +891,7 @@ static int hub_setup_config(hub *h, const char *sock, char *err, size_t errcap)
     h->cmds.lg = h->lg;
     h->cmds.sv = h->sv;
     h->ap = (hub_apply){.sv = h->sv, .lg = h->lg, .agent_socket = sock, .interval_ms = o->interval_ms,
+                        .prom = h->cmds.prom,
                         .node_agent = !o->no_agent && hub_node_agent(h->node_agent, sizeof h->node_agent) == 0
                                           ? h->node_agent : NULL};
     return apply_start(&h->ap, &cfg, err, errcap);
@@ -962,7 +963,7 @@ static int hub_setup_run(hub *h, const char *sock, char *err, size_t errcap)
         .max_memory = o->max_memory, .agent_socket = sock, .interval_ms = o->interval_ms,
         .lg = h->lg,
     };
-    prom_set_max_memory(h->cmds.prom, o->app, o->max_memory);
+    prom_add_app(h->cmds.prom, o->app, o->max_memory);
     if (!o->run_app)
         return supervise_add_app(h->sv, &spec, err, errcap);
     /* --env, --cwd, --user…: the same settings as a file's keys */
@@ -1037,6 +1038,7 @@ static int hub_setup_attach(hub *h, char *err, size_t errcap)
         snprintf(err, errcap, "out of memory");
         return -1;
     }
+    prom_add_app(h->cmds.prom, o->app ? o->app : m.comm, 0);   /* its reload counters, at 0 */
     sampler_watch(h->sm, pid);
     return 0;
 }

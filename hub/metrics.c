@@ -13,6 +13,16 @@
  * reference-counted by libmicrohttpd: each interval's body is one response
  * object (plus its gzip'd twin) queued on every scrape; a connection still
  * sending an older body keeps that one alive until it is done.
+ *
+ * Deadlines: libmicrohttpd's own timeout is on inactivity, so a client that
+ * sends a byte every few seconds would keep its connection for ever, and
+ * METRICS_CONN_MAX of them would keep every scrape in the backlog. Each
+ * connection therefore gets a record (metrics_conn, told by libmicrohttpd's
+ * connection and request-completed callbacks) with the time its current
+ * step began; a timer armed for the earliest deadline shuts the socket
+ * down (shutdown, not close: the descriptor stays libmicrohttpd's), and
+ * libmicrohttpd then sees the end of the stream and closes the connection
+ * itself.
  */
 #include "hub/metrics.h"
 
@@ -25,6 +35,7 @@
 #include <netinet/in.h>
 #include <stdarg.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -48,6 +59,7 @@ static struct {
     __typeof__(MHD_add_response_header) *add_response_header;
     __typeof__(MHD_destroy_response) *destroy_response;
     __typeof__(MHD_lookup_connection_value) *lookup_connection_value;
+    __typeof__(MHD_get_connection_info) *get_connection_info;
 } mhd;
 
 #define MHD_SYM(f) {"MHD_" #f, offsetof(__typeof__(mhd), f)}
@@ -57,7 +69,7 @@ static const struct {
 } metrics_syms[] = {
     MHD_SYM(start_daemon), MHD_SYM(stop_daemon), MHD_SYM(get_daemon_info), MHD_SYM(run), MHD_SYM(get_timeout),
     MHD_SYM(queue_response), MHD_SYM(create_response_from_buffer), MHD_SYM(add_response_header),
-    MHD_SYM(destroy_response), MHD_SYM(lookup_connection_value),
+    MHD_SYM(destroy_response), MHD_SYM(lookup_connection_value), MHD_SYM(get_connection_info),
 };
 
 /* Loads libmicrohttpd once. Returns 0, or -1 with the reason in err. */
@@ -83,11 +95,36 @@ static int metrics_load(char *err, size_t errcap)
     return 0;
 }
 
+/* Where a connection is in its exchange, each step with its own deadline. */
+typedef enum {
+    METRICS_CONN_FREE,      /* no connection in this record */
+    METRICS_CONN_WAITING,   /* connected, or its last response sent: the next request is due */
+    METRICS_CONN_SENDING,   /* the request came and was answered: the response is being sent */
+    METRICS_CONN_CUT,       /* a deadline passed: shut down, libmicrohttpd closes it */
+} metrics_conn_state;
+
+/* The events a connection's record sees. */
+typedef enum {
+    METRICS_EV_REQUEST,     /* a whole request reached metrics_on_request */
+    METRICS_EV_COMPLETED,   /* its response was sent, or the request ended otherwise */
+    METRICS_EV_EXPIRED,     /* the timer found the step's deadline passed */
+} metrics_conn_event;
+
+typedef struct {
+    metrics_conn_state state;
+    int                fd;      /* libmicrohttpd's: shut down at a deadline, never closed here */
+    uint64_t           since;   /* uv_now when the current step began */
+} metrics_conn;
+
 struct metrics {
     struct MHD_Daemon   *d;
     uv_poll_t            poll;
     uv_timer_t           timer;
+    uv_timer_t           deadline;    /* the earliest connection deadline */
+    uv_loop_t           *loop;
+    metrics_conn         conns[METRICS_CONN_MAX];   /* libmicrohttpd admits no more than this */
     int                  handles;     /* open uv handles; m is freed when 0 after stop */
+    bool                 closed;      /* a connection closed in this run (metrics_run) */
     struct MHD_Response *plain, *gz;  /* the last interval's body; NULL before the first */
     struct MHD_Response *health, *notfound, *notallowed, *notyet;
     char                 lasterr[256];
@@ -171,6 +208,132 @@ static bool metrics_accepts_gzip(const char *v)
     return false;
 }
 
+/* ---- deadlines ---------------------------------------------------------- */
+
+/* The seconds a connection may spend in state s (0: no deadline). */
+static unsigned metrics_conn_limit(metrics_conn_state s)
+{
+    switch (s) {
+    case METRICS_CONN_WAITING:
+        return METRICS_REQUEST_S;
+    case METRICS_CONN_SENDING:
+        return METRICS_SEND_S;
+    case METRICS_CONN_FREE:
+    case METRICS_CONN_CUT:
+        break;
+    }
+    return 0;
+}
+
+/* The state after event e in state s (pure). A cut connection stays cut until it is closed. */
+static metrics_conn_state metrics_conn_next(metrics_conn_state s, metrics_conn_event e)
+{
+    switch (s) {
+    case METRICS_CONN_WAITING:
+    case METRICS_CONN_SENDING:
+        switch (e) {
+        case METRICS_EV_REQUEST:
+            return METRICS_CONN_SENDING;
+        case METRICS_EV_COMPLETED:
+            return METRICS_CONN_WAITING;
+        case METRICS_EV_EXPIRED:
+            return METRICS_CONN_CUT;
+        }
+        break;
+    case METRICS_CONN_FREE:
+    case METRICS_CONN_CUT:
+        break;
+    }
+    return s;
+}
+
+static void metrics_on_deadline(uv_timer_t *t);
+
+/* Arms the deadline timer for the earliest deadline of any connection (or stops it). */
+static void metrics_arm(metrics *m)
+{
+    uint64_t now = uv_now(m->loop), first = UINT64_MAX;
+    for (size_t i = 0; i < METRICS_CONN_MAX; i++) {
+        unsigned lim = metrics_conn_limit(m->conns[i].state);
+        if (lim && m->conns[i].since + lim * UINT64_C(1000) < first)
+            first = m->conns[i].since + lim * UINT64_C(1000);
+    }
+    if (first == UINT64_MAX)
+        uv_timer_stop(&m->deadline);
+    else
+        uv_timer_start(&m->deadline, metrics_on_deadline, first > now ? first - now : 0, 0);
+}
+
+/* Feeds event e to connection k's machine (NULL: a connection without a record); a new step restarts its clock. */
+static void metrics_conn_on(metrics *m, metrics_conn *k, metrics_conn_event e)
+{
+    if (!k)
+        return;
+    metrics_conn_state next = metrics_conn_next(k->state, e);
+    bool step = next != k->state || (e == METRICS_EV_COMPLETED && next == METRICS_CONN_WAITING);
+    if (!step)
+        return;
+    if (next == METRICS_CONN_CUT)
+        shutdown(k->fd, SHUT_RDWR);   /* libmicrohttpd reads the end and closes it */
+    k->state = next;
+    k->since = uv_now(m->loop);
+    metrics_arm(m);
+}
+
+/* Cuts every connection past its step's deadline. */
+static void metrics_on_deadline(uv_timer_t *t)
+{
+    metrics *m = t->data;
+    uint64_t now = uv_now(m->loop);
+    for (size_t i = 0; i < METRICS_CONN_MAX; i++) {
+        metrics_conn *k = &m->conns[i];
+        unsigned lim = metrics_conn_limit(k->state);
+        if (lim && now >= k->since + lim * UINT64_C(1000))
+            metrics_conn_on(m, k, METRICS_EV_EXPIRED);
+    }
+    metrics_arm(m);
+}
+
+/* libmicrohttpd's connection callback: a record per connection, from its start to its close. */
+static void metrics_on_connection(void *cls, struct MHD_Connection *c, void **socket_context,
+                                  enum MHD_ConnectionNotificationCode toe)
+{
+    metrics *m = cls;
+    metrics_conn *k = *socket_context;
+    if (toe == MHD_CONNECTION_NOTIFY_CLOSED) {
+        if (k)
+            *k = (metrics_conn){.state = METRICS_CONN_FREE, .fd = -1};
+        *socket_context = NULL;
+        m->closed = true;
+        metrics_arm(m);
+        return;
+    }
+    const union MHD_ConnectionInfo *ci = mhd.get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+    for (size_t i = 0; ci && i < METRICS_CONN_MAX; i++)
+        if (m->conns[i].state == METRICS_CONN_FREE) {
+            m->conns[i] = (metrics_conn){.state = METRICS_CONN_WAITING, .fd = ci->connect_fd,
+                                         .since = uv_now(m->loop)};
+            *socket_context = &m->conns[i];
+            metrics_arm(m);
+            return;
+        }
+    /* No record (libmicrohttpd admits METRICS_CONN_MAX at most): nothing to time, so refuse it. */
+    if (ci)
+        shutdown(ci->connect_fd, SHUT_RDWR);
+}
+
+/* libmicrohttpd's request-completed callback: the response was sent (or the request failed). */
+static void metrics_on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
+                                 enum MHD_RequestTerminationCode toe)
+{
+    (void)con_cls;
+    (void)toe;
+    const union MHD_ConnectionInfo *ci = mhd.get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    metrics_conn_on(cls, ci ? ci->socket_context : NULL, METRICS_EV_COMPLETED);
+}
+
+/* ---- requests, continued -------------------------------------------------- */
+
 /* libmicrohttpd's request callback: one answer per request, on its first call. */
 static enum MHD_Result metrics_on_request(void *cls, struct MHD_Connection *c, const char *url,
                                          const char *method, const char *version, const char *upload,
@@ -181,6 +344,8 @@ static enum MHD_Result metrics_on_request(void *cls, struct MHD_Connection *c, c
     (void)upload;
     (void)upload_size;
     (void)con_cls;
+    const union MHD_ConnectionInfo *ci = mhd.get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    metrics_conn_on(m, ci ? ci->socket_context : NULL, METRICS_EV_REQUEST);
     if (strcmp(method, MHD_HTTP_METHOD_GET) != 0 && strcmp(method, MHD_HTTP_METHOD_HEAD) != 0)
         return mhd.queue_response(c, MHD_HTTP_METHOD_NOT_ALLOWED, m->notallowed);
     if (strcmp(url, "/healthz") == 0)
@@ -201,7 +366,14 @@ static void metrics_on_timer(uv_timer_t *t);
 /* Lets libmicrohttpd do what is ready, then arms the timer for its next timeout. */
 static void metrics_run(metrics *m)
 {
+    /* At its connection limit libmicrohttpd takes its listening socket out
+     * of its epoll set, and puts it back only at the start of a run: when
+     * connections closed in this run, run once more, or a connection
+     * waiting in the backlog would wake nobody. */
+    m->closed = false;
     mhd.run(m->d);
+    if (m->closed)
+        mhd.run(m->d);
     MHD_UNSIGNED_LONG_LONG ms;
     if (mhd.get_timeout(m->d, &ms) == MHD_YES)
         uv_timer_start(&m->timer, metrics_on_timer, ms, 0);
@@ -254,6 +426,13 @@ static void metrics_drop_responses(metrics *m)
         }
 }
 
+static void metrics_on_closed(uv_handle_t *h)
+{
+    metrics *m = h->data;
+    if (--m->handles == 0)
+        free(m);
+}
+
 metrics *metrics_start(uv_loop_t *loop, const char *spec, char *err, size_t errcap)
 {
     struct sockaddr_storage sa;
@@ -266,6 +445,11 @@ metrics *metrics_start(uv_loop_t *loop, const char *spec, char *err, size_t errc
         snprintf(err, errcap, "out of memory");
         return NULL;
     }
+    m->loop = loop;
+    for (size_t i = 0; i < METRICS_CONN_MAX; i++)
+        m->conns[i].fd = -1;
+    uv_timer_init(loop, &m->deadline);   /* armed by the connection callbacks, from the first */
+    m->deadline.data = m;
     m->health = metrics_fixed("ok\n", NULL);
     m->notfound = metrics_fixed("not found: try /metrics or /healthz\n", NULL);
     m->notallowed = metrics_fixed("method not allowed: GET or HEAD\n", "GET, HEAD");
@@ -280,6 +464,8 @@ metrics *metrics_start(uv_loop_t *loop, const char *spec, char *err, size_t errc
                             MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)METRICS_CONN_MEM,
                             MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)METRICS_IDLE_S,
                             MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned)METRICS_CONN_MAX,
+                            MHD_OPTION_NOTIFY_CONNECTION, metrics_on_connection, m,
+                            MHD_OPTION_NOTIFY_COMPLETED, metrics_on_completed, m,
                             MHD_OPTION_END);
     const union MHD_DaemonInfo *info = m->d ? mhd.get_daemon_info(m->d, MHD_DAEMON_INFO_EPOLL_FD) : NULL;
     if (!m->health || !m->notfound || !m->notallowed || !m->notyet || !info ||
@@ -288,12 +474,13 @@ metrics *metrics_start(uv_loop_t *loop, const char *spec, char *err, size_t errc
         if (m->d)
             mhd.stop_daemon(m->d);
         metrics_drop_responses(m);
-        free(m);
+        m->handles = 1;
+        uv_close((uv_handle_t *)&m->deadline, metrics_on_closed);
         return NULL;
     }
     uv_timer_init(loop, &m->timer);
     m->poll.data = m->timer.data = m;
-    m->handles = 2;
+    m->handles = 3;
     uv_poll_start(&m->poll, UV_READABLE, metrics_on_poll);
     metrics_run(m);
     return m;
@@ -348,13 +535,6 @@ void metrics_publish(metrics *m, const char *text, size_t len)
     m->gz = gz;
 }
 
-static void metrics_on_closed(uv_handle_t *h)
-{
-    metrics *m = h->data;
-    if (--m->handles == 0)
-        free(m);
-}
-
 void metrics_stop(metrics *m)
 {
     if (!m)
@@ -364,7 +544,9 @@ void metrics_stop(metrics *m)
     uv_timer_stop(&m->timer);
     uv_close((uv_handle_t *)&m->poll, metrics_on_closed);
     uv_close((uv_handle_t *)&m->timer, metrics_on_closed);
-    mhd.stop_daemon(m->d);
+    mhd.stop_daemon(m->d);   /* (tells every connection's close: their records are freed) */
+    uv_timer_stop(&m->deadline);
+    uv_close((uv_handle_t *)&m->deadline, metrics_on_closed);
     m->d = NULL;
     metrics_drop_responses(m);
 }

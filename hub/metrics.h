@@ -8,7 +8,11 @@
  * it; GET /healthz answers "ok"; other paths 404, other methods 405. The
  * body is rendered once per interval and shared by every scrape, so
  * scrapers cost the hub a bounded number of connections (METRICS_CONN_MAX,
- * each with a bounded buffer and an idle timeout), not a copy each.
+ * each with a bounded buffer and an idle timeout), not a copy each. Each
+ * connection also has absolute deadlines, whatever bytes it trickles: its
+ * request whole within METRICS_REQUEST_S of its start (or of its previous
+ * response's end), the response sent within METRICS_SEND_S; past one it is
+ * cut, so slow clients cannot hold every connection for long.
  */
 #ifndef DROVER_HUB_METRICS_H
 #define DROVER_HUB_METRICS_H
@@ -18,7 +22,9 @@
 
 #define METRICS_CONN_MAX     64        /* connections at once; more wait in the backlog */
 #define METRICS_CONN_MEM     (32 * 1024) /* per connection: request headers must fit */
-#define METRICS_IDLE_S       10        /* a connection idle this long is closed (slowloris) */
+#define METRICS_IDLE_S       10        /* a connection idle this long is closed */
+#define METRICS_REQUEST_S    5         /* a request must arrive whole within this (slowloris) */
+#define METRICS_SEND_S       10        /* and its response be sent within this (slow readers) */
 
 typedef struct metrics metrics;
 

@@ -218,11 +218,25 @@ void prom_count_reload(prom *p, const char *app, bool done)
         *(done ? &a->reloads_done : &a->reloads_aborted) += 1;
 }
 
+void prom_add_app(prom *p, const char *app, uint64_t max_memory)
+{
+    prom_set_max_memory(p, app, max_memory);   /* the record is the counters, at 0 when new */
+}
+
 void prom_set_max_memory(prom *p, const char *app, uint64_t bytes)
 {
     prom_app *a = p && app ? prom_app_get(p, app) : NULL;
     if (a)
         a->max_memory = bytes;
+}
+
+void prom_remove_app(prom *p, const char *app)
+{
+    for (size_t i = 0; p && app && i < p->napps; i++)
+        if (strcmp(p->apps[i].app, app) == 0) {
+            memmove(&p->apps[i], &p->apps[i + 1], (--p->napps - i) * sizeof *p->apps);
+            return;
+        }
 }
 
 /* ---- text ---------------------------------------------------------------- */

@@ -15,7 +15,9 @@
  * `drover_worker_event_loop_lag_seconds`, buckets `le` = 2^k µs for k = 8…25
  * (0.000256 s … 33.55 s) and +Inf: edges of the agents' log-linear buckets,
  * so every count is exact (a sample of exactly 2^k µs counts in the next
- * bucket, at the agents' 1 µs resolution). There is no `_sum`: the agents
+ * bucket, at the agents' 1 µs resolution). histogram_quantile over them is
+ * within a factor of 2 of the true quantile (t/2 < r <= 2t from 256 µs to
+ * 2^25 µs; README "Histograms" has the exact bound). There is no `_sum`: the agents
  * send bucket counts, not sums, and an estimate would not be honest.
  */
 #ifndef DROVER_HUB_PROM_H
@@ -47,8 +49,20 @@ int prom_fold(prom *p, const worker_view *v, size_t n);
 /* Counts a reload of app that ended: done, or aborted. */
 void prom_count_reload(prom *p, const char *app, bool done);
 
-/* Sets app's --max-memory (0: none), exported as drover_app_max_memory_bytes. */
+/*
+ * Declares app as the hub starts supervising or watching it: from now on
+ * its drover_app_reloads_total{outcome="done"|"aborted"} are exported, at 0
+ * until a reload ends (so Prometheus's increase() sees the first one), and
+ * its max_memory (0: none) as drover_app_max_memory_bytes. An app already
+ * known keeps its counts and takes max_memory.
+ */
+void prom_add_app(prom *p, const char *app, uint64_t max_memory);
+
+/* Sets app's max_memory (0: none), exported as drover_app_max_memory_bytes. */
 void prom_set_max_memory(prom *p, const char *app, uint64_t bytes);
+
+/* Forgets app (removed from the config file): its app series end. */
+void prom_remove_app(prom *p, const char *app);
 
 /*
  * Prints the exposition: the slots' counters as of the last fold, gauges

@@ -146,6 +146,8 @@ static const char output_options[] =
     "                      127.0.0.1 (default: off)\n"
     "  --metrics-textfile PATH  write the same text to PATH (write + rename) every\n"
     "                      interval, for node_exporter's textfile collector (*.prom)\n"
+    "                      (both are the hub's: monit and up refuse them beside a\n"
+    "                      running hub, monit with --host: there they are clients)\n"
     "  -L NAME             hub namespace (default \"default\"), as tmux -L\n"
     "  --socket-dir DIR    put the hub's sockets in DIR instead of\n"
     "                      $XDG_RUNTIME_DIR/drover/NAME or /tmp/drover-UID/NAME\n";
@@ -623,6 +625,20 @@ static int hub_and_console(const hub_options *o, int argc, char **argv, bool reu
     return console_run(&co);
 }
 
+/*
+ * monit or up as a client (of a running hub, or of hosts) serves no
+ * metrics: the hub does. --metrics or --metrics-textfile there is refused
+ * (exit 2), not silently ignored. where says whose hub; returns -1 when
+ * neither was given.
+ */
+static int client_refuse_metrics(const hub_options *o, const char *where)
+{
+    if (!o->metrics && !o->metrics_textfile)
+        return -1;
+    return usage_error("%s belongs to the hub: %s; give it to that hub (run, up, attach, or metrics = "
+                       "in a file's [hub])", o->metrics ? "--metrics" : "--metrics-textfile", where);
+}
+
 /* drover monit [--headless] [output options] */
 static int cmd_monit(int argc, char **argv)
 {
@@ -640,6 +656,8 @@ static int cmd_monit(int argc, char **argv)
          * (the local hub too unless --no-local), or the merged headless stream */
         if (!monit_nhosts)
             return usage_error("--no-local and --remote-cmd go with --host or --hosts-file");
+        if ((rc = client_refuse_metrics(&o, "with --host, monit is only a client of each host's hub")) >= 0)
+            return rc;
         if (!headless && !launch_is_terminal()) {
             fputs("drover: the console needs a terminal; use 'drover monit --headless' for a stream\n", stderr);
             return 2;
@@ -675,12 +693,16 @@ static int cmd_monit(int argc, char **argv)
                             .nhosts = monit_nhosts, .count = o.count};
         return fleet_stream(&fo);
     }
+    char ctl[PATHS_MAX + 16], where[200];
+    if (ns_ctl_path(&o, ctl, sizeof ctl) != 0)
+        return 1;
+    bool running = launch_ctl_alive(ctl);
+    snprintf(where, sizeof where, "a hub runs in namespace '%s', and monit beside it is only its client", o.ns);
+    if (running && (rc = client_refuse_metrics(&o, where)) >= 0)
+        return rc;
     if (headless) {
         /* next to a running hub: its stream, as a client; else a hub of our own */
-        char ctl[PATHS_MAX + 16];
-        if (ns_ctl_path(&o, ctl, sizeof ctl) != 0)
-            return 1;
-        if (launch_ctl_alive(ctl))
+        if (running)
             return cli_stream(ctl, o.format == HEADLESS_PROM ? CTL_FORMAT_PROM : CTL_FORMAT_NDJSON, o.count);
         return hub_run(&o);
     }
@@ -785,6 +807,7 @@ static int cmd_up(int argc, char **argv)
         o.ns = ns;
     if (!o.interval_ms)
         o.interval_ms = cfg.interval_ms;
+    bool cli_metrics = o.metrics || o.metrics_textfile;   /* given here, not by the file */
     static char metrics_addr[128];   /* the file's [hub] metrics; --metrics wins */
     if (!o.metrics && cfg.metrics && strlen(cfg.metrics) < sizeof metrics_addr) {
         snprintf(metrics_addr, sizeof metrics_addr, "%s", cfg.metrics);
@@ -801,8 +824,12 @@ static int cmd_up(int argc, char **argv)
     char ctl[PATHS_MAX + 16], hint[PATHS_MAX + 64];
     if (ns_ctl_path(&o, ctl, sizeof ctl) != 0)
         return 1;
-    if (launch_ctl_alive(ctl))
+    if (launch_ctl_alive(ctl)) {
+        snprintf(hint, sizeof hint, "a hub runs in namespace '%s', and up only applies the file to it", o.ns);
+        if (cli_metrics && (rc = client_refuse_metrics(&o, hint)) >= 0)
+            return rc;   /* nothing applied */
         return cli_apply(o.ns, o.socket_dir, file);
+    }
     if (headless || (!detach && !launch_is_terminal()))
         return hub_run(&o);
     if (!detach)

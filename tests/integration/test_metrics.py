@@ -92,6 +92,34 @@ def test_bad_metrics_address_is_a_usage_error(sockdir):
         assert r.returncode == 2 and "--metrics takes [HOST:]PORT" in r.stderr, (bad, r)
 
 
+def test_monit_beside_a_running_hub_refuses_metrics_it_would_not_serve(procs, sockdir, logdir_private):
+    port, mine = free_port(), free_port()
+    h = hub_with_metrics(procs, sockdir, logdir_private, port, "-n", "web", "--no-echo")
+    online(h, 1, "web")
+    for extra in (["--headless", "--count", "1"], []):   # the stream, and the console (no terminal here)
+        for opt in (["--metrics", str(mine)], ["--metrics-textfile", os.path.join(logdir_private, "x.prom")]):
+            r = subprocess.run([DROVER, "monit", *extra, *opt, "--socket-dir", sockdir], capture_output=True,
+                               text=True, timeout=10, stdin=subprocess.DEVNULL)
+            assert r.returncode == 2 and f"{opt[0]} belongs to the hub: a hub runs in namespace" in r.stderr \
+                and not r.stdout, (extra, opt, r)
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", mine), timeout=2).close()
+    assert not os.path.exists(os.path.join(logdir_private, "x.prom"))
+    # with --host monit is only a client, whatever runs here: refused before any ssh
+    r = subprocess.run([DROVER, "monit", "--headless", "--host", "nosuchhost.invalid", "--metrics", str(mine),
+                        "--socket-dir", sockdir], capture_output=True, text=True, timeout=10)
+    assert r.returncode == 2 and "with --host, monit is only a client" in r.stderr, r
+    # without a hub, monit --headless is the hub: it serves
+    h.kill(signal.SIGTERM)
+    m = RunHub(procs, sockdir, [DROVER, "monit", "--headless", "--interval", str(IV_MS), "--socket-dir", sockdir,
+                                "--metrics", str(mine)])
+    m.wait_socket()
+    assert "drover_hub_workers" in scrape_ready(mine)
+    # and --help says so
+    r = subprocess.run([DROVER, "monit", "--help"], capture_output=True, text=True, timeout=10)
+    assert "monit and up refuse them beside a" in r.stdout, r.stdout
+
+
 def test_metrics_port_in_use_is_a_clear_error(procs, sockdir, logdir_private):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -138,6 +166,78 @@ def test_malformed_http_garbage_huge_header_slowloris_the_hub_serves_on(procs, s
     finally:
         for c in slow:
             c.close()
+    assert h.proc.poll() is None
+
+
+def test_70_trickling_clients_are_cut_at_the_request_deadline_and_a_scrape_gets_through(procs, sockdir,
+                                                                                        logdir_private):
+    """More slow clients than connection slots (64), each sending a byte every 2 s (never idle
+    10 s): the 5 s request deadline cuts them, so a scrape waiting behind them gets through."""
+    port = free_port()
+    h = hub_with_metrics(procs, sockdir, logdir_private, port, "-n", "web", "--no-echo")
+    online(h, 1, "web")
+    scrape_ready(port)
+    base = _rss_kib(h.pid)
+    slow, cut = [], {}
+    t0 = time.monotonic()   # before the first connect: no deadline can start earlier
+    for _ in range(70):
+        c = socket.create_connection(("127.0.0.1", port))
+        c.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+        c.setblocking(False)
+        slow.append(c)
+    print(f"70 connections made in {time.monotonic() - t0:.2f} s")
+    stop = threading.Event()
+
+    def trickle():
+        # a byte to each every 2 s; a connection the hub closed reads its end (b"")
+        while not stop.wait(0.1):
+            now = time.monotonic()
+            for i, c in enumerate(slow):
+                if i in cut:
+                    continue
+                try:
+                    if c.recv(1) == b"":
+                        cut[i] = now - t0
+                        continue
+                except BlockingIOError:
+                    pass
+                except OSError:
+                    cut[i] = now - t0
+                    continue
+                if int((now - t0) / 2) != int((now - t0 - 0.1) / 2):
+                    try:
+                        c.send(b"X")
+                    except OSError:
+                        cut[i] = now - t0
+
+    th = threading.Thread(target=trickle)
+    th.start()
+    try:
+        try:
+            st, _, body = get(port, "/metrics", timeout=12)
+        except OSError as e:
+            ss = subprocess.run(["ss", "-tn", f"sport = :{port} or dport = :{port}"], capture_output=True,
+                                text=True).stdout
+            pytest.fail(f"no scrape in 12 s behind 70 slow clients ({e}); {len(cut)} cut at "
+                        f"{sorted(cut.values())}; sockets:\n{ss}")
+        took = time.monotonic() - t0
+        assert st == 200 and b"drover_worker_up" in body
+        wait_until(lambda: len(cut) >= 64, 8, what="the hub closing the 64 slow connections it held",
+                   diag=lambda: f"{len(cut)} closed: {sorted(cut.values())}")
+        peak = _rss_kib(h.pid)
+    finally:
+        stop.set()
+        th.join()
+        for c in slow:
+            c.close()
+    first = sorted(cut.values())[:64]
+    print(f"scrape behind 70 slow clients: {took:.2f} s; first 64 cut at {first[0]:.2f}-{first[-1]:.2f} s; "
+          f"hub RSS {base} -> {peak} KiB")
+    # cut at the 5 s deadline (not at the 10 s idle timeout, which the trickle never reaches)
+    assert 4.5 <= first[0] and first[-1] < 8, first
+    assert took < 9, took
+    if not hub_asan(h.pid) and not WRAP:
+        assert peak - base < 4 * 1024, (base, peak)
     assert h.proc.poll() is None
 
 
@@ -308,22 +408,133 @@ def test_real_prometheus_counts_exactly_merges_p99_and_keeps_series_across_a_res
     wait_until(lambda: prom.value('drover_worker_restarts_total{app="web",worker="0"}') == 1, 20,
                what="worker 0's restart in Prometheus")
     online(h, 2, "web")
-    time.sleep(2.5)
-    assert prom.value('count(drover_worker_requests_total{app="web"})') == 2
-    assert prom.value('count(count by (worker) (drover_worker_info{app="web"}))') == 2
+    # a rolling reload, counted done; the aborted series is there, at 0
+    r = subprocess.run([DROVER, "reload", "web", "--socket-dir", sockdir], capture_output=True, text=True,
+                       timeout=30)
+    assert r.returncode == 0 and "done" in r.stdout, r
+    wait_until(lambda: prom.value('drover_app_reloads_total{app="web",outcome="done"}') == 1, 20,
+               what="the reload counted done in Prometheus")
+    assert prom.value('drover_app_reloads_total{app="web",outcome="aborted"}') == 0
+    # each worker in exactly one state, online
+    wait_until(lambda: prom.value('sum(drover_worker_state{app="web",state="online"})') == 2, 20,
+               what="both workers online in drover_worker_state")
+    assert prom.value('count(drover_worker_state{app="web"} == 1)') == 2
+    b = prom.query("drover_build_info")
+    assert len(b) == 1 and b[0]["metric"]["version"] and float(b[0]["value"][1]) == 1, b
+    ver = subprocess.run([DROVER, "--version"], capture_output=True, text=True).stdout.split()[-1]
+    assert b[0]["metric"]["version"] == ver, (b, ver)
+    # every series seen in the last minute, stale ones included: the request counters stayed the
+    # same 2 through a restart and a reload, while the pids (drover_worker_info, which carries
+    # them) churned: 2 first, 1 restarted, 2 reloaded
+    seen = 'count(count_over_time({}{{app="web"}}[1m]))'
+    assert prom.value(seen.format("drover_worker_requests_total")) == 2
+    assert prom.value(seen.format("drover_worker_info")) == 5, prom.query(
+        'count_over_time(drover_worker_info{app="web"}[1m])')
 
 
-def test_config_file_hub_metrics_key_serves_metrics(procs, sockdir, logdir_private, tmp_path):
+def metric(body, name, **labels):
+    """The value of the one sample of name with exactly labels in an exposition, or None."""
+    want = "{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "}" if labels else ""
+    for line in body.splitlines():
+        if line.startswith(name + want + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+def samples(body, *names):
+    """Every sample line (name{labels}, value) of the families names."""
+    out = []
+    for line in body.splitlines():
+        m = re.match(r"([a-z_]+)(\{.*\})? (\S+)$", line)
+        if m and m.group(1) in names:
+            out.append((m.group(1) + (m.group(2) or ""), float(m.group(3))))
+    return out
+
+
+def test_config_file_hub_serves_its_memory_limit_and_reload_counters_from_the_start(procs, sockdir, logdir_private,
+                                                                               tmp_path):
     port = free_port()
     conf = tmp_path / "drover.conf"
-    conf.write_text(f"[hub]\nmetrics = {port}\ninterval = {IV_MS}ms\n\n[app web]\ncommand = {WORKER} --rate 20\n"
-                    "instances = 2\n")
+    app = f"[app web]\ncommand = {WORKER} --rate 20\ninstances = 2\n"
+    conf.write_text(f"[hub]\nmetrics = {port}\ninterval = {IV_MS}ms\n\n{app}max_memory = 200M\n")
     h = RunHub(procs, sockdir, [DROVER, "up", "--headless", "-f", str(conf), "--socket-dir", sockdir,
                                 "--log-dir", logdir_private])
     online(h, 2, "web")
     body = scrape_ready(port)
     assert 'drover_worker_up{app="web",worker="1"} 1' in body, body[:1500]
+    # the file's max_memory is the limit DroverMemoryNearLimit divides by
+    assert metric(body, "drover_app_max_memory_bytes", app="web") == 200 * 1024 * 1024, body[-3000:]
+    # both outcomes exist at 0 before any reload: increase() sees the first aborted one
+    assert metric(body, "drover_app_reloads_total", app="web", outcome="aborted") == 0, body[-3000:]
+    assert metric(body, "drover_app_reloads_total", app="web", outcome="done") == 0, body[-3000:]
+    real = body
+    conf.write_text(f"[hub]\nmetrics = {port}\ninterval = {IV_MS}ms\n\n{app}max_memory = 300M\n")
+    # `up --metrics` beside the running hub would serve nothing: refused, and nothing applied
+    r = subprocess.run([DROVER, "up", "-f", str(conf), "--socket-dir", sockdir, "--metrics", str(free_port())],
+                       capture_output=True, text=True, timeout=20)
+    assert r.returncode == 2 and "--metrics belongs to the hub: a hub runs in namespace" in r.stderr, r
+    body = get(port, "/metrics")[2].decode()
+    assert metric(body, "drover_app_max_memory_bytes", app="web") == 200 * 1024 * 1024
+    # the new max_memory, applied by SIGHUP: a rolling reload, then the new limit and one reload done
+    os.kill(h.pid, signal.SIGHUP)
+    body = wait_until(lambda: (lambda b: b if metric(b, "drover_app_reloads_total", app="web", outcome="done") == 1
+                               else None)(get(port, "/metrics")[2].decode()), 20, what="the reload counted done")
+    assert metric(body, "drover_app_max_memory_bytes", app="web") == 300 * 1024 * 1024
+    assert metric(body, "drover_app_reloads_total", app="web", outcome="aborted") == 0
+    # an app removed from the file: its app series end with it
+    conf.write_text(f"[hub]\nmetrics = {port}\ninterval = {IV_MS}ms\n\n[app other]\ncommand = {WORKER}\n")
+    os.kill(h.pid, signal.SIGHUP)
+    body = wait_until(lambda: (lambda b: b if metric(b, "drover_app_max_memory_bytes", app="web") is None
+                               and metric(b, "drover_app_reloads_total", app="other", outcome="done") == 0
+                               else None)(get(port, "/metrics")[2].decode()), 20, what="web's app series gone")
+    assert metric(body, "drover_app_reloads_total", app="web", outcome="done") is None
+    rules_fire_on_real_series(tmp_path, real)
     # a bad address in the file is refused with its line, before anything starts
     conf.write_text("[hub]\nmetrics = 70000\n\n[app web]\ncommand = true\n")
     r = subprocess.run([DROVER, "up", "--check", "-f", str(conf)], capture_output=True, text=True, timeout=10)
     assert r.returncode != 0 and ":2: metrics:" in r.stderr, r
+
+
+def rules_fire_on_real_series(tmp_path, body):
+    """promtool test rules on the series of a real scrape (names and labels as the hub
+    prints them), as two hosts (instance h1, h2) with the same app: worker 0 of h1 near
+    its max_memory and one aborted reload on h1 fire the alerts, for h1 only."""
+    series = []
+    for name, v in samples(body, "drover_worker_resident_memory_bytes", "drover_app_max_memory_bytes",
+                           "drover_app_reloads_total"):
+        for inst in ("h1", "h2"):
+            lab = name.replace("{", f'{{instance="{inst}",', 1)
+            vals = f"{v:.0f}+0x10"
+            if inst == "h1" and 'worker="0"' in name and name.startswith("drover_worker_resident"):
+                vals = f"{metric(body, 'drover_app_max_memory_bytes', app='web') * 0.95:.0f}+0x10"
+            if inst == "h1" and 'outcome="aborted"' in name:
+                vals = f"{v:.0f} {v:.0f} {v + 1:.0f}+0x8"
+            series.append(f"      - series: '{lab}'\n        values: '{vals}'\n")
+    assert len(series) == 2 * (2 + 1 + 2), series
+    summary = "web:0 uses over 90% of its max_memory (it will be replaced above it)"
+    test = tmp_path / "real.test.yml"
+    test.write_text(
+        f"rule_files:\n  - {os.path.join(CONTRIB, 'prometheus', 'drover.rules.yml')}\n"
+        "evaluation_interval: 1m\ntests:\n  - interval: 1m\n    input_series:\n" + "".join(series) +
+        "    alert_rule_test:\n"
+        "      - eval_time: 3m\n        alertname: DroverReloadAborted\n        exp_alerts:\n"
+        "          - exp_labels: {severity: warning, instance: h1, app: web, outcome: aborted}\n"
+        "            exp_annotations:\n"
+        "              summary: \"a reload of web was aborted; the old workers kept serving\"\n"
+        "      - eval_time: 10m\n        alertname: DroverMemoryNearLimit\n        exp_alerts:\n"
+        "          - exp_labels: {severity: warning, instance: h1, app: web, worker: \"0\"}\n"
+        f"            exp_annotations:\n              summary: \"{summary}\"\n")
+    r = subprocess.run(["promtool", "test", "rules", str(test)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and "SUCCESS" in r.stdout, r.stdout + r.stderr + test.read_text()
+
+
+def test_attach_hub_exports_reload_counters_at_zero(procs, sockdir):
+    from conftest import MASTER
+    port = free_port()
+    master = procs.spawn([sys.executable, "-c", MASTER])
+    h = RunHub(procs, sockdir, [DROVER, "attach", str(master.pid), "--headless", "--interval", str(IV_MS),
+                                "--socket-dir", sockdir, "-n", "cluster", "--metrics", str(port)])
+    h.wait_for(lambda iv: len(h.workers(iv, "cluster")) == 3, what="the master's 3 children")
+    body = scrape_ready(port)
+    assert metric(body, "drover_app_reloads_total", app="cluster", outcome="aborted") == 0, body[-2000:]
+    assert metric(body, "drover_app_reloads_total", app="cluster", outcome="done") == 0, body[-2000:]
