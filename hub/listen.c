@@ -238,6 +238,19 @@ static int listen_inherited_tcp(const char *spec, char *err, size_t errcap)
     return d < 0 ? -2 : d;
 }
 
+bool listen_inherited_for(const char *spec)
+{
+    if (strncmp(spec, "fd:", 3) == 0)
+        return true;
+    if (strncmp(spec, "unix:", 5) == 0)
+        return false;
+    char err[256];
+    int fd = listen_inherited_tcp(spec, err, sizeof err);
+    if (fd >= 0)
+        close(fd);
+    return fd != -1;   /* -2: one matched but could not be duplicated: it is still systemd's */
+}
+
 int listen_check(const char *spec, char *err, size_t errcap)
 {
     if (strncmp(spec, "fd:", 3) == 0)

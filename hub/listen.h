@@ -26,6 +26,13 @@
 int listen_open(const char *spec, char *err, size_t errcap);
 
 /*
+ * True when listen_open(spec) would take a socket systemd passed
+ * (LISTEN_FDS): "fd:…", or a TCP address an inherited socket is bound to.
+ * Such a socket cannot be one of a reuseport group (hub/lgroup.h).
+ */
+bool listen_inherited_for(const char *spec);
+
+/*
  * Resolves a "[HOST:]PORT" spec as the hub binds it (getaddrinfo, passive:
  * no HOST is every interface); the first result is the address the hub
  * binds. Returns 0 with *res (freeaddrinfo), or -1 with a message in err.
