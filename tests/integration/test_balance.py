@@ -291,15 +291,21 @@ def slot_socks(h, iv, app="web"):
 
 def test_file_app_default_is_a_socket_per_slot_and_keepalive_is_even(procs, sockdir, logdir, tmp_path):
     """A TCP listen in a config file is reuseport by default (4 sockets, each worker
-    15-35 % of a keep-alive wrk); balance = shared is one socket."""
+    15-35 % of a keep-alive wrk); balance = shared is one socket; reuseport asked of a
+    unix: address is shared, and the hub says so."""
     require_binary(HTTPD)
     p1, p2 = free_port(), free_port()
     conf = str(tmp_path / "drover.conf")
+    upath = str(tmp_path / "u.sock")
     write_conf(conf, web_app(p1, 4) + f"[app one]\ncommand = {HTTPD}\ninstances = 2\n"
-               f"listen = 127.0.0.1:{p2}\nbalance = shared\n")
+               f"listen = 127.0.0.1:{p2}\nbalance = shared\n"
+               f"[app u]\ncommand = {HTTPD}\ninstances = 2\nlisten = unix:{upath}\nbalance = reuseport\n")
     h = up_hub(procs, sockdir, logdir, conf)
+    h.wait_stderr(rf"drover: u: balance = reuseport is for TCP addresses; every worker shares unix:{re.escape(upath)}")
     online(h, 4, "web")
-    iv = online(h, 2, "one")
+    online(h, 2, "one")
+    iv = online(h, 2, "u")
+    assert len(set(slot_socks(h, iv, "u").values())) == 1
     assert listeners(p1) == 4 and listeners(p2) == 1
     assert len(set(slot_socks(h, iv).values())) == 4                  # fd 3: each slot its own
     assert len(set(slot_socks(h, iv, "one").values())) == 1           # fd 3: one for both
@@ -329,7 +335,7 @@ def test_file_app_reuseport_env_change_and_scale_down_under_wrk_lose_nothing(pro
     pids = {w["id"]: w["pid"] for w in h.workers(iv, "web")}
     assert len(set(socks.values())) == 4
     write_conf(conf, web_app(port, 4, greeting="b"))
-    w = wrk(port, 32, 5)
+    w = wrk(port, 32, 5, "--timeout", "5s")   # wide: 2 cores shared; a lost connection never answers
     time.sleep(1)
     rc, out = apply(sockdir, conf)
     assert rc == 0 and "web: reload (env changed)" in out and "done, 4/4 replaced" in out, out
@@ -345,7 +351,7 @@ def test_file_app_reuseport_env_change_and_scale_down_under_wrk_lose_nothing(pro
     assert listeners(port) == 4
 
     write_conf(conf, web_app(port, 2, greeting="b"))
-    w = wrk(port, 64, 4, "-H", "Connection: close")
+    w = wrk(port, 64, 4, "--timeout", "5s", "-H", "Connection: close")
     time.sleep(1)
     rc, out = apply(sockdir, conf)
     assert rc == 0 and "web: scale" in out, out
