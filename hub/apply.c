@@ -51,17 +51,26 @@ static int apply_open(const hub_apply *ap, const config_app *a, int *fd, lgroup 
     *group = NULL;
     if (!a->listen)
         return 0;
-    if (apply_grouped(a)) {
-        *group = lgroup_open(ap->loop, a->listen, err, cap);
-        return *group ? 0 : -1;
-    }
-    if (config_app_balance(a) == CONFIG_BALANCE_REUSEPORT) {
+    bool grouped = apply_grouped(a);
+    /* After `drover upgrade`, the app keeps the kind of socket it had (a
+     * binary of before balance = was all shared; the file may have changed):
+     * the other kind could not be bound beside it. */
+    if (grouped ? listen_handed_for(a->listen) : lgroup_handed_for(a->listen)) {
+        fprintf(stderr, "drover: %s: keeps the %s it had before the upgrade on %s; balance = %s takes effect "
+                "when its listen changes or it is started again\n", a->name,
+                grouped ? "shared socket" : "reuseport group", a->listen, grouped ? "reuseport" : "shared");
+        grouped = !grouped;
+    } else if (!grouped && config_app_balance(a) == CONFIG_BALANCE_REUSEPORT) {
         if (!lgroup_applies(a->listen))
             fprintf(stderr, "drover: %s: balance = reuseport is for TCP addresses; every worker shares %s\n",
                     a->name, a->listen);
         else
             fprintf(stderr, "drover: %s: %s is a socket systemd passed (LISTEN_FDS), which cannot be a reuseport "
                     "group; every worker shares it\n", a->name, a->listen);
+    }
+    if (grouped) {
+        *group = lgroup_open(ap->loop, a->listen, err, cap);
+        return *group ? 0 : -1;
     }
     *fd = listen_open(a->listen, err, cap);
     return *fd >= 0 ? 0 : -1;
@@ -165,13 +174,14 @@ int apply_file(hub_apply *ap, const char *file, json_t *changes, json_t *reloadi
         fds[opened] = -1;
         if (old && ((!old->listen && !a->listen) || (old->listen && a->listen && strcmp(old->listen, a->listen) == 0))) {
             fds[opened] = -2;
-            if (!old->not_running && apply_grouped(old) != apply_grouped(a)) {
+            bool running = supervise_listen_group(ap->sv, a->name) != NULL;
+            if (!old->not_running && apply_grouped(old) != apply_grouped(a) && running != apply_grouped(a)) {
                 /* the running app's socket(s) hold the address: a socket of
-                 * the other kind could not be bound beside them */
+                 * the other kind could not be bound beside them (a file that
+                 * asks for the kind the app has after an upgrade is fine) */
                 snprintf(err, sizeof err, "app %s: balance cannot change from %s to %s while listen stays %s; "
                          "change listen with it, or remove the app, apply, and add it back", a->name,
-                         apply_grouped(old) ? "reuseport" : "shared", apply_grouped(a) ? "reuseport" : "shared",
-                         a->listen);
+                         running ? "reuseport" : "shared", apply_grouped(a) ? "reuseport" : "shared", a->listen);
                 break;
             }
         } else if (apply_open(ap, a, &fds[opened], &groups[opened], err, sizeof err) != 0) {

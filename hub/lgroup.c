@@ -321,6 +321,14 @@ int lgroup_hand_over(const char *spec, lgroup *g)
     return 0;
 }
 
+bool lgroup_handed_for(const char *spec)
+{
+    for (const struct lgroup_handed *h = lgroup_handed; h; h = h->next)
+        if (strcmp(h->spec, spec) == 0)
+            return true;
+    return false;
+}
+
 void lgroup_hand_over_end(void)
 {
     while (lgroup_handed) {

@@ -127,6 +127,9 @@ lgroup *lgroup_open(uv_loop_t *loop, const char *spec, char *err, size_t errcap)
 int lgroup_hand_over(const char *spec, lgroup *g);
 void lgroup_hand_over_end(void);
 
+/* True when a group was handed over for spec and no lgroup_open took it yet. */
+bool lgroup_handed_for(const char *spec);
+
 /*
  * Adds a listening socket to the group (OPEN, in rotation) bound to the
  * anchor's address. Returns its member number (≥ 0), or -1 with err.

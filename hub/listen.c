@@ -315,6 +315,14 @@ int listen_hand_over(const char *spec, int fd)
     return -1;
 }
 
+bool listen_handed_for(const char *spec)
+{
+    for (size_t i = 0; i < LISTEN_HANDED_MAX; i++)
+        if (listen_handed[i].spec && strcmp(listen_handed[i].spec, spec) == 0)
+            return true;
+    return false;
+}
+
 void listen_hand_over_end(void)
 {
     for (size_t i = 0; i < LISTEN_HANDED_MAX; i++)

@@ -61,6 +61,9 @@ int listen_check(const char *spec, char *err, size_t errcap);
  */
 int listen_hand_over(const char *spec, int fd);
 
+/* True when a socket was handed over for spec and no listen_open took it yet. */
+bool listen_handed_for(const char *spec);
+
 /* Closes the handed-over sockets no listen_open took (an app that is gone). */
 void listen_hand_over_end(void);
 
