@@ -58,7 +58,7 @@ def conf(tmp_path):
 
 def two_apps(conf, port, greeting, extra=""):
     write(conf, textwrap.dedent(f"""
-        ; two apps: an HTTP server on the shared socket, and a plain sleep
+        ; two apps: an HTTP server (a reuseport socket per worker: TCP), and a plain sleep
         [app web]
         command = {HTTPD}
         instances = 2
