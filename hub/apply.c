@@ -4,6 +4,7 @@
  */
 #include "hub/apply.h"
 #include "hub/hub.h"
+#include "hub/lgroup.h"
 #include "hub/listen.h"
 
 #include <stdio.h>
@@ -31,14 +32,66 @@ void apply_app_settings(const config_app *a, supervise_app_spec *spec)
     spec->stop_signal = a->stop_signal;
 }
 
-/* The supervisor's settings for app a of cfg; env (config_env) and listen_fd given. */
+/* True when app a's listen is a reuseport group: a TCP address of its own in that mode. */
+static bool apply_grouped(const config_app *a)
+{
+    return a->listen && config_app_balance(a) == CONFIG_BALANCE_REUSEPORT && lgroup_applies(a->listen) &&
+           !listen_inherited_for(a->listen);
+}
+
+/*
+ * Opens app a's listen: a reuseport group into *group, or one shared
+ * socket into *fd (the other -1 / NULL; both when a has no listen).
+ * balance = reuseport where no group can be made is said on stderr, as
+ * `drover run --balance reuseport` does. Returns 0, or -1 with err.
+ */
+static int apply_open(const hub_apply *ap, const config_app *a, int *fd, lgroup **group, char *err, size_t cap)
+{
+    *fd = -1;
+    *group = NULL;
+    if (!a->listen)
+        return 0;
+    bool grouped = apply_grouped(a);
+    /* After `drover upgrade`, the app keeps the kind of socket it had (a
+     * binary of before balance = was all shared; the file may have changed):
+     * the other kind could not be bound beside it. */
+    if (grouped ? listen_handed_for(a->listen) : lgroup_handed_for(a->listen)) {
+        fprintf(stderr, "drover: %s: keeps the %s it had before the upgrade on %s; balance = %s takes effect "
+                "when its listen changes or it is started again\n", a->name,
+                grouped ? "shared socket" : "reuseport group", a->listen, grouped ? "reuseport" : "shared");
+        grouped = !grouped;
+    } else if (!grouped && config_app_balance(a) == CONFIG_BALANCE_REUSEPORT) {
+        if (!lgroup_applies(a->listen))
+            fprintf(stderr, "drover: %s: balance = reuseport is for TCP addresses; every worker shares %s\n",
+                    a->name, a->listen);
+        else
+            fprintf(stderr, "drover: %s: %s is a socket systemd passed (LISTEN_FDS), which cannot be a reuseport "
+                    "group; every worker shares it\n", a->name, a->listen);
+    }
+    if (grouped) {
+        *group = lgroup_open(ap->loop, a->listen, err, cap);
+        return *group ? 0 : -1;
+    }
+    *fd = listen_open(a->listen, err, cap);
+    return *fd >= 0 ? 0 : -1;
+}
+
+/* Closes what apply_open opened (not taken by the supervisor). */
+static void apply_close(int fd, lgroup *group)
+{
+    if (fd >= 0)
+        close(fd);
+    lgroup_free(group);
+}
+
+/* The supervisor's settings for app a of cfg; env (config_env), listen_fd and group given. */
 static supervise_app_spec apply_spec(const hub_apply *ap, const config *cfg, const config_app *a, char **env,
-                                     int listen_fd)
+                                     int listen_fd, lgroup *group)
 {
     config_logs lo = config_app_logs(cfg, a);
     supervise_app_spec spec = {
         .app = a->name, .path = a->path, .argv = a->argv, .instances = a->instances,
-        .listen_fd = listen_fd, .listen_name = a->name, .listen_spec = a->listen,
+        .listen_fd = listen_fd, .group = group, .listen_name = a->name, .listen_spec = a->listen,
         .node_agent = ap->node_agent && hub_is_node(a->argv[0]) ? ap->node_agent : NULL,
         .kill_timeout_ms = a->kill_timeout_ms, .ready_timeout_ms = a->ready_timeout_ms,
         .max_memory = a->max_memory, .agent_socket = ap->agent_socket, .interval_ms = ap->interval_ms,
@@ -50,21 +103,21 @@ static supervise_app_spec apply_spec(const hub_apply *ap, const config *cfg, con
     return spec;
 }
 
-/* Starts app a of a config on the supervisor with listen_fd (taken). Returns 0, or -1 with err. */
-static int apply_add(hub_apply *ap, const config *cfg, const config_app *a, int listen_fd, char *err, size_t errcap)
+/* Starts app a of a config on the supervisor with listen_fd or group (taken). Returns 0, or -1 with err. */
+static int apply_add(hub_apply *ap, const config *cfg, const config_app *a, int listen_fd, lgroup *group,
+                     char *err, size_t errcap)
 {
     char **env = config_env(a);
     if (!env) {
         snprintf(err, errcap, "%s: out of memory", a->name);
-        if (listen_fd >= 0)
-            close(listen_fd);
+        apply_close(listen_fd, group);
         return -1;
     }
-    supervise_app_spec spec = apply_spec(ap, cfg, a, env, listen_fd);
+    supervise_app_spec spec = apply_spec(ap, cfg, a, env, listen_fd, group);
     int rc = supervise_add_app(ap->sv, &spec, err, errcap);
     config_env_free(env);
-    if (rc != 0 && listen_fd >= 0)
-        close(listen_fd);
+    if (rc != 0)
+        apply_close(listen_fd, group);
     if (rc == 0)   /* its reload counters at 0 from now on, and its max_memory */
         prom_add_app(ap->prom, a->name, a->max_memory);
     return rc;
@@ -77,10 +130,11 @@ int apply_start(hub_apply *ap, config *cfg, char *err, size_t errcap)
     memset(cfg, 0, sizeof *cfg);
     for (size_t i = 0; i < ap->cur.napps; i++) {
         const config_app *a = &ap->cur.apps[i];
-        int fd = -1;
-        if (a->listen && (fd = listen_open(a->listen, err, errcap)) < 0)
+        int fd;
+        lgroup *group;
+        if (apply_open(ap, a, &fd, &group, err, errcap) != 0)
             return -1;
-        if (apply_add(ap, &ap->cur, a, fd, err, errcap) != 0)
+        if (apply_add(ap, &ap->cur, a, fd, group, err, errcap) != 0)
             return -1;
     }
     return 0;
@@ -103,10 +157,14 @@ int apply_file(hub_apply *ap, const char *file, json_t *changes, json_t *reloadi
         return -1;
     }
     /* Every socket first: one that cannot be opened changes nothing. A new
-     * app, or a changed listen, gets a new one; an unchanged listen keeps
-     * the app's (-2 here: the supervisor's fd is kept). */
+     * app, or a changed listen, gets a new one (or group); an unchanged
+     * listen keeps the app's (-2 here: the supervisor's fd or group is
+     * kept). */
     int *fds = calloc(nc.napps ? nc.napps : 1, sizeof *fds);
-    if (!fds) {
+    lgroup **groups = calloc(nc.napps ? nc.napps : 1, sizeof *groups);
+    if (!fds || !groups) {
+        free(fds);
+        free(groups);
         config_free(&nc);
         snprintf(msg, cap, "out of memory; nothing was changed");
         return -1;
@@ -116,16 +174,28 @@ int apply_file(hub_apply *ap, const char *file, json_t *changes, json_t *reloadi
         const config_app *a = &nc.apps[opened];
         const config_app *old = ap->have ? config_find(&ap->cur, a->name) : NULL;
         fds[opened] = -1;
-        if (old && ((!old->listen && !a->listen) || (old->listen && a->listen && strcmp(old->listen, a->listen) == 0)))
+        if (old && ((!old->listen && !a->listen) || (old->listen && a->listen && strcmp(old->listen, a->listen) == 0))) {
             fds[opened] = -2;
-        else if (a->listen && (fds[opened] = listen_open(a->listen, err, sizeof err)) < 0)
+            bool running = supervise_listen_group(ap->sv, a->name) != NULL;
+            if (!old->not_running && apply_grouped(old) != apply_grouped(a) && running != apply_grouped(a)) {
+                /* the running app's socket(s) hold the address: a socket of
+                 * the other kind could not be bound beside them (a file that
+                 * asks for the kind the app has after an upgrade is fine) */
+                snprintf(err, sizeof err, "app %s: balance cannot change from %s to %s while listen stays %s; "
+                         "change listen with it, or remove the app, apply, and add it back", a->name,
+                         running ? "reuseport" : "shared", apply_grouped(a) ? "reuseport" : "shared", a->listen);
+                break;
+            }
+        } else if (apply_open(ap, a, &fds[opened], &groups[opened], err, sizeof err) != 0) {
             break;
+        }
     }
     if (opened < nc.napps) {
         for (size_t i = 0; i < opened; i++)
-            if (fds[i] >= 0)
-                close(fds[i]);
+            if (fds[i] != -2)
+                apply_close(fds[i], groups[i]);
         free(fds);
+        free(groups);
         snprintf(msg, cap, "%s:%d: %s; nothing was changed", nc.file, nc.apps[opened].line, err);
         config_free(&nc);
         return -1;
@@ -138,14 +208,11 @@ int apply_file(hub_apply *ap, const char *file, json_t *changes, json_t *reloadi
         const config_app *old = ap->have ? config_find(&ap->cur, a->name) : NULL;
         if (old && old->not_running) {
             old = NULL;   /* it could not be started last time: start it now */
-            if (fds[i] == -2) {   /* "its socket, unchanged": it has none yet */
-                fds[i] = -1;
-                if (a->listen && (fds[i] = listen_open(a->listen, err, sizeof err)) < 0)
-                    fds[i] = -3;
-            }
+            if (fds[i] == -2 && apply_open(ap, a, &fds[i], &groups[i], err, sizeof err) != 0)
+                fds[i] = -3;   /* "its socket, unchanged": it has none yet */
         }
         if (!old) {
-            int rc = fds[i] == -3 ? -1 : apply_add(ap, &nc, a, fds[i], err, sizeof err);
+            int rc = fds[i] == -3 ? -1 : apply_add(ap, &nc, a, fds[i], groups[i], err, sizeof err);
             if (rc != 0) {
                 snprintf(line, sizeof line, "%s", err);
                 apply_note(changes, a->name, "start", NULL, line);
@@ -161,15 +228,18 @@ int apply_file(hub_apply *ap, const char *file, json_t *changes, json_t *reloadi
         if (config_app_diff(old, a, keys, sizeof keys) > 0) {
             char **env = config_env(a);
             int fd = fds[i];
-            if (fd == -2)   /* the running app's socket, unchanged */
+            lgroup *group = groups[i];
+            if (fd == -2) {   /* the running app's socket or group, unchanged */
                 fd = supervise_listen_fd(ap->sv, a->name);
-            supervise_app_spec spec = apply_spec(ap, &nc, a, env, fd);
+                group = supervise_listen_group(ap->sv, a->name);
+            }
+            supervise_app_spec spec = apply_spec(ap, &nc, a, env, fd, group);
             int rc = env ? supervise_update_app(ap->sv, &spec, line, sizeof line) : -1;
             if (!env)
                 snprintf(line, sizeof line, "out of memory");
             config_env_free(env);
-            if (rc != 0 && fds[i] >= 0)
-                close(fds[i]);
+            if (rc != 0 && fds[i] != -2)
+                apply_close(fds[i], groups[i]);
             if (rc != 0) {
                 /* The supervisor kept the old settings: so does the record of
                  * what is applied, or the same file applied again would find
@@ -242,6 +312,7 @@ int apply_file(hub_apply *ap, const char *file, json_t *changes, json_t *reloadi
             apply_note(changes, "[hub]", "later", keys, "[hub] keys take effect when the hub is started again");
     }
     free(fds);
+    free(groups);
     config_free(&ap->cur);
     ap->cur = nc;
     ap->have = true;

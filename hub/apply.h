@@ -12,12 +12,24 @@
  * instances alone changed is scaled; an unchanged app is not touched. A file
  * that does not load, or a listening socket that cannot be opened, changes
  * nothing.
+ *
+ * Sockets: an app's listen is one socket shared by its workers, or, with
+ * balance = reuseport (the default for a TCP address), a reuseport group
+ * (hub/lgroup.h) of a socket per slot. Either is opened here and then owned
+ * by the supervisor's app (own_listen), which closes it once the app is
+ * removed and its last slot is gone, or once a changed listen replaced it
+ * (the workers still running keep theirs as fd 3). A TCP address systemd
+ * passed (LISTEN_FDS), and unix:/fd:, cannot form a group: they are shared,
+ * and the hub says so on stderr when balance asked for reuseport. balance
+ * changing while listen stays is refused (both cannot hold the address at
+ * once): nothing changes.
  */
 #ifndef DROVER_HUB_APPLY_H
 #define DROVER_HUB_APPLY_H
 
 #include <jansson.h>
 #include <stdbool.h>
+#include <uv.h>
 
 #include "hub/config.h"
 #include "hub/logs.h"
@@ -25,6 +37,7 @@
 #include "hub/supervise.h"
 
 typedef struct {
+    uv_loop_t  *loop;            /* for the apps' reuseport groups */
     supervise  *sv;
     logs       *lg;
     const char *agent_socket;    /* DROVER_SOCKET / NOTIFY_SOCKET for the workers */

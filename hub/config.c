@@ -60,6 +60,7 @@ typedef struct {
 static const char *const restart_names[] = {"always", "on-failure", "never", NULL};
 static const char *const ready_names[] = {"auto", "notify", "agent", "none", NULL};
 static const char *const log_format_names[] = {"text", "json", NULL};
+static const char *const balance_names[] = {"shared", "reuseport", NULL};
 
 #define H(f) offsetof(config, f)
 #define A(f) offsetof(config_app, f)
@@ -81,7 +82,10 @@ static const config_key config_keys[] = {
      "the program and its arguments (required); quoting as in sh, but no shell runs it"},
     {SEC_APP, "instances", T_INSTANCES, "1", A(instances), NULL, "workers to run: 1..1024, or max (online CPUs)"},
     {SEC_APP, "listen", T_LISTEN, NULL, A(listen), NULL,
-     "[HOST:]PORT or unix:PATH opened once and given to every worker as fd 3"},
+     "[HOST:]PORT, unix:PATH or fd:NAME, opened by the hub; each worker gets it as fd 3 (see balance)"},
+    {SEC_APP, "balance", T_ENUM, NULL, A(balance), balance_names,
+     "reuseport: a SO_REUSEPORT socket per worker, even load; shared: one socket for all "
+     "(default: reuseport for a TCP listen, shared for unix:, fd: and a socket systemd passed)"},
     {SEC_APP, "env", T_ENV, NULL, 0, NULL, "KEY=VALUE for the workers; repeat the line for more"},
     {SEC_APP, "env_file", T_PATH, NULL, A(env_file), NULL,
      "a file of KEY=VALUE lines (# comments, optional quotes, 'export ' allowed)"},
@@ -912,6 +916,16 @@ static bool config_app_given(const config_app *a, const char *name)
     return false;
 }
 
+config_balance config_app_balance(const config_app *a)
+{
+    if (!a->listen)
+        return CONFIG_BALANCE_SHARED;
+    if (config_app_given(a, "balance"))
+        return a->balance;
+    return strncmp(a->listen, "unix:", 5) == 0 || strncmp(a->listen, "fd:", 3) == 0 ? CONFIG_BALANCE_SHARED
+                                                                                    : CONFIG_BALANCE_REUSEPORT;
+}
+
 config_logs config_app_logs(const config *cfg, const config_app *a)
 {
     return (config_logs){
@@ -988,6 +1002,7 @@ int config_app_diff(const config_app *a, const config_app *b, char *out, size_t 
     struct { const char *name; bool same; } keys[] = {
         {"command", config_vec_eq(a->argv, b->argv) && strcmp(a->path, b->path) == 0},
         {"listen", config_str_eq(a->listen, b->listen)},
+        {"balance", config_app_balance(a) == config_app_balance(b)},
         {"env", config_vec_eq(a->env_lines, b->env_lines)},
         {"env_file", config_str_eq(a->env_file, b->env_file) && config_vec_eq(a->file_env, b->file_env)},
         {"inherit_env", a->inherit_env == b->inherit_env},

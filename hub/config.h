@@ -30,6 +30,7 @@
 typedef enum { CONFIG_RESTART_ALWAYS, CONFIG_RESTART_ON_FAILURE, CONFIG_RESTART_NEVER } config_restart;
 typedef enum { CONFIG_READY_AUTO, CONFIG_READY_NOTIFY, CONFIG_READY_AGENT, CONFIG_READY_NONE } config_ready;
 typedef enum { CONFIG_LOG_TEXT, CONFIG_LOG_JSON } config_log_format;
+typedef enum { CONFIG_BALANCE_SHARED, CONFIG_BALANCE_REUSEPORT } config_balance;
 
 /* How an app's log files are written: its own log keys, else the [hub]'s. */
 typedef struct {
@@ -47,6 +48,7 @@ typedef struct config_app {
     char        path[4096];      /* argv[0] resolved (PATH, or relative to cwd) */
     int         instances;       /* 1..CTL_SCALE_MAX ("max": online CPUs) */
     char       *listen;          /* [HOST:]PORT or unix:PATH; NULL = none */
+    config_balance balance;      /* as written (config_app_balance: with its default) */
     char      **env_lines;       /* "K=V" from env lines, in order */
     size_t      nenv_lines;
     char       *env_file;        /* as resolved; NULL = none */
@@ -115,6 +117,14 @@ void config_app_init(config_app *a, const char *name);
 int config_app_set(config_app *a, const char *key, const char *value, char *err, size_t errcap);
 int config_app_complete(config_app *a, char *const *argv, char *err, size_t errcap);
 void config_app_free(config_app *a);
+
+/*
+ * How app a's listen is spread over its workers: balance if given, else
+ * reuseport for a TCP address and shared for unix: and fd: (as `drover
+ * run`). An app without listen: SHARED. (A reuseport group of a unix: or
+ * fd: address is not made: apply.c shares it and says so.)
+ */
+config_balance config_app_balance(const config_app *a);
 
 /* App a's log settings in cfg: each of its log keys if given, else [hub]'s. */
 config_logs config_app_logs(const config *cfg, const config_app *a);

@@ -616,7 +616,11 @@ static json_t *hub_upgrade_doc(hub *h, bool final, int agent, char *err, size_t 
     json_t *group = json_null();
     if (h->group && !(group = lgroup_save(h->group, final, err, cap)))
         return NULL;
-    json_t *apps = h->sv ? supervise_save(h->sv) : json_array();
+    json_t *apps = h->sv ? supervise_save(h->sv, final, err, cap) : json_array();
+    if (!apps) {
+        json_decref(group);
+        return NULL;
+    }
     size_t i;
     json_t *a;
     json_array_foreach(apps, i, a) {
@@ -890,7 +894,7 @@ static int hub_setup_config(hub *h, const char *sock, char *err, size_t errcap)
     logs_on_line(h->lg, hub_on_log_line, h);
     h->cmds.lg = h->lg;
     h->cmds.sv = h->sv;
-    h->ap = (hub_apply){.sv = h->sv, .lg = h->lg, .agent_socket = sock, .interval_ms = o->interval_ms,
+    h->ap = (hub_apply){.loop = &h->loop, .sv = h->sv, .lg = h->lg, .agent_socket = sock, .interval_ms = o->interval_ms,
                         .prom = h->cmds.prom,
                         .node_agent = !o->no_agent && hub_node_agent(h->node_agent, sizeof h->node_agent) == 0
                                           ? h->node_agent : NULL};
@@ -1086,6 +1090,17 @@ static int hub_resume_begin(hub *h)
         const char *spec = json_string_value(json_object_get(a, "listen_spec"));
         if (fd >= 0 && (!spec || listen_hand_over(spec, fd) != 0))
             close(fd);
+        /* a file app's own reuseport group: the setup's lgroup_open takes it back */
+        json_t *ag = json_object_get(a, "group");
+        if (!ag || json_is_null(ag))
+            continue;
+        lgroup *g = lgroup_restore(&h->loop, ag, err, sizeof err);
+        if (!g) {
+            fprintf(stderr, "drover: cannot resume the hub after an upgrade: %s\n", err);
+            return -1;
+        }
+        if (!spec || lgroup_hand_over(spec, g) != 0)
+            lgroup_free(g);
     }
     json_t *g = json_object_get(h->resume, "group");
     if (g && !json_is_null(g) && !(h->group = lgroup_restore(&h->loop, g, err, sizeof err))) {
@@ -1103,6 +1118,7 @@ static void hub_resume_end(hub *h)
     if (h->sv)
         supervise_resume_end(h->sv);
     listen_hand_over_end();
+    lgroup_hand_over_end();
     state_restore(h->st, json_object_get(h->resume, "state"));
     if (h->cmds.prom && json_is_object(json_object_get(h->resume, "prom")))
         prom_restore(h->cmds.prom, json_object_get(h->resume, "prom"));

@@ -300,8 +300,57 @@ static int lgroup_socket(const struct sockaddr_storage *ss, socklen_t sl, int li
     return fd;
 }
 
+/* Groups an upgrade handed over (file apps'), by the spec each was opened for. */
+static struct lgroup_handed {
+    char                  *spec;
+    lgroup                *g;
+    struct lgroup_handed *next;
+} *lgroup_handed;
+
+int lgroup_hand_over(const char *spec, lgroup *g)
+{
+    struct lgroup_handed *h = malloc(sizeof *h);
+    char *s = strdup(spec);
+    if (!h || !s) {
+        free(h);
+        free(s);
+        return -1;
+    }
+    *h = (struct lgroup_handed){.spec = s, .g = g, .next = lgroup_handed};
+    lgroup_handed = h;
+    return 0;
+}
+
+bool lgroup_handed_for(const char *spec)
+{
+    for (const struct lgroup_handed *h = lgroup_handed; h; h = h->next)
+        if (strcmp(h->spec, spec) == 0)
+            return true;
+    return false;
+}
+
+void lgroup_hand_over_end(void)
+{
+    while (lgroup_handed) {
+        struct lgroup_handed *h = lgroup_handed;
+        lgroup_handed = h->next;
+        lgroup_free(h->g);
+        free(h->spec);
+        free(h);
+    }
+}
+
 lgroup *lgroup_open(uv_loop_t *loop, const char *spec, char *err, size_t errcap)
 {
+    for (struct lgroup_handed **pp = &lgroup_handed; *pp; pp = &(*pp)->next)
+        if (strcmp((*pp)->spec, spec) == 0) {
+            struct lgroup_handed *h = *pp;
+            lgroup *taken = h->g;
+            *pp = h->next;
+            free(h->spec);
+            free(h);
+            return taken;
+        }
     lgroup *g = calloc(1, sizeof *g);
     if (!g) {
         snprintf(err, errcap, "out of memory");

@@ -112,10 +112,23 @@ bool lgroup_applies(const char *spec);
  * Binds the anchor for TCP spec (listen_check'ed) with SO_REUSEPORT: the
  * address is taken (a port in use fails here, with the usual message, even
  * when another hub's group listens on it: a probe binds without
- * SO_REUSEPORT first) but nothing listens yet. Returns the group, or NULL
- * with a message in err.
+ * SO_REUSEPORT first) but nothing listens yet. A group handed over for
+ * spec (lgroup_hand_over) is returned instead, as it was. Returns the
+ * group, or NULL with a message in err.
  */
 lgroup *lgroup_open(uv_loop_t *loop, const char *spec, char *err, size_t errcap);
+
+/*
+ * `drover upgrade`, new image: g (lgroup_restore'd) was opened for spec;
+ * the next lgroup_open(spec) returns it. Returns 0, or -1 (out of memory:
+ * the caller frees g). lgroup_hand_over_end frees those no lgroup_open
+ * took (an app that is gone).
+ */
+int lgroup_hand_over(const char *spec, lgroup *g);
+void lgroup_hand_over_end(void);
+
+/* True when a group was handed over for spec and no lgroup_open took it yet. */
+bool lgroup_handed_for(const char *spec);
 
 /*
  * Adds a listening socket to the group (OPEN, in rotation) bound to the

@@ -238,6 +238,19 @@ static int listen_inherited_tcp(const char *spec, char *err, size_t errcap)
     return d < 0 ? -2 : d;
 }
 
+bool listen_inherited_for(const char *spec)
+{
+    if (strncmp(spec, "fd:", 3) == 0)
+        return true;
+    if (strncmp(spec, "unix:", 5) == 0)
+        return false;
+    char err[256];
+    int fd = listen_inherited_tcp(spec, err, sizeof err);
+    if (fd >= 0)
+        close(fd);
+    return fd != -1;   /* -2: one matched but could not be duplicated: it is still systemd's */
+}
+
 int listen_check(const char *spec, char *err, size_t errcap)
 {
     if (strncmp(spec, "fd:", 3) == 0)
@@ -300,6 +313,14 @@ int listen_hand_over(const char *spec, int fd)
             return 0;
         }
     return -1;
+}
+
+bool listen_handed_for(const char *spec)
+{
+    for (size_t i = 0; i < LISTEN_HANDED_MAX; i++)
+        if (listen_handed[i].spec && strcmp(listen_handed[i].spec, spec) == 0)
+            return true;
+    return false;
 }
 
 void listen_hand_over_end(void)

@@ -26,6 +26,13 @@
 int listen_open(const char *spec, char *err, size_t errcap);
 
 /*
+ * True when listen_open(spec) would take a socket systemd passed
+ * (LISTEN_FDS): "fd:…", or a TCP address an inherited socket is bound to.
+ * Such a socket cannot be one of a reuseport group (hub/lgroup.h).
+ */
+bool listen_inherited_for(const char *spec);
+
+/*
  * Resolves a "[HOST:]PORT" spec as the hub binds it (getaddrinfo, passive:
  * no HOST is every interface); the first result is the address the hub
  * binds. Returns 0 with *res (freeaddrinfo), or -1 with a message in err.
@@ -53,6 +60,9 @@ int listen_check(const char *spec, char *err, size_t errcap);
  * Returns 0, or -1 (table full, out of memory: the caller closes fd).
  */
 int listen_hand_over(const char *spec, int fd);
+
+/* True when a socket was handed over for spec and no listen_open took it yet. */
+bool listen_handed_for(const char *spec);
 
 /* Closes the handed-over sockets no listen_open took (an app that is gone). */
 void listen_hand_over_end(void);

@@ -571,6 +571,12 @@ static void sup_stop_proc(proc *p)
 
 /* ---- the slot's machine ------------------------------------------------- */
 
+/* True when a slot in state st has a process, or one to come soon: its socket is in rotation. */
+static bool sup_slot_serves(slot_state st)
+{
+    return st == SLOT_STARTING || st == SLOT_ONLINE || st == SLOT_RESTARTING;
+}
+
 /*
  * Sets slot sl's machine to next: the one place a slot's state changes.
  * Mirrors the state and the restart count into the slot's model row; GONE
@@ -581,8 +587,7 @@ static void sup_slot_set(slot *sl, const slot_fsm *next)
     state *st = sl->a->sv->st;
     sl->fsm = *next;
     if (sl->lsock >= 0)   /* only a slot with a process to come gets new connections */
-        lgroup_serve(sl->a->group, sl->lsock, next->state == SLOT_STARTING || next->state == SLOT_ONLINE ||
-                     next->state == SLOT_RESTARTING);
+        lgroup_serve(sl->a->group, sl->lsock, sup_slot_serves(next->state));
     if (next->state == SLOT_GONE) {
         state_sup_remove(st, sl->key);
         return;
@@ -1186,7 +1191,7 @@ bool supervise_busy(const supervise *sv, char *msg, size_t cap)
     return false;
 }
 
-json_t *supervise_save(const supervise *sv)
+json_t *supervise_save(const supervise *sv, bool final, char *err, size_t errcap)
 {
     json_t *apps = json_array();
     uint64_t now = sup_now_ms((supervise *)sv);
@@ -1201,12 +1206,19 @@ json_t *supervise_save(const supervise *sv)
                                                    "fails", (int)sl->fsm.fails, "lsock", sl->lsock,
                                                    "age_ms", (json_int_t)(pid ? now - sl->cur->started_ms : 0)));
         }
-        json_array_append_new(apps, json_pack("{s:s, s:i, s:b, s:o, s:o, s:o}", "name", a->name, "want",
+        /* its own group (a file app's) crosses with it; the run path's is the hub's */
+        json_t *group = a->own_listen && a->group ? lgroup_save(a->group, final, err, errcap) : json_null();
+        if (!group) {
+            json_decref(slots);
+            json_decref(apps);
+            return NULL;
+        }
+        json_array_append_new(apps, json_pack("{s:s, s:i, s:b, s:o, s:o, s:o, s:o}", "name", a->name, "want",
                                               sup_live(a), "ready_learned", a->ready_learned, "listen_fd",
                                               a->listen_fd >= 0 ? json_integer(a->listen_fd) : json_null(),
                                               "listen_spec", a->listen_spec ? json_string(a->listen_spec)
                                                                             : json_null(),
-                                              "slots", slots));
+                                              "group", group, "slots", slots));
     }
     return apps;
 }
@@ -1866,6 +1878,8 @@ static void sup_app_free(app *a)
     free(a->listen_spec);
     if (a->own_listen && a->listen_fd >= 0)
         close(a->listen_fd);
+    if (a->own_listen)   /* its slots closed their sockets: the anchor and the maps go */
+        lgroup_free(a->group);
     free(a);
 }
 
@@ -1939,6 +1953,30 @@ int supervise_remove_app(supervise *sv, const char *name, char *msg, size_t cap)
     return 0;
 }
 
+/*
+ * App a's listening sockets move to group g (NULL: a->listen_fd, shared):
+ * each slot takes a socket of g, which its next processes get; the
+ * running ones keep the socket they have as fd 3, so the hub lets go of
+ * the old group (old, freed when owned) at once, as of an old shared
+ * socket: its sockets close when the last worker holding them is gone.
+ */
+static void sup_regroup(app *a, lgroup *g, lgroup *old, bool owned)
+{
+    a->group = g;
+    for (int i = 0; i < a->nslots; i++) {
+        slot *sl = a->slots[i];
+        char err[256];
+        sl->lsock = g ? lgroup_add(g, err, sizeof err) : -1;
+        if (g && sl->lsock < 0)
+            sup_event(a->sv, ctl_event_make(CTL_EV_ERROR, CTL_PHASE_NONE, a->name, sl->id, 0), "%s:%d: %s",
+                      a->name, sl->id, err);
+        else if (sl->lsock >= 0)
+            lgroup_serve(g, sl->lsock, sup_slot_serves(sl->fsm.state));
+    }
+    if (owned)
+        lgroup_free(old);
+}
+
 int supervise_update_app(supervise *sv, const supervise_app_spec *spec, char *msg, size_t cap)
 {
     app *a = sup_app(sv, spec->app);
@@ -1950,10 +1988,21 @@ int supervise_update_app(supervise *sv, const supervise_app_spec *spec, char *ms
         snprintf(msg, cap, "drover is stopping");
         return -1;
     }
+    bool regroup = spec->group != a->group;
+    for (int i = 0; regroup && i < a->nslots; i++)
+        if (a->slots[i]->leaving) {
+            /* its drain reports to the group that is about to go */
+            snprintf(msg, cap, "a scale-down of %s is draining a socket; apply again once it ended", a->name);
+            return -1;
+        }
     if (a->rl.active)
         sup_reload_abort(a, "new settings arrived");
+    lgroup *old_group = a->group;
+    bool owned = a->own_listen;
     if (sup_app_configure(a, spec, msg, cap) != 0)
         return -1;
+    if (regroup)
+        sup_regroup(a, spec->group, old_group, owned);
     char sm[160] = "";
     if (spec->instances != sup_wanted(a))
         supervise_scale(sv, a->name, spec->instances, sm, sizeof sm);
@@ -2077,6 +2126,14 @@ int supervise_listen_fd(const supervise *sv, const char *name)
         if (strcmp(a->name, name) == 0)
             return a->listen_fd;
     return -1;
+}
+
+lgroup *supervise_listen_group(const supervise *sv, const char *name)
+{
+    for (const app *a = sv->apps; a; a = a->next)
+        if (strcmp(a->name, name) == 0)
+            return a->group;
+    return NULL;
 }
 
 bool supervise_has_app(const supervise *sv, const char *name)

@@ -77,7 +77,8 @@ typedef struct {
     supervise_restart_policy restart;
     supervise_ready_mode ready;
     int          stop_signal;    /* 0 = SIGTERM */
-    bool         own_listen;     /* the app closes listen_fd when it no longer needs it */
+    bool         own_listen;     /* the app closes listen_fd, and frees group, when it no longer
+                                    needs them (a file app's; the run path's are the hub's) */
     bool         log_set;        /* the files of its workers are written as below (else as lg's) */
     bool         log_timestamps, log_json;
     uint64_t     log_max_size;   /* 0: lg's */
@@ -107,9 +108,15 @@ int supervise_add_app(supervise *sv, const supervise_app_spec *spec, char *err, 
  * too) and replaces its workers one at a time, each once its replacement
  * is ready, like a reload: replacements run the new settings. The old
  * listening socket, when spec's is another and the app owned it, is closed
- * once the settings are swapped (running workers hold their own copy).
- * Returns 0 with what it started in msg (spec's listen_fd is then the
- * app's), or -1 with why not (nothing changed: the caller keeps the fd).
+ * once the settings are swapped (running workers hold their own copy);
+ * likewise a group: when spec's group is another, each slot takes a socket
+ * of the new one (or none: listen_fd) for its next processes, and the old
+ * group, when owned, is freed (its sockets live on in the workers that
+ * have them as fd 3, until they end). Refused while a slot's socket
+ * drains (a scale-down) and the group changes.
+ * Returns 0 with what it started in msg (spec's listen_fd and group are
+ * then the app's), or -1 with why not (nothing changed: the caller keeps
+ * the fd and the group).
  */
 int supervise_update_app(supervise *sv, const supervise_app_spec *spec, char *msg, size_t cap);
 
@@ -186,6 +193,9 @@ const char *supervise_app_ready(const supervise *sv, const char *name, bool *lea
 /* The listening socket app name's workers get, or -1 (none, or no such app). */
 int supervise_listen_fd(const supervise *sv, const char *name);
 
+/* App name's reuseport group (a socket per slot), or NULL (none, or no such app). */
+lgroup *supervise_listen_group(const supervise *sv, const char *name);
+
 /* True when the supervisor runs an app named name (it may have no worker now). */
 bool supervise_has_app(const supervise *sv, const char *name);
 
@@ -211,9 +221,10 @@ bool supervise_busy(const supervise *sv, char *msg, size_t cap);
 /*
  * `drover upgrade`, old image (not busy): every app's slots as they cross
  * the exec (new reference): id, state (online, stopped, errored, backoff),
- * pid, restarts, quick failures, reuseport member, age of the process.
+ * pid, restarts, quick failures, reuseport member, age of the process; and
+ * the app's own group (lgroup_save; final as there). NULL with why in err.
  */
-json_t *supervise_save(const supervise *sv);
+json_t *supervise_save(const supervise *sv, bool final, char *err, size_t errcap);
 
 /*
  * `drover upgrade`, new image: before the apps are added, the saved apps

@@ -203,6 +203,8 @@ static bool upgrade_fd_ok(const json_t *o, const char *key)
     return !v || json_is_null(v) || upgrade_int_in(v, 0, UPGRADE_FD_MAX);
 }
 
+static int upgrade_group_ok(const json_t *g, char *err, size_t errcap);
+
 /* Checks one app of "apps". */
 static int upgrade_app_ok(const json_t *a, char *err, size_t errcap)
 {
@@ -217,6 +219,8 @@ static int upgrade_app_ok(const json_t *a, char *err, size_t errcap)
         snprintf(err, errcap, "app %s: bad want or listen_fd", name);
         return -1;
     }
+    if (upgrade_group_ok(json_object_get(a, "group"), err, errcap) != 0)   /* a file app's own */
+        return -1;
     json_t *slots = json_object_get(a, "slots"), *s;
     size_t i;
     if (!json_is_array(slots) || json_array_size(slots) > CTL_SCALE_MAX) {

@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from conftest import (DROVER, HTTPD, RunHub, free_port, http_get, online, parse_wrk, require_binary,
+from conftest import (DROVER, HTTPD, INTERVAL_MS, RunHub, free_port, http_get, online, parse_wrk, require_binary,
                       require_wrk, run_argv, tcp_sockets, wait_until, wrk_during_reload)
 
 
@@ -295,3 +295,165 @@ def test_shared_example_server_accepts_fairly(run_hub, sockdir):
     shares = {i: 100.0 * v / served for i, v in per.items()}
     print(f"shared, example server: shares {shares}")
     assert all(s >= 10 for s in shares.values()), (shares, out)
+
+
+# ---- balance = in a config file (drover up) ---------------------------------
+
+def write_conf(path, text):
+    with open(path, "w") as f:
+        f.write(text)
+
+
+def up_hub(procs, sockdir, logdir, conf):
+    return RunHub(procs, sockdir, [DROVER, "up", "--headless", "-f", conf, "--interval", str(INTERVAL_MS),
+                                   "--socket-dir", sockdir, "--log-dir", str(logdir)])
+
+
+def apply(sockdir, conf):
+    """`drover up -f conf` beside the running hub (waits for the reloads it started)."""
+    r = subprocess.run([DROVER, "up", "-f", conf, "--socket-dir", sockdir], capture_output=True, text=True,
+                       timeout=40)
+    return r.returncode, r.stdout + r.stderr
+
+
+def web_app(port, n, greeting="a", extra=""):
+    return (f"[app web]\ncommand = {HTTPD}\ninstances = {n}\nlisten = 127.0.0.1:{port}\n"
+            f"env = GREETING={greeting}\nkill_timeout = 3s\n{extra}")
+
+
+def slot_socks(h, iv, app="web"):
+    return {w["id"]: fd3(w["pid"]) for w in h.workers(iv, app) if w["state"] == "online"}
+
+
+def test_file_app_default_is_a_socket_per_slot_and_keepalive_is_even(procs, sockdir, logdir, tmp_path):
+    """A TCP listen in a config file is reuseport by default (4 sockets, each worker
+    15-35 % of a keep-alive wrk); balance = shared is one socket; reuseport asked of a
+    unix: address is shared, and the hub says so."""
+    require_binary(HTTPD)
+    p1, p2 = free_port(), free_port()
+    conf = str(tmp_path / "drover.conf")
+    upath = str(tmp_path / "u.sock")
+    write_conf(conf, web_app(p1, 4) + f"[app one]\ncommand = {HTTPD}\ninstances = 2\n"
+               f"listen = 127.0.0.1:{p2}\nbalance = shared\n"
+               f"[app u]\ncommand = {HTTPD}\ninstances = 2\nlisten = unix:{upath}\nbalance = reuseport\n")
+    h = up_hub(procs, sockdir, logdir, conf)
+    h.wait_stderr(rf"drover: u: balance = reuseport is for TCP addresses; every worker shares unix:{re.escape(upath)}")
+    online(h, 4, "web")
+    online(h, 2, "one")
+    iv = online(h, 2, "u")
+    assert len(set(slot_socks(h, iv, "u").values())) == 1
+    assert listeners(p1) == 4 and listeners(p2) == 1
+    assert len(set(slot_socks(h, iv).values())) == 4                  # fd 3: each slot its own
+    assert len(set(slot_socks(h, iv, "one").values())) == 1           # fd 3: one for both
+    before = settled_counts(sockdir, 4)
+    out, _ = wrk(p1, 32, 3).communicate(timeout=30)
+    total, errs, non2xx = parse_wrk(out)
+    assert total > 1000 and errs == 0 and non2xx == 0, out
+    after = settled_counts(sockdir, 4)
+    per = {i: after[i] - before.get(i, 0) for i in after}
+    served = sum(per.values())
+    assert abs(served - total) <= 32 + total // 1000, (per, total)   # the agents agree with wrk
+    shares = {i: 100.0 * v / served for i, v in per.items()}
+    assert all(15 <= s <= 35 for s in shares.values()), (shares, out)
+
+
+def test_file_app_reuseport_env_change_and_scale_down_under_wrk_lose_nothing(procs, sockdir, logdir, tmp_path):
+    """An apply that changes env reloads every worker under keep-alive wrk with 0 errors,
+    each slot keeping its socket; instances 4 -> 2 under Connection: close loses
+    nothing either (the removed slots' sockets are drained), and 2 sockets are left."""
+    require_binary(HTTPD)
+    port = free_port()
+    conf = str(tmp_path / "drover.conf")
+    write_conf(conf, web_app(port, 4))
+    h = up_hub(procs, sockdir, logdir, conf)
+    iv = online(h, 4, "web")
+    socks = slot_socks(h, iv)
+    pids = {w["id"]: w["pid"] for w in h.workers(iv, "web")}
+    assert len(set(socks.values())) == 4
+    write_conf(conf, web_app(port, 4, greeting="b"))
+    w = wrk(port, 32, 5, "--timeout", "5s")   # wide: 2 cores shared; a lost connection never answers
+    time.sleep(1)
+    rc, out = apply(sockdir, conf)
+    assert rc == 0 and "web: reload (env changed)" in out and "done, 4/4 replaced" in out, out
+    wout, _ = w.communicate(timeout=30)
+    total, errs, non2xx = parse_wrk(wout)
+    assert total > 1000 and errs == 0 and non2xx == 0, wout
+    h.drain()
+    iv = online(h, 4, "web")
+    new = {w["id"]: w["pid"] for w in h.workers(iv, "web")}
+    assert all(new[i] != pids[i] for i in pids), (pids, new)
+    assert slot_socks(h, iv) == socks                                # each slot kept its socket
+    assert http_get(port, "/greeting")[2].strip() == "b"
+    assert listeners(port) == 4
+
+    write_conf(conf, web_app(port, 2, greeting="b"))
+    w = wrk(port, 64, 4, "--timeout", "5s", "-H", "Connection: close")
+    time.sleep(1)
+    rc, out = apply(sockdir, conf)
+    assert rc == 0 and "web: scale" in out, out
+    wout, _ = w.communicate(timeout=30)
+    total, errs, non2xx = parse_wrk(wout)
+    assert total > 1000 and errs == 0 and non2xx == 0, wout
+    h.wait_for(lambda iv: sorted(x["id"] for x in h.workers(iv, "web")) == [0, 1]
+               and all(x["state"] == "online" for x in h.workers(iv, "web")), what="workers 0 and 1 left")
+    wait_until(lambda: listeners(port) == 2, timeout=5, what="two listening sockets left")
+
+
+def test_file_app_listen_change_moves_the_group_balance_change_is_refused_removal_frees_the_port(
+        procs, sockdir, logdir, tmp_path):
+    require_binary(HTTPD)
+    p1, p2 = free_port(), free_port()
+    conf = str(tmp_path / "drover.conf")
+    write_conf(conf, web_app(p1, 2) + "[app keep]\ncommand = sleep 1000\n")
+    h = up_hub(procs, sockdir, logdir, conf)
+    iv = online(h, 2, "web")
+    assert listeners(p1) == 2
+    # balance alone changing on the same address: refused at its app's line, nothing changed
+    write_conf(conf, web_app(p1, 2, greeting="x", extra="balance = shared\n") + "[app keep]\ncommand = sleep 1000\n")
+    rc, out = apply(sockdir, conf)
+    assert rc == 1, out
+    assert re.search(rf"{re.escape(conf)}:1: app web: balance cannot change from reuseport to shared "
+                     rf"while listen stays 127\.0\.0\.1:{p1}.*nothing was changed", out), out
+    h.drain()
+    iv2 = online(h, 2, "web")
+    assert {w["pid"] for w in h.workers(iv2, "web")} == {w["pid"] for w in h.workers(iv, "web")}
+    assert http_get(p1, "/greeting")[2].strip() == "a" and listeners(p1) == 2
+    # listen changing: the replacements take sockets of a new group; the old port closes
+    # once the old workers are gone
+    write_conf(conf, web_app(p2, 2) + "[app keep]\ncommand = sleep 1000\n")
+    rc, out = apply(sockdir, conf)
+    assert rc == 0 and "web: reload (listen changed)" in out, out
+    assert http_get(p2, "/greeting")[2].strip() == "a"
+    wait_until(lambda: listeners(p1) == 0 and listeners(p2) == 2, timeout=10, what="the group moved")
+    h.drain()
+    iv = online(h, 2, "web")
+    assert len(set(slot_socks(h, iv).values())) == 2
+    # with listen, balance may change: shared on a third port, then reuseport on a fourth
+    p3, p4 = free_port(), free_port()
+    write_conf(conf, web_app(p3, 2, extra="balance = shared\n") + "[app keep]\ncommand = sleep 1000\n")
+    rc, out = apply(sockdir, conf)
+    assert rc == 0 and "web: reload (listen, balance changed)" in out, out
+    wait_until(lambda: listeners(p2) == 0 and listeners(p3) == 1, timeout=10, what="one shared socket")
+    write_conf(conf, web_app(p4, 2) + "[app keep]\ncommand = sleep 1000\n")
+    rc, out = apply(sockdir, conf)
+    assert rc == 0 and "web: reload (listen, balance changed)" in out, out
+    wait_until(lambda: listeners(p3) == 0 and listeners(p4) == 2, timeout=10, what="a group again")
+    assert not bindable(p4)        # the group's anchor holds the port (no request was sent to p4)
+    # the app removed: its sockets and the anchor are let go with its last worker
+    write_conf(conf, "[app keep]\ncommand = sleep 1000\n")
+    rc, out = apply(sockdir, conf)
+    assert rc == 0 and "web: stop" in out, out
+    h.wait_stderr(r"web: removed, every worker stopped")
+    wait_until(lambda: bindable(p4), timeout=5, what=f"port {p4} let go")
+
+
+def bindable(port):
+    """True when nothing holds 127.0.0.1:port (a plain bind, no SO_REUSEADDR, succeeds)."""
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", port))
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()

@@ -19,7 +19,7 @@ import time
 import pytest
 
 from conftest import (DROVER, HTTPD, INTERVAL_MS, RunHub, free_port, http_get, parse_wrk,
-                      require_wrk, wait_until)
+                      require_wrk, tcp_sockets, wait_until)
 
 
 def write(path, text):
@@ -58,7 +58,7 @@ def conf(tmp_path):
 
 def two_apps(conf, port, greeting, extra=""):
     write(conf, textwrap.dedent(f"""
-        ; two apps: an HTTP server on the shared socket, and a plain sleep
+        ; two apps: an HTTP server (a reuseport socket per worker: TCP), and a plain sleep
         [app web]
         command = {HTTPD}
         instances = 2
@@ -630,25 +630,49 @@ def test_an_app_that_could_not_start_is_started_by_the_next_apply(procs, sockdir
     wait_online(hub, "slow", 1)
 
 
+def slot_socks(hub, iv, app):
+    """{worker id: its fd 3 ("socket:[INODE]")} of app's online workers, read from /proc."""
+    return {w["id"]: os.readlink(f"/proc/{w['pid']}/fd/3") for w in rows(hub, iv, app) if w["state"] == "online"}
+
+
+def listeners(port):
+    return sum(1 for st, lp, _, _ in tcp_sockets() if st == "LISTEN" and lp == port)
+
+
 def test_upgrade_of_a_config_hub_keeps_every_app(procs, sockdir, logdir, conf):
-    """`drover upgrade` of a hub started by `drover up -f`: both apps keep their workers
-    (same pids) and the shared socket, then `apply` of a change still works."""
-    port = free_port()
-    two_apps(conf, port, "one", extra="\n[app sleeper]\ncommand = /bin/sleep 1000\ninstances = 2\n")
+    """`drover upgrade` of a hub started by `drover up -f`: every app keeps its workers
+    (same pids) and its sockets — web's reuseport group (the same socket per slot, no
+    other listener) and shared's one socket — then `apply` of a change still works and
+    each slot's replacement gets the slot's socket from the group carried across."""
+    port, port2 = free_port(), free_port()
+    rest = (f"\n[app sleeper]\ncommand = /bin/sleep 1000\ninstances = 2\n"
+            f"[app shared]\ncommand = {HTTPD}\ninstances = 2\nlisten = 127.0.0.1:{port2}\nbalance = shared\n")
+    two_apps(conf, port, "one", extra=rest)
     h = RunHub(procs, sockdir, up_argv(sockdir, conf, logdir))
     wait_online(h, "web", 2)
+    wait_online(h, "shared", 2)
     iv = wait_online(h, "sleeper", 2)
     web, sleeper = online_pids(h, iv, "web"), online_pids(h, iv, "sleeper")
+    socks, socks2 = slot_socks(h, iv, "web"), slot_socks(h, iv, "shared")
+    assert len(set(socks.values())) == 2 and len(set(socks2.values())) == 1
     rc, out, err = drover(sockdir, "upgrade")
     assert rc == 0, out + err
     iv = h.wait_for(lambda iv: "upgraded" in h.stderr(), timeout=10, what="the upgrade")
+    wait_online(h, "shared", 2)
     iv = wait_online(h, "sleeper", 2)
     assert online_pids(h, iv, "web") == web and online_pids(h, iv, "sleeper") == sleeper
+    assert slot_socks(h, iv, "web") == socks and slot_socks(h, iv, "shared") == socks2
+    assert listeners(port) == 2 and listeners(port2) == 1
     assert http_get(port, "/greeting")[2].strip() == "one"
-    two_apps(conf, port, "two", extra="\n[app sleeper]\ncommand = /bin/sleep 1000\ninstances = 2\n")
+    two_apps(conf, port, "two", extra=rest)
     rc, out, err = drover(sockdir, "up", "-f", conf)
     assert rc == 0, out + err
     wait_until(lambda: http_get(port, "/greeting")[2].strip() == "two", timeout=15, what="the applied GREETING")
+    h.drain()   # intervals printed before the reload ended
+    iv = h.wait_for(lambda iv: len(online_pids(h, iv, "web")) == 2 and not set(online_pids(h, iv, "web")) & set(web),
+                    timeout=15, what="web's workers replaced")
+    assert not set(online_pids(h, iv, "web")) & set(web)
+    assert slot_socks(h, iv, "web") == socks and listeners(port) == 2
 
 
 def test_a_changed_hub_metrics_is_reported_for_the_next_start(procs, sockdir, logdir, conf):

@@ -230,8 +230,11 @@ def test_service_takes_the_socket_units_socket_under_systemd_socket_activate(pro
     # the first connection comes before the hub exists; the hub serves it on the inherited socket
     assert http_get(port, timeout=20)[0] == 200
     wait_until(lambda: notified("READY=1"), 20, what="READY=1", diag=lambda: err.read_text())
-    # one listening socket on the port, systemd's: the hub bound none of its own
+    # one listening socket on the port, systemd's: the hub bound none of its own, and says
+    # that web (reuseport by default, for TCP) shares it
     assert len(listeners(port)) == 1
+    assert (f"drover: web: 127.0.0.1:{port} is a socket systemd passed (LISTEN_FDS), which cannot be a "
+            "reuseport group; every worker shares it") in err.read_text(), err.read_text()
     assert p.poll() is None
     os.kill(p.pid, signal.SIGHUP)          # ExecReload=: the file applied again, the socket kept
     wait_until(lambda: "drover: applied " in err.read_text(), 10, what="the file applied again")

@@ -185,6 +185,40 @@ static void test_config_diff(void **unused)
     config_free(&a);
 }
 
+/* balance: its default follows listen (as --balance does), and only the mode in effect counts as a change. */
+static void test_config_balance(void **unused)
+{
+    (void)unused;
+    config c;
+    char err[512], what[256];
+    assert_int_equal(config_load(write_file("b.conf",
+                                            "[app tcp]\ncommand = true\nlisten = 127.0.0.1:8080\n"
+                                            "[app v6]\ncommand = true\nlisten = [::1]:8080\n"
+                                            "[app unix]\ncommand = true\nlisten = unix:/tmp/x.sock\n"
+                                            "[app fd]\ncommand = true\nlisten = fd:web\n"
+                                            "[app none]\ncommand = true\n"
+                                            "[app pinned]\ncommand = true\nlisten = 8080\nbalance = shared\n"
+                                            "[app same]\ncommand = true\nlisten = 127.0.0.1:8080\nbalance = reuseport\n"
+                                            "[app asked]\ncommand = true\nlisten = unix:/tmp/y.sock\nbalance = reuseport\n"),
+                                 &c, err, sizeof err), 0);
+    static const struct { const char *app; config_balance want; } t[] = {
+        {"tcp", CONFIG_BALANCE_REUSEPORT}, {"v6", CONFIG_BALANCE_REUSEPORT}, {"unix", CONFIG_BALANCE_SHARED},
+        {"fd", CONFIG_BALANCE_SHARED}, {"none", CONFIG_BALANCE_SHARED}, {"pinned", CONFIG_BALANCE_SHARED},
+        {"same", CONFIG_BALANCE_REUSEPORT}, {"asked", CONFIG_BALANCE_REUSEPORT},   /* apply.c shares it, saying so */
+    };
+    for (size_t i = 0; i < sizeof t / sizeof t[0]; i++)
+        if (config_app_balance(config_find(&c, t[i].app)) != t[i].want)
+            fail_msg("app %s: balance %d, want %d", t[i].app, config_app_balance(config_find(&c, t[i].app)),
+                     t[i].want);
+    /* reuseport written out on a TCP address is the default: no change */
+    assert_int_equal(config_app_diff(config_find(&c, "tcp"), config_find(&c, "same"), what, sizeof what), 0);
+    assert_int_equal(config_app_diff(config_find(&c, "tcp"), config_find(&c, "pinned"), what, sizeof what), 2);
+    assert_string_equal(what, "listen, balance");
+    config_free(&c);
+    expect_error("[app a]\ncommand = true\nlisten = 8080\nbalance = random\n", 4,
+                 "balance is one of shared, reuseport, not 'random'");
+}
+
 static void test_config_values(void **unused)
 {
     (void)unused;
@@ -288,6 +322,7 @@ int main(void)
         cmocka_unit_test(test_config_full_file),
         cmocka_unit_test(test_config_hub_env_first),
         cmocka_unit_test(test_config_diff),
+        cmocka_unit_test(test_config_balance),
         cmocka_unit_test(test_config_values),
         cmocka_unit_test(test_config_refused),
         cmocka_unit_test(test_config_long_lines),

@@ -163,6 +163,33 @@ static void test_group_steers_away_from_a_draining_socket(void **st)
     assert_int_equal(uv_loop_close(&loop), 0);
 }
 
+/* An upgrade's groups: lgroup_open of the spec takes the one handed over (once); the end frees the rest. */
+static void test_hand_over(void **st)
+{
+    (void)st;
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    char err[256];
+    lgroup *a = lgroup_open(&loop, "127.0.0.1:0", err, sizeof err);
+    lgroup *b = lgroup_open(&loop, "127.0.0.1:0", err, sizeof err);
+    assert_non_null(a);
+    assert_non_null(b);
+    assert_true(lgroup_add(a, err, sizeof err) >= 0);
+    assert_true(lgroup_add(b, err, sizeof err) >= 0);
+    assert_int_equal(lgroup_hand_over("127.0.0.1:7001", a), 0);
+    assert_int_equal(lgroup_hand_over("127.0.0.1:0", b), 0);
+    assert_ptr_equal(lgroup_open(&loop, "127.0.0.1:7001", err, sizeof err), a);
+    assert_int_equal(lgroup_state(a, 0), LSOCK_OPEN);   /* as it was */
+    lgroup_hand_over_end();                             /* b: no app took it, freed */
+    lgroup *c = lgroup_open(&loop, "127.0.0.1:0", err, sizeof err);
+    assert_non_null(c);
+    assert_int_equal(lgroup_fd(c, 0), -1);              /* a new group, not b with its member */
+    lgroup_free(c);
+    lgroup_free(a);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    assert_int_equal(uv_loop_close(&loop), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -170,6 +197,7 @@ int main(void)
         cmocka_unit_test(test_order_mirrors_the_kernel),
         cmocka_unit_test(test_programs),
         cmocka_unit_test(test_group_steers_away_from_a_draining_socket),
+        cmocka_unit_test(test_hand_over),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -136,6 +136,7 @@ static void test_validate_refuses_each_bad_field(void **st)
     refuses("pipe", "logs.0.pipes.0.partial", json_string("abc"));
     refuses("ring line", "logs.0.ring.0", json_pack("[f, i]", 1.0, 0));
     refuses("listening group", "group", json_pack("{s:i}", "anchor", 3));
+    refuses("listening group", "apps.0.group", json_pack("{s:i}", "anchor", 3));   /* a file app's own */
 }
 
 int main(void)
