@@ -14,7 +14,8 @@ import time
 
 import pytest
 
-from conftest import CTL_VERSION, DROVER, BUILD, INTERVAL_MS as IV_MS, MASTER, CtlSession, RunHub, alive, require_binary, wait_until
+from conftest import (CTL_VERSION, DROVER, BUILD, INTERVAL_MS as IV_MS, MASTER, CtlSession, RunHub, alive,
+                      descendants, require_binary, wait_until)
 
 WORKER = os.path.join(BUILD, "examples", "worker")
 
@@ -182,6 +183,8 @@ def test_reload_ends_with_failure_when_the_hub_goes_away(procs, sockdir, tmp_pat
     ({"cmd": "ls", "target": "web"}, "ls takes no target"),
     ({"cmd": "logs", "lines": -1}, '"lines" must be an integer'),
     ({"cmd": "kill", "target": "web", "n": 1}, 'kill takes no "n"'),
+    ({"cmd": "subscribe", "lean": 1}, '"lean" must be true or false'),
+    ({"cmd": "ls", "lean": True}, 'ls takes no "lean"'),
     ({"cmd": "frobnicate"}, "unknown command 'frobnicate'"),
     ({"cmd": 7}, 'missing "cmd"'),
 ])
@@ -226,6 +229,47 @@ def test_events_are_structured(procs, sockdir, tmp_path):
                 break
     assert phases[0] == "started" and phases[-1] == "done" and "progress" in phases, phases
     c.close()
+
+
+def test_a_lean_subscription_leaves_out_only_what_repeats(procs, sockdir, tmp_path):
+    """Two subscribers at once, one lean (PROTOCOL.md §4.4): worker 0 has a child (a
+    sleep), worker 1 is alone. The lean state and reply lack each worker's type and ts,
+    and worker 1's tree (itself alone), and keep worker 0's tree, whose pids are those
+    the test reads in /proc; every other key is the full form's."""
+    require_binary(WORKER)
+    script = f'if [ "$DROVER_WORKER_ID" = 0 ]; then sleep 600 & fi; exec {WORKER} --rate 10'
+    argv = [DROVER, "run", "--headless", "--interval", str(IV_MS), "--socket-dir", sockdir,
+            "--log-dir", str(tmp_path), "-i", "2", "-n", "web", "--no-echo", "--", "sh", "-c", script]
+    h = RunHub(procs, sockdir, argv)
+    iv = h.wait_for(lambda iv: sorted((w["id"], w["procs"]) for w in h.workers(iv, "web")
+                                      if w["state"] == "online") == [(0, 2), (1, 1)],
+                    what="worker 0 of 2 processes, worker 1 of 1", timeout=15)
+    pid0 = next(w["pid"] for w in h.workers(iv, "web") if w["id"] == 0)
+    kids = descendants(pid0)
+    assert len(kids) == 1, kids
+    with CtlSession(sockdir) as full, CtlSession(sockdir) as lean:
+        rf = full.ask({"cmd": "subscribe", "id": 1})
+        rl = lean.ask({"cmd": "subscribe", "id": 1, "lean": True})
+        assert rl["ok"] is True and rf["ok"] is True
+        for w in rl["workers"]:
+            assert "history" in w and "type" not in w and "ts" not in w, w
+        for w in rf["workers"]:
+            assert w["type"] == "worker" and "ts" in w and len(w["tree"]) == w["procs"], w
+        def state(c):
+            while True:
+                m = c.next()
+                if m["type"] == "state":
+                    return m
+        sf, sl = state(full), state(lean)
+        assert sl["hub"]["ts"] and sl["apps"] and sl["host"]
+        byid_f = {w["id"]: w for w in sf["workers"]}
+        byid_l = {w["id"]: w for w in sl["workers"]}
+        assert sorted(byid_l) == sorted(byid_f) == [0, 1]
+        assert set(byid_f[0]) - set(byid_l[0]) == {"type", "ts"}
+        assert set(byid_f[1]) - set(byid_l[1]) == {"type", "ts", "tree"}
+        assert set(byid_l[0]) <= set(byid_f[0]) and set(byid_l[1]) <= set(byid_f[1])
+        assert sorted(p["pid"] for p in byid_l[0]["tree"]) == sorted([pid0] + kids)
+        assert [p["pid"] for p in byid_f[1]["tree"]] == [byid_f[1]["pid"]]
 
 
 # ---- the CLI tells the truth -----------------------------------------------------------
