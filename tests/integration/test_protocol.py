@@ -233,9 +233,10 @@ def test_events_are_structured(procs, sockdir, tmp_path):
 
 def test_a_lean_subscription_leaves_out_only_what_repeats(procs, sockdir, tmp_path):
     """Two subscribers at once, one lean (PROTOCOL.md §4.4): worker 0 has a child (a
-    sleep), worker 1 is alone. The lean state and reply lack each worker's type and ts,
-    and worker 1's tree (itself alone), and keep worker 0's tree, whose pids are those
-    the test reads in /proc; every other key is the full form's."""
+    sleep), worker 1 is alone. In the same interval's state, the lean workers lack
+    exactly type, ts, the keys that are null in the full form and worker 1's tree
+    (itself alone); worker 0's tree is kept, its pids those the test reads in /proc;
+    every value kept is the full form's."""
     require_binary(WORKER)
     script = f'if [ "$DROVER_WORKER_ID" = 0 ]; then sleep 600 & fi; exec {WORKER} --rate 10'
     argv = [DROVER, "run", "--headless", "--interval", str(IV_MS), "--socket-dir", sockdir,
@@ -253,21 +254,31 @@ def test_a_lean_subscription_leaves_out_only_what_repeats(procs, sockdir, tmp_pa
         assert rl["ok"] is True and rf["ok"] is True
         for w in rl["workers"]:
             assert "history" in w and "type" not in w and "ts" not in w, w
+            assert all(v is not None for v in w.values()), w
         for w in rf["workers"]:
             assert w["type"] == "worker" and "ts" in w and len(w["tree"]) == w["procs"], w
-        def state(c):
-            while True:
+
+        def states(c):
+            """The next few state messages, by the hub's ts."""
+            out = {}
+            while len(out) < 3:
                 m = c.next()
                 if m["type"] == "state":
-                    return m
-        sf, sl = state(full), state(lean)
-        assert sl["hub"]["ts"] and sl["apps"] and sl["host"]
+                    out[m["hub"]["ts"]] = m
+            return out
+        sf_all, sl_all = states(full), states(lean)
+        same = sorted(set(sf_all) & set(sl_all))
+        assert same, (sorted(sf_all), sorted(sl_all))   # both saw one interval's state
+        sf, sl = sf_all[same[-1]], sl_all[same[-1]]
+        assert sl["apps"] == sf["apps"] and sl["host"] == sf["host"]
         byid_f = {w["id"]: w for w in sf["workers"]}
         byid_l = {w["id"]: w for w in sl["workers"]}
         assert sorted(byid_l) == sorted(byid_f) == [0, 1]
-        assert set(byid_f[0]) - set(byid_l[0]) == {"type", "ts"}
-        assert set(byid_f[1]) - set(byid_l[1]) == {"type", "ts", "tree"}
-        assert set(byid_l[0]) <= set(byid_f[0]) and set(byid_l[1]) <= set(byid_f[1])
+        for i, tree_gone in ((0, set()), (1, {"tree"})):
+            f, l = byid_f[i], byid_l[i]
+            nulls = {k for k, v in f.items() if v is None}
+            assert set(f) - set(l) == {"type", "ts"} | nulls | tree_gone, (f, l)
+            assert all(l[k] == f[k] for k in l), (f, l)
         assert sorted(p["pid"] for p in byid_l[0]["tree"]) == sorted([pid0] + kids)
         assert [p["pid"] for p in byid_f[1]["tree"]] == [byid_f[1]["pid"]]
 
