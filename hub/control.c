@@ -338,10 +338,12 @@ static void control_refusal(unsigned kind, const ctl_command *cmd, char *msg, si
  * Makes a snapshot lean (subscribe's "lean", PROTOCOL.md §4.4), in place:
  * each worker object loses what repeats or says nothing — "type" (every one
  * is a worker), "ts" (the hub object has it), a "tree" that is the worker's
- * own process alone (its pid and figures are the worker's) and every key
- * whose value is null (absent reads as unknown). A console parses every
- * state of a thousand workers each second: this is about a third of the
- * values it would build and free.
+ * own process alone (its pid and figures are the worker's), every key
+ * whose value is null (absent reads as unknown) and an empty "metrics" (no
+ * custom metric to show). A console parses every state of a thousand
+ * workers each second: this is about 40 % of the bytes it would read and of
+ * the values it would build and free (an empty object costs jansson as
+ * much as a dozen numbers).
  */
 static void control_lean(json_t *snap)
 {
@@ -354,6 +356,9 @@ static void control_lean(json_t *snap)
         json_object_del(w, "ts");
         if (json_array_size(json_object_get(w, "tree")) <= 1)
             json_object_del(w, "tree");
+        json_t *m = json_object_get(w, "metrics");
+        if (json_is_object(m) && json_object_size(m) == 0)
+            json_object_del(w, "metrics");
         json_object_foreach_safe(w, tmp, k, v) {
             if (json_is_null(v))
                 json_object_del(w, k);

@@ -231,20 +231,23 @@ def test_events_are_structured(procs, sockdir, tmp_path):
     c.close()
 
 
-def test_a_lean_subscription_leaves_out_only_what_repeats(procs, sockdir, tmp_path):
-    """Two subscribers at once, one lean (PROTOCOL.md §4.4): worker 0 has a child (a
-    sleep), worker 1 is alone. In the same interval's state, the lean workers lack
-    exactly type, ts, the keys that are null in the full form and worker 1's tree
-    (itself alone); worker 0's tree is kept, its pids those the test reads in /proc;
-    every value kept is the full form's."""
+def test_a_lean_subscription_leaves_out_only_what_repeats(procs, sockdir, tmp_path, start_py_sender):
+    """Two subscribers at once, one lean (PROTOCOL.md §4.4): web:0 has a child (a
+    sleep), web:1 is alone, and a Python sender (app py) reports no custom metric. In
+    the same interval's state, the lean workers lack exactly type, ts, the keys that are
+    null in the full form, an empty metrics (py's) and a tree of one process (web:1's,
+    py's); web:0's tree is kept, its pids those the test reads in /proc; every value
+    kept is the full form's."""
     require_binary(WORKER)
     script = f'if [ "$DROVER_WORKER_ID" = 0 ]; then sleep 600 & fi; exec {WORKER} --rate 10'
     argv = [DROVER, "run", "--headless", "--interval", str(IV_MS), "--socket-dir", sockdir,
             "--log-dir", str(tmp_path), "-i", "2", "-n", "web", "--no-echo", "--", "sh", "-c", script]
     h = RunHub(procs, sockdir, argv)
+    start_py_sender(os.path.join(sockdir, "agent.sock"), name="py", wid=0)
     iv = h.wait_for(lambda iv: sorted((w["id"], w["procs"]) for w in h.workers(iv, "web")
-                                      if w["state"] == "online") == [(0, 2), (1, 1)],
-                    what="worker 0 of 2 processes, worker 1 of 1", timeout=15)
+                                      if w["state"] == "online") == [(0, 2), (1, 1)] and
+                    [w["metrics"] for w in h.workers(iv, "py")] == [{}],
+                    what="web:0 of 2 processes, web:1 of 1, py reporting", timeout=15)
     pid0 = next(w["pid"] for w in h.workers(iv, "web") if w["id"] == 0)
     kids = descendants(pid0)
     assert len(kids) == 1, kids
@@ -271,16 +274,17 @@ def test_a_lean_subscription_leaves_out_only_what_repeats(procs, sockdir, tmp_pa
         assert same, (sorted(sf_all), sorted(sl_all))   # both saw one interval's state
         sf, sl = sf_all[same[-1]], sl_all[same[-1]]
         assert sl["apps"] == sf["apps"] and sl["host"] == sf["host"]
-        byid_f = {w["id"]: w for w in sf["workers"]}
-        byid_l = {w["id"]: w for w in sl["workers"]}
-        assert sorted(byid_l) == sorted(byid_f) == [0, 1]
-        for i, tree_gone in ((0, set()), (1, {"tree"})):
-            f, l = byid_f[i], byid_l[i]
+        by_f = {(w["app"], w["id"]): w for w in sf["workers"]}
+        by_l = {(w["app"], w["id"]): w for w in sl["workers"]}
+        assert sorted(by_l) == sorted(by_f) == [("py", 0), ("web", 0), ("web", 1)]
+        for key, gone in ((("web", 0), set()), (("web", 1), {"tree"}), (("py", 0), {"tree", "metrics"})):
+            f, l = by_f[key], by_l[key]
             nulls = {k for k, v in f.items() if v is None}
-            assert set(f) - set(l) == {"type", "ts"} | nulls | tree_gone, (f, l)
+            assert set(f) - set(l) == {"type", "ts"} | nulls | gone, (f, l)
             assert all(l[k] == f[k] for k in l), (f, l)
-        assert sorted(p["pid"] for p in byid_l[0]["tree"]) == sorted([pid0] + kids)
-        assert [p["pid"] for p in byid_f[1]["tree"]] == [byid_f[1]["pid"]]
+        assert by_f[("py", 0)]["metrics"] == {} and by_l[("web", 0)]["metrics"]
+        assert sorted(p["pid"] for p in by_l[("web", 0)]["tree"]) == sorted([pid0] + kids)
+        assert [p["pid"] for p in by_f[("web", 1)]["tree"]] == [by_f[("web", 1)]["pid"]]
 
 
 # ---- the CLI tells the truth -----------------------------------------------------------
