@@ -14,8 +14,9 @@
 const ctl_command ctl_commands[CTL_CMD_N] = {
     [CTL_LS] = {CTL_LS, "ls", CTL_TARGET_NONE, 0, CTL_HUB_ANY, false, false, false,
                 "ls [--json] [--sort COL]", "list the workers of the running hub", ""},
-    [CTL_SUBSCRIBE] = {CTL_SUBSCRIBE, "subscribe", CTL_TARGET_NONE, 0, CTL_HUB_ANY, false, false, false,
-                       "", "the state now (with history) and every interval, and events", ""},
+    [CTL_SUBSCRIBE] = {CTL_SUBSCRIBE, "subscribe", CTL_TARGET_NONE, CTL_ARG_LEAN, CTL_HUB_ANY, false, false, false,
+                       "", "the state now (with history) and every interval, and events; lean: without what repeats",
+                       ""},
     [CTL_UNSUBSCRIBE] = {CTL_UNSUBSCRIBE, "unsubscribe", CTL_TARGET_NONE, 0, CTL_HUB_ANY, false, false,
                          false, "", "stop pushing state, events and log lines", ""},
     [CTL_LOGS] = {CTL_LOGS, "logs", CTL_TARGET_OPTIONAL, CTL_ARG_LINES | CTL_ARG_FOLLOW, CTL_HUB_ANY,
@@ -236,6 +237,7 @@ int ctl_request_parse(const json_t *req, ctl_request *out, char *err, size_t err
     static const struct { const char *key; unsigned bit; } known[] = {
         {"lines", CTL_ARG_LINES}, {"follow", CTL_ARG_FOLLOW}, {"n", CTL_ARG_N}, {"delta", CTL_ARG_DELTA},
         {"format", CTL_ARG_FORMAT}, {"file", CTL_ARG_FILE}, {"env", CTL_ARG_ENV},
+        {"lean", CTL_ARG_LEAN},
     };
     for (size_t i = 0; i < sizeof known / sizeof known[0]; i++) {
         json_t *v = json_object_get(req, known[i].key);
@@ -280,6 +282,13 @@ int ctl_request_parse(const json_t *req, ctl_request *out, char *err, size_t err
             }
             out->env = json_is_true(v);
             break;
+        case CTL_ARG_LEAN:
+            if (!json_is_boolean(v)) {
+                snprintf(err, errcap, "\"lean\" must be true or false");
+                rc = -1;
+            }
+            out->lean = json_is_true(v);
+            break;
         case CTL_ARG_FOLLOW:
             if (!json_is_boolean(v)) {
                 snprintf(err, errcap, "\"follow\" must be true or false");
@@ -322,6 +331,8 @@ json_t *ctl_request_json(const ctl_request *r)
         json_object_set_new(req, "file", json_string(r->file));
     if ((r->cmd->args & CTL_ARG_ENV) && r->env)
         json_object_set_new(req, "env", json_true());
+    if ((r->cmd->args & CTL_ARG_LEAN) && r->lean)
+        json_object_set_new(req, "lean", json_true());
     if (r->has_n)
         json_object_set_new(req, "n", json_integer(r->n));
     if (r->has_delta)

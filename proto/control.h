@@ -49,6 +49,7 @@ enum {
     CTL_ARG_FORMAT = 1 << 4,   /* "format": "ndjson" or "prom" */
     CTL_ARG_FILE   = 1 << 5,   /* "file": an absolute path, 1..CTL_FILE_MAX-1 bytes, required */
     CTL_ARG_ENV    = 1 << 6,   /* "env": boolean (describe: show environment values) */
+    CTL_ARG_LEAN   = 1 << 7,   /* "lean": boolean (subscribe: leave out what repeats, PROTOCOL.md §4.4) */
 };
 
 /* Kinds of hub (bits), as named in the hello's "mode". */
@@ -147,6 +148,7 @@ typedef struct {
     ctl_format format;     /* CTL_ARG_FORMAT, default ndjson */
     char   file[CTL_FILE_MAX]; /* CTL_ARG_FILE */
     bool   env;            /* CTL_ARG_ENV */
+    bool   lean;           /* CTL_ARG_LEAN */
 } ctl_request;
 
 /*

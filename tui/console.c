@@ -128,13 +128,35 @@ static void console_logs_after(console *c, int ms)
         uv_timer_start(&c->logs_timer, console_on_logs_timer, (uint64_t)ms, 0);
 }
 
+/*
+ * Sends subscribe over cl, lean (PROTOCOL.md §4.4: nothing the panes do not
+ * draw, a third less to parse) unless the hub refused that; returns its id.
+ */
+static long console_subscribe(client *cl, bool lean)
+{
+    ctl_request r = ctl_request_make(CTL_SUBSCRIBE, NULL);
+    r.lean = lean;
+    return client_send(cl, ctl_request_json(&r));
+}
+
+/*
+ * True when msg is the hub's refusal of our lean subscribe (id sub_req): a
+ * hub from before "lean" refuses the argument; the caller subscribes again
+ * without it.
+ */
+static bool console_lean_refused(const json_t *msg, long sub_req)
+{
+    return sub_req >= 0 && strcmp(console_model_str(msg, "type", ""), "reply") == 0 &&
+           console_model_int(msg, "id", -2) == sub_req && !json_is_true(json_object_get(msg, "ok")) &&
+           strstr(console_model_str(msg, "error", ""), "\"lean\"") != NULL;
+}
+
 /* Connected (again): note the hub, subscribe; logs are asked once the snapshot is in. */
 static void console_cb_hello(void *ctx, const json_t *hello)
 {
     console *c = ctx;
     console_model_hello(&c->m, hello);
-    ctl_request r = ctl_request_make(CTL_SUBSCRIBE, NULL);
-    c->m.sub_req = client_send(c->cl, ctl_request_json(&r));
+    c->m.sub_req = console_subscribe(c->cl, true);
 }
 
 /* The reply to our `stop`: say how it went, and quit (from the prepare callback). */
@@ -154,6 +176,10 @@ static void console_on_stop_reply(console *c, const json_t *msg)
 static void console_cb_message(void *ctx, const json_t *msg)
 {
     console *c = ctx;
+    if (console_lean_refused(msg, c->m.sub_req)) {
+        c->m.sub_req = console_subscribe(c->cl, false);
+        return;
+    }
     if (c->k.mode == KEYS_MODE_STOPPING && strcmp(console_model_str(msg, "type", ""), "reply") == 0 &&
         console_model_int(msg, "id", -2) == c->stop_req) {
         console_on_stop_reply(c, msg);
@@ -337,8 +363,7 @@ static void console_fleet_cb_hello(void *ctx, const json_t *hello)
     if (!c->m.ns[0])
         snprintf(c->m.ns, sizeof c->m.ns, "%s", console_model_str(hello, "ns", "default"));
     console_model_status(&c->m, false, "%s: connected (hub pid %ld)", h->name, console_model_int(hello, "hub_pid", 0));
-    ctl_request r = ctl_request_make(CTL_SUBSCRIBE, NULL);
-    h->sub_req = client_send(h->cl, ctl_request_json(&r));
+    h->sub_req = console_subscribe(h->cl, true);
 }
 
 /* A host's message: its snapshots merged, its logs when the pane shows its worker, the rest to the status line. */
@@ -349,6 +374,10 @@ static void console_fleet_cb_message(void *ctx, const json_t *msg)
     const char *type = console_model_str(msg, "type", "");
     bool log_host = console_fleet_log_host(c) == h;
     long id = console_model_int(msg, "id", -2);
+    if (console_lean_refused(msg, h->sub_req)) {
+        h->sub_req = console_subscribe(h->cl, false);   /* a hub from before "lean" */
+        return;
+    }
     if (!strcmp(type, "state") || (!strcmp(type, "reply") && id == h->sub_req &&
                                    json_is_true(json_object_get(msg, "ok")))) {
         bool first = strcmp(type, "reply") == 0;

@@ -914,3 +914,84 @@ def test_a_process_drover_did_not_start_is_addressable_in_the_console(start_hub,
     assert p.wait(timeout=5) == 0, "the worker ends on the SIGTERM drover sent it"
     con.wait_text(f"sent SIGTERM to {target}")
     assert "bad target" not in con.screen()
+
+
+# ---- a hub from before the lean subscription ------------------------------------
+
+def test_console_subscribes_lean_and_falls_back_when_the_hub_refuses_it(consoles, sockdir):
+    """The console asks for lean state (PROTOCOL.md §4.4). A hub from before "lean"
+    refuses the argument (as any hub refuses one a command does not take): this stand-in
+    hub on ctl.sock does, then answers a plain subscribe with one worker. The console
+    must subscribe again without "lean" and show that worker, not "subscribe failed"."""
+    import threading
+    path = os.path.join(sockdir, "ctl.sock")
+    srv = socket.socket(socket.AF_UNIX)
+    srv.bind(path)
+    srv.listen(8)
+    seen = []
+    stop = threading.Event()
+    worker = {"type": "worker", "app": "old", "id": 0, "pid": 4242, "state": "online", "key": 1, "owned": True,
+              "cpu_pct": 1.5, "rss_bytes": 1 << 20}
+    snap = {"workers": [worker], "apps": [{"type": "app", "app": "old", "workers": 1, "online": 1}],
+            "hub": {"type": "hub", "workers": 1}, "host": {}}
+
+    def serve(conn):
+        f = conn.makefile("rwb")
+        try:
+            if not f.readline():
+                return
+            f.write(json.dumps({"type": "hello", "version": 2, "hub_pid": 1, "ns": "default",
+                                "mode": "monit", "interval_ms": 200}).encode() + b"\n")
+            f.flush()
+            subscribed = False
+            conn.settimeout(0.2)
+            while not stop.is_set():
+                try:
+                    line = f.readline()
+                except (socket.timeout, TimeoutError):
+                    line = None
+                if line == b"":
+                    return
+                if line:
+                    req = json.loads(line)
+                    if req["cmd"] == "subscribe":
+                        seen.append(req)
+                        if "lean" in req:
+                            rep = {"type": "reply", "id": req.get("id"), "ok": False,
+                                   "error": 'subscribe takes no "lean"'}
+                        else:
+                            rep = {"type": "reply", "id": req.get("id"), "ok": True, **snap}
+                            subscribed = True
+                    else:
+                        rep = {"type": "reply", "id": req.get("id"), "ok": True, "lines": []}
+                    f.write(json.dumps(rep).encode() + b"\n")
+                    f.flush()
+                elif subscribed:
+                    f.write(json.dumps({"type": "state", **snap}).encode() + b"\n")
+                    f.flush()
+        except OSError:
+            pass
+        finally:
+            conn.close()
+
+    def accept():
+        srv.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conn, _ = srv.accept()
+            except (socket.timeout, TimeoutError):
+                continue
+            except OSError:
+                return
+            threading.Thread(target=serve, args=(conn,), daemon=True).start()
+    t = threading.Thread(target=accept, daemon=True)
+    t.start()
+    try:
+        con = consoles(sockdir)
+        s = con.wait(lambda s: rows_with_pids({0: 4242})(s) and s, what="the old hub's worker")
+        assert "subscribe failed" not in s, s
+        assert [r.get("lean") for r in seen[:2]] == [True, None], seen
+    finally:
+        stop.set()
+        srv.close()
+        t.join(timeout=5)

@@ -14,7 +14,8 @@ import time
 
 import pytest
 
-from conftest import CTL_VERSION, DROVER, BUILD, INTERVAL_MS as IV_MS, MASTER, CtlSession, RunHub, alive, require_binary, wait_until
+from conftest import (CTL_VERSION, DROVER, BUILD, INTERVAL_MS as IV_MS, MASTER, CtlSession, RunHub, alive,
+                      descendants, require_binary, wait_until)
 
 WORKER = os.path.join(BUILD, "examples", "worker")
 
@@ -182,6 +183,8 @@ def test_reload_ends_with_failure_when_the_hub_goes_away(procs, sockdir, tmp_pat
     ({"cmd": "ls", "target": "web"}, "ls takes no target"),
     ({"cmd": "logs", "lines": -1}, '"lines" must be an integer'),
     ({"cmd": "kill", "target": "web", "n": 1}, 'kill takes no "n"'),
+    ({"cmd": "subscribe", "lean": 1}, '"lean" must be true or false'),
+    ({"cmd": "ls", "lean": True}, 'ls takes no "lean"'),
     ({"cmd": "frobnicate"}, "unknown command 'frobnicate'"),
     ({"cmd": 7}, 'missing "cmd"'),
 ])
@@ -226,6 +229,62 @@ def test_events_are_structured(procs, sockdir, tmp_path):
                 break
     assert phases[0] == "started" and phases[-1] == "done" and "progress" in phases, phases
     c.close()
+
+
+def test_a_lean_subscription_leaves_out_only_what_repeats(procs, sockdir, tmp_path, start_py_sender):
+    """Two subscribers at once, one lean (PROTOCOL.md §4.4): web:0 has a child (a
+    sleep), web:1 is alone, and a Python sender (app py) reports no custom metric. In
+    the same interval's state, the lean workers lack exactly type, ts, the keys that are
+    null in the full form, an empty metrics (py's) and a tree of one process (web:1's,
+    py's); web:0's tree is kept, its pids those the test reads in /proc; every value
+    kept is the full form's."""
+    require_binary(WORKER)
+    script = f'if [ "$DROVER_WORKER_ID" = 0 ]; then sleep 600 & fi; exec {WORKER} --rate 10'
+    argv = [DROVER, "run", "--headless", "--interval", str(IV_MS), "--socket-dir", sockdir,
+            "--log-dir", str(tmp_path), "-i", "2", "-n", "web", "--no-echo", "--", "sh", "-c", script]
+    h = RunHub(procs, sockdir, argv)
+    start_py_sender(os.path.join(sockdir, "agent.sock"), name="py", wid=0)
+    iv = h.wait_for(lambda iv: sorted((w["id"], w["procs"]) for w in h.workers(iv, "web")
+                                      if w["state"] == "online") == [(0, 2), (1, 1)] and
+                    [w["metrics"] for w in h.workers(iv, "py")] == [{}],
+                    what="web:0 of 2 processes, web:1 of 1, py reporting", timeout=15)
+    pid0 = next(w["pid"] for w in h.workers(iv, "web") if w["id"] == 0)
+    kids = descendants(pid0)
+    assert len(kids) == 1, kids
+    with CtlSession(sockdir) as full, CtlSession(sockdir) as lean:
+        rf = full.ask({"cmd": "subscribe", "id": 1})
+        rl = lean.ask({"cmd": "subscribe", "id": 1, "lean": True})
+        assert rl["ok"] is True and rf["ok"] is True
+        for w in rl["workers"]:
+            assert "history" in w and "type" not in w and "ts" not in w, w
+            assert all(v is not None for v in w.values()), w
+        for w in rf["workers"]:
+            assert w["type"] == "worker" and "ts" in w and len(w["tree"]) == w["procs"], w
+
+        def states(c):
+            """The next few state messages, by the hub's ts."""
+            out = {}
+            while len(out) < 3:
+                m = c.next()
+                if m["type"] == "state":
+                    out[m["hub"]["ts"]] = m
+            return out
+        sf_all, sl_all = states(full), states(lean)
+        same = sorted(set(sf_all) & set(sl_all))
+        assert same, (sorted(sf_all), sorted(sl_all))   # both saw one interval's state
+        sf, sl = sf_all[same[-1]], sl_all[same[-1]]
+        assert sl["apps"] == sf["apps"] and sl["host"] == sf["host"]
+        by_f = {(w["app"], w["id"]): w for w in sf["workers"]}
+        by_l = {(w["app"], w["id"]): w for w in sl["workers"]}
+        assert sorted(by_l) == sorted(by_f) == [("py", 0), ("web", 0), ("web", 1)]
+        for key, gone in ((("web", 0), set()), (("web", 1), {"tree"}), (("py", 0), {"tree", "metrics"})):
+            f, l = by_f[key], by_l[key]
+            nulls = {k for k, v in f.items() if v is None}
+            assert set(f) - set(l) == {"type", "ts"} | nulls | gone, (f, l)
+            assert all(l[k] == f[k] for k in l), (f, l)
+        assert by_f[("py", 0)]["metrics"] == {} and by_l[("web", 0)]["metrics"]
+        assert sorted(p["pid"] for p in by_l[("web", 0)]["tree"]) == sorted([pid0] + kids)
+        assert [p["pid"] for p in by_f[("web", 1)]["tree"]] == [by_f[("web", 1)]["pid"]]
 
 
 # ---- the CLI tells the truth -----------------------------------------------------------
