@@ -27,7 +27,8 @@ import pytest
 
 import msgpack
 from conftest import (BUILD, DROVER, INTERVAL_MS, RunHub, alive, free_port, http_get, parse_response,
-                      parse_wrk, require_wrk, run_argv, server_read_all, wait_until, wrk_during_reload)
+                      parse_wrk, require_wrk, run_argv, server_read_all, tcp_sockets, wait_until,
+                      wrk_during_reload)
 
 NODE = shutil.which("node") or "/usr/bin/node"
 AGENT_DIR = os.path.join(BUILD, "node")
@@ -221,11 +222,16 @@ def test_request_blocking_the_loop_shows_as_lag(node_run):
     assert lat_ok, f"no lat_p99_ms >= 200 for pid {pid} in 3 intervals (lag, lat): {seen}"
 
 
-def test_rolling_reload_under_wrk_loses_nothing(node_run):
+@pytest.mark.parametrize("balance", ["reuseport", "shared"])
+def test_rolling_reload_under_wrk_loses_nothing(node_run, balance):
+    """An unmodified Node server reading LISTEN_FDS through the agent, in both --balance
+    modes: a socket of its own per slot, or one for all."""
     port = free_port()
-    h = node_run(2, port, extra=["--no-echo"])
+    h = node_run(2, port, extra=["--no-echo", "--balance", balance])
     iv = all_online(h, "web", 2, lambda w: w["ready"])
     before = {w["pid"] for w in h.workers(iv, "web")}
+    listening = sum(1 for st, lp, _, _ in tcp_sockets() if st == "LISTEN" and lp == port)
+    assert listening == (2 if balance == "reuseport" else 1), listening
     out, total, errs, non2xx = wrk_during_reload(h, port, 7, 1.5, r"reload web: done, 2/2 replaced",
                                                  timeout_s="3s")
     assert total > 1000, out
