@@ -71,6 +71,21 @@ def settled_counts(sockdir, n):
 
 
 @pytest.mark.parametrize("mode", ["shared", "reuseport"])
+
+def keepalive_shares(sockdir, port, n=4):
+    """wrk -c32 keep-alive for 3 s against port, with 0 errors; returns ({worker id: % of
+    the requests the agents counted}, wrk's output), the agents' total checked against wrk's."""
+    before = settled_counts(sockdir, n)
+    out, _ = wrk(port, 32, 3).communicate(timeout=30)
+    total, errs, non2xx = parse_wrk(out)
+    assert total > 1000 and errs == 0 and non2xx == 0, out
+    after = settled_counts(sockdir, n)
+    per = {i: after[i] - before.get(i, 0) for i in after}
+    served = sum(per.values())
+    assert abs(served - total) <= 32 + total // 1000, (per, total)   # the agents agree with wrk
+    return {i: 100.0 * v / served for i, v in per.items()}, out
+
+
 def test_keepalive_shares_per_mode(run_hub, sockdir, mode):
     require_binary(HTTPD)
     port = free_port()
@@ -284,15 +299,7 @@ def test_shared_example_server_accepts_fairly(run_hub, sockdir):
                 pass
         assert "anon_inode:[eventpoll]" in links and "anon_inode:[eventfd]" in links, (w, links)
         assert len(os.listdir(f"/proc/{w['pid']}/task")) >= 3, w   # loop, agent reporter, acceptor
-    before = settled_counts(sockdir, 4)
-    out, _ = wrk(port, 32, 3).communicate(timeout=30)
-    total, errs, non2xx = parse_wrk(out)
-    assert total > 1000 and errs == 0 and non2xx == 0, out
-    after = settled_counts(sockdir, 4)
-    per = {i: after[i] - before.get(i, 0) for i in after}
-    served = sum(per.values())
-    assert abs(served - total) <= 32 + total // 1000, (per, total)   # the agents agree with wrk
-    shares = {i: 100.0 * v / served for i, v in per.items()}
+    shares, out = keepalive_shares(sockdir, port)
     print(f"shared, example server: shares {shares}")
     assert all(s >= 10 for s in shares.values()), (shares, out)
 
@@ -345,15 +352,7 @@ def test_file_app_default_is_a_socket_per_slot_and_keepalive_is_even(procs, sock
     assert listeners(p1) == 4 and listeners(p2) == 1
     assert len(set(slot_socks(h, iv).values())) == 4                  # fd 3: each slot its own
     assert len(set(slot_socks(h, iv, "one").values())) == 1           # fd 3: one for both
-    before = settled_counts(sockdir, 4)
-    out, _ = wrk(p1, 32, 3).communicate(timeout=30)
-    total, errs, non2xx = parse_wrk(out)
-    assert total > 1000 and errs == 0 and non2xx == 0, out
-    after = settled_counts(sockdir, 4)
-    per = {i: after[i] - before.get(i, 0) for i in after}
-    served = sum(per.values())
-    assert abs(served - total) <= 32 + total // 1000, (per, total)   # the agents agree with wrk
-    shares = {i: 100.0 * v / served for i, v in per.items()}
+    shares, out = keepalive_shares(sockdir, p1)
     assert all(15 <= s <= 35 for s in shares.values()), (shares, out)
 
 

@@ -429,15 +429,25 @@ def _next_event(session, pred, timeout):
     raise AssertionError("no such event in time")
 
 
-def test_scale_1024_answers_meanwhile_and_sigterm_stops_the_scale(procs, sockdir, private_dir):
-    cmd = ["sleep", "613"]   # an argv of its own, to count its processes in /proc
+def _scale_1024(procs, sockdir, private_dir, cmd):
+    """A hub of one worker running cmd, a subscribed session, and `scale big 1024`
+    asked: returns (hub, the session, the scale's reply)."""
     h = start(procs, sockdir, private_dir, ["-i", "1", "-n", "big", "--no-echo"], cmd)
     online(h, 1, "big")
     sub = CtlSession(sockdir, timeout=10)
     try:
         assert sub.ask({"cmd": "subscribe"})["ok"]
         with CtlSession(sockdir) as c:
-            rep = c.ask({"cmd": "scale", "target": "big", "n": 1024})
+            return h, sub, c.ask({"cmd": "scale", "target": "big", "n": 1024})
+    except BaseException:
+        sub.close()
+        raise
+
+
+def test_scale_1024_answers_meanwhile_and_sigterm_stops_the_scale(procs, sockdir, private_dir):
+    cmd = ["sleep", "613"]   # an argv of its own, to count its processes in /proc
+    h, sub, rep = _scale_1024(procs, sockdir, private_dir, cmd)
+    try:
         assert rep["ok"] and "from 1 to 1024" in rep["msg"], rep
         series = []
         end = time.monotonic() + 1.0
@@ -471,13 +481,9 @@ def test_scale_1024_answers_meanwhile_and_sigterm_stops_the_scale(procs, sockdir
 
 def test_stop_app_during_scale_1024_ends_the_scale(procs, sockdir, private_dir):
     cmd = ["sleep", "619"]   # an argv of its own, to count its processes in /proc
-    h = start(procs, sockdir, private_dir, ["-i", "1", "-n", "big", "--no-echo"], cmd)
-    online(h, 1, "big")
-    sub = CtlSession(sockdir, timeout=10)
+    h, sub, rep = _scale_1024(procs, sockdir, private_dir, cmd)
     try:
-        assert sub.ask({"cmd": "subscribe"})["ok"]
-        with CtlSession(sockdir) as c:
-            assert c.ask({"cmd": "scale", "target": "big", "n": 1024})["ok"]
+        assert rep["ok"], rep
         _next_event(sub, lambda e: e["event"] == "scale" and e["phase"] == "progress", 10)
         r = cli(sockdir, "stop", "big")
         assert r.returncode == 0, r
