@@ -26,11 +26,11 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
+from ports import free_port  # noqa: E402  (beside this file: below the ephemeral range)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ACCEPT = "--accept" in sys.argv[1:]
@@ -39,12 +39,6 @@ BUILD = os.path.abspath((ARGS[0] if ARGS else None) or os.environ.get("DROVER_BU
                         or os.path.join(REPO, "build"))
 DROVER = os.path.join(BUILD, "drover")
 HTTPD = os.path.join(BUILD, "examples", "httpd")
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wrk_errors(out):

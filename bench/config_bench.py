@@ -10,10 +10,8 @@ if it could not run. Everything it starts is killed by pid.
 """
 import json
 import os
-import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -21,35 +19,9 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import procstat  # noqa: E402  (beside this file: the hub's CPU clock, ns)
+from ports import free_port  # noqa: E402  (beside this file: below the ephemeral range)
 
 APPS, WORKERS = 10, 2
-
-
-_ports_given = set()
-
-
-def free_port():
-    """A TCP port on 127.0.0.1 that was free a moment ago, below the kernel's ephemeral
-    range, never the same twice (tests/integration/conftest.py's free_port, the same
-    rule): a port bind(0) picks lies inside that range, where any outgoing connection
-    (wrk's own) may take it as its local port before the hub binds it."""
-    try:
-        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
-            low = int(f.read().split()[0])
-    except (OSError, ValueError, IndexError):
-        low = 32768
-    for _ in range(1000):
-        port = random.randrange(10000, min(low, 32768))
-        if port in _ports_given:
-            continue
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        _ports_given.add(port)
-        return port
-    raise RuntimeError("no free TCP port below the ephemeral range")
 
 
 def write_conf(path, httpd, ports, changed_value):

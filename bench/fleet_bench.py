@@ -40,7 +40,6 @@ import re
 import shlex
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -49,6 +48,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import procstat  # noqa: E402  (beside this file)
+from ports import free_port  # noqa: E402  (beside this file: below the ephemeral range)
 
 B = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else "build")
 DROVER = os.path.join(B, "drover")
@@ -71,14 +71,6 @@ def kill_all():
 def on_signal(signum, frame):
     kill_all()
     sys.exit(130)
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def wait_for(pred, timeout, what):

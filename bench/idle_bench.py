@@ -32,6 +32,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import procstat  # noqa: E402  (beside this file)
+from ports import free_port  # noqa: E402  (beside this file: below the ephemeral range)
 
 B = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else "build")
 PM2 = sys.argv[2] if len(sys.argv) > 2 and sys.argv[2] else None
@@ -66,14 +67,6 @@ def kill_all():
 def on_signal(signum, frame):
     kill_all()
     sys.exit(130)
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def spawn(argv, **kw):

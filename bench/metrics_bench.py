@@ -17,7 +17,6 @@ Every process started here is stopped here (by pid).
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -27,6 +26,7 @@ import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import procstat  # noqa: E402
+from ports import free_port  # noqa: E402  (beside this file: below the ephemeral range)
 
 B = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else "build")
 DROVER = os.path.join(B, "drover")
@@ -51,12 +51,6 @@ def stop_all():
         except subprocess.TimeoutExpired:
             p.kill()
             p.wait()
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def scrape(port, gz=False):

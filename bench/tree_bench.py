@@ -22,7 +22,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -30,18 +29,11 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import procstat  # noqa: E402  (beside this file)
+from ports import free_port  # noqa: E402  (beside this file: below the ephemeral range)
 
 N = 64
 SECONDS = int(os.environ.get("FOOTPRINT_S", "20"))
 started = []
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def ls(drover, sockdir):

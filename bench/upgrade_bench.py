@@ -22,12 +22,12 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from ports import free_port  # noqa: E402  (beside this file: below the ephemeral range)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUILD = os.path.abspath((sys.argv[1] if len(sys.argv) > 1 else None) or os.environ.get("DROVER_BUILD")
@@ -36,12 +36,6 @@ ROUNDS = int(sys.argv[2]) if len(sys.argv) > 2 else 3
 DROVER = os.path.join(BUILD, "drover")
 HTTPD = os.path.join(BUILD, "examples", "httpd")
 WRK = shutil.which("wrk")
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def parse_wrk(out):
