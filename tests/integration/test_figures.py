@@ -144,6 +144,24 @@ def test_rss_bytes_is_vmrss(start_hub, procs):
     assert before == after and got == before, (got, before, after)
 
 
+def test_a_lost_report_loses_no_sample(start_hub, sender):
+    hub = start_hub(interval_ms=1000)
+    hub.wait_socket()
+    pid = os.getpid()
+    sender.pack({"v": 2, "t": "hello", "pid": pid, "seq": 0, "name": "figs"})
+    sender.pack(report(1, lat_h=hist({5000: 10}), lat_max=5000))
+    hub.wait_for(lambda iv: iv.worker(pid) is not None and iv.worker(pid)["lat_p50_ms"] is not None,
+                 timeout=5, what="the first latencies")
+    fresh_interval(hub)
+    time.sleep(0.2)
+    # seq 2 (100 requests at 80 ms) is "lost": seq 3's counts still hold them.
+    sender.pack(report(3, lat_h=hist({5000: 10, 80000: 100, 1000: 5}), lat_max=1000))
+    iv = hub.next_interval(timeout=3)
+    w = iv.worker(pid)
+    assert iv.hub["dropped_total"] == 1, iv.hub
+    assert 80 <= w["lat_p50_ms"] < 80 * 1.0625 and 80 <= w["lat_p99_ms"] < 80 * 1.0625, w
+
+
 # ---- a v1 sender ------------------------------------------------------------------------
 
 def test_v1_sender_is_accepted(start_hub, sender):
