@@ -70,8 +70,6 @@ def settled_counts(sockdir, n):
     return last
 
 
-@pytest.mark.parametrize("mode", ["shared", "reuseport"])
-
 def keepalive_shares(sockdir, port, n=4):
     """wrk -c32 keep-alive for 3 s against port, with 0 errors; returns ({worker id: % of
     the requests the agents counted}, wrk's output), the agents' total checked against wrk's."""
@@ -86,6 +84,7 @@ def keepalive_shares(sockdir, port, n=4):
     return {i: 100.0 * v / served for i, v in per.items()}, out
 
 
+@pytest.mark.parametrize("mode", ["shared", "reuseport"])
 def test_keepalive_shares_per_mode(run_hub, sockdir, mode):
     require_binary(HTTPD)
     port = free_port()
