@@ -206,6 +206,15 @@ void supervise_emit(supervise_event_fn ev, void *ctx, ctl_event e, const char *f
 
 static app *sup_app(supervise *sv, const char *name);
 
+/* Keeps note n, a restart of worker id (pid; -1/0: the app, none), in app a's restarts ring. */
+static void sup_restart_add(app *a, const sup_note *n, int id, long pid)
+{
+    sup_restart *r = &a->restarts[a->nrestarts++ % SUP_RESTARTS];
+    *r = (sup_restart){.ts = n->ts, .cause = n->cause, .id = id, .pid = pid, .status = -1};
+    memcpy(r->reason, n->reason, sizeof r->reason);   /* same sizes, both terminated */
+    memcpy(r->text, n->text, sizeof r->text);
+}
+
 /* Keeps event e (its text formatted already) in its app's notes, for describe. */
 static void sup_note_event(supervise *sv, const ctl_event *e)
 {
@@ -229,12 +238,8 @@ static void sup_note_event(supervise *sv, const ctl_event *e)
         n->cause = "reload";
 
     snprintf(n->text, sizeof n->text, "%s", e->text ? e->text : "");
-    if (n->cause) {
-        sup_restart *r = &a->restarts[a->nrestarts++ % SUP_RESTARTS];
-        *r = (sup_restart){.ts = n->ts, .cause = n->cause, .id = e->id, .pid = e->pid, .status = -1};
-        memcpy(r->reason, n->reason, sizeof r->reason);   /* same sizes, both terminated */
-        memcpy(r->text, n->text, sizeof r->text);
-    }
+    if (n->cause)
+        sup_restart_add(a, n, e->id, e->pid);
 }
 
 /* Adds the waitpid status of the exit app a's last restart records (noted just before). */
@@ -256,9 +261,7 @@ static void sup_note_manual(app *a, int id, const char *text)
     sup_note *n = &a->notes[(a->nnotes - 1) % SUP_NOTES];
     n->cause = "manual";
     n->command = true;
-    sup_restart *r = &a->restarts[a->nrestarts++ % SUP_RESTARTS];
-    *r = (sup_restart){.ts = n->ts, .cause = n->cause, .id = id, .status = -1};
-    memcpy(r->text, n->text, sizeof r->text);
+    sup_restart_add(a, n, id, 0);
 }
 
 /* supervise_emit for the supervisor's own events: also noted in the app (describe). */
