@@ -57,14 +57,21 @@ def fresh_interval(hub):
     return hub.next_interval()
 
 
-# ---- two reports in one interval; an interval with none --------------------------------
-
-def test_two_reports_in_one_interval_and_one_without(start_hub, sender):
+def hub_with_sender(start_hub, sender):
+    """A hub at 1 s intervals with this process known to it as worker "figs" (a hello
+    sent, its row seen); returns (hub, pid)."""
     hub = start_hub(interval_ms=1000)
     hub.wait_socket()
     pid = os.getpid()
     sender.pack({"v": 2, "t": "hello", "pid": pid, "seq": 0, "name": "figs"})
     hub.wait_for(lambda iv: iv.worker(pid) is not None, timeout=5, what="the sender as a worker")
+    return hub, pid
+
+
+# ---- two reports in one interval; an interval with none --------------------------------
+
+def test_two_reports_in_one_interval_and_one_without(start_hub, sender):
+    hub, pid = hub_with_sender(start_hub, sender)
 
     fresh_interval(hub)
     time.sleep(0.2)
@@ -93,11 +100,7 @@ def test_snapshot_apps_carry_the_interval_histogram(start_hub, sender):
     """`ls`/`subscribe` snapshots give each app its interval histogram (`lat_hist`), the
     buckets and counts the workers sent in it exactly, so a view of several hubs can add
     them up (the NDJSON has no such key)."""
-    hub = start_hub(interval_ms=1000)
-    hub.wait_socket()
-    pid = os.getpid()
-    sender.pack({"v": 2, "t": "hello", "pid": pid, "seq": 0, "name": "figs"})
-    hub.wait_for(lambda iv: iv.worker(pid) is not None, timeout=5, what="the sender as a worker")
+    hub, pid = hub_with_sender(start_hub, sender)
     fresh_interval(hub)
     time.sleep(0.2)
     sender.pack(report(1, req=4, lat_h=hist({2000: 3, 50000: 1}), lat_max=50000))
